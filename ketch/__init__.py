@@ -1,0 +1,1 @@
+"""Ketch: a distributed, replicated commit log (client library, CLI, record codec)."""

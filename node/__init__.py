@@ -1,0 +1,1 @@
+"""node: the Ketch process — configuration, wiring, gRPC servers, metrics."""

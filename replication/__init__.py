@@ -1,0 +1,1 @@
+"""replication: one partition replica and its log storage."""
