@@ -1,0 +1,136 @@
+"""``ketch produce`` and ``ketch consume`` (kafka-console-producer/consumer, rpk).
+
+produce: one record per stdin line (the trailing newline is not part of the
+value); with ``--key-separator SEP`` the text before the first SEP is the key.
+It waits for every acknowledgement before exiting, and exits 1 on the first
+failed send, printing why.
+
+consume: prints each record's value on its own line (``--print-key`` and
+``--print-offset`` prefix key and partition/offset, tab-separated). It starts
+at the end of each partition unless ``--from-beginning``; ``--partition`` with
+``--offset N|earliest|latest`` reads one partition from an exact place. It
+exits 0 after ``--max-messages`` records, or after ``--timeout-ms`` without a
+new record; otherwise it runs until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import deque
+from concurrent.futures import Future
+from typing import Any
+
+from ketch.cli import bootstrap_arg
+from ketch.errors import ErrorCode, KetchError
+
+MAX_PENDING = 50_000
+
+
+def register(commands: Any) -> None:
+    produce = commands.add_parser("produce", help="produce stdin lines as records")
+    produce.add_argument("topic")
+    produce.add_argument("--key-separator", "-k", help="split each line into KEY SEP VALUE")
+    produce.add_argument("--acks", default="all", choices=["all", "-1", "0", "1"], help="default: all")
+    produce.add_argument("--compression", default="none", choices=["none", "gzip", "snappy", "lz4", "zstd"])
+    produce.add_argument("--partition", "-p", type=int, help="default: by key hash, sticky for no key")
+    produce.add_argument("--linger-ms", type=int, default=5)
+    bootstrap_arg(produce)
+    produce.set_defaults(handler=produce_lines)
+
+    consume = commands.add_parser("consume", help="print records of a topic")
+    consume.add_argument("topic")
+    consume.add_argument("--from-beginning", action="store_true", help="start at the earliest offset")
+    consume.add_argument("--partition", "-p", type=int, help="read only this partition")
+    consume.add_argument("--offset", "-o", help="with --partition: N, earliest or latest")
+    consume.add_argument("--max-messages", "-n", type=int, help="exit after this many records")
+    consume.add_argument("--timeout-ms", type=int, help="exit when no record arrives for this long")
+    consume.add_argument("--print-key", action="store_true")
+    consume.add_argument("--print-offset", action="store_true", help="prefix partition and offset")
+    consume.add_argument("--key-separator", default="\t", help="between key and value (default: tab)")
+    bootstrap_arg(consume)
+    consume.set_defaults(handler=consume_records)
+
+
+def produce_lines(args: argparse.Namespace) -> int:
+    from ketch import Producer
+
+    acks: str | int = "all" if args.acks in ("all", "-1") else int(args.acks)
+    compression = None if args.compression == "none" else args.compression
+    pending: deque[Future[Any]] = deque()
+    with Producer(
+        bootstrap_servers=args.bootstrap, acks=acks, compression_type=compression, linger_ms=args.linger_ms
+    ) as producer:
+        for raw in sys.stdin.buffer:
+            line = raw[:-1] if raw.endswith(b"\n") else raw
+            key = None
+            if args.key_separator:
+                sep = args.key_separator.encode()
+                if sep in line:
+                    key, line = line.split(sep, 1)
+            pending.append(producer.send(args.topic, line, key=key, partition=args.partition))
+            while len(pending) > MAX_PENDING or (pending and pending[0].done()):
+                pending.popleft().result()
+        producer.flush()
+        while pending:
+            pending.popleft().result()
+    return 0
+
+
+def _start_offset(value: str) -> int | str:
+    if value in ("earliest", "latest"):
+        return value
+    try:
+        offset = int(value)
+    except ValueError:
+        raise KetchError(
+            f"--offset expects N, earliest or latest, got {value!r}", code=ErrorCode.INVALID_REQUEST
+        ) from None
+    if offset < 0:
+        raise KetchError(f"--offset must be >= 0, got {offset}", code=ErrorCode.OFFSET_OUT_OF_RANGE)
+    return offset
+
+
+def consume_records(args: argparse.Namespace) -> int:
+    from ketch import Admin, Consumer, TopicPartition
+
+    if args.offset is not None and args.partition is None:
+        raise KetchError("--offset needs --partition", code=ErrorCode.INVALID_REQUEST)
+    start = _start_offset(args.offset) if args.offset is not None else None
+    with Admin(bootstrap_servers=args.bootstrap) as admin:
+        (description,) = admin.describe_topics([args.topic])  # typed error for a missing topic
+    partitions = [p.partition for p in description.partitions]
+    if args.partition is not None and args.partition not in partitions:
+        raise KetchError(
+            f"topic {args.topic!r} has partitions {partitions[0]}..{partitions[-1]}; there is no {args.partition}",
+            code=ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+        )
+    reset = "earliest" if args.from_beginning or start == "earliest" else "latest"
+    out = sys.stdout.buffer
+    sep = args.key_separator.encode()
+    seen = 0
+    last = time.monotonic()
+    with Consumer(bootstrap_servers=args.bootstrap, auto_offset_reset=reset) as consumer:
+        chosen = [args.partition] if args.partition is not None else partitions
+        tps = [TopicPartition(args.topic, p) for p in chosen]
+        consumer.assign(tps)
+        if isinstance(start, int):
+            consumer.seek(tps[0], start)
+        while args.max_messages is None or seen < args.max_messages:
+            left = None if args.max_messages is None else args.max_messages - seen
+            batch = consumer.poll(timeout_ms=200, max_records=left)
+            for records in batch.values():
+                for record in records:
+                    if args.print_offset:
+                        out.write(f"{record.partition}\t{record.offset}\t".encode())
+                    if args.print_key:
+                        out.write((record.key or b"") + sep)
+                    out.write((record.value or b"") + b"\n")
+                    seen += 1
+            if batch:
+                out.flush()
+                last = time.monotonic()
+            elif args.timeout_ms is not None and (time.monotonic() - last) * 1000 >= args.timeout_ms:
+                break
+    return 0

@@ -1,0 +1,124 @@
+"""``ketch topic create|list|describe|delete`` (kafka-topics.sh, rpk topic)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ketch.cli import bootstrap_arg
+from ketch.cli.output import dump_json, table
+from ketch.errors import ErrorCode, KetchError
+
+
+def register(commands: Any) -> None:
+    topic = commands.add_parser("topic", help="create, list, describe and delete topics")
+    sub = topic.add_subparsers(dest="topic_command", required=True, metavar="ACTION")
+
+    create = sub.add_parser("create", help="create a topic")
+    create.add_argument("name")
+    create.add_argument("--partitions", "-p", type=int, default=-1, help="default: the broker's default")
+    create.add_argument("--replication-factor", "-r", type=int, default=-1, help="default: the broker's")
+    create.add_argument(
+        "--config",
+        "-c",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="topic config, e.g. retention.ms=3600000 (repeatable)",
+    )
+    create.set_defaults(handler=create_topic)
+
+    listing = sub.add_parser("list", help="list topics")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(handler=list_topics)
+
+    describe = sub.add_parser("describe", help="partitions, leaders, replicas, ISR and configs")
+    describe.add_argument("names", nargs="*", help="default: every topic")
+    describe.add_argument("--json", action="store_true")
+    describe.set_defaults(handler=describe_topics)
+
+    delete = sub.add_parser("delete", help="delete topics and all their records")
+    delete.add_argument("names", nargs="+")
+    delete.set_defaults(handler=delete_topics)
+
+    for parser in (create, listing, describe, delete):
+        bootstrap_arg(parser)
+
+
+def parse_configs(pairs: list[str]) -> dict[str, str]:
+    configs = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise KetchError(f"--config expects KEY=VALUE, got {pair!r}", code=ErrorCode.INVALID_CONFIG)
+        configs[key.strip()] = value.strip()
+    return configs
+
+
+def create_topic(args: argparse.Namespace) -> int:
+    from ketch import Admin, NewTopic
+
+    with Admin(bootstrap_servers=args.bootstrap) as admin:
+        admin.create_topics([NewTopic(args.name, args.partitions, args.replication_factor, parse_configs(args.config))])
+    print(f"created topic {args.name}")
+    return 0
+
+
+def list_topics(args: argparse.Namespace) -> int:
+    from ketch import Admin
+
+    with Admin(bootstrap_servers=args.bootstrap) as admin:
+        names = sorted(admin.list_topics())
+    print(dump_json(names) if args.json else "\n".join(names))
+    return 0
+
+
+def describe_json(description: Any) -> dict[str, Any]:
+    return {
+        "name": description.name,
+        "topic_id": description.topic_id,
+        "replication_factor": description.replication_factor,
+        "configs": dict(description.configs),
+        "partitions": [
+            {
+                "partition": p.partition,
+                "leader": p.leader,
+                "leader_epoch": p.leader_epoch,
+                "replicas": list(p.replicas),
+                "isr": list(p.isr),
+            }
+            for p in description.partitions
+        ],
+    }
+
+
+def describe_topics(args: argparse.Namespace) -> int:
+    from ketch import Admin
+
+    with Admin(bootstrap_servers=args.bootstrap) as admin:
+        found = [describe_json(d) for d in admin.describe_topics(args.names or None)]
+    if args.json:
+        print(dump_json(found[0] if len(args.names) == 1 else found))
+        return 0
+    for i, topic in enumerate(found):
+        if i:
+            print()
+        configs = " ".join(f"{k}={v}" for k, v in sorted(topic["configs"].items()))
+        print(
+            f"Topic: {topic['name']}  id: {topic['topic_id']}  partitions: {len(topic['partitions'])}  "
+            f"replication factor: {topic['replication_factor']}"
+        )
+        print(f"Configs: {configs}")
+        rows = [(p["partition"], p["leader"], p["leader_epoch"], p["replicas"], p["isr"]) for p in topic["partitions"]]
+        print(table(("PARTITION", "LEADER", "EPOCH", "REPLICAS", "ISR"), rows))
+    return 0
+
+
+def delete_topics(args: argparse.Namespace) -> int:
+    from ketch import Admin
+
+    with Admin(bootstrap_servers=args.bootstrap) as admin:
+        admin.delete_topics(args.names)
+    for name in args.names:
+        print(f"deleted topic {name}")
+    return 0

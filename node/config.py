@@ -1,0 +1,139 @@
+"""Node configuration: flags over environment over file over defaults.
+
+Every setting has one name used three ways:
+- a flag: ``--node-id 1`` (dashes);
+- an environment variable: ``KETCH_NODE_ID=1`` (``KETCH_`` + upper case, underscores);
+- a key in a TOML file given by ``--config`` / ``KETCH_CONFIG``: ``node_id = 1``.
+
+A flag given on the command line wins over the environment, which wins over
+the file, which wins over the default. Unknown keys in the file are an error
+(a typo must not silently fall back to a default). Topic-level defaults use
+Kafka's names (``log.retention.ms`` etc. become ``retention_ms`` here) and can
+be overridden per topic with Kafka's topic config keys (see node/catalog.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A setting that is missing, of the wrong type or out of range."""
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    node_id: int = 1
+    data_dir: str = "./data"
+    listen: str = "127.0.0.1:9092"
+    # Host:port clients should dial; defaults to `listen` (with 0.0.0.0 → 127.0.0.1).
+    advertised_listener: str = ""
+    # Prometheus /metrics port; 0 picks a free one, -1 disables.
+    metrics_port: int = 9644
+    metrics_host: str = "127.0.0.1"
+    rack: str = ""
+    # Largest gRPC message accepted, bytes (Kafka's socket.request.max.bytes).
+    max_request_bytes: int = 64 * 1024 * 1024
+    # Seconds SIGTERM waits for in-flight requests.
+    shutdown_grace_s: float = 10.0
+    auto_create_topics: bool = False
+    default_partitions: int = 1
+    default_replication_factor: int = 1
+    # Broker-wide topic defaults (Kafka log.* settings).
+    retention_ms: int = 7 * 24 * 3600 * 1000
+    retention_bytes: int = -1
+    max_message_bytes: int = 1048588
+    flush_messages: int = 0  # 0: never fsync per append (WAL only); 1: fsync every append
+    min_insync_replicas: int = 1
+    retention_check_interval_ms: int = 30_000
+
+    @property
+    def listen_host_port(self) -> tuple[str, int]:
+        return split_host_port(self.listen)
+
+    @property
+    def advertised_host_port(self) -> tuple[str, int]:
+        host, port = split_host_port(self.advertised_listener or self.listen)
+        return ("127.0.0.1" if host in ("", "0.0.0.0", "::") else host), port
+
+
+def split_host_port(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError(f"expected HOST:PORT, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(NodeConfig)}
+
+
+def _coerce(name: str, raw: Any) -> Any:
+    kind = type(getattr(NodeConfig(), name))
+    try:
+        if kind is bool:
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        return kind(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"setting {name}: {raw!r} is not a valid {kind.__name__}") from exc
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per setting; defaults are None so we can tell "not given"."""
+    parser.add_argument("--config", help="TOML file with settings (env KETCH_CONFIG)")
+    for name in _FIELDS:
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, default=None, metavar="VALUE")
+
+
+def load(args: argparse.Namespace | None = None, env: dict[str, str] | None = None) -> NodeConfig:
+    env = dict(os.environ) if env is None else env
+    values: dict[str, Any] = {}
+    path = getattr(args, "config", None) or env.get("KETCH_CONFIG")
+    if path:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+        unknown = sorted(set(data) - set(_FIELDS))
+        if unknown:
+            raise ConfigError(f"unknown settings in {path}: {', '.join(unknown)}")
+        values.update(data)
+    for name in _FIELDS:
+        key = "KETCH_" + name.upper()
+        if key in env:
+            values[name] = env[key]
+    if args is not None:
+        for name in _FIELDS:
+            given = getattr(args, name, None)
+            if given is not None:
+                values[name] = given
+    config = NodeConfig(**{k: _coerce(k, v) for k, v in values.items()})
+    validate(config)
+    return config
+
+
+def validate(config: NodeConfig) -> None:
+    if config.node_id < 0:
+        raise ConfigError(f"node_id must be >= 0, got {config.node_id}")
+    config.listen_host_port  # noqa: B018 - raises ConfigError when malformed
+    if config.advertised_listener:
+        split_host_port(config.advertised_listener)
+    if config.max_message_bytes > config.max_request_bytes:
+        raise ConfigError(
+            f"max_message_bytes ({config.max_message_bytes}) must not exceed "
+            f"max_request_bytes ({config.max_request_bytes})"
+        )
+    if config.default_partitions < 1:
+        raise ConfigError("default_partitions must be >= 1")

@@ -1,0 +1,131 @@
+"""A ``ketch node`` child process: start it, wait until it is ready, stop or kill it.
+
+Used by ``ketch cluster up`` and by the integration tests. ``start()`` runs
+``python -m ketch node`` with the node's id, data directory and listen port
+(port 0: the node picks a free one) and waits for its KETCH_READY line, which
+carries the bound ports; the node's stderr goes to ``DATA_DIR/node.log``.
+``restart()`` reuses the data directory and the port it got first, so
+clients keep their bootstrap address. ``stop()`` is SIGTERM and a wait (then
+SIGKILL if it overruns); ``kill()`` is kill -9, the crash case.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any
+
+READY = "KETCH_READY "
+
+
+class NodeProcess:
+    def __init__(
+        self,
+        data_dir: Path,
+        node_id: int = 1,
+        extra_args: list[str] | None = None,
+        port: int = 0,
+        metrics_port: int = 0,
+        host: str = "127.0.0.1",
+    ) -> None:
+        self.data_dir = data_dir
+        self.node_id = node_id
+        self.extra_args = list(extra_args or [])
+        self.host = host
+        self.port = port
+        self.metrics_port = metrics_port
+        self.proc: subprocess.Popen[str] | None = None
+        self._log: IO[str] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def start(self, timeout_s: float = 30.0) -> NodeProcess:
+        assert self.proc is None or self.proc.poll() is not None, "node already running"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.data_dir / "node.log", "a")  # noqa: SIM115 - closed in _reap
+        cmd = [
+            sys.executable,
+            "-m",
+            "ketch",
+            "node",
+            "--node-id",
+            str(self.node_id),
+            "--data-dir",
+            str(self.data_dir),
+            "--listen",
+            f"{self.host}:{self.port}",
+            "--metrics-port",
+            str(self.metrics_port),
+            *self.extra_args,
+        ]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._log, text=True, env=env)
+        ready = self._await_ready(timeout_s)
+        self.port = int(ready["listen"].rsplit(":", 1)[1])
+        self.metrics_port = int(ready["metrics_port"])
+        return self
+
+    def _await_ready(self, timeout_s: float) -> dict[str, Any]:
+        assert self.proc is not None and self.proc.stdout is not None
+        deadline = time.monotonic() + timeout_s
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.proc.stdout, selectors.EVENT_READ)
+            while time.monotonic() < deadline:
+                if not sel.select(timeout=0.2):
+                    if self.proc.poll() is not None:
+                        break
+                    continue
+                line = self.proc.stdout.readline()
+                if not line:
+                    break
+                if line.startswith(READY):
+                    result: dict[str, Any] = json.loads(line[len(READY) :])
+                    return result
+        self.kill()
+        raise RuntimeError(f"node {self.node_id} did not become ready; log:\n{self.log_text()[-3000:]}")
+
+    def log_text(self) -> str:
+        path = self.data_dir / "node.log"
+        return path.read_text() if path.exists() else ""
+
+    def kill(self) -> None:
+        """kill -9: the crash case."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self._reap(10)
+
+    def stop(self, timeout_s: float = 20.0) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self._reap(timeout_s)
+
+    def restart(self) -> NodeProcess:
+        self.stop()
+        return self.start()
+
+    def _reap(self, timeout_s: float) -> int:
+        code = 0
+        if self.proc is not None:
+            try:
+                code = self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                code = self.proc.wait()
+            if self.proc.stdout is not None:
+                self.proc.stdout.close()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        return code
+
+    def close(self) -> None:
+        self.kill()

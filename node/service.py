@@ -1,0 +1,272 @@
+"""The ketch.v1.Ketch gRPC service: protobuf in, Broker calls, protobuf out.
+
+This is a thin driver. Rules:
+- Errors are per partition / per topic in the response (``error_code`` +
+  ``error_message``), so one bad partition never fails the others; a
+  ``KetchError`` carries the code, anything unexpected becomes
+  UNKNOWN_SERVER_ERROR with its text (and is logged) while the node keeps
+  serving.
+- Produce: acks must be -1, 0 or 1 (INVALID_REQUIRED_ACKS otherwise). A topic
+  with ``flush.messages=1`` appends in a worker thread (the fsync must not
+  stall the event loop), one append at a time per partition.
+- Fetch long-polls: it reads, and while the total is below ``min_bytes`` and
+  ``max_wait_ms`` has not passed, it waits in the fetch purgatory for an
+  append to one of its partitions, then reads again. ``max_bytes`` bounds the
+  whole response, ``partition_max_bytes`` each partition; the first partition
+  with data always returns at least one batch.
+- Every call is timed into ``ketch_request_latency_seconds{api}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from ketch.api.v1 import ketch_pb2 as pb
+from ketch.api.v1 import ketch_pb2_grpc
+from ketch.errors import ErrorCode, KetchError, UnknownTopicOrPartitionError
+from node.broker import Broker
+from node.fetch_waiters import FetchWaiters
+from node.metrics import NodeMetrics
+from replication.partition import Partition
+
+log = logging.getLogger("ketch.node.service")
+R = TypeVar("R")
+LATEST, EARLIEST = -1, -2
+
+
+def _timed(api: str) -> Callable[[Callable[..., Awaitable[R]]], Callable[..., Awaitable[R]]]:
+    def wrap(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
+        @functools.wraps(method)
+        async def timed(self: KetchService, request: Any, context: Any) -> R:
+            started = time.perf_counter()
+            try:
+                return await method(self, request, context)
+            finally:
+                self.metrics.request_latency.labels(api).observe(time.perf_counter() - started)
+
+        return timed
+
+    return wrap
+
+
+def _error(exc: Exception) -> tuple[Any, str]:
+    if isinstance(exc, KetchError):
+        return int(exc.code), exc.message
+    log.exception("unexpected error serving a request")
+    return int(ErrorCode.UNKNOWN_SERVER_ERROR), f"{type(exc).__name__}: {exc}"
+
+
+class KetchService(ketch_pb2_grpc.KetchServicer):
+    def __init__(
+        self, broker: Broker, metrics: NodeMetrics, waiters: FetchWaiters, advertised: tuple[str, int]
+    ) -> None:
+        self.broker = broker
+        self.advertised = advertised
+        self.metrics = metrics
+        self.waiters = waiters
+        self._sync_locks: dict[tuple[str, int], asyncio.Lock] = {}
+        self.node_id = broker.config.node_id
+
+    def _count_error(self, api: str, code: int) -> None:
+        self.metrics.request_errors.labels(api, ErrorCode(code).name).inc()
+
+    # -- Produce -------------------------------------------------------------
+
+    @_timed("Produce")
+    async def Produce(self, request: pb.ProduceRequest, context: Any) -> pb.ProduceResponse:
+        response = pb.ProduceResponse()
+        for item in request.partitions:
+            result = response.partitions.add(topic=item.topic, partition=item.partition, base_offset=-1)
+            try:
+                if request.acks not in (-1, 0, 1):
+                    raise KetchError(
+                        f"acks={request.acks} is not valid; use -1 (all), 0 or 1",
+                        code=ErrorCode.INVALID_REQUIRED_ACKS,
+                    )
+                part, config = self.broker.partition(item.topic, item.partition)
+                append = functools.partial(
+                    part.append,
+                    item.records,
+                    max_message_bytes=config.max_message_bytes,
+                    acks=request.acks,
+                    min_insync_replicas=config.min_insync_replicas,
+                    sync=config.flush_messages == 1,
+                )
+                if config.flush_messages == 1:
+                    lock = self._sync_locks.setdefault((item.topic, item.partition), asyncio.Lock())
+                    async with lock:
+                        appended = await asyncio.to_thread(append)
+                else:
+                    appended = append()
+                result.base_offset = appended.base_offset
+                result.log_start_offset = part.log.log_start_offset
+                self.metrics.bytes_in.labels(item.topic).inc(appended.bytes)
+                self.metrics.messages_in.labels(item.topic).inc(appended.last_offset - appended.base_offset + 1)
+                self.waiters.notify((item.topic, item.partition))
+            except Exception as exc:
+                result.error_code, result.error_message = _error(exc)
+                self._count_error("Produce", result.error_code)
+        return response
+
+    # -- Fetch ---------------------------------------------------------------
+
+    def _read_all(self, request: pb.FetchRequest) -> tuple[pb.FetchResponse, int, bool]:
+        response = pb.FetchResponse()
+        budget = request.max_bytes if request.max_bytes > 0 else 50 * 1024 * 1024
+        total = 0
+        failed = False
+        for item in request.partitions:
+            result = response.partitions.add(topic=item.topic, partition=item.partition, high_watermark=-1)
+            try:
+                part, _ = self.broker.partition(item.topic, item.partition)
+                limit = min(item.partition_max_bytes or budget, budget)
+                if total > 0 and limit <= 0:
+                    # Response full: report offsets only, the client fetches again.
+                    result.high_watermark = part.high_watermark
+                    result.log_start_offset = part.log.log_start_offset
+                    continue
+                read = part.read(item.fetch_offset, max(limit, 1))
+                result.high_watermark = read.high_watermark
+                result.log_start_offset = read.log_start_offset
+                result.records = read.records
+                total += len(read.records)
+                budget -= len(read.records)
+            except Exception as exc:
+                result.error_code, result.error_message = _error(exc)
+                self._count_error("Fetch", result.error_code)
+                failed = True
+        return response, total, failed
+
+    @_timed("Fetch")
+    async def Fetch(self, request: pb.FetchRequest, context: Any) -> pb.FetchResponse:
+        deadline = time.monotonic() + max(request.max_wait_ms, 0) / 1000
+        keys = [(p.topic, p.partition) for p in request.partitions]
+        while True:
+            response, total, failed = self._read_all(request)
+            remaining = deadline - time.monotonic()
+            if failed or total >= max(request.min_bytes, 1) or remaining <= 0 or self.waiters.closed:
+                break
+            self.metrics.fetch_waiting.inc()
+            try:
+                await self.waiters.wait_any(keys, remaining)
+            finally:
+                self.metrics.fetch_waiting.dec()
+            if context is not None and context.done():
+                break
+        for result in response.partitions:
+            if result.records:
+                self.metrics.bytes_out.labels(result.topic).inc(len(result.records))
+        return response
+
+    # -- Metadata and offsets --------------------------------------------------
+
+    def _partition_metadata(self, part: Partition) -> pb.PartitionMetadata:
+        return pb.PartitionMetadata(
+            partition=part.index,
+            leader_id=self.node_id,
+            leader_epoch=part.leader_epoch,
+            replicas=[self.node_id],
+            isr=[self.node_id],
+        )
+
+    def _describe(self, name: str, auto_create: bool) -> pb.TopicDescription:
+        out = pb.TopicDescription(name=name)
+        try:
+            if auto_create and not self.broker.ensure_topic(name):
+                raise UnknownTopicOrPartitionError(f"topic {name!r} does not exist")
+            info, config = self.broker.topic(name)
+            out.topic_id = info.topic_id
+            out.replication_factor = info.replication_factor
+            for index in range(info.partitions):
+                part, _ = self.broker.partition(name, index)
+                out.partitions.append(self._partition_metadata(part))
+            out.configs.update(config.as_kafka())
+        except Exception as exc:
+            out.error_code, out.error_message = _error(exc)
+        return out
+
+    @_timed("Metadata")
+    async def Metadata(self, request: pb.MetadataRequest, context: Any) -> pb.MetadataResponse:
+        host, port = self.advertised
+        response = pb.MetadataResponse(cluster_id=self.broker.cluster_id, controller_id=self.node_id)
+        response.brokers.add(node_id=self.node_id, host=host, port=port, rack=self.broker.config.rack)
+        names = list(request.topics) or self.broker.catalog.names()
+        for name in names:
+            d = self._describe(name, auto_create=request.allow_auto_topic_creation)
+            response.topics.add(
+                name=d.name,
+                error_code=d.error_code,
+                error_message=d.error_message,
+                topic_id=d.topic_id,
+                partitions=d.partitions,
+            )
+        return response
+
+    @_timed("DescribeTopics")
+    async def DescribeTopics(self, request: pb.DescribeTopicsRequest, context: Any) -> pb.DescribeTopicsResponse:
+        names = list(request.names) or self.broker.catalog.names()
+        return pb.DescribeTopicsResponse(topics=[self._describe(n, auto_create=False) for n in names])
+
+    @_timed("ListOffsets")
+    async def ListOffsets(self, request: pb.ListOffsetsRequest, context: Any) -> pb.ListOffsetsResponse:
+        response = pb.ListOffsetsResponse()
+        for item in request.partitions:
+            result = response.partitions.add(topic=item.topic, partition=item.partition, offset=-1, timestamp=-1)
+            try:
+                part, _ = self.broker.partition(item.topic, item.partition)
+                result.leader_epoch = part.leader_epoch
+                if item.timestamp == LATEST:
+                    result.offset = part.high_watermark
+                elif item.timestamp == EARLIEST:
+                    result.offset = part.log.log_start_offset
+                elif item.timestamp < 0:
+                    raise KetchError(
+                        f"timestamp {item.timestamp} is not valid; "
+                        "use -1 (latest), -2 (earliest) or ms since the epoch",
+                        code=ErrorCode.INVALID_REQUEST,
+                    )
+                else:
+                    found = part.offset_for_timestamp(item.timestamp)
+                    if found is not None:
+                        result.offset, result.timestamp = found
+            except Exception as exc:
+                result.error_code, result.error_message = _error(exc)
+                self._count_error("ListOffsets", result.error_code)
+        return response
+
+    # -- Topic administration ------------------------------------------------
+
+    @_timed("CreateTopics")
+    async def CreateTopics(self, request: pb.CreateTopicsRequest, context: Any) -> pb.CreateTopicsResponse:
+        response = pb.CreateTopicsResponse()
+        for topic in request.topics:
+            result = response.topics.add(name=topic.name)
+            try:
+                self.broker.create_topic(
+                    topic.name,
+                    topic.num_partitions,
+                    topic.replication_factor,
+                    dict(topic.configs),
+                    validate_only=request.validate_only,
+                )
+            except Exception as exc:
+                result.error_code, result.error_message = _error(exc)
+        return response
+
+    @_timed("DeleteTopics")
+    async def DeleteTopics(self, request: pb.DeleteTopicsRequest, context: Any) -> pb.DeleteTopicsResponse:
+        response = pb.DeleteTopicsResponse()
+        for name in request.names:
+            result = response.topics.add(name=name)
+            try:
+                for key in self.broker.delete_topic(name):
+                    self._sync_locks.pop(key, None)
+                    self.waiters.notify(key)
+            except Exception as exc:
+                result.error_code, result.error_message = _error(exc)
+        return response
