@@ -245,3 +245,28 @@ def test_data_survives_restart_and_a_second_node_on_the_same_dir_is_refused(
         (2, b"kept:2"),
     ]
     channel.close()
+
+
+def test_retention_by_time_moves_the_log_start(tmp_path: Path) -> None:
+    node = start_node(tmp_path, extra_args=["--retention-check-interval-ms", "100"])
+    try:
+        channel = grpc.insecure_channel(node.bootstrap)
+        stub = ketch_pb2_grpc.KetchStub(channel)
+        stub.CreateTopics(
+            pb.CreateTopicsRequest(
+                topics=[pb.NewTopic(name="r", num_partitions=1, replication_factor=1, configs={"retention.ms": "60000"})]
+            )
+        )
+        old, fresh = 1_000, int(time.time() * 1000)
+        produce(stub, make_batch(0, 3, timestamp_ms=old), topic="r")
+        produce(stub, make_batch(0, 2, timestamp_ms=fresh, tag="new"), topic="r")
+        earliest = pb.ListOffsetsRequest(partitions=[pb.ListOffsetsPartition(topic="r", partition=0, timestamp=-2)])
+        deadline = time.monotonic() + 10
+        while stub.ListOffsets(earliest).partitions[0].offset != 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert stub.ListOffsets(earliest).partitions[0].offset == 3
+        assert values(fetch(stub, offset=3, topic="r").records) == [(3, b"new:0"), (4, b"new:1")]
+        assert fetch(stub, offset=0, topic="r").error_code == ErrorCode.OFFSET_OUT_OF_RANGE
+        channel.close()
+    finally:
+        node.close()

@@ -1,0 +1,191 @@
+"""An in-memory ``PartitionLog`` for tests and the deterministic simulation.
+
+Pure: no I/O, no clock, no randomness; every method is a function of the
+calls made so far. It keeps the invariants listed in ``replication/log.py``
+and answers every query exactly as ``RocksPartitionLog`` does
+(tests/test_partition_log.py runs one suite against both and a Hypothesis
+test drives both with the same operations).
+
+Representation: three parallel lists (base offsets, batch bytes, each batch's
+max timestamp) holding the batches in ``[log_start_offset, log_end_offset)``,
+plus the start, the end and the byte total. Reads and truncation bisect the
+base offsets; ``batch_for_timestamp`` scans forward (fine for tests, where
+logs are small; the RocksDB log has a real time index).
+
+Crash model (DESIGN.md §7, "a memory log that loses unsynced data on
+crash"): ``append(sync=False)`` is durable only once a later synced write
+happens, as with RocksDB's WAL, where one fsync covers every earlier write.
+Truncation, ``delete_before`` and retention are always synced (they are rare
+and must not be undone by a crash). So the only thing a crash can lose is a
+suffix of unsynced appends: ``crash()`` truncates the log back to the end
+offset of the last synced write.
+
+``check_append`` holds the append validation both implementations share.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+
+from ketch.recordbatch import BatchError, BatchHeader, parse_header
+from replication.log import LogAppendError, LogOffsetError, RetentionPolicy
+
+
+def check_append(batches: Sequence[bytes], end: int) -> list[tuple[bytes, BatchHeader]]:
+    """Headers of ``batches`` if they continue a log ending at ``end``.
+
+    Each batch must be exactly as long as its header says and start at the
+    offset after the previous one; anything else is ``LogAppendError`` (the
+    partition layer validates client input before it gets here).
+    """
+    out: list[tuple[bytes, BatchHeader]] = []
+    expected = end
+    for raw in batches:
+        batch = bytes(raw)
+        try:
+            header = parse_header(batch)
+        except BatchError as exc:
+            raise LogAppendError(f"batch for offset {expected} is not a record batch: {exc}") from exc
+        if header.size != len(batch):
+            raise LogAppendError(
+                f"batch at offset {header.base_offset} has {len(batch)} bytes but its header says {header.size}"
+            )
+        if header.base_offset != expected or header.last_offset_delta < 0:
+            raise LogAppendError(
+                f"batch with base offset {header.base_offset} (last offset delta "
+                f"{header.last_offset_delta}) does not continue the log at offset {expected}"
+            )
+        out.append((batch, header))
+        expected = header.next_offset
+    return out
+
+
+class MemoryPartitionLog:
+    """A ``PartitionLog`` held in Python lists; see the module docstring."""
+
+    def __init__(self) -> None:
+        self._bases: list[int] = []
+        self._batches: list[bytes] = []
+        self._max_ts: list[int] = []
+        self._start = 0
+        self._end = 0
+        self._size = 0
+        self._synced_end = 0
+        self._closed = False
+
+    @property
+    def log_start_offset(self) -> int:
+        return self._start
+
+    @property
+    def log_end_offset(self) -> int:
+        return self._end
+
+    @property
+    def size_bytes(self) -> int:
+        return self._size
+
+    @property
+    def synced_end_offset(self) -> int:
+        """Where the log would end after ``crash()``."""
+        return self._synced_end
+
+    def append(self, batches: Sequence[bytes], *, sync: bool = False) -> None:
+        self._check_open()
+        checked = check_append(batches, self._end)
+        for batch, header in checked:
+            self._bases.append(header.base_offset)
+            self._batches.append(batch)
+            self._max_ts.append(header.max_timestamp)
+            self._size += len(batch)
+            self._end = header.next_offset
+        if sync:
+            self._synced_end = self._end
+
+    def read(self, offset: int, max_bytes: int) -> bytes:
+        self._check_open()
+        self._check_range(offset)
+        if offset == self._end:
+            return b""
+        i = bisect.bisect_right(self._bases, offset) - 1
+        out = [self._batches[i]]
+        total = len(self._batches[i])
+        for batch in self._batches[i + 1 :]:
+            if total + len(batch) > max_bytes:
+                break
+            out.append(batch)
+            total += len(batch)
+        return b"".join(out)
+
+    def truncate_to(self, offset: int) -> None:
+        self._check_open()
+        self._check_range(offset)
+        if offset == self._end:
+            return
+        i = bisect.bisect_right(self._bases, offset) - 1
+        self._size -= sum(len(b) for b in self._batches[i:])
+        self._end = self._bases[i]
+        del self._bases[i:], self._batches[i:], self._max_ts[i:]
+        self._synced_end = self._end
+
+    def delete_before(self, offset: int) -> None:
+        self._check_open()
+        if offset > self._end:
+            raise LogOffsetError(offset, self._start, self._end)
+        # Batch i lies wholly below ``offset`` iff the next batch starts at or below it.
+        n = 0
+        while n < len(self._bases) and self._next_offset(n) <= offset:
+            n += 1
+        self._drop_front(n)
+
+    def apply_retention(self, policy: RetentionPolicy, now_ms: int) -> int:
+        """Time first (stop at the first unexpired batch), then size."""
+        self._check_open()
+        before = self._size
+        n = 0
+        if policy.retention_ms >= 0:
+            while n < len(self._bases) and now_ms - self._max_ts[n] > policy.retention_ms:
+                n += 1
+        if policy.retention_bytes >= 0:
+            size = self._size - sum(len(b) for b in self._batches[:n])
+            while n < len(self._bases) and size > policy.retention_bytes:
+                size -= len(self._batches[n])
+                n += 1
+        self._drop_front(n)
+        return before - self._size
+
+    def batch_for_timestamp(self, timestamp_ms: int) -> bytes | None:
+        self._check_open()
+        for batch, max_ts in zip(self._batches, self._max_ts, strict=True):
+            if max_ts >= timestamp_ms:
+                return batch
+        return None
+
+    def crash(self) -> None:
+        """Lose what a power cut would: the appends after the last synced write."""
+        self._check_open()
+        if self._synced_end < self._end:
+            self.truncate_to(self._synced_end)
+
+    def close(self) -> None:
+        self._closed = True
+
+    def _next_offset(self, i: int) -> int:
+        return self._bases[i + 1] if i + 1 < len(self._bases) else self._end
+
+    def _drop_front(self, n: int) -> None:
+        if n == 0:
+            return
+        self._size -= sum(len(b) for b in self._batches[:n])
+        del self._bases[:n], self._batches[:n], self._max_ts[:n]
+        self._start = self._bases[0] if self._bases else self._end
+        self._synced_end = self._end
+
+    def _check_range(self, offset: int) -> None:
+        if not self._start <= offset <= self._end:
+            raise LogOffsetError(offset, self._start, self._end)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("partition log is closed")

@@ -1,0 +1,295 @@
+"""``RocksPartitionLog``: one partition's log in the node's RocksDB.
+
+Stored (key layout in ``replication/rocks_store.py``; integers big-endian):
+
+    log     pid | base offset u64            -> the batch bytes, exactly as appended
+    state   pid | b"start"  u64              log start offset
+            pid | b"end"    u64              log end offset (state: kept when every batch is gone)
+            pid | b"size"   u64              total bytes of the stored batches
+            pid | b"maxts"  i64              running max timestamp over every batch below the
+                                             end, including those removed from the front
+            pid | b"floor"  i64              max timestamp of the batches removed from the front
+    tindex  pid | running max ts u64 | base u64 -> b""
+
+A missing field reads as 0 (offsets, size) or ``NO_TIMESTAMP`` = -2**63
+(timestamps), so a partition that was never written is an empty log at 0.
+
+Rules:
+- Every change writes the batches and the state that describes them (start,
+  end, size, time-index entries) in ONE WriteBatch, so a crash never leaves
+  state and records disagreeing. Opening reads the state fields back; it never
+  scans the log. The cached state changes only after the write returns.
+- ``append(sync=True)`` fsyncs the WAL before returning; ``sync=False`` is
+  still written to the WAL (survives kill -9, not a power cut). Truncation,
+  ``delete_before`` and retention are rare and always synced: a truncated
+  divergent suffix must not come back after a crash.
+- Ranges are removed with ``delete_range``; removing batches reads them once
+  first (their sizes, and from the front their max timestamps for ``floor``).
+
+Time index. An entry is written when an appended batch raises the running
+max timestamp ``maxts``; its key is the new max, biased by 2**63 so signed
+order is byte order (``ts + 2**63`` as u64), then the base offset. Entries
+are sorted by max and by offset at once, because the running max only grows.
+The first batch whose own max timestamp is >= ts is exactly the first batch
+where the running max reaches >= ts, which is an indexed batch; so
+``batch_for_timestamp(ts)`` is one seek, when nothing was removed from the
+front. Removing batches from the front changes that: a kept batch may have a
+max >= ts that never raised the running max, because a removed batch was
+higher. So:
+- ``delete_before``/retention raise ``floor`` to the removed batches' max and
+  delete every entry with running max <= floor (exactly the entries of the
+  removed batches: a kept indexed batch raised the max above all before it);
+- a lookup with ts <= floor scans forward from the start for the first batch
+  with max >= ts; the scan ends at the latest at the first indexed batch
+  (its max is above floor); a lookup with ts > floor seeks the index, since
+  every batch before that entry, removed or kept, has max < ts;
+- ``truncate_to`` deletes the entries of removed batches (a suffix of the
+  index) and sets ``maxts`` to the last kept entry's max (or ``floor``).
+Timestamps outside i64 are clamped to it. A lookup never returns a batch
+below the start.
+
+Threads: changes to one log are serialized by a per-log lock (the node
+appends with fsync in a worker thread while retention runs on its event
+loop). Reads take no lock: each iterates a RocksDB snapshot, bounded by the
+cached end, which moves only after the write it describes has landed.
+"""
+
+from __future__ import annotations
+
+import functools
+import struct
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from ketch.recordbatch import parse_header
+from replication.log import LogOffsetError, RetentionPolicy
+from replication.memory_log import check_append
+
+if TYPE_CHECKING:
+    from replication.rocks_store import NodeStore
+
+NO_TIMESTAMP = -(2**63)
+MAX_TIMESTAMP = 2**63 - 1
+_TS_BIAS = 2**63
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+_I64 = struct.Struct(">q")
+_LOG_KEY = struct.Struct(">IQ")
+_TINDEX_KEY = struct.Struct(">IQQ")
+_OFFSET_FIELDS = (b"start", b"end", b"size")
+_TS_FIELDS = (b"maxts", b"floor")
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _locked(method: _F) -> _F:
+    @functools.wraps(method)
+    def wrapper(self: RocksPartitionLog, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return cast(_F, wrapper)
+
+
+class RocksPartitionLog:
+    """A ``PartitionLog`` over a ``NodeStore``; get one with ``NodeStore.partition_log``."""
+
+    def __init__(self, store: NodeStore, pid: int) -> None:
+        self._store = store
+        self.pid = pid
+        self._prefix = _U32.pack(pid)
+        self._hi = _U32.pack(pid + 1)
+        self._closed = False
+        self._lock = threading.Lock()
+        state = store.cf["state"]
+        raw = {f: state.get(self._prefix + f) for f in _OFFSET_FIELDS + _TS_FIELDS}
+        offsets = [_U64.unpack(raw[f])[0] if raw[f] is not None else 0 for f in _OFFSET_FIELDS]
+        stamps = [_I64.unpack(raw[f])[0] if raw[f] is not None else NO_TIMESTAMP for f in _TS_FIELDS]
+        self._start, self._end, self._size = offsets
+        self._maxts, self._floor = stamps
+
+    @property
+    def log_start_offset(self) -> int:
+        return self._start
+
+    @property
+    def log_end_offset(self) -> int:
+        return self._end
+
+    @property
+    def size_bytes(self) -> int:
+        return self._size
+
+    # -- writes -----------------------------------------------------------
+
+    @_locked
+    def append(self, batches: Sequence[bytes], *, sync: bool = False) -> None:
+        self._check_open()
+        checked = check_append(batches, self._end)
+        if not checked:
+            return
+        wb, h = self._store.write_batch(), self._store.handle
+        maxts, size = self._maxts, self._size
+        for batch, header in checked:
+            wb.put(self._log_key(header.base_offset), batch, h["log"])
+            size += len(batch)
+            if header.max_timestamp > maxts:
+                maxts = header.max_timestamp
+                wb.put(self._tindex_key(maxts, header.base_offset), b"", h["tindex"])
+        end = checked[-1][1].next_offset
+        self._put_state(wb, end=end, size=size, maxts=maxts)
+        self._store.write(wb, sync=sync)
+        self._end, self._size, self._maxts = end, size, maxts
+
+    @_locked
+    def truncate_to(self, offset: int) -> None:
+        self._check_open()
+        self._check_range(offset)
+        if offset == self._end:
+            return
+        cut = -1
+        removed = 0
+        for base, batch in self._batches(offset):
+            if cut < 0:
+                cut = base
+            removed += len(batch)
+        wb, h = self._store.write_batch(), self._store.handle
+        wb.delete_range(self._log_key(cut), self._hi, h["log"])
+        # The index is sorted by offset too: pop entries from its end while they are >= cut.
+        maxts, keep_key = self._floor, self._prefix
+        it = self._store.cf["tindex"].iter()
+        it.seek_for_prev(self._hi)
+        while it.valid() and it.key().startswith(self._prefix):
+            _, biased, base = _TINDEX_KEY.unpack(it.key())
+            if base < cut:
+                maxts, keep_key = biased - _TS_BIAS, it.key() + b"\x00"
+                break
+            it.prev()
+        del it
+        wb.delete_range(keep_key, self._hi, h["tindex"])
+        size = self._size - removed
+        self._put_state(wb, end=cut, size=size, maxts=maxts)
+        self._store.write(wb, sync=True)
+        self._end, self._size, self._maxts = cut, size, maxts
+
+    @_locked
+    def delete_before(self, offset: int) -> None:
+        self._check_open()
+        if offset > self._end:
+            raise LogOffsetError(offset, self._start, self._end)
+        new_start, removed, removed_max = self._end, 0, NO_TIMESTAMP
+        for base, batch in self._batches(self._start):
+            header = parse_header(batch)
+            if header.next_offset > offset:
+                new_start = base
+                break
+            removed += len(batch)
+            removed_max = max(removed_max, header.max_timestamp)
+        self._drop_front(new_start, removed, removed_max)
+
+    @_locked
+    def apply_retention(self, policy: RetentionPolicy, now_ms: int) -> int:
+        """Time first (stop at the first unexpired batch), then size (drop the
+        oldest while the log is larger than ``retention_bytes``)."""
+        self._check_open()
+        by_time = policy.retention_ms >= 0
+        new_start, removed, removed_max = self._end, 0, NO_TIMESTAMP
+        for base, batch in self._batches(self._start):
+            header = parse_header(batch)
+            if not (by_time and now_ms - header.max_timestamp > policy.retention_ms):
+                by_time = False
+                if not (policy.retention_bytes >= 0 and self._size - removed > policy.retention_bytes):
+                    new_start = base
+                    break
+            removed += len(batch)
+            removed_max = max(removed_max, header.max_timestamp)
+        self._drop_front(new_start, removed, removed_max)
+        return removed
+
+    def _drop_front(self, new_start: int, removed: int, removed_max: int) -> None:
+        if new_start == self._start:
+            return
+        floor = max(self._floor, removed_max)
+        wb, h = self._store.write_batch(), self._store.handle
+        wb.delete_range(self._log_key(self._start), self._log_key(new_start), h["log"])
+        biased = floor + _TS_BIAS
+        upper = self._prefix + _U64.pack(biased + 1) if biased + 1 < 2**64 else self._hi
+        wb.delete_range(self._prefix, upper, h["tindex"])
+        size = self._size - removed
+        self._put_state(wb, start=new_start, size=size, floor=floor)
+        self._store.write(wb, sync=True)
+        self._start, self._size, self._floor = new_start, size, floor
+
+    # -- reads ------------------------------------------------------------
+
+    def read(self, offset: int, max_bytes: int) -> bytes:
+        self._check_open()
+        self._check_range(offset)
+        out: list[bytes] = []
+        total = 0
+        for _, batch in self._batches(offset):
+            if out and total + len(batch) > max_bytes:
+                break
+            out.append(batch)
+            total += len(batch)
+        return b"".join(out)
+
+    def batch_for_timestamp(self, timestamp_ms: int) -> bytes | None:
+        self._check_open()
+        if timestamp_ms > MAX_TIMESTAMP or self._start == self._end:
+            return None
+        ts = max(timestamp_ms, NO_TIMESTAMP)
+        if ts <= self._floor:
+            for _, batch in self._batches(self._start):
+                if parse_header(batch).max_timestamp >= ts:
+                    return batch
+            return None
+        it = self._store.cf["tindex"].iter()
+        it.seek(self._prefix + _U64.pack(ts + _TS_BIAS))
+        key: bytes | None = it.key() if it.valid() else None
+        del it
+        if key is None or not key.startswith(self._prefix):
+            return None
+        found: bytes | None = self._store.cf["log"].get(self._log_key(_TINDEX_KEY.unpack(key)[2]))
+        return found
+
+    def _batches(self, offset: int) -> Iterator[tuple[int, bytes]]:
+        """(base offset, bytes) of each batch from the one holding ``offset``
+        (``start <= offset``) up to the end; nothing when ``offset == end``."""
+        if offset >= self._end:
+            return
+        it = self._store.cf["log"].iter()
+        it.seek_for_prev(self._log_key(offset))
+        while it.valid():
+            pid, base = _LOG_KEY.unpack(it.key())
+            if pid != self.pid or base >= self._end:
+                break
+            yield base, it.value()
+            it.next()
+
+    # -- helpers ----------------------------------------------------------
+
+    @_locked
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._store.forget(self)
+
+    def _put_state(self, wb: Any, **fields: int) -> None:
+        for name, value in fields.items():
+            packer = _I64 if name.encode() in _TS_FIELDS else _U64
+            wb.put(self._prefix + name.encode(), packer.pack(value), self._store.handle["state"])
+
+    def _log_key(self, offset: int) -> bytes:
+        return _LOG_KEY.pack(self.pid, offset)
+
+    def _tindex_key(self, timestamp: int, base: int) -> bytes:
+        return _TINDEX_KEY.pack(self.pid, timestamp + _TS_BIAS, base)
+
+    def _check_range(self, offset: int) -> None:
+        if not self._start <= offset <= self._end:
+            raise LogOffsetError(offset, self._start, self._end)
+
+    def _check_open(self) -> None:
+        if self._closed or self._store.closed:
+            raise RuntimeError(f"partition log {self.pid} is closed")

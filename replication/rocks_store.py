@@ -1,0 +1,208 @@
+"""The node's one RocksDB: partition logs, their state, and the node catalogue.
+
+One RocksDB (rocksdict) per node data directory (DESIGN.md §4), opened in raw
+mode everywhere: keys and values are ``bytes`` only, and rocksdict never
+serializes Python objects itself (a non-raw ``WriteBatch`` is refused by a raw database).
+
+Column families and key layout (all integers big-endian, so byte order is
+numeric order and one partition's keys form one contiguous range):
+
+    log     pid u32 | base offset u64             -> one record batch, as given
+    state   pid u32 | field name (ascii)          -> field value
+    tindex  pid u32 | running max ts u64 | base u64 -> b""  (see rocks_log.py)
+    meta    any bytes                              -> any bytes (node catalogue)
+
+The ``state`` fields are described in ``replication/rocks_log.py``; new
+per-partition fields (high-watermark checkpoint, leader-epoch cache, producer
+state) are new names under the same prefix. ``meta`` belongs to the node
+layer (topic catalogue, cluster id), which uses ``meta_*``.
+
+Rules:
+- Partition ids are u32 below 2**32 - 1, so ``pid + 1`` bounds the range;
+  ``drop_partition`` deletes ``[pid, pid + 1)`` in every partition column
+  family in one synced write (topic deletion).
+- ``partition_log(pid)`` returns the one open ``RocksPartitionLog`` for that
+  partition (two objects over the same keys would disagree on the cached
+  state); ``close()`` on the log, ``drop_partition`` and ``NodeStore.close()``
+  forget it.
+- Writes with ``sync=False`` still go through the WAL: they survive the
+  process being killed, not a power cut. ``sync_wal()`` makes every earlier
+  write durable with one fsync (group commit). WAL recovery is point-in-time:
+  a torn tail write is dropped whole, never half applied.
+- Threads: each log serializes its own changes (see rocks_log.py); the
+  store's own methods (open/drop/close a partition, ``meta_*``) are called
+  from the node's event loop only.
+
+rocksdict 0.3.29 gotchas found by experiment:
+- ``Rdict.close()`` does not close the database while a column-family
+  ``Rdict``, a ``ColumnFamily`` handle or an iterator is still referenced; the
+  LOCK stays held and reopening fails. ``close()`` therefore closes each
+  column family, drops every handle, then closes the database; logs never keep
+  iterators beyond one call.
+- ``ReadOptions`` iterate bounds are not applied as raw bytes on a raw
+  database (bounds ``[b"b", b"b3")`` yielded ``a1, a2``), and
+  ``ReadOptions(raw_mode=True)``, which its docstring mentions, is refused;
+  iteration here checks the partition prefix by hand instead.
+- ``WriteOptions.disable_wal`` is a property in 0.3.29, not the method the
+  type stub declares (not used here: every write goes through the WAL).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any
+
+import rocksdict
+
+from replication.rocks_log import RocksPartitionLog
+
+MAX_PID = 2**32 - 2
+PARTITION_CFS = ("log", "state", "tindex")
+_U32 = struct.Struct(">I")
+
+
+def pid_prefix(pid: int) -> bytes:
+    if not 0 <= pid <= MAX_PID:
+        raise ValueError(f"partition id {pid} is outside 0..{MAX_PID}")
+    return _U32.pack(pid)
+
+
+def _options() -> rocksdict.Options:
+    opts = rocksdict.Options(raw_mode=True)
+    opts.create_if_missing(True)
+    opts.create_missing_column_families(True)
+    opts.set_wal_recovery_mode(rocksdict.DBRecoveryMode.point_in_time())
+    return opts
+
+
+class NodeStore:
+    """The node's RocksDB; see the module docstring for layout and rules."""
+
+    def __init__(self, path: str, db: Any) -> None:
+        self.path = path
+        self._db = db
+        self.cf: dict[str, Any] = {name: db.get_column_family(name) for name in (*PARTITION_CFS, "meta")}
+        self.handle: dict[str, Any] = {name: db.get_column_family_handle(name) for name in (*PARTITION_CFS, "meta")}
+        self._sync = rocksdict.WriteOptions()
+        self._sync.sync = True
+        self._nosync = rocksdict.WriteOptions()
+        self._logs: dict[int, RocksPartitionLog] = {}
+        self._closed = False
+
+    @classmethod
+    def open(cls, path: str) -> NodeStore:
+        """Open (creating if missing) the store in directory ``path``."""
+        families = {name: rocksdict.Options(raw_mode=True) for name in (*PARTITION_CFS, "meta")}
+        return cls(path, rocksdict.Rdict(path, _options(), column_families=families))
+
+    def __enter__(self) -> NodeStore:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- partitions -------------------------------------------------------
+
+    def partition_log(self, pid: int) -> RocksPartitionLog:
+        """The partition's log, opened from its stored state (created empty if new)."""
+        self._check_open()
+        log = self._logs.get(pid)
+        if log is None:
+            log = self._logs[pid] = RocksPartitionLog(self, pid)
+        return log
+
+    def drop_partition(self, pid: int) -> None:
+        """Delete everything stored for the partition (its log, state and index)."""
+        self._check_open()
+        log = self._logs.pop(pid, None)
+        if log is not None:
+            log.close()
+        lo, hi = pid_prefix(pid), _U32.pack(pid + 1)
+        wb = self.write_batch()
+        for name in PARTITION_CFS:
+            wb.delete_range(lo, hi, self.handle[name])
+        self.write(wb, sync=True)
+
+    def forget(self, log: RocksPartitionLog) -> None:
+        """Called by ``RocksPartitionLog.close``."""
+        if self._logs.get(log.pid) is log:
+            del self._logs[log.pid]
+
+    # -- writes -----------------------------------------------------------
+
+    def write_batch(self) -> Any:
+        return rocksdict.WriteBatch(raw_mode=True)
+
+    def write(self, wb: Any, *, sync: bool) -> None:
+        """Apply ``wb`` atomically; fsync the WAL first when ``sync``."""
+        self._check_open()
+        self._db.write(wb, self._sync if sync else self._nosync)
+
+    def sync_wal(self) -> None:
+        """fsync the WAL: every write made so far survives a power cut."""
+        self._check_open()
+        self._db.flush_wal(True)
+
+    # -- node catalogue ---------------------------------------------------
+
+    def meta_get(self, key: bytes) -> bytes | None:
+        self._check_open()
+        value: bytes | None = self.cf["meta"].get(key)
+        return value
+
+    def meta_put(self, key: bytes, value: bytes, sync: bool = True) -> None:
+        self.meta_update({key: value}, sync=sync)
+
+    def meta_delete(self, key: bytes, sync: bool = True) -> None:
+        self.meta_update({key: None}, sync=sync)
+
+    def meta_update(self, changes: Mapping[bytes, bytes | None], *, sync: bool = True) -> None:
+        """Put (value) or delete (None) several keys in one atomic write."""
+        wb = self.write_batch()
+        for key, value in changes.items():
+            if value is None:
+                wb.delete(key, self.handle["meta"])
+            else:
+                wb.put(key, value, self.handle["meta"])
+        self.write(wb, sync=sync)
+
+    def meta_items(self, prefix: bytes) -> list[tuple[bytes, bytes]]:
+        """Every (key, value) whose key starts with ``prefix``, in key order."""
+        self._check_open()
+        out: list[tuple[bytes, bytes]] = []
+        it = self.cf["meta"].iter()
+        it.seek(prefix)
+        while it.valid():
+            key: bytes = it.key()
+            if not key.startswith(prefix):
+                break
+            out.append((key, it.value()))
+            it.next()
+        return out
+
+    # -- lifecycle --------------------------------------------------------
+
+    def close(self) -> None:
+        """Close every open log and the database (idempotent)."""
+        if self._closed:
+            return
+        for log in list(self._logs.values()):
+            log.close()
+        for cf in self.cf.values():
+            cf.close()
+        self.cf.clear()
+        self.handle.clear()
+        self._closed = True
+        self._db.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"node store {self.path} is closed")

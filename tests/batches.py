@@ -1,0 +1,40 @@
+"""Test helpers: build and decode RecordBatch v2 bytes with aiokafka's codec.
+
+``make_batch(base, count)`` gives a valid batch (CRC included) holding
+``count`` records whose values are ``b"<tag>:<i>"``; every record carries
+``timestamp_ms``, so the batch's max timestamp is exactly that value.
+``values(data)`` decodes back-to-back batches into (offset, value) pairs.
+"""
+
+from __future__ import annotations
+
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
+from aiokafka.record.memory_records import MemoryRecords
+
+from ketch.recordbatch import assign
+
+
+def make_batch(
+    base_offset: int,
+    count: int = 1,
+    *,
+    timestamp_ms: int = 0,
+    leader_epoch: int = 0,
+    tag: str = "v",
+    pad: int = 0,
+) -> bytes:
+    """A batch of ``count`` records at ``base_offset`` (values padded by ``pad`` bytes)."""
+    builder = DefaultRecordBatchBuilder(2, 0, 0, -1, -1, -1, 1 << 20)
+    for i in range(count):
+        value = f"{tag}:{i}".encode() + b"." * pad
+        builder.append(i, timestamp=timestamp_ms, key=None, value=value, headers=[])
+    return assign(bytes(builder.build()), base_offset, leader_epoch)
+
+
+def values(data: bytes) -> list[tuple[int, bytes | None]]:
+    """(offset, value) of every record in back-to-back batches."""
+    out: list[tuple[int, bytes | None]] = []
+    records = MemoryRecords(data)
+    while (batch := records.next_batch()) is not None:
+        out.extend((record.offset, record.value) for record in batch)
+    return out

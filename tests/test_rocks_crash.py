@@ -1,0 +1,152 @@
+"""RocksPartitionLog under stress: kill -9, and writers on two threads.
+
+A child process appends to a NodeStore and prints one line per append AFTER
+``append`` returns (so every printed line is an acknowledged append). The
+test reads until it has seen ``ACKED`` lines, SIGKILLs the child mid-stream,
+reopens the store and checks: every acknowledged batch is present,
+byte-identical, in order and contiguous; the log ends at an append-call
+boundary at or past the last acknowledged one (the in-flight call is all
+there or not at all); the state (start, end, size, time index) agrees with
+the records. Most appends use ``sync=False``: the WAL alone must survive the
+death of the process.
+
+The node appends with fsync in a worker thread while retention runs on the
+event loop; ``test_concurrent_append_and_retention`` checks the per-log lock
+keeps the cached and stored state equal to the records.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ketch.recordbatch import iter_headers
+from replication.log import RetentionPolicy
+from replication.rocks_store import NodeStore
+from tests.batches import make_batch
+
+ACKED = 2000
+PID = 3
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def append_calls() -> Iterator[list[bytes]]:
+    """The deterministic sequence of append calls: call j holds 1-3 batches
+    of 1-4 records, all with timestamp j."""
+    base = 0
+    j = 0
+    while True:
+        call = []
+        for k in range(1 + j % 3):
+            count = 1 + (j + k) % 4
+            call.append(make_batch(base, count, timestamp_ms=j, tag=f"c{j}.{k}", pad=j % 37))
+            base += count
+        yield call
+        j += 1
+
+
+def child_main(path: str) -> None:
+    """Runs in the child: append forever, acknowledging each call on stdout."""
+    log = NodeStore.open(path).partition_log(PID)
+    for j, call in enumerate(append_calls()):
+        log.append(call, sync=j % 10 == 0)
+        sys.stdout.write(f"{j} {log.log_end_offset}\n")
+        sys.stdout.flush()
+
+
+@pytest.mark.timeout(60)
+def test_acknowledged_appends_survive_sigkill(tmp_path: Path) -> None:
+    db = str(tmp_path / "db")
+    code = f"from tests.test_rocks_crash import child_main; child_main({db!r})"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    acks: list[tuple[int, int]] = []
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        while len(acks) < ACKED:
+            line = proc.stdout.readline()
+            if not line:
+                pytest.fail(f"child exited early: {proc.wait()} {proc.stderr.read().decode()}")
+            j, end = map(int, line.split())
+            acks.append((j, end))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        rest = proc.stdout.read().decode()  # lines printed before the kill are acknowledged too
+        acks += [(int(a), int(b)) for a, b in (ln.split() for ln in rest.split("\n")[:-1])]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+    assert [j for j, _ in acks] == list(range(len(acks)))
+    last_acked_end = acks[-1][1]
+
+    with NodeStore.open(db) as store:
+        log = store.partition_log(PID)
+        data = log.read(0, 1 << 40)
+        headers = iter_headers(data)
+        assert log.log_start_offset == 0
+        assert log.log_end_offset >= last_acked_end
+        assert log.size_bytes == len(data)
+        assert headers[-1].next_offset == log.log_end_offset
+        at = 0
+        calls = append_calls()
+        expected_end = stored = 0
+        while at < len(data):  # whole calls only, byte-identical, in order, contiguous
+            call = b"".join(next(calls))
+            assert data[at : at + len(call)] == call, f"mismatch at byte {at}"
+            at += len(call)
+            expected_end = iter_headers(call)[-1].next_offset
+            stored += 1
+        assert expected_end == log.log_end_offset
+        # Every acknowledged call, plus at most the one that returned but was not yet printed.
+        assert len(acks) <= stored <= len(acks) + 1
+        for j in (0, 1, len(acks) // 2, len(acks) - 1):  # the time index was written with the records
+            batch = log.batch_for_timestamp(j)
+            assert batch is not None and iter_headers(batch)[0].max_timestamp == j
+        log.append([make_batch(log.log_end_offset, 2)], sync=True)
+        assert log.log_end_offset == expected_end + 2
+
+
+def test_concurrent_append_and_retention(tmp_path: Path) -> None:
+    store = NodeStore.open(str(tmp_path / "db"))
+    log = store.partition_log(0)
+    done = threading.Event()
+
+    def appender() -> None:
+        try:
+            for call in itertools.islice(append_calls(), 1500):
+                log.append(call, sync=False)
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=appender)
+    thread.start()
+    removed = 0
+    while not done.is_set():
+        removed += log.apply_retention(RetentionPolicy(retention_bytes=20_000), now_ms=0)
+    thread.join()
+    data = log.read(log.log_start_offset, 1 << 40)
+    assert removed > 0 and log.size_bytes == len(data)
+    log.apply_retention(RetentionPolicy(retention_bytes=20_000), now_ms=0)
+    data = log.read(log.log_start_offset, 1 << 40)
+    assert log.size_bytes == len(data) <= 20_000
+    assert iter_headers(data)[0].base_offset == log.log_start_offset
+    state = (log.log_start_offset, log.log_end_offset, log.size_bytes)
+    store.close()
+    with NodeStore.open(str(tmp_path / "db")) as store:
+        log = store.partition_log(0)
+        assert (log.log_start_offset, log.log_end_offset, log.size_bytes) == state
+        assert log.read(log.log_start_offset, 1 << 40) == data
