@@ -6,7 +6,9 @@ It waits for every acknowledgement before exiting, and exits 1 on the first
 failed send, printing why.
 
 consume: prints each record's value on its own line (``--print-key`` and
-``--print-offset`` prefix key and partition/offset, tab-separated). It starts
+``--print-offset`` prefix key and partition/offset, tab-separated; ``--json``
+prints one object per record, bytes decoded as UTF-8 with backslash escapes
+for anything else). It starts
 at the end of each partition unless ``--from-beginning``; ``--partition`` with
 ``--offset N|earliest|latest`` reads one partition from an exact place. It
 exits 0 after ``--max-messages`` records, or after ``--timeout-ms`` without a
@@ -16,6 +18,7 @@ new record; otherwise it runs until Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections import deque
@@ -49,6 +52,7 @@ def register(commands: Any) -> None:
     consume.add_argument("--print-key", action="store_true")
     consume.add_argument("--print-offset", action="store_true", help="prefix partition and offset")
     consume.add_argument("--key-separator", default="\t", help="between key and value (default: tab)")
+    consume.add_argument("--json", action="store_true", help="one JSON object per record")
     bootstrap_arg(consume)
     consume.set_defaults(handler=consume_records)
 
@@ -92,6 +96,22 @@ def _start_offset(value: str) -> int | str:
     return offset
 
 
+def _text(data: bytes | None) -> str | None:
+    return None if data is None else data.decode("utf-8", errors="backslashreplace")
+
+
+def record_json(record: Any) -> dict[str, Any]:
+    return {
+        "topic": record.topic,
+        "partition": record.partition,
+        "offset": record.offset,
+        "timestamp": record.timestamp,
+        "key": _text(record.key),
+        "value": _text(record.value),
+        "headers": {k: _text(v) for k, v in record.headers},
+    }
+
+
 def consume_records(args: argparse.Namespace) -> int:
     from ketch import Admin, Consumer, TopicPartition
 
@@ -122,12 +142,15 @@ def consume_records(args: argparse.Namespace) -> int:
             batch = consumer.poll(timeout_ms=200, max_records=left)
             for records in batch.values():
                 for record in records:
+                    seen += 1
+                    if args.json:
+                        out.write(json.dumps(record_json(record)).encode() + b"\n")
+                        continue
                     if args.print_offset:
                         out.write(f"{record.partition}\t{record.offset}\t".encode())
                     if args.print_key:
                         out.write((record.key or b"") + sep)
                     out.write((record.value or b"") + b"\n")
-                    seen += 1
             if batch:
                 out.flush()
                 last = time.monotonic()

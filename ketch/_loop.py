@@ -1,0 +1,66 @@
+"""A private event loop on a daemon thread, for the sync clients.
+
+Rules:
+- Each sync client object owns one ``LoopThread``; the asyncio client it wraps
+  is created, used and closed on that loop only (grpc.aio channels belong to
+  the loop that created them).
+- ``run(coro)`` submits a coroutine and blocks the calling thread for its
+  result; calling it from the loop thread itself would deadlock, so it raises.
+- ``stop()`` stops the loop and joins the thread; it is idempotent, and the
+  thread is a daemon so a forgotten client never keeps the process alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+__all__ = ["LoopThread"]
+
+
+class LoopThread:
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self._thread.start()
+        self._ready.wait()
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.call_soon(self._ready.set)
+        try:
+            self.loop.run_forever()
+        finally:
+            try:
+                pending = asyncio.all_tasks(self.loop)
+                for task in pending:
+                    task.cancel()
+                if pending:
+                    self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+                self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            finally:
+                self.loop.close()
+
+    @property
+    def ident(self) -> int | None:
+        return self._thread.ident
+
+    def in_loop(self) -> bool:
+        return threading.get_ident() == self._thread.ident
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        if self.in_loop():
+            coro.close()
+            raise RuntimeError("a blocking client call was made on the client's own loop thread")
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            if not self.in_loop():
+                self._thread.join()

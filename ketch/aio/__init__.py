@@ -1,0 +1,41 @@
+"""The asyncio Ketch client: ``Producer``, ``Consumer``, ``Admin``.
+
+This is the one implementation; ``ketch.Producer`` & co. are blocking
+wrappers that run these objects on a private event loop thread. Usage::
+
+    async with ketch.aio.Producer("127.0.0.1:9092", acks="all") as producer:
+        fut = await producer.send("events", b"hello", key=b"user-1")
+        meta = await fut                      # RecordMetadata(topic, partition, offset, timestamp)
+
+    async with ketch.aio.Consumer("events", bootstrap_servers="127.0.0.1:9092",
+                                  auto_offset_reset="earliest") as consumer:
+        async for record in consumer:        # ConsumerRecord
+            ...
+"""
+
+from ketch.aio.admin import (
+    Admin,
+    BrokerDescription,
+    ClusterDescription,
+    NewTopic,
+    PartitionDescription,
+    TopicDescription,
+)
+from ketch.aio.consumer import Consumer
+from ketch.aio.producer import Producer
+from ketch.records import ConsumerRecord, OffsetAndTimestamp, RecordMetadata, TopicPartition
+
+__all__ = [
+    "Admin",
+    "BrokerDescription",
+    "ClusterDescription",
+    "Consumer",
+    "ConsumerRecord",
+    "NewTopic",
+    "OffsetAndTimestamp",
+    "PartitionDescription",
+    "Producer",
+    "RecordMetadata",
+    "TopicDescription",
+    "TopicPartition",
+]

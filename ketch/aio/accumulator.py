@@ -1,0 +1,373 @@
+"""The producer's record accumulator: per-partition batches waiting to be sent.
+
+Rules and invariants:
+- Each partition has a deque of batches. Only the last one is *open* (has a
+  builder accepting records); all earlier ones are closed. A record that does
+  not fit closes the open batch and starts a new one, so batches hold at most
+  ``batch_size`` bytes unless one record alone is larger.
+- A partition's head batch is *ready* when it is closed, when ``linger_ms``
+  has passed since it was opened, or while a flush or close is in progress.
+  A batch being retried is re-inserted at the head (order of a partition's
+  batches is kept) and is not ready before its ``retry_at``.
+- ``drain`` takes ready batches for one broker, partition after partition,
+  several batches per partition, until the next one would push the request
+  over ``max_request_size``; at least one batch is always taken. Partitions are
+  visited from a rotating start so no partition starves.
+- Thread safety: ``append`` may be called from any thread (the sync producer
+  appends from the caller's thread so ``send()`` never waits for the event
+  loop); every other method runs on the producer's event loop. One
+  ``threading.Lock`` guards the deques, the sticky partitioner and the
+  memory count; builders are compressed outside the lock, after a batch has
+  left its deque and no other thread can reach it.
+- ``wakeup`` is called (outside the lock) when the sender has new work: a
+  batch was opened (its linger clock starts) or filled up.
+- Memory: ``buffered_bytes`` counts the payload of every incomplete batch; it
+  is released when a batch completes. Callers wait for space before appending
+  while it is above ``buffer_memory`` (back-pressure).
+- Futures are anything with ``set_result``/``set_exception`` (asyncio or
+  concurrent futures); a batch completes them exactly once, with
+  ``RecordMetadata(offset = base_offset + index)``. The sync producer's
+  ``FutureRecordMetadata`` join their batch (shared condition, record index)
+  and complete together in one ``finish_all`` (see ketch/_future.py).
+- ``record_count`` survives completion (futures are dropped then), because the
+  sender adds it up to find the next batch's base offset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import itertools
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from ketch._future import BatchResult, FutureRecordMetadata, finish_all
+from ketch.aio.connection import Cluster, TopicInfo
+from ketch.errors import KetchError, UnknownTopicOrPartitionError
+from ketch.partitioner import StickyPartitioner, key_partition
+from ketch.records import Headers, TopicPartition, new_builder
+
+__all__ = ["Accumulator", "ProducerBatch"]
+
+RECORD_OVERHEAD = 24  # bytes a record adds beyond key and value, for memory accounting
+_INVALID_STATE = (asyncio.InvalidStateError, concurrent.futures.InvalidStateError)
+_seq = itertools.count()
+
+
+class ProducerBatch:
+    __slots__ = (
+        "attempts",
+        "buffer",
+        "builder",
+        "condition",
+        "count",
+        "created",
+        "done",
+        "full",
+        "futures",
+        "memory",
+        "plain",
+        "retry_at",
+        "seq",
+        "solo",
+        "timestamps",
+        "tp",
+        "waiters",
+    )
+
+    def __init__(self, tp: TopicPartition, compression: int, batch_size: int, now: float) -> None:
+        self.tp = tp
+        self.builder: Any = new_builder(compression, batch_size)
+        self.buffer: bytes | None = None
+        self.futures: list[Any] = []
+        self.timestamps: list[int] = []
+        self.created = now
+        self.memory = 0
+        self.attempts = 0
+        self.retry_at = 0.0
+        self.seq = next(_seq)
+        self.done = False
+        self.count = 0  # records appended (futures are dropped on completion; this stays)
+        self.condition: threading.Condition | None = None  # shared by its FutureRecordMetadata
+        self.plain = False  # holds other futures (asyncio, or plain concurrent ones)
+        self.full = False  # an append did not fit: no more records go in
+        self.solo = False  # send alone: it was part of a request refused as too large
+        self.waiters: list[asyncio.Future[None]] | None = None
+
+    @property
+    def record_count(self) -> int:
+        return self.count
+
+    @property
+    def closed(self) -> bool:
+        return self.builder is None
+
+    def size(self) -> int:
+        return len(self.buffer) if self.buffer is not None else int(self.builder.size())
+
+    def try_append(
+        self, timestamp: int | None, key: bytes | None, value: bytes | None, headers: Headers, fut: Any
+    ) -> bool:
+        meta = self.builder.append(len(self.futures), timestamp=timestamp, key=key, value=value, headers=headers)
+        if meta is None:
+            self.full = True
+            return False
+        self.futures.append(fut)
+        self.timestamps.append(meta.timestamp)
+        self.count += 1
+        if type(fut) is FutureRecordMetadata:
+            if self.condition is None:
+                self.condition = threading.Condition()
+            fut._condition = self.condition
+            fut._index = len(self.futures) - 1
+        else:
+            self.plain = True
+        return True
+
+    def close(self) -> bytes:
+        """Compress and freeze the batch (idempotent); its bytes."""
+        if self.buffer is None:
+            self.buffer = bytes(self.builder.build())
+            self.builder = None
+        return self.buffer
+
+    def complete(self, base_offset: int) -> None:
+        result = BatchResult(self.tp.topic, self.tp.partition, base_offset, self.timestamps)
+        if self.condition is not None:
+            finish_all(self.condition, self.futures, result, None)
+        if self.plain:
+            for i, fut in enumerate(self.futures):
+                if type(fut) is not FutureRecordMetadata:
+                    try:  # noqa: SIM105 - cheaper than contextlib.suppress per record
+                        fut.set_result(result.metadata(i))
+                    except _INVALID_STATE:
+                        pass  # cancelled by the caller
+        self._done()
+
+    def fail(self, exc: BaseException) -> None:
+        if self.condition is not None:
+            finish_all(self.condition, self.futures, None, exc)
+        if self.plain:
+            for fut in self.futures:
+                if type(fut) is not FutureRecordMetadata:
+                    try:  # noqa: SIM105
+                        fut.set_exception(exc)
+                    except _INVALID_STATE:
+                        pass
+        self._done()
+
+    def _done(self) -> None:
+        self.done = True
+        for w in self.waiters or ():
+            if not w.done():
+                w.set_result(None)
+        self.waiters = None
+        self.futures = []
+
+
+class Accumulator:
+    def __init__(
+        self,
+        batch_size: int = 16384,
+        compression: int = 0,
+        linger_ms: float = 5,
+        buffer_memory: int = 32 * 1024 * 1024,
+        partitioner: StickyPartitioner | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.batch_size = batch_size
+        self.compression = compression
+        self.linger = linger_ms / 1000
+        self.buffer_memory = buffer_memory
+        self.partitioner = partitioner or StickyPartitioner()
+        self.clock = clock
+        self.lock = threading.Lock()
+        self.space = threading.Condition(self.lock)
+        self.wakeup: Callable[[], None] = lambda: None
+        self.on_space: Callable[[], None] = lambda: None
+        self.buffered_bytes = 0
+        self.flushing = 0
+        self.closing = False
+        self.incomplete: set[ProducerBatch] = set()
+        self._deques: dict[TopicPartition, deque[ProducerBatch]] = {}
+        self._rotation = 0
+
+    # -- caller side (any thread) -----------------------------------------
+    def append(
+        self,
+        topic: TopicInfo,
+        partition: int | None,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers,
+        timestamp: int | None,
+        fut: Any,
+    ) -> bool:
+        """Add one record; completes ``fut`` later (or at once on a bad partition).
+
+        True when the sender was woken (a batch opened or filled)."""
+        n = topic.num_partitions
+        if partition is not None and not 0 <= partition < n:
+            fut.set_exception(
+                UnknownTopicOrPartitionError(
+                    f"partition {partition} of topic {topic.name!r} does not exist; it has partitions 0..{n - 1}"
+                )
+            )
+            return False
+        size = (len(value) if value else 0) + (len(key) if key else 0) + RECORD_OVERHEAD
+        wake = False
+        with self.lock:
+            if partition is None and key is not None:
+                partition = key_partition(key, n)
+            sticky = partition is None
+            if partition is None:
+                partition = self.partitioner.partition(topic.name, n, topic.available)
+            tp = topic.tps[partition]
+            batch = self._open_batch(tp)
+            if batch is None or not batch.try_append(timestamp, key, value, headers, fut):
+                wake = True  # a batch filled up, or a linger clock is about to start
+                if sticky:  # KIP-480: a new batch means a new sticky partition
+                    partition = self.partitioner.on_new_batch(topic.name, n, topic.available, partition)
+                    tp = topic.tps[partition]
+                    batch = self._open_batch(tp)
+                    if batch is not None and not batch.try_append(timestamp, key, value, headers, fut):
+                        batch = None
+                else:
+                    batch = None
+                if batch is None:
+                    batch = ProducerBatch(tp, self.compression, self.batch_size, self.clock())
+                    batch.try_append(timestamp, key, value, headers, fut)  # the first record always fits
+                    self._deques.setdefault(tp, deque()).append(batch)
+                    self.incomplete.add(batch)
+            self.buffered_bytes += size
+            batch.memory += size
+        if wake:
+            self.wakeup()
+        return wake
+
+    def _open_batch(self, tp: TopicPartition) -> ProducerBatch | None:
+        dq = self._deques.get(tp)
+        if not dq:
+            return None
+        last = dq[-1]
+        return None if last.closed or last.full else last
+
+    def wait_for_space(self, timeout: float) -> bool:
+        """Block the calling (non-loop) thread until memory is below the limit."""
+        with self.space:
+            return self.space.wait_for(lambda: self.buffered_bytes < self.buffer_memory or self.closing, timeout)
+
+    # -- sender side (event loop) -----------------------------------------
+    def drain(
+        self,
+        cluster: Cluster,
+        can_send: Callable[[int], bool],
+        max_request_size: int,
+        now: float,
+    ) -> tuple[dict[int, list[ProducerBatch]], float | None, bool]:
+        """One request's worth of ready batches per sendable broker.
+
+        Returns ``(batches by node, seconds until something else becomes
+        ready or None, whether some partition has no known leader)``.
+        """
+        out: dict[int, list[ProducerBatch]] = {}
+        sizes: dict[int, int] = {}
+        full_nodes: set[int] = set()
+        next_in: float | None = None
+        unknown_leader = False
+        with self.lock:
+            tps = list(self._deques)
+            if not tps:
+                return out, None, False
+            start = self._rotation % len(tps)
+            self._rotation += 1
+            for tp in itertools.chain(tps[start:], tps[:start]):
+                dq = self._deques[tp]
+                if not dq:
+                    del self._deques[tp]
+                    continue
+                leader = cluster.leader(tp.topic, tp.partition)
+                if leader < 0:
+                    unknown_leader = True
+                    continue
+                if leader in full_nodes or not can_send(leader):
+                    continue
+                while dq:
+                    b = dq[0]
+                    wait = self._wait_time(b, dq, now)
+                    if wait > 0:
+                        next_in = wait if next_in is None else min(next_in, wait)
+                        break
+                    taken = out.setdefault(leader, [])
+                    size = b.size()
+                    if taken and (b.solo or taken[0].solo or sizes[leader] + size > max_request_size):
+                        full_nodes.add(leader)
+                        break
+                    dq.popleft()
+                    taken.append(b)
+                    sizes[leader] = sizes.get(leader, 0) + size
+        for batches in out.values():
+            for b in batches:
+                b.close()  # compression happens here, outside the lock
+        return out, next_in, unknown_leader
+
+    def _wait_time(self, b: ProducerBatch, dq: deque[ProducerBatch], now: float) -> float:
+        if b.retry_at > now:
+            return b.retry_at - now
+        if b.closed or b.full or len(dq) > 1 or self.flushing or self.closing:
+            return 0.0
+        if b.builder.size() >= self.batch_size:
+            return 0.0
+        return max(0.0, b.created + self.linger - now)
+
+    def reenqueue(self, batch: ProducerBatch, retry_at: float) -> None:
+        """Put a failed batch back at the head of its partition for a retry."""
+        batch.retry_at = retry_at
+        with self.lock:
+            dq = self._deques.setdefault(batch.tp, deque())
+            # keep the partition's order: before every batch created after it
+            i = 0
+            while i < len(dq) and dq[i].seq < batch.seq:
+                i += 1
+            dq.insert(i, batch)
+
+    def expire(self, now: float, deadline: float) -> list[ProducerBatch]:
+        """Remove and return queued batches created before ``now - deadline``."""
+        out: list[ProducerBatch] = []
+        with self.lock:
+            for dq in self._deques.values():
+                while dq and dq[0].created + deadline <= now:
+                    out.append(dq.popleft())
+        return out
+
+    def finish(self, batch: ProducerBatch, base_offset: int | None, exc: KetchError | None) -> None:
+        """Complete a batch (offsets or error) and release its memory."""
+        if exc is not None:
+            batch.fail(exc)
+        else:
+            batch.complete(-1 if base_offset is None else base_offset)
+        with self.space:
+            self.incomplete.discard(batch)
+            self.buffered_bytes -= batch.memory
+            batch.memory = 0
+            self.space.notify_all()
+        self.on_space()
+
+    def abort_all(self, exc: KetchError) -> None:
+        """Fail every queued batch (close without flushing)."""
+        with self.lock:
+            batches = [b for dq in self._deques.values() for b in dq]
+            self._deques.clear()
+        for b in batches:
+            self.finish(b, None, exc)
+
+    def pending(self) -> list[ProducerBatch]:
+        with self.lock:
+            return list(self.incomplete)
+
+    def has_queued(self) -> bool:
+        with self.lock:
+            return any(self._deques.values())

@@ -1,0 +1,271 @@
+"""Channels to brokers and the client's metadata cache.
+
+Rules:
+- ``bootstrap_servers`` ("h:p,h:p" or a list) is only where the first
+  Metadata call goes; afterwards the client talks to brokers by node id, at
+  the host and port the latest metadata gives.
+- One ``grpc.aio`` channel per address, created lazily and kept until close.
+  Send and receive limits are raised deliberately to 64 MiB (gRPC's default
+  is 4 MiB); the client's own ``max_request_size`` is what bounds a request.
+  Reconnect backoff is capped at 1 s so a restarted broker is found quickly,
+  and calls fail fast (no wait-for-ready) so the caller decides about retries.
+- The metadata cache is an immutable ``Cluster`` snapshot replaced whole on
+  every refresh, so another thread (the sync producer's caller) may read it
+  without a lock. A refresh asks for the topics the client tracks (all topics
+  when it tracks none) and merges them into the snapshot.
+- Refreshes are single-flight: concurrent callers share one in-flight call.
+  Metadata is tried on known brokers first, then on the bootstrap list; if
+  nobody answers, ``KetchConnectionError`` names every address tried.
+- Transport failures become typed errors (``translate_rpc_error``):
+  RESOURCE_EXHAUSTED (a message over a size limit) is ``MessageTooLargeError``
+  carrying gRPC's details, which name the limit; UNAVAILABLE, DEADLINE_EXCEEDED
+  and other transport codes are the retriable ``KetchConnectionError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import grpc
+
+from ketch.api.v1 import ketch_pb2, ketch_pb2_grpc
+from ketch.errors import (
+    ErrorCode,
+    InvalidRequestError,
+    KetchConnectionError,
+    KetchError,
+    MessageTooLargeError,
+)
+from ketch.records import TopicPartition
+
+__all__ = [
+    "Broker",
+    "Cluster",
+    "Connection",
+    "PartitionInfo",
+    "TopicInfo",
+    "parse_bootstrap",
+    "translate_rpc_error",
+]
+
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+def parse_bootstrap(servers: str | Iterable[str]) -> list[tuple[str, int]]:
+    """``"h1:9092,h2:9093"`` or ``["h1:9092", ...]`` as (host, port) pairs."""
+    items = servers.split(",") if isinstance(servers, str) else list(servers)
+    out: list[tuple[str, int]] = []
+    for item in items:
+        item = item.strip()
+        if not item:
+            continue
+        host, sep, port = item.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(f"bootstrap server {item!r} is not host:port")
+        out.append((host.strip("[]"), int(port)))
+    if not out:
+        raise ValueError("bootstrap_servers is empty; give at least one host:port")
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Broker:
+    node_id: int
+    host: str
+    port: int
+    rack: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionInfo:
+    partition: int
+    leader: int  # -1: no leader right now
+    leader_epoch: int
+    replicas: tuple[int, ...] = ()
+    isr: tuple[int, ...] = ()
+    error_code: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TopicInfo:
+    name: str
+    error_code: int
+    error_message: str = ""
+    topic_id: str = ""
+    partitions: dict[int, PartitionInfo] = field(default_factory=dict)
+    available: tuple[int, ...] = ()  # partitions with a leader
+    tps: tuple[TopicPartition, ...] = ()  # TopicPartition(name, i) at index i, made once
+    num_partitions: int = 0
+
+    @classmethod
+    def make(
+        cls, name: str, error_code: int, error_message: str, topic_id: str, partitions: dict[int, PartitionInfo]
+    ) -> TopicInfo:
+        n = max(partitions, default=-1) + 1
+        available = tuple(sorted(p.partition for p in partitions.values() if p.leader >= 0))
+        tps = tuple(TopicPartition(name, i) for i in range(n))
+        return cls(name, error_code, error_message, topic_id, partitions, available, tps, n)
+
+
+@dataclass(frozen=True, slots=True)
+class Cluster:
+    cluster_id: str = ""
+    controller_id: int = -1
+    brokers: dict[int, Broker] = field(default_factory=dict)
+    topics: dict[str, TopicInfo] = field(default_factory=dict)
+    updated_at: float = 0.0  # monotonic seconds; 0 = never
+
+    def leader(self, topic: str, partition: int) -> int:
+        t = self.topics.get(topic)
+        p = t.partitions.get(partition) if t else None
+        return p.leader if p is not None and p.leader in self.brokers else -1
+
+
+def topic_from_pb(t: ketch_pb2.TopicMetadata) -> TopicInfo:
+    parts = {
+        p.partition: PartitionInfo(
+            p.partition, p.leader_id, p.leader_epoch, tuple(p.replicas), tuple(p.isr), p.error_code
+        )
+        for p in t.partitions
+    }
+    return TopicInfo.make(t.name, t.error_code, t.error_message, t.topic_id, parts)
+
+
+def translate_rpc_error(err: grpc.aio.AioRpcError, where: str = "") -> KetchError:
+    code = err.code()
+    details = err.details() or ""
+    prefix = f"{where}: " if where else ""
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return MessageTooLargeError(f"{prefix}request refused by the broker: {details}")
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return InvalidRequestError(f"{prefix}{details}")
+    if code == grpc.StatusCode.UNIMPLEMENTED:
+        return KetchError(f"{prefix}{details}", code=ErrorCode.UNSUPPORTED_VERSION)
+    return KetchConnectionError(f"{prefix}{code.name}: {details}")
+
+
+def channel_options(client_id: str) -> list[tuple[str, int | str]]:
+    return [
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.initial_reconnect_backoff_ms", 100),
+        ("grpc.min_reconnect_backoff_ms", 100),
+        ("grpc.max_reconnect_backoff_ms", 1000),
+        ("grpc.primary_user_agent", f"ketch-python/{client_id}"),
+    ]
+
+
+class Connection:
+    """Channels, stubs and the metadata cache of one client object."""
+
+    def __init__(
+        self,
+        bootstrap_servers: str | Iterable[str],
+        client_id: str = "ketch",
+        request_timeout_ms: int = 30000,
+        allow_auto_create_topics: bool = False,
+    ) -> None:
+        self.bootstrap = parse_bootstrap(bootstrap_servers)
+        self.client_id = client_id
+        self.request_timeout = request_timeout_ms / 1000
+        self.allow_auto_create_topics = allow_auto_create_topics
+        self.cluster = Cluster()
+        self.tracked: set[str] = set()
+        self._channels: dict[tuple[str, int], grpc.aio.Channel] = {}
+        self._stubs: dict[tuple[str, int], ketch_pb2_grpc.KetchStub] = {}
+        self._refresh: asyncio.Task[Cluster] | None = None
+        self._closed = False
+
+    # -- channels ---------------------------------------------------------
+    def stub_at(self, addr: tuple[str, int]) -> ketch_pb2_grpc.KetchStub:
+        if self._closed:
+            raise KetchError("client is closed")
+        stub = self._stubs.get(addr)
+        if stub is None:
+            target = f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}"
+            channel = grpc.aio.insecure_channel(target, options=channel_options(self.client_id))
+            self._channels[addr] = channel
+            stub = self._stubs[addr] = ketch_pb2_grpc.KetchStub(channel)
+        return stub
+
+    def address(self, node_id: int) -> tuple[str, int] | None:
+        b = self.cluster.brokers.get(node_id)
+        return (b.host, b.port) if b else None
+
+    def stub_for(self, node_id: int) -> ketch_pb2_grpc.KetchStub | None:
+        addr = self.address(node_id)
+        return self.stub_at(addr) if addr else None
+
+    def candidates(self) -> list[tuple[str, int]]:
+        """Known brokers first, then bootstrap addresses, without repeats."""
+        seen: dict[tuple[str, int], None] = {}
+        for b in self.cluster.brokers.values():
+            seen[(b.host, b.port)] = None
+        for addr in self.bootstrap:
+            seen[addr] = None
+        return list(seen)
+
+    async def call_any(self, method: str, request: object, timeout: float | None = None) -> object:
+        """Call ``method`` on the first broker that answers."""
+        errors: list[str] = []
+        for addr in self.candidates():
+            try:
+                return await getattr(self.stub_at(addr), method)(request, timeout=timeout or self.request_timeout)
+            except grpc.aio.AioRpcError as e:
+                err = translate_rpc_error(e, f"{addr[0]}:{addr[1]}")
+                if not isinstance(err, KetchConnectionError):
+                    raise err from None
+                errors.append(str(err))
+        raise KetchConnectionError("no broker answered: " + "; ".join(errors))
+
+    # -- metadata ---------------------------------------------------------
+    def track(self, topics: Iterable[str]) -> None:
+        self.tracked.update(topics)
+
+    async def refresh(self) -> Cluster:
+        """Fetch metadata for the tracked topics; concurrent callers share one call."""
+        if self._refresh is None or self._refresh.done():
+            self._refresh = asyncio.ensure_future(self._do_refresh())
+        return await asyncio.shield(self._refresh)
+
+    def request_refresh(self) -> None:
+        """Refresh in the background (errors are kept for the next caller)."""
+        if self._closed:
+            return
+        if self._refresh is None or self._refresh.done():
+            self._refresh = asyncio.ensure_future(self._do_refresh())
+            self._refresh.add_done_callback(_consume_exception)
+
+    async def _do_refresh(self) -> Cluster:
+        topics = sorted(self.tracked)
+        req = ketch_pb2.MetadataRequest(topics=topics, allow_auto_topic_creation=self.allow_auto_create_topics)
+        resp = await self.call_any("Metadata", req)
+        assert isinstance(resp, ketch_pb2.MetadataResponse)
+        fresh = {t.name: topic_from_pb(t) for t in resp.topics}
+        merged = fresh if not topics else {**self.cluster.topics, **fresh}
+        self.cluster = Cluster(
+            cluster_id=resp.cluster_id,
+            controller_id=resp.controller_id,
+            brokers={b.node_id: Broker(b.node_id, b.host, b.port, b.rack or None) for b in resp.brokers},
+            topics=merged,
+            updated_at=time.monotonic(),
+        )
+        return self.cluster
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._refresh is not None and not self._refresh.done():
+            self._refresh.cancel()
+        channels = list(self._channels.values())
+        self._channels.clear()
+        self._stubs.clear()
+        for ch in channels:
+            await ch.close(grace=None)
+
+
+def _consume_exception(task: asyncio.Task[Cluster]) -> None:
+    if not task.cancelled():
+        task.exception()

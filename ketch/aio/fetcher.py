@@ -1,0 +1,349 @@
+"""The consumer's fetcher: per-partition positions, buffers and the fetch loop.
+
+State per assigned partition (``PartitionState``):
+- ``fetch_offset``: where the next Fetch starts, past every buffered record;
+  ``None`` while a reset (earliest/latest) is pending.
+- ``buffer``: fetched records not yet returned to the caller.
+- The consumer *position* is the offset of the next record the caller gets:
+  the first buffered record's offset, or ``fetch_offset`` when the buffer is
+  empty. Positions only move when records are handed out (or on seek/reset).
+- ``generation`` changes on every seek/reset; a Fetch or ListOffsets answer
+  for an older generation is dropped, so a seek is never undone by a
+  response that was already in flight.
+
+Fetch loop rules:
+- A partition is fetched when its position is known, it has no Fetch in
+  flight, it is not backing off after an error, and it buffers fewer than
+  ``max_poll_records`` records: the next batch is prefetched while the caller
+  works through the current one.
+- One Fetch per leader carries every fetchable partition it leads; several
+  Fetches may be in flight to one broker for disjoint partitions, so a
+  partition that drains never waits behind another partition's long poll.
+- Records below the fetch offset (the first batch may start earlier) are
+  skipped; the CRC of every batch is checked before decoding.
+- OFFSET_OUT_OF_RANGE applies ``auto_offset_reset`` ("earliest"/"latest"), or
+  with "none" hands ``OffsetOutOfRangeError`` to the next poll. Retriable
+  errors and transport failures back the partition off by
+  ``retry_backoff_ms`` and refresh metadata; other errors go to the next poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable
+
+import grpc
+
+from ketch.aio.connection import Connection, TopicInfo, translate_rpc_error
+from ketch.api.v1 import ketch_pb2
+from ketch.errors import (
+    ErrorCode,
+    KetchConnectionError,
+    KetchError,
+    OffsetOutOfRangeError,
+    UnknownTopicOrPartitionError,
+    error_for,
+)
+from ketch.records import ConsumerRecord, TopicPartition, decode_batches
+
+__all__ = ["EARLIEST", "LATEST", "Fetcher", "PartitionState"]
+
+LATEST, EARLIEST = -1, -2
+
+
+class PartitionState:
+    __slots__ = ("buffer", "error", "fetch_offset", "generation", "high_watermark", "in_flight", "reset", "retry_at")
+
+    def __init__(self, reset: int) -> None:
+        self.fetch_offset: int | None = None
+        self.reset = reset  # EARLIEST or LATEST, used while fetch_offset is None
+        self.buffer: deque[ConsumerRecord] = deque()
+        self.generation = 0
+        self.in_flight = False
+        self.retry_at = 0.0
+        self.high_watermark: int | None = None
+        self.error: KetchError | None = None
+
+    @property
+    def position(self) -> int | None:
+        return self.buffer[0].offset if self.buffer else self.fetch_offset
+
+    def seek(self, offset: int | None, reset: int | None = None) -> None:
+        self.fetch_offset = offset
+        if reset is not None:
+            self.reset = reset
+        self.buffer.clear()
+        self.generation += 1
+        self.error = None
+        self.retry_at = 0.0
+
+
+class Fetcher:
+    def __init__(
+        self,
+        conn: Connection,
+        *,
+        auto_offset_reset: str,
+        fetch_min_bytes: int,
+        fetch_max_wait_ms: int,
+        fetch_max_bytes: int,
+        max_partition_fetch_bytes: int,
+        max_poll_records: int,
+        retry_backoff_ms: int,
+        request_timeout_ms: int,
+    ) -> None:
+        self.conn = conn
+        self.auto_offset_reset = auto_offset_reset
+        self.min_bytes = fetch_min_bytes
+        self.max_wait_ms = fetch_max_wait_ms
+        self.max_bytes = fetch_max_bytes
+        self.partition_max_bytes = max_partition_fetch_bytes
+        self.max_poll_records = max_poll_records
+        self.backoff = retry_backoff_ms / 1000
+        self.timeout = request_timeout_ms / 1000 + fetch_max_wait_ms / 1000
+        self.states: dict[TopicPartition, PartitionState] = {}
+        self.wake = asyncio.Event()  # the loop has something to do
+        self.data = asyncio.Event()  # records or errors arrived for poll()
+        self.on_tick: Callable[[], float | None] = lambda: None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._refreshing = False
+
+    def default_reset(self) -> int:
+        return LATEST if self.auto_offset_reset == "latest" else EARLIEST
+
+    # -- loop ------------------------------------------------------------------
+    async def run(self) -> None:
+        while True:
+            self.wake.clear()
+            now = time.monotonic()
+            next_in = self.on_tick()
+            resets = [tp for tp, st in self.states.items() if st.fetch_offset is None and st.retry_at <= now]
+            for tp in resets:
+                self.states[tp].retry_at = now + self.timeout  # one reset in flight at a time
+            if resets:
+                self._spawn(self._reset_positions(resets))
+            by_node: dict[int, list[TopicPartition]] = {}
+            cluster = self.conn.cluster
+            for tp, st in self.states.items():
+                if st.fetch_offset is None or st.in_flight or st.error is not None:
+                    continue
+                if st.retry_at > now:
+                    wait = st.retry_at - now
+                    next_in = wait if next_in is None else min(next_in, wait)
+                    continue
+                if len(st.buffer) >= self.max_poll_records:
+                    continue
+                leader = cluster.leader(tp.topic, tp.partition)
+                if leader < 0:
+                    st.retry_at = now + self.backoff
+                    self.refresh_soon()
+                    continue
+                by_node.setdefault(leader, []).append(tp)
+            for node, tps in by_node.items():
+                for tp in tps:
+                    self.states[tp].in_flight = True
+                self._spawn(self._fetch(node, tps))
+            with contextlib.suppress(asyncio.TimeoutError):
+                async with asyncio.timeout(next_in):
+                    await self.wake.wait()
+
+    def _spawn(self, coro: object) -> None:
+        task = asyncio.ensure_future(coro)  # type: ignore[call-overload]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def refresh_soon(self) -> None:
+        if not self._refreshing:
+            self._refreshing = True
+            self._spawn(self._refresh())
+
+    async def _refresh(self) -> None:
+        try:
+            with contextlib.suppress(KetchError):
+                await self.conn.refresh()
+            await asyncio.sleep(self.backoff)
+        finally:
+            self._refreshing = False
+            self.wake.set()
+
+    # -- fetch -------------------------------------------------------------------
+    async def _fetch(self, node: int, tps: list[TopicPartition]) -> None:
+        generations = {tp: self.states[tp].generation for tp in tps}
+        offsets = {tp: self.states[tp].fetch_offset for tp in tps}
+        cluster = self.conn.cluster
+        request = ketch_pb2.FetchRequest(
+            max_wait_ms=self.max_wait_ms,
+            min_bytes=self.min_bytes,
+            max_bytes=self.max_bytes,
+            partitions=[
+                ketch_pb2.FetchPartition(
+                    topic=tp.topic,
+                    partition=tp.partition,
+                    fetch_offset=offsets[tp],
+                    partition_max_bytes=self.partition_max_bytes,
+                    current_leader_epoch=_epoch(cluster.topics, tp),
+                )
+                for tp in tps
+            ],
+        )
+        try:
+            stub = self.conn.stub_for(node)
+            if stub is None:
+                raise KetchConnectionError(f"broker {node} is not in the metadata")
+            response = await stub.Fetch(request, timeout=self.timeout)
+        except (grpc.aio.AioRpcError, KetchConnectionError) as e:
+            err = e if isinstance(e, KetchError) else translate_rpc_error(e, f"broker {node}")
+            for tp in tps:
+                st = self.states.get(tp)
+                if st is not None and st.generation == generations[tp]:
+                    self._failed(st, err, refresh=True)
+            return
+        finally:
+            for tp in tps:
+                st = self.states.get(tp)
+                if st is not None:
+                    st.in_flight = False
+            self.wake.set()
+        for r in response.partitions:
+            tp = TopicPartition(r.topic, r.partition)
+            st = self.states.get(tp)
+            if st is None or generations.get(tp) != st.generation:
+                continue  # unassigned or seeked meanwhile
+            self._handle(tp, st, r)
+
+    def _handle(self, tp: TopicPartition, st: PartitionState, r: ketch_pb2.FetchPartitionResult) -> None:
+        if r.error_code == ErrorCode.OFFSET_OUT_OF_RANGE:
+            if self.auto_offset_reset in ("earliest", "latest"):
+                st.seek(None, self.default_reset())
+                self.wake.set()
+            else:
+                st.error = OffsetOutOfRangeError(
+                    f"offset {st.fetch_offset} of {tp.topic}-{tp.partition} is out of range "
+                    f"({r.error_message or 'outside the log'}) and auto_offset_reset is 'none'; seek first"
+                )
+                self.data.set()
+            return
+        if r.error_code != 0:
+            err = error_for(r.error_code, r.error_message)
+            self._failed(st, err, refresh=True)
+            return
+        st.high_watermark = r.high_watermark
+        if not r.records:
+            return
+        try:
+            assert st.fetch_offset is not None
+            decoded = decode_batches(tp.topic, tp.partition, r.records, st.fetch_offset)
+        except KetchError as e:
+            st.error = e
+            self.data.set()
+            return
+        st.buffer.extend(decoded.records)
+        st.fetch_offset = decoded.next_offset
+        if decoded.records:
+            self.data.set()
+
+    def _failed(self, st: PartitionState, err: KetchError, refresh: bool) -> None:
+        if err.retriable:
+            st.retry_at = time.monotonic() + self.backoff
+            if refresh:
+                self.refresh_soon()
+        else:
+            st.error = err
+            self.data.set()
+
+    # -- offsets -------------------------------------------------------------------
+    async def _reset_positions(self, tps: list[TopicPartition]) -> None:
+        specs: dict[TopicPartition, int] = {}
+        generations: dict[TopicPartition, int] = {}
+        for tp in tps:
+            st = self.states.get(tp)
+            if st is not None:
+                specs[tp] = st.reset
+                generations[tp] = st.generation
+        try:
+            found = await self.list_offsets(specs, deadline=time.monotonic() + self.timeout)
+        except KetchError as e:
+            for tp in specs:
+                st = self.states.get(tp)
+                if st is not None and st.generation == generations[tp]:
+                    st.retry_at = 0.0
+                    self._failed(st, e, refresh=True)
+            return
+        finally:
+            self.wake.set()
+        for tp, (offset, _) in found.items():
+            st = self.states.get(tp)
+            if st is not None and st.generation == generations[tp] and st.fetch_offset is None:
+                st.fetch_offset = offset
+                st.retry_at = 0.0
+
+    async def list_offsets(
+        self, specs: dict[TopicPartition, int], deadline: float
+    ) -> dict[TopicPartition, tuple[int, int]]:
+        """ListOffsets for each partition at its leader: ``{tp: (offset, timestamp)}``."""
+        out: dict[TopicPartition, tuple[int, int]] = {}
+        todo = dict(specs)
+        self.conn.track(tp.topic for tp in todo)
+        while todo:
+            if any(self.conn.cluster.topics.get(tp.topic) is None for tp in todo):
+                await self.conn.refresh()
+            cluster = self.conn.cluster
+            by_node: dict[int, list[TopicPartition]] = {}
+            for tp in todo:
+                leader = cluster.leader(tp.topic, tp.partition)
+                topic = cluster.topics.get(tp.topic)
+                if topic is not None and topic.error_code == 0 and tp.partition not in topic.partitions:
+                    raise UnknownTopicOrPartitionError(
+                        f"{tp.topic}-{tp.partition}: topic {tp.topic!r} has {topic.num_partitions} partitions"
+                    )
+                if topic is not None and topic.error_code == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION:
+                    raise UnknownTopicOrPartitionError(topic.error_message or f"topic {tp.topic!r} does not exist")
+                by_node.setdefault(leader, []).append(tp)
+            retry: KetchError | None = None
+            for node, tps in by_node.items():
+                stub = self.conn.stub_for(node) if node >= 0 else None
+                if stub is None:
+                    retry = KetchConnectionError(f"no leader known for {tps[0].topic}-{tps[0].partition}")
+                    continue
+                request = ketch_pb2.ListOffsetsRequest(
+                    partitions=[
+                        ketch_pb2.ListOffsetsPartition(topic=tp.topic, partition=tp.partition, timestamp=todo[tp])
+                        for tp in tps
+                    ]
+                )
+                try:
+                    response = await stub.ListOffsets(request, timeout=self.conn.request_timeout)
+                except grpc.aio.AioRpcError as e:
+                    retry = translate_rpc_error(e, f"broker {node}")
+                    continue
+                for r in response.partitions:
+                    tp = TopicPartition(r.topic, r.partition)
+                    if r.error_code == 0:
+                        out[tp] = (r.offset, r.timestamp)
+                        todo.pop(tp, None)
+                    else:
+                        err = error_for(r.error_code, r.error_message)
+                        if not err.retriable:
+                            raise err
+                        retry = err
+            if todo:
+                if time.monotonic() + self.backoff > deadline:
+                    raise retry or KetchConnectionError("ListOffsets got no answer")
+                await asyncio.sleep(self.backoff)
+                with contextlib.suppress(KetchError):
+                    await self.conn.refresh()
+        return out
+
+
+def _epoch(topics: dict[str, TopicInfo], tp: TopicPartition) -> int:
+    t = topics.get(tp.topic)
+    p = t.partitions.get(tp.partition) if t is not None else None
+    return p.leader_epoch if p is not None else -1

@@ -1,0 +1,317 @@
+"""asyncio Producer: accumulate records per partition, send batches to leaders.
+
+Rules:
+- ``send()`` appends to the accumulator and returns a future that resolves to
+  ``RecordMetadata``; it never waits for the network unless the topic's
+  metadata is unknown (one Metadata call) or the buffer is full
+  (back-pressure, up to ``max_block_ms``). Errors about the record itself
+  (too large, unknown topic, bad partition) fail the returned future.
+- A single sender task (sender.py) drains ready batches into one Produce request per
+  broker (several partitions and several batches per partition, up to
+  ``max_request_size``), with at most ``max_in_flight_requests_per_connection``
+  requests outstanding per broker. A partition's batches are sent in order, but
+  with more than one request in flight a retried batch can land after a later
+  one (Kafka's behaviour without idempotence); set the in-flight limit to 1 for
+  strict order.
+- Offsets: the response gives the base offset of the first batch of each
+  partition; the broker appends a request's batches contiguously, so record
+  ``i`` of a batch gets ``base + records before its batch + i``.
+- acks=0 completes futures with offset -1 as soon as the request is issued.
+- Retries: only ``ketch.errors.RETRIABLE`` codes and transport failures are
+  retried, with exponential backoff from ``retry_backoff_ms`` (capped at
+  ``retry_backoff_max_ms``, +-20 % jitter), at most ``retries`` times and never
+  past ``delivery_timeout_ms`` after the batch was created. REFRESH_METADATA
+  codes and transport failures refresh metadata first. Anything else fails
+  the batch's futures with the typed error.
+- Size: a record whose batch alone would exceed ``max_request_size`` fails at
+  once with ``MessageTooLargeError`` naming the limit. gRPC RESOURCE_EXHAUSTED
+  (over the broker's limit) is a ``MessageTooLargeError`` carrying gRPC's
+  details; a multi-batch request refused that way is retried one batch per
+  request before any future fails.
+- The sync ``ketch.Producer`` drives this object on a background loop and
+  appends from the caller's thread (``send_threadsafe``); see accumulator.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ketch.aio.accumulator import Accumulator
+from ketch.aio.connection import Connection, TopicInfo
+from ketch.aio.sender import Sender
+from ketch.errors import (
+    RETRIABLE,
+    ErrorCode,
+    InvalidTopicError,
+    KetchError,
+    MessageTooLargeError,
+    RequestTimedOutError,
+    UnknownTopicOrPartitionError,
+    error_for,
+)
+from ketch.records import Headers, RecordMetadata, compression_code, estimate_record_size
+
+__all__ = ["Producer"]
+
+Serializer = Callable[[Any], bytes | None]
+_NO_HEADERS: Headers = []  # shared, read-only: saves a list per record
+_ACKS = {"all": -1, -1: -1, "-1": -1, 0: 0, "0": 0, 1: 1, "1": 1}
+
+
+class Producer:
+    """Kafka-style producer (options named as in kafka-python / aiokafka).
+
+    ``acks``: "all"/-1 (default), 1 or 0. ``linger_ms`` (5) and ``batch_size``
+    (16384 bytes per partition batch) shape batching; ``compression_type``:
+    None, "gzip", "snappy", "lz4", "zstd". ``retries`` (unbounded by default)
+    are bounded by ``delivery_timeout_ms``; ``buffer_memory`` and
+    ``max_block_ms`` give back-pressure. ``send`` returns a future of
+    ``RecordMetadata``; ``send_and_wait`` awaits it too.
+    """
+
+    def __init__(
+        self,
+        bootstrap_servers: str | Iterable[str] = "127.0.0.1:9092",
+        *,
+        client_id: str = "ketch-producer",
+        acks: int | str = "all",
+        linger_ms: float = 5,
+        batch_size: int = 16384,
+        compression_type: str | None = None,
+        retries: int = 2**31 - 1,
+        delivery_timeout_ms: int = 120000,
+        retry_backoff_ms: int = 100,
+        retry_backoff_max_ms: int = 1000,
+        request_timeout_ms: int = 30000,
+        max_request_size: int = 1048576,
+        max_in_flight_requests_per_connection: int = 5,
+        buffer_memory: int = 32 * 1024 * 1024,
+        max_block_ms: int = 60000,
+        metadata_max_age_ms: int = 300000,
+        key_serializer: Serializer | None = None,
+        value_serializer: Serializer | None = None,
+        allow_auto_create_topics: bool = True,
+    ) -> None:
+        if acks not in _ACKS:
+            raise ValueError(f"acks must be 'all', -1, 0 or 1, not {acks!r}")
+        self.acks = _ACKS[acks]
+        self.backoff = retry_backoff_ms / 1000
+        self.max_request_size = max_request_size
+        self.max_block = max_block_ms / 1000
+        self.key_serializer = key_serializer
+        self.value_serializer = value_serializer
+        self._conn = Connection(bootstrap_servers, client_id, request_timeout_ms, allow_auto_create_topics)
+        self._acc = Accumulator(batch_size, compression_code(compression_type), linger_ms, buffer_memory)
+        self._sender = Sender(
+            self._conn,
+            self._acc,
+            acks=self.acks,
+            request_timeout_ms=request_timeout_ms,
+            max_request_size=max_request_size,
+            max_in_flight=max_in_flight_requests_per_connection,
+            retries=retries,
+            delivery_timeout_ms=delivery_timeout_ms,
+            retry_backoff_ms=retry_backoff_ms,
+            retry_backoff_max_ms=retry_backoff_max_ms,
+            metadata_max_age_ms=metadata_max_age_ms,
+        )
+        self._acc.wakeup = self._sender.wakeup
+        self._acc.on_space = self._space_freed
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._space = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    # -- lifecycle ---------------------------------------------------------
+    async def start(self) -> None:
+        """Start the sender (idempotent; ``send`` and ``async with`` call it)."""
+        if self._task is None:
+            self._loop = asyncio.get_running_loop()
+            self._sender.bind()
+            self._task = asyncio.create_task(self._sender.run(), name="ketch-producer-sender")
+
+    async def __aenter__(self) -> Producer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def flush(self, timeout: float | None = None) -> None:
+        """Send everything appended so far and wait until it is acknowledged."""
+        batches = [b for b in self._acc.pending() if not b.done]
+        if not batches:
+            return
+        loop = asyncio.get_running_loop()
+        waiters: list[asyncio.Future[None]] = []
+        for b in batches:
+            if not b.done:
+                w: asyncio.Future[None] = loop.create_future()
+                b.waiters = [*(b.waiters or ()), w]
+                waiters.append(w)
+        self._acc.flushing += 1
+        self._sender.wake.set()
+        try:
+            await asyncio.wait_for(asyncio.gather(*waiters), timeout)
+        finally:
+            self._acc.flushing -= 1
+
+    async def close(self, timeout: float | None = None) -> None:
+        """Flush (up to ``timeout`` seconds), then stop and release connections."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._task is not None:
+                with contextlib.suppress(TimeoutError):
+                    await self.flush(timeout)
+        finally:
+            self._acc.closing = True
+            self._acc.abort_all(KetchError("producer closed before the record was sent"))
+            if self._task is not None:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+            await self._sender.stop()
+            for b in self._acc.pending():
+                self._acc.finish(b, None, KetchError("producer closed before the broker answered"))
+            await self._conn.close()
+
+    # -- send ----------------------------------------------------------------
+    async def send(
+        self,
+        topic: str,
+        value: Any = None,
+        key: Any = None,
+        partition: int | None = None,
+        headers: Headers | None = None,
+        timestamp_ms: int | None = None,
+    ) -> asyncio.Future[RecordMetadata]:
+        """Queue one record; returns a future resolving to its ``RecordMetadata``."""
+        if self._loop is None:
+            await self.start()
+        assert self._loop is not None
+        fut: asyncio.Future[RecordMetadata] = self._loop.create_future()
+        record = self._prepare(key, value, headers, fut)
+        if record is None:
+            return fut
+        info = self._conn.cluster.topics.get(topic)
+        if info is None or info.error_code or not info.num_partitions:
+            try:
+                info = await self.topic_info(topic)
+            except KetchError as e:
+                fut.set_exception(e)
+                return fut
+        if self._acc.buffered_bytes >= self._acc.buffer_memory and not await self._wait_space():
+            fut.set_exception(RequestTimedOutError(self._blocked_message()))
+            return fut
+        if self._acc.append(info, partition, record[0], record[1], record[2], timestamp_ms, fut):
+            await asyncio.sleep(0)  # a batch opened or filled: let the sender run
+        return fut
+
+    async def send_and_wait(self, topic: str, value: Any = None, **kwargs: Any) -> RecordMetadata:
+        return await (await self.send(topic, value, **kwargs))
+
+    def send_threadsafe(
+        self,
+        run: Callable[[Any], Any],
+        fut: Any,
+        topic: str,
+        value: Any,
+        key: Any,
+        partition: int | None,
+        headers: Headers | None,
+        timestamp_ms: int | None,
+    ) -> None:
+        """``send`` for a thread other than the loop's: ``run(coro)`` runs a
+        coroutine on the loop and waits. Completes ``fut`` (a concurrent future)."""
+        if self._closed:
+            raise KetchError("producer is closed")
+        if self.key_serializer is not None:
+            key = self.key_serializer(key)
+        if self.value_serializer is not None:
+            value = self.value_serializer(value)
+        hdrs = list(headers) if headers else _NO_HEADERS
+        if estimate_record_size(key, value, hdrs) > self.max_request_size:
+            fut.set_exception(self._too_large(key, value, hdrs))
+            return
+        info = self._conn.cluster.topics.get(topic)
+        if info is None or info.error_code or not info.num_partitions:
+            try:
+                info = run(self.topic_info(topic))
+            except KetchError as e:
+                fut.set_exception(e)
+                return
+        acc = self._acc
+        if acc.buffered_bytes >= acc.buffer_memory and not acc.wait_for_space(self.max_block):
+            fut.set_exception(RequestTimedOutError(self._blocked_message()))
+            return
+        acc.append(info, partition, key, value, hdrs, timestamp_ms, fut)
+
+    def _prepare(
+        self, key: Any, value: Any, headers: Headers | None, fut: Any
+    ) -> tuple[bytes | None, bytes | None, Headers] | None:
+        if self._closed:
+            raise KetchError("producer is closed")
+        if self.key_serializer is not None:
+            key = self.key_serializer(key)
+        if self.value_serializer is not None:
+            value = self.value_serializer(value)
+        hdrs = list(headers) if headers else _NO_HEADERS
+        if estimate_record_size(key, value, hdrs) > self.max_request_size:
+            fut.set_exception(self._too_large(key, value, hdrs))
+            return None
+        return key, value, hdrs
+
+    def _too_large(self, key: bytes | None, value: bytes | None, headers: Headers) -> MessageTooLargeError:
+        return MessageTooLargeError(
+            f"the record is {estimate_record_size(key, value, headers)} bytes when serialized, larger "
+            f"than max_request_size {self.max_request_size}; raise max_request_size or send smaller records"
+        )
+
+    async def topic_info(self, topic: str) -> TopicInfo:
+        """Metadata for ``topic``, fetched if not cached; typed error if unusable."""
+        self._conn.track([topic])
+        deadline = time.monotonic() + self.max_block
+        while True:
+            info = (await self._conn.refresh()).topics.get(topic)
+            if info is not None and info.error_code == 0 and info.num_partitions:
+                return info
+            code = info.error_code if info is not None else ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+            message = info.error_message if info is not None else ""
+            if code == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION:
+                raise UnknownTopicOrPartitionError(
+                    message or f"topic {topic!r} does not exist; create it first (ketch topic create)"
+                )
+            if code == ErrorCode.INVALID_TOPIC_EXCEPTION:
+                raise InvalidTopicError(message or f"{topic!r} is not a valid topic name")
+            if code != ErrorCode.NONE and code not in RETRIABLE:
+                raise error_for(code, message)
+            if time.monotonic() + self.backoff > deadline:
+                raise RequestTimedOutError(
+                    f"topic {topic!r} has no usable metadata after {self.max_block * 1000:.0f} ms"
+                )
+            await asyncio.sleep(self.backoff)
+
+    def _blocked_message(self) -> str:
+        return (
+            f"buffer_memory ({self._acc.buffer_memory} bytes) stayed full for max_block_ms "
+            f"({self.max_block * 1000:.0f} ms); the brokers are slower than the sends"
+        )
+
+    async def _wait_space(self) -> bool:
+        deadline = time.monotonic() + self.max_block
+        while self._acc.buffered_bytes >= self._acc.buffer_memory:
+            self._space.clear()
+            try:
+                await asyncio.wait_for(self._space.wait(), max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                return False
+        return True
+
+    def _space_freed(self) -> None:
+        self._space.set()

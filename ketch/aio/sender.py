@@ -1,0 +1,236 @@
+"""The producer's sender: drains ready batches into Produce requests.
+
+Rules:
+- One task (``run``) loops: expire batches past ``delivery_timeout_ms``,
+  drain one request's worth of ready batches per broker that has a free
+  in-flight slot (``max_in_flight`` per broker), start those requests, then
+  sleep until woken (a batch opened or filled, a request finished, a flush
+  began, metadata arrived) or until the next batch's linger or backoff ends.
+- A request groups a partition's batches into one ``PartitionRecords``; the
+  broker appends them contiguously, so batch ``k`` starts at the partition's
+  ``base_offset`` plus the records of batches ``0..k-1``.
+- acks=0: futures complete with offset -1 as soon as the request is issued;
+  the answer is awaited only to free the in-flight slot.
+- Errors: a retriable code (``ketch.errors.RETRIABLE``) or a transport failure
+  puts the batch back at the head of its partition after an exponential
+  backoff (``retry_backoff_ms`` doubling to ``retry_backoff_max_ms``, +-20 %
+  jitter), while it has retries left and its delivery timeout allows;
+  REFRESH_METADATA codes and transport failures also refresh metadata (at
+  most once per backoff). MESSAGE_TOO_LARGE / RECORD_LIST_TOO_LARGE / gRPC
+  RESOURCE_EXHAUSTED for a multi-batch request re-send its batches one per
+  request before anything fails. Everything else fails the batch's futures.
+- ``wakeup`` may be called from any thread; it costs a loop call only when the
+  sender is not already due to wake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import threading
+import time
+
+import grpc
+
+from ketch.aio.accumulator import Accumulator, ProducerBatch
+from ketch.aio.connection import Connection, translate_rpc_error
+from ketch.api.v1 import ketch_pb2
+from ketch.errors import (
+    REFRESH_METADATA,
+    ErrorCode,
+    KetchConnectionError,
+    KetchError,
+    MessageTooLargeError,
+    RequestTimedOutError,
+    error_for,
+)
+
+__all__ = ["Sender"]
+
+_TOO_LARGE = (ErrorCode.MESSAGE_TOO_LARGE, ErrorCode.RECORD_LIST_TOO_LARGE)
+
+
+class Sender:
+    def __init__(
+        self,
+        conn: Connection,
+        acc: Accumulator,
+        *,
+        acks: int,
+        request_timeout_ms: int,
+        max_request_size: int,
+        max_in_flight: int,
+        retries: int,
+        delivery_timeout_ms: int,
+        retry_backoff_ms: int,
+        retry_backoff_max_ms: int,
+        metadata_max_age_ms: int,
+    ) -> None:
+        self.conn = conn
+        self.acc = acc
+        self.acks = acks
+        self.request_timeout_ms = request_timeout_ms
+        self.max_request_size = max_request_size
+        self.max_in_flight = max(1, max_in_flight)
+        self.retries = retries
+        self.delivery_timeout = delivery_timeout_ms / 1000
+        self.backoff = retry_backoff_ms / 1000
+        self.backoff_max = max(retry_backoff_max_ms, retry_backoff_ms) / 1000
+        self.metadata_max_age = metadata_max_age_ms / 1000
+        self.wake = asyncio.Event()
+        self.closed = False
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+        self._wake_pending = False
+        self._in_flight: dict[int, int] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._refreshing = False
+        self._last_refresh = 0.0
+        self._rng = random.Random()
+
+    def bind(self) -> None:
+        """Remember the running loop (called on it before ``run``)."""
+        self.loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+
+    def wakeup(self) -> None:
+        if threading.get_ident() == self._loop_thread:
+            self.wake.set()
+        elif not self._wake_pending and self.loop is not None:
+            self._wake_pending = True
+            self.loop.call_soon_threadsafe(self.wake.set)
+
+    async def stop(self) -> None:
+        """Cancel outstanding requests (their batches stay incomplete)."""
+        self.closed = True
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def run(self) -> None:
+        while True:
+            self._wake_pending = False
+            self.wake.clear()
+            now = time.monotonic()
+            for b in self.acc.expire(now, self.delivery_timeout):
+                self.acc.finish(b, None, self._expired(b, now))
+            cluster = self.conn.cluster
+            if now - cluster.updated_at > self.metadata_max_age and self.conn.tracked:
+                self.refresh_soon()
+            by_node, next_in, unknown_leader = self.acc.drain(cluster, self._can_send, self.max_request_size, now)
+            if unknown_leader:
+                self.refresh_soon()
+                next_in = min(next_in or self.backoff, self.backoff)
+            for node, batches in by_node.items():
+                self._in_flight[node] = self._in_flight.get(node, 0) + 1
+                self._spawn(self._produce(node, batches))
+            if by_node:
+                await asyncio.sleep(0)  # let requests go out before draining again
+                continue
+            if next_in is None and self.acc.has_queued():
+                next_in = 1.0  # batches waiting on a busy broker, or for expiry checks
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(next_in):
+                    await self.wake.wait()
+
+    def _spawn(self, coro: object) -> None:
+        task = asyncio.ensure_future(coro)  # type: ignore[call-overload]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _can_send(self, node: int) -> bool:
+        return self._in_flight.get(node, 0) < self.max_in_flight
+
+    def _expired(self, b: ProducerBatch, now: float) -> KetchError:
+        return RequestTimedOutError(
+            f"expiring {b.record_count} record(s) for {b.tp.topic}-{b.tp.partition}: "
+            f"{(now - b.created) * 1000:.0f} ms has passed since batch creation "
+            f"(delivery_timeout_ms {self.delivery_timeout * 1000:.0f})"
+        )
+
+    def refresh_soon(self) -> None:
+        if not self._refreshing and not self.closed:
+            self._refreshing = True
+            self._spawn(self._refresh())
+
+    async def _refresh(self) -> None:
+        try:
+            await asyncio.sleep(max(0.0, self._last_refresh + self.backoff - time.monotonic()))
+            with contextlib.suppress(KetchError):
+                await self.conn.refresh()
+        finally:
+            self._last_refresh = time.monotonic()
+            self._refreshing = False
+            self.wake.set()
+
+    async def _produce(self, node: int, batches: list[ProducerBatch]) -> None:
+        groups: dict[tuple[str, int], list[ProducerBatch]] = {}
+        for b in batches:
+            groups.setdefault(b.tp, []).append(b)
+        request = ketch_pb2.ProduceRequest(
+            acks=self.acks,
+            timeout_ms=self.request_timeout_ms,
+            partitions=[
+                ketch_pb2.PartitionRecords(topic=tp[0], partition=tp[1], records=b"".join(b.close() for b in group))
+                for tp, group in groups.items()
+            ],
+        )
+        if self.acks == 0:
+            for b in batches:
+                self.acc.finish(b, None, None)
+        try:
+            stub = self.conn.stub_for(node)
+            if stub is None:
+                raise KetchConnectionError(f"broker {node} is not in the metadata")
+            response = await stub.Produce(request, timeout=self.request_timeout_ms / 1000 + 5)
+        except (grpc.aio.AioRpcError, KetchConnectionError) as e:
+            if self.acks != 0:
+                err = e if isinstance(e, KetchError) else translate_rpc_error(e, f"broker {node}")
+                split = isinstance(err, MessageTooLargeError) and len(batches) > 1
+                for b in batches:
+                    self._retry_or_fail(b, err, refresh=True, split=split)
+            return
+        finally:
+            self._in_flight[node] -= 1
+            self.wake.set()
+        if self.acks == 0:
+            return
+        results = {(r.topic, r.partition): r for r in response.partitions}
+        for tp, group in groups.items():
+            r = results.get(tp)
+            if r is None:
+                err = KetchError(f"broker {node} sent no result for {tp[0]}-{tp[1]}")
+                for b in group:
+                    self.acc.finish(b, None, err)
+            elif r.error_code == 0:
+                base = r.base_offset
+                for b in group:
+                    self.acc.finish(b, base, None)
+                    base += b.record_count
+            else:
+                err = error_for(r.error_code, r.error_message)
+                split = r.error_code in _TOO_LARGE and len(group) > 1
+                for b in group:
+                    self._retry_or_fail(b, err, refresh=r.error_code in REFRESH_METADATA, split=split)
+
+    def _retry_or_fail(self, b: ProducerBatch, err: KetchError, refresh: bool, split: bool = False) -> None:
+        if split:  # maybe only the request was too large: send each batch alone
+            b.solo = True
+            self.acc.reenqueue(b, 0.0)
+            return
+        b.attempts += 1
+        now = time.monotonic()
+        delay = min(self.backoff * 2 ** (b.attempts - 1), self.backoff_max)
+        delay *= 0.8 + 0.4 * self._rng.random()
+        if (
+            err.retriable
+            and not self.closed
+            and b.attempts <= self.retries
+            and now + delay < b.created + self.delivery_timeout
+        ):
+            self.acc.reenqueue(b, now + delay)
+            if refresh:
+                self.refresh_soon()
+        else:
+            self.acc.finish(b, None, err)

@@ -1,0 +1,259 @@
+"""Producer error paths against a tiny in-test fake broker (gRPC on a free port).
+
+The fake answers Metadata with itself as the only broker and follows a script
+for Produce (error codes, or a gRPC abort), so each retry rule can be checked
+exactly: what is retried, what fails with which typed error, how often
+metadata is refreshed. Happy paths and real behaviour are in
+test_client_integration.py against a real node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import grpc
+import pytest
+
+import ketch
+import ketch.aio
+from ketch.api.v1 import ketch_pb2 as pb
+from ketch.api.v1 import ketch_pb2_grpc
+from ketch.errors import (
+    ErrorCode,
+    KetchConnectionError,
+    KetchError,
+    MessageTooLargeError,
+    NotEnoughReplicasError,
+    UnknownTopicOrPartitionError,
+)
+from ketch.recordbatch import split_batches
+
+
+class FakeBroker(ketch_pb2_grpc.KetchServicer):
+    def __init__(self) -> None:
+        self.port = 0
+        self.topics = {"t": 2}
+        self.script: list[int | str] = []  # per Produce call: an error code, "abort" or "slow"
+        self.next_offset: dict[tuple[str, int], int] = {}
+        self.metadata_calls = 0
+        self.produce_calls = 0
+        self.batches_per_call: list[int] = []
+
+    async def Metadata(self, request: pb.MetadataRequest, context: Any) -> pb.MetadataResponse:
+        self.metadata_calls += 1
+        resp = pb.MetadataResponse(cluster_id="fake", controller_id=1)
+        resp.brokers.add(node_id=1, host="127.0.0.1", port=self.port)
+        for name in request.topics or list(self.topics):
+            if name not in self.topics:
+                resp.topics.add(name=name, error_code=ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, error_message="no such")
+                continue
+            t = resp.topics.add(name=name, topic_id="id-" + name)
+            for p in range(self.topics[name]):
+                t.partitions.add(partition=p, leader_id=1, leader_epoch=0, replicas=[1], isr=[1])
+        return resp
+
+    async def Produce(self, request: pb.ProduceRequest, context: Any) -> pb.ProduceResponse:
+        self.produce_calls += 1
+        action = self.script.pop(0) if self.script else 0
+        if action == "abort":
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "Received message larger than max (9999 vs. 100)")
+        if action == "slow":  # hold the only in-flight slot so the next batches pile up
+            await asyncio.sleep(0.2)
+            action = 0
+        resp = pb.ProduceResponse()
+        self.batches_per_call.append(sum(len(split_batches(p.records)) for p in request.partitions))
+        for item in request.partitions:
+            key = (item.topic, item.partition)
+            if action:
+                resp.partitions.add(
+                    topic=item.topic, partition=item.partition, error_code=int(action), error_message="scripted"
+                )
+                continue
+            count = sum(h.records_count for h, _ in split_batches(item.records))
+            base = self.next_offset.get(key, 0)
+            self.next_offset[key] = base + count
+            resp.partitions.add(topic=item.topic, partition=item.partition, base_offset=base)
+        return resp
+
+
+@asynccontextmanager
+async def fake_broker(max_receive: int | None = None) -> AsyncIterator[FakeBroker]:
+    options = [("grpc.max_receive_message_length", max_receive)] if max_receive else []
+    server = grpc.aio.server(options=options)
+    fake = FakeBroker()
+    ketch_pb2_grpc.add_KetchServicer_to_server(fake, server)
+    fake.port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield fake
+    finally:
+        await server.stop(None)
+
+
+def run(test: Callable[[FakeBroker], Awaitable[None]], max_receive: int | None = None) -> None:
+    async def main() -> None:
+        async with fake_broker(max_receive) as fake:
+            await asyncio.wait_for(test(fake), 20)
+
+    asyncio.run(main())
+
+
+def producer(fake: FakeBroker, **kw: Any) -> ketch.aio.Producer:
+    kw.setdefault("retry_backoff_ms", 10)
+    return ketch.aio.Producer(f"127.0.0.1:{fake.port}", **kw)
+
+
+def test_retriable_errors_are_retried_with_a_metadata_refresh() -> None:
+    async def body(fake: FakeBroker) -> None:
+        fake.script = [ErrorCode.NOT_LEADER_OR_FOLLOWER, ErrorCode.NOT_LEADER_OR_FOLLOWER]
+        async with producer(fake) as p:
+            futures = [await p.send("t", b"v%d" % i, partition=0) for i in range(5)]
+            metas = [await f for f in futures]
+        assert [m.offset for m in metas] == [0, 1, 2, 3, 4]
+        assert fake.produce_calls == 3
+        assert fake.metadata_calls >= 2  # the first lookup, then at least one refresh
+
+    run(body)
+
+
+@pytest.mark.parametrize(
+    ("code", "error"),
+    [(ErrorCode.MESSAGE_TOO_LARGE, MessageTooLargeError), (ErrorCode.INVALID_RECORD, KetchError)],
+)
+def test_non_retriable_errors_fail_at_once(code: ErrorCode, error: type[KetchError]) -> None:
+    async def body(fake: FakeBroker) -> None:
+        fake.script = [code]
+        async with producer(fake) as p:
+            fut = await p.send("t", b"v", partition=1)
+            with pytest.raises(error) as info:
+                await fut
+        assert info.value.code == code and "scripted" in str(info.value)
+        assert fake.produce_calls == 1
+
+    run(body)
+
+
+def test_retries_stop_at_the_delivery_timeout() -> None:
+    async def body(fake: FakeBroker) -> None:
+        fake.script = [ErrorCode.NOT_ENOUGH_REPLICAS] * 1000
+        started = time.monotonic()
+        async with producer(fake, delivery_timeout_ms=400) as p:
+            with pytest.raises(NotEnoughReplicasError):
+                await p.send_and_wait("t", b"v", partition=0)
+        assert 0.2 < time.monotonic() - started < 2
+        assert fake.produce_calls > 3  # it did retry, with backoff
+
+    run(body)
+
+
+def test_retries_zero_means_no_retry() -> None:
+    async def body(fake: FakeBroker) -> None:
+        fake.script = [ErrorCode.NOT_ENOUGH_REPLICAS]
+        async with producer(fake, retries=0) as p:
+            with pytest.raises(NotEnoughReplicasError):
+                await p.send_and_wait("t", b"v", partition=0)
+        assert fake.produce_calls == 1
+
+    run(body)
+
+
+def test_unknown_topic_fails_without_producing() -> None:
+    async def body(fake: FakeBroker) -> None:
+        async with producer(fake) as p:
+            with pytest.raises(UnknownTopicOrPartitionError, match="no such"):
+                await p.send_and_wait("missing", b"v")
+            with pytest.raises(UnknownTopicOrPartitionError, match=r"partitions 0\.\.1"):
+                await p.send_and_wait("t", b"v", partition=7)
+        assert fake.produce_calls == 0
+
+    run(body)
+
+
+def test_record_over_max_request_size_fails_immediately() -> None:
+    async def body(fake: FakeBroker) -> None:
+        async with producer(fake, max_request_size=1000) as p:
+            fut = await p.send("t", b"x" * 2000)
+            assert fut.done()
+            with pytest.raises(MessageTooLargeError, match="max_request_size 1000"):
+                await fut
+        assert fake.produce_calls == 0
+
+    run(body)
+
+
+def test_resource_exhausted_becomes_message_too_large_with_grpc_details() -> None:
+    async def body(fake: FakeBroker) -> None:
+        async with producer(fake) as p:
+            with pytest.raises(MessageTooLargeError) as info:
+                await p.send_and_wait("t", b"x" * 5000, partition=0)
+        assert "RESOURCE_EXHAUSTED" not in type(info.value).__name__
+        assert "larger than max" in str(info.value) and "1000" in str(info.value)
+
+    run(body, max_receive=1000)  # gRPC itself refuses the message and names its limit
+
+
+def test_too_large_multi_batch_request_is_resent_one_batch_per_request() -> None:
+    async def body(fake: FakeBroker) -> None:
+        fake.script = ["slow", "abort"]
+        async with producer(fake, batch_size=200, max_in_flight_requests_per_connection=1) as p:
+            futures = [await p.send("t", b"y" * 100, partition=0) for _ in range(6)]
+            await p.flush()
+            metas = [await f for f in futures]
+        assert [m.offset for m in metas] == list(range(6))
+        # call 1 (slow) took one batch, call 2 (refused) the rest, then one batch per call
+        assert fake.produce_calls >= 6 and set(fake.batches_per_call) == {1}
+
+    run(body)
+
+
+def test_acks_zero_completes_with_offset_minus_one() -> None:
+    async def body(fake: FakeBroker) -> None:
+        async with producer(fake, acks=0) as p:
+            metas = [await (await p.send("t", b"v", partition=1)) for _ in range(3)]
+        assert [(m.partition, m.offset) for m in metas] == [(1, -1)] * 3
+
+    run(body)
+
+
+def test_many_batches_in_one_request_get_contiguous_offsets() -> None:
+    async def body(fake: FakeBroker) -> None:
+        fake.next_offset[("t", 0)] = 100
+        fake.script = ["slow"]
+        async with producer(fake, batch_size=300, max_in_flight_requests_per_connection=1) as p:
+            futures = [await p.send("t", b"z" * 50, partition=0) for _ in range(20)]
+            await p.flush()
+            metas = [await f for f in futures]
+        assert [m.offset for m in metas] == list(range(100, 120))
+        assert fake.produce_calls == 2 and fake.batches_per_call[0] == 1 and fake.batches_per_call[1] >= 3
+
+    run(body)
+
+
+def test_no_broker_answering_is_a_connection_error() -> None:
+    async def body(fake: FakeBroker) -> None:
+        async with ketch.aio.Producer("127.0.0.1:1", request_timeout_ms=2000) as p:
+            with pytest.raises(KetchConnectionError, match=r"127\.0\.0\.1:1"):
+                await p.send_and_wait("t", b"v")
+
+    run(body)
+
+
+def test_sync_producer_reports_the_same_typed_errors() -> None:
+    async def body(fake: FakeBroker) -> None:
+        fake.script = [ErrorCode.MESSAGE_TOO_LARGE]
+
+        def use_sync() -> None:
+            with ketch.Producer(f"127.0.0.1:{fake.port}", retry_backoff_ms=10) as p:
+                with pytest.raises(MessageTooLargeError):
+                    p.send("t", b"v", partition=0).get(5)
+                assert p.send("t", b"w", partition=0).get(5).offset == 0
+                with pytest.raises(UnknownTopicOrPartitionError):
+                    p.send("missing", b"v").get(5)
+
+        await asyncio.to_thread(use_sync)
+
+    run(body)

@@ -1,0 +1,116 @@
+"""RecordBatch v2 codec (aiokafka's compiled builder/reader) and record types."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from ketch.errors import CorruptMessageError
+from ketch.recordbatch import assign, split_batches
+from ketch.records import (
+    COMPRESSION_CODES,
+    ConsumerRecord,
+    RecordMetadata,
+    TopicPartition,
+    build_batch,
+    compression_code,
+    decode_batches,
+    estimate_record_size,
+    new_builder,
+)
+
+CODECS = [None, "gzip", "snappy", "lz4", "zstd"]
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_round_trip_every_compression(codec: str | None) -> None:
+    pairs = [(None if i % 3 == 0 else b"k%d" % i, b"value-%d" % i * 20) for i in range(200)]
+    raw = build_batch(pairs, compression=codec, timestamp=1_700_000_000_000, headers=[("h", b"v")])
+    ((header, _),) = split_batches(raw)  # the broker's own checks accept it
+    assert header.compression == (codec or "none")
+    assert header.records_count == 200
+    stored = assign(raw, base_offset=1000, leader_epoch=3)
+    decoded = decode_batches("t", 2, stored, min_offset=0)
+    assert decoded.next_offset == 1200
+    assert [(r.key, r.value) for r in decoded.records] == pairs
+    first = decoded.records[0]
+    assert (first.topic, first.partition, first.offset, first.timestamp) == ("t", 2, 1000, 1_700_000_000_000)
+    assert first.headers == [("h", b"v")]
+
+
+def test_compression_actually_shrinks_repetitive_data() -> None:
+    pairs = [(None, b"a" * 1000) for _ in range(50)]
+    sizes = {codec: len(build_batch(pairs, compression=codec)) for codec in CODECS}
+    for codec in CODECS[1:]:
+        assert sizes[codec] < sizes[None] / 5, (codec, sizes)
+
+
+def test_compression_names() -> None:
+    assert [compression_code(c) for c in CODECS] == [0, 1, 2, 3, 4]
+    assert compression_code("none") == 0 and compression_code("GZIP") == 1
+    assert set(COMPRESSION_CODES.values()) == {0, 1, 2, 3, 4}
+    with pytest.raises(ValueError, match="brotli"):
+        compression_code("brotli")
+
+
+def test_builder_reports_full_batch_and_first_record_always_fits() -> None:
+    builder = new_builder(0, 1024)
+    accepted = 0
+    while builder.append(accepted, timestamp=None, key=None, value=b"x" * 100, headers=[]) is not None:
+        accepted += 1
+    assert 5 <= accepted <= 10
+    big = new_builder(0, 1024)
+    assert big.append(0, timestamp=None, key=None, value=b"x" * 5000, headers=[]) is not None
+    assert estimate_record_size(None, b"x" * 5000, []) > 5000
+
+
+def _three_batches() -> bytes:
+    # offsets 0-2, 3-5, 6-8 as the broker would store them
+    out = b""
+    for n in range(3):
+        raw = build_batch([(None, b"%d" % (n * 3 + i)) for i in range(3)], compression="lz4")
+        out += assign(raw, base_offset=n * 3, leader_epoch=0)
+    return out
+
+
+def test_decode_skips_records_below_the_fetch_offset() -> None:
+    data = _three_batches()
+    decoded = decode_batches("t", 0, data, min_offset=4)
+    assert [r.offset for r in decoded.records] == [4, 5, 6, 7, 8]
+    assert [r.value for r in decoded.records] == [b"4", b"5", b"6", b"7", b"8"]
+    assert decoded.next_offset == 9
+    # a fetch offset past every batch yields nothing and does not move backwards
+    assert decode_batches("t", 0, data, min_offset=9) == ([], 9)
+
+
+def test_decode_ignores_a_partial_trailing_batch() -> None:
+    data = _three_batches()
+    decoded = decode_batches("t", 0, data[:-10], min_offset=0)
+    assert [r.offset for r in decoded.records] == list(range(6))
+    assert decoded.next_offset == 6
+
+
+def test_decode_checks_crc_before_reading() -> None:
+    data = bytearray(_three_batches())
+    data[-1] ^= 0xFF  # inside the last batch's CRC'd range
+    with pytest.raises(CorruptMessageError, match="CRC"):
+        decode_batches("t", 0, bytes(data), min_offset=0)
+    # a damaged batch wholly below the fetch offset is skipped without being decoded
+    first_damaged = bytearray(_three_batches())
+    first_damaged[70] ^= 0xFF
+    with pytest.raises(CorruptMessageError):
+        decode_batches("t", 0, bytes(first_damaged), min_offset=0)
+    assert [r.offset for r in decode_batches("t", 0, bytes(first_damaged), min_offset=3).records] == [3, 4, 5, 6, 7, 8]
+
+
+def test_record_types_are_frozen_values() -> None:
+    rec = ConsumerRecord("t", 0, 5, 10, None, b"v", [])
+    meta = RecordMetadata("t", 0, 5, 10)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        rec.offset = 6  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        meta.offset = 6  # type: ignore[misc]
+    assert meta == RecordMetadata("t", 0, 5, 10)
+    tp = TopicPartition("t", 1)
+    assert tp == ("t", 1) and tp.topic == "t" and {tp: 1}[TopicPartition("t", 1)] == 1
