@@ -1,0 +1,169 @@
+"""Broker lifecycle commands: register, heartbeat, session expiry, controlled shutdown.
+
+Kafka's ``ClusterControlManager`` + the fencing half of
+``ReplicationControlManager``. Each function reads an image and returns a
+``ControllerResult``; only ``BrokerSessions`` (in-memory, not replicated) is
+touched directly.
+
+Lifecycle of one registration (one broker epoch):
+
+    register ──► fenced ──heartbeat, caught up──► unfenced
+                   ▲                                  │
+                   └──── session expired (tick) ──────┘
+    any ──controlled shutdown──► fenced + shut_down (final; register again)
+
+Rules:
+- Register (id, incarnation, host, port, rack) always writes a
+  ``RegisterBrokerRecord``: the broker epoch is that record's offset, so a
+  re-registration — a restarted process with a new incarnation id, or a
+  retry — gets a new epoch, and the old epoch is stale from then on. If the
+  old registration was unfenced, its leaderships move and it leaves ISRs in
+  the same batch (the old process is gone; it must not stay leader).
+- A heartbeat names (id, epoch, metadata offset the broker has applied).
+  Unknown id → BROKER_ID_NOT_REGISTERED; another epoch → STALE_BROKER_EPOCH
+  (the broker must register again). It renews the session. A fenced broker
+  whose offset has reached its registration offset is unfenced
+  (``BrokerFenceRecord(fenced=False)``), and every offline partition it is
+  eligible to lead gets a leader in the same batch.
+- ``tick(now_ms)`` fences every unfenced broker whose session expired, all
+  in one batch (fence records first, then partition changes), electing new
+  leaders from the ISR and shrinking the ISRs they were in (the last ISR
+  members stay; see election.py).
+- Controlled shutdown (id, epoch) does the same for one broker and marks the
+  registration ``shut_down``: later heartbeats with that epoch are answered
+  ``should_shut_down`` and never unfence it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from coordinator.metadata import records as rec
+from coordinator.metadata.election import build_change
+from coordinator.metadata.image import BrokerRegistration, MetadataImage
+from coordinator.metadata.records import MetadataRecord
+from coordinator.metadata.results import (
+    ControllerResult,
+    HeartbeatResponse,
+    RegisterBrokerResponse,
+    ShutdownResponse,
+    TickResponse,
+)
+from coordinator.metadata.sessions import BrokerSessions
+from ketch.errors import ErrorCode, KetchError
+
+
+def fence_records(image: MetadataImage, broker_ids: Collection[int], shut_down: bool = False) -> list[MetadataRecord]:
+    """Fence ``broker_ids`` (registered) and move everything they lead or are in-sync for."""
+    fencing = set(broker_ids)
+
+    def acceptable(broker: int) -> bool:
+        return broker not in fencing and image.is_usable(broker)
+
+    out = []
+    for broker_id in sorted(fencing):
+        b = image.brokers[broker_id]
+        if b.fenced and (b.shut_down or not shut_down):
+            continue
+        out.append(rec.broker_fence(broker_id, b.epoch, fenced=True, shut_down=shut_down))
+    for t, index, p in image.all_partitions():
+        if fencing.isdisjoint(p.isr):
+            continue
+        change = build_change(t.topic_id, index, p, acceptable, unclean=t.unclean_leader_election)
+        if change is not None:
+            out.append(change)
+    return out
+
+
+def unfence_records(image: MetadataImage, broker_id: int) -> list[MetadataRecord]:
+    """Unfence ``broker_id`` and elect leaders for the offline partitions it can lead."""
+    b = image.brokers[broker_id]
+
+    def acceptable(broker: int) -> bool:
+        return broker == broker_id or image.is_usable(broker)
+
+    out = [rec.broker_fence(broker_id, b.epoch, fenced=False)]
+    for t, index, p in image.partitions_of_broker(broker_id):
+        if p.offline:
+            change = build_change(t.topic_id, index, p, acceptable, unclean=t.unclean_leader_election)
+            if change is not None:
+                out.append(change)
+    return out
+
+
+def _current(image: MetadataImage, broker_id: int, broker_epoch: int) -> BrokerRegistration:
+    b = image.broker(broker_id)
+    if b is None:
+        raise KetchError(f"broker {broker_id} is not registered", code=ErrorCode.BROKER_ID_NOT_REGISTERED)
+    if b.epoch != broker_epoch:
+        raise KetchError(
+            f"broker {broker_id} epoch {broker_epoch} is stale; the current registration has epoch {b.epoch} "
+            "(register again)",
+            code=ErrorCode.STALE_BROKER_EPOCH,
+        )
+    return b
+
+
+def register(
+    image: MetadataImage,
+    sessions: BrokerSessions,
+    broker_id: int,
+    incarnation_id: str,
+    host: str,
+    port: int,
+    rack: str,
+    now_ms: int,
+) -> ControllerResult[RegisterBrokerResponse]:
+    if broker_id < 0:
+        raise KetchError(f"broker id must be >= 0, got {broker_id}", code=ErrorCode.INVALID_REQUEST)
+    if not incarnation_id:
+        raise KetchError("incarnation id is empty", code=ErrorCode.INVALID_REQUEST)
+    if not host or not 0 < port < 65536:
+        raise KetchError(
+            f"broker address {host!r}:{port} is not a host and a port 1..65535", code=ErrorCode.INVALID_REQUEST
+        )
+    old = image.broker(broker_id)
+    records = fence_records(image, [broker_id]) if old is not None and old.usable else []
+    records.append(rec.register_broker(broker_id, incarnation_id, host, port, rack))
+    sessions.touch(broker_id, now_ms)
+    replaced = old.epoch if old is not None and old.usable else None
+    return ControllerResult(records, RegisterBrokerResponse(broker_id, incarnation_id, replaced))
+
+
+def heartbeat(
+    image: MetadataImage,
+    sessions: BrokerSessions,
+    broker_id: int,
+    broker_epoch: int,
+    metadata_offset: int,
+    now_ms: int,
+) -> ControllerResult[HeartbeatResponse]:
+    b = _current(image, broker_id, broker_epoch)
+    caught_up = metadata_offset >= b.epoch
+    if b.shut_down:
+        return ControllerResult([], HeartbeatResponse(broker_id, b.epoch, True, caught_up, should_shut_down=True))
+    sessions.touch(broker_id, now_ms)
+    records = unfence_records(image, broker_id) if b.fenced and caught_up else []
+    fenced = b.fenced and not records
+    return ControllerResult(records, HeartbeatResponse(broker_id, b.epoch, fenced, caught_up))
+
+
+def tick(image: MetadataImage, sessions: BrokerSessions, now_ms: int) -> ControllerResult[TickResponse]:
+    expired = sessions.expired(image.usable_broker_ids, now_ms)
+    for broker_id in expired:
+        sessions.remove(broker_id)
+    records = fence_records(image, expired) if expired else []
+    return ControllerResult(records, TickResponse(tuple(expired)))
+
+
+def shutdown(
+    image: MetadataImage, sessions: BrokerSessions, broker_id: int, broker_epoch: int
+) -> ControllerResult[ShutdownResponse]:
+    b = _current(image, broker_id, broker_epoch)
+    sessions.remove(broker_id)
+    if b.shut_down:
+        return ControllerResult([], ShutdownResponse(broker_id, b.epoch, 0))
+    led = sum(1 for _, _, p in image.all_partitions() if p.leader == broker_id)
+    return ControllerResult(
+        fence_records(image, [broker_id], shut_down=True), ShutdownResponse(broker_id, b.epoch, led)
+    )

@@ -1,0 +1,215 @@
+"""The controller state machine: Kafka's ``QuorumController`` logic without its event loop.
+
+Every controller in the quorum runs one ``Controller``. The one whose Raft
+node leads is *active*: it runs commands. All of them replay committed
+records (delta.py), so a standby that becomes active already holds the state.
+
+Commands return records; only replay changes state. A command method reads
+``self.image``, decides, and returns ``ControllerResult(records, response)``
+— or raises ``KetchError`` and writes nothing. It never touches the image.
+The only state a command changes directly is the in-memory, unreplicated
+broker session table (sessions.py).
+
+The driver's contract (what coordinator's asyncio driver must do):
+
+1. Activation. When its Raft node becomes leader, the driver waits until the
+   commit index reaches the leader's first entry of the new term (its no-op)
+   and everything up to it has been replayed, then calls ``activate()``.
+   The image then holds every record any earlier controller committed.
+   Until then, and on standbys, commands are answered NOT_CONTROLLER.
+2. Commands, one at a time, in the order they are run:
+
+       result = controller.create_topic(...)        # or raises KetchError → reply with its code
+       if result.records:
+           index = raft_node.propose(encode_batch(result.records))   # one entry, atomic
+           controller.replay_batch(index, result.records, committed=False)
+       # reply with result.response once raft has committed `index`
+       # (an empty result: once everything proposed so far is committed)
+
+   Replaying right after proposing (before commit) is what Kafka does: the
+   next command sees the effect of this one (no second topic of the same
+   name, no second fence of the same broker). It is safe because the
+   active controller is the only writer and Raft keeps its entries in order.
+3. ``commit(index)`` whenever Raft's commit index advances: the replayed
+   entries up to ``index`` become the committed image. The active
+   controller does not replay its own entries a second time when Raft hands
+   them out as committed.
+4. ``resign()`` when the Raft node stops leading: the image falls back to
+   the committed one (entries proposed but not committed may be lost or may
+   still commit under the new leader; either way they arrive again as
+   committed entries), and session clocks are dropped.
+5. Standbys (and a resigned controller) call ``replay_batch(index, records)``
+   for each committed entry — ``replay_batch(index, [])`` for Raft's own no-op
+   entries, so the image offset is the last applied index — and
+   ``reset(decode_snapshot(data))`` after installing a snapshot.
+6. Snapshots: ``raft.compact(img.offset, encode_snapshot(img))`` with
+   ``img = controller.committed_image`` (never ``image``, which may hold
+   uncommitted entries).
+
+The broker epoch returned to a registering broker is the Raft index of the
+entry holding its ``RegisterBrokerRecord``: the ``index`` in step 2.
+
+Time comes in as ``now_ms`` (monotonic milliseconds); ids (topic ids) and the
+placement's random start index come in as arguments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+from coordinator.metadata import brokers, topics
+from coordinator.metadata import records as rec
+from coordinator.metadata.delta import MetadataDelta
+from coordinator.metadata.image import MetadataImage
+from coordinator.metadata.records import MetadataRecord
+from coordinator.metadata.results import (
+    AlterPartitionResponse,
+    ControllerConfig,
+    ControllerResult,
+    CreateTopicResponse,
+    DeleteTopicResponse,
+    ElectLeadersResponse,
+    HeartbeatResponse,
+    RegisterBrokerResponse,
+    ShutdownResponse,
+    TickResponse,
+)
+from coordinator.metadata.sessions import BrokerSessions
+
+
+class Controller:
+    def __init__(self, config: ControllerConfig | None = None, image: MetadataImage | None = None) -> None:
+        self.config = config or ControllerConfig()
+        self.sessions = BrokerSessions(self.config.broker_session_timeout_ms)
+        self._committed = image or MetadataImage()
+        self._image = self._committed
+        self._pending: list[tuple[int, MetadataImage]] = []  # (index, image after it), not yet committed
+
+    @property
+    def image(self) -> MetadataImage:
+        """The latest state: committed records plus this controller's own proposed ones."""
+        return self._image
+
+    @property
+    def committed_image(self) -> MetadataImage:
+        return self._committed
+
+    # -- replay --
+
+    def replay_batch(self, offset: int, records: Sequence[MetadataRecord], committed: bool = True) -> MetadataDelta:
+        """Apply one Raft entry's records at ``offset``; returns the delta.
+
+        ``committed=False`` is for the active controller's own entries, right
+        after proposing them; ``commit()`` confirms them later.
+        """
+        if committed and self._pending:
+            raise ValueError("committed entries replayed while own entries are pending; resign() first")
+        delta = MetadataDelta(self._image)
+        delta.replay_batch(offset, records)
+        self._image = delta.apply()
+        if committed:
+            self._committed = self._image
+        else:
+            self._pending.append((offset, self._image))
+        return delta
+
+    def replay(self, offset: int, record: MetadataRecord, committed: bool = True) -> MetadataDelta:
+        return self.replay_batch(offset, [record], committed)
+
+    def commit(self, offset: int) -> None:
+        """Raft committed everything up to ``offset``."""
+        while self._pending and self._pending[0][0] <= offset:
+            _, self._committed = self._pending.pop(0)
+
+    def resign(self) -> None:
+        """No longer active: forget uncommitted own entries and session clocks."""
+        self._pending.clear()
+        self._image = self._committed
+        self.sessions.clear()
+
+    def activate(self) -> None:
+        """Became active (after the step-1 barrier): session clocks start at the first tick."""
+        self.sessions.clear()
+
+    def reset(self, image: MetadataImage) -> None:
+        """Adopt ``image`` (a snapshot was installed)."""
+        self._pending.clear()
+        self._committed = self._image = image
+
+    # -- brokers --
+
+    def register_broker(
+        self, broker_id: int, incarnation_id: str, host: str, port: int, rack: str = "", *, now_ms: int
+    ) -> ControllerResult[RegisterBrokerResponse]:
+        return brokers.register(self._image, self.sessions, broker_id, incarnation_id, host, port, rack, now_ms)
+
+    def broker_heartbeat(
+        self, broker_id: int, broker_epoch: int, metadata_offset: int, *, now_ms: int
+    ) -> ControllerResult[HeartbeatResponse]:
+        return brokers.heartbeat(self._image, self.sessions, broker_id, broker_epoch, metadata_offset, now_ms)
+
+    def tick(self, now_ms: int) -> ControllerResult[TickResponse]:
+        """Fence brokers whose session expired. Call it every few hundred ms."""
+        return brokers.tick(self._image, self.sessions, now_ms)
+
+    def shutdown_broker(self, broker_id: int, broker_epoch: int) -> ControllerResult[ShutdownResponse]:
+        return brokers.shutdown(self._image, self.sessions, broker_id, broker_epoch)
+
+    def no_op(self, controller_id: int) -> ControllerResult[None]:
+        """A record that only marks the active controller's arrival in the log."""
+        return ControllerResult([rec.no_op(controller_id)], None)
+
+    # -- topics and partitions --
+
+    def create_topic(
+        self,
+        name: str,
+        partitions: int,
+        replication_factor: int,
+        configs: Mapping[str, str] | None = None,
+        *,
+        topic_id: str,
+        start_index: int,
+    ) -> ControllerResult[CreateTopicResponse]:
+        return topics.create_topic(
+            self._image,
+            name,
+            partitions,
+            replication_factor,
+            configs or {},
+            topic_id,
+            start_index,
+            self.config.max_request_bytes,
+        )
+
+    def delete_topic(self, name: str) -> ControllerResult[DeleteTopicResponse]:
+        return topics.delete_topic(self._image, name)
+
+    def alter_partition(
+        self,
+        broker_id: int,
+        broker_epoch: int,
+        topic_id: str,
+        partition: int,
+        *,
+        leader_epoch: int,
+        partition_epoch: int,
+        new_isr: Sequence[int],
+        isr_broker_epochs: Mapping[int, int] | None = None,
+    ) -> ControllerResult[AlterPartitionResponse]:
+        return topics.alter_partition(
+            self._image,
+            broker_id,
+            broker_epoch,
+            topic_id,
+            partition,
+            leader_epoch,
+            partition_epoch,
+            new_isr,
+            isr_broker_epochs,
+        )
+
+    def elect_preferred_leaders(
+        self, partitions: Iterable[tuple[str, int]] | None = None
+    ) -> ControllerResult[ElectLeadersResponse]:
+        return topics.elect_preferred_leaders(self._image, partitions)

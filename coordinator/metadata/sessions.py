@@ -1,0 +1,52 @@
+"""Broker sessions on the active controller: Kafka's ``BrokerHeartbeatManager``.
+
+Sessions are deliberately not replicated: a heartbeat every couple of
+seconds from every broker would flood the metadata log with facts nobody
+needs after the fact. Only the active controller keeps, in memory, when it
+last heard from each broker; what it decides from that (a fence) is a record.
+
+Rules:
+- A heartbeat or registration with the current epoch starts or renews the
+  broker's session at ``now_ms``.
+- ``expired(candidates, now_ms)`` is called from the controller's tick with
+  the unfenced brokers. A broker seen for the first time there — every
+  broker, on a newly active controller — gets its clock started at that
+  tick instead of being fenced at once: a failover never fences the cluster.
+- A session expires when ``now_ms - last_contact > timeout_ms``; the clock
+  is monotonic time supplied by the driver.
+- ``clear()`` on resignation: a controller that becomes active again starts
+  every clock afresh.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class BrokerSessions:
+    def __init__(self, timeout_ms: int) -> None:
+        if timeout_ms <= 0:
+            raise ValueError(f"broker session timeout must be > 0 ms, got {timeout_ms}")
+        self.timeout_ms = timeout_ms
+        self._last: dict[int, int] = {}
+
+    def touch(self, broker_id: int, now_ms: int) -> None:
+        self._last[broker_id] = max(now_ms, self._last.get(broker_id, now_ms))
+
+    def remove(self, broker_id: int) -> None:
+        self._last.pop(broker_id, None)
+
+    def clear(self) -> None:
+        self._last.clear()
+
+    def last_contact(self, broker_id: int) -> int | None:
+        return self._last.get(broker_id)
+
+    def expired(self, candidates: Iterable[int], now_ms: int) -> list[int]:
+        """Candidates whose session ran out, in id order; starts unknown clocks."""
+        out = []
+        for broker_id in sorted(candidates):
+            last = self._last.setdefault(broker_id, now_ms)
+            if now_ms - last > self.timeout_ms:
+                out.append(broker_id)
+        return out
