@@ -254,7 +254,9 @@ def test_retention_by_time_moves_the_log_start(tmp_path: Path) -> None:
         stub = ketch_pb2_grpc.KetchStub(channel)
         stub.CreateTopics(
             pb.CreateTopicsRequest(
-                topics=[pb.NewTopic(name="r", num_partitions=1, replication_factor=1, configs={"retention.ms": "60000"})]
+                topics=[
+                    pb.NewTopic(name="r", num_partitions=1, replication_factor=1, configs={"retention.ms": "60000"})
+                ]
             )
         )
         old, fresh = 1_000, int(time.time() * 1000)
