@@ -1,0 +1,142 @@
+"""``ketch perf produce|consume|suite``: the benchmark tools on the command line.
+
+    ketch perf produce --topic T --num-records N [--record-size 100] [--throughput -1]
+                       [--acks 1] [--linger-ms 5] [--batch-size 16384] [--compression none]
+                       [--partitions P] [--json]
+    ketch perf consume --topic T [--messages N] [--from-beginning] [--timeout-ms 10000] [--json]
+    ketch perf suite   [--workload 500000x100 --workload 200000x1024 ...]
+
+The options are kafka-producer-perf-test's and kafka-consumer-perf-test's;
+what each tool measures (and what "latency" means) is in bench/produce.py and
+bench/consume.py, the suite in bench/run.py. ``--json`` prints the final
+figures once more, as one JSON object on the last line of stdout. The same
+commands run as ``python -m bench produce|consume|suite``; plain
+``python -m bench`` runs the suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any
+
+from bench.consume import ConsumeConfig, ConsumeTimeout, run_consume
+from bench.produce import ACKS_CHOICES, COMPRESSION_CHOICES, ProduceConfig, run_produce
+
+
+def _bootstrap_arg(parser: argparse.ArgumentParser) -> None:
+    from ketch.cli import bootstrap_arg
+
+    bootstrap_arg(parser)
+
+
+def add_actions(sub: Any) -> None:
+    """The produce, consume and suite parsers, under ``sub`` (a subparsers action)."""
+    produce = sub.add_parser(
+        "produce",
+        help="producer throughput and latency (kafka-producer-perf-test)",
+        description="Send records as fast as allowed; print records/s, MB/s and send-to-ack latency.",
+    )
+    produce.add_argument("--topic", required=True)
+    produce.add_argument("--num-records", type=int, required=True, help="records to send")
+    produce.add_argument("--record-size", type=int, default=100, help="value bytes per record (default 100)")
+    produce.add_argument(
+        "--throughput", type=float, default=-1, help="cap in records/s; -1: as fast as possible (default)"
+    )
+    produce.add_argument("--acks", default="1", choices=ACKS_CHOICES, help="default: 1")
+    produce.add_argument("--linger-ms", type=float, default=5, help="default: 5")
+    produce.add_argument("--batch-size", type=int, default=16384, help="bytes per partition batch (default 16384)")
+    produce.add_argument("--compression", default="none", choices=COMPRESSION_CHOICES, help="default: none")
+    produce.add_argument(
+        "--partitions", type=int, help="create the topic with this many partitions if missing (default 1)"
+    )
+    produce.add_argument(
+        "--yield-every",
+        type=int,
+        help="records between yields to the producer's sender task (default: batch-size / record-size)",
+    )
+    produce.add_argument("--report-interval", type=float, default=5.0, help="seconds between progress lines")
+    produce.add_argument("--json", action="store_true", help="also print the final figures as one JSON line")
+    _bootstrap_arg(produce)
+    produce.set_defaults(handler=produce_handler)
+
+    consume = sub.add_parser(
+        "consume",
+        help="consumer throughput (kafka-consumer-perf-test)",
+        description="Read records from every partition of a topic; print MB, MB/s, records and records/s.",
+    )
+    consume.add_argument("--topic", required=True)
+    consume.add_argument(
+        "--messages", type=int, help="records to read (default: what the topic holds when the tool starts)"
+    )
+    consume.add_argument(
+        "--from-beginning",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="start at the earliest offset (default) or, with --no-from-beginning, at the end",
+    )
+    consume.add_argument(
+        "--timeout-ms", type=int, default=10000, help="give up after this long without a record (default 10000)"
+    )
+    consume.add_argument("--report-interval", type=float, default=5.0, help="seconds between progress lines")
+    consume.add_argument("--json", action="store_true", help="also print the final figures as one JSON line")
+    _bootstrap_arg(consume)
+    consume.set_defaults(handler=consume_handler)
+
+    from bench import run
+
+    run.add_arguments(sub.add_parser("suite", help=run.SUMMARY, description=run.SUMMARY))
+
+
+def register(commands: Any) -> None:
+    """Add ``perf`` to the ``ketch`` command line."""
+    perf = commands.add_parser("perf", help="producer and consumer benchmarks (bench/)")
+    add_actions(perf.add_subparsers(dest="perf_command", required=True, metavar="ACTION"))
+
+
+def produce_handler(args: argparse.Namespace) -> int:
+    cfg = ProduceConfig(
+        topic=args.topic,
+        num_records=args.num_records,
+        bootstrap=args.bootstrap,
+        record_size=args.record_size,
+        throughput=args.throughput,
+        acks=args.acks,
+        linger_ms=args.linger_ms,
+        batch_size=args.batch_size,
+        compression=args.compression,
+        partitions=args.partitions,
+        yield_every=args.yield_every,
+        report_interval=args.report_interval,
+    )
+    try:
+        result = asyncio.run(run_produce(cfg))
+    except ValueError as exc:
+        print(f"ketch perf produce: {exc}", file=sys.stderr, flush=True)
+        return 2
+    if args.json:
+        print(result.json(), flush=True)
+    return 1 if result.errors else 0
+
+
+def consume_handler(args: argparse.Namespace) -> int:
+    cfg = ConsumeConfig(
+        topic=args.topic,
+        bootstrap=args.bootstrap,
+        messages=args.messages,
+        from_beginning=args.from_beginning,
+        timeout_ms=args.timeout_ms,
+        report_interval=args.report_interval,
+    )
+    try:
+        result = asyncio.run(run_consume(cfg))
+    except ConsumeTimeout as exc:
+        print(f"ketch perf consume: {exc}", file=sys.stderr, flush=True)
+        return 1
+    except ValueError as exc:
+        print(f"ketch perf consume: {exc}", file=sys.stderr, flush=True)
+        return 2
+    if args.json:
+        print(result.json(), flush=True)
+    return 0

@@ -1,0 +1,253 @@
+"""The benchmark suite: one local node, produce then consume, one table.
+
+    python -m bench [--workload COUNTxSIZE ...] [--acks 1] [--partitions 1] ...
+    ketch perf suite [same options]
+
+What it does:
+1. starts ONE real ``ketch node`` (``node.process.NodeProcess``) in a fresh
+   temporary directory on free ports, with its defaults: RocksDB with the WAL
+   on, ``flush.messages=0`` (no fsync per append, Kafka's default), one
+   replica;
+2. for each workload (default 500,000 x 100-byte and 200,000 x 1 KiB records)
+   runs ``ketch perf produce`` into its own topic (``perf-<SIZE>b``);
+3. then runs ``ketch perf consume --from-beginning`` on each topic;
+4. prints the figures as a table, with the exact command of every step, and
+   stops the node (the temporary directory is removed).
+
+Every step is a separate child process (``python -m ketch perf ...
+--json``), so each client starts cold, exactly as the printed command would,
+and the figures in the table are the ones that child printed as JSON. The
+node and the clients share this machine's CPUs; the header says how many.
+
+What the figures mean (see bench/produce.py and bench/consume.py):
+produce latency is per record, from just before ``send()`` to its
+acknowledgement (acks as given), including time queued in the producer;
+rates are records (or value bytes, MB = 2**20 bytes) per second from the
+first send to the last acknowledgement, or for consume from ``assign()``
+to the last record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.produce import ACKS_CHOICES, COMPRESSION_CHOICES
+
+SUMMARY = "start one local node, run produce and consume benchmarks, print a table"
+DEFAULT_WORKLOADS = ("500000x100", "200000x1024")
+
+
+@dataclass(frozen=True)
+class Workload:
+    records: int
+    size: int
+
+    @property
+    def topic(self) -> str:
+        return f"perf-{self.size}b"
+
+    @property
+    def label(self) -> str:
+        return f"{self.records} x {self.size} B"
+
+
+def parse_workload(text: str) -> Workload:
+    count, sep, size = text.lower().partition("x")
+    if not sep or not count.strip().isdigit() or not size.strip().isdigit() or int(count) <= 0:
+        raise argparse.ArgumentTypeError(f"expected COUNTxSIZE such as 500000x100, got {text!r}")
+    return Workload(int(count), int(size))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--workload",
+        "-w",
+        type=parse_workload,
+        action="append",
+        metavar="COUNTxSIZE",
+        help="records x value bytes, repeatable (default: 500000x100 and 200000x1024)",
+    )
+    parser.add_argument("--acks", default="1", choices=ACKS_CHOICES, help="producer acks (default 1)")
+    parser.add_argument("--partitions", type=int, default=1, help="partitions per topic (default 1)")
+    parser.add_argument("--linger-ms", type=float, default=5, help="producer linger.ms (default 5)")
+    parser.add_argument("--batch-size", type=int, default=16384, help="producer batch.size (default 16384)")
+    parser.add_argument("--compression", default="none", choices=COMPRESSION_CHOICES, help="default: none")
+    parser.add_argument("--quiet", "-q", action="store_true", help="hide the tools' own output lines")
+    parser.add_argument("--json", action="store_true", help="also print every step's figures as one JSON line")
+    parser.set_defaults(handler=suite_handler)
+
+
+def _machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return (
+        f"{usable} CPU(s) usable ({cpu}), Python {platform.python_version()}, {platform.system()} {platform.release()}"
+    )
+
+
+def _load() -> str:
+    """CPU busy over the last second, and the load average: other work skews the figures."""
+    text = f"load average {os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else "load average unknown"
+    try:
+        before = _cpu_times()
+        time.sleep(1.0)
+        after = _cpu_times()
+    except (OSError, ValueError):
+        return text
+    total, idle = after[0] - before[0], after[1] - before[1]
+    return f"{100 * (total - idle) / max(total, 1):.0f}% of all CPUs busy over 1 s, {text}"
+
+
+def _cpu_times() -> tuple[int, int]:
+    """(total, idle + iowait) jiffies of all CPUs, from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(fields[:8]), fields[3] + fields[4]
+
+
+def _run_step(number: int, argv: list[str], quiet: bool) -> dict[str, Any]:
+    """Run ``python -m ketch ARGV --json``; its JSON figures (last stdout line)."""
+    cmd = [sys.executable, "-m", "ketch", *argv, "--json"]
+    print(f"\n[{number}] ketch {shlex.join(argv)}", flush=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    last = ""
+    for line in proc.stdout:
+        last = line
+        if not quiet and not line.startswith("{"):
+            print(f"    {line}", end="", flush=True)
+    code = proc.wait()
+    if code != 0 or not last.startswith("{"):
+        raise RuntimeError(f"step [{number}] failed (exit {code}): ketch {shlex.join(argv)}")
+    figures: dict[str, Any] = json.loads(last)
+    return figures
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(c.rjust(w) if i > 1 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+        for r in rows
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def report(steps: list[tuple[str, Workload, list[str], dict[str, Any]]]) -> str:
+    """The results table and the commands it came from."""
+    rows = [["step", "workload", "records/s", "MB/s", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "seconds"]]
+    for i, (kind, w, _argv, f) in enumerate(steps, 1):
+        latency = (
+            [f"{f['p50_ms']:.2f}", f"{f['p99_ms']:.2f}", f"{f['p999_ms']:.2f}", f"{f['max_latency_ms']:.2f}"]
+            if kind.startswith("produce")
+            else ["-", "-", "-", "-"]
+        )
+        rows.append(
+            [
+                f"[{i}]",
+                f"{kind}, {f['records']} x {w.size} B",
+                f"{f['records_per_sec']:,.0f}",
+                f"{f['mb_per_sec']:.2f}",
+                *latency,
+                f"{f['elapsed_s']:.2f}",
+            ]
+        )
+    commands = "\n".join(f"  [{i}] ketch {shlex.join(argv)}" for i, (_k, _w, argv, _f) in enumerate(steps, 1))
+    return f"{_table(rows)}\n\nCommands (ketch = python -m ketch; each ran as its own process):\n{commands}"
+
+
+def run_suite(args: argparse.Namespace) -> list[tuple[str, Workload, list[str], dict[str, Any]]]:
+    from node.process import NodeProcess
+
+    workloads: list[Workload] = args.workload or [parse_workload(w) for w in DEFAULT_WORKLOADS]
+    print("Ketch benchmark suite")
+    print(f"machine: {_machine()}")
+    print(f"before the node starts: {_load()}", flush=True)
+    steps: list[tuple[str, Workload, list[str], dict[str, Any]]] = []
+    with tempfile.TemporaryDirectory(prefix="ketch-bench-") as tmp:
+        node = NodeProcess(Path(tmp) / "node-1", node_id=1)
+        node.start()
+        try:
+            print(
+                f"node: one ketch node at {node.bootstrap} (pid {node.proc.pid if node.proc else '?'}), "
+                f"data in {node.data_dir}, default settings (RocksDB WAL on, no fsync per append)",
+                flush=True,
+            )
+            producer_opts = [
+                f"--acks={args.acks}",
+                f"--linger-ms={args.linger_ms:g}",
+                f"--batch-size={args.batch_size}",
+                f"--compression={args.compression}",
+            ]
+            for w in workloads:
+                argv = ["perf", "produce", f"--bootstrap={node.bootstrap}", f"--topic={w.topic}"]
+                argv += [f"--num-records={w.records}", f"--record-size={w.size}", "--throughput=-1"]
+                argv += [*producer_opts, f"--partitions={args.partitions}"]
+                steps.append((f"produce acks={args.acks}", w, argv, _run_step(len(steps) + 1, argv, args.quiet)))
+            for w in workloads:
+                argv = ["perf", "consume", f"--bootstrap={node.bootstrap}", f"--topic={w.topic}"]
+                argv += [f"--messages={w.records}", "--from-beginning"]
+                steps.append(("consume", w, argv, _run_step(len(steps) + 1, argv, args.quiet)))
+        finally:
+            code = node.stop()
+            print(f"\nnode stopped (exit {code})", flush=True)
+    return steps
+
+
+def suite_handler(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    try:
+        steps = run_suite(args)
+    except RuntimeError as exc:  # a step failed or the node did not start; its output is above
+        print(f"ketch perf suite: {exc}", file=sys.stderr, flush=True)
+        return 1
+    print()
+    print(report(steps))
+    print(
+        "\nproduce: latency = time from just before send() to the record's acknowledgement "
+        f"(acks={args.acks}), queueing in the producer included; rates from the first send to the last ack."
+        "\nconsume: one consumer assigned every partition, from the earliest offset; rates from assign() "
+        "to the last record. MB = 2**20 bytes of record values (and keys)."
+    )
+    print(f"\nsuite took {time.monotonic() - started:.1f} s in all; after it: {_load()}")
+    if args.json:
+        print(json.dumps([{"step": i, "workload": w.label, **f} for i, (_k, w, _a, f) in enumerate(steps, 1)]))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench``: the suite; ``python -m bench produce|consume|suite ...`` for one tool."""
+    from bench.cli import add_actions
+    from ketch.errors import KetchError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in ("produce", "consume", "suite", "-h", "--help"):
+        argv.insert(0, "suite")
+    parser = argparse.ArgumentParser(prog="python -m bench", description="Ketch benchmarks: " + SUMMARY)
+    add_actions(parser.add_subparsers(dest="perf_command", required=True, metavar="ACTION"))
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except KetchError as exc:
+        print(f"ketch: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return code

@@ -1,0 +1,136 @@
+"""``ketch perf produce|consume|suite`` against a real node: the figures add up.
+
+Small counts, so the test is quick; no assertion depends on how fast this
+machine is. What is checked: every record sent is counted (acknowledged,
+then consumed back), bytes match the record size, rates are positive,
+latency percentiles are ordered, and the human-readable lines have
+kafka-producer-perf-test's shape.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+
+from bench.run import main as bench_main
+from ketch.cli import main as ketch_main
+from node.process import NodeProcess
+
+SUMMARY = re.compile(
+    r"^(\d+) records sent, [\d.]+ records/sec \([\d.]+ MB/sec\), [\d.]+ ms avg latency, [\d.]+ ms max latency, "
+    r"[\d.]+ ms 50th, [\d.]+ ms 95th, [\d.]+ ms 99th, [\d.]+ ms 99.9th\.$",
+    re.MULTILINE,
+)
+WINDOW = re.compile(
+    r"^\d+ records sent, [\d.]+ records/sec \([\d.]+ MB/sec\), [\d.]+ ms avg latency, [\d.]+ ms max latency\.$",
+    re.MULTILINE,
+)
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = ketch_main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def last_json(out: str) -> dict[str, Any]:
+    figures: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return figures
+
+
+def check_produce(figures: dict[str, Any], records: int, size: int) -> None:
+    assert figures["tool"] == "produce"
+    assert figures["records"] == records
+    assert figures["errors"] == 0
+    assert figures["bytes"] == records * size
+    assert figures["records_per_sec"] > 0 and figures["mb_per_sec"] > 0 and figures["elapsed_s"] > 0
+    assert 0 < figures["p50_ms"] <= figures["p95_ms"] <= figures["p99_ms"] <= figures["p999_ms"]
+    assert figures["p999_ms"] <= figures["max_latency_ms"]
+    assert 0 < figures["avg_latency_ms"] <= figures["max_latency_ms"]
+
+
+def check_consume(figures: dict[str, Any], records: int, size: int) -> None:
+    assert figures["tool"] == "consume"
+    assert figures["records"] == records
+    assert figures["bytes"] == records * size
+    assert figures["records_per_sec"] > 0 and figures["mb_per_sec"] > 0 and figures["elapsed_s"] > 0
+
+
+def test_produce_then_consume(node: NodeProcess, capsys: pytest.CaptureFixture[str]) -> None:
+    b = f"--bootstrap={node.bootstrap}"
+    code, out, err = run(
+        capsys,
+        "perf",
+        "produce",
+        b,
+        "--topic=bench",
+        "--num-records=3000",
+        "--record-size=200",
+        "--partitions=3",
+        "--json",
+    )
+    assert code == 0, err
+    assert "created topic bench with 3 partition(s)" in out
+    summary = SUMMARY.search(out)
+    assert summary is not None, out
+    assert summary.group(1) == "3000"
+    check_produce(last_json(out), 3000, 200)
+
+    code, out, err = run(capsys, "perf", "consume", b, "--topic=bench", "--messages=3000", "--json")
+    assert code == 0, err
+    assert re.search(r"^3000 records consumed, [\d.]+ MB, [\d.]+ MB/sec, [\d.]+ records/sec", out, re.MULTILINE), out
+    check_consume(last_json(out), 3000, 200)
+
+    # without --messages: whatever the topic holds when the tool starts
+    code, out, err = run(capsys, "perf", "consume", b, "--topic=bench", "--json")
+    assert code == 0, err
+    assert "reading the 3000 records bench holds" in out
+    check_consume(last_json(out), 3000, 200)
+
+
+def test_throttled_run_prints_progress_lines(node: NodeProcess, capsys: pytest.CaptureFixture[str]) -> None:
+    b = f"--bootstrap={node.bootstrap}"
+    code, out, err = run(
+        capsys,
+        "perf",
+        "produce",
+        b,
+        "--topic=slow",
+        "--num-records=300",
+        "--record-size=10",
+        "--throughput=1000",  # >= 0.3 s by construction, so several 0.1 s windows
+        "--acks=all",
+        "--compression=zstd",
+        "--report-interval=0.1",
+        "--json",
+    )
+    assert code == 0, err
+    assert WINDOW.search(out), out
+    check_produce(last_json(out), 300, 10)
+
+
+def test_consume_gives_up_after_timeout(node: NodeProcess, capsys: pytest.CaptureFixture[str]) -> None:
+    b = f"--bootstrap={node.bootstrap}"
+    assert run(capsys, "perf", "produce", b, "--topic=few", "--num-records=10")[0] == 0
+    code, out, err = run(capsys, "perf", "consume", b, "--topic=few", "--messages=20", "--timeout-ms=300")
+    assert code == 1
+    assert "10 records consumed" in out
+    assert "exiting after 10 of 20 records" in err
+
+    code, _out, err = run(capsys, "perf", "consume", b, "--topic=missing")
+    assert code == 1 and "UNKNOWN_TOPIC_OR_PARTITION" in err
+
+
+def test_suite_starts_a_node_and_prints_the_table(capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench_main(["--workload=400x100", "--quiet", "--json"]) == 0
+    out = capsys.readouterr().out
+    assert "node stopped (exit 0)" in out
+    assert re.search(r"^\[1\] +produce acks=1, 400 x 100 B ", out, re.MULTILINE), out
+    assert re.search(r"^\[2\] +consume, 400 x 100 B ", out, re.MULTILINE), out
+    assert "[1] ketch perf produce --bootstrap=" in out
+    produce, consume = json.loads(out.strip().splitlines()[-1])
+    check_produce(produce, 400, 100)
+    check_consume(consume, 400, 100)
