@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Callable
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from ketch import Admin, Consumer, NewTopic, Producer, RecordMetadata, TopicPartition
