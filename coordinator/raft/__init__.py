@@ -1,0 +1,60 @@
+"""The controller quorum's Raft consensus core: a pure state machine, driven from outside.
+
+Modules, each with its own rules in its docstring:
+
+- ``messages``: wire and storage values (``Message``, ``Entry``, ``HardState``, ``Snapshot``).
+- ``config``: ``Config``, ``Role``, the errors, the deterministic election-timeout PRNG.
+- ``log``: ``RaftLog``, the in-memory log (snapshot offset, stable and unstable entries).
+- ``progress``: the leader's per-follower flow control (probe, replicate, snapshot).
+- ``leader``: replication, commit, check quorum, ReadIndex, leadership transfer.
+- ``core``: ``RaftNode``, the inputs (tick, step, propose, ...) and ``ready``/``advance``.
+- ``ready``: ``Ready`` and the persist → send → apply contract every driver must keep.
+
+The package imports no asyncio, grpc, rocksdict, time, random, threading or I/O: the
+same code runs under the production driver and inside the seeded simulation
+(tests/raft_sim.py), where a whole quorum lives in one process on a simulated clock.
+Design model: etcd-io/raft (RawNode, Ready, Progress); this is an independent
+implementation of the same protocol, without joint-consensus membership changes yet.
+"""
+
+from coordinator.raft.config import Config, NotLeader, RaftError, Role, TransferInProgress
+from coordinator.raft.core import RaftNode
+from coordinator.raft.messages import (
+    EMPTY_HARD_STATE,
+    EMPTY_SNAPSHOT,
+    NONE,
+    Entry,
+    EntryKind,
+    HardState,
+    Message,
+    MessageType,
+    Snapshot,
+    describe_entry,
+    describe_message,
+)
+from coordinator.raft.ready import PersistedState, ReadState, Ready, SoftState, Status
+
+__all__ = [
+    "EMPTY_HARD_STATE",
+    "EMPTY_SNAPSHOT",
+    "NONE",
+    "Config",
+    "Entry",
+    "EntryKind",
+    "HardState",
+    "Message",
+    "MessageType",
+    "NotLeader",
+    "PersistedState",
+    "RaftError",
+    "RaftNode",
+    "ReadState",
+    "Ready",
+    "Role",
+    "Snapshot",
+    "SoftState",
+    "Status",
+    "TransferInProgress",
+    "describe_entry",
+    "describe_message",
+]

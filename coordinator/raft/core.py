@@ -1,0 +1,429 @@
+"""RaftNode: one controller's Raft state machine, with no I/O, clock or randomness source.
+
+Inputs are method calls — ``tick()``, ``step(message)``, ``propose(data)``,
+``read_index(context)``, ``campaign()``, ``transfer_leadership(to)``,
+``compact(index, data)`` — and the only output is ``ready()``: a ``Ready`` holding
+what to persist, send and apply (see ready.py for the driver contract). This is
+etcd-io/raft's RawNode model, so the same core runs under the asyncio/gRPC driver and
+inside the deterministic simulation.
+
+Term and vote rules (checked in ``step`` before a message reaches its role's handler):
+- A message from a higher term makes the node a follower of that term (forgetting its
+  vote, which belonged to the old term) — except:
+  - PRE_VOTE never changes anyone's term, and neither does a granted PRE_VOTE_RESP
+    (it carries the future term the pre-candidate asked about);
+  - with ``check_quorum``, a VOTE or PRE_VOTE is ignored entirely while the node is in
+    a leader lease (it heard from a leader within the election timeout), unless the
+    vote comes from a leadership transfer. This, with pre-vote, is why a partitioned
+    node that rejoins cannot depose a healthy leader: its pre-vote never gathers a
+    quorum, so it never raises its term.
+- A message from a lower term is dropped; a stale APP or HEARTBEAT is answered with an
+  APP_RESP carrying our term (so an old leader learns it was deposed), a stale
+  PRE_VOTE with a rejection.
+- A node grants at most one VOTE per term: it grants if it already voted for that
+  candidate, or has no vote and knows no leader in this term; and only if the
+  candidate's log is at least as up to date (§5.4.1). The vote lands in the hard state,
+  which the driver persists before sending the VOTE_RESP, so a restart cannot grant a
+  second vote in the same term. Granting a vote restarts the election timer.
+- A candidate becomes leader on a quorum of grants (its own included) and a follower
+  again on a quorum of rejections; a pre-candidate that wins its pre-vote starts the
+  real election at term + 1. A single voter wins as soon as it campaigns.
+
+Followers: an APP is accepted only if the log matches at ``(index, log_term)``; an
+accepted APP never truncates entries that agree, so duplicates and reordering are
+harmless; a rejection carries a hint for fast backtracking. A SNAP older than the commit
+index is acknowledged without effect; one whose last entry is already in the log only
+advances the commit index; otherwise it replaces the log. Any APP, HEARTBEAT or SNAP of
+the current term resets the election timer and names the leader. Followers forward
+``read_index`` to the leader; ``propose`` on a non-leader raises ``NotLeader``.
+
+Restart: ``RaftNode(config, persisted, applied)`` resumes as a follower with the stored
+term, vote, log and commit index; ``applied`` (default: the snapshot index) is where the
+state machine stands, so committed entries after it are handed out again exactly once.
+
+Membership is fixed: ``config.voters`` is authoritative and ``Snapshot.voters`` is only
+recorded (for the membership changes to come, which will need joint consensus).
+"""
+
+from __future__ import annotations
+
+from coordinator.raft.config import Config, NotLeader, Role, SplitMix64, TransferInProgress
+from coordinator.raft.leader import Leader
+from coordinator.raft.log import RaftLog
+from coordinator.raft.messages import (
+    NONE,
+    TRANSFER_CONTEXT,
+    Entry,
+    EntryKind,
+    HardState,
+    Message,
+    MessageType,
+    Snapshot,
+    vote_response_type,
+)
+from coordinator.raft.ready import PersistedState, ReadState, Ready, SoftState, Status
+
+_FROM_LEADER = (MessageType.APP, MessageType.HEARTBEAT, MessageType.SNAP)
+_VOTES = (MessageType.VOTE, MessageType.PRE_VOTE)
+_GOLDEN = 0x9E3779B97F4A7C15
+
+
+class RaftNode:
+    def __init__(self, config: Config, persisted: PersistedState | None = None, applied: int | None = None) -> None:
+        state = persisted or PersistedState()
+        self.config = config
+        self.id = config.id
+        self.quorum = len(config.voters) // 2 + 1
+        self._voters = frozenset(config.voters)
+        self._rng = SplitMix64(config.seed ^ (config.id * _GOLDEN))
+        self.log = RaftLog(state.snapshot, state.entries, state.hard_state.commit)
+        start = state.snapshot.index if applied is None else applied
+        if not state.snapshot.index <= start <= self.log.committed:
+            raise ValueError(f"applied {start} outside [snapshot {state.snapshot.index}, commit {self.log.committed}]")
+        self.log.applied = start
+        self.term = state.hard_state.term
+        self.vote = state.hard_state.vote
+        self.role = Role.FOLLOWER
+        self.leader = NONE
+        self.election_elapsed = 0
+        self.randomized_timeout = config.election_timeout_ticks
+        self.votes: dict[int, bool] = {}
+        self.outbox: list[Message] = []
+        self.read_states: list[ReadState] = []
+        self._lead: Leader | None = None
+        self._become_follower(self.term, NONE)
+        self._prev_hard = HardState(self.term, self.vote, self.log.committed)
+        self._prev_soft = SoftState()
+        self._outstanding: Ready | None = None
+
+    # -- inputs --------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Advance logical time by one tick."""
+        if self._lead is not None:
+            if not self._lead.tick():
+                self._become_follower(self.term, NONE)
+            return
+        self.election_elapsed += 1
+        if self.election_elapsed >= self.randomized_timeout:
+            self.election_elapsed = 0
+            self.campaign()
+
+    def campaign(self) -> None:
+        """Start an election now (a pre-vote first, if configured); no-op on a leader."""
+        if self.role == Role.LEADER:
+            return
+        self._campaign(pre=self.config.pre_vote, transfer=False)
+
+    def propose(self, data: bytes) -> int:
+        """Append ``data`` to the log; returns its index. Raises ``NotLeader`` elsewhere.
+
+        The entry is committed when it appears in ``Ready.committed_entries``; it may
+        also be lost if leadership changes first (the driver notices because another
+        entry, or none, shows up at that index) — clients retry, as with Kafka.
+        """
+        lead = self._lead
+        if lead is None:
+            raise NotLeader(self.leader)
+        if lead.transferee != NONE:
+            raise TransferInProgress(lead.transferee)
+        index = self.log.last_index + 1
+        self.log.append((Entry(self.term, index, data),))
+        lead.appended(index)
+        return index
+
+    def read_index(self, context: bytes) -> None:
+        """Ask for a linearizable read; the answer is a ``ReadState`` in a later Ready.
+
+        ``context`` must be unique cluster-wide (e.g. node id + counter). Reads can be
+        lost with messages or leader changes: the driver times them out and retries.
+        """
+        if self._lead is not None:
+            self._lead.read_index(context, self.id)
+        elif self.leader != NONE:
+            self.send(Message(MessageType.READ_INDEX, self.id, self.leader, self.term, context=context))
+        else:
+            raise NotLeader(NONE)
+
+    def transfer_leadership(self, to: int) -> None:
+        """Hand leadership to voter ``to`` (controlled shutdown). Leader only."""
+        if self._lead is None:
+            raise NotLeader(self.leader)
+        if to not in self._voters:
+            raise ValueError(f"{to} is not a voter")
+        if to != self.id:
+            self._lead.transfer(to)
+
+    def compact(self, index: int, data: bytes) -> Snapshot:
+        """The state machine at applied ``index`` is ``data``: drop the log up to there.
+
+        The driver stores the returned snapshot durably before it deletes the stored
+        entries up to ``index`` (in that order, or atomically). Followers that need
+        compacted entries receive this snapshot instead.
+        """
+        term = self.log.term(index)
+        if term is None:
+            raise ValueError(f"cannot compact at {index}: not in the log")
+        snapshot = Snapshot(index, term, self.config.voters, data)
+        self.log.compact(snapshot)
+        return snapshot
+
+    def step(self, m: Message) -> None:
+        """Feed one message from the network. Anything stale or misrouted is ignored."""
+        if m.to != self.id or m.frm == self.id or m.frm not in self._voters:
+            return
+        t = m.type
+        if m.term > self.term:
+            if t in _VOTES:
+                in_lease = self.config.check_quorum and self.leader != NONE
+                in_lease = in_lease and self.election_elapsed < self.config.election_timeout_ticks
+                if in_lease and m.context != TRANSFER_CONTEXT:
+                    return
+            if t == MessageType.PRE_VOTE or (t == MessageType.PRE_VOTE_RESP and not m.reject):
+                pass
+            else:
+                self._become_follower(m.term, m.frm if t in _FROM_LEADER else NONE)
+        elif m.term < self.term:
+            if t in (MessageType.APP, MessageType.HEARTBEAT):
+                self.send(Message(MessageType.APP_RESP, self.id, m.frm, self.term))
+            elif t == MessageType.PRE_VOTE:
+                self.send(Message(MessageType.PRE_VOTE_RESP, self.id, m.frm, self.term, reject=True))
+            return
+        if t in _VOTES:
+            self._handle_vote(m)
+        elif self._lead is not None:
+            self._step_leader(m)
+        elif self.role == Role.FOLLOWER:
+            self._step_follower(m)
+        else:
+            self._step_candidate(m)
+
+    # -- output --------------------------------------------------------------------------
+
+    def ready(self) -> Ready | None:
+        """Everything to persist, send and apply now; ``None`` if there is nothing."""
+        if self._outstanding is not None:
+            raise RuntimeError("advance() the previous Ready before asking for another")
+        if self._lead is not None:
+            self._lead.flush()
+        log = self.log
+        hard = HardState(self.term, self.vote, log.committed)
+        soft = SoftState(self.leader, self.role)
+        entries = log.unstable_entries()
+        snapshot = log.pending_snapshot
+        start = max(log.applied, snapshot.index if snapshot else 0) + 1
+        committed = log.slice(start, log.committed + 1) if log.committed >= start else ()
+        hard_changed = hard != self._prev_hard
+        changed = hard_changed or entries or snapshot or committed or self.outbox or self.read_states
+        if not changed and soft == self._prev_soft:
+            return None
+        prev = self._prev_hard
+        rd = Ready(
+            soft_state=soft,
+            hard_state=hard if hard_changed else None,
+            entries=entries,
+            snapshot=snapshot,
+            messages=tuple(self.outbox),
+            committed_entries=committed,
+            read_states=tuple(self.read_states),
+            must_sync=bool(entries or snapshot or hard.term != prev.term or hard.vote != prev.vote),
+        )
+        self.outbox = []
+        self.read_states = []
+        self._outstanding = rd
+        return rd
+
+    def advance(self, rd: Ready) -> None:
+        """The driver persisted, sent and applied ``rd`` as the contract says."""
+        if rd is not self._outstanding:
+            raise RuntimeError("advance() must be given the Ready last returned by ready()")
+        self._outstanding = None
+        log = self.log
+        if rd.hard_state is not None:
+            self._prev_hard = rd.hard_state
+        self._prev_soft = rd.soft_state
+        if rd.snapshot is not None:
+            log.stable_snapshot_to(rd.snapshot.index)
+            log.applied = max(log.applied, rd.snapshot.index)
+        if rd.entries:
+            last = rd.entries[-1]
+            log.stable_to(last.index, last.term)
+        if rd.committed_entries:
+            log.applied = max(log.applied, rd.committed_entries[-1].index)
+
+    def status(self) -> Status:
+        log = self.log
+        match = tuple(sorted((k, p.match) for k, p in self._lead.progress.items())) if self._lead else ()
+        return Status(
+            id=self.id,
+            role=self.role,
+            term=self.term,
+            vote=self.vote,
+            leader=self.leader,
+            commit=log.committed,
+            applied=log.applied,
+            first_index=log.first_index,
+            last_index=log.last_index,
+            last_term=log.last_term,
+            snapshot_index=log.offset,
+            match=match,
+        )
+
+    def entry(self, index: int) -> Entry | None:
+        """The log entry at ``index``, or ``None`` if compacted or not (yet) present."""
+        k = index - self.log.offset
+        return self.log.entries[k - 1] if 0 < k <= len(self.log.entries) else None
+
+    def send(self, m: Message) -> None:
+        self.outbox.append(m)
+
+    # -- roles ---------------------------------------------------------------------------
+
+    def _reset(self, term: int) -> None:
+        if term != self.term:
+            self.term = term
+            self.vote = NONE
+        self.leader = NONE
+        self.election_elapsed = 0
+        self.randomized_timeout = self.config.election_timeout_ticks + self._rng.below(
+            self.config.election_timeout_ticks
+        )
+        self.votes = {}
+        self._lead = None
+
+    def _become_follower(self, term: int, leader: int) -> None:
+        self._reset(term)
+        self.role = Role.FOLLOWER
+        self.leader = leader
+
+    def _become_leader(self) -> None:
+        self._reset(self.term)
+        self.role = Role.LEADER
+        self.leader = self.id
+        lead = self._lead = Leader(self)
+        index = self.log.last_index + 1
+        self.log.append((Entry(self.term, index, b"", EntryKind.NOOP),))
+        lead.appended(index)
+
+    def _campaign(self, pre: bool, transfer: bool) -> None:
+        if pre:
+            self.role = Role.PRE_CANDIDATE
+            self.leader = NONE
+            self.votes = {}
+            kind, term = MessageType.PRE_VOTE, self.term + 1
+        else:
+            self._reset(self.term + 1)
+            self.role = Role.CANDIDATE
+            self.vote = self.id
+            kind, term = MessageType.VOTE, self.term
+        if self._poll(self.id, True):
+            return
+        context = TRANSFER_CONTEXT if transfer else b""
+        log = self.log
+        for v in self.config.voters:
+            if v != self.id:
+                self.send(
+                    Message(kind, self.id, v, term, log_term=log.last_term, index=log.last_index, context=context)
+                )
+
+    def _poll(self, frm: int, granted: bool) -> bool:
+        """Record a vote; returns True if the election was decided by it."""
+        self.votes.setdefault(frm, granted)
+        yes = sum(1 for g in self.votes.values() if g)
+        if yes >= self.quorum:
+            if self.role == Role.PRE_CANDIDATE:
+                self._campaign(pre=False, transfer=False)
+            else:
+                self._become_leader()
+            return True
+        if len(self.votes) - yes >= self.quorum:
+            self._become_follower(self.term, NONE)
+            return True
+        return False
+
+    # -- handlers ------------------------------------------------------------------------
+
+    def _handle_vote(self, m: Message) -> None:
+        pre = m.type == MessageType.PRE_VOTE
+        can_vote = self.vote == m.frm or (self.vote == NONE and self.leader == NONE) or (pre and m.term > self.term)
+        resp = vote_response_type(m.type)
+        if can_vote and self.log.is_up_to_date(m.index, m.log_term):
+            self.send(Message(resp, self.id, m.frm, m.term))
+            if not pre:
+                self.election_elapsed = 0
+                self.vote = m.frm
+        else:
+            self.send(Message(resp, self.id, m.frm, self.term, reject=True))
+
+    def _step_leader(self, m: Message) -> None:
+        lead = self._lead
+        assert lead is not None
+        t = m.type
+        if t == MessageType.APP_RESP:
+            lead.on_append_response(m)
+        elif t == MessageType.HEARTBEAT_RESP:
+            lead.on_heartbeat_response(m)
+        elif t == MessageType.READ_INDEX:
+            lead.read_index(m.context, m.frm)
+
+    def _step_candidate(self, m: Message) -> None:
+        t = m.type
+        if t in _FROM_LEADER:
+            self._become_follower(self.term, m.frm)
+            self._step_follower(m)
+        elif (t == MessageType.VOTE_RESP and self.role == Role.CANDIDATE) or (
+            t == MessageType.PRE_VOTE_RESP and self.role == Role.PRE_CANDIDATE
+        ):
+            self._poll(m.frm, not m.reject)
+
+    def _step_follower(self, m: Message) -> None:
+        t = m.type
+        if t in _FROM_LEADER:
+            self.election_elapsed = 0
+            self.leader = m.frm
+            if t == MessageType.APP:
+                self._handle_append(m)
+            elif t == MessageType.HEARTBEAT:
+                self.log.commit_to(m.commit)
+                self.send(Message(MessageType.HEARTBEAT_RESP, self.id, m.frm, self.term, context=m.context))
+            else:
+                self._handle_snapshot(m)
+        elif t == MessageType.TIMEOUT_NOW:
+            self._campaign(pre=False, transfer=True)
+        elif t == MessageType.READ_INDEX_RESP:
+            self.read_states.append(ReadState(m.index, m.context))
+
+    def _handle_append(self, m: Message) -> None:
+        log = self.log
+        if m.index < log.committed:
+            self.send(Message(MessageType.APP_RESP, self.id, m.frm, self.term, index=log.committed))
+            return
+        last_new = log.maybe_append(m.index, m.log_term, m.commit, m.entries)
+        if last_new is not None:
+            self.send(Message(MessageType.APP_RESP, self.id, m.frm, self.term, index=last_new))
+            return
+        hint, hint_term = log.find_conflict_by_term(min(m.index, log.last_index), m.log_term)
+        self.send(
+            Message(
+                MessageType.APP_RESP,
+                self.id,
+                m.frm,
+                self.term,
+                index=m.index,
+                reject=True,
+                reject_hint=hint,
+                log_term=hint_term,
+            )
+        )
+
+    def _handle_snapshot(self, m: Message) -> None:
+        snap = m.snapshot
+        log = self.log
+        if snap is None or snap.index <= log.committed:
+            self.send(Message(MessageType.APP_RESP, self.id, m.frm, self.term, index=log.committed))
+            return
+        if log.match_term(snap.index, snap.term):
+            log.commit_to(snap.index)
+        else:
+            log.restore(snap)
+        self.send(Message(MessageType.APP_RESP, self.id, m.frm, self.term, index=log.committed))
