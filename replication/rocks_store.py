@@ -11,11 +11,15 @@ numeric order and one partition's keys form one contiguous range):
     state   pid u32 | field name (ascii)          -> field value
     tindex  pid u32 | running max ts u64 | base u64 -> b""  (see rocks_log.py)
     meta    any bytes                              -> any bytes (node catalogue)
+    raft     index u64                             -> RaftEntry (controller Raft log)
+    raftmeta b"hard" | b"snap"                     -> RaftHardState | RaftSnapshot
 
 The ``state`` fields are described in ``replication/rocks_log.py``; new
 per-partition fields (high-watermark checkpoint, leader-epoch cache, producer
 state) are new names under the same prefix. ``meta`` belongs to the node
-layer (topic catalogue, cluster id), which uses ``meta_*``.
+layer (topic catalogue, cluster id), which uses ``meta_*``. ``raft`` and
+``raftmeta`` belong to ``coordinator/raft_storage.py`` (the controller quorum's
+log, term, vote and snapshot), which writes them through ``write_batch``/``write``.
 
 Rules:
 - Partition ids are u32 below 2**32 - 1, so ``pid + 1`` bounds the range;
@@ -31,7 +35,9 @@ Rules:
   a torn tail write is dropped whole, never half applied.
 - Threads: each log serializes its own changes (see rocks_log.py); the
   store's own methods (open/drop/close a partition, ``meta_*``) are called
-  from the node's event loop only.
+  from the node's event loop only. ``write`` itself is thread-safe (RocksDB
+  serializes writers): the Raft storage runs its synced writes in a worker
+  thread, and whoever owns the store closes it only after they finished.
 
 rocksdict 0.3.29 gotchas found by experiment:
 - ``Rdict.close()`` does not close the database while a column-family
@@ -60,6 +66,8 @@ from replication.rocks_log import RocksPartitionLog
 
 MAX_PID = 2**32 - 2
 PARTITION_CFS = ("log", "state", "tindex")
+RAFT_CFS = ("raft", "raftmeta")
+ALL_CFS = (*PARTITION_CFS, "meta", *RAFT_CFS)
 _U32 = struct.Struct(">I")
 
 
@@ -83,8 +91,8 @@ class NodeStore:
     def __init__(self, path: str, db: Any) -> None:
         self.path = path
         self._db = db
-        self.cf: dict[str, Any] = {name: db.get_column_family(name) for name in (*PARTITION_CFS, "meta")}
-        self.handle: dict[str, Any] = {name: db.get_column_family_handle(name) for name in (*PARTITION_CFS, "meta")}
+        self.cf: dict[str, Any] = {name: db.get_column_family(name) for name in ALL_CFS}
+        self.handle: dict[str, Any] = {name: db.get_column_family_handle(name) for name in ALL_CFS}
         self._sync = rocksdict.WriteOptions()
         self._sync.sync = True
         self._nosync = rocksdict.WriteOptions()
@@ -94,7 +102,7 @@ class NodeStore:
     @classmethod
     def open(cls, path: str) -> NodeStore:
         """Open (creating if missing) the store in directory ``path``."""
-        families = {name: rocksdict.Options(raw_mode=True) for name in (*PARTITION_CFS, "meta")}
+        families = {name: rocksdict.Options(raw_mode=True) for name in ALL_CFS}
         return cls(path, rocksdict.Rdict(path, _options(), column_families=families))
 
     def __enter__(self) -> NodeStore:
