@@ -183,7 +183,7 @@ def run_suite(args: argparse.Namespace) -> list[tuple[str, Workload, list[str], 
     steps: list[tuple[str, Workload, list[str], dict[str, Any]]] = []
     with tempfile.TemporaryDirectory(prefix="ketch-bench-") as tmp:
         node = NodeProcess(Path(tmp) / "node-1", node_id=1)
-        node.start()
+        node.start().wait_broker_alive()
         try:
             print(
                 f"node: one ketch node at {node.bootstrap} (pid {node.proc.pid if node.proc else '?'}), "

@@ -1,130 +1,162 @@
-"""The broker's replica manager: topics, their partitions, and where each log lives.
+"""The broker's replica manager: its own replicas, driven by the metadata image.
 
-It opens every partition of every catalogued topic at start, creates and
-deletes topics (dropping a deleted partition's whole key range), answers
-"which Partition serves topic T partition P" with a typed error when none
-does, and runs retention. It does no networking: node/service.py translates
-gRPC messages into these calls, and node/main.py owns the event loop.
+The controller quorum owns topics, partitions, replicas, leaders and ISRs;
+this broker follows the committed metadata log (node/metadata_follower.py)
+and, for each new image, acts only on the changes to its own replicas
+(``local_changes``, Kafka's ``TopicsDelta.localChanges``):
 
-Rules:
-- A topic name that breaks Kafka's rules is INVALID_TOPIC_EXCEPTION wherever
-  it appears (produce, fetch, metadata, create), before any lookup.
-- Unknown topic or partition index is UNKNOWN_TOPIC_OR_PARTITION, never an
-  implicit creation — unless ``auto_create_topics`` is on and the request is
-  a metadata request asking for creation (Kafka's behaviour).
-- Deleting a topic removes it from the catalogue first, then drops its
-  partitions' data; a crash in between leaves only unreachable key ranges,
-  never a topic without data.
+- leader: open (or create) the replica's log and take the leader epoch and
+  ISR from the image; produce and consumer fetches are served;
+- follower: open (or create) the log and stop serving produce — a request
+  for it gets NOT_LEADER_OR_FOLLOWER naming the leader (follower fetching is
+  the "Replication" issue's);
+- delete: the replica is gone (topic deleted or reassigned): close and drop
+  its whole key range.
+
+Applying a change is idempotent: the state comes whole from the image, so
+replaying an image the broker already applied does nothing new. Each local
+replica has a node-local partition id (the u32 prefix of its RocksDB keys),
+kept in the store's ``meta`` family under ``pid/<topic id>/<partition>`` and
+never reused. After the first image, local replicas of topics the image no
+longer has (deleted while this broker was down) are dropped.
 """
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterable, Mapping
+import logging
+import struct
+from collections.abc import Callable, Iterable
 
-from ketch.errors import UnknownTopicOrPartitionError
-from node.catalog import TopicCatalog, TopicConfig, TopicInfo, validate_topic_name
+from coordinator.metadata import MetadataImage, TopicIdPartition, local_changes
+from coordinator.metadata.image import TopicImage
+from ketch.errors import ErrorCode, KetchError, UnknownTopicOrPartitionError
+from node.catalog import TopicConfig, effective_config, validate_topic_name
 from node.config import NodeConfig
 from replication.log import RetentionPolicy
 from replication.partition import Partition
 from replication.rocks_store import NodeStore
 
-_CLUSTER_ID = b"cluster-id"
+log = logging.getLogger("ketch.node.broker")
+_PID_PREFIX = b"pid/"
+_NEXT_PID = b"next-pid"
+_U32 = struct.Struct(">I")
 
 
-def new_topic_id() -> str:
-    return uuid.uuid4().hex
+def _pid_key(tp: TopicIdPartition) -> bytes:
+    return _PID_PREFIX + tp.topic_id.encode() + b"/" + _U32.pack(tp.partition)
 
 
 class Broker:
-    def __init__(self, config: NodeConfig, store: NodeStore) -> None:
+    def __init__(self, config: NodeConfig, store: NodeStore, on_partition_change: Callable[[str, int], None]) -> None:
         self.config = config
+        self.node_id = config.node_id
         self.store = store
-        self.catalog = TopicCatalog(store, config)
-        self.cluster_id = self._cluster_id()
-        self._partitions: dict[tuple[str, int], Partition] = {}
-        self._configs: dict[str, TopicConfig] = {}
-        for name in self.catalog.names():
-            self._open(self.catalog.get(name))
+        self.image = MetadataImage()
+        self._replicas: dict[TopicIdPartition, Partition] = {}
+        self._on_partition_change = on_partition_change
+        self._first_image = True
 
-    def _cluster_id(self) -> str:
-        """Made once, at the first start on an empty data directory."""
-        stored = self.store.meta_get(_CLUSTER_ID)
-        if stored is None:
-            stored = uuid.uuid4().hex.encode()
-            self.store.meta_put(_CLUSTER_ID, stored)
-        return stored.decode()
+    # -- metadata -------------------------------------------------------------
 
-    def _open(self, info: TopicInfo) -> None:
-        self._configs[info.name] = self.catalog.effective(info)
-        for index, pid in enumerate(info.partition_ids):
-            self._partitions[(info.name, index)] = Partition(info.name, index, self.store.partition_log(pid))
+    def on_metadata(self, old: MetadataImage, new: MetadataImage) -> None:
+        changes = local_changes(old, new, self.node_id)
+        for tp, change in [*changes.leaders.items(), *changes.followers.items()]:
+            part = self._open(tp, change.topic_name)
+            state = change.state
+            part.leader_epoch = state.leader_epoch
+            part.isr_size = len(state.isr)
+            part.is_leader = state.leader == self.node_id
+        for tp, change in changes.deletes.items():
+            self._drop(tp)
+            self._on_partition_change(change.topic_name, tp.partition)
+        self.image = new
+        if self._first_image:
+            self._first_image = False
+            self._drop_orphans(new)
+        for tp in [*changes.leaders, *changes.followers]:
+            self._on_partition_change(self._replicas[tp].topic, tp.partition)
+
+    def _open(self, tp: TopicIdPartition, topic_name: str) -> Partition:
+        part = self._replicas.get(tp)
+        if part is not None:
+            return part
+        key = _pid_key(tp)
+        raw = self.store.meta_get(key)
+        if raw is None:
+            next_raw = self.store.meta_get(_NEXT_PID)
+            pid = _U32.unpack(next_raw)[0] if next_raw else 0
+            self.store.meta_update({_NEXT_PID: _U32.pack(pid + 1), key: _U32.pack(pid)})
+        else:
+            pid = _U32.unpack(raw)[0]
+        part = Partition(topic_name, tp.partition, self.store.partition_log(pid))
+        part.is_leader = False
+        self._replicas[tp] = part
+        return part
+
+    def _drop(self, tp: TopicIdPartition) -> None:
+        part = self._replicas.pop(tp, None)
+        if part is not None:
+            part.log.close()
+        raw = self.store.meta_get(_pid_key(tp))
+        if raw is not None:
+            self.store.drop_partition(_U32.unpack(raw)[0])
+            self.store.meta_delete(_pid_key(tp))
+
+    def _drop_orphans(self, image: MetadataImage) -> None:
+        for key, _ in self.store.meta_items(_PID_PREFIX):
+            topic_id, _, partition = key[len(_PID_PREFIX) :].rpartition(b"/")
+            tp = TopicIdPartition(topic_id.decode(), _U32.unpack(partition)[0])
+            topic = image.topics.get(tp.topic_id)
+            if topic is None or self.node_id not in topic.partitions.get(tp.partition, _NO_REPLICAS).replicas:
+                log.info("dropping replica %s of a topic deleted while this broker was away", tp)
+                self._drop(tp)
+
+    # -- lookups for the request handlers ----------------------------------
 
     def partitions(self) -> Iterable[Partition]:
-        return list(self._partitions.values())
+        return list(self._replicas.values())
 
-    def partition(self, topic: str, index: int) -> tuple[Partition, TopicConfig]:
-        validate_topic_name(topic)
-        part = self._partitions.get((topic, index))
-        if part is None:
-            if topic in self._configs:
-                raise UnknownTopicOrPartitionError(
-                    f"topic {topic!r} has partitions 0..{self.catalog.get(topic).partitions - 1}; "
-                    f"there is no partition {index}"
-                )
-            raise UnknownTopicOrPartitionError(f"topic {topic!r} does not exist")
-        return part, self._configs[topic]
-
-    def topic(self, name: str) -> tuple[TopicInfo, TopicConfig]:
+    def topic(self, name: str) -> tuple[TopicImage, TopicConfig]:
         validate_topic_name(name)
-        info = self.catalog.get(name)
-        return info, self._configs[name]
+        topic = self.image.topic(name)
+        if topic is None:
+            raise UnknownTopicOrPartitionError(f"topic {name!r} does not exist")
+        return topic, effective_config(topic.configs, self.config)
 
-    def create_topic(
-        self,
-        name: str,
-        partitions: int,
-        replication_factor: int,
-        configs: Mapping[str, str],
-        validate_only: bool = False,
-    ) -> None:
-        partitions = self.config.default_partitions if partitions <= 0 else partitions
-        replication_factor = self.config.default_replication_factor if replication_factor <= 0 else replication_factor
-        if validate_only:
-            self.catalog.check_create(name, partitions, replication_factor, configs)
-            return
-        info = self.catalog.create(name, partitions, replication_factor, configs, new_topic_id)
-        self._open(info)
-
-    def delete_topic(self, name: str) -> list[tuple[str, int]]:
-        """Delete a topic; returns the partitions that no longer exist."""
-        validate_topic_name(name)
-        info = self.catalog.delete(name)
-        gone = []
-        for index, pid in enumerate(info.partition_ids):
-            part = self._partitions.pop((name, index), None)
-            if part is not None:
-                part.log.close()
-            self.store.drop_partition(pid)
-            gone.append((name, index))
-        self._configs.pop(name, None)
-        return gone
-
-    def ensure_topic(self, name: str) -> bool:
-        """Auto-create ``name`` with the defaults if allowed; True if it exists after."""
-        if name in self.catalog:
-            return True
-        if not self.config.auto_create_topics:
-            return False
-        self.create_topic(name, -1, -1, {})
-        return True
+    def partition(self, name: str, index: int) -> tuple[Partition, TopicConfig]:
+        """The local leader replica of ``name``-``index``, or the typed reason there is none."""
+        topic, config = self.topic(name)
+        state = topic.partitions.get(index)
+        if state is None:
+            raise UnknownTopicOrPartitionError(
+                f"topic {name!r} has partitions 0..{len(topic.partitions) - 1}; there is no partition {index}"
+            )
+        if state.leader == -1:
+            raise KetchError(
+                f"{name}-{index} has no leader (no in-sync replica is alive)", code=ErrorCode.LEADER_NOT_AVAILABLE
+            )
+        part = self._replicas.get(TopicIdPartition(topic.topic_id, index))
+        if state.leader != self.node_id or part is None or not part.is_leader:
+            raise KetchError(
+                f"node {self.node_id} is not the leader of {name}-{index}; node {state.leader} is "
+                f"(leader epoch {state.leader_epoch})",
+                code=ErrorCode.NOT_LEADER_OR_FOLLOWER,
+            )
+        return part, config
 
     def apply_retention(self, now_ms: int) -> int:
         removed = 0
-        for part in self.partitions():
-            config = self._configs.get(part.topic)
-            if config is None:
+        for tp, part in list(self._replicas.items()):
+            topic = self.image.topics.get(tp.topic_id)
+            if topic is None:
                 continue
-            policy = RetentionPolicy(config.retention_ms, config.retention_bytes)
-            removed += part.log.apply_retention(policy, now_ms)
+            config = effective_config(topic.configs, self.config)
+            removed += part.log.apply_retention(RetentionPolicy(config.retention_ms, config.retention_bytes), now_ms)
         return removed
+
+
+class _NoReplicas:
+    replicas: tuple[int, ...] = ()
+
+
+_NO_REPLICAS = _NoReplicas()

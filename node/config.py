@@ -30,6 +30,13 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class NodeConfig:
     node_id: int = 1
+    # "broker", "controller" or both (combined mode, KRaft's process.roles).
+    roles: str = "broker,controller"
+    # KRaft's controller.quorum.voters: "1@host:port,2@host:port,3@host:port".
+    # Empty: this node alone (must then have the controller role).
+    controller_quorum_voters: str = ""
+    # Same on every node of a cluster; empty: made once per data directory.
+    cluster_id: str = ""
     data_dir: str = "./data"
     listen: str = "127.0.0.1:9092"
     # Host:port clients should dial; defaults to `listen` (with 0.0.0.0 → 127.0.0.1).
@@ -52,6 +59,24 @@ class NodeConfig:
     flush_messages: int = 0  # 0: never fsync per append (WAL only); 1: fsync every append
     min_insync_replicas: int = 1
     retention_check_interval_ms: int = 30_000
+    broker_heartbeat_interval_ms: int = 1000
+    broker_session_timeout_ms: int = 9000
+    raft_tick_ms: int = 50
+    raft_election_ticks: int = 10  # election timeout: 1-2x this many ticks
+    raft_heartbeat_ticks: int = 2
+    raft_snapshot_every: int = 1000
+
+    @property
+    def role_set(self) -> frozenset[str]:
+        return frozenset(r.strip() for r in self.roles.split(",") if r.strip())
+
+    @property
+    def is_broker(self) -> bool:
+        return "broker" in self.role_set
+
+    @property
+    def is_controller(self) -> bool:
+        return "controller" in self.role_set
 
     @property
     def listen_host_port(self) -> tuple[str, int]:
@@ -137,3 +162,16 @@ def validate(config: NodeConfig) -> None:
         )
     if config.default_partitions < 1:
         raise ConfigError("default_partitions must be >= 1")
+    if not config.role_set or not config.role_set <= {"broker", "controller"}:
+        raise ConfigError(f"roles must be broker, controller or broker,controller; got {config.roles!r}")
+    if config.controller_quorum_voters:
+        from node.controller_client import parse_voters
+
+        try:
+            voters = parse_voters(config.controller_quorum_voters)
+        except ValueError as exc:
+            raise ConfigError(f"controller_quorum_voters: {exc}") from None
+        if config.is_controller and config.node_id not in voters:
+            raise ConfigError(f"node {config.node_id} has the controller role but is not in the voters {voters}")
+    elif not config.is_controller:
+        raise ConfigError("a broker-only node needs controller_quorum_voters (ID@HOST:PORT,...)")

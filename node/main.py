@@ -1,14 +1,24 @@
 """The ``ketch node`` process: wiring, gRPC server, health, metrics, signals.
 
+Roles (KRaft's process.roles): a ``controller`` runs a voter of the Raft
+quorum (coordinator/raft_driver.py) with the metadata state machine
+(coordinator/quorum.py) and serves KetchRaft and KetchController; a
+``broker`` follows the committed metadata log into its image, registers and
+heartbeats, and serves the client API (Ketch). Combined mode runs both on one
+gRPC server and port; the voters' addresses are those ports.
+
 Start-up order: open the data directory's RocksDB (a second process on the
-same directory fails here with a clear error, RocksDB holds a lock), open
-every partition, bind the gRPC port (port 0 picks a free one), start the
-metrics endpoint, then mark the standard gRPC health service SERVING and print
-one ready line to stdout:
+same directory fails here with a clear error, RocksDB holds a lock), bind
+the gRPC port (port 0 picks a free one), start Raft, the metadata follower,
+registration and heartbeats, the metrics endpoint, then mark the standard
+gRPC health service SERVING and print one ready line to stdout (the node is
+serving; the cluster may still be electing, see ``ketch cluster up``):
 
     KETCH_READY {"node_id": 1, "listen": "127.0.0.1:9092", "metrics_port": 9644, "pid": 123}
 
-SIGTERM or SIGINT: health goes NOT_SERVING, the server stops taking new calls
+SIGTERM or SIGINT: a broker first runs a controlled shutdown (its
+leaderships move to other ISR members, bounded by a timeout); then health
+goes NOT_SERVING, the server stops taking new calls
 and waits up to ``shutdown_grace_s`` for in-flight ones (parked long-poll
 fetches are woken so they answer at once), then the store is closed. A
 second signal during shutdown does not cut it short; kill -9 is the crash
@@ -27,18 +37,29 @@ import os
 import signal
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
-from ketch.api.v1 import ketch_pb2_grpc
+from coordinator.metadata import ControllerConfig
+from coordinator.quorum import QuorumController
+from coordinator.raft_driver import RaftDriver
+from coordinator.raft_storage import RaftStorage
+from coordinator.service import ControllerService
+from ketch.api.v1 import controller_pb2 as cpb
+from ketch.api.v1 import controller_pb2_grpc, ketch_pb2_grpc
 from node.broker import Broker
 from node.config import ConfigError, NodeConfig
+from node.controller_client import ControllerClient, parse_voters
 from node.fetch_waiters import FetchWaiters
+from node.lifecycle import BrokerLifecycle
+from node.metadata_follower import MetadataFollower
 from node.metrics import NodeMetrics
 from node.service import KetchService
+from node.topic_admin import TopicAdmin
 from replication.rocks_store import NodeStore
 
 log = logging.getLogger("ketch.node")
@@ -73,11 +94,19 @@ async def _retention_loop(broker: Broker, interval_s: float) -> None:
             log.exception("retention pass failed")
 
 
+def _cluster_id(config: NodeConfig, store: NodeStore) -> str:
+    """The configured id, else one made once per data directory."""
+    if config.cluster_id:
+        return config.cluster_id
+    stored = store.meta_get(b"cluster-id")
+    if stored is None:
+        stored = uuid.uuid4().hex.encode()
+        store.meta_put(b"cluster-id", stored)
+    return stored.decode()
+
+
 async def serve(config: NodeConfig) -> None:
     store = open_store(config)
-    broker = Broker(config, store)
-    waiters = FetchWaiters()
-    metrics = NodeMetrics(broker.partitions)
     server = grpc.aio.server(options=grpc_server_options(config))
     port = server.add_insecure_port(config.listen)
     if port == 0:
@@ -85,42 +114,123 @@ async def serve(config: NodeConfig) -> None:
     host, advertised_port = config.advertised_host_port
     if not config.advertised_listener or advertised_port == 0:
         advertised_port = port
-    service = KetchService(broker, metrics, waiters, advertised=(host, advertised_port))
-    ketch_pb2_grpc.add_KetchServicer_to_server(service, server)
+    advertised = (host, advertised_port)
+    voters = parse_voters(config.controller_quorum_voters) or {config.node_id: f"{host}:{advertised_port}"}
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
+
+    stop = asyncio.Event()
+    quorum: QuorumController | None = None
+    raft: RaftDriver | None = None
+    if config.is_controller:
+        quorum = QuorumController(
+            config.node_id,
+            ControllerConfig(
+                broker_session_timeout_ms=config.broker_session_timeout_ms,
+                max_request_bytes=config.max_request_bytes,
+            ),
+        )
+        raft = RaftDriver(
+            config.node_id,
+            voters,
+            RaftStorage(store),
+            quorum,
+            tick_ms=config.raft_tick_ms,
+            election_ticks=config.raft_election_ticks,
+            heartbeat_ticks=config.raft_heartbeat_ticks,
+            snapshot_every=config.raft_snapshot_every,
+            seed=int.from_bytes(os.urandom(8), "big"),
+            on_fatal=lambda exc: _fatal(stop, exc),
+        )
+        quorum.raft = raft
+        raft.add_to_server(server)
+        controller_pb2_grpc.add_KetchControllerServicer_to_server(
+            ControllerService(quorum, lambda: describe_voters(voters, raft)), server
+        )
+
+    broker: Broker | None = None
+    controllers = ControllerClient(voters)
+    waiters = FetchWaiters()
+    follower: MetadataFollower | None = None
+    lifecycle: BrokerLifecycle | None = None
+    if config.is_broker:
+        broker = Broker(config, store, on_partition_change=lambda topic, index: waiters.notify((topic, index)))
+        follower = MetadataFollower(
+            config.node_id, controllers, broker.on_metadata, prefer=config.node_id if config.is_controller else None
+        )
+        admin = TopicAdmin(broker, controllers, follower)
+        lifecycle = BrokerLifecycle(config, controllers, follower, lambda: advertised)
+    metrics = NodeMetrics(broker.partitions if broker else list, quorum=quorum)
+    if broker is not None and follower is not None:
+        service = KetchService(broker, admin, metrics, waiters, _cluster_id(config, store))
+        ketch_pb2_grpc.add_KetchServicer_to_server(service, server)
+
     await server.start()
+    tasks: list[asyncio.Task[None]] = []
+    if raft is not None and quorum is not None:
+        await raft.start()
+        tasks.append(asyncio.create_task(quorum.tick_loop(), name="controller-ticks"))
+    if broker is not None and follower is not None and lifecycle is not None:
+        follower.start()
+        lifecycle.start()
+        interval = config.retention_check_interval_ms / 1000
+        tasks.append(asyncio.create_task(_retention_loop(broker, interval), name="retention"))
     metrics_port = metrics.serve(config.metrics_host, config.metrics_port) if config.metrics_port >= 0 else -1
     for name in ("", SERVICE_NAME):
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    retention = asyncio.create_task(_retention_loop(broker, config.retention_check_interval_ms / 1000))
     listen_host = config.listen_host_port[0]
     ready = {
         "node_id": config.node_id,
         "listen": f"{listen_host}:{port}",
         "metrics_port": metrics_port,
+        "roles": sorted(config.role_set),
         "pid": os.getpid(),
     }
     print("KETCH_READY " + json.dumps(ready), flush=True)
-    log.info("node %d serving on %s:%d", config.node_id, listen_host, port)
+    log.info("node %d (%s) serving on %s:%d", config.node_id, config.roles, listen_host, port)
 
     await stop.wait()
     log.info("node %d shutting down", config.node_id)
+    if lifecycle is not None:
+        await lifecycle.controlled_shutdown(timeout_s=min(config.shutdown_grace_s, 5.0))
     for name in ("", SERVICE_NAME):
         await health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    retention.cancel()
-    stopping = asyncio.create_task(server.stop(config.shutdown_grace_s))
+    for task in tasks:
+        task.cancel()
+    # Long-lived calls must end before the server's grace period: metadata streams
+    # (ours and other brokers') and parked fetches.
+    if follower is not None:
+        await follower.stop()
+    if quorum is not None:
+        quorum.close()
     waiters.close()
-    await stopping
-    with contextlib.suppress(asyncio.CancelledError):
-        await retention
+    await server.stop(config.shutdown_grace_s)
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    if raft is not None:
+        await raft.stop()
+    await controllers.close()
     store.close()
     log.info("node %d stopped", config.node_id)
+
+
+def _fatal(stop: asyncio.Event, exc: BaseException) -> None:
+    """Raft storage or state-machine failure: stop the node; a restart recovers from disk."""
+    log.critical("raft driver failed, stopping the node: %r", exc)
+    stop.set()
+
+
+def describe_voters(voters: dict[int, str], raft: RaftDriver | None) -> list[cpb.QuorumVoter]:
+    match = dict(raft.status().match) if raft is not None else {}
+    return [
+        cpb.QuorumVoter(node_id=node, address=address, match_index=match.get(node, 0))
+        for node, address in sorted(voters.items())
+    ]
 
 
 def run(config: NodeConfig) -> int:

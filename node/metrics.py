@@ -10,6 +10,15 @@
     ketch_log_size_bytes{topic,partition}         kafka.log:Log Size
     ketch_fetch_waiting                           fetches parked in the fetch purgatory
 
+On a controller (read from the quorum at scrape time):
+
+    ketch_controller_active_count                 kafka.controller:KafkaController ActiveControllerCount
+    ketch_raft_current_term                       kafka.server:raft-metrics current-epoch
+    ketch_raft_commit_index                       ... high-watermark
+    ketch_raft_leader_changes_total               leadership changes this node has seen
+    ketch_controller_fenced_broker_count          ... FencedBrokerCount
+    ketch_controller_offline_partitions_count     ... OfflinePartitionsCount
+
 Per-partition gauges are read at scrape time by a collector, so the produce and
 fetch paths pay only for the counters. Each node has its own registry (no
 process-global state), served on ``metrics_port`` at ``/metrics``.
@@ -20,9 +29,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from coordinator.quorum import QuorumController
 from replication.partition import Partition
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -45,8 +55,36 @@ class _LogCollector(Collector):
         yield from (end, start, size)
 
 
+class _ControllerCollector(Collector):
+    def __init__(self, quorum: QuorumController) -> None:
+        self._quorum = quorum
+
+    def collect(self) -> Iterator[Metric]:
+        q = self._quorum
+        status = q.raft_status() if q.raft is not None else None
+        image = q.image
+        values = [
+            ("ketch_controller_active_count", "1 on the active controller", 1 if q.active else 0),
+            ("ketch_raft_current_term", "Raft term", status.term if status else 0),
+            ("ketch_raft_commit_index", "Raft commit index", status.commit if status else 0),
+            ("ketch_controller_fenced_broker_count", "Registered brokers that are fenced", image.fenced_broker_count),
+            (
+                "ketch_controller_offline_partitions_count",
+                "Partitions without a leader",
+                image.offline_partition_count,
+            ),
+        ]
+        for name, doc, value in values:
+            yield GaugeMetricFamily(name, doc, value=value)
+        yield CounterMetricFamily("ketch_raft_leader_changes", "Raft leadership changes seen", value=q.leader_changes)
+
+
 class NodeMetrics:
-    def __init__(self, partitions: Callable[[], Iterable[Partition]]) -> None:
+    def __init__(
+        self,
+        partitions: Callable[[], Iterable[Partition]],
+        quorum: QuorumController | None = None,
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.bytes_in = Counter("ketch_broker_topic_bytes_in", "Record bytes produced", ["topic"], registry=r)
@@ -64,6 +102,8 @@ class NodeMetrics:
         )
         self.fetch_waiting = Gauge("ketch_fetch_waiting", "Fetches waiting for data", registry=r)
         r.register(_LogCollector(partitions))
+        if quorum is not None:
+            r.register(_ControllerCollector(quorum))
 
     def serve(self, host: str, port: int) -> int:
         """Start the /metrics HTTP endpoint; return the bound port."""

@@ -5,7 +5,9 @@ Used by ``ketch cluster up`` and by the integration tests. ``start()`` runs
 (port 0: the node picks a free one) and waits for its KETCH_READY line, which
 carries the bound ports; the node's stderr goes to ``DATA_DIR/node.log``.
 ``restart()`` reuses the data directory and the port it got first, so
-clients keep their bootstrap address. ``stop()`` is SIGTERM and a wait (then
+clients keep their bootstrap address. ``detach=True`` starts the node in its
+own session, so it outlives the command that started it (``ketch cluster up
+--detach``) and a Ctrl-C in that terminal does not reach it. ``stop()`` is SIGTERM and a wait (then
 SIGKILL if it overruns); ``kill()`` is kill -9, the crash case.
 """
 
@@ -15,6 +17,7 @@ import json
 import os
 import selectors
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -33,6 +36,7 @@ class NodeProcess:
         port: int = 0,
         metrics_port: int = 0,
         host: str = "127.0.0.1",
+        detach: bool = False,
     ) -> None:
         self.data_dir = data_dir
         self.node_id = node_id
@@ -40,6 +44,7 @@ class NodeProcess:
         self.host = host
         self.port = port
         self.metrics_port = metrics_port
+        self.detach = detach
         self.proc: subprocess.Popen[str] | None = None
         self._log: IO[str] | None = None
 
@@ -67,7 +72,9 @@ class NodeProcess:
             *self.extra_args,
         ]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._log, text=True, env=env)
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=self._log, text=True, env=env, start_new_session=self.detach
+        )
         ready = self._await_ready(timeout_s)
         self.port = int(ready["listen"].rsplit(":", 1)[1])
         self.metrics_port = int(ready["metrics_port"])
@@ -91,6 +98,25 @@ class NodeProcess:
                     return result
         self.kill()
         raise RuntimeError(f"node {self.node_id} did not become ready; log:\n{self.log_text()[-3000:]}")
+
+    def wait_broker_alive(self, timeout_s: float = 30.0) -> NodeProcess:
+        """Wait until this node's broker is registered and unfenced (listed in its own Metadata)."""
+        import grpc
+
+        from ketch.api.v1 import ketch_pb2 as pb
+        from ketch.api.v1 import ketch_pb2_grpc
+
+        deadline = time.monotonic() + timeout_s
+        with grpc.insecure_channel(self.bootstrap) as channel:
+            stub = ketch_pb2_grpc.KetchStub(channel)
+            while time.monotonic() < deadline:
+                try:
+                    if self.node_id in [b.node_id for b in stub.Metadata(pb.MetadataRequest(), timeout=2).brokers]:
+                        return self
+                except grpc.RpcError:
+                    pass
+                time.sleep(0.05)
+        raise TimeoutError(f"node {self.node_id} did not become a live broker; log:\n{self.log_text()[-3000:]}")
 
     def log_text(self) -> str:
         path = self.data_dir / "node.log"
@@ -129,3 +155,17 @@ class NodeProcess:
 
     def close(self) -> None:
         self.kill()
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct ports that were free a moment ago (bound, read, released)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind((host, 0))
+            sockets.append(sock)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()

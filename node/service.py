@@ -14,6 +14,8 @@ This is a thin driver. Rules:
   append to one of its partitions, then reads again. ``max_bytes`` bounds the
   whole response, ``partition_max_bytes`` each partition; the first partition
   with data always returns at least one batch.
+- Metadata and topic administration are delegated to node/topic_admin.py
+  (answered from the metadata image; writes forwarded to the controller).
 - Every call is timed into ``ketch_request_latency_seconds{api}``.
 """
 
@@ -28,11 +30,11 @@ from typing import Any, TypeVar
 
 from ketch.api.v1 import ketch_pb2 as pb
 from ketch.api.v1 import ketch_pb2_grpc
-from ketch.errors import ErrorCode, KetchError, UnknownTopicOrPartitionError
+from ketch.errors import ErrorCode, KetchError
 from node.broker import Broker
 from node.fetch_waiters import FetchWaiters
 from node.metrics import NodeMetrics
-from replication.partition import Partition
+from node.topic_admin import TopicAdmin
 
 log = logging.getLogger("ketch.node.service")
 R = TypeVar("R")
@@ -63,10 +65,11 @@ def _error(exc: Exception) -> tuple[Any, str]:
 
 class KetchService(ketch_pb2_grpc.KetchServicer):
     def __init__(
-        self, broker: Broker, metrics: NodeMetrics, waiters: FetchWaiters, advertised: tuple[str, int]
+        self, broker: Broker, admin: TopicAdmin, metrics: NodeMetrics, waiters: FetchWaiters, cluster_id: str
     ) -> None:
         self.broker = broker
-        self.advertised = advertised
+        self.admin = admin
+        self.cluster_id = cluster_id
         self.metrics = metrics
         self.waiters = waiters
         self._sync_locks: dict[tuple[str, int], asyncio.Lock] = {}
@@ -165,52 +168,14 @@ class KetchService(ketch_pb2_grpc.KetchServicer):
 
     # -- Metadata and offsets --------------------------------------------------
 
-    def _partition_metadata(self, part: Partition) -> pb.PartitionMetadata:
-        return pb.PartitionMetadata(
-            partition=part.index,
-            leader_id=self.node_id,
-            leader_epoch=part.leader_epoch,
-            replicas=[self.node_id],
-            isr=[self.node_id],
-        )
-
-    def _describe(self, name: str, auto_create: bool) -> pb.TopicDescription:
-        out = pb.TopicDescription(name=name)
-        try:
-            if auto_create and not self.broker.ensure_topic(name):
-                raise UnknownTopicOrPartitionError(f"topic {name!r} does not exist")
-            info, config = self.broker.topic(name)
-            out.topic_id = info.topic_id
-            out.replication_factor = info.replication_factor
-            for index in range(info.partitions):
-                part, _ = self.broker.partition(name, index)
-                out.partitions.append(self._partition_metadata(part))
-            out.configs.update(config.as_kafka())
-        except Exception as exc:
-            out.error_code, out.error_message = _error(exc)
-        return out
-
     @_timed("Metadata")
     async def Metadata(self, request: pb.MetadataRequest, context: Any) -> pb.MetadataResponse:
-        host, port = self.advertised
-        response = pb.MetadataResponse(cluster_id=self.broker.cluster_id, controller_id=self.node_id)
-        response.brokers.add(node_id=self.node_id, host=host, port=port, rack=self.broker.config.rack)
-        names = list(request.topics) or self.broker.catalog.names()
-        for name in names:
-            d = self._describe(name, auto_create=request.allow_auto_topic_creation)
-            response.topics.add(
-                name=d.name,
-                error_code=d.error_code,
-                error_message=d.error_message,
-                topic_id=d.topic_id,
-                partitions=d.partitions,
-            )
-        return response
+        return await self.admin.metadata(request, self.cluster_id)
 
     @_timed("DescribeTopics")
     async def DescribeTopics(self, request: pb.DescribeTopicsRequest, context: Any) -> pb.DescribeTopicsResponse:
-        names = list(request.names) or self.broker.catalog.names()
-        return pb.DescribeTopicsResponse(topics=[self._describe(n, auto_create=False) for n in names])
+        names = list(request.names) or self.admin.names()
+        return pb.DescribeTopicsResponse(topics=[self.admin.describe(n) for n in names])
 
     @_timed("ListOffsets")
     async def ListOffsets(self, request: pb.ListOffsetsRequest, context: Any) -> pb.ListOffsetsResponse:
@@ -239,34 +204,12 @@ class KetchService(ketch_pb2_grpc.KetchServicer):
                 self._count_error("ListOffsets", result.error_code)
         return response
 
-    # -- Topic administration ------------------------------------------------
+    # -- Topic administration (forwarded to the active controller) ------------
 
     @_timed("CreateTopics")
     async def CreateTopics(self, request: pb.CreateTopicsRequest, context: Any) -> pb.CreateTopicsResponse:
-        response = pb.CreateTopicsResponse()
-        for topic in request.topics:
-            result = response.topics.add(name=topic.name)
-            try:
-                self.broker.create_topic(
-                    topic.name,
-                    topic.num_partitions,
-                    topic.replication_factor,
-                    dict(topic.configs),
-                    validate_only=request.validate_only,
-                )
-            except Exception as exc:
-                result.error_code, result.error_message = _error(exc)
-        return response
+        return await self.admin.create(request)
 
     @_timed("DeleteTopics")
     async def DeleteTopics(self, request: pb.DeleteTopicsRequest, context: Any) -> pb.DeleteTopicsResponse:
-        response = pb.DeleteTopicsResponse()
-        for name in request.names:
-            result = response.topics.add(name=name)
-            try:
-                for key in self.broker.delete_topic(name):
-                    self._sync_locks.pop(key, None)
-                    self.waiters.notify(key)
-            except Exception as exc:
-                result.error_code, result.error_message = _error(exc)
-        return response
+        return await self.admin.delete(request)

@@ -60,6 +60,7 @@ class Partition:
         self.log = log
         self.leader_epoch = leader_epoch
         self.isr_size = 1
+        self.is_leader = True  # set from the metadata image by the replica manager (node/broker.py)
 
     @property
     def high_watermark(self) -> int:

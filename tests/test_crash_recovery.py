@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ketch import Admin, Consumer, NewTopic, Producer, RecordMetadata, TopicPartition
 from ketch.errors import KetchError
-from tests.harness import start_node
+from tests.harness import start_node, wait_broker_alive
 
 TOTAL = 100_000
 
@@ -61,6 +61,7 @@ def test_acknowledged_records_survive_kill_9(tmp_path: Path) -> None:
         assert len(acknowledged) >= TOTAL // 2
 
         node.start()
+        wait_broker_alive(node)
         tp = TopicPartition("crash", 0)
         with Consumer(bootstrap_servers=node.bootstrap, auto_offset_reset="earliest") as consumer:
             consumer.assign([tp])

@@ -1,13 +1,18 @@
-"""``ketch cluster up`` (a local cluster in the foreground) and ``ketch cluster describe``.
+"""``ketch cluster up|down|describe``: a local cluster, and what a cluster looks like.
 
-``cluster up`` starts the nodes as child processes (``python -m ketch node``)
-with data under ``--data-dir`` (``node-<id>/`` each), waits until every node
-is ready, prints the bootstrap servers and how to produce and consume, and
-stays in the foreground; Ctrl-C or SIGTERM stops every node with SIGTERM
-(controlled shutdown) and waits for them. Running it again on the same data
-directory starts the nodes on their existing data.
+``cluster up`` starts ``--nodes`` combined broker+controller nodes (default
+3) as child processes with data under ``--data-dir`` (node/cluster.py has
+the layout), waits until a controller is active and every broker is
+unfenced, prints the bootstrap servers and how to produce and consume, and
+stays in the foreground: Ctrl-C or SIGTERM stops every node with SIGTERM
+(controlled shutdown) and waits for them. ``--detach`` returns once the
+cluster is ready and leaves each node's pid in ``DIR/node-<id>.pid``;
+``cluster down`` stops those. Running ``up`` again on the same directory
+starts whichever nodes are not running, on their existing data and ports.
 
-Until the controller quorum lands, a cluster is one node (``--nodes 1``).
+``cluster describe`` asks the bootstrap node's controller for each broker
+(id, address, alive or fenced), the active controller, the Raft term and
+commit index.
 """
 
 from __future__ import annotations
@@ -27,47 +32,74 @@ from ketch.errors import ErrorCode, KetchError
 def register(commands: Any) -> None:
     cluster = commands.add_parser("cluster", help="run a local cluster; describe a cluster")
     sub = cluster.add_subparsers(dest="cluster_command", required=True, metavar="ACTION")
-    up = sub.add_parser("up", help="start a local cluster in the foreground (Ctrl-C stops it)")
-    up.add_argument("--nodes", type=int, default=1, help="number of nodes (1 until the controller quorum lands)")
-    up.add_argument("--data-dir", default=".ketch", help="where each node keeps its data (default %(default)s)")
-    up.add_argument("--port", type=int, default=9092, help="client port of node 1 (default %(default)s)")
-    up.add_argument("--metrics-port", type=int, default=9644, help="metrics port of node 1 (default %(default)s)")
+    up = sub.add_parser("up", help="start a local cluster (foreground; Ctrl-C stops it)")
+    up.add_argument("--nodes", type=int, default=3, help="number of combined nodes (default %(default)s)")
+    up.add_argument("--data-dir", default=".ketch", help="where the nodes keep their data (default %(default)s)")
+    up.add_argument("--port", type=int, default=9092, help="client port of node 1; node i gets port+i-1")
+    up.add_argument("--metrics-port", type=int, default=9644, help="metrics port of node 1; node i gets +i-1")
+    up.add_argument("--detach", action="store_true", help="return once ready; pids in DIR/node-<id>.pid")
+    up.add_argument(
+        "--node-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra argument for every node, e.g. --node-arg=--auto-create-topics=true",
+    )
     up.set_defaults(handler=cluster_up)
-    describe = sub.add_parser("describe", help="brokers and the controller")
+
+    down = sub.add_parser("down", help="stop a cluster started with --detach")
+    down.add_argument("--data-dir", default=".ketch")
+    down.set_defaults(handler=cluster_down)
+
+    describe = sub.add_parser("describe", help="brokers, the active controller, Raft term and commit index")
     describe.add_argument("--json", action="store_true")
     bootstrap_arg(describe)
     describe.set_defaults(handler=describe_cluster)
 
 
 def cluster_up(args: argparse.Namespace) -> int:
-    from node.process import NodeProcess
+    from node.cluster import LocalCluster
 
-    if args.nodes != 1:
-        raise KetchError(
-            f"--nodes {args.nodes}: a multi-node cluster needs the controller quorum, which is not built yet; "
-            "use --nodes 1",
-            code=ErrorCode.INVALID_REQUEST,
-        )
+    if args.nodes < 1:
+        raise KetchError(f"--nodes must be >= 1, got {args.nodes}", code=ErrorCode.INVALID_REQUEST)
     root = Path(args.data_dir).resolve()
-    nodes = [
-        NodeProcess(root / f"node-{i}", i, port=args.port + i - 1, metrics_port=args.metrics_port + i - 1)
-        for i in range(1, args.nodes + 1)
-    ]
+    cluster = LocalCluster(
+        root,
+        args.nodes,
+        base_port=args.port,
+        base_metrics_port=args.metrics_port,
+        extra_args=list(args.node_arg),
+        detach=args.detach,
+    )
     stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    if not args.detach:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
     try:
-        for node in nodes:
-            node.start()
-        bootstrap = ",".join(n.bootstrap for n in nodes)
-        print(
-            UP_BANNER.format(
-                bootstrap=bootstrap, data=root, metrics=nodes[0].metrics_port, bin=Path(sys.executable).parent
-            ),
-            flush=True,
-        )
+        started = cluster.start()
+        cluster.wait_ready()
+    except (RuntimeError, TimeoutError) as exc:
+        if not args.detach:
+            cluster.stop()
+        raise KetchError(str(exc), code=ErrorCode.REQUEST_TIMED_OUT) from None
+    first = next(iter(cluster.nodes.values()))
+    print(
+        UP_BANNER.format(
+            bootstrap=cluster.bootstrap,
+            data=root,
+            metrics=first.metrics_port,
+            bin=Path(sys.executable).parent,
+            started=", ".join(map(str, started)) or "none (all were running)",
+        ),
+        flush=True,
+    )
+    if args.detach:
+        print(f"Detached; stop it with: ketch cluster down --data-dir {args.data_dir}")
+        return 0
+    print("Ctrl-C stops the cluster.", flush=True)
+    try:
         while not stop.wait(0.5):
-            for node in nodes:
+            for node in cluster.nodes.values():
                 if node.proc is not None and node.proc.poll() is not None:
                     print(
                         f"node {node.node_id} exited ({node.proc.returncode}); see {node.data_dir / 'node.log'}",
@@ -76,34 +108,73 @@ def cluster_up(args: argparse.Namespace) -> int:
                     return 1
     finally:
         print("stopping...", file=sys.stderr, flush=True)
-        for node in nodes:
-            node.stop()
+        cluster.stop()
+    return 0
+
+
+def cluster_down(args: argparse.Namespace) -> int:
+    from node.cluster import LAYOUT, LocalCluster
+
+    root = Path(args.data_dir).resolve()
+    if not (root / LAYOUT).exists():
+        raise KetchError(f"no cluster in {root} (no {LAYOUT})", code=ErrorCode.INVALID_REQUEST)
+    stopped = LocalCluster(root).stop_detached()
+    print(f"stopped nodes {', '.join(map(str, stopped))}" if stopped else "no node was running")
     return 0
 
 
 UP_BANNER = """\
 Ketch is up: bootstrap servers {bootstrap}
+  nodes started: {started}
   data:    {data}
-  metrics: http://127.0.0.1:{metrics}/metrics
+  metrics: http://127.0.0.1:{metrics}/metrics (node i: port +i-1)
 
 In another shell:
   export PATH={bin}:$PATH KETCH_BOOTSTRAP={bootstrap}
-  ketch topic create demo --partitions 3
+  ketch topic create demo --partitions 3 --replication-factor 3
   seq 1 10 | ketch produce demo
   ketch consume demo --from-beginning --max-messages 10
-
-Ctrl-C stops the cluster."""
+  ketch cluster describe"""
 
 
 def describe_cluster(args: argparse.Namespace) -> int:
-    from ketch import Admin
+    import grpc
 
-    with Admin(bootstrap_servers=args.bootstrap) as admin:
-        info = admin.describe_cluster()
-    brokers = [{"node_id": b.node_id, "host": b.host, "port": b.port, "rack": b.rack} for b in info.brokers]
+    from ketch.api.v1 import controller_pb2 as cpb
+    from ketch.api.v1 import controller_pb2_grpc
+
+    address = args.bootstrap.split(",")[0].strip()
+    with grpc.insecure_channel(address) as channel:
+        quorum = controller_pb2_grpc.KetchControllerStub(channel).DescribeQuorum(
+            cpb.DescribeQuorumRequest(), timeout=10
+        )
+    brokers = [
+        {
+            "node_id": b.broker_id,
+            "address": f"{b.host}:{b.port}",
+            "rack": b.rack,
+            "state": "fenced" if b.fenced else "alive",
+            "broker_epoch": b.broker_epoch,
+        }
+        for b in quorum.brokers
+    ]
+    voters = [{"node_id": v.node_id, "address": v.address, "match_index": v.match_index} for v in quorum.voters]
+    info = {
+        "active_controller": quorum.leader_id,
+        "raft_term": quorum.term,
+        "commit_index": quorum.commit_index,
+        "applied_index": quorum.applied_index,
+        "asked_node": quorum.node_id,
+        "brokers": brokers,
+        "voters": voters,
+    }
     if args.json:
-        print(dump_json({"cluster_id": info.cluster_id, "controller_id": info.controller_id, "brokers": brokers}))
+        print(dump_json(info))
         return 0
-    print(f"Cluster: {info.cluster_id}  controller: {info.controller_id}")
-    print(table(("ID", "HOST", "PORT", "RACK"), [(b["node_id"], b["host"], b["port"], b["rack"]) for b in brokers]))
+    print(
+        f"Active controller: {quorum.leader_id}  Raft term: {quorum.term}  commit index: {quorum.commit_index}  "
+        f"(asked node {quorum.node_id})"
+    )
+    rows = [(b["node_id"], b["address"], b["rack"], b["state"], b["broker_epoch"]) for b in brokers]
+    print(table(("BROKER", "ADDRESS", "RACK", "STATE", "EPOCH"), rows))
     return 0

@@ -1,0 +1,205 @@
+"""The ketch.v1.KetchController gRPC service: a thin driver over QuorumController.
+
+Rules:
+- Every command answers with a ``ControllerStatus``: NONE and the metadata
+  offset that holds its records, or the refusal's Kafka error code and text;
+  NOT_CONTROLLER carries the known active controller in ``leader_id``.
+- Nothing here decides anything: requests become ``Controller`` commands run
+  through ``QuorumController.run``; the responses are copied out.
+- FetchMetadata streams from this controller's committed state (any
+  controller, active or not, can serve it).
+- Topic ids and placement start indexes are drawn here, the one place
+  randomness is allowed (the command itself is pure).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import random
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any, TypeVar
+
+from coordinator.metadata import Controller, ControllerResult
+from coordinator.metadata.records import MetadataRecord
+from coordinator.metadata.snapshot import image_to_records
+from coordinator.quorum import NotController, QuorumController, RetainedEntry
+from ketch.api.v1 import controller_pb2 as cpb
+from ketch.api.v1 import controller_pb2_grpc, metadata_pb2
+from ketch.api.v1 import ketch_pb2 as pb
+from ketch.errors import ErrorCode, KetchError
+
+log = logging.getLogger("ketch.controller.service")
+R = TypeVar("R")
+
+
+def _status(exc: Exception) -> cpb.ControllerStatus:
+    if isinstance(exc, NotController):
+        return cpb.ControllerStatus(error_code=exc.code.name, error_message=exc.message, leader_id=exc.leader_id)
+    if isinstance(exc, KetchError):
+        return cpb.ControllerStatus(error_code=exc.code.name, error_message=exc.message, leader_id=-1)
+    log.exception("controller command failed")
+    return cpb.ControllerStatus(
+        error_code=ErrorCode.UNKNOWN_SERVER_ERROR.name, error_message=f"{type(exc).__name__}: {exc}", leader_id=-1
+    )
+
+
+def _create_topic(
+    c: Controller, *, topic: pb.NewTopic, configs: Mapping[str, str], topic_id: str, start: int, validate_only: bool
+) -> ControllerResult[Any]:
+    result = c.create_topic(
+        topic.name, topic.num_partitions, topic.replication_factor, configs, topic_id=topic_id, start_index=start
+    )
+    return ControllerResult([], None) if validate_only else result
+
+
+class ControllerService(controller_pb2_grpc.KetchControllerServicer):
+    def __init__(self, quorum: QuorumController, describe_voters: Callable[[], list[cpb.QuorumVoter]]) -> None:
+        self.quorum = quorum
+        self._describe_voters = describe_voters
+
+    async def _run(self, command: Callable[[Controller], ControllerResult[Any]]) -> tuple[Any, cpb.ControllerStatus]:
+        try:
+            response, offset = await self.quorum.run(command)
+        except Exception as exc:
+            return None, _status(exc)
+        return response, cpb.ControllerStatus(metadata_offset=offset, leader_id=self.quorum.node_id)
+
+    async def RegisterBroker(self, request: cpb.RegisterBrokerRequest, context: Any) -> cpb.RegisterBrokerResponse:
+        now = self.quorum.now_ms()
+        _, status = await self._run(
+            lambda c: c.register_broker(
+                request.broker_id, request.incarnation_id, request.host, request.port, request.rack, now_ms=now
+            )
+        )
+        # The broker epoch is the offset of the entry holding the registration.
+        epoch = status.metadata_offset if status.error_code == 0 else -1
+        return cpb.RegisterBrokerResponse(status=status, broker_epoch=epoch)
+
+    async def BrokerHeartbeat(self, request: cpb.BrokerHeartbeatRequest, context: Any) -> cpb.BrokerHeartbeatResponse:
+        now = self.quorum.now_ms()
+        response, status = await self._run(
+            lambda c: c.broker_heartbeat(request.broker_id, request.broker_epoch, request.metadata_offset, now_ms=now)
+        )
+        if response is None:
+            return cpb.BrokerHeartbeatResponse(status=status, fenced=True)
+        return cpb.BrokerHeartbeatResponse(
+            status=status,
+            fenced=response.fenced,
+            caught_up=response.caught_up,
+            should_shut_down=response.should_shut_down,
+        )
+
+    async def ControlledShutdown(
+        self, request: cpb.ControlledShutdownRequest, context: Any
+    ) -> cpb.ControlledShutdownResponse:
+        response, status = await self._run(lambda c: c.shutdown_broker(request.broker_id, request.broker_epoch))
+        return cpb.ControlledShutdownResponse(status=status, leaders_moved=response.leaders_moved if response else 0)
+
+    async def AlterPartition(self, request: cpb.AlterPartitionRequest, context: Any) -> cpb.AlterPartitionResponse:
+        response, status = await self._run(
+            lambda c: c.alter_partition(
+                request.broker_id,
+                request.broker_epoch,
+                request.topic_id,
+                request.partition,
+                leader_epoch=request.leader_epoch,
+                partition_epoch=request.partition_epoch,
+                new_isr=list(request.new_isr),
+            )
+        )
+        if response is None:
+            return cpb.AlterPartitionResponse(status=status)
+        state = response.state
+        return cpb.AlterPartitionResponse(
+            status=status,
+            leader=state.leader,
+            leader_epoch=state.leader_epoch,
+            partition_epoch=state.partition_epoch,
+            isr=list(state.isr),
+        )
+
+    async def CreateTopics(self, request: pb.CreateTopicsRequest, context: Any) -> cpb.ControllerTopicsResponse:
+        out = cpb.ControllerTopicsResponse()
+        last = cpb.ControllerStatus(leader_id=self.quorum.node_id)
+        for topic in request.topics:
+            configs: Mapping[str, str] = dict(topic.configs)
+            topic_id = uuid.uuid4().hex
+            start = random.randrange(1 << 16)
+
+            create = functools.partial(
+                _create_topic,
+                topic=topic,
+                configs=configs,
+                topic_id=topic_id,
+                start=start,
+                validate_only=request.validate_only,
+            )
+            _, status = await self._run(create)
+            out.topics.add(name=topic.name, error_code=status.error_code, error_message=status.error_message)
+            if status.error_code == ErrorCode.NOT_CONTROLLER:
+                out.status.CopyFrom(status)
+                return out
+            if status.error_code == 0:
+                last = status
+        out.status.CopyFrom(last)
+        return out
+
+    async def DeleteTopics(self, request: pb.DeleteTopicsRequest, context: Any) -> cpb.ControllerTopicsResponse:
+        out = cpb.ControllerTopicsResponse()
+        last = cpb.ControllerStatus(leader_id=self.quorum.node_id)
+        for name in request.names:
+            _, status = await self._run(functools.partial(Controller.delete_topic, name=name))
+            out.topics.add(name=name, error_code=status.error_code, error_message=status.error_message)
+            if status.error_code == ErrorCode.NOT_CONTROLLER:
+                out.status.CopyFrom(status)
+                return out
+            if status.error_code == 0:
+                last = status
+        out.status.CopyFrom(last)
+        return out
+
+    async def ElectLeaders(self, request: cpb.ElectLeadersRequest, context: Any) -> cpb.ElectLeadersResponse:
+        wanted = [(p.topic, p.partition) for p in request.partitions] or None
+        response, status = await self._run(lambda c: c.elect_preferred_leaders(wanted))
+        out = cpb.ElectLeadersResponse(status=status)
+        if response is not None:
+            for (topic, partition), code in sorted(response.results.items()):
+                out.results.add(topic=topic, partition=partition, error_code=code)
+        return out
+
+    async def FetchMetadata(self, request: cpb.FetchMetadataRequest, context: Any) -> AsyncIterator[cpb.MetadataUpdate]:
+        async for kind, item in self.quorum.follow(request.offset):
+            if kind == "snapshot":
+                yield cpb.MetadataUpdate(
+                    snapshot=metadata_pb2.MetadataSnapshot(offset=item.offset, records=image_to_records(item))
+                )
+            else:
+                entry: RetainedEntry = item
+                records: list[MetadataRecord] = list(entry.records)
+                yield cpb.MetadataUpdate(
+                    entry=cpb.MetadataEntry(offset=entry.offset, batch=metadata_pb2.MetadataBatch(records=records))
+                )
+
+    async def DescribeQuorum(self, request: cpb.DescribeQuorumRequest, context: Any) -> cpb.DescribeQuorumResponse:
+        status = self.quorum.raft_status()
+        image = self.quorum.image
+        out = cpb.DescribeQuorumResponse(
+            node_id=self.quorum.node_id,
+            leader_id=status.leader,
+            term=status.term,
+            commit_index=status.commit,
+            applied_index=status.applied,
+            voters=self._describe_voters(),
+        )
+        for broker in sorted(image.brokers.values(), key=lambda b: b.broker_id):
+            out.brokers.add(
+                broker_id=broker.broker_id,
+                host=broker.host,
+                port=broker.port,
+                rack=broker.rack,
+                broker_epoch=broker.epoch,
+                fenced=broker.fenced,
+            )
+        return out

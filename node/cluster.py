@@ -1,0 +1,183 @@
+"""LocalCluster: N combined broker+controller node processes on one machine.
+
+Used by ``ketch cluster up`` and by the integration and chaos tests. Layout
+of its directory (``--data-dir``):
+
+    cluster.json        {"cluster_id", "nodes": [{"node_id", "port", "metrics_port"}, ...]}
+    node-<id>/          each node's data directory (RocksDB, node.log)
+    node-<id>.pid       the node's pid while it runs detached
+
+Rules:
+- The voters are every node: ``1@127.0.0.1:P1,2@127.0.0.1:P2,...``; ports are
+  chosen once (``base_port`` + i, or free ports) and kept in cluster.json,
+  so a cluster started again on the same directory comes back on the same
+  addresses with the same cluster id and data.
+- ``start()`` starts every node that is not running; ``wait_ready()`` returns
+  once a controller is active and every broker is registered and unfenced
+  (the Metadata response lists exactly the unfenced brokers).
+- Tests end every process they start: ``close()`` kills what is left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import uuid
+from pathlib import Path
+
+import grpc
+
+from ketch.api.v1 import controller_pb2 as cpb
+from ketch.api.v1 import controller_pb2_grpc, ketch_pb2_grpc
+from ketch.api.v1 import ketch_pb2 as pb
+from node.process import NodeProcess, free_ports
+
+LAYOUT = "cluster.json"
+
+
+class LocalCluster:
+    def __init__(
+        self,
+        root: Path,
+        nodes: int = 3,
+        *,
+        base_port: int | None = None,
+        base_metrics_port: int | None = None,
+        extra_args: list[str] | None = None,
+        detach: bool = False,
+    ) -> None:
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+        layout_path = root / LAYOUT
+        if layout_path.exists():
+            layout = json.loads(layout_path.read_text())
+        else:
+            ports = [base_port + i for i in range(nodes)] if base_port else free_ports(nodes)
+            metrics = [base_metrics_port + i for i in range(nodes)] if base_metrics_port else [0] * nodes
+            layout = {
+                "cluster_id": uuid.uuid4().hex,
+                "nodes": [{"node_id": i + 1, "port": ports[i], "metrics_port": metrics[i]} for i in range(nodes)],
+            }
+            layout_path.write_text(json.dumps(layout, indent=2))
+        self.cluster_id: str = layout["cluster_id"]
+        self.voters = ",".join(f"{n['node_id']}@127.0.0.1:{n['port']}" for n in layout["nodes"])
+        args = ["--controller-quorum-voters", self.voters, "--cluster-id", self.cluster_id, *(extra_args or [])]
+        self.nodes = {
+            n["node_id"]: NodeProcess(
+                root / f"node-{n['node_id']}",
+                n["node_id"],
+                args,
+                port=n["port"],
+                metrics_port=n["metrics_port"],
+                detach=detach,
+            )
+            for n in layout["nodes"]
+        }
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(n.bootstrap for n in self.nodes.values())
+
+    def pid_file(self, node_id: int) -> Path:
+        return self.root / f"node-{node_id}.pid"
+
+    def running_pid(self, node_id: int) -> int | None:
+        """The pid in node-<id>.pid if that process is alive."""
+        path = self.pid_file(node_id)
+        if not path.exists():
+            return None
+        pid = int(path.read_text().strip() or 0)
+        try:
+            os.kill(pid, 0)
+        except (ProcessLookupError, PermissionError, ValueError):
+            return None
+        cmdline = Path(f"/proc/{pid}/cmdline")
+        if cmdline.exists() and b"ketch" not in cmdline.read_bytes():
+            return None  # the pid was reused by another program
+        return pid
+
+    def start(self, timeout_s: float = 30.0) -> list[int]:
+        """Start every node not already running; returns the ids started."""
+        started = []
+        for node_id, node in self.nodes.items():
+            if self.running_pid(node_id) is not None or (node.proc is not None and node.proc.poll() is None):
+                continue
+            node.start(timeout_s)
+            assert node.proc is not None
+            self.pid_file(node_id).write_text(str(node.proc.pid))
+            started.append(node_id)
+        return started
+
+    def describe_quorum(self, node_id: int, timeout_s: float = 2.0) -> cpb.DescribeQuorumResponse:
+        with grpc.insecure_channel(self.nodes[node_id].bootstrap) as channel:
+            response: cpb.DescribeQuorumResponse = controller_pb2_grpc.KetchControllerStub(channel).DescribeQuorum(
+                cpb.DescribeQuorumRequest(), timeout=timeout_s
+            )
+            return response
+
+    def live_brokers(self, node_id: int, timeout_s: float = 2.0) -> list[int]:
+        with grpc.insecure_channel(self.nodes[node_id].bootstrap) as channel:
+            response = ketch_pb2_grpc.KetchStub(channel).Metadata(pb.MetadataRequest(), timeout=timeout_s)
+            return sorted(b.node_id for b in response.brokers)
+
+    def active_controller(self) -> int | None:
+        """The leader id most nodes that answer agree on, or None."""
+        votes: dict[int, int] = {}
+        for node_id, node in self.nodes.items():
+            if node.proc is not None and node.proc.poll() is not None:
+                continue
+            try:
+                leader = self.describe_quorum(node_id, 1.0).leader_id
+            except grpc.RpcError:
+                continue
+            if leader > 0:
+                votes[leader] = votes.get(leader, 0) + 1
+        return max(votes, key=lambda k: votes[k]) if votes else None
+
+    def wait_ready(self, timeout_s: float = 60.0, brokers: list[int] | None = None) -> None:
+        want = sorted(brokers if brokers is not None else self.nodes)
+        deadline = time.monotonic() + timeout_s
+        last = "no answer"
+        while time.monotonic() < deadline:
+            for node_id in want:
+                try:
+                    live = self.live_brokers(node_id, 1.0)
+                except grpc.RpcError as exc:
+                    last = f"node {node_id}: {exc.code().name}"
+                    continue
+                if live == want:
+                    return
+                last = f"node {node_id} sees live brokers {live}"
+            time.sleep(0.2)
+        raise TimeoutError(f"cluster not ready within {timeout_s}s: {last}")
+
+    def stop_detached(self, timeout_s: float = 30.0) -> list[int]:
+        """SIGTERM every node recorded in a pid file (``ketch cluster down``), one at a time
+        so each controlled shutdown still finds a quorum; returns the ids stopped."""
+        stopped = []
+        for node_id in self.nodes:
+            pid = self.running_pid(node_id)
+            if pid is None:
+                continue
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline and self.running_pid(node_id) == pid:
+                time.sleep(0.05)
+            if self.running_pid(node_id) == pid:
+                os.kill(pid, signal.SIGKILL)
+            self.pid_file(node_id).unlink(missing_ok=True)
+            stopped.append(node_id)
+        return stopped
+
+    def stop(self) -> None:
+        """SIGTERM the nodes one at a time (see ``stop_detached``)."""
+        for node_id, node in self.nodes.items():
+            node.stop()
+            self.pid_file(node_id).unlink(missing_ok=True)
+
+    def close(self) -> None:
+        for node_id, node in self.nodes.items():
+            node.kill()
+            self.pid_file(node_id).unlink(missing_ok=True)

@@ -1,0 +1,112 @@
+"""ControllerClient: a broker's channel to the active controller of the quorum.
+
+Rules:
+- It knows every voter's address (``controller_quorum_voters``) and tries the
+  one it last saw lead first. An answer of NOT_CONTROLLER with a leader hint
+  moves it there at once; one without a hint, or a transport error, moves it
+  to the next voter after a short backoff. Any other answer is returned to
+  the caller as it is: refusals are the caller's to handle.
+- A call gives up after ``timeout_s`` in total with REQUEST_TIMED_OUT, naming
+  the voters it tried, so a quorum that has lost its majority shows up as a
+  readable error and not a hang.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypeVar
+
+import grpc
+
+from ketch.api.v1 import controller_pb2 as cpb
+from ketch.api.v1 import controller_pb2_grpc
+from ketch.errors import ErrorCode, KetchError
+
+log = logging.getLogger("ketch.node.controller_client")
+
+
+class HasStatus(Protocol):
+    @property
+    def status(self) -> cpb.ControllerStatus: ...
+
+
+T = TypeVar("T", bound=HasStatus)
+CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
+
+
+class ControllerClient:
+    def __init__(self, voters: dict[int, str], *, backoff_s: float = 0.1) -> None:
+        self.voters = dict(voters)
+        self._order = sorted(self.voters)
+        self._leader = self._order[0]
+        self._backoff_s = backoff_s
+        self._channels: dict[int, grpc.aio.Channel] = {}
+
+    def stub(self, node_id: int) -> controller_pb2_grpc.KetchControllerStub:
+        channel = self._channels.get(node_id)
+        if channel is None:
+            channel = grpc.aio.insecure_channel(self.voters[node_id], options=CHANNEL_OPTIONS)
+            self._channels[node_id] = channel
+        return controller_pb2_grpc.KetchControllerStub(channel)
+
+    @property
+    def leader_guess(self) -> int:
+        return self._leader
+
+    def _next(self, after: int) -> int:
+        i = self._order.index(after)
+        return self._order[(i + 1) % len(self._order)]
+
+    async def call(
+        self,
+        method: Callable[[controller_pb2_grpc.KetchControllerStub], Callable[..., Awaitable[T]]],
+        request: Any,
+        *,
+        timeout_s: float = 15.0,
+    ) -> T:
+        deadline = time.monotonic() + timeout_s
+        target = self._leader
+        last_error = "no answer"
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise KetchError(
+                    f"no active controller answered within {timeout_s}s (voters {self.voters}); last: {last_error}",
+                    code=ErrorCode.REQUEST_TIMED_OUT,
+                )
+            try:
+                response = await method(self.stub(target))(request, timeout=min(remaining, 5.0))
+            except grpc.aio.AioRpcError as exc:
+                last_error = f"node {target}: {exc.code().name} {exc.details()}"
+                target = self._next(target)
+                await asyncio.sleep(self._backoff_s)
+                continue
+            status = response.status
+            if status.error_code != ErrorCode.NOT_CONTROLLER:
+                self._leader = target
+                return response
+            last_error = f"node {target}: {status.error_message}"
+            if status.leader_id > 0 and status.leader_id in self.voters and status.leader_id != target:
+                target = status.leader_id
+            else:
+                target = self._next(target)
+                await asyncio.sleep(self._backoff_s)
+
+    async def close(self) -> None:
+        for channel in self._channels.values():
+            await channel.close()
+        self._channels.clear()
+
+
+def parse_voters(spec: str) -> dict[int, str]:
+    """``1@host:port,2@host:port`` (KRaft's controller.quorum.voters) → {1: "host:port", ...}."""
+    voters: dict[int, str] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        node, sep, address = part.partition("@")
+        if not sep or not node.isdigit() or ":" not in address:
+            raise ValueError(f"voter {part!r} is not ID@HOST:PORT")
+        voters[int(node)] = address
+    return voters

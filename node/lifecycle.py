@@ -1,0 +1,124 @@
+"""BrokerLifecycle: registration, heartbeats and controlled shutdown (KIP-631).
+
+Rules:
+- At start a broker registers with the active controller under a fresh
+  incarnation id (one per process start); the answer's broker epoch (the
+  metadata offset of the registration) goes into every heartbeat. A new
+  registration fences the previous incarnation of the same id.
+- It heartbeats every ``broker_heartbeat_interval_ms`` with its epoch and the
+  offset of its metadata image. The controller unfences it once the image
+  has caught up to its registration, and fences it when heartbeats stop for
+  ``broker_session_timeout_ms`` (leaders move to other ISR members).
+- STALE_BROKER_EPOCH or BROKER_ID_NOT_REGISTERED (its registration was
+  replaced, or the controller lost it) → register again.
+- Controlled shutdown (SIGTERM): ask the controller to move this broker's
+  leaderships away and fence it, and wait until this broker's image shows it
+  — so clients are redirected before the process exits. Bounded by a
+  timeout: a controller that cannot be reached does not block the exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Callable
+
+from ketch.api.v1 import controller_pb2 as cpb
+from ketch.errors import ErrorCode
+from node.config import NodeConfig
+from node.controller_client import ControllerClient
+from node.metadata_follower import MetadataFollower
+
+log = logging.getLogger("ketch.node.lifecycle")
+REREGISTER = {ErrorCode.STALE_BROKER_EPOCH, ErrorCode.BROKER_ID_NOT_REGISTERED}
+
+
+class BrokerLifecycle:
+    def __init__(
+        self,
+        config: NodeConfig,
+        controllers: ControllerClient,
+        follower: MetadataFollower,
+        advertised: Callable[[], tuple[str, int]],
+    ) -> None:
+        self.config = config
+        self.controllers = controllers
+        self.follower = follower
+        self._advertised = advertised
+        self.incarnation_id = uuid.uuid4().hex
+        self.broker_epoch = -1
+        self.fenced = True
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="broker-lifecycle")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _register(self) -> None:
+        host, port = self._advertised()
+        request = cpb.RegisterBrokerRequest(
+            broker_id=self.config.node_id,
+            incarnation_id=self.incarnation_id,
+            host=host,
+            port=port,
+            rack=self.config.rack,
+        )
+        response = await self.controllers.call(lambda s: s.RegisterBroker, request)
+        if response.status.error_code:
+            raise RuntimeError(f"registration refused: {response.status.error_message}")
+        self.broker_epoch = response.broker_epoch
+        log.info("broker %d registered with epoch %d", self.config.node_id, self.broker_epoch)
+
+    async def _heartbeat(self) -> None:
+        request = cpb.BrokerHeartbeatRequest(
+            broker_id=self.config.node_id, broker_epoch=self.broker_epoch, metadata_offset=self.follower.image.offset
+        )
+        response = await self.controllers.call(lambda s: s.BrokerHeartbeat, request, timeout_s=5.0)
+        code = response.status.error_code
+        if code in REREGISTER:
+            log.warning("broker %d: %s; registering again", self.config.node_id, response.status.error_message)
+            self.broker_epoch = -1
+            self.incarnation_id = uuid.uuid4().hex
+            return
+        if code:
+            log.warning("heartbeat refused: %s", response.status.error_message)
+            return
+        if self.fenced != response.fenced:
+            log.info("broker %d is %s", self.config.node_id, "fenced" if response.fenced else "unfenced")
+        self.fenced = response.fenced
+
+    async def _run(self) -> None:
+        interval = self.config.broker_heartbeat_interval_ms / 1000
+        while True:
+            try:
+                if self.broker_epoch < 0:
+                    await self._register()
+                await self._heartbeat()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("broker %d lifecycle: %s", self.config.node_id, exc)
+            await asyncio.sleep(interval)
+
+    async def controlled_shutdown(self, timeout_s: float) -> None:
+        if self.broker_epoch < 0:
+            return
+        await self.stop()
+        request = cpb.ControlledShutdownRequest(broker_id=self.config.node_id, broker_epoch=self.broker_epoch)
+        try:
+            response = await self.controllers.call(lambda s: s.ControlledShutdown, request, timeout_s=timeout_s)
+        except Exception as exc:
+            log.warning("controlled shutdown not acknowledged: %s", exc)
+            return
+        if response.status.error_code:
+            log.warning("controlled shutdown refused: %s", response.status.error_message)
+            return
+        await self.follower.wait_for(response.status.metadata_offset, timeout_s)
+        log.info("controlled shutdown: %d leaderships moved", response.leaders_moved)

@@ -1,0 +1,134 @@
+"""Topic metadata and administration as a broker answers it.
+
+Reads (Metadata, DescribeTopics) are answered from this broker's metadata
+image; writes (CreateTopics, DeleteTopics) are forwarded to the active
+controller, and the answer waits until this broker's own image has reached
+the offset that holds the change, so a client that created a topic through
+a broker can use it through that broker at once (read-your-writes).
+
+Rules:
+- Broker defaults fill what the request leaves out: ``num_partitions`` and
+  ``replication_factor`` of -1 (or 0) become ``default_partitions`` and
+  ``default_replication_factor``.
+- Metadata lists unfenced brokers only (Kafka's alive brokers); a partition
+  with no leader reports LEADER_NOT_AVAILABLE and leader -1.
+- Auto-creation happens only when the broker allows it AND the request asks
+  for it (Kafka's ``allow_auto_topic_creation``), with the broker defaults.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from coordinator.metadata.image import TopicImage
+from ketch.api.v1 import ketch_pb2 as pb
+from ketch.errors import ErrorCode, KetchError
+from node.broker import Broker
+from node.controller_client import ControllerClient
+from node.metadata_follower import MetadataFollower
+
+VISIBILITY_TIMEOUT_S = 10.0
+
+
+def error_fields(exc: Exception) -> tuple[Any, str]:
+    if isinstance(exc, KetchError):
+        return int(exc.code), exc.message
+    return int(ErrorCode.UNKNOWN_SERVER_ERROR), f"{type(exc).__name__}: {exc}"
+
+
+def partition_metadata(topic: TopicImage) -> list[pb.PartitionMetadata]:
+    out = []
+    for index in sorted(topic.partitions):
+        state = topic.partitions[index]
+        out.append(
+            pb.PartitionMetadata(
+                partition=index,
+                error_code=(ErrorCode.LEADER_NOT_AVAILABLE if state.leader == -1 else ErrorCode.NONE).name,
+                leader_id=state.leader,
+                leader_epoch=state.leader_epoch,
+                replicas=list(state.replicas),
+                isr=list(state.isr),
+            )
+        )
+    return out
+
+
+class TopicAdmin:
+    def __init__(self, broker: Broker, controllers: ControllerClient, follower: MetadataFollower) -> None:
+        self.broker = broker
+        self.controllers = controllers
+        self.follower = follower
+
+    def describe(self, name: str) -> pb.TopicDescription:
+        out = pb.TopicDescription(name=name)
+        try:
+            topic, config = self.broker.topic(name)
+            out.topic_id = topic.topic_id
+            first = topic.partitions.get(0)
+            out.replication_factor = len(first.replicas) if first is not None else 0
+            out.partitions.extend(partition_metadata(topic))
+            out.configs.update(config.as_kafka())
+        except Exception as exc:
+            out.error_code, out.error_message = error_fields(exc)
+        return out
+
+    def names(self) -> list[str]:
+        return sorted(self.broker.image.topics_by_name)
+
+    async def metadata(self, request: pb.MetadataRequest, cluster_id: str) -> pb.MetadataResponse:
+        names = list(request.topics) or self.names()
+        if request.allow_auto_topic_creation and self.broker.config.auto_create_topics:
+            missing = [n for n in names if self.broker.image.topic(n) is None]
+            if missing:
+                await self.create(pb.CreateTopicsRequest(topics=[pb.NewTopic(name=n) for n in missing]))
+        image = self.broker.image
+        leader = self.controllers.leader_guess
+        response = pb.MetadataResponse(cluster_id=cluster_id, controller_id=leader)
+        for broker in sorted(image.brokers.values(), key=lambda b: b.broker_id):
+            if not broker.fenced:
+                response.brokers.add(node_id=broker.broker_id, host=broker.host, port=broker.port, rack=broker.rack)
+        for name in names:
+            d = self.describe(name)
+            response.topics.add(
+                name=d.name,
+                error_code=d.error_code,
+                error_message=d.error_message,
+                topic_id=d.topic_id,
+                partitions=d.partitions,
+            )
+        return response
+
+    async def _forward(self, method: str, request: Any, names: list[str], out: Any) -> None:
+        try:
+            answer: Any = await self.controllers.call(lambda stub: getattr(stub, method), request)
+        except Exception as exc:
+            code, message = error_fields(exc)
+            for name in names:
+                out.topics.add(name=name, error_code=code, error_message=message)
+            return
+        if answer.status.error_code == 0 and not await self.follower.wait_for(
+            answer.status.metadata_offset, VISIBILITY_TIMEOUT_S
+        ):
+            answer.status.error_code = ErrorCode.REQUEST_TIMED_OUT
+        out.topics.extend(answer.topics)
+
+    async def create(self, request: pb.CreateTopicsRequest) -> pb.CreateTopicsResponse:
+        config = self.broker.config
+        forwarded = pb.CreateTopicsRequest(validate_only=request.validate_only)
+        for topic in request.topics:
+            forwarded.topics.add(
+                name=topic.name,
+                num_partitions=topic.num_partitions if topic.num_partitions > 0 else config.default_partitions,
+                replication_factor=(
+                    topic.replication_factor if topic.replication_factor > 0 else config.default_replication_factor
+                ),
+                configs=topic.configs,
+            )
+        out = pb.CreateTopicsResponse()
+        await self._forward("CreateTopics", forwarded, [t.name for t in request.topics], out)
+        return out
+
+    async def delete(self, request: pb.DeleteTopicsRequest) -> pb.DeleteTopicsResponse:
+        out = pb.DeleteTopicsResponse()
+        await self._forward("DeleteTopics", request, list(request.names), out)
+        return out
