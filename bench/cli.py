@@ -51,6 +51,8 @@ def add_actions(sub: Any) -> None:
     produce.add_argument(
         "--partitions", type=int, help="create the topic with this many partitions if missing (default 1)"
     )
+    produce.add_argument("--replication-factor", type=int, default=1, help="for a created topic (default 1)")
+    produce.add_argument("--min-insync-replicas", type=int, help="topic config for a created topic")
     produce.add_argument(
         "--yield-every",
         type=int,
@@ -107,6 +109,8 @@ def produce_handler(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         compression=args.compression,
         partitions=args.partitions,
+        replication_factor=args.replication_factor,
+        min_insync_replicas=args.min_insync_replicas,
         yield_every=args.yield_every,
         report_interval=args.report_interval,
     )

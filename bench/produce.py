@@ -57,6 +57,8 @@ class ProduceConfig:
     batch_size: int = 16384
     compression: str = "none"
     partitions: int | None = None
+    replication_factor: int = 1
+    min_insync_replicas: int | None = None
     yield_every: int | None = None  # default: batch_size // record_size
     report_interval: float = 5.0
 
@@ -71,7 +73,14 @@ def acks_value(acks: str) -> int | str:
     return "all" if acks in ("all", "-1") else int(acks)
 
 
-async def ensure_topic(bootstrap: str, topic: str, partitions: int | None, out: TextIO) -> int:
+async def ensure_topic(
+    bootstrap: str,
+    topic: str,
+    partitions: int | None,
+    out: TextIO,
+    replication_factor: int = 1,
+    min_insync_replicas: int | None = None,
+) -> int:
     """Create ``topic`` if it is missing; returns its partition count."""
     from ketch.aio import Admin, NewTopic
     from ketch.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError
@@ -81,7 +90,8 @@ async def ensure_topic(bootstrap: str, topic: str, partitions: int | None, out: 
             (found,) = await admin.describe_topics([topic])
         except UnknownTopicOrPartitionError:
             with contextlib.suppress(TopicAlreadyExistsError):  # created meanwhile by someone else
-                await admin.create_topics([NewTopic(topic, partitions or 1, 1)])
+                configs = {"min.insync.replicas": str(min_insync_replicas)} if min_insync_replicas else {}
+                await admin.create_topics([NewTopic(topic, partitions or 1, replication_factor, configs=configs)])
             (found,) = await admin.describe_topics([topic])
             print(f"created topic {topic} with {len(found.partitions)} partition(s)", file=out, flush=True)
         count = len(found.partitions)
@@ -119,7 +129,7 @@ async def run_produce(cfg: ProduceConfig, out: TextIO | None = None) -> ProduceR
         raise ValueError("--num-records must be positive")
     if cfg.record_size < 0:
         raise ValueError("--record-size must be >= 0")
-    await ensure_topic(cfg.bootstrap, cfg.topic, cfg.partitions, out)
+    await ensure_topic(cfg.bootstrap, cfg.topic, cfg.partitions, out, cfg.replication_factor, cfg.min_insync_replicas)
     payload = make_payload(cfg.record_size)
     size = len(payload)
     topic = cfg.topic

@@ -7,7 +7,8 @@ What it does:
 1. starts ONE real ``ketch node`` (``node.process.NodeProcess``) in a fresh
    temporary directory on free ports, with its defaults: RocksDB with the WAL
    on, ``flush.messages=0`` (no fsync per append, Kafka's default), one
-   replica;
+   replica — or, with ``--nodes 3``, a local three-node cluster
+   (``node.cluster.LocalCluster``) and topics of ``--replication-factor``;
 2. for each workload (default 500,000 x 100-byte and 200,000 x 1 KiB records)
    runs ``ketch perf produce`` into its own topic (``perf-<SIZE>b``);
 3. then runs ``ketch perf consume --from-beginning`` on each topic;
@@ -80,6 +81,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--acks", default="1", choices=ACKS_CHOICES, help="producer acks (default 1)")
     parser.add_argument("--partitions", type=int, default=1, help="partitions per topic (default 1)")
+    parser.add_argument("--nodes", type=int, default=1, help="local nodes: 1, or 3 for a replicated cluster")
+    parser.add_argument(
+        "--replication-factor", type=int, default=1, help="of the benchmark topics (default 1; at most --nodes)"
+    )
+    parser.add_argument("--min-insync-replicas", type=int, default=None, help="topic config (default: the broker's, 1)")
     parser.add_argument("--linger-ms", type=float, default=5, help="producer linger.ms (default 5)")
     parser.add_argument("--batch-size", type=int, default=16384, help="producer batch.size (default 16384)")
     parser.add_argument("--compression", default="none", choices=COMPRESSION_CHOICES, help="default: none")
@@ -174,6 +180,7 @@ def report(steps: list[tuple[str, Workload, list[str], dict[str, Any]]]) -> str:
 
 
 def run_suite(args: argparse.Namespace) -> list[tuple[str, Workload, list[str], dict[str, Any]]]:
+    from node.cluster import LocalCluster
     from node.process import NodeProcess
 
     workloads: list[Workload] = args.workload or [parse_workload(w) for w in DEFAULT_WORKLOADS]
@@ -182,14 +189,28 @@ def run_suite(args: argparse.Namespace) -> list[tuple[str, Workload, list[str], 
     print(f"before the node starts: {_load()}", flush=True)
     steps: list[tuple[str, Workload, list[str], dict[str, Any]]] = []
     with tempfile.TemporaryDirectory(prefix="ketch-bench-") as tmp:
-        node = NodeProcess(Path(tmp) / "node-1", node_id=1)
-        node.start().wait_broker_alive()
-        try:
+        cluster = LocalCluster(Path(tmp) / "cluster", args.nodes) if args.nodes > 1 else None
+        if cluster is not None:
+            cluster.start()
+            cluster.wait_ready(60)
+            node = cluster.nodes[1]
+            bootstrap = cluster.bootstrap
             print(
-                f"node: one ketch node at {node.bootstrap} (pid {node.proc.pid if node.proc else '?'}), "
-                f"data in {node.data_dir}, default settings (RocksDB WAL on, no fsync per append)",
+                f"cluster: {args.nodes} combined ketch nodes at {bootstrap}, default settings "
+                f"(RocksDB WAL on, no fsync per append), replication factor {args.replication_factor}",
                 flush=True,
             )
+        else:
+            node = NodeProcess(Path(tmp) / "node-1", node_id=1)
+            node.start().wait_broker_alive()
+            bootstrap = node.bootstrap
+        try:
+            if cluster is None:
+                print(
+                    f"node: one ketch node at {node.bootstrap} (pid {node.proc.pid if node.proc else '?'}), "
+                    f"data in {node.data_dir}, default settings (RocksDB WAL on, no fsync per append)",
+                    flush=True,
+                )
             producer_opts = [
                 f"--acks={args.acks}",
                 f"--linger-ms={args.linger_ms:g}",
@@ -197,17 +218,24 @@ def run_suite(args: argparse.Namespace) -> list[tuple[str, Workload, list[str], 
                 f"--compression={args.compression}",
             ]
             for w in workloads:
-                argv = ["perf", "produce", f"--bootstrap={node.bootstrap}", f"--topic={w.topic}"]
+                argv = ["perf", "produce", f"--bootstrap={bootstrap}", f"--topic={w.topic}"]
                 argv += [f"--num-records={w.records}", f"--record-size={w.size}", "--throughput=-1"]
                 argv += [*producer_opts, f"--partitions={args.partitions}"]
+                argv += [f"--replication-factor={args.replication_factor}"]
+                if args.min_insync_replicas:
+                    argv += [f"--min-insync-replicas={args.min_insync_replicas}"]
                 steps.append((f"produce acks={args.acks}", w, argv, _run_step(len(steps) + 1, argv, args.quiet)))
             for w in workloads:
-                argv = ["perf", "consume", f"--bootstrap={node.bootstrap}", f"--topic={w.topic}"]
+                argv = ["perf", "consume", f"--bootstrap={bootstrap}", f"--topic={w.topic}"]
                 argv += [f"--messages={w.records}", "--from-beginning"]
                 steps.append(("consume", w, argv, _run_step(len(steps) + 1, argv, args.quiet)))
         finally:
-            code = node.stop()
-            print(f"\nnode stopped (exit {code})", flush=True)
+            if cluster is not None:
+                cluster.stop()
+                print("\ncluster stopped", flush=True)
+            else:
+                code = node.stop()
+                print(f"\nnode stopped (exit {code})", flush=True)
     return steps
 
 

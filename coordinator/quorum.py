@@ -22,11 +22,15 @@ Rules:
 - Soft state is handled before the committed entries of the same Ready (the
   Raft driver's order), so a deposed leader resigns before it applies the
   new leader's entries.
-- Followers of the metadata log (brokers) read the retained committed
-  entries; when they are behind what is retained (after a snapshot), they get
-  the committed image as a snapshot first.
+- Followers of the metadata log (brokers) that connect behind the applied
+  offset get the committed image as one snapshot, then the committed entries
+  after it as they are applied — never old entries one by one (see ``follow``).
 - Session ticks: every ``tick_interval_s`` the active controller runs
   ``Controller.tick(now_ms)`` with monotonic time, fencing expired brokers.
+- Preferred leaders: every ``preferred_election_interval_s`` (Kafka's
+  leader.imbalance.check.interval.seconds; <= 0 disables) the active
+  controller moves leadership back to each partition's first replica where
+  it is alive and in the ISR, so leaders spread out again after failures.
 """
 
 from __future__ import annotations
@@ -90,6 +94,7 @@ class QuorumController:
         *,
         command_timeout_s: float = 15.0,
         tick_interval_s: float = 0.25,
+        preferred_election_interval_s: float = 300.0,
         retain_entries: int = 10_000,
         clock_ms: Callable[[], int] = lambda: int(time.monotonic() * 1000),
     ) -> None:
@@ -99,6 +104,7 @@ class QuorumController:
         self._clock_ms = clock_ms
         self._command_timeout_s = command_timeout_s
         self._tick_interval_s = tick_interval_s
+        self._preferred_interval_s = preferred_election_interval_s
         self._lock = asyncio.Lock()
         self._active = False
         self._activation_index: int | None = None
@@ -222,10 +228,21 @@ class QuorumController:
         return result.response, index
 
     async def tick_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_preferred = loop.time() + self._preferred_interval_s
         while True:
             await asyncio.sleep(self._tick_interval_s)
             if not self._active:
                 continue
+            if self._preferred_interval_s > 0 and loop.time() >= next_preferred:
+                next_preferred = loop.time() + self._preferred_interval_s
+                try:
+                    elected, _ = await self.run(lambda c: c.elect_preferred_leaders())
+                    moved = [tp for tp, code in elected.results.items() if code == ErrorCode.NONE]
+                    if moved:
+                        log.info("preferred leader election moved %d partition(s): %s", len(moved), moved)
+                except Exception as exc:
+                    log.debug("preferred election not applied: %s", exc)
             try:
                 response, _ = await self.run(lambda c: c.tick(self._clock_ms()))
                 if response.fenced:
@@ -243,8 +260,19 @@ class QuorumController:
         self._notify()
 
     async def follow(self, from_offset: int) -> AsyncIterator[tuple[str, Any]]:
-        """Yield ("snapshot", image) when needed, then ("entry", RetainedEntry) until ``close``."""
+        """Yield ("snapshot", image) first when the caller is behind, then ("entry", RetainedEntry)
+        for every committed entry after it, until ``close``.
+
+        A caller that is behind at all gets the committed image as one snapshot,
+        never the history entry by entry: a broker replaying old entries one at a
+        time would pass through roles it no longer has (leader of an old epoch)
+        and act on them while catching up.
+        """
         offset = from_offset
+        if offset < self._applied_offset:
+            image = self.controller.committed_image
+            yield "snapshot", image
+            offset = image.offset
         while not self._closed:
             first = self._retained[0].offset if self._retained else self._applied_offset + 1
             if offset < first - 1:

@@ -7,9 +7,9 @@ and, for each new image, acts only on the changes to its own replicas
 
 - leader: open (or create) the replica's log and take the leader epoch and
   ISR from the image; produce and consumer fetches are served;
-- follower: open (or create) the log and stop serving produce — a request
-  for it gets NOT_LEADER_OR_FOLLOWER naming the leader (follower fetching is
-  the "Replication" issue's);
+- follower: open (or create) the log, stop serving produce (a request for
+  it gets NOT_LEADER_OR_FOLLOWER naming the leader) and let the replica
+  fetcher (node/replica_fetcher.py) copy the leader's log;
 - delete: the replica is gone (topic deleted or reassigned): close and drop
   its whole key range.
 
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import struct
+import time
 from collections.abc import Callable, Iterable
 
 from coordinator.metadata import MetadataImage, TopicIdPartition, local_changes
@@ -47,8 +48,15 @@ def _pid_key(tp: TopicIdPartition) -> bytes:
 
 
 class Broker:
-    def __init__(self, config: NodeConfig, store: NodeStore, on_partition_change: Callable[[str, int], None]) -> None:
+    def __init__(
+        self,
+        config: NodeConfig,
+        store: NodeStore,
+        on_partition_change: Callable[[str, int], None],
+        clock_ms: Callable[[], int] = lambda: int(time.monotonic() * 1000),
+    ) -> None:
         self.config = config
+        self._clock_ms = clock_ms
         self.node_id = config.node_id
         self.store = store
         self.image = MetadataImage()
@@ -60,12 +68,20 @@ class Broker:
 
     def on_metadata(self, old: MetadataImage, new: MetadataImage) -> None:
         changes = local_changes(old, new, self.node_id)
-        for tp, change in [*changes.leaders.items(), *changes.followers.items()]:
-            part = self._open(tp, change.topic_name)
+        now_ms = self._clock_ms()
+        for tp, change in changes.leaders.items():
             state = change.state
-            part.leader_epoch = state.leader_epoch
-            part.isr_size = len(state.isr)
-            part.is_leader = state.leader == self.node_id
+            self._open(tp, change.topic_name).become_leader(
+                self.node_id,
+                state.replicas,
+                state.isr,
+                state.leader_epoch,
+                state.partition_epoch,
+                lag_time_max_ms=self.config.replica_lag_time_max_ms,
+                now_ms=now_ms,
+            )
+        for tp, change in changes.followers.items():
+            self._open(tp, change.topic_name).become_follower(change.state.leader, change.state.leader_epoch)
         for tp, change in changes.deletes.items():
             self._drop(tp)
             self._on_partition_change(change.topic_name, tp.partition)
@@ -89,7 +105,6 @@ class Broker:
         else:
             pid = _U32.unpack(raw)[0]
         part = Partition(topic_name, tp.partition, self.store.partition_log(pid))
-        part.is_leader = False
         self._replicas[tp] = part
         return part
 
@@ -115,6 +130,9 @@ class Broker:
 
     def partitions(self) -> Iterable[Partition]:
         return list(self._replicas.values())
+
+    def replicas(self) -> dict[TopicIdPartition, Partition]:
+        return dict(self._replicas)
 
     def topic(self, name: str) -> tuple[TopicImage, TopicConfig]:
         validate_topic_name(name)
@@ -143,6 +161,11 @@ class Broker:
                 code=ErrorCode.NOT_LEADER_OR_FOLLOWER,
             )
         return part, config
+
+    def flush_on_append(self, part: Partition) -> bool:
+        """Whether appends to ``part`` are fsynced (the topic's flush.messages=1)."""
+        topic = self.image.topic(part.topic)
+        return topic is not None and effective_config(topic.configs, self.config).flush_messages == 1
 
     def apply_retention(self, now_ms: int) -> int:
         removed = 0

@@ -61,6 +61,12 @@ class NodeConfig:
     retention_check_interval_ms: int = 30_000
     broker_heartbeat_interval_ms: int = 1000
     broker_session_timeout_ms: int = 9000
+    # Kafka's replica.lag.time.max.ms: an ISR member not caught up for this long is dropped.
+    replica_lag_time_max_ms: int = 10_000
+    replica_fetch_max_wait_ms: int = 500
+    isr_check_interval_ms: int = 500
+    # Kafka's leader.imbalance.check.interval.seconds, in ms; 0 disables.
+    preferred_election_interval_ms: int = 300_000
     raft_tick_ms: int = 50
     raft_election_ticks: int = 10  # election timeout: 1-2x this many ticks
     raft_heartbeat_ticks: int = 2

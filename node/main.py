@@ -44,7 +44,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
-from coordinator.metadata import ControllerConfig
+from coordinator.metadata import ControllerConfig, MetadataImage
 from coordinator.quorum import QuorumController
 from coordinator.raft_driver import RaftDriver
 from coordinator.raft_storage import RaftStorage
@@ -55,9 +55,11 @@ from node.broker import Broker
 from node.config import ConfigError, NodeConfig
 from node.controller_client import ControllerClient, parse_voters
 from node.fetch_waiters import FetchWaiters
+from node.isr_manager import IsrManager
 from node.lifecycle import BrokerLifecycle
 from node.metadata_follower import MetadataFollower
 from node.metrics import NodeMetrics
+from node.replica_fetcher import ReplicaFetcher
 from node.service import KetchService
 from node.topic_admin import TopicAdmin
 from replication.rocks_store import NodeStore
@@ -129,6 +131,7 @@ async def serve(config: NodeConfig) -> None:
                 broker_session_timeout_ms=config.broker_session_timeout_ms,
                 max_request_bytes=config.max_request_bytes,
             ),
+            preferred_election_interval_s=config.preferred_election_interval_ms / 1000,
         )
         raft = RaftDriver(
             config.node_id,
@@ -153,14 +156,31 @@ async def serve(config: NodeConfig) -> None:
     waiters = FetchWaiters()
     follower: MetadataFollower | None = None
     lifecycle: BrokerLifecycle | None = None
+    fetcher: ReplicaFetcher | None = None
+    isr: IsrManager | None = None
     if config.is_broker:
         broker = Broker(config, store, on_partition_change=lambda topic, index: waiters.notify((topic, index)))
+        fetcher = ReplicaFetcher(
+            broker,
+            lambda: lifecycle.broker_epoch if lifecycle is not None else -1,
+            on_progress=lambda topic, index: waiters.notify((topic, index)),
+            max_wait_ms=config.replica_fetch_max_wait_ms,
+        )
+
+        def on_metadata(old: MetadataImage, new: MetadataImage, b: Broker = broker) -> None:
+            b.on_metadata(old, new)
+            if fetcher is not None:
+                fetcher.reconcile()
+
         follower = MetadataFollower(
-            config.node_id, controllers, broker.on_metadata, prefer=config.node_id if config.is_controller else None
+            config.node_id, controllers, on_metadata, prefer=config.node_id if config.is_controller else None
         )
         admin = TopicAdmin(broker, controllers, follower)
         lifecycle = BrokerLifecycle(config, controllers, follower, lambda: advertised)
-    metrics = NodeMetrics(broker.partitions if broker else list, quorum=quorum)
+        isr = IsrManager(
+            broker, controllers, lambda: lifecycle.broker_epoch if lifecycle else -1, config.isr_check_interval_ms
+        )
+    metrics = NodeMetrics(broker.partitions if broker else list, quorum=quorum, isr=isr)
     if broker is not None and follower is not None:
         service = KetchService(broker, admin, metrics, waiters, _cluster_id(config, store))
         ketch_pb2_grpc.add_KetchServicer_to_server(service, server)
@@ -173,6 +193,8 @@ async def serve(config: NodeConfig) -> None:
     if broker is not None and follower is not None and lifecycle is not None:
         follower.start()
         lifecycle.start()
+        if isr is not None:
+            tasks.append(asyncio.create_task(isr.run(), name="isr-manager"))
         interval = config.retention_check_interval_ms / 1000
         tasks.append(asyncio.create_task(_retention_loop(broker, interval), name="retention"))
     metrics_port = metrics.serve(config.metrics_host, config.metrics_port) if config.metrics_port >= 0 else -1
@@ -205,6 +227,8 @@ async def serve(config: NodeConfig) -> None:
     # (ours and other brokers') and parked fetches.
     if follower is not None:
         await follower.stop()
+    if fetcher is not None:
+        await fetcher.stop()
     if quorum is not None:
         quorum.close()
     waiters.close()

@@ -8,6 +8,11 @@
     ketch_log_end_offset{topic,partition}         kafka.log:Log LogEndOffset
     ketch_log_start_offset{topic,partition}       kafka.log:Log LogStartOffset
     ketch_log_size_bytes{topic,partition}         kafka.log:Log Size
+    ketch_high_watermark{topic,partition}         kafka.cluster:Partition (HW)
+    ketch_under_replicated_partitions             kafka.server:ReplicaManager UnderReplicatedPartitions
+    ketch_follower_lag_offsets{...,follower}      kafka.server:FetcherLagMetrics ConsumerLag (leader's view)
+    ketch_isr_shrinks_total / ketch_isr_expands_total   ReplicaManager IsrShrinksPerSec / IsrExpandsPerSec
+    ketch_produce_waiting_for_acks                acks=all produce requests in purgatory
     ketch_fetch_waiting                           fetches parked in the fetch purgatory
 
 On a controller (read from the quorum at scrape time):
@@ -33,6 +38,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from coordinator.quorum import QuorumController
+from node.isr_manager import IsrManager
 from replication.partition import Partition
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -45,14 +51,32 @@ class _LogCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         labels = ["topic", "partition"]
         end = GaugeMetricFamily("ketch_log_end_offset", "Next offset to be written", labels=labels)
+        hw = GaugeMetricFamily("ketch_high_watermark", "Offset below which records are committed", labels=labels)
+        urp = GaugeMetricFamily(
+            "ketch_under_replicated_partitions", "Partitions this broker leads whose ISR is smaller than replicas"
+        )
+        lag = GaugeMetricFamily(
+            "ketch_follower_lag_offsets",
+            "Leader log end minus the follower's, as the leader sees it",
+            labels=[*labels, "follower"],
+        )
+        under = 0
         start = GaugeMetricFamily("ketch_log_start_offset", "First offset still stored", labels=labels)
         size = GaugeMetricFamily("ketch_log_size_bytes", "Bytes of stored record batches", labels=labels)
         for p in self._partitions():
             key = [p.topic, str(p.index)]
             end.add_metric(key, p.log.log_end_offset)
+            hw.add_metric(key, p.high_watermark)
+            leader = p.leader
+            if leader is not None:
+                under += len(leader.isr) < len(leader.replicas)
+                for follower in leader.followers.values():
+                    if follower.log_end_offset >= 0:
+                        lag.add_metric([*key, str(follower.broker_id)], leader.log_end_offset - follower.log_end_offset)
             start.add_metric(key, p.log.log_start_offset)
             size.add_metric(key, p.log.size_bytes)
-        yield from (end, start, size)
+        urp.add_metric([], under)
+        yield from (end, start, size, hw, urp, lag)
 
 
 class _ControllerCollector(Collector):
@@ -79,11 +103,25 @@ class _ControllerCollector(Collector):
         yield CounterMetricFamily("ketch_raft_leader_changes", "Raft leadership changes seen", value=q.leader_changes)
 
 
+class _IsrCollector(Collector):
+    def __init__(self, isr: IsrManager) -> None:
+        self._isr = isr
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "ketch_isr_shrinks", "ISR shrinks this broker proposed and got", value=self._isr.shrinks
+        )
+        yield CounterMetricFamily(
+            "ketch_isr_expands", "ISR expands this broker proposed and got", value=self._isr.expands
+        )
+
+
 class NodeMetrics:
     def __init__(
         self,
         partitions: Callable[[], Iterable[Partition]],
         quorum: QuorumController | None = None,
+        isr: IsrManager | None = None,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
@@ -101,9 +139,14 @@ class NodeMetrics:
             "ketch_request_errors", "Per-partition errors by API and code", ["api", "error"], registry=r
         )
         self.fetch_waiting = Gauge("ketch_fetch_waiting", "Fetches waiting for data", registry=r)
+        self.produce_waiting = Gauge(
+            "ketch_produce_waiting_for_acks", "acks=all produce requests waiting for the ISR", registry=r
+        )
         r.register(_LogCollector(partitions))
         if quorum is not None:
             r.register(_ControllerCollector(quorum))
+        if isr is not None:
+            r.register(_IsrCollector(isr))
 
     def serve(self, host: str, port: int) -> int:
         """Start the /metrics HTTP endpoint; return the bound port."""

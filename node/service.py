@@ -35,6 +35,7 @@ from node.broker import Broker
 from node.fetch_waiters import FetchWaiters
 from node.metrics import NodeMetrics
 from node.topic_admin import TopicAdmin
+from replication.partition import Partition
 
 log = logging.getLogger("ketch.node.service")
 R = TypeVar("R")
@@ -54,6 +55,10 @@ def _timed(api: str) -> Callable[[Callable[..., Awaitable[R]]], Callable[..., Aw
         return timed
 
     return wrap
+
+
+def _now_ms() -> int:
+    return int(time.monotonic() * 1000)
 
 
 def _error(exc: Exception) -> tuple[Any, str]:
@@ -106,15 +111,58 @@ class KetchService(ketch_pb2_grpc.KetchServicer):
                         appended = await asyncio.to_thread(append)
                 else:
                     appended = append()
-                result.base_offset = appended.base_offset
-                result.log_start_offset = part.log.log_start_offset
                 self.metrics.bytes_in.labels(item.topic).inc(appended.bytes)
                 self.metrics.messages_in.labels(item.topic).inc(appended.last_offset - appended.base_offset + 1)
                 self.waiters.notify((item.topic, item.partition))
+                if request.acks == -1:
+                    await self._await_replication(
+                        part, appended.last_offset, request.timeout_ms, config.min_insync_replicas
+                    )
+                result.base_offset = appended.base_offset
+                result.log_start_offset = part.log.log_start_offset
             except Exception as exc:
                 result.error_code, result.error_message = _error(exc)
                 self._count_error("Produce", result.error_code)
         return response
+
+    async def _await_replication(self, part: Partition, last_offset: int, timeout_ms: int, min_isr: int) -> None:
+        """acks=all: return once the high watermark passes ``last_offset`` (produce purgatory).
+
+        Fails with NOT_LEADER_OR_FOLLOWER if this replica stops leading first
+        (never succeeds after a leadership change: the new leader may not have
+        the records), with NOT_ENOUGH_REPLICAS_AFTER_APPEND if the ISR shrank
+        below ``min.insync.replicas`` before the records were replicated
+        (Kafka's rule: a high watermark reached by fewer replicas is no promise),
+        and with REQUEST_TIMED_OUT after ``timeout_ms``.
+        """
+        epoch = part.leader_epoch
+        deadline = time.monotonic() + (timeout_ms if timeout_ms > 0 else 30_000) / 1000
+        key = (part.topic, part.index)
+        self.metrics.produce_waiting.inc()
+        try:
+            while part.high_watermark <= last_offset or not part.is_leader or part.leader_epoch != epoch:
+                if not part.is_leader or part.leader_epoch != epoch:
+                    raise KetchError(
+                        f"{part.topic}-{part.index}: leadership moved before offset {last_offset} was replicated; "
+                        "the write may or may not survive — retry at the new leader",
+                        code=ErrorCode.NOT_LEADER_OR_FOLLOWER,
+                    )
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self.waiters.closed:
+                    raise KetchError(
+                        f"{part.topic}-{part.index}: offset {last_offset} not replicated to the ISR "
+                        f"{list(part.leader.isr) if part.leader else []} within {timeout_ms} ms",
+                        code=ErrorCode.REQUEST_TIMED_OUT,
+                    )
+                await self.waiters.wait_any([key], remaining)
+            if part.isr_size < min_isr:
+                raise KetchError(
+                    f"{part.topic}-{part.index}: offset {last_offset} is written but the ISR shrank to "
+                    f"{part.isr_size} replica(s), below min.insync.replicas={min_isr}",
+                    code=ErrorCode.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+                )
+        finally:
+            self.metrics.produce_waiting.dec()
 
     # -- Fetch ---------------------------------------------------------------
 
@@ -127,16 +175,26 @@ class KetchService(ketch_pb2_grpc.KetchServicer):
             result = response.partitions.add(topic=item.topic, partition=item.partition, high_watermark=-1)
             try:
                 part, _ = self.broker.partition(item.topic, item.partition)
+                if item.HasField("current_leader_epoch"):
+                    part.check_epoch(item.current_leader_epoch)
+                follower_epoch = None
+                if request.HasField("replica_id"):
+                    follower_epoch = item.last_fetched_epoch if item.HasField("last_fetched_epoch") else -1
+                    if part.on_follower_fetch(request.replica_id, item.fetch_offset, _now_ms()):
+                        self.waiters.notify((item.topic, item.partition))  # HW moved: acks=all, consumers
                 limit = min(item.partition_max_bytes or budget, budget)
                 if total > 0 and limit <= 0:
                     # Response full: report offsets only, the client fetches again.
                     result.high_watermark = part.high_watermark
                     result.log_start_offset = part.log.log_start_offset
                     continue
-                read = part.read(item.fetch_offset, max(limit, 1))
+                read = part.read(item.fetch_offset, max(limit, 1), follower_epoch=follower_epoch)
                 result.high_watermark = read.high_watermark
                 result.log_start_offset = read.log_start_offset
                 result.records = read.records
+                if read.diverging is not None:
+                    result.diverging_epoch.epoch, result.diverging_epoch.end_offset = read.diverging
+                    failed = True  # answer at once: the follower must truncate before anything else
                 total += len(read.records)
                 budget -= len(read.records)
             except Exception as exc:

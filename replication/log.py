@@ -10,9 +10,9 @@ same suite against each):
 - Batches are contiguous: each batch's base offset equals the previous batch's
   last offset + 1; ``append`` refuses anything else with ``LogAppendError``.
 - ``log_start_offset <= log_end_offset``; both only move by ``append``,
-  ``truncate_to`` (end, backwards) and ``delete_before``/retention (start,
-  forwards). Offsets below the start are gone; the start is always a batch
-  boundary or the end.
+  ``truncate_to`` (end, backwards), ``delete_before``/retention (start,
+  forwards) and ``reset_to`` (both, to any offset). Offsets below the start
+  are gone; the start is always a batch boundary or the end.
 - ``append`` is atomic: after a crash, a reopened log holds every batch whose
   ``append`` returned, and for one that did not return, all of it or none.
   With ``sync=True`` it also survives power loss (the write is fsynced).
@@ -22,6 +22,36 @@ same suite against each):
 - Retention and ``delete_before`` remove whole batches from the front only.
   They may remove every batch; then ``log_start_offset == log_end_offset`` and
   the end offset is kept (it is state, not derived from the last batch).
+- ``reset_to(offset)`` drops every batch and starts an empty log at
+  ``offset`` (start == end == offset), wherever that is: a follower whose
+  leader's log starts beyond the follower's end (Kafka's
+  ``truncateFullyAndStartAt``).
+
+Leader-epoch cache (KIP-101, KIP-279; the rules are in
+``replication/epoch_cache.py``). The log maintains it from the batches it
+stores, so it always describes exactly the batches in the log:
+- ``append`` reads each batch's partition leader epoch (header bytes 12..16).
+  A batch whose epoch is greater than ``latest_epoch`` records ``(epoch, base
+  offset)``; one whose epoch is lower is refused with ``LogAppendError`` (a
+  stale leader's write is never stored after a newer epoch); equal adds
+  nothing. Epoch -1 (no epoch) is accepted only while the cache is empty.
+- ``assign_epoch(epoch, start_offset)``: a new leader records its epoch at its
+  log end offset at election, before appending anything (KIP-279); appends of
+  batches with that epoch then add nothing. It is synced.
+- ``truncate_to`` forgets epochs starting at or after the new end;
+  ``delete_before``/retention move the first kept epoch's start to the new log
+  start (when every batch goes, the latest epoch stays, at the end); ``reset_to``
+  clears the cache.
+- The cache is written atomically with the batches it describes, so after a
+  crash it never disagrees with the records.
+- ``end_offset_for_epoch(epoch)`` is the OffsetsForLeaderEpoch answer.
+
+High-watermark checkpoint: ``checkpoint_high_watermark(hw)`` stores ``hw``
+clamped to ``[log_start_offset, log_end_offset]`` (an unsynced write: it is a
+hint, recovered on open and clamped again). ``truncate_to`` below it lowers it
+to the new end; ``delete_before``/retention past it raise it to the new start;
+``reset_to`` sets it to the new offset. So ``start <= high_watermark <= end``
+always holds.
 """
 
 from __future__ import annotations
@@ -29,6 +59,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
+
+from replication.epoch_cache import UNDEFINED_EPOCH, UNDEFINED_OFFSET
+
+__all__ = [
+    "UNDEFINED_EPOCH",
+    "UNDEFINED_OFFSET",
+    "LogAppendError",
+    "LogOffsetError",
+    "PartitionLog",
+    "RetentionPolicy",
+]
 
 
 class LogAppendError(ValueError):
@@ -93,8 +134,53 @@ class PartitionLog(Protocol):
         ...
 
     def apply_retention(self, policy: RetentionPolicy, now_ms: int) -> int:
-        """Drop whole batches from the front that are older than ``retention_ms``
-        (by max timestamp) or beyond ``retention_bytes``; return bytes removed."""
+        """Drop whole batches from the front; return the bytes removed.
+
+        Time first: drop while the oldest batch's max timestamp is more than
+        ``retention_ms`` before ``now_ms`` (stop at the first unexpired one).
+        Then size, Kafka's rule: drop the oldest batch only while the size
+        AFTER dropping it stays >= ``retention_bytes`` (the log never shrinks
+        below ``retention_bytes`` by size retention)."""
+        ...
+
+    def reset_to(self, offset: int) -> None:
+        """Drop every batch and the epoch cache; start an empty log at ``offset``."""
+        ...
+
+    # -- leader-epoch cache -------------------------------------------------
+
+    @property
+    def latest_epoch(self) -> int:
+        """The latest cached leader epoch, or -1 when the cache is empty."""
+        ...
+
+    def epoch_entries(self) -> list[tuple[int, int]]:
+        """The cache as ``(epoch, start_offset)`` pairs, oldest first."""
+        ...
+
+    def assign_epoch(self, epoch: int, start_offset: int) -> None:
+        """A new leader's epoch, starting at ``start_offset`` == the log end offset.
+
+        A no-op when ``epoch`` is the latest epoch; ``LogAppendError`` when it is
+        lower or ``start_offset`` is not the log end offset. Synced.
+        """
+        ...
+
+    def end_offset_for_epoch(self, epoch: int) -> tuple[int, int]:
+        """(largest cached epoch <= ``epoch``, its end offset): the start offset
+        of the next cached epoch, or the log end offset for the latest. (-1, -1)
+        when ``epoch`` is below every cached epoch."""
+        ...
+
+    # -- high-watermark checkpoint -------------------------------------------
+
+    @property
+    def high_watermark(self) -> int:
+        """The checkpointed high watermark, within ``[log_start_offset, log_end_offset]``."""
+        ...
+
+    def checkpoint_high_watermark(self, hw: int) -> None:
+        """Store ``hw`` (clamped to the log's range); unsynced."""
         ...
 
     def close(self) -> None: ...

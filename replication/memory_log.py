@@ -12,15 +12,21 @@ plus the start, the end and the byte total. Reads and truncation bisect the
 base offsets; ``batch_for_timestamp`` scans forward (fine for tests, where
 logs are small; the RocksDB log has a real time index).
 
-Crash model (DESIGN.md §7, "a memory log that loses unsynced data on
-crash"): ``append(sync=False)`` is durable only once a later synced write
-happens, as with RocksDB's WAL, where one fsync covers every earlier write.
-Truncation, ``delete_before`` and retention are always synced (they are rare
-and must not be undone by a crash). So the only thing a crash can lose is a
-suffix of unsynced appends: ``crash()`` truncates the log back to the end
-offset of the last synced write.
+The leader-epoch cache is an ``EpochCache`` (replication/epoch_cache.py)
+changed by the same calls, and the high-watermark checkpoint a plain int.
 
-``check_append`` holds the append validation both implementations share.
+Crash model (DESIGN.md §7, "a memory log that loses unsynced data on
+crash"): ``append(sync=False)`` and ``checkpoint_high_watermark`` are durable
+only once a later synced write happens, as with RocksDB's WAL, where one
+fsync covers every earlier write. Truncation, ``delete_before``, retention,
+``reset_to`` and ``assign_epoch`` are always synced (they are rare and must
+not be undone by a crash). Every synced write snapshots the durable state
+(end offset, epoch cache, high watermark); ``crash()`` goes back to it, which
+can only drop a suffix of unsynced appends (and the epochs they started) and
+checkpoints made since.
+
+``check_append`` and ``check_epochs`` hold the append validation both
+implementations share.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import bisect
 from collections.abc import Sequence
 
 from ketch.recordbatch import BatchError, BatchHeader, parse_header
+from replication.epoch_cache import EpochCache
 from replication.log import LogAppendError, LogOffsetError, RetentionPolicy
 
 
@@ -61,6 +68,37 @@ def check_append(batches: Sequence[bytes], end: int) -> list[tuple[bytes, BatchH
     return out
 
 
+def check_epochs(checked: Sequence[tuple[bytes, BatchHeader]], cache: EpochCache) -> EpochCache | None:
+    """The epoch cache after appending ``checked``, or None when unchanged.
+
+    A batch whose leader epoch is lower than the latest epoch (cached, or of
+    an earlier batch in ``checked``) is ``LogAppendError``; ``cache`` itself
+    is never changed.
+    """
+    out: EpochCache | None = None
+    for _, header in checked:
+        latest = (out or cache).latest_epoch
+        if header.leader_epoch < latest:
+            raise LogAppendError(
+                f"batch at offset {header.base_offset} has leader epoch {header.leader_epoch}, "
+                f"below the log's latest epoch {latest}"
+            )
+        if header.leader_epoch > latest:
+            out = out or cache.copy()
+            out.add(header.leader_epoch, header.base_offset)
+    return out
+
+
+def check_assign(cache: EpochCache, epoch: int, start_offset: int, end: int) -> bool:
+    """Whether ``assign_epoch(epoch, start_offset)`` changes the cache of a log
+    ending at ``end``; ``LogAppendError`` if it may not happen at all."""
+    if epoch < cache.latest_epoch or epoch < 0:
+        raise LogAppendError(f"leader epoch {epoch} is below the log's latest epoch {cache.latest_epoch}")
+    if start_offset != end:
+        raise LogAppendError(f"leader epoch {epoch} must start at the log end offset {end}, not {start_offset}")
+    return epoch > cache.latest_epoch
+
+
 class MemoryPartitionLog:
     """A ``PartitionLog`` held in Python lists; see the module docstring."""
 
@@ -71,7 +109,11 @@ class MemoryPartitionLog:
         self._start = 0
         self._end = 0
         self._size = 0
+        self._epochs = EpochCache()
+        self._hw = 0
         self._synced_end = 0
+        self._synced_epochs = EpochCache()
+        self._synced_hw = 0
         self._closed = False
 
     @property
@@ -91,9 +133,46 @@ class MemoryPartitionLog:
         """Where the log would end after ``crash()``."""
         return self._synced_end
 
+    @property
+    def latest_epoch(self) -> int:
+        return self._epochs.latest_epoch
+
+    def epoch_entries(self) -> list[tuple[int, int]]:
+        return self._epochs.entries()
+
+    def end_offset_for_epoch(self, epoch: int) -> tuple[int, int]:
+        return self._epochs.end_offset_for(epoch, self._end)
+
+    @property
+    def high_watermark(self) -> int:
+        return self._hw
+
+    def checkpoint_high_watermark(self, hw: int) -> None:
+        self._check_open()
+        self._hw = min(max(hw, self._start), self._end)
+
+    def assign_epoch(self, epoch: int, start_offset: int) -> None:
+        self._check_open()
+        if check_assign(self._epochs, epoch, start_offset, self._end):
+            self._epochs.add(epoch, start_offset)
+            self._mark_synced()
+
+    def reset_to(self, offset: int) -> None:
+        self._check_open()
+        if offset < 0:
+            raise LogOffsetError(offset, 0, 2**63 - 1)
+        self._bases, self._batches, self._max_ts = [], [], []
+        self._start = self._end = self._hw = offset
+        self._size = 0
+        self._epochs.clear()
+        self._mark_synced()
+
     def append(self, batches: Sequence[bytes], *, sync: bool = False) -> None:
         self._check_open()
         checked = check_append(batches, self._end)
+        epochs = check_epochs(checked, self._epochs)
+        if epochs is not None:
+            self._epochs = epochs
         for batch, header in checked:
             self._bases.append(header.base_offset)
             self._batches.append(batch)
@@ -101,7 +180,7 @@ class MemoryPartitionLog:
             self._size += len(batch)
             self._end = header.next_offset
         if sync:
-            self._synced_end = self._end
+            self._mark_synced()
 
     def read(self, offset: int, max_bytes: int) -> bytes:
         self._check_open()
@@ -127,7 +206,9 @@ class MemoryPartitionLog:
         self._size -= sum(len(b) for b in self._batches[i:])
         self._end = self._bases[i]
         del self._bases[i:], self._batches[i:], self._max_ts[i:]
-        self._synced_end = self._end
+        self._epochs.truncate_from_end(self._end)
+        self._hw = min(self._hw, self._end)
+        self._mark_synced()
 
     def delete_before(self, offset: int) -> None:
         self._check_open()
@@ -140,7 +221,6 @@ class MemoryPartitionLog:
         self._drop_front(n)
 
     def apply_retention(self, policy: RetentionPolicy, now_ms: int) -> int:
-        """Time first (stop at the first unexpired batch), then size."""
         self._check_open()
         before = self._size
         n = 0
@@ -149,7 +229,7 @@ class MemoryPartitionLog:
                 n += 1
         if policy.retention_bytes >= 0:
             size = self._size - sum(len(b) for b in self._batches[:n])
-            while n < len(self._bases) and size > policy.retention_bytes:
+            while n < len(self._bases) and size - len(self._batches[n]) >= policy.retention_bytes:
                 size -= len(self._batches[n])
                 n += 1
         self._drop_front(n)
@@ -163,10 +243,15 @@ class MemoryPartitionLog:
         return None
 
     def crash(self) -> None:
-        """Lose what a power cut would: the appends after the last synced write."""
+        """Lose what a power cut would: every unsynced write since the last synced one."""
         self._check_open()
         if self._synced_end < self._end:
-            self.truncate_to(self._synced_end)
+            i = bisect.bisect_left(self._bases, self._synced_end)
+            self._size -= sum(len(b) for b in self._batches[i:])
+            del self._bases[i:], self._batches[i:], self._max_ts[i:]
+            self._end = self._synced_end
+        self._epochs = self._synced_epochs.copy()
+        self._hw = min(max(self._synced_hw, self._start), self._end)
 
     def close(self) -> None:
         self._closed = True
@@ -180,7 +265,14 @@ class MemoryPartitionLog:
         self._size -= sum(len(b) for b in self._batches[:n])
         del self._bases[:n], self._batches[:n], self._max_ts[:n]
         self._start = self._bases[0] if self._bases else self._end
+        self._epochs.truncate_from_start(self._start)
+        self._hw = max(self._hw, self._start)
+        self._mark_synced()
+
+    def _mark_synced(self) -> None:
         self._synced_end = self._end
+        self._synced_epochs = self._epochs.copy()
+        self._synced_hw = self._hw
 
     def _check_range(self, offset: int) -> None:
         if not self._start <= offset <= self._end:

@@ -1,27 +1,35 @@
-"""One partition replica: the leader's produce and fetch rules over a PartitionLog.
+"""One partition replica on this broker: leader or follower, over a PartitionLog.
 
-Until follower replication lands (issue "Replication"), every partition has a
-single replica, this node, which is its leader with leader epoch 0 and an ISR
-of itself; the high watermark therefore equals the log end offset. The rules
-below already hold for a replicated leader:
+The replica manager (node/broker.py) sets the role from the metadata image:
+``become_leader`` (with replicas, ISR, leader and partition epoch) or
+``become_follower``. A replica that is not the leader never accepts a
+produce, whatever its history: the deposed leader stops at once.
 
-Produce (``append``):
+Produce (``append``, leader only):
 - The request's bytes must split into whole, valid RecordBatch v2 batches
   (ketch.recordbatch.split_batches): otherwise CORRUPT_MESSAGE /
   INVALID_RECORD / UNSUPPORTED_VERSION and nothing is stored.
 - Any batch larger than the topic's ``max.message.bytes`` refuses the whole
   request with MESSAGE_TOO_LARGE, naming both sizes; nothing is stored.
-- acks=all needs at least ``min.insync.replicas`` replicas in the ISR, else
-  NOT_ENOUGH_REPLICAS before anything is appended.
+- acks=all needs at least ``min.insync.replicas`` members in the committed
+  ISR, else NOT_ENOUGH_REPLICAS before anything is appended.
 - The leader assigns base offsets (continuing the log end offset) and its
   leader epoch in each header, in place, and appends all batches in one
   atomic log write. Records are never decoded.
 
+High watermark: the leader's comes from LeaderState (the smallest log end
+offset over the maximal ISR); a follower's is min(leader's, its own log
+end). It is checkpointed in the log's state and never moves backwards.
+
 Fetch (``read``):
 - A fetch offset outside ``[log_start_offset, log_end_offset]`` is
   OFFSET_OUT_OF_RANGE, naming the valid range.
-- Only batches that lie wholly below the high watermark are returned; the
-  first batch may start before the fetch offset (the client skips records).
+- Consumers get only batches wholly below the high watermark; followers get
+  everything up to the log end. The first batch may start before the fetch
+  offset (the reader skips records).
+- A follower's fetch carries its last fetched epoch: if that epoch ends
+  earlier on this leader (or is unknown here), the answer is the diverging
+  epoch and its end offset instead of records (KIP-320).
 
 Everything here is synchronous and free of I/O other than the injected log,
 so the node driver decides where (event loop or thread) each call runs.
@@ -35,6 +43,7 @@ from aiokafka.record.default_records import DefaultRecordBatch
 
 from ketch import recordbatch
 from ketch.errors import ErrorCode, KetchError, OffsetOutOfRangeError
+from replication.leader_state import LeaderState
 from replication.log import PartitionLog
 
 
@@ -51,6 +60,7 @@ class ReadResult:
     records: bytes
     high_watermark: int
     log_start_offset: int
+    diverging: tuple[int, int] | None = None  # (epoch, end offset) for a divergent follower
 
 
 class Partition:
@@ -59,16 +69,103 @@ class Partition:
         self.index = index
         self.log = log
         self.leader_epoch = leader_epoch
-        self.isr_size = 1
-        self.is_leader = True  # set from the metadata image by the replica manager (node/broker.py)
+        self.leader_id = -1
+        self.leader: LeaderState | None = None
+        self._follower_hw = log.high_watermark
+
+    # -- roles ----------------------------------------------------------------
+
+    @property
+    def is_leader(self) -> bool:
+        return self.leader is not None
+
+    @property
+    def isr_size(self) -> int:
+        return len(self.leader.isr) if self.leader is not None else 0
+
+    def become_leader(
+        self,
+        local_id: int,
+        replicas: tuple[int, ...],
+        isr: tuple[int, ...],
+        leader_epoch: int,
+        partition_epoch: int,
+        *,
+        lag_time_max_ms: int,
+        now_ms: int,
+    ) -> None:
+        """Lead ``leader_epoch`` (or take a new ISR within the epoch already led)."""
+        if self.leader is not None and self.leader_epoch == leader_epoch:
+            if self.leader.on_isr_committed(isr, partition_epoch):
+                self.log.checkpoint_high_watermark(self.leader.high_watermark)
+            return
+        end = self.log.log_end_offset
+        if self.log.latest_epoch < leader_epoch:
+            self.log.assign_epoch(leader_epoch, end)  # KIP-279: the epoch starts at this leader's end
+        self.leader_epoch = leader_epoch
+        self.leader_id = local_id
+        self.leader = LeaderState.start(
+            local_id,
+            replicas,
+            isr,
+            leader_epoch,
+            partition_epoch,
+            log_end_offset=end,
+            high_watermark=max(self.log.high_watermark, self._follower_hw),
+            lag_time_max_ms=lag_time_max_ms,
+            now_ms=now_ms,
+        )
+        if self.leader.on_local_append(end):  # e.g. a lone ISR member commits what it holds
+            self.log.checkpoint_high_watermark(self.leader.high_watermark)
+
+    def become_follower(self, leader_id: int, leader_epoch: int) -> None:
+        if self.leader is not None:
+            self._follower_hw = self.leader.high_watermark
+        self.leader = None
+        self.leader_id = leader_id
+        self.leader_epoch = leader_epoch
 
     @property
     def high_watermark(self) -> int:
-        return self.log.log_end_offset
+        return self.leader.high_watermark if self.leader is not None else self._follower_hw
+
+    def set_follower_high_watermark(self, hw: int) -> None:
+        new = max(self._follower_hw, min(hw, self.log.log_end_offset))
+        if new != self._follower_hw:
+            self._follower_hw = new
+            self.log.checkpoint_high_watermark(new)
+
+    def on_follower_fetch(self, broker_id: int, fetch_offset: int, now_ms: int) -> bool:
+        """Leader: record a follower's position; True if the high watermark moved."""
+        if self.leader is None or not self.leader.on_follower_fetch(broker_id, fetch_offset, now_ms):
+            return False
+        self.log.checkpoint_high_watermark(self.leader.high_watermark)
+        return True
+
+    def check_epoch(self, current_leader_epoch: int) -> None:
+        """A fetch or produce that names a leader epoch must name ours (KIP-320)."""
+        if current_leader_epoch < 0 or current_leader_epoch == self.leader_epoch:
+            return
+        if current_leader_epoch < self.leader_epoch:
+            raise KetchError(
+                f"{self.topic}-{self.index}: leader epoch {current_leader_epoch} is stale; "
+                f"the current one is {self.leader_epoch}",
+                code=ErrorCode.FENCED_LEADER_EPOCH,
+            )
+        raise KetchError(
+            f"{self.topic}-{self.index}: leader epoch {current_leader_epoch} is newer than this "
+            f"replica's {self.leader_epoch}",
+            code=ErrorCode.UNKNOWN_LEADER_EPOCH,
+        )
 
     def append(
         self, records: bytes, *, max_message_bytes: int, acks: int, min_insync_replicas: int, sync: bool
     ) -> AppendResult:
+        if self.leader is None:
+            raise KetchError(
+                f"this broker is not the leader of {self.topic}-{self.index} (leader: {self.leader_id})",
+                code=ErrorCode.NOT_LEADER_OR_FOLLOWER,
+            )
         if acks == -1 and self.isr_size < min_insync_replicas:
             raise KetchError(
                 f"{self.topic}-{self.index} has {self.isr_size} in-sync replica(s); "
@@ -92,19 +189,27 @@ class Partition:
             stored.append(recordbatch.assign(view, next_offset, self.leader_epoch))
             next_offset += header.records_count
         self.log.append(stored, sync=sync)
+        if self.leader.on_local_append(self.log.log_end_offset):
+            self.log.checkpoint_high_watermark(self.leader.high_watermark)
         return AppendResult(base, next_offset - 1, len(stored), len(records))
 
-    def read(self, offset: int, max_bytes: int) -> ReadResult:
+    def read(self, offset: int, max_bytes: int, *, follower_epoch: int | None = None) -> ReadResult:
+        """Consumers (``follower_epoch`` None) read below the HW; followers up to the log end."""
         log = self.log
         start, end = log.log_start_offset, log.log_end_offset
+        if follower_epoch is not None and follower_epoch >= 0:
+            epoch, epoch_end = log.end_offset_for_epoch(follower_epoch)
+            if epoch != follower_epoch or epoch_end < offset:
+                return ReadResult(b"", self.high_watermark, start, diverging=(epoch, epoch_end))
         if not start <= offset <= end:
             raise OffsetOutOfRangeError(
                 f"fetch offset {offset} is outside {self.topic}-{self.index}'s log [{start}, {end}]"
             )
         hw = self.high_watermark
-        data = log.read(offset, max_bytes) if offset < hw else b""
-        if data and hw < end:
-            data = _below(data, hw)
+        limit = end if follower_epoch is not None else hw
+        data = log.read(offset, max_bytes) if offset < limit else b""
+        if data and limit < end:
+            data = _below(data, limit)
         return ReadResult(data, hw, start)
 
     def offset_for_timestamp(self, timestamp_ms: int) -> tuple[int, int] | None:

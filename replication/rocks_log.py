@@ -9,20 +9,29 @@ Stored (key layout in ``replication/rocks_store.py``; integers big-endian):
             pid | b"maxts"  i64              running max timestamp over every batch below the
                                              end, including those removed from the front
             pid | b"floor"  i64              max timestamp of the batches removed from the front
+            pid | b"epochs" bytes            leader-epoch cache, ``EpochCache.encode()``:
+                                             (i32 epoch, u64 start offset) per entry
+            pid | b"hw"     u64              high-watermark checkpoint
     tindex  pid | running max ts u64 | base u64 -> b""
 
 A missing field reads as 0 (offsets, size) or ``NO_TIMESTAMP`` = -2**63
-(timestamps), so a partition that was never written is an empty log at 0.
+(timestamps), b"" (epochs: the empty cache), so a partition that was never
+written is an empty log at 0. Opening clamps ``hw`` to ``[start, end]``.
 
 Rules:
 - Every change writes the batches and the state that describes them (start,
-  end, size, time-index entries) in ONE WriteBatch, so a crash never leaves
-  state and records disagreeing. Opening reads the state fields back; it never
+  end, size, time-index entries, and the epoch cache and high watermark when
+  they change) in ONE WriteBatch, so a crash never leaves state and records
+  disagreeing. Opening reads the state fields back; it never
   scans the log. The cached state changes only after the write returns.
 - ``append(sync=True)`` fsyncs the WAL before returning; ``sync=False`` is
   still written to the WAL (survives kill -9, not a power cut). Truncation,
   ``delete_before`` and retention are rare and always synced: a truncated
-  divergent suffix must not come back after a crash.
+  divergent suffix must not come back after a crash. ``assign_epoch`` and
+  ``reset_to`` are synced too; ``checkpoint_high_watermark`` is not (a hint),
+  and writes only when the value changes.
+- ``reset_to`` deletes the partition's ``log`` and ``tindex`` ranges and
+  resets every state field (``maxts``/``floor`` to ``NO_TIMESTAMP``: a new log).
 - Ranges are removed with ``delete_range``; removing batches reads them once
   first (their sizes, and from the front their max timestamps for ``floor``).
 
@@ -63,8 +72,9 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from ketch.recordbatch import parse_header
+from replication.epoch_cache import EpochCache
 from replication.log import LogOffsetError, RetentionPolicy
-from replication.memory_log import check_append
+from replication.memory_log import check_append, check_assign, check_epochs
 
 if TYPE_CHECKING:
     from replication.rocks_store import NodeStore
@@ -79,6 +89,8 @@ _LOG_KEY = struct.Struct(">IQ")
 _TINDEX_KEY = struct.Struct(">IQQ")
 _OFFSET_FIELDS = (b"start", b"end", b"size")
 _TS_FIELDS = (b"maxts", b"floor")
+_EPOCHS = b"epochs"
+_HW = b"hw"
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
@@ -107,6 +119,12 @@ class RocksPartitionLog:
         stamps = [_I64.unpack(raw[f])[0] if raw[f] is not None else NO_TIMESTAMP for f in _TS_FIELDS]
         self._start, self._end, self._size = offsets
         self._maxts, self._floor = stamps
+        self._epochs = EpochCache.decode(state.get(self._prefix + _EPOCHS) or b"")
+        hw = state.get(self._prefix + _HW)
+        self._hw = min(max(_U64.unpack(hw)[0] if hw is not None else 0, self._start), self._end)
+        # Lock-free readers need the cache and the end as one pair; every change
+        # replaces the (never mutated) cache and republishes the pair.
+        self._view = (self._epochs, self._end)
 
     @property
     def log_start_offset(self) -> int:
@@ -120,6 +138,21 @@ class RocksPartitionLog:
     def size_bytes(self) -> int:
         return self._size
 
+    @property
+    def latest_epoch(self) -> int:
+        return self._view[0].latest_epoch
+
+    def epoch_entries(self) -> list[tuple[int, int]]:
+        return self._view[0].entries()
+
+    def end_offset_for_epoch(self, epoch: int) -> tuple[int, int]:
+        epochs, end = self._view
+        return epochs.end_offset_for(epoch, end)
+
+    @property
+    def high_watermark(self) -> int:
+        return self._hw
+
     # -- writes -----------------------------------------------------------
 
     @_locked
@@ -128,6 +161,7 @@ class RocksPartitionLog:
         checked = check_append(batches, self._end)
         if not checked:
             return
+        epochs = check_epochs(checked, self._epochs)
         wb, h = self._store.write_batch(), self._store.handle
         maxts, size = self._maxts, self._size
         for batch, header in checked:
@@ -138,8 +172,11 @@ class RocksPartitionLog:
                 wb.put(self._tindex_key(maxts, header.base_offset), b"", h["tindex"])
         end = checked[-1][1].next_offset
         self._put_state(wb, end=end, size=size, maxts=maxts)
+        if epochs is not None:
+            self._put_epochs(wb, epochs)
         self._store.write(wb, sync=sync)
         self._end, self._size, self._maxts = end, size, maxts
+        self._publish(epochs)
 
     @_locked
     def truncate_to(self, offset: int) -> None:
@@ -168,9 +205,14 @@ class RocksPartitionLog:
         del it
         wb.delete_range(keep_key, self._hi, h["tindex"])
         size = self._size - removed
-        self._put_state(wb, end=cut, size=size, maxts=maxts)
+        hw = min(self._hw, cut)
+        self._put_state(wb, end=cut, size=size, maxts=maxts, hw=hw)
+        epochs = self._epochs.copy()
+        if epochs.truncate_from_end(cut):
+            self._put_epochs(wb, epochs)
         self._store.write(wb, sync=True)
-        self._end, self._size, self._maxts = cut, size, maxts
+        self._end, self._size, self._maxts, self._hw = cut, size, maxts, hw
+        self._publish(epochs)
 
     @_locked
     def delete_before(self, offset: int) -> None:
@@ -189,8 +231,6 @@ class RocksPartitionLog:
 
     @_locked
     def apply_retention(self, policy: RetentionPolicy, now_ms: int) -> int:
-        """Time first (stop at the first unexpired batch), then size (drop the
-        oldest while the log is larger than ``retention_bytes``)."""
         self._check_open()
         by_time = policy.retention_ms >= 0
         new_start, removed, removed_max = self._end, 0, NO_TIMESTAMP
@@ -198,7 +238,8 @@ class RocksPartitionLog:
             header = parse_header(batch)
             if not (by_time and now_ms - header.max_timestamp > policy.retention_ms):
                 by_time = False
-                if not (policy.retention_bytes >= 0 and self._size - removed > policy.retention_bytes):
+                after = self._size - removed - len(batch)
+                if not (policy.retention_bytes >= 0 and after >= policy.retention_bytes):
                     new_start = base
                     break
             removed += len(batch)
@@ -216,9 +257,58 @@ class RocksPartitionLog:
         upper = self._prefix + _U64.pack(biased + 1) if biased + 1 < 2**64 else self._hi
         wb.delete_range(self._prefix, upper, h["tindex"])
         size = self._size - removed
-        self._put_state(wb, start=new_start, size=size, floor=floor)
+        hw = max(self._hw, new_start)
+        self._put_state(wb, start=new_start, size=size, floor=floor, hw=hw)
+        epochs = self._epochs.copy()
+        if epochs.truncate_from_start(new_start):
+            self._put_epochs(wb, epochs)
         self._store.write(wb, sync=True)
-        self._start, self._size, self._floor = new_start, size, floor
+        self._start, self._size, self._floor, self._hw = new_start, size, floor, hw
+        self._publish(epochs)
+
+    @_locked
+    def reset_to(self, offset: int) -> None:
+        self._check_open()
+        if not 0 <= offset < 2**63:
+            raise LogOffsetError(offset, 0, 2**63 - 1)
+        wb, h = self._store.write_batch(), self._store.handle
+        for cf in ("log", "tindex"):
+            wb.delete_range(self._prefix, self._hi, h[cf])
+        self._put_state(wb, start=offset, end=offset, size=0, hw=offset, maxts=NO_TIMESTAMP, floor=NO_TIMESTAMP)
+        epochs = EpochCache()
+        self._put_epochs(wb, epochs)
+        self._store.write(wb, sync=True)
+        self._start = self._end = self._hw = offset
+        self._size, self._maxts, self._floor = 0, NO_TIMESTAMP, NO_TIMESTAMP
+        self._publish(epochs)
+
+    @_locked
+    def assign_epoch(self, epoch: int, start_offset: int) -> None:
+        self._check_open()
+        if not check_assign(self._epochs, epoch, start_offset, self._end):
+            return
+        epochs = self._epochs.copy()
+        epochs.add(epoch, start_offset)
+        wb = self._store.write_batch()
+        self._put_epochs(wb, epochs)
+        self._store.write(wb, sync=True)
+        self._publish(epochs)
+
+    @_locked
+    def checkpoint_high_watermark(self, hw: int) -> None:
+        self._check_open()
+        hw = min(max(hw, self._start), self._end)
+        if hw != self._hw:
+            wb = self._store.write_batch()
+            self._put_state(wb, hw=hw)
+            self._store.write(wb, sync=False)
+            self._hw = hw
+
+    def _publish(self, epochs: EpochCache | None) -> None:
+        """After a write landed: the new cache (None: unchanged) and end for readers."""
+        if epochs is not None:
+            self._epochs = epochs
+        self._view = (self._epochs, self._end)
 
     # -- reads ------------------------------------------------------------
 
@@ -274,6 +364,9 @@ class RocksPartitionLog:
         if not self._closed:
             self._closed = True
             self._store.forget(self)
+
+    def _put_epochs(self, wb: Any, epochs: EpochCache) -> None:
+        wb.put(self._prefix + _EPOCHS, epochs.encode(), self._store.handle["state"])
 
     def _put_state(self, wb: Any, **fields: int) -> None:
         for name, value in fields.items():

@@ -14,9 +14,10 @@ numeric order and one partition's keys form one contiguous range):
     raft     index u64                             -> RaftEntry (controller Raft log)
     raftmeta b"hard" | b"snap"                     -> RaftHardState | RaftSnapshot
 
-The ``state`` fields are described in ``replication/rocks_log.py``; new
-per-partition fields (high-watermark checkpoint, leader-epoch cache, producer
-state) are new names under the same prefix. ``meta`` belongs to the node
+The ``state`` fields are described in ``replication/rocks_log.py`` (start,
+end, size, maxts, floor, the leader-epoch cache ``epochs`` and the
+high-watermark checkpoint ``hw``); new per-partition fields (producer state)
+are new names under the same prefix. ``meta`` belongs to the node
 layer (topic catalogue, cluster id), which uses ``meta_*``. ``raft`` and
 ``raftmeta`` belong to ``coordinator/raft_storage.py`` (the controller quorum's
 log, term, vote and snapshot), which writes them through ``write_batch``/``write``.

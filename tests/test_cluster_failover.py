@@ -131,3 +131,34 @@ def test_killed_broker_is_fenced_and_its_partitions_move_within_the_isr(cluster:
     alive = cluster.live_brokers(witness)
     assert victim not in alive
     print(f"\nbroker {victim} fenced; {len(led)} leaderships moved {moved_after:.2f}s after kill -9")
+
+
+def test_restarted_broker_rejoins_the_isr_and_takes_back_preferred_leadership(cluster: LocalCluster) -> None:
+    bootstrap = cluster.nodes[1].bootstrap
+    assert create_topic(bootstrap, "pref", partitions=3, rf=3) == 0
+    controller = cluster.active_controller()
+    victim = next(b for b in (1, 2, 3) if b != controller)
+    witness = next(b for b in (1, 2, 3) if b != victim)
+    cluster.nodes[victim].kill()
+    deadline = time.monotonic() + SESSION_MS / 1000 + 20
+    while any(p["leader"] == victim for p in describe_json(cluster, "pref", via=witness)["partitions"]):
+        assert time.monotonic() < deadline, "leadership did not move off the killed broker"
+        time.sleep(0.2)
+    cluster.nodes[victim].start()
+    deadline = time.monotonic() + 60
+    while not all(victim in p["isr"] for p in describe_json(cluster, "pref", via=witness)["partitions"]):
+        assert time.monotonic() < deadline, "the restarted broker did not rejoin every ISR"
+        time.sleep(0.2)
+    env = {**os.environ, "KETCH_BOOTSTRAP": cluster.bootstrap}
+    elected = subprocess.run(
+        [sys.executable, "-m", "ketch", "topic", "elect-leaders", "pref", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert elected.returncode == 0, elected.stderr
+    results = {r["partition"]: r["result"] for r in json.loads(elected.stdout)}
+    assert set(results.values()) <= {"NONE", "ELECTION_NOT_NEEDED"}
+    final = describe_json(cluster, "pref", via=witness)["partitions"]
+    assert all(p["leader"] == p["replicas"][0] for p in final), final

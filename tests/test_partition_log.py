@@ -21,7 +21,7 @@ from hypothesis.stateful import invariant, precondition, rule, run_state_machine
 from ketch.recordbatch import parse_header
 from replication.log import LogAppendError, LogOffsetError, PartitionLog, RetentionPolicy
 from replication.memory_log import MemoryPartitionLog
-from replication.rocks_store import NodeStore
+from replication.rocks_store import NodeStore, pid_prefix
 from tests.batches import make_batch, values
 
 
@@ -168,12 +168,16 @@ def test_retention_by_time_stops_at_first_unexpired_batch(env: Env) -> None:
     assert (env.log.log_start_offset, env.log.log_end_offset, env.log.size_bytes) == (5, 5, 0)
 
 
-def test_retention_by_size(env: Env) -> None:
+def test_retention_by_size_never_goes_below_retention_bytes(env: Env) -> None:
     b = fill(env.log, [1, 2, 3, 1])
     keep = len(b[2]) + len(b[3])
-    assert env.log.apply_retention(RetentionPolicy(retention_bytes=keep + 1), 0) == len(b[0]) + len(b[1])
+    # Kafka's rule: drop the oldest only while what is left stays >= retention.bytes.
+    assert env.log.apply_retention(RetentionPolicy(retention_bytes=keep + 1), 0) == len(b[0])
+    assert (env.log.log_start_offset, env.log.size_bytes) == (1, len(b[1]) + keep)
+    assert env.log.apply_retention(RetentionPolicy(retention_bytes=keep), 0) == len(b[1])
     assert (env.log.log_start_offset, env.log.size_bytes) == (3, keep)
     assert env.log.apply_retention(RetentionPolicy(retention_bytes=keep), 0) == 0
+    assert env.log.apply_retention(RetentionPolicy(retention_bytes=len(b[3]) + 1), 0) == 0
     both = RetentionPolicy(retention_ms=10**9, retention_bytes=0)
     assert env.log.apply_retention(both, 0) == keep
     assert (env.log.log_start_offset, env.log.log_end_offset) == (7, 7)
@@ -200,6 +204,142 @@ def test_batch_for_timestamp(env: Env) -> None:
     assert log.batch_for_timestamp(301) == late
     log.delete_before(4)  # only the batch at 350 is left
     assert [log.batch_for_timestamp(ts) for ts in (0, 350, 351)] == [late, late, None]
+
+
+def epoch_fill(log: PartitionLog, plan: list[tuple[int, int]]) -> list[bytes]:
+    """Append one batch per (count, leader epoch); return the batches."""
+    out = []
+    for count, epoch in plan:
+        out.append(make_batch(log.log_end_offset, count, leader_epoch=epoch))
+        log.append([out[-1]])
+    return out
+
+
+def test_epoch_cache_follows_appended_batches(env: Env) -> None:
+    log = env.log
+    assert (log.latest_epoch, log.epoch_entries(), log.end_offset_for_epoch(0)) == (-1, [], (-1, -1))
+    epoch_fill(log, [(2, -1), (1, 0), (2, 0), (3, 2), (1, 2), (2, 5)])  # no epoch, then 0 at 2, 2 at 5, 5 at 9
+    assert (log.latest_epoch, log.epoch_entries()) == (5, [(0, 2), (2, 5), (5, 9)])
+    answers = {-1: (-1, -1), 0: (0, 5), 1: (0, 5), 2: (2, 9), 4: (2, 9), 5: (5, 11), 9: (5, 11)}
+    for epoch, answer in answers.items():
+        assert log.end_offset_for_epoch(epoch) == answer, epoch
+    for stale in ([make_batch(11, leader_epoch=4)], [make_batch(11, leader_epoch=-1)]):
+        with pytest.raises(LogAppendError):  # a stale leader's batch is never stored
+            log.append(stale)
+    with pytest.raises(LogAppendError):  # nor a call whose epochs go down, even above the cache
+        log.append([make_batch(11, leader_epoch=7), make_batch(12, leader_epoch=6)])
+    assert (log.log_end_offset, log.latest_epoch) == (11, 5)
+    log.append([make_batch(11, leader_epoch=6), make_batch(12, leader_epoch=8)], sync=True)
+    env.reopen()
+    assert env.log.epoch_entries() == [(0, 2), (2, 5), (5, 9), (6, 11), (8, 12)]
+    assert env.log.end_offset_for_epoch(7) == (6, 12)
+
+
+def test_truncation_forgets_epochs_of_removed_batches(env: Env) -> None:
+    log = env.log
+    epoch_fill(log, [(2, 1), (2, 1), (2, 3), (2, 3), (2, 4)])  # 1 at 0, 3 at 4, 4 at 8
+    log.truncate_to(9)  # mid-batch: the end becomes 8, so epoch 4 is gone
+    assert (log.log_end_offset, log.epoch_entries()) == (8, [(1, 0), (3, 4)])
+    log.truncate_to(5)
+    assert (log.epoch_entries(), log.end_offset_for_epoch(3)) == ([(1, 0)], (1, 4))
+    epoch_fill(log, [(1, 2)])  # a new branch may start at an epoch below the removed ones
+    assert log.epoch_entries() == [(1, 0), (2, 4)]
+    env.reopen()
+    env.log.truncate_to(0)
+    assert (env.log.epoch_entries(), env.log.latest_epoch) == ([], -1)
+
+
+def test_assign_epoch(env: Env) -> None:
+    log = env.log
+    epoch_fill(log, [(2, 1)])
+    log.assign_epoch(3, 2)  # the new leader's epoch, at its log end offset
+    assert (log.epoch_entries(), log.end_offset_for_epoch(3), log.end_offset_for_epoch(2)) == (
+        [(1, 0), (3, 2)],
+        (3, 2),
+        (1, 2),
+    )
+    for bad in ((2, 2), (4, 1), (4, 3)):  # a lower epoch, or not at the end
+        with pytest.raises(LogAppendError):
+            log.assign_epoch(*bad)
+    log.assign_epoch(3, 2)  # the latest epoch again: nothing to do
+    log.assign_epoch(4, 2)  # epoch 3 wrote nothing: epoch 4 replaces it at the same offset
+    assert log.epoch_entries() == [(1, 0), (4, 2)]
+    epoch_fill(log, [(2, 4)])  # appends in the assigned epoch add no entry
+    log.truncate_to(4)  # at the end: a no-op, the assigned epoch stays
+    env.reopen()
+    log = env.log
+    assert (log.epoch_entries(), log.end_offset_for_epoch(4)) == ([(1, 0), (4, 2)], (4, 4))
+    with pytest.raises(LogAppendError):
+        log.append([make_batch(4, leader_epoch=3)])
+    log.assign_epoch(6, 4)
+    log.truncate_to(2)  # the assigned epoch and epoch 4's batch go
+    assert log.epoch_entries() == [(1, 0)]
+
+
+def test_front_removal_moves_the_first_epoch_to_the_new_start(env: Env) -> None:
+    log = env.log
+    epoch_fill(log, [(2, 1), (2, 1), (2, 3), (2, 4)])  # 1 at 0, 3 at 4, 4 at 6
+    log.delete_before(3)
+    assert (log.log_start_offset, log.epoch_entries()) == (2, [(1, 2), (3, 4), (4, 6)])
+    log.delete_before(4)
+    assert log.epoch_entries() == [(3, 4), (4, 6)]
+    assert log.end_offset_for_epoch(1) == (-1, -1)  # below every cached epoch
+    log.apply_retention(RetentionPolicy(retention_bytes=0), 0)  # everything: the latest epoch stays
+    assert (log.log_start_offset, log.log_end_offset, log.epoch_entries()) == (8, 8, [(4, 8)])
+    env.reopen()
+    with pytest.raises(LogAppendError):
+        env.log.append([make_batch(8, leader_epoch=3)])
+    epoch_fill(env.log, [(1, 4), (1, 5)])
+    assert env.log.epoch_entries() == [(4, 8), (5, 9)]
+
+
+def test_high_watermark_checkpoint(env: Env) -> None:
+    log = env.log
+    assert log.high_watermark == 0
+    fill(log, [2, 2, 2, 2])
+    log.checkpoint_high_watermark(5)
+    env.reopen()
+    assert env.log.high_watermark == 5
+    env.log.checkpoint_high_watermark(100)  # clamped to the log
+    assert env.log.high_watermark == 8
+    env.log.truncate_to(5)  # truncation below lowers it (to the batch boundary 4)
+    assert env.log.high_watermark == 4
+    env.log.checkpoint_high_watermark(1)
+    env.log.delete_before(2)  # the start passing it raises it
+    assert env.log.high_watermark == 2
+    env.log.checkpoint_high_watermark(-5)
+    env.reopen()
+    assert (env.log.log_start_offset, env.log.high_watermark) == (2, 2)
+
+
+def test_rocks_clamps_a_stale_high_watermark_on_open(tmp_path: Path) -> None:
+    with NodeStore.open(str(tmp_path)) as store:
+        fill(store.partition_log(2), [3])
+        store.cf["state"][pid_prefix(2) + b"hw"] = (10).to_bytes(8, "big")
+    with NodeStore.open(str(tmp_path)) as store:
+        assert store.partition_log(2).high_watermark == 3
+
+
+def test_reset_to(env: Env) -> None:
+    log = env.log
+    fill(log, [2, 3], stamps=[500, 600])
+    log.assign_epoch(4, 5)
+    log.checkpoint_high_watermark(4)
+    log.reset_to(100)  # the leader's log starts beyond ours
+    assert (log.log_start_offset, log.log_end_offset, log.size_bytes, log.high_watermark) == (100, 100, 0, 100)
+    assert (log.epoch_entries(), log.read(100, 10), log.batch_for_timestamp(0)) == ([], b"", None)
+    env.reopen()
+    log = env.log
+    assert (log.log_start_offset, log.log_end_offset, log.latest_epoch) == (100, 100, -1)
+    with pytest.raises(LogOffsetError):
+        log.read(0, 10)
+    new = fill(log, [2], stamps=[10])  # earlier than every removed batch: the time index starts afresh
+    assert log.batch_for_timestamp(0) == new[0] and log.read(100, 1 << 20) == new[0]
+    epoch_fill(log, [(1, 2)])
+    log.reset_to(1)  # below the end works too
+    env.reopen()
+    assert (env.log.log_start_offset, env.log.log_end_offset, env.log.epoch_entries()) == (1, 1, [])
+    assert env.log.read(1, 100) == b""
 
 
 def test_reopen_keeps_everything(tmp_path: Path) -> None:
@@ -255,6 +395,20 @@ def test_meta_catalogue(tmp_path: Path) -> None:
         assert store.meta_items(b"") == [(b"topic/a", b"1"), (b"topic/c", b"3")]
 
 
+def test_memory_crash_restores_the_last_synced_state() -> None:
+    log = MemoryPartitionLog()
+    epoch_fill(log, [(2, 1)])
+    log.assign_epoch(2, 2)  # synced, with the append before it
+    log.checkpoint_high_watermark(2)
+    epoch_fill(log, [(1, 2), (1, 3)])
+    log.checkpoint_high_watermark(4)
+    log.crash()  # the appends, the epoch 3 they started and the checkpoint are lost
+    assert (log.log_end_offset, log.epoch_entries(), log.high_watermark) == (2, [(1, 0), (2, 2)], 0)
+    log.truncate_to(0)
+    log.crash()
+    assert (log.log_end_offset, log.epoch_entries()) == (0, [])
+
+
 def test_memory_crash_loses_only_unsynced_appends() -> None:
     log = MemoryPartitionLog()
     b = fill(log, [2])
@@ -275,16 +429,36 @@ def test_memory_crash_loses_only_unsynced_appends() -> None:
 
 
 class Model:
-    """The spec as a list: (base, next offset, max timestamp, bytes) per batch."""
+    """The spec as lists: (base, next offset, max timestamp, bytes) per batch,
+    (epoch, start) per cached leader epoch, and the high watermark."""
 
     def __init__(self) -> None:
         self.batches: list[tuple[int, int, int, bytes]] = []
-        self.start = self.end = 0
+        self.start = self.end = self.hw = 0
+        self.epochs: list[tuple[int, int]] = []
+
+    @property
+    def latest(self) -> int:
+        return self.epochs[-1][0] if self.epochs else -1
+
+    def add_epoch(self, epoch: int, start: int) -> None:
+        self.epochs = [(e, s) for e, s in self.epochs if e < epoch and s < start] + [(epoch, start)]
+
+    def truncate(self, offset: int) -> None:
+        if offset < self.end:
+            kept = [b for b in self.batches if b[1] <= offset]
+            self.end = kept[-1][1] if kept else self.start
+            self.batches = kept
+            self.epochs = [(e, s) for e, s in self.epochs if s < self.end]
+            self.hw = min(self.hw, self.end)
 
     def drop_front(self, keep: int) -> int:
         removed = sum(len(b[3]) for b in self.batches[:keep])
         self.batches = self.batches[keep:]
         self.start = self.batches[0][0] if self.batches else self.end
+        covering = [e for e, s in self.epochs if s <= self.start][-1:]
+        self.epochs = [(e, self.start) for e in covering] + [(e, s) for e, s in self.epochs if s > self.start]
+        self.hw = max(self.hw, self.start)
         return removed
 
     def retention(self, policy: RetentionPolicy, now: int) -> int:
@@ -294,10 +468,17 @@ class Model:
                 break
             n += 1
         while policy.retention_bytes >= 0 and n < len(self.batches):
-            if sum(len(b[3]) for b in self.batches[n:]) <= policy.retention_bytes:
+            if sum(len(b[3]) for b in self.batches[n + 1 :]) < policy.retention_bytes:
                 break
             n += 1
         return self.drop_front(n)
+
+    def end_offset_for(self, epoch: int) -> tuple[int, int]:
+        below = [i for i, (e, _) in enumerate(self.epochs) if e <= epoch]
+        if not below:
+            return (-1, -1)
+        i = below[-1]
+        return (self.epochs[i][0], self.epochs[i + 1][1] if i + 1 < len(self.epochs) else self.end)
 
 
 class LogMachine(Machine):
@@ -317,25 +498,52 @@ class LogMachine(Machine):
         counts=st.lists(st.integers(1, 4), min_size=1, max_size=3),
         ts=st.integers(-3, 12),
         sync=st.booleans(),
+        steps=st.lists(st.sampled_from([0, 0, 1, 1, 1, 2, 0, -1]), min_size=3, max_size=3),
     )
-    def append(self, counts: list[int], ts: int, sync: bool) -> None:
-        batch_list = []
+    def append(self, counts: list[int], ts: int, sync: bool, steps: list[int]) -> None:
+        """Epochs: the latest plus a running sum of ``steps`` (-1: a stale leader)."""
+        m = self.model
+        batch_list, rows, end, epoch = [], [], m.end, m.latest
         for i, count in enumerate(counts):
-            batch = make_batch(self.model.end, count, timestamp_ms=ts + 3 * i, pad=ts % 7)
+            epoch += steps[i]
+            batch = make_batch(end, count, timestamp_ms=ts + 3 * i, pad=ts % 7, leader_epoch=epoch)
             batch_list.append(batch)
-            self.model.batches.append((self.model.end, self.model.end + count, ts + 3 * i, batch))
-            self.model.end += count
+            rows.append((end, end + count, ts + 3 * i, batch))
+            end += count
         self.changes += 1
+        if any(step < 0 for step in steps[: len(counts)]):
+            for e in self.envs:
+                with pytest.raises(LogAppendError):
+                    e.log.append(batch_list, sync=sync)
+            return
+        for row in rows:
+            epoch = parse_header(row[3]).leader_epoch
+            if epoch > m.latest:
+                m.add_epoch(epoch, row[0])
+        m.batches += rows
+        m.end = end
         for e in self.envs:
             e.log.append(batch_list, sync=sync)
+
+    @rule(step=st.integers(-1, 2), at_end=st.booleans())
+    def assign_epoch(self, step: int, at_end: bool) -> None:
+        m = self.model
+        epoch, start = m.latest + step, m.end if at_end else m.end - 1
+        self.changes += 1
+        if epoch < 0 or step < 0 or not at_end:
+            for e in self.envs:
+                with pytest.raises(LogAppendError):
+                    e.log.assign_epoch(epoch, start)
+            return
+        if step > 0:
+            m.add_epoch(epoch, start)
+        for e in self.envs:
+            e.log.assign_epoch(epoch, start)
 
     @rule(eighths=st.integers(0, 8))
     def truncate(self, eighths: int) -> None:
         offset = self.pick(eighths)
-        kept = [b for b in self.model.batches if b[1] <= offset]
-        if offset < self.model.end:
-            self.model.end = kept[-1][1] if kept else self.model.start
-            self.model.batches = kept
+        self.model.truncate(offset)
         self.changes += 1
         for e in self.envs:
             e.log.truncate_to(offset)
@@ -354,6 +562,23 @@ class LogMachine(Machine):
         removed = self.model.retention(policy, now)
         self.changes += 1
         assert [e.log.apply_retention(policy, now) for e in self.envs] == [removed, removed]
+
+    @rule(hw=st.integers(-2, 60))
+    def checkpoint_high_watermark(self, hw: int) -> None:
+        self.model.hw = min(max(hw, self.model.start), self.model.end)
+        self.changes += 1
+        for e in self.envs:
+            e.log.checkpoint_high_watermark(hw)
+
+    @rule(delta=st.integers(-3, 6))
+    def reset_to(self, delta: int) -> None:
+        m = self.model
+        offset = max(0, m.end + delta)
+        m.batches, m.epochs = [], []
+        m.start = m.end = m.hw = offset
+        self.changes += 1
+        for e in self.envs:
+            e.log.reset_to(offset)
 
     @precondition(lambda self: self.changes >= 4)
     @rule()
@@ -375,14 +600,32 @@ class LogMachine(Machine):
             for ts in range(-4, 30, 2):
                 want = [b[3] for b in m.batches if b[2] >= ts][:1]
                 assert log.batch_for_timestamp(ts) == (want[0] if want else None), (e.kind, ts)
+            assert (log.epoch_entries(), log.latest_epoch) == (m.epochs, m.latest), e.kind
+            for epoch in range(-2, m.latest + 3):
+                assert log.end_offset_for_epoch(epoch) == m.end_offset_for(epoch), (e.kind, epoch)
+            assert log.high_watermark == m.hw, e.kind
         for b in m.batches:
             assert parse_header(b[3]).base_offset == b[0]
+        check_epochs_describe_batches(m)
 
     def teardown(self) -> None:
         for e in self.envs:
             e.close()
 
 
+def check_epochs_describe_batches(m: Model) -> None:
+    """The cache is what the stored batches say: every batch carries the epoch of
+    the entry covering it (-1 before the first), every entry but an assigned
+    last one starts at a batch, and 0 <= start <= hw <= end."""
+    assert m.start <= m.hw <= m.end
+    bases = [b[0] for b in m.batches]
+    for i, (_, start) in enumerate(m.epochs):
+        assert start in bases or (i == len(m.epochs) - 1 and start == m.end), m.epochs
+    for base, _, _, batch in m.batches:
+        covering = [e for e, s in m.epochs if s <= base][-1:] or [-1]
+        assert parse_header(batch).leader_epoch == covering[0], (base, m.epochs)
+
+
 def test_model_agreement(tmp_path: Path) -> None:
     LogMachine.root = tmp_path
-    run_state_machine_as_test(LogMachine, settings=settings(max_examples=50, stateful_step_count=40, deadline=None))
+    run_state_machine_as_test(LogMachine, settings=settings(max_examples=50, stateful_step_count=60, deadline=None))

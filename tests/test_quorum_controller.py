@@ -105,7 +105,7 @@ def test_a_replaced_own_entry_resigns_and_replays_the_winner() -> None:
     asyncio.run(scenario())
 
 
-def test_follow_sends_a_snapshot_to_a_broker_behind_the_retained_log() -> None:
+def test_follow_sends_a_broker_that_is_behind_one_snapshot_then_live_entries() -> None:
     async def scenario() -> None:
         q = QuorumController(1, retain_entries=2)
         raft = ScriptedRaft()
@@ -117,9 +117,17 @@ def test_follow_sends_a_snapshot_to_a_broker_behind_the_retained_log() -> None:
         stream = q.follow(0)
         kind, image = await anext(stream)
         assert kind == "snapshot" and image.offset == 3 and sorted(image.brokers) == [1, 2, 3]
-        fresh = q.follow(1)
-        offsets = [(await anext(fresh))[1].offset for _ in range(2)]
-        assert offsets == [2, 3]
+        behind = q.follow(1)  # behind but within the retained log: still one snapshot, no history
+        kind, image = await anext(behind)
+        assert kind == "snapshot" and image.offset == 3
+        current = q.follow(3)
+        more = q.controller.register_broker(4, "i4", "h", 4, now_ms=0).records
+        waiting = asyncio.create_task(anext(current))
+        await asyncio.sleep(0)
+        raft.last = 4
+        deliver(q, raft, Entry(1, 4, encode_batch(more)))
+        kind, entry = await asyncio.wait_for(waiting, 5)
+        assert kind == "entry" and entry.offset == 4
         q.close()
 
     asyncio.run(scenario())

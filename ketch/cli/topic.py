@@ -41,7 +41,13 @@ def register(commands: Any) -> None:
     delete.add_argument("names", nargs="+")
     delete.set_defaults(handler=delete_topics)
 
-    for parser in (create, listing, describe, delete):
+    elect = sub.add_parser("elect-leaders", help="move leadership back to each partition's preferred (first) replica")
+    elect.add_argument("names", nargs="*", help="topics (default: every partition of every topic)")
+    elect.add_argument("--partition", type=int, help="only this partition of the given topic")
+    elect.add_argument("--json", action="store_true")
+    elect.set_defaults(handler=elect_leaders)
+
+    for parser in (create, listing, describe, delete, elect):
         bootstrap_arg(parser)
 
 
@@ -122,3 +128,48 @@ def delete_topics(args: argparse.Namespace) -> int:
     for name in args.names:
         print(f"deleted topic {name}")
     return 0
+
+
+def elect_leaders(args: argparse.Namespace) -> int:
+    """Preferred-leader election through the controller (kafka-leader-election.sh --election-type preferred)."""
+    import grpc
+
+    from ketch.api.v1 import controller_pb2 as cpb
+    from ketch.api.v1 import controller_pb2_grpc
+
+    request = cpb.ElectLeadersRequest()
+    if args.names:
+        from ketch import Admin
+
+        with Admin(bootstrap_servers=args.bootstrap) as admin:
+            for description in admin.describe_topics(args.names):
+                for p in description.partitions:
+                    if args.partition is None or p.partition == args.partition:
+                        request.partitions.add(topic=description.name, partition=p.partition)
+    addresses = [a.strip() for a in args.bootstrap.split(",") if a.strip()]
+    tried: set[str] = set()
+    while addresses:
+        address = addresses.pop(0)
+        if address in tried:
+            continue
+        tried.add(address)
+        with grpc.insecure_channel(address) as channel:
+            stub = controller_pb2_grpc.KetchControllerStub(channel)
+            response = stub.ElectLeaders(request, timeout=30)
+            if response.status.error_code == ErrorCode.NOT_CONTROLLER:
+                voters = stub.DescribeQuorum(cpb.DescribeQuorumRequest(), timeout=10).voters
+                leader = [v.address for v in voters if v.node_id == response.status.leader_id]
+                addresses = leader + [v.address for v in voters] + addresses
+                continue
+        if response.status.error_code:
+            raise KetchError(response.status.error_message, code=ErrorCode(response.status.error_code))
+        results = [
+            {"topic": r.topic, "partition": r.partition, "result": ErrorCode(r.error_code).name}
+            for r in response.results
+        ]
+        if args.json:
+            print(dump_json(results))
+        else:
+            print(table(("TOPIC", "PARTITION", "RESULT"), [(r["topic"], r["partition"], r["result"]) for r in results]))
+        return 0
+    raise KetchError(f"no active controller among {sorted(tried)}", code=ErrorCode.NOT_CONTROLLER)

@@ -1,0 +1,184 @@
+"""ReplicaFetcher: this broker's follower replicas copy their leaders' logs (Kafka's pull model).
+
+One fetch loop per leader broker, covering every partition this broker
+follows on it. Each round sends one long-poll Fetch (``replica_id``, broker
+epoch, and per partition the fetch offset = local log end, the leader epoch
+it believes current, and the epoch of its last batch) and applies the answer
+with the rules of replication/follower.py:
+
+- diverging epoch → truncate to where the epochs agree, then fetch again;
+- records → append the leader's bytes unchanged (skipping what is already
+  held; truncating first if the tail batch differs in shape);
+- OFFSET_OUT_OF_RANGE below the leader's log start → start an empty log there;
+- a leadership error (NOT_LEADER_OR_FOLLOWER, FENCED/UNKNOWN_LEADER_EPOCH) →
+  leave the partition alone until the metadata image moves it;
+- then the follower's high watermark = min(leader's, own log end).
+
+The fetch offset a follower sends is what tells the leader how far it has
+got (the leader's ISR and high watermark follow from it), so appending
+before the next fetch is the acknowledgement. Loops start and stop as the
+metadata image changes who leads what (``reconcile``); a transport error
+backs off briefly and retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import grpc
+
+from coordinator.metadata import TopicIdPartition
+from ketch.api.v1 import ketch_pb2 as pb
+from ketch.api.v1 import ketch_pb2_grpc
+from ketch.errors import ErrorCode
+from node.broker import Broker
+from replication.follower import divergence_truncation, plan_append
+from replication.partition import Partition
+
+log = logging.getLogger("ketch.node.fetcher")
+PARTITION_MAX_BYTES = 1 << 20
+CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 256 << 20), ("grpc.max_send_message_length", 64 << 20)]
+
+
+class ReplicaFetcher:
+    def __init__(
+        self,
+        broker: Broker,
+        broker_epoch: Callable[[], int],
+        on_progress: Callable[[str, int], None],
+        max_wait_ms: int = 500,
+    ) -> None:
+        self.broker = broker
+        self._broker_epoch = broker_epoch
+        self._on_progress = on_progress
+        self._max_wait_ms = max_wait_ms
+        self._loops: dict[int, asyncio.Task[None]] = {}
+
+    def _followed(self, leader_id: int) -> list[tuple[TopicIdPartition, Partition]]:
+        return [
+            (tp, part)
+            for tp, part in self.broker.replicas().items()
+            if not part.is_leader and part.leader_id == leader_id
+        ]
+
+    def reconcile(self) -> None:
+        """Start a loop for every leader this broker now follows; stop the others."""
+        leaders = {p.leader_id for p in self.broker.replicas().values() if not p.is_leader and p.leader_id >= 0}
+        for leader_id in leaders - set(self._loops):
+            self._loops[leader_id] = asyncio.create_task(self._run(leader_id), name=f"fetch-from-{leader_id}")
+        for leader_id in set(self._loops) - leaders:
+            self._loops.pop(leader_id).cancel()
+
+    async def stop(self) -> None:
+        tasks = list(self._loops.values())
+        self._loops.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _address(self, leader_id: int) -> str | None:
+        broker = self.broker.image.brokers.get(leader_id)
+        return f"{broker.host}:{broker.port}" if broker is not None else None
+
+    async def _run(self, leader_id: int) -> None:
+        channel: grpc.aio.Channel | None = None
+        address = None
+        try:
+            while True:
+                wanted = self._address(leader_id)
+                if wanted != address:
+                    if channel is not None:
+                        await channel.close()
+                    address = wanted
+                    channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) if address else None
+                followed = self._followed(leader_id)
+                if channel is None or not followed:
+                    await asyncio.sleep(0.1)
+                    continue
+                try:
+                    await self._round(ketch_pb2_grpc.KetchStub(channel), followed)
+                except grpc.aio.AioRpcError as exc:
+                    log.debug("fetch from leader %d failed: %s", leader_id, exc.code().name)
+                    await asyncio.sleep(0.2)
+        finally:
+            if channel is not None:
+                await channel.close()
+
+    async def _round(self, stub: ketch_pb2_grpc.KetchStub, followed: list[tuple[TopicIdPartition, Partition]]) -> None:
+        request = pb.FetchRequest(
+            max_wait_ms=self._max_wait_ms,
+            min_bytes=1,
+            max_bytes=64 << 20,
+            replica_id=self.broker.node_id,
+            replica_epoch=self._broker_epoch(),
+        )
+        sent: dict[tuple[str, int], tuple[Partition, int, int]] = {}
+        for _, part in followed:
+            log_ = part.log
+            item = request.partitions.add(
+                topic=part.topic,
+                partition=part.index,
+                fetch_offset=log_.log_end_offset,
+                partition_max_bytes=PARTITION_MAX_BYTES,
+                current_leader_epoch=part.leader_epoch,
+            )
+            if log_.latest_epoch >= 0:
+                item.last_fetched_epoch = log_.latest_epoch
+            sent[(part.topic, part.index)] = (part, part.leader_epoch, log_.log_end_offset)
+        response = await stub.Fetch(request, timeout=self._max_wait_ms / 1000 + 10)
+        idle = True
+        for result in response.partitions:
+            entry = sent.get((result.topic, result.partition))
+            if entry is None:
+                continue
+            part, epoch, offset = entry
+            if part.is_leader or part.leader_epoch != epoch or part.log.log_end_offset != offset:
+                continue  # the replica changed role or moved while the fetch was out
+            if self._apply(part, result):
+                idle = False
+        if idle and all(r.error_code for r in response.partitions):
+            await asyncio.sleep(0.1)  # only errors: don't spin
+
+    def _apply(self, part: Partition, result: pb.FetchPartitionResult) -> bool:
+        log_ = part.log
+        if result.error_code == ErrorCode.OFFSET_OUT_OF_RANGE and log_.log_end_offset < result.log_start_offset:
+            log.info(
+                "%s-%d: leader starts at %d, beyond our end; starting over there",
+                part.topic,
+                part.index,
+                result.log_start_offset,
+            )
+            log_.reset_to(result.log_start_offset)
+            return True
+        if result.error_code:
+            return False
+        if result.HasField("diverging_epoch"):
+            div = result.diverging_epoch
+            local = log_.end_offset_for_epoch(div.epoch) if div.epoch >= 0 else (-1, -1)
+            target = divergence_truncation(div.epoch, div.end_offset, local, log_.log_end_offset)
+            log.info(
+                "%s-%d: diverged at epoch %d (leader ends it at %d); truncating %d -> %d",
+                part.topic,
+                part.index,
+                div.epoch,
+                div.end_offset,
+                log_.log_end_offset,
+                target,
+            )
+            log_.truncate_to(max(target, log_.log_start_offset))
+            return True
+        changed = False
+        if result.records:
+            plan = plan_append(result.records, log_.log_end_offset)
+            if plan.truncate_to is not None:
+                log_.truncate_to(plan.truncate_to)
+            if plan.batches:
+                sync = self.broker.flush_on_append(part)
+                log_.append(plan.batches, sync=sync)
+                changed = True
+        part.set_follower_high_watermark(result.high_watermark)
+        if changed:
+            self._on_progress(part.topic, part.index)
+        return changed

@@ -1,0 +1,83 @@
+"""Follower rules: what a follower does with the leader's fetch response (pure).
+
+Kafka's pull model with leader epochs (KIP-101, KIP-279, KIP-320). A
+follower fetches from its log end offset and sends the epoch of its last
+batch (``last_fetched_epoch``). The leader compares that with its own
+leader-epoch cache:
+
+- if the follower's last epoch ends, on the leader, before the follower's
+  log end (or the leader never had that epoch), the response carries a
+  ``diverging_epoch`` (the largest leader epoch <= the follower's, and where
+  it ends on the leader) and no records;
+- otherwise it carries whole batches from the batch that holds the fetch
+  offset, and the leader's high watermark.
+
+Rules applied here:
+- Divergence: truncate to min(leader's end offset for that epoch, the
+  follower's own end offset for that epoch). Never to the follower's high
+  watermark — that could drop records the leader has committed but the
+  follower's stale HW does not cover, or keep records past the divergence.
+  Repeated rounds converge: each one moves the follower to an older epoch.
+- Records: batches wholly below the follower's log end are skipped; a batch
+  that starts below it and ends at or above it means the follower's tail
+  batch differs in shape from the leader's (after a truncation inside the
+  leader's batch): the follower truncates to that batch's base and takes the
+  leader's bytes — offsets below the divergence point hold the same records
+  on both sides, so nothing committed is lost.
+- Out of range below the leader's log start (the leader deleted what the
+  follower needs): start an empty log at the leader's log start.
+- The follower's high watermark is min(leader's high watermark, its own log
+  end offset) and never moves backwards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ketch import recordbatch
+
+
+@dataclass(frozen=True)
+class AppendPlan:
+    truncate_to: int | None
+    batches: list[bytes]
+    next_offset: int
+
+
+def divergence_truncation(
+    leader_epoch: int, leader_end_offset: int, local_end_for_epoch: tuple[int, int], local_log_end: int
+) -> int:
+    """Where a follower truncates on a diverging-epoch response.
+
+    ``local_end_for_epoch`` is the follower's own ``end_offset_for_epoch(leader_epoch)``.
+    """
+    local_epoch, local_end = local_end_for_epoch
+    if local_epoch == -1:
+        return min(leader_end_offset, local_log_end)
+    if local_epoch == leader_epoch:
+        return min(leader_end_offset, local_end, local_log_end)
+    # The follower's largest epoch <= leader_epoch is older: it ends at local_end on
+    # this side; the next round compares that epoch.
+    return min(local_end, leader_end_offset, local_log_end)
+
+
+def plan_append(records: bytes, local_log_end: int) -> AppendPlan:
+    """Batches to append (and a truncation first, if needed) for leader ``records``."""
+    batches: list[bytes] = []
+    truncate_to: int | None = None
+    next_offset = local_log_end
+    at = 0
+    for header in recordbatch.iter_headers(records):
+        raw = records[at : at + header.size]
+        at += header.size
+        if header.last_offset < next_offset:
+            continue  # already held
+        if header.base_offset < next_offset:
+            truncate_to = header.base_offset if truncate_to is None else min(truncate_to, header.base_offset)
+        batches.append(raw)
+        next_offset = header.next_offset
+    return AppendPlan(truncate_to, batches, next_offset)
+
+
+def follower_high_watermark(current: int, leader_hw: int, log_end: int) -> int:
+    return max(current, min(leader_hw, log_end))

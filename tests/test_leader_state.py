@@ -1,0 +1,93 @@
+"""LeaderState rules: high watermark over the maximal ISR, caught-up time, ISR proposals."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from replication.follower import divergence_truncation, follower_high_watermark, plan_append
+from replication.leader_state import LeaderState
+from tests.batches import make_batch
+
+
+def leader(isr: tuple[int, ...] = (1, 2, 3), end: int = 10, hw: int = 0, now: int = 0) -> LeaderState:
+    return LeaderState.start(1, (1, 2, 3), isr, 5, 7, end, hw, lag_time_max_ms=1000, now_ms=now)
+
+
+def test_high_watermark_waits_for_every_isr_member() -> None:
+    s = leader()
+    assert not s.on_follower_fetch(2, 10, 1)  # 3 has not fetched yet
+    assert s.high_watermark == 0
+    assert s.on_follower_fetch(3, 6, 2)
+    assert s.high_watermark == 6
+    assert s.on_local_append(20) is False  # followers at 10 and 6
+    assert s.on_follower_fetch(3, 20, 3) and s.high_watermark == 10
+
+
+def test_lagging_follower_is_proposed_for_removal_and_hw_then_advances() -> None:
+    s = leader(now=0)
+    s.on_follower_fetch(2, 10, 100)
+    s.on_follower_fetch(3, 4, 100)
+    assert s.high_watermark == 4
+    assert s.propose_isr_change(500) is None  # within replica.lag.time.max.ms
+    s.on_follower_fetch(2, 10, 1400)  # 2 keeps up, 3 stays behind
+    proposal = s.propose_isr_change(1500)
+    assert proposal is not None and proposal.new_isr == (1, 2) and proposal.partition_epoch == 7
+    assert s.maximal_isr == (1, 2, 3)  # a pending shrink still counts the member
+    assert s.high_watermark == 4
+    assert s.on_isr_committed((1, 2), 8)
+    assert s.high_watermark == 10
+
+
+def test_caught_up_replica_is_proposed_for_return_only_past_hw_and_epoch_start() -> None:
+    s = leader(isr=(1, 2), end=10, hw=10)
+    s.on_follower_fetch(2, 10, 1)
+    s.on_follower_fetch(3, 9, 1)
+    assert s.propose_isr_change(2) is None
+    s.on_follower_fetch(3, 10, 3)
+    proposal = s.propose_isr_change(4)
+    assert proposal is not None and proposal.new_isr == (1, 2, 3)
+    s.on_isr_rejected()
+    assert s.pending is None
+
+
+def test_follower_rules() -> None:
+    assert divergence_truncation(4, 30, (4, 50), 60) == 30
+    assert divergence_truncation(4, 30, (3, 20), 60) == 20
+    assert divergence_truncation(4, 30, (-1, -1), 25) == 25
+    records = make_batch(0, 3) + make_batch(3, 2) + make_batch(5, 4)
+    plan = plan_append(records, 5)
+    assert plan.truncate_to is None and len(plan.batches) == 1 and plan.next_offset == 9
+    plan = plan_append(records, 4)  # our tail batch ends inside the leader's [3, 5)
+    assert plan.truncate_to == 3 and plan.next_offset == 9
+    assert follower_high_watermark(5, 9, 7) == 7
+    assert follower_high_watermark(5, 3, 7) == 5
+
+
+@given(st.lists(st.tuples(st.sampled_from(["append", "f2", "f3", "tick", "commit"]), st.integers(0, 50)), max_size=60))
+def test_high_watermark_is_monotonic_and_bounded_by_every_maximal_isr_member(
+    steps: list[tuple[str, int]],
+) -> None:
+    s = leader(end=0)
+    now = 0
+    ends = {2: -1, 3: -1}
+    for op, n in steps:
+        now += 10
+        before = s.high_watermark
+        if op == "append":
+            s.on_local_append(s.log_end_offset + n)
+        elif op in ("f2", "f3"):
+            broker = int(op[1])
+            ends[broker] = min(max(ends[broker], 0) + n, s.log_end_offset)
+            s.on_follower_fetch(broker, ends[broker], now)
+        elif op == "tick":
+            now += n * 50
+            s.propose_isr_change(now)
+        elif op == "commit" and s.pending is not None:
+            s.on_isr_committed(s.pending.new_isr, s.partition_epoch + 1)
+        assert s.high_watermark >= before
+        assert s.high_watermark <= s.log_end_offset
+        for broker in s.maximal_isr:
+            if broker != 1:
+                assert s.high_watermark <= max(ends[broker], 0) or s.high_watermark == 0
+        assert 1 in s.isr

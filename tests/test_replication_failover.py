@@ -1,0 +1,185 @@
+"""acks=all across three real nodes while the partition leader is killed with -9, five times.
+
+A producer thread sends unique values with acks=all (replication factor 3,
+min.insync.replicas 2) and records each acknowledgement (value → offset).
+Five times the partition's leader is killed with SIGKILL; the test waits
+until writes are acknowledged again (the unavailability window), restarts
+the killed node and waits until it is back in the ISR, so at most one
+replica is ever down. At the end the whole partition is read back:
+
+- every acknowledged value is present, at the offset its acknowledgement
+  named (nothing acknowledged is lost or moved);
+- offsets are contiguous and values appear in send order;
+- a value may appear twice only as a retry duplicate (a send whose first
+  attempt was written but not acknowledged); those are counted and printed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ketch import Admin, Consumer, NewTopic, Producer, TopicPartition
+from ketch.errors import KetchError
+from node.cluster import LocalCluster
+
+KILLS = int(os.environ.get("KETCH_LEADER_KILLS", "5"))
+TOPIC = "durable"
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
+    c = LocalCluster(
+        tmp_path / "cluster",
+        3,
+        extra_args=[
+            "--broker-session-timeout-ms",
+            "2000",
+            "--broker-heartbeat-interval-ms",
+            "200",
+            "--replica-lag-time-max-ms",
+            "3000",
+            "--isr-check-interval-ms",
+            "200",
+            "--replica-fetch-max-wait-ms",
+            "200",
+        ],
+    )
+    try:
+        c.start()
+        c.wait_ready(60)
+        yield c
+    finally:
+        c.close()
+
+
+def describe(cluster: LocalCluster) -> dict[str, Any]:
+    for node in cluster.nodes.values():
+        if node.proc is None or node.proc.poll() is not None:
+            continue
+        env = {**os.environ, "KETCH_BOOTSTRAP": node.bootstrap}
+        out = subprocess.run(
+            [sys.executable, "-m", "ketch", "topic", "describe", TOPIC, "--json"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=30,
+        )
+        if out.returncode == 0:
+            partition: dict[str, Any] = json.loads(out.stdout)["partitions"][0]
+            return partition
+    raise AssertionError("no node could describe the topic")
+
+
+def wait_until(predicate: Any, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def test_acks_all_survives_five_leader_kills(cluster: LocalCluster) -> None:
+    with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+        admin.create_topics([NewTopic(TOPIC, 1, 3, configs={"min.insync.replicas": "2"})])
+    wait_until(lambda: len(describe(cluster)["isr"]) == 3, 30, "a full ISR")
+
+    acked: dict[bytes, int] = {}
+    ack_times: list[tuple[float, float]] = []  # (sent, acknowledged)
+    errors: list[str] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def produce() -> None:
+        with Producer(
+            bootstrap_servers=cluster.bootstrap,
+            acks="all",
+            linger_ms=2,
+            retry_backoff_ms=50,
+            request_timeout_ms=5000,
+            delivery_timeout_ms=60000,
+            max_in_flight_requests_per_connection=1,
+        ) as producer:
+            i = 0
+            while not stop.is_set():
+                value = b"v%07d" % i
+                i += 1
+                sent_at = time.monotonic()
+                future = producer.send(TOPIC, value, partition=0)
+                try:
+                    metadata = future.get(60)
+                except KetchError as exc:
+                    errors.append(str(exc))
+                    continue
+                with lock:
+                    acked[value] = metadata.offset
+                    ack_times.append((sent_at, time.monotonic()))
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    gaps: list[float] = []
+    kills: list[tuple[int, int, float]] = []  # (leader killed, acknowledged so far, time)
+    try:
+        wait_until(lambda: len(acked) > 200, 30, "first acknowledgements")
+        for _ in range(KILLS):
+            leader = describe(cluster)["leader"]
+            killed_at = time.monotonic()
+            cluster.nodes[leader].kill()
+            kills.append((leader, max(acked.values(), default=-1), killed_at))
+            # Unavailable until a record sent after the kill is acknowledged.
+            wait_until(lambda t=killed_at: bool(ack_times) and ack_times[-1][0] > t, 60, "writes after the kill")
+            with lock:
+                first_after = next(acked_at for sent, acked_at in ack_times if sent > killed_at)
+            gaps.append(first_after - killed_at)
+            cluster.nodes[leader].start()
+            wait_until(lambda: len(describe(cluster)["isr"]) == 3, 60, "the restarted node back in the ISR")
+            time.sleep(0.5)
+    finally:
+        stop.set()
+        thread.join(90)
+    assert not thread.is_alive()
+
+    tp = TopicPartition(TOPIC, 0)
+    with Consumer(bootstrap_servers=cluster.bootstrap, auto_offset_reset="earliest") as consumer:
+        consumer.assign([tp])
+        end = consumer.end_offsets([tp])[tp]
+        stored: list[tuple[int, bytes]] = []
+        deadline = time.monotonic() + 60
+        while len(stored) < end and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=500).values():
+                stored.extend((r.offset, r.value or b"") for r in records)
+    assert [o for o, _ in stored] == list(range(end)), "offsets are not contiguous"
+    by_offset = dict(stored)
+    lost = {v: o for v, o in acked.items() if by_offset.get(o) != v}
+    if lost:
+        for node_id, node in cluster.nodes.items():
+            interesting = [
+                line
+                for line in node.log_text().splitlines()
+                if any(k in line for k in ("truncat", "diverged", "ISR", "leads", "fenced", "starting over"))
+            ]
+            print(f"--- node {node_id}\n" + "\n".join(interesting[-40:]))
+        print("kill log:", kills)
+    assert not lost, f"{len(lost)} acknowledged records lost or moved, e.g. {sorted(lost.items())[:5]}"
+    seen: dict[bytes, int] = {}
+    for _, value in stored:
+        seen[value] = seen.get(value, 0) + 1
+    duplicates = sum(n - 1 for n in seen.values())
+    order = [v for v in dict.fromkeys(v for _, v in stored)]
+    assert order == sorted(order), "values out of send order"
+    p50 = statistics.median(gaps)
+    p99 = max(gaps)
+    print(
+        f"\nacks=all over {KILLS} leader kill -9s: {len(acked)} acknowledged, {end} stored, 0 lost, "
+        f"{duplicates} retry duplicates, {len(errors)} failed sends; "
+        f"unavailability p50 {p50:.2f}s p99 {p99:.2f}s (gaps {[round(g, 2) for g in gaps]})"
+    )
