@@ -55,6 +55,7 @@ from node.broker import Broker
 from node.config import ConfigError, NodeConfig
 from node.controller_client import ControllerClient, parse_voters
 from node.fetch_waiters import FetchWaiters
+from node.group_commit import GroupCommit
 from node.isr_manager import IsrManager
 from node.lifecycle import BrokerLifecycle
 from node.metadata_follower import MetadataFollower
@@ -158,12 +159,14 @@ async def serve(config: NodeConfig) -> None:
     lifecycle: BrokerLifecycle | None = None
     fetcher: ReplicaFetcher | None = None
     isr: IsrManager | None = None
+    group_commit = GroupCommit(store.sync_wal)
     if config.is_broker:
         broker = Broker(config, store, on_partition_change=lambda topic, index: waiters.notify((topic, index)))
         fetcher = ReplicaFetcher(
             broker,
             lambda: lifecycle.broker_epoch if lifecycle is not None else -1,
             on_progress=lambda topic, index: waiters.notify((topic, index)),
+            group_commit=group_commit,
             max_wait_ms=config.replica_fetch_max_wait_ms,
         )
 
@@ -182,7 +185,7 @@ async def serve(config: NodeConfig) -> None:
         )
     metrics = NodeMetrics(broker.partitions if broker else list, quorum=quorum, isr=isr)
     if broker is not None and follower is not None:
-        service = KetchService(broker, admin, metrics, waiters, _cluster_id(config, store))
+        service = KetchService(broker, admin, metrics, waiters, _cluster_id(config, store), group_commit)
         ketch_pb2_grpc.add_KetchServicer_to_server(service, server)
 
     await server.start()

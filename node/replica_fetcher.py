@@ -16,7 +16,9 @@ with the rules of replication/follower.py:
 
 The fetch offset a follower sends is what tells the leader how far it has
 got (the leader's ISR and high watermark follow from it), so appending
-before the next fetch is the acknowledgement. Loops start and stop as the
+before the next fetch is the acknowledgement; for ``flush.messages=1``
+topics the appends of a round are fsynced (one group commit) before the
+next fetch goes out. Loops start and stop as the
 metadata image changes who leads what (``reconcile``); a transport error
 backs off briefly and retries.
 """
@@ -34,6 +36,7 @@ from ketch.api.v1 import ketch_pb2 as pb
 from ketch.api.v1 import ketch_pb2_grpc
 from ketch.errors import ErrorCode
 from node.broker import Broker
+from node.group_commit import GroupCommit
 from replication.follower import divergence_truncation, plan_append
 from replication.partition import Partition
 
@@ -48,9 +51,12 @@ class ReplicaFetcher:
         broker: Broker,
         broker_epoch: Callable[[], int],
         on_progress: Callable[[str, int], None],
+        group_commit: GroupCommit,
         max_wait_ms: int = 500,
     ) -> None:
         self.broker = broker
+        self._group_commit = group_commit
+        self._needs_sync = False
         self._broker_epoch = broker_epoch
         self._on_progress = on_progress
         self._max_wait_ms = max_wait_ms
@@ -138,6 +144,9 @@ class ReplicaFetcher:
                 continue  # the replica changed role or moved while the fetch was out
             if self._apply(part, result):
                 idle = False
+        if self._needs_sync:  # flush.messages=1 topics: durable before the next fetch acknowledges it
+            self._needs_sync = False
+            await self._group_commit.flush()
         if idle and all(r.error_code for r in response.partitions):
             await asyncio.sleep(0.1)  # only errors: don't spin
 
@@ -175,8 +184,8 @@ class ReplicaFetcher:
             if plan.truncate_to is not None:
                 log_.truncate_to(plan.truncate_to)
             if plan.batches:
-                sync = self.broker.flush_on_append(part)
-                log_.append(plan.batches, sync=sync)
+                log_.append(plan.batches, sync=False)
+                self._needs_sync = self._needs_sync or self.broker.flush_on_append(part)
                 changed = True
         part.set_follower_high_watermark(result.high_watermark)
         if changed:

@@ -7,8 +7,8 @@ This is a thin driver. Rules:
   UNKNOWN_SERVER_ERROR with its text (and is logged) while the node keeps
   serving.
 - Produce: acks must be -1, 0 or 1 (INVALID_REQUIRED_ACKS otherwise). A topic
-  with ``flush.messages=1`` appends in a worker thread (the fsync must not
-  stall the event loop), one append at a time per partition.
+  with ``flush.messages=1`` is acknowledged only after a group fsync of the WAL
+  (node/group_commit.py) that covers its append.
 - Fetch long-polls: it reads, and while the total is below ``min_bytes`` and
   ``max_wait_ms`` has not passed, it waits in the fetch purgatory for an
   append to one of its partitions, then reads again. ``max_bytes`` bounds the
@@ -21,7 +21,6 @@ This is a thin driver. Rules:
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import time
@@ -33,6 +32,7 @@ from ketch.api.v1 import ketch_pb2_grpc
 from ketch.errors import ErrorCode, KetchError
 from node.broker import Broker
 from node.fetch_waiters import FetchWaiters
+from node.group_commit import GroupCommit
 from node.metrics import NodeMetrics
 from node.topic_admin import TopicAdmin
 from replication.partition import Partition
@@ -70,14 +70,20 @@ def _error(exc: Exception) -> tuple[Any, str]:
 
 class KetchService(ketch_pb2_grpc.KetchServicer):
     def __init__(
-        self, broker: Broker, admin: TopicAdmin, metrics: NodeMetrics, waiters: FetchWaiters, cluster_id: str
+        self,
+        broker: Broker,
+        admin: TopicAdmin,
+        metrics: NodeMetrics,
+        waiters: FetchWaiters,
+        cluster_id: str,
+        group_commit: GroupCommit,
     ) -> None:
+        self.group_commit = group_commit
         self.broker = broker
         self.admin = admin
         self.cluster_id = cluster_id
         self.metrics = metrics
         self.waiters = waiters
-        self._sync_locks: dict[tuple[str, int], asyncio.Lock] = {}
         self.node_id = broker.config.node_id
 
     def _count_error(self, api: str, code: int) -> None:
@@ -103,14 +109,11 @@ class KetchService(ketch_pb2_grpc.KetchServicer):
                     max_message_bytes=config.max_message_bytes,
                     acks=request.acks,
                     min_insync_replicas=config.min_insync_replicas,
-                    sync=config.flush_messages == 1,
+                    sync=False,
                 )
+                appended = append()
                 if config.flush_messages == 1:
-                    lock = self._sync_locks.setdefault((item.topic, item.partition), asyncio.Lock())
-                    async with lock:
-                        appended = await asyncio.to_thread(append)
-                else:
-                    appended = append()
+                    await self.group_commit.flush()  # one fsync shared with every concurrent append
                 self.metrics.bytes_in.labels(item.topic).inc(appended.bytes)
                 self.metrics.messages_in.labels(item.topic).inc(appended.last_offset - appended.base_offset + 1)
                 self.waiters.notify((item.topic, item.partition))

@@ -276,3 +276,24 @@ def test_retention_by_time_moves_the_log_start(tmp_path: Path) -> None:
         channel.close()
     finally:
         node.close()
+
+
+def test_flush_messages_1_acknowledges_after_a_group_fsync(stub: ketch_pb2_grpc.KetchStub) -> None:
+    stub.CreateTopics(
+        pb.CreateTopicsRequest(
+            topics=[pb.NewTopic(name="synced", num_partitions=1, replication_factor=1, configs={"flush.messages": "1"})]
+        )
+    )
+    results: list[int] = []
+    threads = [
+        threading.Thread(
+            target=lambda i=i: results.append(produce(stub, make_batch(0, 2, tag=f"s{i}"), "synced").base_offset)
+        )
+        for i in range(8)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(results) == list(range(0, 16, 2))
+    assert len(values(fetch(stub, topic="synced").records)) == 16

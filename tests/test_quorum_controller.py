@@ -9,6 +9,7 @@ without timing.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -122,7 +123,11 @@ def test_follow_sends_a_broker_that_is_behind_one_snapshot_then_live_entries() -
         assert kind == "snapshot" and image.offset == 3
         current = q.follow(3)
         more = q.controller.register_broker(4, "i4", "h", 4, now_ms=0).records
-        waiting = asyncio.create_task(anext(current))
+
+        async def next_update() -> tuple[str, Any]:
+            return await anext(current)
+
+        waiting = asyncio.create_task(next_update())
         await asyncio.sleep(0)
         raft.last = 4
         deliver(q, raft, Entry(1, 4, encode_batch(more)))

@@ -9,6 +9,8 @@ stays in the foreground: Ctrl-C or SIGTERM stops every node with SIGTERM
 cluster is ready and leaves each node's pid in ``DIR/node-<id>.pid``;
 ``cluster down`` stops those. Running ``up`` again on the same directory
 starts whichever nodes are not running, on their existing data and ports.
+Topics created without a replication factor get min(3, nodes), and
+min.insync.replicas 2 when that is 3 (the producer defaults to acks=all).
 
 ``cluster describe`` asks the bootstrap node's controller for each broker
 (id, address, alive or fenced), the active controller, the Raft term and
@@ -63,12 +65,17 @@ def cluster_up(args: argparse.Namespace) -> int:
     if args.nodes < 1:
         raise KetchError(f"--nodes must be >= 1, got {args.nodes}", code=ErrorCode.INVALID_REQUEST)
     root = Path(args.data_dir).resolve()
+    # Topics of a local cluster are replicated by default: RF min(3, nodes), min ISR 2 when RF 3.
+    replication = min(3, args.nodes)
+    defaults = [f"--default-replication-factor={replication}"]
+    if replication >= 3:
+        defaults.append("--min-insync-replicas=2")
     cluster = LocalCluster(
         root,
         args.nodes,
         base_port=args.port,
         base_metrics_port=args.metrics_port,
-        extra_args=list(args.node_arg),
+        extra_args=[*defaults, *args.node_arg],
         detach=args.detach,
     )
     stop = threading.Event()
@@ -90,6 +97,7 @@ def cluster_up(args: argparse.Namespace) -> int:
             metrics=first.metrics_port,
             bin=Path(sys.executable).parent,
             started=", ".join(map(str, started)) or "none (all were running)",
+            replication=replication,
         ),
         flush=True,
     )
@@ -131,7 +139,7 @@ Ketch is up: bootstrap servers {bootstrap}
 
 In another shell:
   export PATH={bin}:$PATH KETCH_BOOTSTRAP={bootstrap}
-  ketch topic create demo --partitions 3 --replication-factor 3
+  ketch topic create demo --partitions 3     # replication factor {replication} by default
   seq 1 10 | ketch produce demo
   ketch consume demo --from-beginning --max-messages 10
   ketch cluster describe"""
