@@ -64,6 +64,10 @@ def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
 
 
 def describe(cluster: LocalCluster) -> dict[str, Any]:
+    """The partition as the most up-to-date live nodes see it (highest leader epoch; of those
+    the smallest ISR, to wait conservatively): a node that just restarted may still be
+    catching up on metadata."""
+    views = []
     for node in cluster.nodes.values():
         if node.proc is None or node.proc.poll() is not None:
             continue
@@ -76,9 +80,11 @@ def describe(cluster: LocalCluster) -> dict[str, Any]:
             timeout=30,
         )
         if out.returncode == 0:
-            partition: dict[str, Any] = json.loads(out.stdout)["partitions"][0]
-            return partition
-    raise AssertionError("no node could describe the topic")
+            views.append(json.loads(out.stdout)["partitions"][0])
+    assert views, "no node could describe the topic"
+    epoch = max(p["leader_epoch"] for p in views)
+    newest: dict[str, Any] = min((p for p in views if p["leader_epoch"] == epoch), key=lambda p: len(p["isr"]))
+    return newest
 
 
 def wait_until(predicate: Any, timeout_s: float, what: str) -> None:
