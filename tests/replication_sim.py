@@ -1,0 +1,588 @@
+"""Deterministic simulation of one partition (3 replicas on 3 brokers) plus a controller.
+
+One seed fixes everything: drop rate and delays, how often appends are fsynced,
+the fault schedule, every scheduler choice. A discrete-event simulation on a
+millisecond clock drives the *pure* classes the way the asyncio drivers do:
+
+- Controller: ``coordinator.metadata.Controller`` as a perfectly reliable quorum.
+  A command's records are replayed (committed) at once and the new image pushed
+  to the brokers over the network — again every controller tick to brokers that
+  are behind (the FetchMetadata stream). A broker applies an image only if it is
+  newer than its own, acting on ``local_changes`` as node/broker.py does; a
+  restarted broker starts from the empty image.
+- ``SimBroker`` mirrors node/lifecycle.py (register, heartbeat, register again on
+  STALE_BROKER_EPOCH), node/isr_manager.py (one AlterPartition at a time; refused
+  *or unanswered* → ``on_isr_rejected``), node/replica_fetcher.py (fetch offset =
+  log end, last fetched epoch; diverging epoch → ``divergence_truncation``;
+  records → ``plan_append``; then ``set_follower_high_watermark``) and
+  node/service.py (Produce: ``append``, then for acks=all wait for the high
+  watermark to pass the batch, NOT_LEADER_OR_FOLLOWER if leadership moves first,
+  NOT_ENOUGH_REPLICAS_AFTER_APPEND if the ISR shrank below min.insync;
+  Fetch: ``check_epoch``, ``on_follower_fetch``, ``read``, long-polling). The
+  hook methods (``applies``, ``follower_read``, ``divergence_point``,
+  ``propose``, ``isr_broker_epochs``) are the seams where
+  tests/test_replication_sim.py models proposed fixes.
+- Logs are ``MemoryPartitionLog``; an append is fsynced with a per-seed
+  probability (0..1), so ``crash()`` (power loss) drops a random unsynced tail.
+- Network: messages are dropped or delayed (so reordered); links are cut (a
+  broker from its peers, from the controller, or both). A paused broker holds
+  every message and timer until it resumes; a killed one loses them.
+- Faults: ``kill`` (with power loss: ``crash()``; without: page cache kept),
+  ``restart`` (a new process: new registration, empty image), ``paused``/
+  ``resume``, links in ``cut``. The scenario that schedules them, the producer
+  workload, the liveness phase and the checker of the invariants are in
+  tests/test_replication_sim.py, which subclasses ``Sim`` (hooks: ``started()``
+  once the topic exists, ``checked()`` after every event, ``killing()``).
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import heapq
+import random
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from coordinator.metadata import Controller, ControllerConfig, MetadataImage, MetadataRecord, local_changes
+from ketch.errors import ErrorCode, KetchError
+from ketch.recordbatch import parse_header
+from replication.follower import divergence_truncation, plan_append
+from replication.leader_state import IsrProposal, LeaderState
+from replication.memory_log import MemoryPartitionLog
+from replication.partition import Partition, ReadResult
+from tests.batches import make_batch
+
+TOPIC, TOPIC_ID, BROKERS, MIN_ISR = "sim", "sim-topic", (1, 2, 3), 2
+HEARTBEAT_MS, SESSION_MS, LAG_MS, ISR_CHECK_MS, CONTROLLER_TICK_MS = 100, 600, 1000, 100, 100
+FETCH_WAIT_MS, RPC_TIMEOUT_MS, PRODUCE_TIMEOUT_MS = 200, 600, 1500
+Endpoint = int | str  # a broker id, "c" (the controller) or "p" (the producer)
+Fn = Callable[[], None]
+Reply = Callable[[Any], None]
+Waiter = tuple[Partition, int, int, int, Reply]  # partition, leader epoch, last offset, base offset, reply
+
+
+class SimFailure(AssertionError):
+    """An invariant broke; the message names the seed and how to replay it."""
+
+
+@dataclass(frozen=True)
+class SimParams:
+    seed: int
+    acks: int = -1  # -1 (all): the real run; 1: the control run, which must be caught losing data
+
+
+@dataclass(frozen=True)
+class FetchRequest:
+    replica_id: int
+    replica_epoch: int  # the follower's broker epoch (sent, but unused by the real leader)
+    fetch_offset: int
+    current_leader_epoch: int
+    last_fetched_epoch: int
+
+
+@dataclass(frozen=True)
+class FetchResponse:
+    error: int = 0
+    high_watermark: int = -1
+    log_start_offset: int = 0
+    records: bytes = b""
+    diverging: tuple[int, int] | None = None
+
+
+class SimLog(MemoryPartitionLog):
+    """``MemoryPartitionLog`` plus a mirror of its batches (kept from public state) for the checker."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bases: list[int] = []
+        self.batches: list[bytes] = []
+        self.cuts: list[int] = []  # the log end after each truncation, reset or crash
+        self.truncations: list[int] = []  # the log end after each ``truncate_to`` (not a crash)
+
+    def append(self, batches: Sequence[bytes], *, sync: bool = False) -> None:
+        super().append(batches, sync=sync)
+        self.bases.extend(parse_header(raw).base_offset for raw in batches)
+        self.batches.extend(bytes(raw) for raw in batches)
+
+    def truncate_to(self, offset: int) -> None:
+        super().truncate_to(offset)
+        self.truncations.append(self.log_end_offset)
+        self._cut()
+
+    def reset_to(self, offset: int) -> None:
+        super().reset_to(offset)
+        self.bases, self.batches = [], []
+        self._cut()
+
+    def crash(self) -> None:
+        super().crash()
+        self._cut()
+
+    def _cut(self) -> None:
+        keep = bisect.bisect_left(self.bases, self.log_end_offset)
+        del self.bases[keep:], self.batches[keep:]
+        self.cuts.append(self.log_end_offset)
+
+    def next_offset(self, i: int) -> int:
+        return self.bases[i + 1] if i + 1 < len(self.bases) else self.log_end_offset
+
+
+class SimBroker:
+    """One broker process: lifecycle, replica manager, fetcher, ISR manager and service."""
+
+    def __init__(self, sim: Sim, broker_id: int) -> None:
+        self.sim, self.id, self.log = sim, broker_id, sim.log_class()
+        self.up, self.paused, self.incarnation, self.held = True, False, 0, list[Fn]()
+        self.boot()
+
+    def boot(self) -> None:
+        self.incarnation += 1
+        self.incarnation_id = f"b{self.id}-{self.incarnation}"
+        self.image = MetadataImage()
+        self.part: Partition | None = None
+        self.epoch, self.registering, self.isr_busy, self.wake_due = -1, False, False, False
+        self.parked: list[tuple[FetchRequest, Reply]] = []
+        self.waiters: list[Waiter] = []
+        self.fetch_token, self.fetch_leader = 0, -1
+        for fn in (self.lifecycle, self.isr_check, self.fetch_round):
+            self.timer(0, fn)
+
+    def guard(self, incarnation: int, fn: Fn) -> Fn:
+        """``fn`` as work of this process: held while paused, dropped once the process died."""
+
+        def run() -> None:
+            if self.up and self.incarnation == incarnation:
+                self.held.append(fn) if self.paused else fn()
+
+        return run
+
+    def timer(self, ms: int, fn: Fn) -> None:
+        self.sim.at(ms, self.guard(self.incarnation, fn))
+
+    def hw(self) -> int:
+        return self.part.high_watermark if self.part is not None else self.log.high_watermark
+
+    # -- node/lifecycle.py --
+
+    def lifecycle(self) -> None:
+        self.timer(HEARTBEAT_MS, self.lifecycle)
+        if self.epoch >= 0:
+            request = (self.id, self.epoch, self.image.offset)
+            self.sim.call(self.id, "c", lambda r: self.sim.ctl_heartbeat(*request, r), self.on_heartbeat)
+        elif not self.registering:
+            self.registering, args = True, (self.id, self.incarnation_id)
+            self.sim.call(self.id, "c", lambda r: self.sim.ctl_register(*args, r), self.on_registered)
+
+    def on_registered(self, epoch: int | None) -> None:
+        self.registering = False
+        self.epoch = self.epoch if epoch is None else epoch
+
+    def on_heartbeat(self, code: int | None) -> None:
+        if code in (ErrorCode.STALE_BROKER_EPOCH, ErrorCode.BROKER_ID_NOT_REGISTERED):
+            self.epoch, self.incarnation_id = -1, f"{self.incarnation_id}+"
+
+    # -- node/broker.py: the replica manager --
+
+    def applies(self, image: MetadataImage) -> bool:
+        """Hook: whether this image may be acted on now (the real broker acts on every image)."""
+        return True
+
+    def on_image(self, new: MetadataImage) -> None:
+        if new.offset <= self.image.offset or not self.applies(new):
+            return
+        old, self.image = self.image, new
+        changes = local_changes(old, new, self.id)
+        for change in [*changes.leaders.values(), *changes.followers.values()]:
+            s, now = change.state, self.sim.now
+            part = self.part = self.part or Partition(TOPIC, 0, self.log)
+            if s.leader == self.id:
+                args = (self.id, s.replicas, s.isr, s.leader_epoch, s.partition_epoch)
+                part.become_leader(*args, lag_time_max_ms=LAG_MS, now_ms=now)
+            else:
+                part.become_follower(s.leader, s.leader_epoch)
+            self.sim.note(f"b{self.id}: leader b{s.leader} epoch {s.leader_epoch} isr {list(s.isr)}")
+        self.notify()
+        leader = self.part.leader_id if self.part is not None and not self.part.is_leader else -1
+        if leader != self.fetch_leader:  # reconcile(): stop the fetch loop, start one for the new leader
+            self.fetch_token, self.fetch_leader = self.fetch_token + 1, leader
+            self.timer(0, self.fetch_round)
+
+    def leader_partition(self) -> Partition:
+        state = self.image.partition(TOPIC_ID, 0)
+        if state is None:
+            raise KetchError("unknown partition", code=ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
+        if state.leader == -1:
+            raise KetchError("no leader", code=ErrorCode.LEADER_NOT_AVAILABLE)
+        if state.leader != self.id or self.part is None or not self.part.is_leader:
+            raise KetchError(f"b{self.id} is not the leader", code=ErrorCode.NOT_LEADER_OR_FOLLOWER)
+        return self.part
+
+    def notify(self) -> None:
+        """FetchWaiters.notify: parked fetches and acks=all waiters look again, soon."""
+        if not self.wake_due:
+            self.wake_due = True
+            self.timer(0, self.wake)
+
+    def wake(self) -> None:
+        self.wake_due = False
+        parked, self.parked = self.parked, []
+        for request, reply in parked:
+            self.try_fetch(request, reply, final=False)
+        for waiter in list(self.waiters):
+            self.check_waiter(waiter, final=False)
+
+    # -- node/service.py: Produce --
+
+    def serve_produce(self, acks: int, batch: bytes, reply: Reply) -> None:
+        try:
+            part, sync = self.leader_partition(), self.sim.rng.random() < self.sim.p_sync
+            done = part.append(batch, max_message_bytes=1 << 20, acks=acks, min_insync_replicas=MIN_ISR, sync=sync)
+        except KetchError as exc:
+            return reply((int(exc.code), -1))
+        self.notify()
+        if acks != -1:
+            return reply((0, done.base_offset))
+        waiter = (part, part.leader_epoch, done.last_offset, done.base_offset, reply)
+        self.waiters.append(waiter)
+        self.timer(PRODUCE_TIMEOUT_MS, lambda: self.check_waiter(waiter, final=True))
+
+    def replicated_error(self, part: Partition) -> int:
+        """The error for an acks=all batch the high watermark has passed: the ISR may have shrunk meanwhile."""
+        return int(ErrorCode.NOT_ENOUGH_REPLICAS_AFTER_APPEND) if part.isr_size < MIN_ISR else 0
+
+    def check_waiter(self, waiter: Waiter, final: bool) -> None:
+        """``_await_replication``: done once the HW passes; NOT_LEADER if leadership moved; timeout."""
+        part, epoch, last, base, reply = waiter
+        if waiter not in self.waiters:
+            return
+        if part.high_watermark > last and part.is_leader and part.leader_epoch == epoch:
+            code = self.replicated_error(part)
+        elif not part.is_leader or part.leader_epoch != epoch:
+            code = int(ErrorCode.NOT_LEADER_OR_FOLLOWER)
+        elif final:
+            code = int(ErrorCode.REQUEST_TIMED_OUT)
+        else:
+            return
+        self.waiters.remove(waiter)
+        reply((code, base if code == 0 else -1))
+
+    # -- node/service.py: Fetch from a follower --
+
+    def serve_fetch(self, request: FetchRequest, reply: Reply) -> None:
+        if self.try_fetch(request, reply, final=False):
+            self.timer(FETCH_WAIT_MS, lambda: self.expire_fetch(request, reply))
+
+    def expire_fetch(self, request: FetchRequest, reply: Reply) -> None:
+        if (request, reply) in self.parked:
+            self.parked.remove((request, reply))
+            self.try_fetch(request, reply, final=True)
+
+    def follower_read(self, part: Partition, request: FetchRequest) -> ReadResult:
+        """Hook: ``_read_all`` for a follower — record its progress, then read (with the epoch check)."""
+        if part.on_follower_fetch(request.replica_id, request.fetch_offset, self.sim.now):
+            self.notify()
+        return part.read(request.fetch_offset, 1 << 20, follower_epoch=request.last_fetched_epoch)
+
+    def try_fetch(self, request: FetchRequest, reply: Reply, final: bool) -> bool:
+        """One ``_read_all``: answer, or park the fetch (True) until there is data or it is ``final``."""
+        try:
+            part = self.leader_partition()
+            part.check_epoch(request.current_leader_epoch)
+            read = self.follower_read(part, request)
+        except KetchError as exc:
+            reply(FetchResponse(error=int(exc.code), log_start_offset=self.log.log_start_offset))
+            return False
+        if read.diverging is None and not read.records and not final:
+            self.parked.append((request, reply))
+            return True
+        reply(FetchResponse(0, read.high_watermark, read.log_start_offset, read.records, read.diverging))
+        return False
+
+    # -- node/replica_fetcher.py --
+
+    def fetch_round(self) -> None:
+        part = self.part
+        if part is None or part.is_leader or part.leader_id < 0:
+            return self.timer(100, self.fetch_round)
+        self.fetch_token += 1
+        token, leader, log = self.fetch_token, self.sim.brokers[part.leader_id], self.log
+        request = FetchRequest(self.id, self.epoch, log.log_end_offset, part.leader_epoch, max(log.latest_epoch, -1))
+        sent = (part, part.leader_epoch, log.log_end_offset)
+
+        def on_reply(response: FetchResponse | None) -> None:
+            if token != self.fetch_token:
+                return  # that loop was cancelled: the leader moved
+            if response is None:
+                return self.timer(200, self.fetch_round)  # transport error: back off
+            progressed = self.apply_fetch(sent, response)
+            self.timer(100 if response.error and not progressed else 0, self.fetch_round)
+
+        serve = functools.partial(leader.serve_fetch, request)
+        self.sim.call(self.id, leader.id, serve, on_reply, FETCH_WAIT_MS + RPC_TIMEOUT_MS)
+
+    def divergence_point(self, epoch: int, end: int) -> int:
+        """Hook: where to truncate on a diverging-epoch answer (the real fetcher's rule)."""
+        local = self.log.end_offset_for_epoch(epoch) if epoch >= 0 else (-1, -1)
+        return divergence_truncation(epoch, end, local, self.log.log_end_offset)
+
+    def apply_fetch(self, sent: tuple[Partition, int, int], result: FetchResponse) -> bool:
+        (part, epoch, offset), log = sent, self.log
+        if part is not self.part or part.is_leader or part.leader_epoch != epoch or log.log_end_offset != offset:
+            return False
+        if result.error == ErrorCode.OFFSET_OUT_OF_RANGE and log.log_end_offset < result.log_start_offset:
+            log.reset_to(result.log_start_offset)
+            return True
+        if result.error:
+            return False
+        if result.diverging is not None:
+            div_epoch, div_end = result.diverging
+            target = self.divergence_point(div_epoch, div_end)
+            self.sim.note(f"b{self.id} diverged at epoch {div_epoch} (leader's end {div_end}): {offset} -> {target}")
+            log.truncate_to(max(target, log.log_start_offset))
+            return True
+        changed = False
+        if result.records:
+            plan = plan_append(result.records, log.log_end_offset)
+            if plan.truncate_to is not None:
+                log.truncate_to(plan.truncate_to)
+            if plan.batches:
+                log.append(plan.batches, sync=self.sim.rng.random() < self.sim.p_sync)
+                changed = True
+        part.set_follower_high_watermark(result.high_watermark)
+        return changed
+
+    # -- node/isr_manager.py --
+
+    def propose(self, leader: LeaderState) -> IsrProposal | None:
+        """Hook: the ISR change to send to the controller."""
+        return leader.propose_isr_change(self.sim.now)
+
+    def isr_broker_epochs(self, proposal: IsrProposal) -> dict[int, int] | None:
+        """Hook: AlterPartition's ``isr_broker_epochs`` (the real driver sends none)."""
+        return None
+
+    def isr_check(self) -> None:
+        self.timer(ISR_CHECK_MS, self.isr_check)
+        leader = self.part.leader if self.part is not None else None
+        if self.epoch < 0 or leader is None or self.isr_busy:
+            return
+        proposal = self.propose(leader)
+        if proposal is None:
+            return
+        self.isr_busy = True
+        self.sim.note(f"b{self.id} proposes ISR {list(proposal.new_isr)} ({proposal.reason})")
+        args = (self.id, self.epoch, leader.leader_epoch, proposal.partition_epoch, proposal.new_isr)
+        epochs = self.isr_broker_epochs(proposal)
+
+        def on_reply(code: int | None) -> None:
+            self.isr_busy = False
+            if code is None or code:  # refused or unanswered: the real driver clears the proposal
+                leader.on_isr_rejected()
+
+        self.sim.call(self.id, "c", lambda r: self.sim.ctl_alter_partition(*args, r, epochs), on_reply)
+
+
+class Sim:
+    log_class: type[SimLog] = SimLog
+    broker_class: type[SimBroker] = SimBroker
+
+    def __init__(self, params: SimParams) -> None:
+        self.params = params
+        self.rng = rng = random.Random(params.seed)
+        self.drop = rng.choice([0.0, 0.01, 0.03, 0.08])
+        self.max_delay = rng.choice([2, 5, 15, 30])
+        self.p_sync = 0.0 if params.acks == 1 else rng.choice([0.0, 0.0, 0.2, 0.6, 1.0])
+        self.now, self.events, self._seq, self._queue = 0, 0, 0, list[tuple[int, int, Fn]]()
+        self.trace: deque[str] = deque(maxlen=40)
+        self.ctl = Controller(ControllerConfig(broker_session_timeout_ms=SESSION_MS))
+        self.ctl.activate()
+        self.md_offset, self.cut = 0, set[frozenset[Endpoint]]()
+        self.brokers = {b: self.broker_class(self, b) for b in BROKERS}
+        self.down: int | None = None
+        self.in_flight, self.attempts = 0, 0
+
+    # -- scheduler and network --
+
+    def at(self, delay_ms: int, fn: Fn) -> None:
+        self._seq += 1
+        heapq.heappush(self._queue, (self.now + delay_ms, self._seq, fn))
+
+    def note(self, line: str) -> None:
+        self.trace.append(f"{self.now:6d} {line}")
+
+    def send(self, src: Endpoint, dst: Endpoint, fn: Fn, incarnation: int | None = None) -> None:
+        link = frozenset((src, dst))
+        if link in self.cut or self.rng.random() < self.drop:
+            return
+        if isinstance(dst, int):  # to the process that is up now, or that sent the request
+            b = self.brokers[dst]
+            fn = b.guard(b.incarnation if incarnation is None else incarnation, fn)
+        self.at(self.rng.randint(1, self.max_delay), lambda: None if link in self.cut else fn())
+
+    def call(
+        self, src: Endpoint, dst: Endpoint, serve: Callable[[Reply], None], on_reply: Reply, timeout: int = 0
+    ) -> None:
+        """A request and its reply; ``on_reply(None)`` if none came within ``timeout`` ms."""
+        done, caller = [False], self.brokers.get(src) if isinstance(src, int) else None
+        incarnation = caller.incarnation if caller is not None else None
+
+        def finish(response: Any) -> None:
+            if not done[0]:
+                done[0] = True
+                on_reply(response)
+
+        self.send(src, dst, lambda: serve(lambda response: self.send(dst, src, lambda: finish(response), incarnation)))
+        (caller.timer if caller is not None else self.at)(timeout or RPC_TIMEOUT_MS, lambda: finish(None))
+
+    # -- the controller --
+
+    def commit(self, records: list[MetadataRecord]) -> None:
+        if not records:
+            return
+        self.md_offset += 1
+        self.ctl.replay_batch(self.md_offset, records)
+        state = self.ctl.image.partition(TOPIC_ID, 0)
+        if state is not None:
+            if (why := state.check()) is not None:
+                self.fail(f"the controller's image breaks the partition invariants: {why}")
+            self.note(f"ctl @{self.md_offset}: leader {state.leader} epoch {state.leader_epoch} isr {list(state.isr)}")
+        self.push_metadata()
+
+    def push_metadata(self) -> None:
+        for b in self.brokers.values():
+            if b.up and b.image.offset < self.ctl.image.offset:
+                self.send("c", b.id, functools.partial(b.on_image, self.ctl.image))
+
+    def controller_tick(self) -> None:
+        self.at(CONTROLLER_TICK_MS, self.controller_tick)
+        self.commit(self.ctl.tick(self.now).records)
+        self.push_metadata()
+        if self.ctl.image.topic(TOPIC) is None and len(self.ctl.image.usable_broker_ids) == len(BROKERS):
+            start = self.rng.randrange(len(BROKERS))
+            self.commit(self.ctl.create_topic(TOPIC, 1, len(BROKERS), topic_id=TOPIC_ID, start_index=start).records)
+            self.started()
+
+    def ctl_register(self, broker_id: int, incarnation_id: str, reply: Reply) -> None:
+        self.commit(
+            self.ctl.register_broker(broker_id, incarnation_id, "sim", 9000 + broker_id, now_ms=self.now).records
+        )
+        reply(self.md_offset)
+
+    def ctl_heartbeat(self, broker_id: int, epoch: int, offset: int, reply: Reply) -> None:
+        try:
+            self.commit(self.ctl.broker_heartbeat(broker_id, epoch, offset, now_ms=self.now).records)
+        except KetchError as exc:
+            return reply(int(exc.code))
+        reply(0)
+
+    def ctl_alter_partition(
+        self, broker: int, epoch: int, l_epoch: int, p_epoch: int, isr: tuple[int, ...], reply: Reply, epochs: Any
+    ) -> None:
+        try:
+            args = (broker, epoch, TOPIC_ID, 0)
+            result = self.ctl.alter_partition(
+                *args, leader_epoch=l_epoch, partition_epoch=p_epoch, new_isr=isr, isr_broker_epochs=epochs
+            )
+        except KetchError as exc:
+            return reply(int(exc.code))
+        self.commit(result.records)
+        reply(0)
+
+    # -- the producer, faults and hooks --
+
+    def produce(self, count: int, acks: int, tag: str, on_done: Callable[[list[int]], None]) -> None:
+        """Send ``count`` records (values ``<tag>:<i>``) to the leader the controller names;
+        ``on_done(offsets)`` if acknowledged."""
+        state = self.ctl.image.partition(TOPIC_ID, 0)
+        if state is None or state.leader < 0:
+            return
+        self.attempts, self.in_flight = self.attempts + 1, self.in_flight + 1
+        target = self.brokers[state.leader]
+        serve = functools.partial(target.serve_produce, acks, make_batch(0, count, tag=tag))
+
+        def done(response: tuple[int, int] | None) -> None:
+            self.in_flight -= 1
+            if response is not None and response[0] == 0:
+                on_done([response[1] + i for i in range(count)])
+
+        self.call("p", target.id, serve, done, PRODUCE_TIMEOUT_MS + 500)
+
+    def started(self) -> None:
+        """Hook: the topic exists (the scenario starts its workload and faults)."""
+
+    def checked(self) -> None:
+        """Hook: after every event (the scenario checks its invariants)."""
+
+    def killing(self, b: SimBroker, power_loss: bool) -> None:
+        """Hook: ``b`` is about to be killed."""
+
+    # -- faults --
+
+    def kill(self, b: SimBroker, power_loss: bool) -> None:
+        self.note(f"FAULT kill b{b.id} ({'power loss' if power_loss else 'process'}) leo {b.log.log_end_offset}")
+        self.killing(b, power_loss)
+        b.up, b.paused, b.held, b.part, self.down = False, False, [], None, b.id
+        if power_loss:
+            b.log.crash()
+
+    def restart(self, b: SimBroker) -> None:
+        if not b.up:
+            self.note(f"restart b{b.id} leo {b.log.log_end_offset}")
+            b.up, self.down = True, None
+            b.boot()
+
+    def resume(self, b: SimBroker) -> None:
+        if b.paused:
+            self.note(f"resume b{b.id}")
+            b.paused, held, b.held = False, b.held, []
+            for fn in held:
+                fn()
+
+    # -- running --
+
+    def variant(self) -> str:
+        """Hook: the environment that selects this model in ``test_replay`` (after the seed and acks)."""
+        return ""
+
+    def fail(self, what: str) -> None:
+        env = f"REPL_SIM_SEED={self.params.seed}" + (" REPL_SIM_ACKS=1" if self.params.acks == 1 else "")
+        env += self.variant()
+        raise SimFailure(
+            f"seed {self.params.seed} ({type(self).__name__}, acks={self.params.acks}) at t={self.now} ms: {what}\n"
+            f"reproduce: {env} pytest tests/test_replication_sim.py -k replay\nlast events:\n  "
+            + "\n  ".join(self.trace)
+        )
+
+    def run_until(self, stop: Callable[[], bool], until_ms: int) -> bool:
+        while self._queue and self._queue[0][0] <= until_ms:
+            self.now, _, fn = heapq.heappop(self._queue)
+            try:
+                fn()
+            except SimFailure:
+                raise
+            except Exception as exc:  # the real driver's task dies here (or answers UNKNOWN_SERVER_ERROR)
+                self.fail(f"{type(exc).__name__} in the drivers' use of the pure classes: {exc}")
+            self.events += 1
+            self.checked()
+            if stop():
+                return True
+        return False
+
+    def converged(self) -> bool:
+        state = self.ctl.image.partition(TOPIC_ID, 0)
+        if state is None or state.leader < 0 or len(state.isr) != len(BROKERS):
+            return False
+        if any(b.part is None or b.part.high_watermark < b.log.log_end_offset for b in self.brokers.values()):
+            return False
+        first = self.brokers[BROKERS[0]].log
+        return all(b.log.batches == first.batches for b in self.brokers.values())
+
+    def describe(self) -> str:
+        out = [f"controller {self.ctl.image.partition(TOPIC_ID, 0)}"]
+        for b in self.brokers.values():
+            role = "-" if b.part is None else "leader" if b.part.is_leader else f"follows b{b.part.leader_id}"
+            out.append(f"b{b.id} {role} leo {b.log.log_end_offset} hw {b.hw()} epochs {b.log.epoch_entries()}")
+        return "; ".join(out)
