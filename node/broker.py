@@ -13,7 +13,8 @@ and, for each new image, acts only on the changes to its own replicas
 - delete: the replica is gone (topic deleted or reassigned): close and drop
   its whole key range.
 
-Applying a change is idempotent: the state comes whole from the image, so
+Nothing is applied until the image has reached this process's own broker
+registration (see ``catch_up``). Applying a change is idempotent: the state comes whole from the image, so
 replaying an image the broker already applied does nothing new. Each local
 replica has a node-local partition id (the u32 prefix of its RocksDB keys),
 kept in the store's ``meta`` family under ``pid/<topic id>/<partition>`` and
@@ -54,12 +55,15 @@ class Broker:
         store: NodeStore,
         on_partition_change: Callable[[str, int], None],
         clock_ms: Callable[[], int] = lambda: int(time.monotonic() * 1000),
+        registered_at: Callable[[], int] = lambda: 0,
     ) -> None:
         self.config = config
         self._clock_ms = clock_ms
         self.node_id = config.node_id
         self.store = store
         self.image = MetadataImage()
+        self._acted = MetadataImage()  # the image whose local changes were last applied
+        self._registered_at = registered_at
         self._replicas: dict[TopicIdPartition, Partition] = {}
         self._on_partition_change = on_partition_change
         self._first_image = True
@@ -67,10 +71,25 @@ class Broker:
     # -- metadata -------------------------------------------------------------
 
     def on_metadata(self, old: MetadataImage, new: MetadataImage) -> None:
-        changes = local_changes(old, new, self.node_id)
+        self.image = new
+        self.catch_up()
+
+    def catch_up(self) -> None:
+        """Apply the local changes from the last acted-on image to the current one — but only
+        once the image includes this process's own registration (Kafka's initial catch-up):
+        an older image may still name this broker the leader of an epoch whose tail it lost
+        in a crash, and leading that epoch again would append different records under it."""
+        new = self.image
+        registered = self._registered_at()
+        if registered < 0 or new.offset < registered:
+            return
+        changes = local_changes(self._acted, new, self.node_id)
+        self._acted = new
         now_ms = self._clock_ms()
         for tp, change in changes.leaders.items():
             state = change.state
+            topic = new.topics.get(tp.topic_id)
+            min_isr = effective_config(topic.configs, self.config).min_insync_replicas if topic else 1
             self._open(tp, change.topic_name).become_leader(
                 self.node_id,
                 state.replicas,
@@ -79,13 +98,13 @@ class Broker:
                 state.partition_epoch,
                 lag_time_max_ms=self.config.replica_lag_time_max_ms,
                 now_ms=now_ms,
+                min_insync_replicas=min_isr,
             )
         for tp, change in changes.followers.items():
             self._open(tp, change.topic_name).become_follower(change.state.leader, change.state.leader_epoch)
         for tp, change in changes.deletes.items():
             self._drop(tp)
             self._on_partition_change(change.topic_name, tp.partition)
-        self.image = new
         if self._first_image:
             self._first_image = False
             self._drop_orphans(new)

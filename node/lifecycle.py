@@ -42,7 +42,9 @@ class BrokerLifecycle:
         controllers: ControllerClient,
         follower: MetadataFollower,
         advertised: Callable[[], tuple[str, int]],
+        on_registered: Callable[[], None] = lambda: None,
     ) -> None:
+        self._on_registered = on_registered
         self.config = config
         self.controllers = controllers
         self.follower = follower
@@ -75,6 +77,7 @@ class BrokerLifecycle:
             raise RuntimeError(f"registration refused: {response.status.error_message}")
         self.broker_epoch = response.broker_epoch
         log.info("broker %d registered with epoch %d", self.config.node_id, self.broker_epoch)
+        self._on_registered()
 
     async def _heartbeat(self) -> None:
         request = cpb.BrokerHeartbeatRequest(

@@ -161,7 +161,12 @@ async def serve(config: NodeConfig) -> None:
     isr: IsrManager | None = None
     group_commit = GroupCommit(store.sync_wal)
     if config.is_broker:
-        broker = Broker(config, store, on_partition_change=lambda topic, index: waiters.notify((topic, index)))
+        broker = Broker(
+            config,
+            store,
+            on_partition_change=lambda topic, index: waiters.notify((topic, index)),
+            registered_at=lambda: lifecycle.broker_epoch if lifecycle is not None else -1,
+        )
         fetcher = ReplicaFetcher(
             broker,
             lambda: lifecycle.broker_epoch if lifecycle is not None else -1,
@@ -179,7 +184,13 @@ async def serve(config: NodeConfig) -> None:
             config.node_id, controllers, on_metadata, prefer=config.node_id if config.is_controller else None
         )
         admin = TopicAdmin(broker, controllers, follower)
-        lifecycle = BrokerLifecycle(config, controllers, follower, lambda: advertised)
+
+        def on_registered(b: Broker = broker) -> None:
+            b.catch_up()
+            if fetcher is not None:
+                fetcher.reconcile()
+
+        lifecycle = BrokerLifecycle(config, controllers, follower, lambda: advertised, on_registered)
         isr = IsrManager(
             broker, controllers, lambda: lifecycle.broker_epoch if lifecycle else -1, config.isr_check_interval_ms
         )

@@ -108,6 +108,11 @@ class ReplicaFetcher:
                 except grpc.aio.AioRpcError as exc:
                     log.debug("fetch from leader %d failed: %s", leader_id, exc.code().name)
                     await asyncio.sleep(0.2)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # a bad response must not end this loop for good
+                    log.exception("fetch round from leader %d failed", leader_id)
+                    await asyncio.sleep(0.5)
         finally:
             if channel is not None:
                 await channel.close()
@@ -166,7 +171,9 @@ class ReplicaFetcher:
         if result.HasField("diverging_epoch"):
             div = result.diverging_epoch
             local = log_.end_offset_for_epoch(div.epoch) if div.epoch >= 0 else (-1, -1)
-            target = divergence_truncation(div.epoch, div.end_offset, local, log_.log_end_offset)
+            entries = log_.epoch_entries()
+            first_start = entries[0][1] if entries else None
+            target = divergence_truncation(div.epoch, div.end_offset, local, log_.log_end_offset, first_start)
             log.info(
                 "%s-%d: diverged at epoch %d (leader ends it at %d); truncating %d -> %d",
                 part.topic,

@@ -183,7 +183,10 @@ class KetchService(ketch_pb2_grpc.KetchServicer):
                 follower_epoch = None
                 if request.HasField("replica_id"):
                     follower_epoch = item.last_fetched_epoch if item.HasField("last_fetched_epoch") else -1
-                    if part.on_follower_fetch(request.replica_id, item.fetch_offset, _now_ms()):
+                    # A diverging follower's offset proves nothing: record progress only when it matches.
+                    if part.diverging(follower_epoch, item.fetch_offset) is None and part.on_follower_fetch(
+                        request.replica_id, item.fetch_offset, _now_ms()
+                    ):
                         self.waiters.notify((item.topic, item.partition))  # HW moved: acks=all, consumers
                 limit = min(item.partition_max_bytes or budget, budget)
                 if total > 0 and limit <= 0:

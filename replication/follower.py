@@ -45,15 +45,23 @@ class AppendPlan:
 
 
 def divergence_truncation(
-    leader_epoch: int, leader_end_offset: int, local_end_for_epoch: tuple[int, int], local_log_end: int
+    leader_epoch: int,
+    leader_end_offset: int,
+    local_end_for_epoch: tuple[int, int],
+    local_log_end: int,
+    first_epoch_start: int | None = None,
 ) -> int:
     """Where a follower truncates on a diverging-epoch response.
 
-    ``local_end_for_epoch`` is the follower's own ``end_offset_for_epoch(leader_epoch)``.
+    ``local_end_for_epoch`` is the follower's own ``end_offset_for_epoch(leader_epoch)``;
+    ``first_epoch_start`` is where the follower's oldest cached epoch starts.
     """
     local_epoch, local_end = local_end_for_epoch
     if local_epoch == -1:
-        return min(leader_end_offset, local_log_end)
+        # Every epoch the follower holds is newer than the leader's answer (after a lossy
+        # or unclean election): nothing from its first epoch on can be trusted.
+        start = local_log_end if first_epoch_start is None else first_epoch_start
+        return min(leader_end_offset, start, local_log_end)
     if local_epoch == leader_epoch:
         return min(leader_end_offset, local_end, local_log_end)
     # The follower's largest epoch <= leader_epoch is older: it ends at local_end on

@@ -14,7 +14,10 @@ Rules:
   leader's log end offset *at the follower's previous fetch* makes it caught
   up as of that previous fetch. A follower starts with the grace of "caught up
   when this leader took over".
-- High watermark = the smallest log end offset over the *maximal* ISR: the
+- High watermark = the smallest log end offset over the *maximal* ISR, and
+  only while that set has at least ``min_isr`` members (KIP-966): a record
+  held by fewer replicas than ``min.insync.replicas`` is not committed,
+  whatever the ISR shrank to. The maximal ISR is the
   committed ISR plus the members of a pending expansion (a pending shrink
   still counts the member being removed), so the high watermark never
   passes a replica that may yet be in the ISR. A follower whose offset is not
@@ -67,6 +70,7 @@ class LeaderState:
     now_ms: int
     pending: IsrProposal | None = None
     followers: dict[int, FollowerProgress] = field(default_factory=dict)
+    min_isr: int = 1
 
     @classmethod
     def start(
@@ -80,6 +84,7 @@ class LeaderState:
         high_watermark: int,
         lag_time_max_ms: int,
         now_ms: int,
+        min_isr: int = 1,
     ) -> LeaderState:
         replicas = tuple(replicas)
         state = cls(
@@ -93,6 +98,7 @@ class LeaderState:
             epoch_start_offset=log_end_offset,
             lag_time_max_ms=lag_time_max_ms,
             now_ms=now_ms,
+            min_isr=min(min_isr, len(replicas)),
         )
         for broker in replicas:
             if broker != local_id:
@@ -126,6 +132,8 @@ class LeaderState:
         return self._advance()
 
     def _advance(self) -> bool:
+        if len(self.maximal_isr) < self.min_isr:
+            return False
         ends = [self.log_end_offset]
         for broker in self.maximal_isr:
             if broker != self.local_id:

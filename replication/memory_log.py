@@ -201,6 +201,10 @@ class MemoryPartitionLog:
         self._check_open()
         self._check_range(offset)
         if offset == self._end:
+            # No batch goes, but an epoch started at the end without batches does
+            # (Kafka's truncateTo): else a follower keeps offering that epoch forever.
+            if self._epochs.truncate_from_end(self._end):
+                self._mark_synced()
             return
         i = bisect.bisect_right(self._bases, offset) - 1
         self._size -= sum(len(b) for b in self._batches[i:])

@@ -93,6 +93,7 @@ class Partition:
         *,
         lag_time_max_ms: int,
         now_ms: int,
+        min_insync_replicas: int = 1,
     ) -> None:
         """Lead ``leader_epoch`` (or take a new ISR within the epoch already led)."""
         if self.leader is not None and self.leader_epoch == leader_epoch:
@@ -114,6 +115,7 @@ class Partition:
             high_watermark=max(self.log.high_watermark, self._follower_hw),
             lag_time_max_ms=lag_time_max_ms,
             now_ms=now_ms,
+            min_isr=min_insync_replicas,
         )
         if self.leader.on_local_append(end):  # e.g. a lone ISR member commits what it holds
             self.log.checkpoint_high_watermark(self.leader.high_watermark)
@@ -135,8 +137,19 @@ class Partition:
             self._follower_hw = new
             self.log.checkpoint_high_watermark(new)
 
+    def diverging(self, last_fetched_epoch: int, fetch_offset: int) -> tuple[int, int] | None:
+        """(epoch, end offset) when a follower's last epoch ends earlier here, or is unknown here."""
+        if last_fetched_epoch < 0:
+            return None
+        epoch, end = self.log.end_offset_for_epoch(last_fetched_epoch)
+        if epoch != last_fetched_epoch or end < fetch_offset:
+            return epoch, end
+        return None
+
     def on_follower_fetch(self, broker_id: int, fetch_offset: int, now_ms: int) -> bool:
-        """Leader: record a follower's position; True if the high watermark moved."""
+        """Leader: record the position of a follower whose log matches ours below
+        ``fetch_offset`` (check ``diverging`` first: a diverging follower's offset
+        says nothing); True if the high watermark moved."""
         if self.leader is None or not self.leader.on_follower_fetch(broker_id, fetch_offset, now_ms):
             return False
         self.log.checkpoint_high_watermark(self.leader.high_watermark)
@@ -197,10 +210,8 @@ class Partition:
         """Consumers (``follower_epoch`` None) read below the HW; followers up to the log end."""
         log = self.log
         start, end = log.log_start_offset, log.log_end_offset
-        if follower_epoch is not None and follower_epoch >= 0:
-            epoch, epoch_end = log.end_offset_for_epoch(follower_epoch)
-            if epoch != follower_epoch or epoch_end < offset:
-                return ReadResult(b"", self.high_watermark, start, diverging=(epoch, epoch_end))
+        if follower_epoch is not None and (diverging := self.diverging(follower_epoch, offset)) is not None:
+            return ReadResult(b"", self.high_watermark, start, diverging=diverging)
         if not start <= offset <= end:
             raise OffsetOutOfRangeError(
                 f"fetch offset {offset} is outside {self.topic}-{self.index}'s log [{start}, {end}]"

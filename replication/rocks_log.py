@@ -183,6 +183,13 @@ class RocksPartitionLog:
         self._check_open()
         self._check_range(offset)
         if offset == self._end:
+            # No batch goes, but an epoch started at the end without batches does (see memory_log).
+            epochs = self._epochs.copy()
+            if epochs.truncate_from_end(self._end):
+                wb = self._store.write_batch()
+                self._put_epochs(wb, epochs)
+                self._store.write(wb, sync=True)
+                self._publish(epochs)
             return
         cut = -1
         removed = 0

@@ -36,11 +36,12 @@ for each, as a flag, at the seams the simulation offers (hooks of ``SimBroker``,
 a ``SimLog`` subclass, the controller commands), and ``BUG_SEEDS`` names a seed
 that fails when only that fix is left out:
 
-- ``epoch-at-end`` (liveness): a leader that never appended keeps its epoch
-  entry at its log end after losing leadership; ``truncate_to(end)`` returns
-  early, so the follower sends that epoch forever and livelocks on diverging
-  answers. Fix (Kafka's ``UnifiedLog.truncateTo``): truncate the epoch cache
-  from the end even when the offset is the log end.
+- (fixed in the logs themselves, so no longer a flag) ``epoch-at-end``,
+  liveness: a leader that never appended kept its epoch entry at its log end
+  after losing leadership, because ``truncate_to(end)`` returned early; the
+  follower then sent that epoch forever. Both logs now truncate the epoch
+  cache from the end even when the offset is the log end (Kafka's
+  ``UnifiedLog.truncateTo``); the base model has it through MemoryPartitionLog.
 - ``diverging-progress``: the leader records a follower's fetch offset as its
   log end *before* the epoch check, so a diverging follower counts as holding
   records it lacks and the HW passes them. Fix (Kafka's
@@ -106,12 +107,11 @@ from tests.replication_sim import (
     Sim,
     SimBroker,
     SimFailure,
-    SimLog,
     SimParams,
 )
 
 CHAOS_MS, LIVENESS_MS = 6000, 20_000
-FIXES = frozenset(("epoch-at-end", "diverging-progress", "hw-floor", "wait-registration", "isr-floor"))
+FIXES = frozenset(("diverging-progress", "hw-floor", "wait-registration", "isr-floor"))
 FIXES |= {"fetch-epoch", "older-epoch"}
 SEEDS = int(os.environ.get("REPL_SIM_SEEDS", "800"))
 CHUNK = 50
@@ -351,18 +351,6 @@ class Scenario(Sim):
             self.at(100, self.final_produce)
 
 
-class FixedLog(SimLog):
-    """``epoch-at-end``: truncating to the log end still drops epochs that start there."""
-
-    fixed = True
-
-    def truncate_to(self, offset: int) -> None:
-        if self.fixed and offset == self.log_end_offset:
-            self._epochs.truncate_from_end(offset)
-            self._mark_synced()
-        super().truncate_to(offset)
-
-
 class FloorLeaderState(LeaderState):
     """``hw-floor`` (KIP-966): the high watermark advances only while the maximal ISR has min.insync members."""
 
@@ -374,8 +362,6 @@ class FixedBroker(SimBroker):
     def __init__(self, sim: Sim, broker_id: int) -> None:
         self.fixes = sim.fixes if isinstance(sim, FixedScenario) else FIXES
         super().__init__(sim, broker_id)
-        if isinstance(self.log, FixedLog):
-            self.log.fixed = "epoch-at-end" in self.fixes
 
     def boot(self) -> None:
         self.fetch_epochs: dict[int, int] = {}  # the broker epoch each follower last fetched with
@@ -425,7 +411,6 @@ class FixedBroker(SimBroker):
 class FixedScenario(Scenario):
     """``Scenario`` with the proposed fixes in ``fixes`` (all by default)."""
 
-    log_class = FixedLog
     broker_class = FixedBroker
 
     def __init__(self, params: SimParams, fixes: frozenset[str] = FIXES) -> None:
@@ -541,7 +526,6 @@ def test_control_acks1_with_leader_crashes_is_caught() -> None:
 
 # Per bug: the fixes left out, a seed that then fails (found by searching), and the symptom.
 BUG_SEEDS = {
-    "epoch-at-end": ({"epoch-at-end"}, 0, "liveness"),
     "diverging-progress": ({"diverging-progress"}, 40, "acknowledged record lost"),
     "hw-floor": ({"hw-floor"}, 691, "committed prefixes differ"),
     "wait-registration": ({"wait-registration"}, 574, "acknowledged record lost"),
