@@ -107,6 +107,7 @@ class ControllerService(controller_pb2_grpc.KetchControllerServicer):
                 leader_epoch=request.leader_epoch,
                 partition_epoch=request.partition_epoch,
                 new_isr=list(request.new_isr),
+                isr_broker_epochs=dict(request.isr_broker_epochs) or None,
             )
         )
         if response is None:

@@ -73,6 +73,7 @@ class IsrManager:
                 leader_epoch=leader.leader_epoch,
                 partition_epoch=proposal.partition_epoch,
                 new_isr=list(proposal.new_isr),
+                isr_broker_epochs=leader.isr_broker_epochs(proposal.new_isr),
             )
             try:
                 response = await self.controllers.call(lambda s: s.AlterPartition, request, timeout_s=5.0)

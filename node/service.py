@@ -185,7 +185,7 @@ class KetchService(ketch_pb2_grpc.KetchServicer):
                     follower_epoch = item.last_fetched_epoch if item.HasField("last_fetched_epoch") else -1
                     # A diverging follower's offset proves nothing: record progress only when it matches.
                     if part.diverging(follower_epoch, item.fetch_offset) is None and part.on_follower_fetch(
-                        request.replica_id, item.fetch_offset, _now_ms()
+                        request.replica_id, item.fetch_offset, _now_ms(), request.replica_epoch
                     ):
                         self.waiters.notify((item.topic, item.partition))  # HW moved: acks=all, consumers
                 limit = min(item.partition_max_bytes or budget, budget)

@@ -47,6 +47,7 @@ class FollowerProgress:
     last_caught_up_ms: int = 0
     last_fetch_ms: int = 0
     leader_end_at_last_fetch: int = 0
+    broker_epoch: int = UNKNOWN  # of the process that fetched (KIP-903)
 
 
 @dataclass(frozen=True)
@@ -116,11 +117,18 @@ class LeaderState:
         self.log_end_offset = log_end_offset
         return self._advance()
 
-    def on_follower_fetch(self, broker_id: int, fetch_offset: int, now_ms: int) -> bool:
-        """A follower fetched at ``fetch_offset``; returns True if the high watermark moved."""
+    def on_follower_fetch(self, broker_id: int, fetch_offset: int, now_ms: int, broker_epoch: int = UNKNOWN) -> bool:
+        """A follower fetched at ``fetch_offset``; returns True if the high watermark moved.
+
+        A fetch from a new incarnation of the follower (another broker epoch) forgets
+        what the old one reported: a restarted broker may hold less than it did."""
         progress = self.followers.get(broker_id)
         if progress is None:
             return False
+        if broker_epoch != progress.broker_epoch:
+            progress.broker_epoch = broker_epoch
+            progress.log_end_offset = UNKNOWN
+            progress.leader_end_at_last_fetch = 0
         self.now_ms = max(self.now_ms, now_ms)
         if fetch_offset >= self.log_end_offset:
             progress.last_caught_up_ms = now_ms
@@ -188,6 +196,14 @@ class LeaderState:
         self.partition_epoch = partition_epoch
         self.pending = None
         return self._advance()
+
+    def isr_broker_epochs(self, isr: Iterable[int]) -> dict[int, int]:
+        """The broker epoch each follower in ``isr`` last fetched with (for AlterPartition)."""
+        return {
+            b: self.followers[b].broker_epoch
+            for b in isr
+            if b in self.followers and self.followers[b].broker_epoch != UNKNOWN
+        }
 
     def on_isr_rejected(self) -> None:
         self.pending = None

@@ -146,11 +146,11 @@ class Partition:
             return epoch, end
         return None
 
-    def on_follower_fetch(self, broker_id: int, fetch_offset: int, now_ms: int) -> bool:
+    def on_follower_fetch(self, broker_id: int, fetch_offset: int, now_ms: int, broker_epoch: int = -1) -> bool:
         """Leader: record the position of a follower whose log matches ours below
         ``fetch_offset`` (check ``diverging`` first: a diverging follower's offset
         says nothing); True if the high watermark moved."""
-        if self.leader is None or not self.leader.on_follower_fetch(broker_id, fetch_offset, now_ms):
+        if self.leader is None or not self.leader.on_follower_fetch(broker_id, fetch_offset, now_ms, broker_epoch):
             return False
         self.log.checkpoint_high_watermark(self.leader.high_watermark)
         return True

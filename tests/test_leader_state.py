@@ -91,3 +91,15 @@ def test_high_watermark_is_monotonic_and_bounded_by_every_maximal_isr_member(
             if broker != 1:
                 assert s.high_watermark <= max(ends[broker], 0) or s.high_watermark == 0
         assert 1 in s.isr
+
+
+def test_a_restarted_follower_is_judged_on_its_new_fetches_only() -> None:
+    s = leader(isr=(1, 2), end=10, hw=10)
+    s.on_follower_fetch(2, 10, 1, broker_epoch=5)
+    s.on_follower_fetch(3, 10, 1, broker_epoch=7)  # caught up ...
+    s.on_follower_fetch(3, 4, 2, broker_epoch=9)  # ... then restarted with less (KIP-903)
+    assert s.caught_up_outsiders() == []
+    s.on_follower_fetch(3, 10, 3, broker_epoch=9)
+    proposal = s.propose_isr_change(4)
+    assert proposal is not None and proposal.new_isr == (1, 2, 3)
+    assert s.isr_broker_epochs(proposal.new_isr) == {2: 5, 3: 9}

@@ -26,13 +26,15 @@ from ketch.api.v1 import ketch_pb2 as ketch_dot_api_dot_v1_dot_ketch__pb2
 from ketch.api.v1 import metadata_pb2 as ketch_dot_api_dot_v1_dot_metadata__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dketch/api/v1/controller.proto\x12\x08ketch.v1\x1a\x18ketch/api/v1/ketch.proto\x1a\x1bketch/api/v1/metadata.proto\"~\n\x10\x43ontrollerStatus\x12\'\n\nerror_code\x18\x01 \x01(\x0e\x32\x13.ketch.v1.ErrorCode\x12\x15\n\rerror_message\x18\x02 \x01(\t\x12\x11\n\tleader_id\x18\x03 \x01(\x05\x12\x17\n\x0fmetadata_offset\x18\x04 \x01(\x03\"l\n\x15RegisterBrokerRequest\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x16\n\x0eincarnation_id\x18\x02 \x01(\t\x12\x0c\n\x04host\x18\x03 \x01(\t\x12\x0c\n\x04port\x18\x04 \x01(\x05\x12\x0c\n\x04rack\x18\x05 \x01(\t\"Z\n\x16RegisterBrokerResponse\x12*\n\x06status\x18\x01 \x01(\x0b\x32\x1a.ketch.v1.ControllerStatus\x12\x14\n\x0c\x62roker_epoch\x18\x02 \x01(\x03\"Z\n\x16\x42rokerHeartbeatRequest\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x14\n\x0c\x62roker_epoch\x18\x02 \x01(\x03\x12\x17\n\x0fmetadata_offset\x18\x03 \x01(\x03\"\x82\x01\n\x17\x42rokerHeartbeatResponse\x12*\n\x06status\x18\x01 \x01(\x0b\x32\x1a.ketch.v1.ControllerStatus\x12\x0e\n\x06\x66\x65nced\x18\x02 \x01(\x08\x12\x11\n\tcaught_up\x18\x03 \x01(\x08\x12\x18\n\x10should_shut_down\x18\x04 \x01(\x08\"D\n\x19\x43ontrolledShutdownRequest\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x14\n\x0c\x62roker_epoch\x18\x02 \x01(\x03\"_\n\x1a\x43ontrolledShutdownResponse\x12*\n\x06status\x18\x01 \x01(\x0b\x32\x1a.ketch.v1.ControllerStatus\x12\x15\n\rleaders_moved\x18\x02 \x01(\x05\"\xa5\x01\n\x15\x41lterPartitionRequest\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x14\n\x0c\x62roker_epoch\x18\x02 \x01(\x03\x12\x10\n\x08topic_id\x18\x03 \x01(\t\x12\x11\n\tpartition\x18\x04 \x01(\x05\x12\x14\n\x0cleader_epoch\x18\x05 \x01(\x05\x12\x17\n\x0fpartition_epoch\x18\x06 \x01(\x05\x12\x0f\n\x07new_isr\x18\x07 \x03(\x05\"\x90\x01\n\x16\x41lterPartitionResponse\x12*\n\x06status\x18\x01 \x01(\x0b\x32\x1a.ketch.v1.ControllerStatus\x12\x0e\n\x06leader\x18\x02 \x01(\x05\x12\x14\n\x0cleader_epoch\x18\x03 \x01(\x05\x12\x17\n\x0fpartition_epoch\x18\x04 \x01(\x05\x12\x0b\n\x03isr\x18\x05 \x03(\x05\"m\n\x18\x43ontrollerTopicsResponse\x12*\n\x06status\x18\x01 \x01(\x0b\x32\x1a.ketch.v1.ControllerStatus\x12%\n\x06topics\x18\x02 \x03(\x0b\x32\x15.ketch.v1.TopicResult\"F\n\x13\x45lectLeadersRequest\x12/\n\npartitions\x18\x01 \x03(\x0b\x32\x1b.ketch.v1.TopicPartitionRef\"5\n\x11TopicPartitionRef\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\"p\n\x14\x45lectLeadersResponse\x12*\n\x06status\x18\x01 \x01(\x0b\x32\x1a.ketch.v1.ControllerStatus\x12,\n\x07results\x18\x02 \x03(\x0b\x32\x1b.ketch.v1.ElectLeaderResult\"^\n\x11\x45lectLeaderResult\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\'\n\nerror_code\x18\x03 \x01(\x0e\x32\x13.ketch.v1.ErrorCode\"9\n\x14\x46\x65tchMetadataRequest\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x0e\n\x06offset\x18\x02 \x01(\x03\"t\n\x0eMetadataUpdate\x12.\n\x08snapshot\x18\x01 \x01(\x0b\x32\x1a.ketch.v1.MetadataSnapshotH\x00\x12(\n\x05\x65ntry\x18\x02 \x01(\x0b\x32\x17.ketch.v1.MetadataEntryH\x00\x42\x08\n\x06update\"G\n\rMetadataEntry\x12\x0e\n\x06offset\x18\x01 \x01(\x03\x12&\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x17.ketch.v1.MetadataBatch\"\x17\n\x15\x44\x65scribeQuorumRequest\"\xc6\x01\n\x16\x44\x65scribeQuorumResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\x05\x12\x11\n\tleader_id\x18\x02 \x01(\x05\x12\x0c\n\x04term\x18\x03 \x01(\x03\x12\x14\n\x0c\x63ommit_index\x18\x04 \x01(\x03\x12\x15\n\rapplied_index\x18\x05 \x01(\x03\x12%\n\x06voters\x18\x06 \x03(\x0b\x32\x15.ketch.v1.QuorumVoter\x12&\n\x07\x62rokers\x18\x07 \x03(\x0b\x32\x15.ketch.v1.BrokerState\"D\n\x0bQuorumVoter\x12\x0f\n\x07node_id\x18\x01 \x01(\x05\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x13\n\x0bmatch_index\x18\x03 \x01(\x03\"p\n\x0b\x42rokerState\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x0c\n\x04host\x18\x02 \x01(\t\x12\x0c\n\x04port\x18\x03 \x01(\x05\x12\x0c\n\x04rack\x18\x04 \x01(\t\x12\x14\n\x0c\x62roker_epoch\x18\x05 \x01(\x03\x12\x0e\n\x06\x66\x65nced\x18\x06 \x01(\x08\x32\x8b\x06\n\x0fKetchController\x12S\n\x0eRegisterBroker\x12\x1f.ketch.v1.RegisterBrokerRequest\x1a .ketch.v1.RegisterBrokerResponse\x12V\n\x0f\x42rokerHeartbeat\x12 .ketch.v1.BrokerHeartbeatRequest\x1a!.ketch.v1.BrokerHeartbeatResponse\x12_\n\x12\x43ontrolledShutdown\x12#.ketch.v1.ControlledShutdownRequest\x1a$.ketch.v1.ControlledShutdownResponse\x12S\n\x0e\x41lterPartition\x12\x1f.ketch.v1.AlterPartitionRequest\x1a .ketch.v1.AlterPartitionResponse\x12Q\n\x0c\x43reateTopics\x12\x1d.ketch.v1.CreateTopicsRequest\x1a\".ketch.v1.ControllerTopicsResponse\x12Q\n\x0c\x44\x65leteTopics\x12\x1d.ketch.v1.DeleteTopicsRequest\x1a\".ketch.v1.ControllerTopicsResponse\x12M\n\x0c\x45lectLeaders\x12\x1d.ketch.v1.ElectLeadersRequest\x1a\x1e.ketch.v1.ElectLeadersResponse\x12K\n\rFetchMetadata\x12\x1e.ketch.v1.FetchMetadataRequest\x1a\x18.ketch.v1.MetadataUpdate0\x01\x12S\n\x0e\x44\x65scribeQuorum\x12\x1f.ketch.v1.DescribeQuorumRequest\x1a .ketch.v1.DescribeQuorumResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dketch/api/v1/controller.proto\x12\x08ketch.v1\x1a\x18ketch/api/v1/ketch.proto\x1a\x1bketch/api/v1/metadata.proto\"~\n\x10\x43ontrollerStatus\x12\'\n\nerror_code\x18\x01 \x01(\x0e\x32\x13.ketch.v1.ErrorCode\x12\x15\n\rerror_message\x18\x02 \x01(\t\x12\x11\n\tleader_id\x18\x03 \x01(\x05\x12\x17\n\x0fmetadata_offset\x18\x04 \x01(\x03\"l\n\x15RegisterBrokerRequest\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x16\n\x0eincarnation_id\x18\x02 \x01(\t\x12\x0c\n\x04host\x18\x03 \x01(\t\x12\x0c\n\x04port\x18\x04 \x01(\x05\x12\x0c\n\x04rack\x18\x05 \x01(\t\"Z\n\x16RegisterBrokerResponse\x12*\n\x06status\x18\x01 \x01(\x0b\x32\x1a.ketch.v1.ControllerStatus\x12\x14\n\x0c\x62roker_epoch\x18\x02 \x01(\x03\"Z\n\x16\x42rokerHeartbeatRequest\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x14\n\x0c\x62roker_epoch\x18\x02 \x01(\x03\x12\x17\n\x0fmetadata_offset\x18\x03 \x01(\x03\"\x82\x01\n\x17\x42rokerHeartbeatResponse\x12*\n\x06status\x18\x01 \x01(\x0b\x32\x1a.ketch.v1.ControllerStatus\x12\x0e\n\x06\x66\x65nced\x18\x02 \x01(\x08\x12\x11\n\tcaught_up\x18\x03 \x01(\x08\x12\x18\n\x10should_shut_down\x18\x04 \x01(\x08\"D\n\x19\x43ontrolledShutdownRequest\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x14\n\x0c\x62roker_epoch\x18\x02 \x01(\x03\"_\n\x1a\x43ontrolledShutdownResponse\x12*\n\x06status\x18\x01 \x01(\x0b\x32\x1a.ketch.v1.ControllerStatus\x12\x15\n\rleaders_moved\x18\x02 \x01(\x05\"\xae\x02\n\x15\x41lterPartitionRequest\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x14\n\x0c\x62roker_epoch\x18\x02 \x01(\x03\x12\x10\n\x08topic_id\x18\x03 \x01(\t\x12\x11\n\tpartition\x18\x04 \x01(\x05\x12\x14\n\x0cleader_epoch\x18\x05 \x01(\x05\x12\x17\n\x0fpartition_epoch\x18\x06 \x01(\x05\x12\x0f\n\x07new_isr\x18\x07 \x03(\x05\x12O\n\x11isr_broker_epochs\x18\x08 \x03(\x0b\x32\x34.ketch.v1.AlterPartitionRequest.IsrBrokerEpochsEntry\x1a\x36\n\x14IsrBrokerEpochsEntry\x12\x0b\n\x03key\x18\x01 \x01(\x05\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\x90\x01\n\x16\x41lterPartitionResponse\x12*\n\x06status\x18\x01 \x01(\x0b\x32\x1a.ketch.v1.ControllerStatus\x12\x0e\n\x06leader\x18\x02 \x01(\x05\x12\x14\n\x0cleader_epoch\x18\x03 \x01(\x05\x12\x17\n\x0fpartition_epoch\x18\x04 \x01(\x05\x12\x0b\n\x03isr\x18\x05 \x03(\x05\"m\n\x18\x43ontrollerTopicsResponse\x12*\n\x06status\x18\x01 \x01(\x0b\x32\x1a.ketch.v1.ControllerStatus\x12%\n\x06topics\x18\x02 \x03(\x0b\x32\x15.ketch.v1.TopicResult\"F\n\x13\x45lectLeadersRequest\x12/\n\npartitions\x18\x01 \x03(\x0b\x32\x1b.ketch.v1.TopicPartitionRef\"5\n\x11TopicPartitionRef\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\"p\n\x14\x45lectLeadersResponse\x12*\n\x06status\x18\x01 \x01(\x0b\x32\x1a.ketch.v1.ControllerStatus\x12,\n\x07results\x18\x02 \x03(\x0b\x32\x1b.ketch.v1.ElectLeaderResult\"^\n\x11\x45lectLeaderResult\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\'\n\nerror_code\x18\x03 \x01(\x0e\x32\x13.ketch.v1.ErrorCode\"9\n\x14\x46\x65tchMetadataRequest\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x0e\n\x06offset\x18\x02 \x01(\x03\"t\n\x0eMetadataUpdate\x12.\n\x08snapshot\x18\x01 \x01(\x0b\x32\x1a.ketch.v1.MetadataSnapshotH\x00\x12(\n\x05\x65ntry\x18\x02 \x01(\x0b\x32\x17.ketch.v1.MetadataEntryH\x00\x42\x08\n\x06update\"G\n\rMetadataEntry\x12\x0e\n\x06offset\x18\x01 \x01(\x03\x12&\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x17.ketch.v1.MetadataBatch\"\x17\n\x15\x44\x65scribeQuorumRequest\"\xc6\x01\n\x16\x44\x65scribeQuorumResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\x05\x12\x11\n\tleader_id\x18\x02 \x01(\x05\x12\x0c\n\x04term\x18\x03 \x01(\x03\x12\x14\n\x0c\x63ommit_index\x18\x04 \x01(\x03\x12\x15\n\rapplied_index\x18\x05 \x01(\x03\x12%\n\x06voters\x18\x06 \x03(\x0b\x32\x15.ketch.v1.QuorumVoter\x12&\n\x07\x62rokers\x18\x07 \x03(\x0b\x32\x15.ketch.v1.BrokerState\"D\n\x0bQuorumVoter\x12\x0f\n\x07node_id\x18\x01 \x01(\x05\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x13\n\x0bmatch_index\x18\x03 \x01(\x03\"p\n\x0b\x42rokerState\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x0c\n\x04host\x18\x02 \x01(\t\x12\x0c\n\x04port\x18\x03 \x01(\x05\x12\x0c\n\x04rack\x18\x04 \x01(\t\x12\x14\n\x0c\x62roker_epoch\x18\x05 \x01(\x03\x12\x0e\n\x06\x66\x65nced\x18\x06 \x01(\x08\x32\x8b\x06\n\x0fKetchController\x12S\n\x0eRegisterBroker\x12\x1f.ketch.v1.RegisterBrokerRequest\x1a .ketch.v1.RegisterBrokerResponse\x12V\n\x0f\x42rokerHeartbeat\x12 .ketch.v1.BrokerHeartbeatRequest\x1a!.ketch.v1.BrokerHeartbeatResponse\x12_\n\x12\x43ontrolledShutdown\x12#.ketch.v1.ControlledShutdownRequest\x1a$.ketch.v1.ControlledShutdownResponse\x12S\n\x0e\x41lterPartition\x12\x1f.ketch.v1.AlterPartitionRequest\x1a .ketch.v1.AlterPartitionResponse\x12Q\n\x0c\x43reateTopics\x12\x1d.ketch.v1.CreateTopicsRequest\x1a\".ketch.v1.ControllerTopicsResponse\x12Q\n\x0c\x44\x65leteTopics\x12\x1d.ketch.v1.DeleteTopicsRequest\x1a\".ketch.v1.ControllerTopicsResponse\x12M\n\x0c\x45lectLeaders\x12\x1d.ketch.v1.ElectLeadersRequest\x1a\x1e.ketch.v1.ElectLeadersResponse\x12K\n\rFetchMetadata\x12\x1e.ketch.v1.FetchMetadataRequest\x1a\x18.ketch.v1.MetadataUpdate0\x01\x12S\n\x0e\x44\x65scribeQuorum\x12\x1f.ketch.v1.DescribeQuorumRequest\x1a .ketch.v1.DescribeQuorumResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ketch.api.v1.controller_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_ALTERPARTITIONREQUEST_ISRBROKEREPOCHSENTRY']._loaded_options = None
+  _globals['_ALTERPARTITIONREQUEST_ISRBROKEREPOCHSENTRY']._serialized_options = b'8\001'
   _globals['_CONTROLLERSTATUS']._serialized_start=98
   _globals['_CONTROLLERSTATUS']._serialized_end=224
   _globals['_REGISTERBROKERREQUEST']._serialized_start=226
@@ -48,33 +50,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CONTROLLEDSHUTDOWNRESPONSE']._serialized_start=723
   _globals['_CONTROLLEDSHUTDOWNRESPONSE']._serialized_end=818
   _globals['_ALTERPARTITIONREQUEST']._serialized_start=821
-  _globals['_ALTERPARTITIONREQUEST']._serialized_end=986
-  _globals['_ALTERPARTITIONRESPONSE']._serialized_start=989
-  _globals['_ALTERPARTITIONRESPONSE']._serialized_end=1133
-  _globals['_CONTROLLERTOPICSRESPONSE']._serialized_start=1135
-  _globals['_CONTROLLERTOPICSRESPONSE']._serialized_end=1244
-  _globals['_ELECTLEADERSREQUEST']._serialized_start=1246
-  _globals['_ELECTLEADERSREQUEST']._serialized_end=1316
-  _globals['_TOPICPARTITIONREF']._serialized_start=1318
-  _globals['_TOPICPARTITIONREF']._serialized_end=1371
-  _globals['_ELECTLEADERSRESPONSE']._serialized_start=1373
-  _globals['_ELECTLEADERSRESPONSE']._serialized_end=1485
-  _globals['_ELECTLEADERRESULT']._serialized_start=1487
-  _globals['_ELECTLEADERRESULT']._serialized_end=1581
-  _globals['_FETCHMETADATAREQUEST']._serialized_start=1583
-  _globals['_FETCHMETADATAREQUEST']._serialized_end=1640
-  _globals['_METADATAUPDATE']._serialized_start=1642
-  _globals['_METADATAUPDATE']._serialized_end=1758
-  _globals['_METADATAENTRY']._serialized_start=1760
-  _globals['_METADATAENTRY']._serialized_end=1831
-  _globals['_DESCRIBEQUORUMREQUEST']._serialized_start=1833
-  _globals['_DESCRIBEQUORUMREQUEST']._serialized_end=1856
-  _globals['_DESCRIBEQUORUMRESPONSE']._serialized_start=1859
-  _globals['_DESCRIBEQUORUMRESPONSE']._serialized_end=2057
-  _globals['_QUORUMVOTER']._serialized_start=2059
-  _globals['_QUORUMVOTER']._serialized_end=2127
-  _globals['_BROKERSTATE']._serialized_start=2129
-  _globals['_BROKERSTATE']._serialized_end=2241
-  _globals['_KETCHCONTROLLER']._serialized_start=2244
-  _globals['_KETCHCONTROLLER']._serialized_end=3023
+  _globals['_ALTERPARTITIONREQUEST']._serialized_end=1123
+  _globals['_ALTERPARTITIONREQUEST_ISRBROKEREPOCHSENTRY']._serialized_start=1069
+  _globals['_ALTERPARTITIONREQUEST_ISRBROKEREPOCHSENTRY']._serialized_end=1123
+  _globals['_ALTERPARTITIONRESPONSE']._serialized_start=1126
+  _globals['_ALTERPARTITIONRESPONSE']._serialized_end=1270
+  _globals['_CONTROLLERTOPICSRESPONSE']._serialized_start=1272
+  _globals['_CONTROLLERTOPICSRESPONSE']._serialized_end=1381
+  _globals['_ELECTLEADERSREQUEST']._serialized_start=1383
+  _globals['_ELECTLEADERSREQUEST']._serialized_end=1453
+  _globals['_TOPICPARTITIONREF']._serialized_start=1455
+  _globals['_TOPICPARTITIONREF']._serialized_end=1508
+  _globals['_ELECTLEADERSRESPONSE']._serialized_start=1510
+  _globals['_ELECTLEADERSRESPONSE']._serialized_end=1622
+  _globals['_ELECTLEADERRESULT']._serialized_start=1624
+  _globals['_ELECTLEADERRESULT']._serialized_end=1718
+  _globals['_FETCHMETADATAREQUEST']._serialized_start=1720
+  _globals['_FETCHMETADATAREQUEST']._serialized_end=1777
+  _globals['_METADATAUPDATE']._serialized_start=1779
+  _globals['_METADATAUPDATE']._serialized_end=1895
+  _globals['_METADATAENTRY']._serialized_start=1897
+  _globals['_METADATAENTRY']._serialized_end=1968
+  _globals['_DESCRIBEQUORUMREQUEST']._serialized_start=1970
+  _globals['_DESCRIBEQUORUMREQUEST']._serialized_end=1993
+  _globals['_DESCRIBEQUORUMRESPONSE']._serialized_start=1996
+  _globals['_DESCRIBEQUORUMRESPONSE']._serialized_end=2194
+  _globals['_QUORUMVOTER']._serialized_start=2196
+  _globals['_QUORUMVOTER']._serialized_end=2264
+  _globals['_BROKERSTATE']._serialized_start=2266
+  _globals['_BROKERSTATE']._serialized_end=2378
+  _globals['_KETCHCONTROLLER']._serialized_start=2381
+  _globals['_KETCHCONTROLLER']._serialized_end=3160
 # @@protoc_insertion_point(module_scope)
