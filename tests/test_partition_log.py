@@ -416,3 +416,13 @@ def test_memory_crash_loses_only_unsynced_appends() -> None:
     log.delete_before(2)  # structural changes are synced, and sync what came before
     log.crash()
     assert (log.log_start_offset, log.log_end_offset) == (2, 3)
+
+
+def test_truncate_at_the_end_drops_an_epoch_that_started_there(env: Env) -> None:
+    fill(env.log, [2])
+    env.log.assign_epoch(3, env.log.log_end_offset)  # led epoch 3, appended nothing
+    assert env.log.latest_epoch == 3
+    env.log.truncate_to(env.log.log_end_offset)  # as a follower: Kafka's truncateTo keeps no such entry
+    assert env.log.latest_epoch == 0
+    env.reopen()
+    assert env.log.latest_epoch == 0

@@ -46,8 +46,9 @@ class Model:
             kept = [b for b in self.batches if b[1] <= offset]
             self.end = kept[-1][1] if kept else self.start
             self.batches = kept
-            self.epochs = [(e, s) for e, s in self.epochs if s < self.end]
             self.hw = min(self.hw, self.end)
+        # Even at the end: an epoch assigned at the end without batches goes (Kafka's truncateTo).
+        self.epochs = [(e, s) for e, s in self.epochs if s < self.end]
 
     def drop_front(self, keep: int) -> int:
         removed = sum(len(b[3]) for b in self.batches[:keep])
