@@ -34,7 +34,7 @@ from node.broker import Broker
 from node.fetch_waiters import FetchWaiters
 from node.group_commit import GroupCommit
 from node.metrics import NodeMetrics
-from node.topic_admin import TopicAdmin
+from node.topic_admin import TopicAdmin, error_fields
 from replication.partition import Partition
 
 log = logging.getLogger("ketch.node.service")
@@ -59,13 +59,6 @@ def _timed(api: str) -> Callable[[Callable[..., Awaitable[R]]], Callable[..., Aw
 
 def _now_ms() -> int:
     return int(time.monotonic() * 1000)
-
-
-def _error(exc: Exception) -> tuple[Any, str]:
-    if isinstance(exc, KetchError):
-        return int(exc.code), exc.message
-    log.exception("unexpected error serving a request")
-    return int(ErrorCode.UNKNOWN_SERVER_ERROR), f"{type(exc).__name__}: {exc}"
 
 
 class KetchService(ketch_pb2_grpc.KetchServicer):
@@ -124,7 +117,7 @@ class KetchService(ketch_pb2_grpc.KetchServicer):
                 result.base_offset = appended.base_offset
                 result.log_start_offset = part.log.log_start_offset
             except Exception as exc:
-                result.error_code, result.error_message = _error(exc)
+                result.error_code, result.error_message = error_fields(exc)
                 self._count_error("Produce", result.error_code)
         return response
 
@@ -204,7 +197,7 @@ class KetchService(ketch_pb2_grpc.KetchServicer):
                 total += len(read.records)
                 budget -= len(read.records)
             except Exception as exc:
-                result.error_code, result.error_message = _error(exc)
+                result.error_code, result.error_message = error_fields(exc)
                 self._count_error("Fetch", result.error_code)
                 failed = True
         return response, total, failed
@@ -264,7 +257,7 @@ class KetchService(ketch_pb2_grpc.KetchServicer):
                     if found is not None:
                         result.offset, result.timestamp = found
             except Exception as exc:
-                result.error_code, result.error_message = _error(exc)
+                result.error_code, result.error_message = error_fields(exc)
                 self._count_error("ListOffsets", result.error_code)
         return response
 

@@ -18,6 +18,7 @@ Rules:
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from coordinator.metadata.image import TopicImage
@@ -27,12 +28,15 @@ from node.broker import Broker
 from node.controller_client import ControllerClient
 from node.metadata_follower import MetadataFollower
 
+log = logging.getLogger("ketch.node.topic_admin")
 VISIBILITY_TIMEOUT_S = 10.0
 
 
 def error_fields(exc: Exception) -> tuple[Any, str]:
+    """(code, message) for a per-partition/per-topic result; unexpected errors are logged."""
     if isinstance(exc, KetchError):
         return int(exc.code), exc.message
+    log.exception("unexpected error serving a request")
     return int(ErrorCode.UNKNOWN_SERVER_ERROR), f"{type(exc).__name__}: {exc}"
 
 
