@@ -22,7 +22,6 @@ This is a thin driver. Rules:
 from __future__ import annotations
 
 import functools
-import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -37,7 +36,6 @@ from node.metrics import NodeMetrics
 from node.topic_admin import TopicAdmin, error_fields
 from replication.partition import Partition
 
-log = logging.getLogger("ketch.node.service")
 R = TypeVar("R")
 LATEST, EARLIEST = -1, -2
 
