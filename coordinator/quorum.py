@@ -247,6 +247,10 @@ class QuorumController:
                 response, _ = await self.run(lambda c: c.tick(self._clock_ms()))
                 if response.fenced:
                     log.warning("fenced brokers %s: session expired", list(response.fenced))
+                for topic_id, partition, leader in response.recovered:
+                    log.warning(
+                        "unclean recovery of %s-%d: broker %d has the best log and leads", topic_id, partition, leader
+                    )
             except KetchError as exc:
                 log.debug("tick not applied: %s", exc)
             except Exception:

@@ -18,11 +18,12 @@ import functools
 import logging
 import random
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from coordinator.metadata import Controller, ControllerResult
-from coordinator.metadata.records import MetadataRecord
+from coordinator.metadata.records import MetadataRecord, TopicIdPartition
+from coordinator.metadata.recovery import LogEnd
 from coordinator.metadata.snapshot import image_to_records
 from coordinator.quorum import NotController, QuorumController, RetainedEntry
 from ketch.api.v1 import controller_pb2 as cpb
@@ -54,6 +55,20 @@ def _create_topic(
     return ControllerResult([], None) if validate_only else result
 
 
+def _replica_logs(reports: Iterable[cpb.ReplicaLogReport]) -> dict[TopicIdPartition, LogEnd]:
+    """The reports as (latest epoch, log end) per partition; a malformed one refuses the whole request."""
+    out = {}
+    for r in reports:
+        if not r.topic_id or r.partition < 0 or r.latest_epoch < -1 or r.log_end_offset < 0:
+            raise KetchError(
+                f"replica log report {r.topic_id!r}-{r.partition} (epoch {r.latest_epoch}, end {r.log_end_offset}) "
+                "needs a topic id, a partition >= 0, an epoch >= -1 and a log end >= 0",
+                code=ErrorCode.INVALID_REQUEST,
+            )
+        out[TopicIdPartition(r.topic_id, r.partition)] = (r.latest_epoch, r.log_end_offset)
+    return out
+
+
 class ControllerService(controller_pb2_grpc.KetchControllerServicer):
     def __init__(self, quorum: QuorumController, describe_voters: Callable[[], list[cpb.QuorumVoter]]) -> None:
         self.quorum = quorum
@@ -70,17 +85,37 @@ class ControllerService(controller_pb2_grpc.KetchControllerServicer):
         now = self.quorum.now_ms()
         _, status = await self._run(
             lambda c: c.register_broker(
-                request.broker_id, request.incarnation_id, request.host, request.port, request.rack, now_ms=now
+                request.broker_id,
+                request.incarnation_id,
+                request.host,
+                request.port,
+                request.rack,
+                now_ms=now,
+                clean_shutdown=request.previous_clean_shutdown,
+                replica_logs=_replica_logs(request.replica_logs),
             )
         )
         # The broker epoch is the offset of the entry holding the registration.
         epoch = status.metadata_offset if status.error_code == 0 else -1
+        if epoch >= 0:
+            log.info(
+                "broker %d registered with epoch %d after a%s shutdown",
+                request.broker_id,
+                epoch,
+                " clean" if request.previous_clean_shutdown else "n unclean",
+            )
         return cpb.RegisterBrokerResponse(status=status, broker_epoch=epoch)
 
     async def BrokerHeartbeat(self, request: cpb.BrokerHeartbeatRequest, context: Any) -> cpb.BrokerHeartbeatResponse:
         now = self.quorum.now_ms()
         response, status = await self._run(
-            lambda c: c.broker_heartbeat(request.broker_id, request.broker_epoch, request.metadata_offset, now_ms=now)
+            lambda c: c.broker_heartbeat(
+                request.broker_id,
+                request.broker_epoch,
+                request.metadata_offset,
+                now_ms=now,
+                replica_logs=_replica_logs(request.replica_logs),
+            )
         )
         if response is None:
             return cpb.BrokerHeartbeatResponse(status=status, fenced=True)

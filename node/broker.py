@@ -145,6 +145,33 @@ class Broker:
                 log.info("dropping replica %s of a topic deleted while this broker was away", tp)
                 self._drop(tp)
 
+    def replica_logs(self, recovering_only: bool = False) -> dict[TopicIdPartition, tuple[int, int]]:
+        """(latest epoch, log end offset) of every local replica in the store — or, with
+        ``recovering_only``, of those the image shows in unclean recovery (for heartbeats)."""
+        if recovering_only:
+            tps = [
+                TopicIdPartition(t.topic_id, index)
+                for t, index, p in self.image.partitions_of_broker(self.node_id)
+                if p.recovering
+            ]
+            pids: list[tuple[TopicIdPartition, bytes | None]] = [(tp, self.store.meta_get(_pid_key(tp))) for tp in tps]
+        else:
+            pids = []
+            for key, value in self.store.meta_items(_PID_PREFIX):
+                topic_id, _, partition = key[len(_PID_PREFIX) :].rpartition(b"/")
+                pids.append((TopicIdPartition(topic_id.decode(), _U32.unpack(partition)[0]), value))
+        out = {}
+        for tp, pid in pids:
+            part = self._replicas.get(tp)
+            if part is not None:
+                out[tp] = (part.log.latest_epoch, part.log.log_end_offset)
+            elif pid is not None:
+                plog = self.store.partition_log(_U32.unpack(pid)[0])
+                out[tp] = (plog.latest_epoch, plog.log_end_offset)
+            else:
+                out[tp] = (-1, 0)  # no local log (a wiped disk): nothing to offer
+        return out
+
     # -- lookups for the request handlers ----------------------------------
 
     def partitions(self) -> Iterable[Partition]:

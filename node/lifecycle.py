@@ -4,7 +4,14 @@ Rules:
 - At start a broker registers with the active controller under a fresh
   incarnation id (one per process start); the answer's broker epoch (the
   metadata offset of the registration) goes into every heartbeat. A new
-  registration fences the previous incarnation of the same id.
+  registration fences the previous incarnation of the same id. It says
+  whether the previous process on this data directory shut down cleanly
+  (node/clean_shutdown.py) and reports every local replica's (latest epoch,
+  log end); after an unclean stop the controller takes it out of the ISRs
+  (KIP-966). Once a registration succeeded, a later one by the same process
+  (after STALE_BROKER_EPOCH) says clean: the process has lost nothing since.
+- Heartbeats report the log ends of local replicas whose partition is in
+  unclean recovery (coordinator/metadata/recovery.py).
 - It heartbeats every ``broker_heartbeat_interval_ms`` with its epoch and the
   offset of its metadata image. The controller unfences it once the image
   has caught up to its registration, and fences it when heartbeats stop for
@@ -23,8 +30,9 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
+from coordinator.metadata import TopicIdPartition
 from ketch.api.v1 import controller_pb2 as cpb
 from ketch.errors import ErrorCode
 from node.config import NodeConfig
@@ -35,6 +43,13 @@ log = logging.getLogger("ketch.node.lifecycle")
 REREGISTER = {ErrorCode.STALE_BROKER_EPOCH, ErrorCode.BROKER_ID_NOT_REGISTERED}
 
 
+def _reports(logs: Mapping[TopicIdPartition, tuple[int, int]]) -> list[cpb.ReplicaLogReport]:
+    return [
+        cpb.ReplicaLogReport(topic_id=tp.topic_id, partition=tp.partition, latest_epoch=epoch, log_end_offset=end)
+        for tp, (epoch, end) in sorted(logs.items())
+    ]
+
+
 class BrokerLifecycle:
     def __init__(
         self,
@@ -43,8 +58,13 @@ class BrokerLifecycle:
         follower: MetadataFollower,
         advertised: Callable[[], tuple[str, int]],
         on_registered: Callable[[], None] = lambda: None,
+        *,
+        previous_clean_shutdown: bool = False,
+        replica_logs: Callable[[bool], Mapping[TopicIdPartition, tuple[int, int]]] = lambda _: {},
     ) -> None:
         self._on_registered = on_registered
+        self._clean = previous_clean_shutdown
+        self._replica_logs = replica_logs
         self.config = config
         self.controllers = controllers
         self.follower = follower
@@ -71,17 +91,23 @@ class BrokerLifecycle:
             host=host,
             port=port,
             rack=self.config.rack,
+            previous_clean_shutdown=self._clean,
+            replica_logs=_reports(self._replica_logs(False)),
         )
         response = await self.controllers.call(lambda s: s.RegisterBroker, request)
         if response.status.error_code:
             raise RuntimeError(f"registration refused: {response.status.error_message}")
         self.broker_epoch = response.broker_epoch
+        self._clean = True  # a later re-registration by this process has lost nothing since this one
         log.info("broker %d registered with epoch %d", self.config.node_id, self.broker_epoch)
         self._on_registered()
 
     async def _heartbeat(self) -> None:
         request = cpb.BrokerHeartbeatRequest(
-            broker_id=self.config.node_id, broker_epoch=self.broker_epoch, metadata_offset=self.follower.image.offset
+            broker_id=self.config.node_id,
+            broker_epoch=self.broker_epoch,
+            metadata_offset=self.follower.image.offset,
+            replica_logs=_reports(self._replica_logs(True)),
         )
         response = await self.controllers.call(lambda s: s.BrokerHeartbeat, request, timeout_s=5.0)
         code = response.status.error_code

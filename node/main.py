@@ -20,7 +20,10 @@ SIGTERM or SIGINT: a broker first runs a controlled shutdown (its
 leaderships move to other ISR members, bounded by a timeout); then health
 goes NOT_SERVING, the server stops taking new calls
 and waits up to ``shutdown_grace_s`` for in-flight ones (parked long-poll
-fetches are woken so they answer at once), then the store is closed. A
+fetches are woken so they answer at once), then the WAL is synced, the
+clean-shutdown marker written (node/clean_shutdown.py) and the store closed.
+At start-up the marker is taken: the broker's registration says whether its
+previous process stopped cleanly (KIP-966). A
 second signal during shutdown does not cut it short; kill -9 is the crash
 case the storage is built to survive.
 
@@ -51,6 +54,7 @@ from coordinator.raft_storage import RaftStorage
 from coordinator.service import ControllerService
 from ketch.api.v1 import controller_pb2 as cpb
 from ketch.api.v1 import controller_pb2_grpc, ketch_pb2_grpc
+from node import clean_shutdown
 from node.broker import Broker
 from node.config import ConfigError, NodeConfig
 from node.controller_client import ControllerClient, parse_voters
@@ -110,6 +114,7 @@ def _cluster_id(config: NodeConfig, store: NodeStore) -> str:
 
 async def serve(config: NodeConfig) -> None:
     store = open_store(config)
+    previous_clean_shutdown = clean_shutdown.take(store)
     server = grpc.aio.server(options=grpc_server_options(config))
     port = server.add_insecure_port(config.listen)
     if port == 0:
@@ -131,6 +136,7 @@ async def serve(config: NodeConfig) -> None:
             ControllerConfig(
                 broker_session_timeout_ms=config.broker_session_timeout_ms,
                 max_request_bytes=config.max_request_bytes,
+                min_insync_replicas=config.min_insync_replicas,
             ),
             preferred_election_interval_s=config.preferred_election_interval_ms / 1000,
         )
@@ -190,7 +196,15 @@ async def serve(config: NodeConfig) -> None:
             if fetcher is not None:
                 fetcher.reconcile()
 
-        lifecycle = BrokerLifecycle(config, controllers, follower, lambda: advertised, on_registered)
+        lifecycle = BrokerLifecycle(
+            config,
+            controllers,
+            follower,
+            lambda: advertised,
+            on_registered,
+            previous_clean_shutdown=previous_clean_shutdown,
+            replica_logs=broker.replica_logs,
+        )
         isr = IsrManager(
             broker, controllers, lambda: lifecycle.broker_epoch if lifecycle else -1, config.isr_check_interval_ms
         )
@@ -253,6 +267,7 @@ async def serve(config: NodeConfig) -> None:
     if raft is not None:
         await raft.stop()
     await controllers.close()
+    clean_shutdown.put(store)
     store.close()
     log.info("node %d stopped", config.node_id)
 

@@ -24,7 +24,10 @@ Rules:
   known yet holds the high watermark where it is. The high watermark never
   moves backwards.
 - Shrink: an ISR member (not the leader) not caught up within
-  ``replica_lag_time_max_ms`` is proposed for removal. Expand: a replica
+  ``replica_lag_time_max_ms`` is proposed for removal — but the ISR keeps
+  ``min_isr`` members (KIP-966's floor; the controller enforces it too):
+  laggards stay, in ISR order, while fewer would remain, and replicas that
+  caught up join in the same proposal. Expand: a replica
   outside the ISR whose log end offset has reached both the high watermark
   and the start of this leader's epoch is proposed for return. One proposal
   is in flight at a time, made against the current partition epoch; the
@@ -178,15 +181,23 @@ class LeaderState:
         if self.pending is not None:
             return None
         lagging = self.out_of_sync(now_ms)
+        joining = sorted(self.caught_up_outsiders())
         if lagging:
-            new_isr = tuple(b for b in self.isr if b not in lagging)
-            reason = f"shrink: {lagging} not caught up within {self.lag_time_max_ms} ms"
+            # The floor (KIP-966): keep laggards, in ISR order, while the ISR (with joiners) would fall below
+            # min_isr.
+            staying = len(self.isr) - len(lagging) + len(joining)
+            keep = [b for b in self.isr if b in lagging][: max(self.min_isr - staying, 0)]
+            new_isr = tuple(b for b in self.isr if b not in lagging or b in keep) + tuple(joining)
+            if set(new_isr) == set(self.isr):
+                return None
+            reason = f"shrink: {[b for b in lagging if b not in keep]} not caught up within {self.lag_time_max_ms} ms"
+            if joining:
+                reason += f"; expand: {joining} caught up to {self.high_watermark}"
         else:
-            joining = self.caught_up_outsiders()
             if not joining:
                 return None
-            new_isr = self.isr + tuple(sorted(joining))
-            reason = f"expand: {sorted(joining)} caught up to {self.high_watermark}"
+            new_isr = self.isr + tuple(joining)
+            reason = f"expand: {joining} caught up to {self.high_watermark}"
         self.pending = IsrProposal(new_isr, self.partition_epoch, reason)
         return self.pending
 

@@ -4,24 +4,30 @@ One seed fixes everything: drop rate and delays, how often appends are fsynced,
 the fault schedule, every scheduler choice. A discrete-event simulation on a
 millisecond clock drives the *pure* classes the way the asyncio drivers do:
 
-- Controller: ``coordinator.metadata.Controller`` as a perfectly reliable quorum.
+- Controller: ``coordinator.metadata.Controller`` as a perfectly reliable quorum,
+  with ``min.insync.replicas`` = ``MIN_ISR`` (the ISR floor, KIP-966).
   A command's records are replayed (committed) at once and the new image pushed
   to the brokers over the network — again every controller tick to brokers that
   are behind (the FetchMetadata stream). A broker applies an image only if it is
   newer than its own, acting on ``local_changes`` as node/broker.py does; a
   restarted broker starts from the empty image.
-- ``SimBroker`` mirrors node/lifecycle.py (register, heartbeat, register again on
-  STALE_BROKER_EPOCH), node/isr_manager.py (one AlterPartition at a time; refused
-  *or unanswered* → ``on_isr_rejected``), node/replica_fetcher.py (fetch offset =
-  log end, last fetched epoch; diverging epoch → ``divergence_truncation``;
-  records → ``plan_append``; then ``set_follower_high_watermark``) and
-  node/service.py (Produce: ``append``, then for acks=all wait for the high
-  watermark to pass the batch, NOT_LEADER_OR_FOLLOWER if leadership moves first,
-  NOT_ENOUGH_REPLICAS_AFTER_APPEND if the ISR shrank below min.insync;
-  Fetch: ``check_epoch``, ``on_follower_fetch``, ``read``, long-polling). The
-  hook methods (``applies``, ``follower_read``, ``divergence_point``,
-  ``propose``, ``isr_broker_epochs``) are the seams where
-  tests/test_replication_sim.py models proposed fixes.
+- ``SimBroker`` mirrors node/lifecycle.py (register — unclean after every
+  start, since every restart here follows a kill, with its log end; heartbeat,
+  reporting its log end while the partition is in unclean recovery; register
+  again on STALE_BROKER_EPOCH), node/broker.py (act on an image only once it
+  holds this process's registration), node/isr_manager.py (one AlterPartition
+  at a time, naming the members' broker epochs; refused *or unanswered* →
+  ``on_isr_rejected``), node/replica_fetcher.py (fetch offset = log end, last
+  fetched epoch; diverging epoch → ``divergence_truncation``; records →
+  ``plan_append``; then ``set_follower_high_watermark``) and node/service.py
+  (Produce: ``append``, then for acks=all wait for the high watermark to pass
+  the batch, NOT_LEADER_OR_FOLLOWER if leadership moves first,
+  NOT_ENOUGH_REPLICAS_AFTER_APPEND if the ISR shrank below min.insync; Fetch:
+  ``check_epoch``, ``on_follower_fetch`` unless the fetch diverges, ``read``,
+  long-polling). The hook methods (``applies``, ``follower_read``,
+  ``divergence_point``, ``propose``, ``isr_broker_epochs``) are the seams where
+  tests/test_replication_sim.py puts old bugs back, to show the checker
+  catches them.
 - Logs are ``MemoryPartitionLog``; an append is fsynced with a per-seed
   probability (0..1), so ``crash()`` (power loss) drops a random unsynced tail.
 - Network: messages are dropped or delayed (so reordered); links are cut (a
@@ -46,7 +52,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from coordinator.metadata import Controller, ControllerConfig, MetadataImage, MetadataRecord, local_changes
+from coordinator.metadata import (
+    Controller,
+    ControllerConfig,
+    MetadataImage,
+    MetadataRecord,
+    TopicIdPartition,
+    local_changes,
+)
 from ketch.errors import ErrorCode, KetchError
 from ketch.recordbatch import parse_header
 from replication.follower import divergence_truncation, plan_append
@@ -62,6 +75,7 @@ Endpoint = int | str  # a broker id, "c" (the controller) or "p" (the producer)
 Fn = Callable[[], None]
 Reply = Callable[[Any], None]
 Waiter = tuple[Partition, int, int, int, Reply]  # partition, leader epoch, last offset, base offset, reply
+LogReport = dict[TopicIdPartition, tuple[int, int]]  # (latest epoch, log end) per local replica
 
 
 class SimFailure(AssertionError):
@@ -101,6 +115,7 @@ class SimLog(MemoryPartitionLog):
         self.batches: list[bytes] = []
         self.cuts: list[int] = []  # the log end after each truncation, reset or crash
         self.truncations: list[int] = []  # the log end after each ``truncate_to`` (not a crash)
+        self.lost: list[list[bytes]] = []  # the batches each crash dropped
 
     def append(self, batches: Sequence[bytes], *, sync: bool = False) -> None:
         super().append(batches, sync=sync)
@@ -119,6 +134,7 @@ class SimLog(MemoryPartitionLog):
 
     def crash(self) -> None:
         super().crash()
+        self.lost.append(self.batches[bisect.bisect_left(self.bases, self.log_end_offset) :])
         self._cut()
 
     def _cut(self) -> None:
@@ -144,6 +160,7 @@ class SimBroker:
         self.image = MetadataImage()
         self.part: Partition | None = None
         self.epoch, self.registering, self.isr_busy, self.wake_due = -1, False, False, False
+        self.clean = False  # every process start here follows a kill: no clean-shutdown marker
         self.parked: list[tuple[FetchRequest, Reply]] = []
         self.waiters: list[Waiter] = []
         self.fetch_token, self.fetch_leader = 0, -1
@@ -170,15 +187,22 @@ class SimBroker:
     def lifecycle(self) -> None:
         self.timer(HEARTBEAT_MS, self.lifecycle)
         if self.epoch >= 0:
-            request = (self.id, self.epoch, self.image.offset)
+            state = self.image.partition(TOPIC_ID, 0)
+            logs = self.log_report() if state is not None and state.recovering else {}
+            request = (self.id, self.epoch, self.image.offset, logs)
             self.sim.call(self.id, "c", lambda r: self.sim.ctl_heartbeat(*request, r), self.on_heartbeat)
         elif not self.registering:
-            self.registering, args = True, (self.id, self.incarnation_id)
+            self.registering, args = True, (self.id, self.incarnation_id, self.clean, self.log_report())
             self.sim.call(self.id, "c", lambda r: self.sim.ctl_register(*args, r), self.on_registered)
+
+    def log_report(self) -> dict[TopicIdPartition, tuple[int, int]]:
+        """Broker.replica_logs: (latest epoch, log end) of the local replica."""
+        return {TopicIdPartition(TOPIC_ID, 0): (self.log.latest_epoch, self.log.log_end_offset)}
 
     def on_registered(self, epoch: int | None) -> None:
         self.registering = False
-        self.epoch = self.epoch if epoch is None else epoch
+        if epoch is not None:
+            self.epoch, self.clean = epoch, True  # a re-registration by this process has lost nothing
 
     def on_heartbeat(self, code: int | None) -> None:
         if code in (ErrorCode.STALE_BROKER_EPOCH, ErrorCode.BROKER_ID_NOT_REGISTERED):
@@ -187,8 +211,8 @@ class SimBroker:
     # -- node/broker.py: the replica manager --
 
     def applies(self, image: MetadataImage) -> bool:
-        """Hook: whether this image may be acted on now (the real broker acts on every image)."""
-        return True
+        """Hook: whether this image may be acted on now: only once it holds this process's registration."""
+        return 0 <= self.epoch <= image.offset
 
     def on_image(self, new: MetadataImage) -> None:
         if new.offset <= self.image.offset or not self.applies(new):
@@ -200,7 +224,7 @@ class SimBroker:
             part = self.part = self.part or Partition(TOPIC, 0, self.log)
             if s.leader == self.id:
                 args = (self.id, s.replicas, s.isr, s.leader_epoch, s.partition_epoch)
-                part.become_leader(*args, lag_time_max_ms=LAG_MS, now_ms=now)
+                part.become_leader(*args, lag_time_max_ms=LAG_MS, now_ms=now, min_insync_replicas=MIN_ISR)
             else:
                 part.become_follower(s.leader, s.leader_epoch)
             self.sim.note(f"b{self.id}: leader b{s.leader} epoch {s.leader_epoch} isr {list(s.isr)}")
@@ -281,10 +305,13 @@ class SimBroker:
             self.try_fetch(request, reply, final=True)
 
     def follower_read(self, part: Partition, request: FetchRequest) -> ReadResult:
-        """Hook: ``_read_all`` for a follower — record its progress, then read (with the epoch check)."""
-        if part.on_follower_fetch(request.replica_id, request.fetch_offset, self.sim.now):
+        """Hook: ``_read_all`` for a follower — record its progress unless it diverges, then read."""
+        offset, epoch = request.fetch_offset, request.last_fetched_epoch
+        if part.diverging(epoch, offset) is None and part.on_follower_fetch(
+            request.replica_id, offset, self.sim.now, broker_epoch=request.replica_epoch
+        ):
             self.notify()
-        return part.read(request.fetch_offset, 1 << 20, follower_epoch=request.last_fetched_epoch)
+        return part.read(offset, 1 << 20, follower_epoch=epoch)
 
     def try_fetch(self, request: FetchRequest, reply: Reply, final: bool) -> bool:
         """One ``_read_all``: answer, or park the fetch (True) until there is data or it is ``final``."""
@@ -326,7 +353,9 @@ class SimBroker:
     def divergence_point(self, epoch: int, end: int) -> int:
         """Hook: where to truncate on a diverging-epoch answer (the real fetcher's rule)."""
         local = self.log.end_offset_for_epoch(epoch) if epoch >= 0 else (-1, -1)
-        return divergence_truncation(epoch, end, local, self.log.log_end_offset)
+        entries = self.log.epoch_entries()
+        first = entries[0][1] if entries else None
+        return divergence_truncation(epoch, end, local, self.log.log_end_offset, first)
 
     def apply_fetch(self, sent: tuple[Partition, int, int], result: FetchResponse) -> bool:
         (part, epoch, offset), log = sent, self.log
@@ -360,9 +389,9 @@ class SimBroker:
         """Hook: the ISR change to send to the controller."""
         return leader.propose_isr_change(self.sim.now)
 
-    def isr_broker_epochs(self, proposal: IsrProposal) -> dict[int, int] | None:
-        """Hook: AlterPartition's ``isr_broker_epochs`` (the real driver sends none)."""
-        return None
+    def isr_broker_epochs(self, leader: LeaderState, proposal: IsrProposal) -> dict[int, int] | None:
+        """Hook: AlterPartition's ``isr_broker_epochs``: the broker epoch each member fetched with (KIP-903)."""
+        return leader.isr_broker_epochs(proposal.new_isr)
 
     def isr_check(self) -> None:
         self.timer(ISR_CHECK_MS, self.isr_check)
@@ -375,7 +404,7 @@ class SimBroker:
         self.isr_busy = True
         self.sim.note(f"b{self.id} proposes ISR {list(proposal.new_isr)} ({proposal.reason})")
         args = (self.id, self.epoch, leader.leader_epoch, proposal.partition_epoch, proposal.new_isr)
-        epochs = self.isr_broker_epochs(proposal)
+        epochs = self.isr_broker_epochs(leader, proposal)
 
         def on_reply(code: int | None) -> None:
             self.isr_busy = False
@@ -388,6 +417,7 @@ class SimBroker:
 class Sim:
     log_class: type[SimLog] = SimLog
     broker_class: type[SimBroker] = SimBroker
+    ctl_min_isr = MIN_ISR  # the controller's min.insync.replicas default: the ISR floor
 
     def __init__(self, params: SimParams) -> None:
         self.params = params
@@ -397,7 +427,9 @@ class Sim:
         self.p_sync = 0.0 if params.acks == 1 else rng.choice([0.0, 0.0, 0.2, 0.6, 1.0])
         self.now, self.events, self._seq, self._queue = 0, 0, 0, list[tuple[int, int, Fn]]()
         self.trace: deque[str] = deque(maxlen=40)
-        self.ctl = Controller(ControllerConfig(broker_session_timeout_ms=SESSION_MS))
+        self.ctl = Controller(
+            ControllerConfig(broker_session_timeout_ms=SESSION_MS, min_insync_replicas=self.ctl_min_isr)
+        )
         self.ctl.activate()
         self.md_offset, self.cut = 0, set[frozenset[Endpoint]]()
         self.brokers = {b: self.broker_class(self, b) for b in BROKERS}
@@ -465,15 +497,16 @@ class Sim:
             self.commit(self.ctl.create_topic(TOPIC, 1, len(BROKERS), topic_id=TOPIC_ID, start_index=start).records)
             self.started()
 
-    def ctl_register(self, broker_id: int, incarnation_id: str, reply: Reply) -> None:
-        self.commit(
-            self.ctl.register_broker(broker_id, incarnation_id, "sim", 9000 + broker_id, now_ms=self.now).records
-        )
+    def ctl_register(self, broker_id: int, incarnation_id: str, clean: bool, logs: LogReport, reply: Reply) -> None:
+        args = (broker_id, incarnation_id, "sim", 9000 + broker_id)
+        result = self.ctl.register_broker(*args, now_ms=self.now, clean_shutdown=clean, replica_logs=logs)
+        self.commit(result.records)
         reply(self.md_offset)
 
-    def ctl_heartbeat(self, broker_id: int, epoch: int, offset: int, reply: Reply) -> None:
+    def ctl_heartbeat(self, broker_id: int, epoch: int, offset: int, logs: LogReport, reply: Reply) -> None:
         try:
-            self.commit(self.ctl.broker_heartbeat(broker_id, epoch, offset, now_ms=self.now).records)
+            result = self.ctl.broker_heartbeat(broker_id, epoch, offset, now_ms=self.now, replica_logs=logs)
+            self.commit(result.records)
         except KetchError as exc:
             return reply(int(exc.code))
         reply(0)

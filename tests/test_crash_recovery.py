@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -79,5 +80,37 @@ def test_acknowledged_records_survive_kill_9(tmp_path: Path) -> None:
         values = [value or b"" for _, value in stored]
         assert values == sorted(values), "records out of send order"
         print(f"acknowledged {len(acknowledged)}, stored {end} after kill -9")
+    finally:
+        node.close()
+
+
+def test_registration_says_whether_the_previous_process_shut_down_cleanly(tmp_path: Path) -> None:
+    """The clean-shutdown marker (node/clean_shutdown.py) through real restarts: SIGTERM leaves it,
+    kill -9 does not, and the controller hears which (KIP-966)."""
+    node = start_node(tmp_path)
+    try:
+
+        def registrations() -> list[str]:
+            return [
+                line
+                for line in node.log_text().splitlines()
+                if "broker 1 registered with epoch" in line and "shutdown" in line
+            ]
+
+        def restarted_registration() -> str:
+            seen = len(registrations())
+            node.start()
+            deadline = time.monotonic() + 30
+            while len(registrations()) == seen:  # the old registration may still look alive: wait for the new
+                assert time.monotonic() < deadline, "the restarted broker did not register"
+                time.sleep(0.05)
+            return registrations()[-1]
+
+        wait_broker_alive(node)
+        assert registrations()[-1].endswith("after an unclean shutdown")  # a new data directory
+        assert node.stop() == 0
+        assert restarted_registration().endswith("after a clean shutdown")
+        node.kill()
+        assert restarted_registration().endswith("after an unclean shutdown")
     finally:
         node.close()

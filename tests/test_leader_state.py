@@ -103,3 +103,15 @@ def test_a_restarted_follower_is_judged_on_its_new_fetches_only() -> None:
     proposal = s.propose_isr_change(4)
     assert proposal is not None and proposal.new_isr == (1, 2, 3)
     assert s.isr_broker_epochs(proposal.new_isr) == {2: 5, 3: 9}
+
+
+def test_a_shrink_keeps_min_insync_members() -> None:
+    """KIP-966's floor: with min.insync.replicas 2, two laggards leave one behind, in ISR order."""
+    s = LeaderState.start(1, (1, 2, 3), (1, 2, 3), 5, 7, 10, 0, lag_time_max_ms=1000, now_ms=0, min_isr=2)
+    proposal = s.propose_isr_change(1500)  # neither follower fetched
+    assert proposal is not None and proposal.new_isr == (1, 2) and "[3]" in proposal.reason
+    s.on_isr_committed((1, 2), 8)
+    assert s.propose_isr_change(3000) is None  # 2 still lags, but the ISR is at the floor
+    s.on_follower_fetch(3, 10, 3100)  # 3 caught up: it joins and takes 2's place
+    proposal = s.propose_isr_change(3200)
+    assert proposal is not None and proposal.new_isr == (1, 3)

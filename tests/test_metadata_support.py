@@ -17,6 +17,7 @@ from coordinator.metadata import (
     ControllerResult,
     MetadataImage,
     MetadataRecord,
+    TopicIdPartition,
     decode_snapshot,
     encode_snapshot,
     image_from_records,
@@ -27,8 +28,9 @@ R = TypeVar("R")
 
 
 class Cluster:
-    def __init__(self, session_timeout_ms: int = 9000) -> None:
-        self.ctl = Controller(ControllerConfig(broker_session_timeout_ms=session_timeout_ms))
+    def __init__(self, session_timeout_ms: int = 9000, min_isr: int = 1) -> None:
+        config = ControllerConfig(broker_session_timeout_ms=session_timeout_ms, min_insync_replicas=min_isr)
+        self.ctl = Controller(config)
         self.offset = 0
         self.now = 0
         self.batches: list[tuple[int, list[MetadataRecord]]] = []
@@ -51,17 +53,22 @@ class Cluster:
         assert b is not None
         return b.epoch
 
-    def register(self, broker_id: int, rack: str = "") -> int:
+    def register(
+        self,
+        broker_id: int,
+        rack: str = "",
+        *,
+        clean: bool = True,
+        logs: dict[TopicIdPartition, tuple[int, int]] | None = None,
+    ) -> int:
         self._incarnations += 1
-        self.run(
-            self.ctl.register_broker(
-                broker_id, f"inc-{self._incarnations}", "h", 9000 + broker_id, rack, now_ms=self.now
-            )
-        )
+        args = (broker_id, f"inc-{self._incarnations}", "h", 9000 + broker_id, rack)
+        self.run(self.ctl.register_broker(*args, now_ms=self.now, clean_shutdown=clean, replica_logs=logs))
         return self.epoch(broker_id)
 
-    def heartbeat(self, broker_id: int) -> None:
-        self.run(self.ctl.broker_heartbeat(broker_id, self.epoch(broker_id), self.offset, now_ms=self.now))
+    def heartbeat(self, broker_id: int, logs: dict[TopicIdPartition, tuple[int, int]] | None = None) -> None:
+        epoch = self.epoch(broker_id)
+        self.run(self.ctl.broker_heartbeat(broker_id, epoch, self.offset, now_ms=self.now, replica_logs=logs))
 
     def add_brokers(self, ids: Iterable[int], racks: dict[int, str] | None = None) -> None:
         ids = list(ids)
@@ -90,9 +97,10 @@ class Cluster:
         return topic_id
 
 
-def check_invariants(image: MetadataImage) -> None:
+def check_invariants(image: MetadataImage, min_isr: int = 1) -> None:
     """The partition and broker invariants every image must hold, plus one of
-    liveness: a partition is offline only while no eligible replica is unfenced."""
+    liveness: a partition is offline only while no eligible replica is unfenced
+    (or while it is in unclean recovery)."""
     for t, index, p in image.all_partitions():
         where = f"{t.name}-{index}"
         problem = p.check()
@@ -100,10 +108,10 @@ def check_invariants(image: MetadataImage) -> None:
         assert all(r in image.brokers for r in p.replicas), f"{where}: unknown replica in {p.replicas}"
         if p.leader != NO_LEADER:
             assert image.is_usable(p.leader), f"{where}: leader {p.leader} is fenced"
-            assert all(image.is_usable(r) for r in p.isr), (
-                f"{where}: fenced broker in the ISR {p.isr} of a live partition"
+            assert len(p.isr) <= t.min_isr(p, min_isr) or all(image.is_usable(r) for r in p.isr), (
+                f"{where}: fenced broker in the ISR {p.isr} of a live partition, above the floor"
             )
-        else:  # offline only while nobody may lead it
+        elif not p.recovering:  # offline only while nobody may lead it
             eligible = p.replicas if t.unclean_leader_election else p.isr
             assert not any(image.is_usable(r) for r in eligible), f"{where}: offline with {eligible} eligible"
     for b in image.brokers.values():

@@ -22,61 +22,65 @@ Invariants (``Checker``), after every event:
   the control run) must be, at its acknowledged offset, in that history once
   the history reaches the offset, and must be in the converged log at the end.
 - What "at most one failure" means here: RF 3 with min.insync 2 promises that
-  an acknowledged record survives one broker losing power. A violation at an
-  offset is excused only if at least two ``crash()`` happened since the record
-  was acknowledged (or first committed) *and* since all three logs last held
-  it — then the history is rewritten there and checking goes on.
+  an acknowledged record survives one broker losing power. A loss is excused
+  only if power losses destroyed the copies of the record on two brokers at
+  once (each crash drops a log's unsynced tail; a broker that holds the
+  record again below its high watermark counts as a copy again) — then the
+  history is rewritten there and checking goes on. Counting destroyed copies,
+  not crashes since the acknowledgement, is what the physics allows: a
+  follower may lose power after it fetched a record and before the leader
+  acknowledges it on the strength of that fetch.
 - Leaders: one broker per leader epoch; the leader is in its ISR; the ISR
   (committed and pending) is within the replicas; the controller's image keeps
   ``PartitionRegistration.check()``.
 
-Today's code fails this: ``Scenario`` models the drivers as they are. Each
-bug below was found by the simulation; ``FixedScenario`` models a proposed fix
-for each, as a flag, at the seams the simulation offers (hooks of ``SimBroker``,
-a ``SimLog`` subclass, the controller commands), and ``BUG_SEEDS`` names a seed
-that fails when only that fix is left out:
+The simulation found seven bugs; all are fixed in the real code, which the
+base model (``Scenario`` over ``SimBroker``, tests/replication_sim.py)
+mirrors. ``BuggyScenario`` puts each back, as a flag, at the seams the
+simulation offers, and ``BUG_SEEDS`` names a seed that then fails — so the
+checker is shown to catch every one:
 
-- (fixed in the logs themselves, so no longer a flag) ``epoch-at-end``,
-  liveness: a leader that never appended kept its epoch entry at its log end
-  after losing leadership, because ``truncate_to(end)`` returned early; the
-  follower then sent that epoch forever. Both logs now truncate the epoch
-  cache from the end even when the offset is the log end (Kafka's
-  ``UnifiedLog.truncateTo``); the base model has it through MemoryPartitionLog.
-- ``diverging-progress``: the leader records a follower's fetch offset as its
-  log end *before* the epoch check, so a diverging follower counts as holding
-  records it lacks and the HW passes them. Fix (Kafka's
+- (no flag: fixed inside the logs) ``epoch-at-end``, liveness: a leader that
+  never appended kept its epoch entry at its log end after losing
+  leadership, because ``truncate_to(end)`` returned early; the follower then
+  sent that epoch forever. Both logs truncate the epoch cache from the end
+  even when the offset is the log end (Kafka's ``UnifiedLog.truncateTo``).
+- ``diverging-progress``: the leader recorded a follower's fetch offset as its
+  log end *before* the epoch check, so a diverging follower counted as holding
+  records it lacked and the HW passed them. Fix (Kafka's
   ``Partition.fetchRecords``): no follower progress from a diverging fetch.
-- ``hw-floor``: with fewer than min.insync ISR members the HW still advances,
-  so committed (consumer-visible) records live on one broker. Fix (KIP-966):
+- ``hw-floor``: with fewer than min.insync ISR members the HW still advanced,
+  so committed (consumer-visible) records lived on one broker. Fix (KIP-966):
   the HW advances only while the maximal ISR has min.insync members.
-- ``wait-registration``: a restarted broker acts on a stale image naming it the
+- ``wait-registration``: a restarted broker acted on a stale image naming it the
   leader of the epoch its previous process led, with a log that lost its
-  unsynced tail; it appends other records under the *same* epoch, which
+  unsynced tail; it appended other records under the *same* epoch, which
   epoch-based truncation cannot tell apart. Fix (Kafka's broker start-up): act
   on metadata only once the image has reached the broker's own registration.
-- ``isr-floor``: the ISR shrinks to one member (lagging followers, fencing);
-  when that member loses power and comes back, the controller lets it lead with
-  its truncated log and the others truncate to it. Fix (KIP-966 in small):
-  fencing and AlterPartition keep min.insync members in the ISR; a broker back
-  from an unclean shutdown leaves the ISR unless it is the last member; when
-  only such brokers remain, the replica reporting the best (epoch, log end)
-  leads alone once it is up (unclean recovery).
-- ``fetch-epoch`` (KIP-903): the leader proposes ISR expansion from fetch
+- ``isr-floor``: the ISR shrank to one member (lagging followers, fencing);
+  when that member lost power and came back, the controller let it lead with
+  its truncated log and the others truncated to it. Fix (KIP-966, in small;
+  coordinator/metadata/election.py, brokers.py, recovery.py): fencing and
+  AlterPartition keep min.insync members in the ISR; a broker back from an
+  unclean shutdown leaves the ISR unless it is the last member; then the
+  partition recovers: the replica reporting the best (epoch, log end) leads
+  alone. The bug flag restores the old controller (no floor), leader (shrinks
+  to itself) and registration (every restart claims a clean shutdown).
+- ``fetch-epoch`` (KIP-903): the leader proposed ISR expansion from fetch
   progress recorded before the follower lost power and restarted, so a broker
-  with a truncated log rejoins the ISR. Fix: AlterPartition names the broker
-  epoch each new member fetched with (``isr_broker_epochs``, which the
-  controller already checks).
+  with a truncated log rejoined the ISR. Fix: AlterPartition names the broker
+  epoch each new member fetched with (``isr_broker_epochs``), which the
+  controller checks.
 - ``older-epoch`` (liveness): when a follower holds no epoch <= the leader's
   diverging epoch (all its records come from epochs the leader never had —
-  after an unclean or lossy election), ``divergence_truncation`` returns
-  min(leader's end, own end) = its own end, and the follower livelocks on
+  after an unclean or lossy election), ``divergence_truncation`` returned
+  min(leader's end, own end) = its own end, and the follower livelocked on
   diverging answers. Fix: truncate to where its first cached epoch starts.
 
 Runs: ``REPL_SIM_SEEDS`` seeds (default 800, in chunks of 50) of
-``FixedScenario``; ``test_replay`` replays ``REPL_SIM_SEED`` (``REPL_SIM_ACKS=1``
-for a control run, ``REPL_SIM_MODEL=current`` for today's code,
-``REPL_SIM_WITHOUT=fix,...`` to leave fixes out) — a failure prints that
-command; the acks=1 control run must be caught losing data; runs are
+``Scenario``; ``test_replay`` replays ``REPL_SIM_SEED`` (``REPL_SIM_ACKS=1``
+for a control run, ``REPL_SIM_BUGS=bug,...`` to put old bugs back) — a
+failure prints that command; the acks=1 control run must be caught losing data; runs are
 deterministic.
 """
 
@@ -86,24 +90,19 @@ import bisect
 import os
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
 
 import pytest
 from aiokafka.record.default_records import DefaultRecordBatch
 
-from coordinator.metadata import MetadataImage, PartitionRegistration, replay_batch
-from coordinator.metadata.election import build_change
-from coordinator.metadata.records import MetadataRecord, partition_change
-from ketch.errors import ErrorCode
+from coordinator.metadata import MetadataImage
+from replication.follower import divergence_truncation
 from replication.leader_state import IsrProposal, LeaderState
 from replication.partition import Partition, ReadResult
 from tests.replication_sim import (
     BROKERS,
-    MIN_ISR,
     TOPIC_ID,
     Endpoint,
     FetchRequest,
-    Reply,
     Sim,
     SimBroker,
     SimFailure,
@@ -111,8 +110,7 @@ from tests.replication_sim import (
 )
 
 CHAOS_MS, LIVENESS_MS = 6000, 20_000
-FIXES = frozenset(("diverging-progress", "hw-floor", "wait-registration", "isr-floor"))
-FIXES |= {"fetch-epoch", "older-epoch"}
+BUGS = frozenset(("diverging-progress", "hw-floor", "wait-registration", "isr-floor", "fetch-epoch", "older-epoch"))
 SEEDS = int(os.environ.get("REPL_SIM_SEEDS", "800"))
 CHUNK = 50
 
@@ -121,7 +119,6 @@ CHUNK = 50
 class Ack:
     offset: int
     value: bytes
-    crashes: int  # how many crash() had happened when it was acknowledged
     acks: int
 
 
@@ -132,36 +129,38 @@ class Checker:
         self.sim = sim
         self.hist_bases: list[int] = []  # the committed history: batches from offset 0
         self.hist_batches: list[bytes] = []
-        self.hist_crashes: list[int] = []  # crash() count when each batch became committed
         self.hist_end = 0
         self.verified = dict.fromkeys(BROKERS, 0)  # each log matches the history below this
         self.seen = {b: (0, 0) for b in BROKERS}  # how many cuts and truncations were handled
         self.last_hw: dict[int, int] = {}
         self.unbacked: set[int] = set()  # brokers whose HW an excused loss left above their log end
         self.leader_of_epoch: dict[int, int] = {}
-        self.full_before_crash: list[int] = []  # all three logs agreed below this, before each crash()
+        self.lost_by: dict[bytes | None, set[int]] = {}  # value -> brokers whose copy a crash destroyed
+        self.peak_lost: Counter[bytes | None] = Counter()  # the most such brokers at once, per value
         self.acked: list[Ack] = []
         self.pending: list[Ack] = []  # acknowledged beyond the history's end so far
         self._values: dict[bytes, list[bytes | None]] = {}
 
-    def before_crash(self) -> None:
-        logs = [b.log for b in self.sim.brokers.values()]
-        i, n = 0, min(len(log.batches) for log in logs)
-        while i < n and all(log.batches[i] == logs[0].batches[i] for log in logs[1:]):
-            i += 1
-        self.full_before_crash.append(logs[0].next_offset(i - 1) if i else 0)
+    def crashed(self, b: SimBroker) -> None:
+        """``b`` lost power: the copies in the unsynced tail it dropped are destroyed."""
+        for batch in b.log.lost[-1]:
+            for value in self.values(batch):
+                lost = self.lost_by.setdefault(value, set())
+                lost.add(b.id)
+                self.peak_lost[value] = max(self.peak_lost[value], len(lost))
 
-    def excused(self, offset: int, crashes_then: int) -> bool:
-        """Two crash() since ``crashes_then`` and since all three logs last held ``offset``."""
-        total = len(self.full_before_crash)
-        since = total - crashes_then
-        for k in range(total - 1, -1, -1):
-            if self.full_before_crash[k] > offset:
-                return min(since, total - k) >= 2
-        return since >= 2
+    def holds(self, b: SimBroker, batch: bytes) -> None:
+        """``b`` holds ``batch`` (again): its copies count as alive."""
+        for value in self.values(batch):
+            self.lost_by.get(value, set()).discard(b.id)
+
+    def excused(self, batch: bytes) -> bool:
+        """Power losses destroyed two copies of the batch's records at once (RF 3, min.insync 2: one more
+        than the promise covers)."""
+        return any(self.peak_lost[v] >= 2 for v in self.values(batch))
 
     def acknowledged(self, offset: int, value: bytes, acks: int) -> None:
-        ack = Ack(offset, value, len(self.full_before_crash), acks)
+        ack = Ack(offset, value, acks)
         self.acked.append(ack)
         self.pending.append(ack)
         self.check_pending()
@@ -196,7 +195,7 @@ class Checker:
         for cut in log.truncations[truncations:]:
             before = self.last_hw.get(b.id, -1)
             j = bisect.bisect_right(self.hist_bases, cut) - 1
-            if cut < before and not (j >= 0 and self.excused(self.hist_bases[j], self.hist_crashes[j])):
+            if cut < before and not (j >= 0 and self.excused(self.hist_batches[j])):
                 self.sim.fail(f"{self.lost(cut, before)}b{b.id} truncated its log to {cut}, below its HW {before}")
             if cut < before:
                 self.unbacked.add(b.id)  # an excused loss: its HW is above its data until the log regrows
@@ -215,20 +214,21 @@ class Checker:
         if base == self.hist_end:
             self.hist_bases.append(base)
             self.hist_batches.append(batch)
-            self.hist_crashes.append(len(self.full_before_crash))
             self.hist_end = end
-            return
+            return self.holds(b, batch)
         j = bisect.bisect_right(self.hist_bases, base) - 1
         if base < self.hist_end and self.hist_bases[j] == base and self.hist_batches[j] == batch:
-            return
+            return self.holds(b, batch)
+        if self.excused(batch):
+            return  # the old timeline: records whose copies power losses destroyed; this replica will truncate
         start = self.hist_bases[j] if base < self.hist_end else base
-        if start != base or not self.excused(start, self.hist_crashes[j]):
+        if start != base or not self.excused(self.hist_batches[j]):
             self.sim.fail(
                 f"{self.lost(start, end)}committed prefixes differ: b{b.id} holds {self.values(batch)} at "
                 f"{base}..{end - 1} below its HW; the committed history has {self.values(self.hist_batches[j])}"
             )
-        self.sim.note(f"excused: committed history rewritten from {start} (two crashes since fully replicated)")
-        del self.hist_bases[j:], self.hist_batches[j:], self.hist_crashes[j:]
+        self.sim.note(f"excused: committed history rewritten from {start} (two copies destroyed by power loss)")
+        del self.hist_bases[j:], self.hist_batches[j:]
         self.hist_end = start
         for k in self.verified:
             self.verified[k] = min(self.verified[k], start)
@@ -245,7 +245,7 @@ class Checker:
             values = self.values(self.hist_batches[j]) if ack.offset < self.hist_end else []
             at = ack.offset - self.hist_bases[j] if values else 0
             held = values[at] if at < len(values) else None
-            if held != ack.value and not self.excused(ack.offset, ack.crashes):
+            if held != ack.value and self.peak_lost[ack.value] < 2:
                 self.sim.fail(
                     f"acknowledged record lost: {ack.value!r} (acks={ack.acks}) was acknowledged at offset "
                     f"{ack.offset}; the committed history holds {held!r} there"
@@ -267,9 +267,6 @@ class Scenario(Sim):
         self.faults: Counter[str] = Counter()
         self.final_acked = False
 
-    def variant(self) -> str:
-        return " REPL_SIM_MODEL=current"
-
     def started(self) -> None:
         self.at(0, self.produce_tick)
         self.at(300, self.fault)
@@ -279,10 +276,13 @@ class Scenario(Sim):
 
     def killing(self, b: SimBroker, power_loss: bool) -> None:
         self.faults["power loss" if power_loss else "kill"] += 1
-        if power_loss:
-            self.checker.before_crash()
         self.checker.last_hw.pop(b.id, None)
         self.checker.unbacked.discard(b.id)
+
+    def kill(self, b: SimBroker, power_loss: bool) -> None:
+        super().kill(b, power_loss)
+        if power_loss:
+            self.checker.crashed(b)
 
     def send_batch(self, count: int, acks: int, final: bool = False) -> None:
         tag = f"{'final' if final else 'a'}{self.attempts}"
@@ -351,148 +351,84 @@ class Scenario(Sim):
             self.at(100, self.final_produce)
 
 
-class FloorLeaderState(LeaderState):
-    """``hw-floor`` (KIP-966): the high watermark advances only while the maximal ISR has min.insync members."""
+class NoFloorLeaderState(LeaderState):
+    """Bug ``hw-floor``: the high watermark advances whatever the size of the maximal ISR."""
 
     def _advance(self) -> bool:
-        return len(self.maximal_isr) >= MIN_ISR and super()._advance()
+        saved, self.min_isr = self.min_isr, 1
+        try:
+            return super()._advance()
+        finally:
+            self.min_isr = saved
 
 
-class FixedBroker(SimBroker):
+class BuggyBroker(SimBroker):
+    """``SimBroker`` (today's drivers) with the old bugs in ``bugs`` put back at its seams."""
+
     def __init__(self, sim: Sim, broker_id: int) -> None:
-        self.fixes = sim.fixes if isinstance(sim, FixedScenario) else FIXES
+        self.bugs = sim.bugs if isinstance(sim, BuggyScenario) else frozenset()
         super().__init__(sim, broker_id)
 
     def boot(self) -> None:
-        self.fetch_epochs: dict[int, int] = {}  # the broker epoch each follower last fetched with
         super().boot()
+        self.clean = "isr-floor" in self.bugs  # the old registration: nobody ever lost anything
 
     def applies(self, image: MetadataImage) -> bool:
-        return "wait-registration" not in self.fixes or 0 <= self.epoch <= image.offset
+        return "wait-registration" in self.bugs or super().applies(image)
 
     def on_image(self, new: MetadataImage) -> None:
         super().on_image(new)
-        if "hw-floor" in self.fixes and self.part is not None and type(self.part.leader) is LeaderState:
-            self.part.leader.__class__ = FloorLeaderState
+        if "hw-floor" in self.bugs and self.part is not None and type(self.part.leader) is LeaderState:
+            self.part.leader.__class__ = NoFloorLeaderState
 
     def propose(self, leader: LeaderState) -> IsrProposal | None:
-        """``isr-floor``: a shrink keeps min.insync members (laggards in ISR order) and takes in joiners."""
-        proposal = super().propose(leader)
-        if proposal is None or "isr-floor" not in self.fixes or len(proposal.new_isr) >= MIN_ISR:
-            return proposal
-        kept = [b for b in leader.isr if b not in proposal.new_isr][: MIN_ISR - len(proposal.new_isr)]
-        new_isr = (*proposal.new_isr, *kept, *sorted(leader.caught_up_outsiders()))
-        if set(new_isr) == set(leader.isr):
-            leader.on_isr_rejected()
-            return None
-        leader.pending = IsrProposal(new_isr, proposal.partition_epoch, f"{proposal.reason}, floored")
-        return leader.pending
+        if "isr-floor" not in self.bugs:
+            return super().propose(leader)
+        saved, leader.min_isr = leader.min_isr, 1  # the old leader shrank the ISR to itself
+        try:
+            return super().propose(leader)
+        finally:
+            leader.min_isr = saved
 
     def divergence_point(self, epoch: int, end: int) -> int:
-        """``older-epoch``: holding no epoch <= the leader's, everything from the first epoch on diverges."""
-        entries = self.log.epoch_entries()
-        if "older-epoch" in self.fixes and entries and (epoch < 0 or self.log.end_offset_for_epoch(epoch)[0] < 0):
-            return min(max(end, 0), entries[0][1])
-        return super().divergence_point(epoch, end)
+        if "older-epoch" not in self.bugs:
+            return super().divergence_point(epoch, end)
+        local = self.log.end_offset_for_epoch(epoch) if epoch >= 0 else (-1, -1)
+        return divergence_truncation(epoch, end, local, self.log.log_end_offset)
 
-    def isr_broker_epochs(self, proposal: IsrProposal) -> dict[int, int] | None:
-        """``fetch-epoch``: name the broker epoch each member was seen fetching with (KIP-903)."""
-        return dict(self.fetch_epochs) if "fetch-epoch" in self.fixes else None
+    def isr_broker_epochs(self, leader: LeaderState, proposal: IsrProposal) -> dict[int, int] | None:
+        return None if "fetch-epoch" in self.bugs else super().isr_broker_epochs(leader, proposal)
 
     def follower_read(self, part: Partition, request: FetchRequest) -> ReadResult:
-        self.fetch_epochs[request.replica_id] = request.replica_epoch
-        if "diverging-progress" in self.fixes:
-            read = part.read(request.fetch_offset, 1 << 20, follower_epoch=request.last_fetched_epoch)
-            if read.diverging is not None:
-                return read
-        return super().follower_read(part, request)
+        if "diverging-progress" not in self.bugs:
+            return super().follower_read(part, request)
+        if part.on_follower_fetch(request.replica_id, request.fetch_offset, self.sim.now):
+            self.notify()
+        return part.read(request.fetch_offset, 1 << 20, follower_epoch=request.last_fetched_epoch)
 
 
-class FixedScenario(Scenario):
-    """``Scenario`` with the proposed fixes in ``fixes`` (all by default)."""
+class BuggyScenario(Scenario):
+    """``Scenario`` with old bugs put back (``REPL_SIM_BUGS``)."""
 
-    broker_class = FixedBroker
+    broker_class = BuggyBroker
 
-    def __init__(self, params: SimParams, fixes: frozenset[str] = FIXES) -> None:
-        self.fixes = fixes & FIXES
-        self.unclean: set[int] = set()  # brokers back from an unclean shutdown, not caught up since
-        self.reported: dict[int, tuple[int, int]] = {}  # (latest epoch, log end) from registrations and heartbeats
+    def __init__(self, params: SimParams, bugs: frozenset[str] = frozenset()) -> None:
+        unknown = bugs - BUGS
+        if unknown:
+            raise ValueError(f"unknown bugs {sorted(unknown)}; known: {sorted(BUGS)}")
+        self.bugs = bugs
+        if "isr-floor" in bugs:
+            self.ctl_min_isr = 1  # the old controller: no floor
         super().__init__(params)
 
     def variant(self) -> str:
-        return f" REPL_SIM_WITHOUT={','.join(sorted(FIXES - self.fixes))}" if self.fixes != FIXES else ""
-
-    def floor(self, isr: list[int]) -> list[int]:
-        """``isr-floor``: keep current members until the ISR has min.insync of them."""
-        state = self.ctl.image.partition(TOPIC_ID, 0)
-        for member in state.isr if state is not None and "isr-floor" in self.fixes else ():
-            if len(isr) < MIN_ISR and member not in isr:
-                isr.append(member)
-        return isr
-
-    def commit(self, records: list[MetadataRecord]) -> None:
-        if "isr-floor" in self.fixes and records:
-            for record in records:
-                change = record.partition_change if record.HasField("partition_change") else None
-                if change is not None and change.HasField("isr") and len(change.isr.values) < MIN_ISR:
-                    change.isr.values[:] = self.floor(list(change.isr.values))
-            image = replay_batch(self.ctl.image, self.md_offset + 1, records)
-            state = image.partition(TOPIC_ID, 0)
-            if state is not None and set(state.isr) <= self.unclean and state.leader in (-1, *self.unclean):
-                records = [*records, *self.recover(image, state)]
-        super().commit(records)
-
-    def recover(self, image: MetadataImage, state: PartitionRegistration) -> list[MetadataRecord]:
-        """Unclean recovery (KIP-966): only brokers back from an unclean shutdown are in the ISR, so the
-        replica reporting the best (latest epoch, log end) leads alone — once it is up; until then, nobody."""
-        best = max(state.replicas, key=lambda b: self.reported.get(b, (-1, -1)))
-        leader = best if image.is_usable(best) else -1
-        if leader == state.leader:
-            return []
-        self.unclean.discard(leader)  # its log defines the partition from now on
-        return [partition_change(TOPIC_ID, 0, leader=leader, isr=[best] if leader == best else None)]
-
-    def ctl_alter_partition(
-        self, broker: int, epoch: int, l_epoch: int, p_epoch: int, isr: tuple[int, ...], reply: Reply, epochs: Any
-    ) -> None:
-        state, floored = self.ctl.image.partition(TOPIC_ID, 0), tuple(self.floor(list(isr)))
-        if state is not None and floored != isr and set(floored) == set(state.isr):
-            return reply(int(ErrorCode.INVALID_REQUEST))  # a shrink below min.insync is refused
-
-        def replied(code: int) -> None:
-            if code == 0 and state is not None:
-                self.unclean.difference_update(set(floored) - set(state.isr))  # caught up: clean again
-            reply(code)
-
-        super().ctl_alter_partition(broker, epoch, l_epoch, p_epoch, floored, replied, epochs)
-
-    def report(self, broker_id: int) -> None:
-        """Registrations and heartbeats carry the replica's (latest epoch, log end), as in KIP-966."""
-        log = self.brokers[broker_id].log
-        self.reported[broker_id] = (log.latest_epoch, log.log_end_offset)
-
-    def ctl_register(self, broker_id: int, incarnation_id: str, reply: Reply) -> None:
-        old = self.ctl.image.broker(broker_id)
-        unclean = "isr-floor" in self.fixes and old is not None and old.incarnation_id != incarnation_id
-        if unclean:
-            self.unclean.add(broker_id)  # it may have lost its unsynced tail: out of the ISR, unless it is all
-        self.report(broker_id)
-        super().ctl_register(broker_id, incarnation_id, reply)
-        state = self.ctl.image.partition(TOPIC_ID, 0)
-        if unclean and state is not None and broker_id in state.isr and len(state.isr) > 1:
-            rest = [b for b in state.isr if b != broker_id]
-            change = build_change(TOPIC_ID, 0, state, self.ctl.image.is_usable, target_isr=rest)
-            Sim.commit(self, [change] if change is not None else [])  # below the floor, knowingly
-
-    def ctl_heartbeat(self, broker_id: int, epoch: int, offset: int, reply: Reply) -> None:
-        self.report(broker_id)
-        super().ctl_heartbeat(broker_id, epoch, offset, reply)
+        return f" REPL_SIM_BUGS={','.join(sorted(self.bugs))}" if self.bugs else ""
 
 
-def run_seed(seed: int, acks: int = -1, fixes: frozenset[str] | None = FIXES) -> Scenario:
-    """One run: ``FixedScenario`` with ``fixes``, or today's code (``Scenario``) when ``fixes`` is None."""
+def run_seed(seed: int, acks: int = -1, bugs: frozenset[str] = frozenset()) -> Scenario:
+    """One run of today's drivers, with the old ``bugs`` put back."""
     params = SimParams(seed, acks)
-    return (Scenario(params) if fixes is None else FixedScenario(params, fixes)).run()
+    return (BuggyScenario(params, bugs) if bugs else Scenario(params)).run()
 
 
 @pytest.mark.parametrize("first", range(0, SEEDS, CHUNK))
@@ -505,8 +441,8 @@ def test_seeds(first: int) -> None:
 def test_replay() -> None:
     seed = int(os.environ.get("REPL_SIM_SEED", "0"))
     acks = int(os.environ.get("REPL_SIM_ACKS", "-1"))
-    without = frozenset(os.environ.get("REPL_SIM_WITHOUT", "").split(","))
-    sim = run_seed(seed, acks, None if os.environ.get("REPL_SIM_MODEL") == "current" else FIXES - without)
+    bugs = frozenset(b for b in os.environ.get("REPL_SIM_BUGS", "").split(",") if b)
+    sim = run_seed(seed, acks, bugs)
     assert sim.checker.acked, "nothing was acknowledged"
 
 
@@ -524,24 +460,24 @@ def test_control_acks1_with_leader_crashes_is_caught() -> None:
     pytest.fail("the checker never caught acks=1 losing records in 50 seeds")
 
 
-# Per bug: the fixes left out, a seed that then fails (found by searching), and the symptom.
+# Per bug: a seed that fails with it put back (found by searching), and the symptom.
 BUG_SEEDS = {
-    "diverging-progress": ({"diverging-progress"}, 40, "acknowledged record lost"),
-    "hw-floor": ({"hw-floor"}, 691, "committed prefixes differ"),
-    "wait-registration": ({"wait-registration"}, 574, "acknowledged record lost"),
-    "isr-floor": ({"isr-floor"}, 17, "acknowledged record lost"),
-    "fetch-epoch": ({"fetch-epoch"}, 2296, "acknowledged record lost"),
-    "older-epoch": ({"older-epoch"}, 5227, "liveness"),
+    "diverging-progress": (78, "committed prefixes differ"),
+    "hw-floor": (415, "committed prefixes differ"),
+    "wait-registration": (1191, "acknowledged record lost"),
+    "isr-floor": (17, "acknowledged record lost"),
+    "fetch-epoch": (1305, "acknowledged record lost"),
+    "older-epoch": (3935, "liveness"),
 }
 
 
 @pytest.mark.parametrize("bug", sorted(BUG_SEEDS))
-def test_bug_is_caught_without_its_fix(bug: str) -> None:
-    left_out, seed, symptom = BUG_SEEDS[bug]
+def test_old_bug_is_caught(bug: str) -> None:
+    seed, symptom = BUG_SEEDS[bug]
     with pytest.raises(SimFailure, match=symptom) as failure:
-        run_seed(seed, fixes=FIXES - left_out)
-    assert f"REPL_SIM_SEED={seed} REPL_SIM_WITHOUT={','.join(sorted(left_out))} pytest" in str(failure.value)
-    run_seed(seed)  # and the seed passes with every fix
+        run_seed(seed, bugs=frozenset({bug}))
+    assert f"REPL_SIM_SEED={seed} REPL_SIM_BUGS={bug} pytest" in str(failure.value)
+    run_seed(seed)  # and the seed passes with today's code
 
 
 def test_runs_are_deterministic() -> None:

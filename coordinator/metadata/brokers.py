@@ -17,8 +17,12 @@ Rules:
   ``RegisterBrokerRecord``: the broker epoch is that record's offset, so a
   re-registration — a restarted process with a new incarnation id, or a
   retry — gets a new epoch, and the old epoch is stale from then on. If the
-  old registration was unfenced, its leaderships move and it leaves ISRs in
-  the same batch (the old process is gone; it must not stay leader).
+  old registration was unfenced, its leaderships move in the same batch (the
+  old process is gone; it must not stay leader). If the broker says its
+  previous process did not shut down cleanly, it leaves every ISR it is in,
+  below the floor if need be, and an ISR it was the last member of goes
+  into unclean recovery (recovery.py); its replicas' log ends replace what it
+  reported before.
 - A heartbeat names (id, epoch, metadata offset the broker has applied).
   Unknown id → BROKER_ID_NOT_REGISTERED; another epoch → STALE_BROKER_EPOCH
   (the broker must register again). It renews the session. A fenced broker
@@ -27,8 +31,9 @@ Rules:
   eligible to lead gets a leader in the same batch.
 - ``tick(now_ms)`` fences every unfenced broker whose session expired, all
   in one batch (fence records first, then partition changes), electing new
-  leaders from the ISR and shrinking the ISRs they were in (the last ISR
-  members stay; see election.py).
+  leaders from the ISR and shrinking the ISRs they were in down to
+  ``min.insync.replicas`` (the floor; the last members stay, see
+  election.py). A tick that fences nobody runs unclean-recovery elections.
 - Controlled shutdown (id, epoch) does the same for one broker and marks the
   registration ``shut_down``: later heartbeats with that epoch are answered
   ``should_shut_down`` and never unfence it.
@@ -36,12 +41,13 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 
 from coordinator.metadata import records as rec
 from coordinator.metadata.election import build_change
 from coordinator.metadata.image import BrokerRegistration, MetadataImage
-from coordinator.metadata.records import MetadataRecord
+from coordinator.metadata.records import NO_LEADER, MetadataRecord, TopicIdPartition
+from coordinator.metadata.recovery import LogEnd, ReplicaLogs, recovery_records
 from coordinator.metadata.results import (
     ControllerResult,
     HeartbeatResponse,
@@ -53,8 +59,21 @@ from coordinator.metadata.sessions import BrokerSessions
 from ketch.errors import ErrorCode, KetchError
 
 
-def fence_records(image: MetadataImage, broker_ids: Collection[int], shut_down: bool = False) -> list[MetadataRecord]:
-    """Fence ``broker_ids`` (registered) and move everything they lead or are in-sync for."""
+def fence_records(
+    image: MetadataImage,
+    broker_ids: Collection[int],
+    shut_down: bool = False,
+    *,
+    min_isr: int = 1,
+    unclean: Collection[int] = (),
+) -> list[MetadataRecord]:
+    """Fence ``broker_ids`` (registered) and move everything they lead or are in-sync for.
+
+    ISRs keep ``min_isr`` members (the topic's ``min.insync.replicas`` overrides
+    it; election.py) — except that brokers in ``unclean`` (back from an unclean
+    shutdown) leave every ISR they are in, and an ISR whose last member is one
+    of them goes into unclean recovery (recovery.py).
+    """
     fencing = set(broker_ids)
 
     def acceptable(broker: int) -> bool:
@@ -69,13 +88,22 @@ def fence_records(image: MetadataImage, broker_ids: Collection[int], shut_down: 
     for t, index, p in image.all_partitions():
         if fencing.isdisjoint(p.isr):
             continue
-        change = build_change(t.topic_id, index, p, acceptable, unclean=t.unclean_leader_election)
+        rest = [b for b in p.isr if b not in unclean]
+        change: MetadataRecord | None
+        if not rest:
+            leader = NO_LEADER if p.leader != NO_LEADER else None
+            change = None if p.recovering else rec.partition_change(t.topic_id, index, leader, recovering=True)
+        elif len(rest) < len(p.isr):
+            change = build_change(t.topic_id, index, p, acceptable, rest, unclean=t.unclean_leader_election)
+        else:
+            floor = t.min_isr(p, min_isr)
+            change = build_change(t.topic_id, index, p, acceptable, unclean=t.unclean_leader_election, min_isr=floor)
         if change is not None:
             out.append(change)
     return out
 
 
-def unfence_records(image: MetadataImage, broker_id: int) -> list[MetadataRecord]:
+def unfence_records(image: MetadataImage, broker_id: int, min_isr: int = 1) -> list[MetadataRecord]:
     """Unfence ``broker_id`` and elect leaders for the offline partitions it can lead."""
     b = image.brokers[broker_id]
 
@@ -85,7 +113,8 @@ def unfence_records(image: MetadataImage, broker_id: int) -> list[MetadataRecord
     out = [rec.broker_fence(broker_id, b.epoch, fenced=False)]
     for t, index, p in image.partitions_of_broker(broker_id):
         if p.offline:
-            change = build_change(t.topic_id, index, p, acceptable, unclean=t.unclean_leader_election)
+            floor = t.min_isr(p, min_isr)
+            change = build_change(t.topic_id, index, p, acceptable, unclean=t.unclean_leader_election, min_isr=floor)
             if change is not None:
                 out.append(change)
     return out
@@ -107,12 +136,17 @@ def _current(image: MetadataImage, broker_id: int, broker_epoch: int) -> BrokerR
 def register(
     image: MetadataImage,
     sessions: BrokerSessions,
+    logs: ReplicaLogs,
     broker_id: int,
     incarnation_id: str,
     host: str,
     port: int,
     rack: str,
     now_ms: int,
+    *,
+    clean_shutdown: bool,
+    replica_logs: Mapping[TopicIdPartition, LogEnd],
+    min_isr: int,
 ) -> ControllerResult[RegisterBrokerResponse]:
     if broker_id < 0:
         raise KetchError(f"broker id must be >= 0, got {broker_id}", code=ErrorCode.INVALID_REQUEST)
@@ -123,9 +157,17 @@ def register(
             f"broker address {host!r}:{port} is not a host and a port 1..65535", code=ErrorCode.INVALID_REQUEST
         )
     old = image.broker(broker_id)
-    records = fence_records(image, [broker_id]) if old is not None and old.usable else []
+    records = []
+    if old is not None and (old.usable or not clean_shutdown):
+        records = fence_records(image, [broker_id], min_isr=min_isr, unclean=() if clean_shutdown else [broker_id])
     records.append(rec.register_broker(broker_id, incarnation_id, host, port, rack))
     sessions.touch(broker_id, now_ms)
+    logs.forget(
+        TopicIdPartition(r.partition_change.topic_id, r.partition_change.partition)
+        for r in records
+        if r.HasField("partition_change") and r.partition_change.recovering
+    )
+    logs.replace(broker_id, replica_logs)
     replaced = old.epoch if old is not None and old.usable else None
     return ControllerResult(records, RegisterBrokerResponse(broker_id, incarnation_id, replaced))
 
@@ -133,31 +175,44 @@ def register(
 def heartbeat(
     image: MetadataImage,
     sessions: BrokerSessions,
+    logs: ReplicaLogs,
     broker_id: int,
     broker_epoch: int,
     metadata_offset: int,
     now_ms: int,
+    *,
+    replica_logs: Mapping[TopicIdPartition, LogEnd],
+    min_isr: int,
 ) -> ControllerResult[HeartbeatResponse]:
     b = _current(image, broker_id, broker_epoch)
     caught_up = metadata_offset >= b.epoch
     if b.shut_down:
         return ControllerResult([], HeartbeatResponse(broker_id, b.epoch, True, caught_up, should_shut_down=True))
     sessions.touch(broker_id, now_ms)
-    records = unfence_records(image, broker_id) if b.fenced and caught_up else []
+    logs.update(broker_id, replica_logs)
+    records = unfence_records(image, broker_id, min_isr) if b.fenced and caught_up else []
     fenced = b.fenced and not records
     return ControllerResult(records, HeartbeatResponse(broker_id, b.epoch, fenced, caught_up))
 
 
-def tick(image: MetadataImage, sessions: BrokerSessions, now_ms: int) -> ControllerResult[TickResponse]:
+def tick(
+    image: MetadataImage, sessions: BrokerSessions, logs: ReplicaLogs, now_ms: int, *, min_isr: int
+) -> ControllerResult[TickResponse]:
     expired = sessions.expired(image.usable_broker_ids, now_ms)
     for broker_id in expired:
         sessions.remove(broker_id)
-    records = fence_records(image, expired) if expired else []
-    return ControllerResult(records, TickResponse(tuple(expired)))
+    if expired:
+        return ControllerResult(fence_records(image, expired, min_isr=min_isr), TickResponse(tuple(expired)))
+    # Recovery elections run on a tick that fences nobody (they read who is usable).
+    records = recovery_records(image, logs)
+    changes = [r.partition_change for r in records]
+    return ControllerResult(
+        records, TickResponse(recovered=tuple((c.topic_id, c.partition, c.leader) for c in changes))
+    )
 
 
 def shutdown(
-    image: MetadataImage, sessions: BrokerSessions, broker_id: int, broker_epoch: int
+    image: MetadataImage, sessions: BrokerSessions, broker_id: int, broker_epoch: int, *, min_isr: int
 ) -> ControllerResult[ShutdownResponse]:
     b = _current(image, broker_id, broker_epoch)
     sessions.remove(broker_id)
@@ -165,5 +220,5 @@ def shutdown(
         return ControllerResult([], ShutdownResponse(broker_id, b.epoch, 0))
     led = sum(1 for _, _, p in image.all_partitions() if p.leader == broker_id)
     return ControllerResult(
-        fence_records(image, [broker_id], shut_down=True), ShutdownResponse(broker_id, b.epoch, led)
+        fence_records(image, [broker_id], shut_down=True, min_isr=min_isr), ShutdownResponse(broker_id, b.epoch, led)
     )

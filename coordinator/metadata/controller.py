@@ -46,6 +46,11 @@ The driver's contract (what coordinator's asyncio driver must do):
    ``img = controller.committed_image`` (never ``image``, which may hold
    uncommitted entries).
 
+Broker sessions and the replicas' reported log ends (recovery.py) are the
+only unreplicated state; both start empty when a controller becomes active.
+``config.min_insync_replicas`` is the ISR floor for topics without their own
+``min.insync.replicas``: run every controller with the brokers' default.
+
 The broker epoch returned to a registering broker is the Raft index of the
 entry holding its ``RegisterBrokerRecord``: the ``index`` in step 2.
 
@@ -61,7 +66,8 @@ from coordinator.metadata import brokers, topics
 from coordinator.metadata import records as rec
 from coordinator.metadata.delta import MetadataDelta
 from coordinator.metadata.image import MetadataImage
-from coordinator.metadata.records import MetadataRecord
+from coordinator.metadata.records import MetadataRecord, TopicIdPartition
+from coordinator.metadata.recovery import LogEnd, ReplicaLogs
 from coordinator.metadata.results import (
     AlterPartitionResponse,
     ControllerConfig,
@@ -81,6 +87,7 @@ class Controller:
     def __init__(self, config: ControllerConfig | None = None, image: MetadataImage | None = None) -> None:
         self.config = config or ControllerConfig()
         self.sessions = BrokerSessions(self.config.broker_session_timeout_ms)
+        self.replica_logs = ReplicaLogs()  # what brokers reported of their logs (recovery.py)
         self._committed = image or MetadataImage()
         self._image = self._committed
         self._pending: list[tuple[int, MetadataImage]] = []  # (index, image after it), not yet committed
@@ -126,10 +133,12 @@ class Controller:
         self._pending.clear()
         self._image = self._committed
         self.sessions.clear()
+        self.replica_logs.clear()
 
     def activate(self) -> None:
         """Became active (after the step-1 barrier): session clocks start at the first tick."""
         self.sessions.clear()
+        self.replica_logs.clear()
 
     def reset(self, image: MetadataImage) -> None:
         """Adopt ``image`` (a snapshot was installed)."""
@@ -139,21 +148,66 @@ class Controller:
     # -- brokers --
 
     def register_broker(
-        self, broker_id: int, incarnation_id: str, host: str, port: int, rack: str = "", *, now_ms: int
+        self,
+        broker_id: int,
+        incarnation_id: str,
+        host: str,
+        port: int,
+        rack: str = "",
+        *,
+        now_ms: int,
+        clean_shutdown: bool = True,
+        replica_logs: Mapping[TopicIdPartition, LogEnd] | None = None,
     ) -> ControllerResult[RegisterBrokerResponse]:
-        return brokers.register(self._image, self.sessions, broker_id, incarnation_id, host, port, rack, now_ms)
+        """``clean_shutdown``: the broker's previous process shut down cleanly (false: it may have lost
+        its unsynced tail); ``replica_logs``: (latest epoch, log end) of each local replica."""
+        return brokers.register(
+            self._image,
+            self.sessions,
+            self.replica_logs,
+            broker_id,
+            incarnation_id,
+            host,
+            port,
+            rack,
+            now_ms,
+            clean_shutdown=clean_shutdown,
+            replica_logs=replica_logs or {},
+            min_isr=self.config.min_insync_replicas,
+        )
 
     def broker_heartbeat(
-        self, broker_id: int, broker_epoch: int, metadata_offset: int, *, now_ms: int
+        self,
+        broker_id: int,
+        broker_epoch: int,
+        metadata_offset: int,
+        *,
+        now_ms: int,
+        replica_logs: Mapping[TopicIdPartition, LogEnd] | None = None,
     ) -> ControllerResult[HeartbeatResponse]:
-        return brokers.heartbeat(self._image, self.sessions, broker_id, broker_epoch, metadata_offset, now_ms)
+        return brokers.heartbeat(
+            self._image,
+            self.sessions,
+            self.replica_logs,
+            broker_id,
+            broker_epoch,
+            metadata_offset,
+            now_ms,
+            replica_logs=replica_logs or {},
+            min_isr=self.config.min_insync_replicas,
+        )
 
     def tick(self, now_ms: int) -> ControllerResult[TickResponse]:
-        """Fence brokers whose session expired. Call it every few hundred ms."""
-        return brokers.tick(self._image, self.sessions, now_ms)
+        """Fence brokers whose session expired; elect leaders for recovering partitions. Call it every few
+        hundred ms."""
+        return brokers.tick(
+            self._image, self.sessions, self.replica_logs, now_ms, min_isr=self.config.min_insync_replicas
+        )
 
     def shutdown_broker(self, broker_id: int, broker_epoch: int) -> ControllerResult[ShutdownResponse]:
-        return brokers.shutdown(self._image, self.sessions, broker_id, broker_epoch)
+        return brokers.shutdown(
+            self._image, self.sessions, broker_id, broker_epoch, min_isr=self.config.min_insync_replicas
+        )
 
     def no_op(self, controller_id: int) -> ControllerResult[None]:
         """A record that only marks the active controller's arrival in the log."""
@@ -207,9 +261,10 @@ class Controller:
             partition_epoch,
             new_isr,
             isr_broker_epochs,
+            self.config.min_insync_replicas,
         )
 
     def elect_preferred_leaders(
         self, partitions: Iterable[tuple[str, int]] | None = None
     ) -> ControllerResult[ElectLeadersResponse]:
-        return topics.elect_preferred_leaders(self._image, partitions)
+        return topics.elect_preferred_leaders(self._image, partitions, self.config.min_insync_replicas)

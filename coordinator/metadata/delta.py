@@ -205,6 +205,7 @@ class MetadataDelta:
             leader=rec.leader,
             leader_epoch=rec.leader_epoch,
             partition_epoch=rec.partition_epoch,
+            recovering=rec.recovering,
         )
         self._set_partition(change, rec.partition, state)
 
@@ -216,6 +217,7 @@ class MetadataDelta:
         state = current.changed(
             leader=rec.leader if rec.HasField("leader") else None,
             isr=list(rec.isr.values) if rec.HasField("isr") else None,
+            recovering=rec.recovering if rec.HasField("recovering") else None,
         )
         self._set_partition(change, rec.partition, state)
 

@@ -19,7 +19,8 @@ Rules and invariants:
   registration brings the id back.
 - A partition satisfies, at every offset: replicas are distinct broker ids;
   the ISR is a non-empty subset of the replicas; the leader is an ISR member,
-  or ``NO_LEADER`` (-1) when the partition is offline. Leader epoch and
+  or ``NO_LEADER`` (-1) when the partition is offline; a partition in unclean
+  recovery (``recovering``, see election.py) is offline. Leader epoch and
   partition epoch never decrease (see election.py for when they move).
 - Derived figures for metrics (fenced brokers, offline and under-replicated
   partitions, leaders per broker) are computed once per image, on first use.
@@ -39,6 +40,7 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 UNCLEAN_LEADER_ELECTION = "unclean.leader.election.enable"
+MIN_INSYNC_REPLICAS = "min.insync.replicas"
 
 
 def frozen_map(items: Mapping[K, V] | None = None) -> Mapping[K, V]:
@@ -70,6 +72,8 @@ class PartitionRegistration:
     leader: int
     leader_epoch: int = 0
     partition_epoch: int = 0
+    # Unclean recovery (KIP-966): offline until the controller picks the longest log.
+    recovering: bool = False
 
     @property
     def offline(self) -> bool:
@@ -79,7 +83,9 @@ class PartitionRegistration:
     def under_replicated(self) -> bool:
         return len(self.isr) < len(self.replicas)
 
-    def changed(self, leader: int | None = None, isr: Sequence[int] | None = None) -> PartitionRegistration:
+    def changed(
+        self, leader: int | None = None, isr: Sequence[int] | None = None, recovering: bool | None = None
+    ) -> PartitionRegistration:
         """The state after one change: a new leader (even the same id, or
         NO_LEADER) bumps the leader epoch; every change bumps the partition epoch."""
         return PartitionRegistration(
@@ -88,6 +94,7 @@ class PartitionRegistration:
             leader=self.leader if leader is None else leader,
             leader_epoch=self.leader_epoch if leader is None else self.leader_epoch + 1,
             partition_epoch=self.partition_epoch + 1,
+            recovering=self.recovering if recovering is None else recovering,
         )
 
     def check(self) -> str | None:
@@ -100,6 +107,8 @@ class PartitionRegistration:
             return f"ISR {list(self.isr)} is not a subset of replicas {list(self.replicas)}"
         if self.leader != NO_LEADER and self.leader not in self.isr:
             return f"leader {self.leader} is not in the ISR {list(self.isr)}"
+        if self.recovering and self.leader != NO_LEADER:
+            return f"leader {self.leader} while in unclean recovery (must be offline)"
         return None
 
 
@@ -119,6 +128,10 @@ class TopicImage:
     @property
     def unclean_leader_election(self) -> bool:
         return self.configs.get(UNCLEAN_LEADER_ELECTION, "false") == "true"
+
+    def min_isr(self, partition: PartitionRegistration, default: int) -> int:
+        """The ISR floor: ``min.insync.replicas`` (the topic's, else ``default``), at most the replica count."""
+        return min(int(self.configs.get(MIN_INSYNC_REPLICAS, default)), len(partition.replicas))
 
 
 @dataclass(frozen=True)

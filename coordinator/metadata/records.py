@@ -72,6 +72,7 @@ def partition(
     leader: int,
     leader_epoch: int = 0,
     partition_epoch: int = 0,
+    recovering: bool = False,
 ) -> MetadataRecord:
     return MetadataRecord(
         partition=pb.PartitionRecord(
@@ -82,18 +83,25 @@ def partition(
             leader=leader,
             leader_epoch=leader_epoch,
             partition_epoch=partition_epoch,
+            recovering=recovering,
         )
     )
 
 
 def partition_change(
-    topic_id: str, partition: int, leader: int | None = None, isr: Sequence[int] | None = None
+    topic_id: str,
+    partition: int,
+    leader: int | None = None,
+    isr: Sequence[int] | None = None,
+    recovering: bool | None = None,
 ) -> MetadataRecord:
     rec = pb.PartitionChangeRecord(topic_id=topic_id, partition=partition)
     if leader is not None:
         rec.leader = leader
     if isr is not None:
         rec.isr.CopyFrom(pb.IntList(values=list(isr)))
+    if recovering is not None:
+        rec.recovering = recovering
     return MetadataRecord(partition_change=rec)
 
 

@@ -36,6 +36,8 @@ class ControllerConfig:
     broker_session_timeout_ms: int = 9000
     # The node's max_request_bytes: the ceiling for a topic's max.message.bytes.
     max_request_bytes: int = 64 * 1024 * 1024
+    # The brokers' min.insync.replicas default: the ISR floor (election.py) for topics without their own.
+    min_insync_replicas: int = 1
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,7 @@ class HeartbeatResponse:
 @dataclass(frozen=True)
 class TickResponse:
     fenced: tuple[int, ...] = ()  # brokers whose session expired
+    recovered: tuple[tuple[str, int, int], ...] = ()  # (topic id, partition, leader) out of unclean recovery
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,11 @@ def image_to_records(image: MetadataImage) -> list[MetadataRecord]:
         out.append(rec.topic(t.name, t.topic_id, t.configs))
         for index in sorted(t.partitions):
             p = t.partitions[index]
-            out.append(rec.partition(t.topic_id, index, p.replicas, p.isr, p.leader, p.leader_epoch, p.partition_epoch))
+            out.append(
+                rec.partition(
+                    t.topic_id, index, p.replicas, p.isr, p.leader, p.leader_epoch, p.partition_epoch, p.recovering
+                )
+            )
     return out
 
 

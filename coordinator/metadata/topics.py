@@ -23,8 +23,11 @@ Rules:
   no duplicates (INVALID_REQUEST), and every member it adds must be
   unfenced — and, if the leader says which broker epoch it saw the follower
   fetch with, still at that epoch (INELIGIBLE_REPLICA; KIP-903: a follower
-  that restarted with an empty disk must not rejoin on an old fetch). An
-  unchanged ISR writes nothing.
+  that restarted with an empty disk must not rejoin on an old fetch). It may
+  not shrink the ISR below ``min.insync.replicas`` (or below its current size,
+  when that is already smaller): INVALID_REQUEST (KIP-966; leaders floor
+  their own proposals, replication/leader_state.py). An unchanged ISR writes
+  nothing.
 - Preferred election moves leadership to the first replica when it is
   unfenced and in the ISR, per partition: NONE, ELECTION_NOT_NEEDED,
   PREFERRED_LEADER_NOT_AVAILABLE or UNKNOWN_TOPIC_OR_PARTITION.
@@ -119,6 +122,7 @@ def alter_partition(
     partition_epoch: int,
     new_isr: Sequence[int],
     isr_broker_epochs: Mapping[int, int] | None = None,
+    min_isr: int = 1,
 ) -> ControllerResult[AlterPartitionResponse]:
     b = image.broker(broker_id)
     if b is None:
@@ -151,6 +155,13 @@ def alter_partition(
             code=ErrorCode.INVALID_UPDATE_VERSION,
         )
     _check_new_isr(image, where, p, broker_id, new_isr, isr_broker_epochs or {})
+    floor = min(t.min_isr(p, min_isr), len(p.isr))
+    if len(new_isr) < floor:
+        raise KetchError(
+            f"{where}: new ISR {list(new_isr)} is smaller than min.insync.replicas ({t.min_isr(p, min_isr)}); "
+            f"the ISR {list(p.isr)} keeps that many members (KIP-966)",
+            code=ErrorCode.INVALID_REQUEST,
+        )
     change = build_change(topic_id, partition, p, image.is_usable, target_isr=list(new_isr))
     records = [] if change is None else [change]
     return ControllerResult(records, AlterPartitionResponse(topic_id, partition, change_result(p, change)))
@@ -187,7 +198,7 @@ def _check_new_isr(
 
 
 def elect_preferred_leaders(
-    image: MetadataImage, partitions: Iterable[tuple[str, int]] | None = None
+    image: MetadataImage, partitions: Iterable[tuple[str, int]] | None = None, min_isr: int = 1
 ) -> ControllerResult[ElectLeadersResponse]:
     """Preferred elections for ``(topic name, partition)`` pairs, or for every
     partition not led by its preferred replica when None."""
@@ -205,7 +216,8 @@ def elect_preferred_leaders(
         elif p.leader == p.replicas[0]:
             results[(name, index)] = ErrorCode.ELECTION_NOT_NEEDED
         else:
-            change = build_change(t.topic_id, index, p, image.is_usable, election=Election.PREFERRED)
+            floor = t.min_isr(p, min_isr)
+            change = build_change(t.topic_id, index, p, image.is_usable, election=Election.PREFERRED, min_isr=floor)
             if change_result(p, change).leader != p.replicas[0]:
                 results[(name, index)] = ErrorCode.PREFERRED_LEADER_NOT_AVAILABLE
             else:

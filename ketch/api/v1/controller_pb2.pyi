@@ -21,18 +21,34 @@ class ControllerStatus(_message.Message):
     def __init__(self, error_code: _Optional[_Union[_ketch_pb2.ErrorCode, str]] = ..., error_message: _Optional[str] = ..., leader_id: _Optional[int] = ..., metadata_offset: _Optional[int] = ...) -> None: ...
 
 class RegisterBrokerRequest(_message.Message):
-    __slots__ = ("broker_id", "incarnation_id", "host", "port", "rack")
+    __slots__ = ("broker_id", "incarnation_id", "host", "port", "rack", "previous_clean_shutdown", "replica_logs")
     BROKER_ID_FIELD_NUMBER: _ClassVar[int]
     INCARNATION_ID_FIELD_NUMBER: _ClassVar[int]
     HOST_FIELD_NUMBER: _ClassVar[int]
     PORT_FIELD_NUMBER: _ClassVar[int]
     RACK_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_CLEAN_SHUTDOWN_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_LOGS_FIELD_NUMBER: _ClassVar[int]
     broker_id: int
     incarnation_id: str
     host: str
     port: int
     rack: str
-    def __init__(self, broker_id: _Optional[int] = ..., incarnation_id: _Optional[str] = ..., host: _Optional[str] = ..., port: _Optional[int] = ..., rack: _Optional[str] = ...) -> None: ...
+    previous_clean_shutdown: bool
+    replica_logs: _containers.RepeatedCompositeFieldContainer[ReplicaLogReport]
+    def __init__(self, broker_id: _Optional[int] = ..., incarnation_id: _Optional[str] = ..., host: _Optional[str] = ..., port: _Optional[int] = ..., rack: _Optional[str] = ..., previous_clean_shutdown: _Optional[bool] = ..., replica_logs: _Optional[_Iterable[_Union[ReplicaLogReport, _Mapping]]] = ...) -> None: ...
+
+class ReplicaLogReport(_message.Message):
+    __slots__ = ("topic_id", "partition", "latest_epoch", "log_end_offset")
+    TOPIC_ID_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    LATEST_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    LOG_END_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    topic_id: str
+    partition: int
+    latest_epoch: int
+    log_end_offset: int
+    def __init__(self, topic_id: _Optional[str] = ..., partition: _Optional[int] = ..., latest_epoch: _Optional[int] = ..., log_end_offset: _Optional[int] = ...) -> None: ...
 
 class RegisterBrokerResponse(_message.Message):
     __slots__ = ("status", "broker_epoch")
@@ -43,14 +59,16 @@ class RegisterBrokerResponse(_message.Message):
     def __init__(self, status: _Optional[_Union[ControllerStatus, _Mapping]] = ..., broker_epoch: _Optional[int] = ...) -> None: ...
 
 class BrokerHeartbeatRequest(_message.Message):
-    __slots__ = ("broker_id", "broker_epoch", "metadata_offset")
+    __slots__ = ("broker_id", "broker_epoch", "metadata_offset", "replica_logs")
     BROKER_ID_FIELD_NUMBER: _ClassVar[int]
     BROKER_EPOCH_FIELD_NUMBER: _ClassVar[int]
     METADATA_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_LOGS_FIELD_NUMBER: _ClassVar[int]
     broker_id: int
     broker_epoch: int
     metadata_offset: int
-    def __init__(self, broker_id: _Optional[int] = ..., broker_epoch: _Optional[int] = ..., metadata_offset: _Optional[int] = ...) -> None: ...
+    replica_logs: _containers.RepeatedCompositeFieldContainer[ReplicaLogReport]
+    def __init__(self, broker_id: _Optional[int] = ..., broker_epoch: _Optional[int] = ..., metadata_offset: _Optional[int] = ..., replica_logs: _Optional[_Iterable[_Union[ReplicaLogReport, _Mapping]]] = ...) -> None: ...
 
 class BrokerHeartbeatResponse(_message.Message):
     __slots__ = ("status", "fenced", "caught_up", "should_shut_down")
