@@ -1,0 +1,79 @@
+"""``python -m node.healthcheck [HOST:PORT] [--service NAME] [--timeout S]``: a container health probe.
+
+Asks the node's standard gRPC health service (grpc.health.v1.Health/Check,
+served by node/main.py) and exits:
+
+- 0 when the answer is SERVING;
+- 1 when the node answers anything else (NOT_SERVING while it shuts down,
+  SERVICE_UNKNOWN for a service name it does not serve);
+- 2 when it cannot be asked (refused, timed out, bad address).
+
+Without an address it probes what the node itself listens on, read the same
+way the node reads it: ``KETCH_LISTEN`` (else 127.0.0.1:9092), with a
+wildcard host (0.0.0.0, ::, empty) replaced by 127.0.0.1. So the Docker
+image's HEALTHCHECK needs no per-node arguments. The empty service name
+(the default) is the whole server; ``ketch.v1.Ketch`` is the client API.
+One line goes to stdout either way, for ``docker inspect``'s health log.
+Kubernetes does not need this: its native ``grpc:`` probe asks the same service.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from node.config import ConfigError, split_host_port
+
+SERVING = 0
+NOT_SERVING = 1
+UNREACHABLE = 2
+
+
+def default_target(env: dict[str, str] | None = None) -> str:
+    """The address the node listens on, dialable from the same host."""
+    env = dict(os.environ) if env is None else env
+    host, port = split_host_port(env.get("KETCH_LISTEN") or "127.0.0.1:9092")
+    if host in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def check(target: str, service: str = "", timeout_s: float = 3.0) -> tuple[int, str]:
+    """(exit code, one line saying why) for one Health/Check call."""
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            response = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout_s)
+        except grpc.RpcError as exc:
+            code = exc.code() if isinstance(exc, grpc.Call) else None
+            name = code.name if code is not None else type(exc).__name__
+            if code == grpc.StatusCode.NOT_FOUND:
+                return NOT_SERVING, f"{target}: service {service!r} unknown"
+            return UNREACHABLE, f"{target}: unreachable ({name})"
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+    serving = response.status == health_pb2.HealthCheckResponse.SERVING
+    return (SERVING if serving else NOT_SERVING), f"{target}: {status}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m node.healthcheck", description=__doc__.splitlines()[0])
+    parser.add_argument("target", nargs="?", help="HOST:PORT (default: from KETCH_LISTEN)")
+    parser.add_argument("--service", default="", help="health service name (default: the whole server)")
+    parser.add_argument("--timeout", type=float, default=3.0, help="seconds (default %(default)s)")
+    args = parser.parse_args(argv)
+    try:
+        target = args.target or default_target()
+    except ConfigError as exc:
+        print(f"healthcheck: {exc}")
+        return UNREACHABLE
+    code, line = check(target, args.service, args.timeout)
+    print(line)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

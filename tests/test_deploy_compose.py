@@ -1,0 +1,314 @@
+"""deploy/docker-compose.yml, the Dockerfile and the monitoring files, proven without a Docker engine.
+
+Rules:
+- ``docker-compose config`` (Debian's docker-compose, installed by
+  scripts/ensure_system_packages.py from ``./dev test``) validates and resolves the
+  file without an engine; every test reads the *resolved* configuration, so
+  anchors, merges and ``${VAR:-default}`` interpolation are compose's own.
+  A deliberately broken copy must be rejected (the validator can fail).
+- The three ketch services are consistent: distinct node ids, one cluster id,
+  one voter list naming every node at its hostname and listen port, each
+  advertising hostname:listen-port, publishing that port 1:1, its own volume,
+  a healthcheck through node/healthcheck.py and a stop grace period longer than
+  the controlled shutdown.
+- Emulation: each ketch service's command runs as a local process with its
+  environment, compose hostnames mapped to loopback addresses 127.0.0.2/3/4
+  (one per "container") and ports to free ones. The cluster must form; a topic
+  created with the compose default replication factor (3) takes produce and
+  consume; after the partition leader is killed with SIGKILL, produce (acks=all)
+  and consume work again. The compose healthcheck command passes on a live node
+  and fails on the killed one, and every metric the Grafana dashboard queries is
+  exported by a live node. Every process is ended in ``finally``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from ketch import Admin, Consumer, NewTopic, Producer, TopicPartition
+from node.config import split_host_port
+from node.process import NodeProcess, free_ports
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+COMPOSE = DEPLOY / "docker-compose.yml"
+DASHBOARD = DEPLOY / "grafana" / "dashboards" / "ketch.json"
+TOPIC = "compose-demo"
+
+
+def docker_compose(*args: str, file: Path = COMPOSE) -> subprocess.CompletedProcess[str]:
+    exe = shutil.which("docker-compose")
+    assert exe, "docker-compose is missing: run ./dev test (scripts/ensure_system_packages.py installs it)"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCKER_", "COMPOSE_", "KETCH_"))}
+    return subprocess.run(
+        [exe, "-f", str(file), *args], capture_output=True, text=True, timeout=60, env=env, cwd=file.parent
+    )
+
+
+@pytest.fixture(scope="module")
+def resolved() -> dict[str, Any]:
+    result = docker_compose("--profile", "monitoring", "config")
+    assert result.returncode == 0, result.stderr
+    config: dict[str, Any] = yaml.safe_load(result.stdout)
+    return config
+
+
+def ketch_services(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        name: service
+        for name, service in config["services"].items()
+        if service.get("command", [])[:2] == ["ketch", "node"]
+    }
+
+
+def seconds(duration: str) -> float:
+    match = re.fullmatch(r"(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s)?", duration)
+    assert match and duration, duration
+    return int(match.group(1) or 0) * 60 + float(match.group(2) or 0)
+
+
+def test_compose_config_validates_without_an_engine(resolved: dict[str, Any]) -> None:
+    assert sorted(resolved["services"]) == ["grafana", "ketch-1", "ketch-2", "ketch-3", "prometheus"]
+    profiles = {name: s.get("profiles", []) for name, s in resolved["services"].items()}
+    assert profiles == {
+        "ketch-1": [],
+        "ketch-2": [],
+        "ketch-3": [],
+        "prometheus": ["monitoring"],
+        "grafana": ["monitoring"],
+    }
+    assert sorted(resolved["volumes"]) == sorted(
+        ["ketch-1-data", "ketch-2-data", "ketch-3-data", "prometheus-data", "grafana-data"]
+    )
+
+
+def test_compose_config_rejects_a_broken_file(tmp_path: Path) -> None:
+    broken = tmp_path / "docker-compose.yml"
+    broken.write_text(COMPOSE.read_text().replace("stop_grace_period: 30s", "stop_grace_period: 30s\n  no_such_key: 1"))
+    result = docker_compose("config", file=broken)
+    assert result.returncode != 0
+    assert "no_such_key" in result.stderr
+
+
+def test_ketch_services_agree_on_cluster_voters_and_addresses(resolved: dict[str, Any]) -> None:
+    services = ketch_services(resolved)
+    assert sorted(services) == ["ketch-1", "ketch-2", "ketch-3"]
+    envs = {name: s["environment"] for name, s in services.items()}
+    assert sorted(int(e["KETCH_NODE_ID"]) for e in envs.values()) == [1, 2, 3]
+    (cluster_id,) = {e["KETCH_CLUSTER_ID"] for e in envs.values()}
+    assert cluster_id
+    assert len({e["KETCH_CONTROLLER_QUORUM_VOTERS"] for e in envs.values()}) == 1
+    voters = dict(v.split("@") for v in next(iter(envs.values()))["KETCH_CONTROLLER_QUORUM_VOTERS"].split(","))
+    volumes = set()
+    for name, service in services.items():
+        env = envs[name]
+        _, port = split_host_port(env["KETCH_LISTEN"])
+        assert service["hostname"] == name
+        assert env["KETCH_ROLES"] == "broker,controller"
+        assert voters[env["KETCH_NODE_ID"]] == f"{name}:{port}", "voter address must be the node's own listener"
+        assert env["KETCH_ADVERTISED_LISTENER"] == f"{name}:{port}"
+        assert [(p["published"], p["target"]) for p in service["ports"]] == [(port, port)]
+        assert env["KETCH_METRICS_HOST"] == "0.0.0.0"
+        (volume,) = service["volumes"]
+        assert volume.split(":")[1] == env["KETCH_DATA_DIR"] == "/var/lib/ketch"
+        volumes.add(volume.split(":")[0])
+        assert service["healthcheck"]["test"] == ["CMD", "python", "-m", "node.healthcheck"]
+        assert seconds(service["stop_grace_period"]) > 10 + 5  # shutdown_grace_s + controlled shutdown
+        assert service["build"]["dockerfile"] == "deploy/docker/Dockerfile"
+        assert Path(service["build"]["context"]).resolve() == ROOT
+    assert len(volumes) == 3
+
+
+def test_prometheus_scrapes_every_node_and_grafana_is_provisioned(resolved: dict[str, Any]) -> None:
+    services = ketch_services(resolved)
+    prometheus = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    (job,) = prometheus["scrape_configs"]
+    targets = sorted(t for group in job["static_configs"] for t in group["targets"])
+    assert targets == sorted(f"{name}:{s['environment']['KETCH_METRICS_PORT']}" for name, s in services.items())
+    mounts = {v.split(":")[1]: Path(v.split(":")[0]) for v in resolved["services"]["prometheus"]["volumes"]}
+    assert mounts["/etc/prometheus/prometheus.yml"] == DEPLOY / "prometheus" / "prometheus.yml"
+    grafana = {v.split(":")[1]: Path(v.split(":")[0]) for v in resolved["services"]["grafana"]["volumes"]}
+    provisioning = grafana["/etc/grafana/provisioning"]
+    (source,) = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())["datasources"]
+    assert source["url"] == "http://prometheus:9090"
+    (provider,) = yaml.safe_load((provisioning / "dashboards" / "ketch.yml").read_text())["providers"]
+    assert grafana[provider["options"]["path"]] == DASHBOARD.parent
+    dashboard = json.loads(DASHBOARD.read_text())
+    uids = {t["datasource"]["uid"] for p in dashboard["panels"] for t in p.get("targets", [])}
+    assert uids == {source["uid"]}
+
+
+def test_dockerfile_installs_from_the_lock_as_a_non_root_user() -> None:
+    text = (DEPLOY / "docker" / "Dockerfile").read_text()
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    froms = [line.split()[1] for line in lines if line.startswith("FROM ")]
+    assert froms and all(f == "python:3.11-slim" for f in froms)
+    assert "pip install -c requirements.lock ." in text
+    user = [line.split()[1] for line in lines if line.startswith("USER ")][-1]
+    assert user.split(":")[0] not in ("root", "0")
+    assert 'VOLUME ["/var/lib/ketch"]' in lines
+    assert any(line.startswith("HEALTHCHECK") for line in lines) and "node.healthcheck" in text
+    # Every package the project installs is copied in, and .dockerignore lets it through.
+    packages = re.search(r"include = \[(.*?)\]", (ROOT / "pyproject.toml").read_text())
+    assert packages is not None
+    ignore = (ROOT / ".dockerignore").read_text().splitlines()
+    for package in re.findall(r'"(\w+)\*"', packages.group(1)):
+        assert f"COPY {package} ./{package}" in lines, package
+        assert f"!{package}/" in ignore, package
+
+
+# -- emulation: the compose services as local processes ------------------------------------------
+
+
+class ComposeService(NodeProcess):
+    """One compose service run as a local process: its command and its (localized) environment."""
+
+    def __init__(self, name: str, command: list[str], env: dict[str, str], host: str, port: int) -> None:
+        super().__init__(Path(env["KETCH_DATA_DIR"]), int(env["KETCH_NODE_ID"]), host=host, port=port)
+        self.name = name
+        self.command = [sys.executable, "-m", "ketch", *command[1:]] if command[0] == "ketch" else command
+        self.env = env
+
+    def start(self, timeout_s: float = 30.0) -> ComposeService:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.data_dir / "node.log", "a")  # noqa: SIM115 - closed in _reap
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KETCH_")} | self.env
+        self.proc = subprocess.Popen(
+            self.command, stdout=subprocess.PIPE, stderr=self._log, text=True, env={**env, "PYTHONUNBUFFERED": "1"}
+        )
+        ready = self._await_ready(timeout_s)
+        assert ready["listen"] == f"{self.host}:{self.port}"
+        self.metrics_port = int(ready["metrics_port"])
+        return self
+
+
+def localize(resolved: dict[str, Any], tmp_path: Path) -> dict[str, ComposeService]:
+    """Map each compose hostname to its own loopback address and a free port there, and
+    rewrite every environment value that names a hostname, the wildcard address or the data volume."""
+    services = ketch_services(resolved)
+    addresses: dict[tuple[str, int], str] = {}
+    hosts: dict[str, str] = {}
+    for i, (name, service) in enumerate(sorted(services.items())):
+        host = f"127.0.0.{i + 2}"
+        hosts[name] = host
+        _, port = split_host_port(service["environment"]["KETCH_LISTEN"])
+        addresses[(name, port)] = f"{host}:{free_ports(1, host)[0]}"
+    pattern = re.compile("|".join(rf"\b{re.escape(h)}:{p}\b" for h, p in addresses))
+    nodes = {}
+    for name, service in services.items():
+        env = {k: str(v) for k, v in service["environment"].items()}
+        env = {k: pattern.sub(lambda m: addresses[split_host_port(m.group(0))], v) for k, v in env.items()}
+        _, port = split_host_port(service["environment"]["KETCH_LISTEN"])
+        own = addresses[(name, port)]
+        env["KETCH_LISTEN"] = own
+        env["KETCH_METRICS_HOST"] = hosts[name]
+        env["KETCH_METRICS_PORT"] = "0"
+        env["KETCH_DATA_DIR"] = str(tmp_path / name / env["KETCH_DATA_DIR"].strip("/").replace("/", "-"))
+        host, local_port = split_host_port(own)
+        nodes[name] = ComposeService(name, service["command"], env, host, local_port)
+    return nodes
+
+
+@pytest.fixture
+def compose_cluster(resolved: dict[str, Any], tmp_path: Path) -> Iterator[dict[str, ComposeService]]:
+    nodes = localize(resolved, tmp_path)
+    try:
+        for node in nodes.values():
+            node.start()
+        for node in nodes.values():
+            node.wait_broker_alive(30)
+        yield nodes
+    finally:
+        for node in nodes.values():
+            node.kill()
+
+
+def healthcheck(resolved: dict[str, Any], node: ComposeService) -> int:
+    test = resolved["services"][node.name]["healthcheck"]["test"]
+    assert test[:2] == ["CMD", "python"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KETCH_")} | node.env
+    return subprocess.run([sys.executable, *test[2:]], env=env, capture_output=True, timeout=30).returncode
+
+
+def read_all(bootstrap: str, expected: int) -> list[bytes]:
+    tp = TopicPartition(TOPIC, 0)
+    values: list[bytes] = []
+    with Consumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest") as consumer:
+        consumer.assign([tp])
+        deadline = time.monotonic() + 20
+        while len(values) < expected and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=500).values():
+                values.extend(r.value or b"" for r in records)
+    return values
+
+
+def produce(bootstrap: str, values: list[bytes]) -> list[int]:
+    with Producer(bootstrap_servers=bootstrap, acks="all", retry_backoff_ms=100, delivery_timeout_ms=30000) as p:
+        futures = [p.send(TOPIC, v, partition=0) for v in values]
+        return [f.get(30).offset for f in futures]
+
+
+def test_compose_services_form_a_cluster_that_survives_a_kill(
+    resolved: dict[str, Any], compose_cluster: dict[str, ComposeService]
+) -> None:
+    started = time.monotonic()
+    nodes = compose_cluster
+    by_id = {n.node_id: n for n in nodes.values()}
+    advertised = {n.node_id: n.env["KETCH_ADVERTISED_LISTENER"] for n in nodes.values()}
+    bootstrap = ",".join(n.bootstrap for n in nodes.values())
+    cluster_id = next(iter(nodes.values())).env["KETCH_CLUSTER_ID"]
+    assert sorted(advertised.values()) == sorted(n.bootstrap for n in nodes.values())
+
+    with Admin(bootstrap_servers=bootstrap) as admin:
+        described = admin.describe_cluster()
+        assert described.cluster_id == cluster_id
+        assert {b.node_id: f"{b.host}:{b.port}" for b in described.brokers} == advertised
+        admin.create_topics([NewTopic(TOPIC, 1)])  # replication factor from KETCH_DEFAULT_REPLICATION_FACTOR
+        deadline = time.monotonic() + 20
+        while True:
+            (partition,) = admin.describe_topics([TOPIC])[0].partitions
+            if len(partition.isr) == 3 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    assert sorted(partition.replicas) == [1, 2, 3] and sorted(partition.isr) == [1, 2, 3]
+
+    first = [b"before-%03d" % i for i in range(100)]
+    assert produce(bootstrap, first) == list(range(100))
+    assert read_all(bootstrap, 100) == first
+    assert all(healthcheck(resolved, n) == 0 for n in nodes.values())
+
+    victim = by_id[partition.leader]
+    victim.kill()
+    assert healthcheck(resolved, victim) == 2
+    survivors = [n for n in nodes.values() if n is not victim]
+    bootstrap = ",".join(n.bootstrap for n in survivors)
+    second = [b"after-%03d" % i for i in range(100)]
+    assert produce(bootstrap, second) == list(range(100, 200))
+    assert read_all(bootstrap, 200) == first + second
+    with Admin(bootstrap_servers=bootstrap) as admin:
+        (after,) = admin.describe_topics([TOPIC])[0].partitions
+    assert after.leader != victim.node_id and after.leader in {n.node_id for n in survivors}
+
+    # Every metric the Grafana dashboard queries is exported by a live node.
+    node = survivors[0]
+    text = urllib.request.urlopen(f"http://{node.host}:{node.metrics_port}/metrics", timeout=10).read().decode()
+    families = {f.name: f.type for f in text_string_to_metric_families(text)}
+    exported = set(families) | {f + "_total" for f, t in families.items() if t == "counter"}
+    exported |= {f + s for f, t in families.items() if t == "histogram" for s in ("_bucket", "_count", "_sum")}
+    wanted = set(re.findall(r"\bketch_[a-z_]+\b", DASHBOARD.read_text()))
+    assert wanted and wanted <= exported, sorted(wanted - exported)
+    print(f"\ncompose emulation: leader {victim.node_id} killed, 200 records; {time.monotonic() - started:.1f}s")
