@@ -1,0 +1,259 @@
+"""GroupCoordinator: every group of one offsets partition, as a pure state machine.
+
+One ``GroupCoordinator`` per partition of the offsets topic that this broker
+leads; ``offsets_partition(group_id, n)`` says which partition (and so which
+broker) a group belongs to. Calls take time as arguments (``now_ms``:
+monotonic, for sessions and deadlines; ``timestamp_ms``: wall clock, only for
+the commit time stored in records) and ids chosen by the driver
+(``request_id`` for requests that may wait, ``new_member_id`` for a joining
+member — e.g. ``f"{client_id}-{uuid4()}"``); they never block.
+
+The driver's contract (what the broker's asyncio/gRPC driver must do):
+
+1. Load. On becoming leader of offsets partition P: read P from its log
+   start to its high watermark, decode each record (``decode_record``), and
+   build ``GroupCoordinator.load(records, now_ms=...)``. Until then, answer
+   COORDINATOR_LOAD_IN_PROGRESS; for groups of partitions it does not lead,
+   NOT_COORDINATOR.
+2. Calls, one at a time per coordinator. For each ``GroupResult``: append
+   ``encode_record`` of every record to P as one batch (acks=all) and wait
+   for it to commit; then send ``response`` (unless None: parked) and each
+   ``completed`` reply to the request with that id. A result without
+   records is sent once everything appended before it has committed.
+3. ``tick(now_ms)`` periodically (every few hundred ms): session, sync and
+   rebalance timeouts; its ``completed`` replies are sent the same way.
+4. Failure. The state already includes the effect of a result's records
+   when the call returns (as Kafka's active controller replays before
+   commit). If an append fails or P's leadership is lost, drop this object,
+   answer every ``parked_requests()`` id and every unsent response with
+   NOT_COORDINATOR, and let the new leader load P (step 1): the log is the
+   truth.
+
+See membership.py (join/sync/heartbeat/leave/timeouts), offsets.py
+(commit/fetch/reset), admin.py (list/describe/delete), replay.py (load).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
+
+from coordinator.groups import admin, membership, offsets, replay
+from coordinator.groups.codes import GroupError
+from coordinator.groups.records import GroupRecord
+from coordinator.groups.results import (
+    AdminResponse,
+    CommitResponse,
+    Effects,
+    FetchResponse,
+    GroupConfig,
+    GroupDescription,
+    GroupListing,
+    GroupResult,
+    HeartbeatResponse,
+    JoinResponse,
+    LeaveResponse,
+    OffsetCommit,
+    SyncResponse,
+    TickReport,
+)
+from coordinator.groups.state import Group, GroupState, Member
+from ketch.assignors.base import TopicPartition
+
+
+def offsets_partition(group_id: str, partitions: int) -> int:
+    """The offsets-topic partition that holds ``group_id`` (a stable hash: CRC-32 of the UTF-8 id)."""
+    return zlib.crc32(group_id.encode()) % partitions
+
+
+class GroupCoordinator:
+    def __init__(self, config: GroupConfig | None = None, groups: dict[str, Group] | None = None) -> None:
+        self.config = config or GroupConfig()
+        self.groups: dict[str, Group] = groups if groups is not None else {}
+
+    @classmethod
+    def load(
+        cls, records: Iterable[GroupRecord], *, now_ms: int, config: GroupConfig | None = None
+    ) -> GroupCoordinator:
+        """A coordinator rebuilt from the offsets partition's records, in log order (replay.py)."""
+        return cls(config, replay.load(records, now_ms))
+
+    # -- membership --
+
+    def join_group(
+        self,
+        group_id: str,
+        member_id: str,
+        protocol_type: str,
+        protocols: Sequence[tuple[str, bytes]],
+        *,
+        session_timeout_ms: int,
+        rebalance_timeout_ms: int,
+        request_id: int,
+        now_ms: int,
+        new_member_id: str,
+        client_id: str = "",
+        client_host: str = "",
+    ) -> GroupResult[JoinResponse]:
+        """JoinGroup; ``member_id=""`` joins as a new member named ``new_member_id``."""
+        fx = Effects()
+        error = self._join_error(group_id, member_id, protocol_type, protocols, session_timeout_ms)
+        if error is not None:
+            return fx.result(JoinResponse(error, member_id=member_id))
+        existing = self.groups.get(group_id)
+        if not member_id and existing is not None and new_member_id in existing.members:
+            raise ValueError(f"new member id {new_member_id!r} is already a member of {group_id!r}")
+        group = self.groups.setdefault(group_id, Group(group_id))
+        candidate = Member(
+            member_id or new_member_id,
+            client_id,
+            client_host,
+            session_timeout_ms,
+            max(rebalance_timeout_ms, 0) or session_timeout_ms,
+            tuple((name, bytes(meta)) for name, meta in protocols),
+        )
+        membership.join(group, candidate, protocol_type, request_id, now_ms, self.config, fx)
+        self._forget_if_blank(group_id)
+        return fx.result(None, own_request=request_id)
+
+    def sync_group(
+        self,
+        group_id: str,
+        member_id: str,
+        generation: int,
+        assignments: Mapping[str, bytes],
+        *,
+        request_id: int,
+        now_ms: int,
+    ) -> GroupResult[SyncResponse]:
+        """SyncGroup; the leader passes every member's assignment, followers pass ``{}``."""
+        fx = Effects()
+        group = self.groups.get(group_id)
+        if group is None:
+            return fx.result(SyncResponse(_missing(group_id)))
+        membership.sync(group, member_id, generation, assignments, request_id, now_ms, fx)
+        return fx.result(None, own_request=request_id)
+
+    def heartbeat(self, group_id: str, member_id: str, generation: int, *, now_ms: int) -> HeartbeatResponse:
+        group = self.groups.get(group_id)
+        if group is None:
+            return HeartbeatResponse(_missing(group_id))
+        return HeartbeatResponse(membership.heartbeat(group, member_id, generation, now_ms))
+
+    def leave_group(self, group_id: str, member_id: str, *, now_ms: int) -> GroupResult[LeaveResponse]:
+        fx = Effects()
+        group = self.groups.get(group_id)
+        error = _missing(group_id) if group is None else membership.leave(group, member_id, now_ms, self.config, fx)
+        return fx.result(LeaveResponse(error))
+
+    def tick(self, now_ms: int) -> GroupResult[TickReport]:
+        """Session, sync and rebalance timeouts of every group."""
+        fx = Effects()
+        expired: list[tuple[str, str]] = []
+        for group in list(self.groups.values()):
+            expired += [(group.group_id, m) for m in membership.expire(group, now_ms, self.config, fx)]
+        return fx.result(TickReport(tuple(expired)))
+
+    # -- offsets --
+
+    def commit_offsets(
+        self,
+        group_id: str,
+        member_id: str,
+        generation: int,
+        new_offsets: Mapping[TopicPartition, OffsetCommit],
+        *,
+        now_ms: int,
+        timestamp_ms: int,
+    ) -> GroupResult[CommitResponse]:
+        """OffsetCommit; ``generation=-1, member_id=""`` for a consumer without group membership."""
+        fx = Effects()
+        group = self.groups.get(group_id)
+        if not group_id or (group is None and generation >= 0):
+            error = GroupError.INVALID_GROUP_ID if not group_id else GroupError.UNKNOWN_MEMBER_ID
+            return fx.result(CommitResponse({TopicPartition(*tp): error for tp in new_offsets}))
+        group = self.groups.setdefault(group_id, Group(group_id))
+        response = offsets.commit(
+            group,
+            member_id,
+            generation,
+            new_offsets,
+            now_ms=now_ms,
+            timestamp_ms=timestamp_ms,
+            config=self.config,
+            fx=fx,
+        )
+        self._forget_if_blank(group_id)
+        return fx.result(response)
+
+    def fetch_offsets(self, group_id: str, partitions: Iterable[TopicPartition] | None = None) -> FetchResponse:
+        """OffsetFetch: committed offsets of ``partitions`` (all of the group's if None)."""
+        if not group_id:
+            return FetchResponse(GroupError.INVALID_GROUP_ID, {})
+        return offsets.fetch(self.groups.get(group_id), partitions)
+
+    # -- admin --
+
+    def list_groups(self) -> list[GroupListing]:
+        return admin.list_groups(self.groups.values())
+
+    def describe_group(self, group_id: str) -> GroupDescription:
+        return admin.describe(group_id, self.groups.get(group_id))
+
+    def delete_group(self, group_id: str) -> GroupResult[AdminResponse]:
+        fx = Effects()
+        group = self.groups.get(group_id)
+        error = admin.delete(group, fx)
+        if group is not None and group.state is GroupState.DEAD:
+            del self.groups[group_id]
+        return fx.result(AdminResponse(error))
+
+    def reset_offsets(
+        self, group_id: str, new_offsets: Mapping[TopicPartition, int | None], *, timestamp_ms: int
+    ) -> GroupResult[AdminResponse]:
+        """Set (or, for None, delete) committed offsets of an Empty or unknown group."""
+        fx = Effects()
+        if not group_id:
+            return fx.result(AdminResponse(GroupError.INVALID_GROUP_ID))
+        group = self.groups.setdefault(group_id, Group(group_id))
+        error = offsets.reset(group, new_offsets, timestamp_ms, fx)
+        self._forget_if_blank(group_id)
+        return fx.result(AdminResponse(error))
+
+    def parked_requests(self) -> list[int]:
+        """Ids of every parked join and sync: to be failed with NOT_COORDINATOR if this coordinator is dropped."""
+        parked = []
+        for group in self.groups.values():
+            for m in group.members.values():
+                parked += [r for r in (m.join_request, m.sync_request) if r is not None]
+        return parked
+
+    # -- helpers --
+
+    def _join_error(
+        self,
+        group_id: str,
+        member_id: str,
+        protocol_type: str,
+        protocols: Sequence[tuple[str, bytes]],
+        session_timeout_ms: int,
+    ) -> GroupError | None:
+        if not group_id:
+            return GroupError.INVALID_GROUP_ID
+        if not self.config.min_session_timeout_ms <= session_timeout_ms <= self.config.max_session_timeout_ms:
+            return GroupError.INVALID_SESSION_TIMEOUT
+        if not protocol_type or not protocols:
+            return GroupError.INCONSISTENT_GROUP_PROTOCOL
+        group = self.groups.get(group_id)
+        if member_id and (group is None or member_id not in group.members):
+            return GroupError.UNKNOWN_MEMBER_ID
+        return None
+
+    def _forget_if_blank(self, group_id: str) -> None:
+        group = self.groups.get(group_id)
+        if group is not None and group.is_blank():
+            del self.groups[group_id]
+
+
+def _missing(group_id: str) -> GroupError:
+    return GroupError.INVALID_GROUP_ID if not group_id else GroupError.UNKNOWN_MEMBER_ID

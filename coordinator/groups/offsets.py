@@ -1,0 +1,112 @@
+"""Committed offsets: OffsetCommit fencing, OffsetFetch, and the admin reset.
+
+Rules:
+- A commit with generation < 0 is a *simple* commit (a consumer that assigns
+  partitions itself and uses the group only to store offsets): accepted only
+  while the group is Empty, and it creates the group if needed.
+- Any other commit must come from a member (else UNKNOWN_MEMBER_ID) of the
+  current generation (else ILLEGAL_GENERATION). During CompletingRebalance
+  the answer is REBALANCE_IN_PROGRESS (the member knows the new generation but
+  not yet its assignment). During PreparingRebalance the current generation's
+  members may still commit — that is how they commit before revoking.
+- Per partition: metadata longer than ``max_metadata_bytes`` (UTF-8) is
+  OFFSET_METADATA_TOO_LARGE and a negative offset INVALID_REQUEST; the other
+  partitions of the same request are still committed.
+- Every accepted partition writes one offset commit record stamped with the
+  coordinator's wall-clock ``timestamp_ms``, and the committed offset changes
+  only through such a record (or a reset, or a deletion's tombstones).
+- An accepted member commit also counts as a heartbeat (Kafka does the same).
+- Reset (admin): only while the group is Empty (NON_EMPTY_GROUP); an offset
+  of ``None`` deletes the partition's committed offset (a tombstone).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from coordinator.groups.codes import GroupError
+from coordinator.groups.records import NO_OFFSET, CommittedOffset, GroupRecord, OffsetCommitKey
+from coordinator.groups.results import CommitResponse, Effects, FetchResponse, GroupConfig, OffsetCommit
+from coordinator.groups.state import Group, GroupState
+from ketch.assignors.base import TopicPartition
+
+
+def commit_error(group: Group, member_id: str, generation: int, now_ms: int) -> GroupError:
+    """The error for the whole request, or NONE (and a refreshed session) if it may commit."""
+    if group.state is GroupState.DEAD:
+        return GroupError.COORDINATOR_NOT_AVAILABLE
+    if generation < 0 and group.state is GroupState.EMPTY:
+        return GroupError.NONE
+    member = group.members.get(member_id)
+    if member is None:
+        return GroupError.UNKNOWN_MEMBER_ID
+    if generation != group.generation:
+        return GroupError.ILLEGAL_GENERATION
+    if group.state is GroupState.COMPLETING_REBALANCE:
+        return GroupError.REBALANCE_IN_PROGRESS
+    member.last_heartbeat_ms = now_ms
+    return GroupError.NONE
+
+
+def commit(
+    group: Group,
+    member_id: str,
+    generation: int,
+    offsets: Mapping[TopicPartition, OffsetCommit],
+    *,
+    now_ms: int,
+    timestamp_ms: int,
+    config: GroupConfig,
+    fx: Effects,
+) -> CommitResponse:
+    error = commit_error(group, member_id, generation, now_ms)
+    errors: dict[TopicPartition, int] = {}
+    for tp, req in offsets.items():
+        tp = TopicPartition(*tp)
+        if error is not GroupError.NONE:
+            errors[tp] = error
+        elif len(req.metadata.encode()) > config.max_metadata_bytes:
+            errors[tp] = GroupError.OFFSET_METADATA_TOO_LARGE
+        elif req.offset < 0:
+            errors[tp] = GroupError.INVALID_REQUEST
+        else:
+            write_offset(group, tp, CommittedOffset(req.offset, req.leader_epoch, req.metadata, timestamp_ms), fx)
+            errors[tp] = GroupError.NONE
+    return CommitResponse(errors)
+
+
+def fetch(group: Group | None, partitions: Iterable[TopicPartition] | None) -> FetchResponse:
+    stored = {} if group is None or group.state is GroupState.DEAD else group.offsets
+    if partitions is None:
+        return FetchResponse(GroupError.NONE, dict(sorted(stored.items())))
+    none = CommittedOffset(NO_OFFSET)
+    return FetchResponse(
+        GroupError.NONE, {TopicPartition(*tp): stored.get(TopicPartition(*tp), none) for tp in partitions}
+    )
+
+
+def reset(group: Group, offsets: Mapping[TopicPartition, int | None], timestamp_ms: int, fx: Effects) -> GroupError:
+    if group.state is not GroupState.EMPTY:
+        return GroupError.NON_EMPTY_GROUP
+    if any(offset is not None and offset < 0 for offset in offsets.values()):
+        return GroupError.INVALID_REQUEST
+    for tp, offset in sorted(offsets.items()):
+        tp = TopicPartition(*tp)
+        if offset is not None:
+            write_offset(group, tp, CommittedOffset(offset, commit_timestamp_ms=timestamp_ms), fx)
+        elif tp in group.offsets:
+            write_offset(group, tp, None, fx)
+    return GroupError.NONE
+
+
+def write_offset(group: Group, tp: TopicPartition, value: CommittedOffset | None, fx: Effects) -> None:
+    fx.records.append(GroupRecord(OffsetCommitKey(group.group_id, tp.topic, tp.partition), value))
+    apply_offset(group, tp, value)
+
+
+def apply_offset(group: Group, tp: TopicPartition, value: CommittedOffset | None) -> None:
+    """The one place a committed offset changes (commands and replay alike)."""
+    if value is None:
+        group.offsets.pop(tp, None)
+    else:
+        group.offsets[tp] = value
