@@ -9,7 +9,7 @@ in the follow-up rebalance.
 
 from __future__ import annotations
 
-from coordinator.groups import GroupError, JoinResponse
+from coordinator.groups import JoinResponse
 from ketch.assignors import (
     ASSIGNORS,
     PROTOCOL_TYPE,
@@ -20,6 +20,7 @@ from ketch.assignors import (
     encode_assignment,
     encode_subscription,
 )
+from ketch.errors import ErrorCode
 from tests.test_groups_support import Driver
 
 PARTITIONS = {"t": 4}
@@ -71,7 +72,7 @@ def test_a_partition_moves_in_two_rebalances_and_is_never_owned_twice() -> None:
     assert not set(a.owned) & set(b.owned)
 
     join_a = a.join()  # revoke-then-rejoin: the second rebalance
-    assert d.heartbeat("g", b.member_id, b.generation) == GroupError.REBALANCE_IN_PROGRESS  # B rejoins too
+    assert d.heartbeat("g", b.member_id, b.generation) == ErrorCode.REBALANCE_IN_PROGRESS  # B rejoins too
     answer_b = b.joined(b.join())
     answer_a = a.joined(join_a)
     sync_b, sync_a = b.sync(answer_b), a.sync(answer_a)

@@ -8,10 +8,11 @@ same persisted state.
 
 from __future__ import annotations
 
-from coordinator.groups import GroupConfig, GroupError, GroupMetadataKey, GroupState, decode_record
+from coordinator.groups import GroupConfig, GroupMetadataKey, GroupState, decode_record
+from ketch.errors import ErrorCode
 from tests.test_groups_support import FAST, Driver, check_invariants
 
-E = GroupError
+E = ErrorCode
 
 
 def test_first_member_joins_leads_and_becomes_stable_on_its_sync() -> None:

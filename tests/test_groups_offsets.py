@@ -9,11 +9,12 @@ groups; delete and reset only touch Empty groups and write tombstones.
 
 from __future__ import annotations
 
-from coordinator.groups import GroupError, GroupState, OffsetCommitKey, decode_record
+from coordinator.groups import GroupState, OffsetCommitKey, decode_record
 from ketch.assignors import TopicPartition, encode_assignment
+from ketch.errors import ErrorCode
 from tests.test_groups_support import Driver, check_invariants
 
-E = GroupError
+E = ErrorCode
 A0, A1 = TopicPartition("a", 0), TopicPartition("a", 1)
 
 

@@ -21,8 +21,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coordinator.groups import GroupConfig, GroupError, GroupState, JoinResponse
+from coordinator.groups import GroupConfig, GroupState, JoinResponse
 from ketch.assignors import TopicPartition
+from ketch.errors import ErrorCode
 from tests.test_groups_support import Driver, check_invariants
 
 GROUPS = ("g1", "g2")
@@ -65,7 +66,7 @@ class History:
 
     def last_join(self, g: str, m: str) -> JoinResponse | None:
         answer = self.d.answers.get(self.joins.get((g, m), -1))
-        return answer if isinstance(answer, JoinResponse) and answer.error == GroupError.NONE else None
+        return answer if isinstance(answer, JoinResponse) and answer.error == ErrorCode.NONE else None
 
     def generation(self, g: str, m: str) -> int:
         answer = self.last_join(g, m)
@@ -122,12 +123,12 @@ class History:
         self.offset += 1
         tp = PARTITIONS[p]
         errors = self.d.commit(g, m, generation, {tp: self.offset})
-        if errors[tp] == GroupError.NONE:
+        if errors[tp] == ErrorCode.NONE:
             self.expected[g][tp] = self.offset
 
     def reset(self, g: str, p: int, offset: int | None) -> None:
         tp = PARTITIONS[p]
-        if self.d.reset(g, {tp: offset}) == GroupError.NONE:
+        if self.d.reset(g, {tp: offset}) == ErrorCode.NONE:
             if offset is None:
                 self.expected[g].pop(tp, None)
             else:
@@ -146,7 +147,7 @@ class History:
             self.sync_member(g, m, "ok")
 
     def delete(self, g: str) -> None:
-        if self.d.delete(g) == GroupError.NONE:
+        if self.d.delete(g) == ErrorCode.NONE:
             self.expected[g] = {}
 
 

@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 
 from coordinator.groups import (
     CommittedOffset,
-    GroupError,
     GroupMetadataKey,
     GroupMetadataValue,
     GroupRecord,
@@ -27,9 +26,10 @@ from coordinator.groups import (
     offsets_partition,
 )
 from ketch.assignors import TopicPartition
+from ketch.errors import ErrorCode
 from tests.test_groups_support import Driver, check_invariants
 
-E = GroupError
+E = ErrorCode
 A0 = TopicPartition("a", 0)
 text = st.text(max_size=12)
 ints = st.integers(-(2**40), 2**40)

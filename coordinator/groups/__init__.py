@@ -21,12 +21,11 @@ Modules, each with its rules in its docstring:
 - records.py     — offsets-log records (offset commit, group metadata, tombstones) ↔ bytes.
 - replay.py      — rebuild every group from those records after a failover.
 - results.py     — responses, ``GroupResult``, ``GroupConfig``.
-- codes.py       — the Kafka error codes groups need that ketch.errors lacks yet.
 
-The partition assignors run on the client (ketch/assignors), as in Kafka.
+Errors are ``ketch.errors.ErrorCode`` values (Kafka's numbers). The partition
+assignors run on the client (ketch/assignors), as in Kafka.
 """
 
-from coordinator.groups.codes import GroupError
 from coordinator.groups.coordinator import GroupCoordinator, offsets_partition
 from coordinator.groups.records import (
     NO_OFFSET,
@@ -68,7 +67,6 @@ __all__ = [
     "GroupConfig",
     "GroupCoordinator",
     "GroupDescription",
-    "GroupError",
     "GroupListing",
     "GroupMetadataKey",
     "GroupMetadataValue",

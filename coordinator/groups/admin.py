@@ -16,13 +16,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from coordinator.groups.codes import GroupError
 from coordinator.groups.offsets import write_offset
 from coordinator.groups.records import GroupMetadataKey, GroupRecord
 from coordinator.groups.results import Effects, GroupDescription, GroupListing, MemberDescription
 from coordinator.groups.state import Group, GroupState
 from ketch.assignors.base import TopicPartition
 from ketch.assignors.protocol import PROTOCOL_TYPE, decode_assignment
+from ketch.errors import ErrorCode
 
 
 def list_groups(groups: Iterable[Group]) -> list[GroupListing]:
@@ -47,16 +47,16 @@ def describe(group_id: str, group: Group | None) -> GroupDescription:
     )
 
 
-def delete(group: Group | None, fx: Effects) -> GroupError:
+def delete(group: Group | None, fx: Effects) -> ErrorCode:
     if group is None or group.state is GroupState.DEAD:
-        return GroupError.GROUP_ID_NOT_FOUND
+        return ErrorCode.GROUP_ID_NOT_FOUND
     if group.state is not GroupState.EMPTY:
-        return GroupError.NON_EMPTY_GROUP
+        return ErrorCode.NON_EMPTY_GROUP
     for tp in sorted(group.offsets):
         write_offset(group, tp, None, fx)
     fx.records.append(GroupRecord(GroupMetadataKey(group.group_id), None))
     group.state = GroupState.DEAD
-    return GroupError.NONE
+    return ErrorCode.NONE
 
 
 def _partitions(assignment: bytes | None) -> tuple[TopicPartition, ...] | None:

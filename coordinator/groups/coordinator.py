@@ -39,7 +39,6 @@ import zlib
 from collections.abc import Iterable, Mapping, Sequence
 
 from coordinator.groups import admin, membership, offsets, replay
-from coordinator.groups.codes import GroupError
 from coordinator.groups.records import GroupRecord
 from coordinator.groups.results import (
     AdminResponse,
@@ -59,6 +58,7 @@ from coordinator.groups.results import (
 )
 from coordinator.groups.state import Group, GroupState, Member
 from ketch.assignors.base import TopicPartition
+from ketch.errors import ErrorCode
 
 
 def offsets_partition(group_id: str, partitions: int) -> int:
@@ -170,7 +170,7 @@ class GroupCoordinator:
         fx = Effects()
         group = self.groups.get(group_id)
         if not group_id or (group is None and generation >= 0):
-            error = GroupError.INVALID_GROUP_ID if not group_id else GroupError.UNKNOWN_MEMBER_ID
+            error = ErrorCode.INVALID_GROUP_ID if not group_id else ErrorCode.UNKNOWN_MEMBER_ID
             return fx.result(CommitResponse({TopicPartition(*tp): error for tp in new_offsets}))
         group = self.groups.setdefault(group_id, Group(group_id))
         response = offsets.commit(
@@ -189,7 +189,7 @@ class GroupCoordinator:
     def fetch_offsets(self, group_id: str, partitions: Iterable[TopicPartition] | None = None) -> FetchResponse:
         """OffsetFetch: committed offsets of ``partitions`` (all of the group's if None)."""
         if not group_id:
-            return FetchResponse(GroupError.INVALID_GROUP_ID, {})
+            return FetchResponse(ErrorCode.INVALID_GROUP_ID, {})
         return offsets.fetch(self.groups.get(group_id), partitions)
 
     # -- admin --
@@ -214,7 +214,7 @@ class GroupCoordinator:
         """Set (or, for None, delete) committed offsets of an Empty or unknown group."""
         fx = Effects()
         if not group_id:
-            return fx.result(AdminResponse(GroupError.INVALID_GROUP_ID))
+            return fx.result(AdminResponse(ErrorCode.INVALID_GROUP_ID))
         group = self.groups.setdefault(group_id, Group(group_id))
         error = offsets.reset(group, new_offsets, timestamp_ms, fx)
         self._forget_if_blank(group_id)
@@ -237,16 +237,16 @@ class GroupCoordinator:
         protocol_type: str,
         protocols: Sequence[tuple[str, bytes]],
         session_timeout_ms: int,
-    ) -> GroupError | None:
+    ) -> ErrorCode | None:
         if not group_id:
-            return GroupError.INVALID_GROUP_ID
+            return ErrorCode.INVALID_GROUP_ID
         if not self.config.min_session_timeout_ms <= session_timeout_ms <= self.config.max_session_timeout_ms:
-            return GroupError.INVALID_SESSION_TIMEOUT
+            return ErrorCode.INVALID_SESSION_TIMEOUT
         if not protocol_type or not protocols:
-            return GroupError.INCONSISTENT_GROUP_PROTOCOL
+            return ErrorCode.INCONSISTENT_GROUP_PROTOCOL
         group = self.groups.get(group_id)
         if member_id and (group is None or member_id not in group.members):
-            return GroupError.UNKNOWN_MEMBER_ID
+            return ErrorCode.UNKNOWN_MEMBER_ID
         return None
 
     def _forget_if_blank(self, group_id: str) -> None:
@@ -255,5 +255,5 @@ class GroupCoordinator:
             del self.groups[group_id]
 
 
-def _missing(group_id: str) -> GroupError:
-    return GroupError.INVALID_GROUP_ID if not group_id else GroupError.UNKNOWN_MEMBER_ID
+def _missing(group_id: str) -> ErrorCode:
+    return ErrorCode.INVALID_GROUP_ID if not group_id else ErrorCode.UNKNOWN_MEMBER_ID

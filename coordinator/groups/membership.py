@@ -46,10 +46,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from coordinator.groups.codes import GroupError
 from coordinator.groups.records import GroupMetadataKey, GroupRecord
 from coordinator.groups.results import Effects, GroupConfig, JoinResponse, SyncResponse
 from coordinator.groups.state import Group, GroupState, Member
+from ketch.errors import ErrorCode
 
 PREPARING = GroupState.PREPARING_REBALANCE
 COMPLETING = GroupState.COMPLETING_REBALANCE
@@ -61,12 +61,12 @@ def join(
 ) -> None:
     """``candidate``: the member as the request describes it, with its id (a new member's is already chosen)."""
     if group.state is GroupState.DEAD:
-        fx.reply(request_id, JoinResponse(GroupError.COORDINATOR_NOT_AVAILABLE))
+        fx.reply(request_id, JoinResponse(ErrorCode.COORDINATOR_NOT_AVAILABLE))
         return
     member = group.members.get(candidate.member_id)
     new = member is None
     if not group.supports(protocol_type, candidate.protocols, candidate.member_id):
-        fx.reply(request_id, JoinResponse(GroupError.INCONSISTENT_GROUP_PROTOCOL))
+        fx.reply(request_id, JoinResponse(ErrorCode.INCONSISTENT_GROUP_PROTOCOL))
         return
     if member is None:
         if not group.members:
@@ -99,10 +99,8 @@ def sync(
     fx: Effects,
 ) -> None:
     member = _current_member(group, member_id, generation)
-    if isinstance(member, GroupError) or group.state is PREPARING:
-        fx.reply(
-            request_id, SyncResponse(member if isinstance(member, GroupError) else GroupError.REBALANCE_IN_PROGRESS)
-        )
+    if isinstance(member, ErrorCode) or group.state is PREPARING:
+        fx.reply(request_id, SyncResponse(member if isinstance(member, ErrorCode) else ErrorCode.REBALANCE_IN_PROGRESS))
         return
     member.last_heartbeat_ms = now_ms
     group.pending_sync.discard(member_id)
@@ -110,7 +108,7 @@ def sync(
         fx.reply(request_id, _sync_answer(group, member))
         return
     if member.sync_request is not None:
-        fx.reply(member.sync_request, SyncResponse(GroupError.REBALANCE_IN_PROGRESS))
+        fx.reply(member.sync_request, SyncResponse(ErrorCode.REBALANCE_IN_PROGRESS))
     member.sync_request = request_id
     if member_id == group.leader:
         for m in group.members.values():
@@ -123,24 +121,24 @@ def sync(
                 m.sync_request = None
 
 
-def heartbeat(group: Group, member_id: str, generation: int, now_ms: int) -> GroupError:
+def heartbeat(group: Group, member_id: str, generation: int, now_ms: int) -> ErrorCode:
     if group.state is PREPARING and member_id in group.members:  # any generation: the answer is "rejoin"
         group.members[member_id].last_heartbeat_ms = now_ms
-        return GroupError.REBALANCE_IN_PROGRESS
+        return ErrorCode.REBALANCE_IN_PROGRESS
     member = _current_member(group, member_id, generation)
-    if isinstance(member, GroupError):
+    if isinstance(member, ErrorCode):
         return member
     member.last_heartbeat_ms = now_ms
-    return GroupError.NONE
+    return ErrorCode.NONE
 
 
-def leave(group: Group, member_id: str, now_ms: int, config: GroupConfig, fx: Effects) -> GroupError:
+def leave(group: Group, member_id: str, now_ms: int, config: GroupConfig, fx: Effects) -> ErrorCode:
     if group.state is GroupState.DEAD:
-        return GroupError.COORDINATOR_NOT_AVAILABLE
+        return ErrorCode.COORDINATOR_NOT_AVAILABLE
     if member_id not in group.members:
-        return GroupError.UNKNOWN_MEMBER_ID
+        return ErrorCode.UNKNOWN_MEMBER_ID
     remove_member(group, member_id, now_ms, config, fx)
-    return GroupError.NONE
+    return ErrorCode.NONE
 
 
 def expire(group: Group, now_ms: int, config: GroupConfig, fx: Effects) -> list[str]:
@@ -162,9 +160,9 @@ def expire(group: Group, now_ms: int, config: GroupConfig, fx: Effects) -> list[
 def remove_member(group: Group, member_id: str, now_ms: int, config: GroupConfig, fx: Effects) -> None:
     member = group.members.pop(member_id)
     if member.join_request is not None:
-        fx.reply(member.join_request, JoinResponse(GroupError.UNKNOWN_MEMBER_ID, member_id=member_id))
+        fx.reply(member.join_request, JoinResponse(ErrorCode.UNKNOWN_MEMBER_ID, member_id=member_id))
     if member.sync_request is not None:
-        fx.reply(member.sync_request, SyncResponse(GroupError.UNKNOWN_MEMBER_ID))
+        fx.reply(member.sync_request, SyncResponse(ErrorCode.UNKNOWN_MEMBER_ID))
     group.pending_sync.discard(member_id)
     if group.leader == member_id:
         group.leader = next(iter(group.members), "")
@@ -177,7 +175,7 @@ def prepare_rebalance(group: Group, now_ms: int, config: GroupConfig, fx: Effect
     if group.state is COMPLETING:
         for m in group.members.values():
             if m.sync_request is not None:
-                fx.reply(m.sync_request, SyncResponse(GroupError.REBALANCE_IN_PROGRESS))
+                fx.reply(m.sync_request, SyncResponse(ErrorCode.REBALANCE_IN_PROGRESS))
                 m.sync_request = None
     timeout = group.rebalance_timeout_ms()
     delay = min(config.initial_rebalance_delay_ms, timeout) if group.state is GroupState.EMPTY else 0
@@ -216,19 +214,19 @@ def maybe_complete_join(group: Group, now_ms: int, fx: Effects) -> None:
 
 def _park_join(member: Member, request_id: int, fx: Effects) -> None:
     if member.join_request is not None and member.join_request != request_id:
-        fx.reply(member.join_request, JoinResponse(GroupError.REBALANCE_IN_PROGRESS, member_id=member.member_id))
+        fx.reply(member.join_request, JoinResponse(ErrorCode.REBALANCE_IN_PROGRESS, member_id=member.member_id))
     member.join_request = request_id
 
 
-def _current_member(group: Group, member_id: str, generation: int) -> Member | GroupError:
+def _current_member(group: Group, member_id: str, generation: int) -> Member | ErrorCode:
     """The member, if it is one and of the current generation; else the error that says why not."""
     member = group.members.get(member_id)
     if group.state is GroupState.DEAD:
-        return GroupError.COORDINATOR_NOT_AVAILABLE
+        return ErrorCode.COORDINATOR_NOT_AVAILABLE
     if member is None:
-        return GroupError.UNKNOWN_MEMBER_ID
+        return ErrorCode.UNKNOWN_MEMBER_ID
     if generation != group.generation:
-        return GroupError.ILLEGAL_GENERATION
+        return ErrorCode.ILLEGAL_GENERATION
     return member
 
 
@@ -237,9 +235,9 @@ def _join_answer(group: Group, member: Member) -> JoinResponse:
     if member.member_id == group.leader:
         members = tuple((m.member_id, m.metadata(group.protocol)) for m in group.members.values())
     return JoinResponse(
-        GroupError.NONE, group.generation, group.protocol_type, group.protocol, group.leader, member.member_id, members
+        ErrorCode.NONE, group.generation, group.protocol_type, group.protocol, group.leader, member.member_id, members
     )
 
 
 def _sync_answer(group: Group, member: Member) -> SyncResponse:
-    return SyncResponse(GroupError.NONE, group.protocol_type, group.protocol, member.assignment or b"")
+    return SyncResponse(ErrorCode.NONE, group.protocol_type, group.protocol, member.assignment or b"")

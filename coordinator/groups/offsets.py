@@ -24,28 +24,28 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from coordinator.groups.codes import GroupError
 from coordinator.groups.records import NO_OFFSET, CommittedOffset, GroupRecord, OffsetCommitKey
 from coordinator.groups.results import CommitResponse, Effects, FetchResponse, GroupConfig, OffsetCommit
 from coordinator.groups.state import Group, GroupState
 from ketch.assignors.base import TopicPartition
+from ketch.errors import ErrorCode
 
 
-def commit_error(group: Group, member_id: str, generation: int, now_ms: int) -> GroupError:
+def commit_error(group: Group, member_id: str, generation: int, now_ms: int) -> ErrorCode:
     """The error for the whole request, or NONE (and a refreshed session) if it may commit."""
     if group.state is GroupState.DEAD:
-        return GroupError.COORDINATOR_NOT_AVAILABLE
+        return ErrorCode.COORDINATOR_NOT_AVAILABLE
     if generation < 0 and group.state is GroupState.EMPTY:
-        return GroupError.NONE
+        return ErrorCode.NONE
     member = group.members.get(member_id)
     if member is None:
-        return GroupError.UNKNOWN_MEMBER_ID
+        return ErrorCode.UNKNOWN_MEMBER_ID
     if generation != group.generation:
-        return GroupError.ILLEGAL_GENERATION
+        return ErrorCode.ILLEGAL_GENERATION
     if group.state is GroupState.COMPLETING_REBALANCE:
-        return GroupError.REBALANCE_IN_PROGRESS
+        return ErrorCode.REBALANCE_IN_PROGRESS
     member.last_heartbeat_ms = now_ms
-    return GroupError.NONE
+    return ErrorCode.NONE
 
 
 def commit(
@@ -63,40 +63,40 @@ def commit(
     errors: dict[TopicPartition, int] = {}
     for tp, req in offsets.items():
         tp = TopicPartition(*tp)
-        if error is not GroupError.NONE:
+        if error is not ErrorCode.NONE:
             errors[tp] = error
         elif len(req.metadata.encode()) > config.max_metadata_bytes:
-            errors[tp] = GroupError.OFFSET_METADATA_TOO_LARGE
+            errors[tp] = ErrorCode.OFFSET_METADATA_TOO_LARGE
         elif req.offset < 0:
-            errors[tp] = GroupError.INVALID_REQUEST
+            errors[tp] = ErrorCode.INVALID_REQUEST
         else:
             write_offset(group, tp, CommittedOffset(req.offset, req.leader_epoch, req.metadata, timestamp_ms), fx)
-            errors[tp] = GroupError.NONE
+            errors[tp] = ErrorCode.NONE
     return CommitResponse(errors)
 
 
 def fetch(group: Group | None, partitions: Iterable[TopicPartition] | None) -> FetchResponse:
     stored = {} if group is None or group.state is GroupState.DEAD else group.offsets
     if partitions is None:
-        return FetchResponse(GroupError.NONE, dict(sorted(stored.items())))
+        return FetchResponse(ErrorCode.NONE, dict(sorted(stored.items())))
     none = CommittedOffset(NO_OFFSET)
     return FetchResponse(
-        GroupError.NONE, {TopicPartition(*tp): stored.get(TopicPartition(*tp), none) for tp in partitions}
+        ErrorCode.NONE, {TopicPartition(*tp): stored.get(TopicPartition(*tp), none) for tp in partitions}
     )
 
 
-def reset(group: Group, offsets: Mapping[TopicPartition, int | None], timestamp_ms: int, fx: Effects) -> GroupError:
+def reset(group: Group, offsets: Mapping[TopicPartition, int | None], timestamp_ms: int, fx: Effects) -> ErrorCode:
     if group.state is not GroupState.EMPTY:
-        return GroupError.NON_EMPTY_GROUP
+        return ErrorCode.NON_EMPTY_GROUP
     if any(offset is not None and offset < 0 for offset in offsets.values()):
-        return GroupError.INVALID_REQUEST
+        return ErrorCode.INVALID_REQUEST
     for tp, offset in sorted(offsets.items()):
         tp = TopicPartition(*tp)
         if offset is not None:
             write_offset(group, tp, CommittedOffset(offset, commit_timestamp_ms=timestamp_ms), fx)
         elif tp in group.offsets:
             write_offset(group, tp, None, fx)
-    return GroupError.NONE
+    return ErrorCode.NONE
 
 
 def write_offset(group: Group, tp: TopicPartition, value: CommittedOffset | None, fx: Effects) -> None:

@@ -150,16 +150,8 @@ class ControllerTopicsResponse(_message.Message):
 class ElectLeadersRequest(_message.Message):
     __slots__ = ("partitions",)
     PARTITIONS_FIELD_NUMBER: _ClassVar[int]
-    partitions: _containers.RepeatedCompositeFieldContainer[TopicPartitionRef]
-    def __init__(self, partitions: _Optional[_Iterable[_Union[TopicPartitionRef, _Mapping]]] = ...) -> None: ...
-
-class TopicPartitionRef(_message.Message):
-    __slots__ = ("topic", "partition")
-    TOPIC_FIELD_NUMBER: _ClassVar[int]
-    PARTITION_FIELD_NUMBER: _ClassVar[int]
-    topic: str
-    partition: int
-    def __init__(self, topic: _Optional[str] = ..., partition: _Optional[int] = ...) -> None: ...
+    partitions: _containers.RepeatedCompositeFieldContainer[_ketch_pb2.TopicPartitionRef]
+    def __init__(self, partitions: _Optional[_Iterable[_Union[_ketch_pb2.TopicPartitionRef, _Mapping]]] = ...) -> None: ...
 
 class ElectLeadersResponse(_message.Message):
     __slots__ = ("status", "results")

@@ -69,6 +69,61 @@ class KetchStub:
                 request_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.DescribeTopicsRequest.SerializeToString,
                 response_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.DescribeTopicsResponse.FromString,
                 _registered_method=True)
+        self.FindCoordinator = channel.unary_unary(
+                '/ketch.v1.Ketch/FindCoordinator',
+                request_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.FindCoordinatorRequest.SerializeToString,
+                response_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.FindCoordinatorResponse.FromString,
+                _registered_method=True)
+        self.JoinGroup = channel.unary_unary(
+                '/ketch.v1.Ketch/JoinGroup',
+                request_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.JoinGroupRequest.SerializeToString,
+                response_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.JoinGroupResponse.FromString,
+                _registered_method=True)
+        self.SyncGroup = channel.unary_unary(
+                '/ketch.v1.Ketch/SyncGroup',
+                request_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.SyncGroupRequest.SerializeToString,
+                response_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.SyncGroupResponse.FromString,
+                _registered_method=True)
+        self.Heartbeat = channel.unary_unary(
+                '/ketch.v1.Ketch/Heartbeat',
+                request_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.HeartbeatRequest.SerializeToString,
+                response_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.HeartbeatResponse.FromString,
+                _registered_method=True)
+        self.LeaveGroup = channel.unary_unary(
+                '/ketch.v1.Ketch/LeaveGroup',
+                request_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.LeaveGroupRequest.SerializeToString,
+                response_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.LeaveGroupResponse.FromString,
+                _registered_method=True)
+        self.OffsetCommit = channel.unary_unary(
+                '/ketch.v1.Ketch/OffsetCommit',
+                request_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.OffsetCommitRequest.SerializeToString,
+                response_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.OffsetCommitResponse.FromString,
+                _registered_method=True)
+        self.OffsetFetch = channel.unary_unary(
+                '/ketch.v1.Ketch/OffsetFetch',
+                request_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.OffsetFetchRequest.SerializeToString,
+                response_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.OffsetFetchResponse.FromString,
+                _registered_method=True)
+        self.ListGroups = channel.unary_unary(
+                '/ketch.v1.Ketch/ListGroups',
+                request_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.ListGroupsRequest.SerializeToString,
+                response_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.ListGroupsResponse.FromString,
+                _registered_method=True)
+        self.DescribeGroups = channel.unary_unary(
+                '/ketch.v1.Ketch/DescribeGroups',
+                request_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.DescribeGroupsRequest.SerializeToString,
+                response_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.DescribeGroupsResponse.FromString,
+                _registered_method=True)
+        self.DeleteGroups = channel.unary_unary(
+                '/ketch.v1.Ketch/DeleteGroups',
+                request_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.DeleteGroupsRequest.SerializeToString,
+                response_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.DeleteGroupsResponse.FromString,
+                _registered_method=True)
+        self.ResetGroupOffsets = channel.unary_unary(
+                '/ketch.v1.Ketch/ResetGroupOffsets',
+                request_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.ResetGroupOffsetsRequest.SerializeToString,
+                response_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.ResetGroupOffsetsResponse.FromString,
+                _registered_method=True)
 
 
 class KetchServicer:
@@ -121,6 +176,81 @@ class KetchServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FindCoordinator(self, request, context):
+        """Consumer groups: Kafka's classic group protocol. A group lives on its
+        coordinator, the leader of the group's partition of the internal
+        `__consumer_offsets` topic; FindCoordinator (any broker) names it, and
+        every other group call goes there (NOT_COORDINATOR: look it up again;
+        COORDINATOR_LOAD_IN_PROGRESS: retry soon). JoinGroup and SyncGroup may
+        wait up to the rebalance timeout for the other members.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def JoinGroup(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SyncGroup(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Heartbeat(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LeaveGroup(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def OffsetCommit(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def OffsetFetch(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListGroups(self, request, context):
+        """The groups whose coordinator is this broker (an admin asks every broker).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DescribeGroups(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteGroups(self, request, context):
+        """Only Empty groups: NON_EMPTY_GROUP otherwise.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResetGroupOffsets(self, request, context):
+        """Set (or delete) committed offsets of an Empty group (`ketch group reset-offsets`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KetchServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -158,6 +288,61 @@ def add_KetchServicer_to_server(servicer, server):
                     servicer.DescribeTopics,
                     request_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.DescribeTopicsRequest.FromString,
                     response_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.DescribeTopicsResponse.SerializeToString,
+            ),
+            'FindCoordinator': grpc.unary_unary_rpc_method_handler(
+                    servicer.FindCoordinator,
+                    request_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.FindCoordinatorRequest.FromString,
+                    response_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.FindCoordinatorResponse.SerializeToString,
+            ),
+            'JoinGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.JoinGroup,
+                    request_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.JoinGroupRequest.FromString,
+                    response_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.JoinGroupResponse.SerializeToString,
+            ),
+            'SyncGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.SyncGroup,
+                    request_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.SyncGroupRequest.FromString,
+                    response_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.SyncGroupResponse.SerializeToString,
+            ),
+            'Heartbeat': grpc.unary_unary_rpc_method_handler(
+                    servicer.Heartbeat,
+                    request_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.HeartbeatRequest.FromString,
+                    response_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.HeartbeatResponse.SerializeToString,
+            ),
+            'LeaveGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.LeaveGroup,
+                    request_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.LeaveGroupRequest.FromString,
+                    response_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.LeaveGroupResponse.SerializeToString,
+            ),
+            'OffsetCommit': grpc.unary_unary_rpc_method_handler(
+                    servicer.OffsetCommit,
+                    request_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.OffsetCommitRequest.FromString,
+                    response_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.OffsetCommitResponse.SerializeToString,
+            ),
+            'OffsetFetch': grpc.unary_unary_rpc_method_handler(
+                    servicer.OffsetFetch,
+                    request_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.OffsetFetchRequest.FromString,
+                    response_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.OffsetFetchResponse.SerializeToString,
+            ),
+            'ListGroups': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListGroups,
+                    request_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.ListGroupsRequest.FromString,
+                    response_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.ListGroupsResponse.SerializeToString,
+            ),
+            'DescribeGroups': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeGroups,
+                    request_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.DescribeGroupsRequest.FromString,
+                    response_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.DescribeGroupsResponse.SerializeToString,
+            ),
+            'DeleteGroups': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteGroups,
+                    request_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.DeleteGroupsRequest.FromString,
+                    response_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.DeleteGroupsResponse.SerializeToString,
+            ),
+            'ResetGroupOffsets': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResetGroupOffsets,
+                    request_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.ResetGroupOffsetsRequest.FromString,
+                    response_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.ResetGroupOffsetsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -349,6 +534,303 @@ class Ketch:
             '/ketch.v1.Ketch/DescribeTopics',
             ketch_dot_api_dot_v1_dot_ketch__pb2.DescribeTopicsRequest.SerializeToString,
             ketch_dot_api_dot_v1_dot_ketch__pb2.DescribeTopicsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FindCoordinator(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ketch.v1.Ketch/FindCoordinator',
+            ketch_dot_api_dot_v1_dot_ketch__pb2.FindCoordinatorRequest.SerializeToString,
+            ketch_dot_api_dot_v1_dot_ketch__pb2.FindCoordinatorResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def JoinGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ketch.v1.Ketch/JoinGroup',
+            ketch_dot_api_dot_v1_dot_ketch__pb2.JoinGroupRequest.SerializeToString,
+            ketch_dot_api_dot_v1_dot_ketch__pb2.JoinGroupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SyncGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ketch.v1.Ketch/SyncGroup',
+            ketch_dot_api_dot_v1_dot_ketch__pb2.SyncGroupRequest.SerializeToString,
+            ketch_dot_api_dot_v1_dot_ketch__pb2.SyncGroupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Heartbeat(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ketch.v1.Ketch/Heartbeat',
+            ketch_dot_api_dot_v1_dot_ketch__pb2.HeartbeatRequest.SerializeToString,
+            ketch_dot_api_dot_v1_dot_ketch__pb2.HeartbeatResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LeaveGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ketch.v1.Ketch/LeaveGroup',
+            ketch_dot_api_dot_v1_dot_ketch__pb2.LeaveGroupRequest.SerializeToString,
+            ketch_dot_api_dot_v1_dot_ketch__pb2.LeaveGroupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OffsetCommit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ketch.v1.Ketch/OffsetCommit',
+            ketch_dot_api_dot_v1_dot_ketch__pb2.OffsetCommitRequest.SerializeToString,
+            ketch_dot_api_dot_v1_dot_ketch__pb2.OffsetCommitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OffsetFetch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ketch.v1.Ketch/OffsetFetch',
+            ketch_dot_api_dot_v1_dot_ketch__pb2.OffsetFetchRequest.SerializeToString,
+            ketch_dot_api_dot_v1_dot_ketch__pb2.OffsetFetchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListGroups(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ketch.v1.Ketch/ListGroups',
+            ketch_dot_api_dot_v1_dot_ketch__pb2.ListGroupsRequest.SerializeToString,
+            ketch_dot_api_dot_v1_dot_ketch__pb2.ListGroupsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeGroups(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ketch.v1.Ketch/DescribeGroups',
+            ketch_dot_api_dot_v1_dot_ketch__pb2.DescribeGroupsRequest.SerializeToString,
+            ketch_dot_api_dot_v1_dot_ketch__pb2.DescribeGroupsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteGroups(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ketch.v1.Ketch/DeleteGroups',
+            ketch_dot_api_dot_v1_dot_ketch__pb2.DeleteGroupsRequest.SerializeToString,
+            ketch_dot_api_dot_v1_dot_ketch__pb2.DeleteGroupsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResetGroupOffsets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ketch.v1.Ketch/ResetGroupOffsets',
+            ketch_dot_api_dot_v1_dot_ketch__pb2.ResetGroupOffsetsRequest.SerializeToString,
+            ketch_dot_api_dot_v1_dot_ketch__pb2.ResetGroupOffsetsResponse.FromString,
             options,
             channel_credentials,
             insecure,
