@@ -67,6 +67,13 @@ class NodeConfig:
     isr_check_interval_ms: int = 500
     # Kafka's leader.imbalance.check.interval.seconds, in ms; 0 disables.
     preferred_election_interval_ms: int = 300_000
+    # Consumer groups (Kafka's offsets.topic.* and group.* settings). The offsets topic is made on first
+    # use; its replication factor -1 means default_replication_factor (3 under `ketch cluster up`).
+    offsets_topic_num_partitions: int = 8
+    offsets_topic_replication_factor: int = -1
+    group_min_session_timeout_ms: int = 6000
+    group_max_session_timeout_ms: int = 1_800_000
+    group_initial_rebalance_delay_ms: int = 3000
     raft_tick_ms: int = 50
     raft_election_ticks: int = 10  # election timeout: 1-2x this many ticks
     raft_heartbeat_ticks: int = 2
@@ -168,6 +175,10 @@ def validate(config: NodeConfig) -> None:
         )
     if config.default_partitions < 1:
         raise ConfigError("default_partitions must be >= 1")
+    if config.offsets_topic_num_partitions < 1:
+        raise ConfigError("offsets_topic_num_partitions must be >= 1")
+    if not 0 < config.group_min_session_timeout_ms <= config.group_max_session_timeout_ms:
+        raise ConfigError("need 0 < group_min_session_timeout_ms <= group_max_session_timeout_ms")
     if not config.role_set or not config.role_set <= {"broker", "controller"}:
         raise ConfigError(f"roles must be broker, controller or broker,controller; got {config.roles!r}")
     if config.controller_quorum_voters:

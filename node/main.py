@@ -60,6 +60,7 @@ from node.config import ConfigError, NodeConfig
 from node.controller_client import ControllerClient, parse_voters
 from node.fetch_waiters import FetchWaiters
 from node.group_commit import GroupCommit
+from node.group_coordinator import GroupManager
 from node.isr_manager import IsrManager
 from node.lifecycle import BrokerLifecycle
 from node.metadata_follower import MetadataFollower
@@ -209,8 +210,11 @@ async def serve(config: NodeConfig) -> None:
             broker, controllers, lambda: lifecycle.broker_epoch if lifecycle else -1, config.isr_check_interval_ms
         )
     metrics = NodeMetrics(broker.partitions if broker else list, quorum=quorum, isr=isr)
+    groups: GroupManager | None = None
     if broker is not None and follower is not None:
-        service = KetchService(broker, admin, metrics, waiters, _cluster_id(config, store), group_commit)
+        groups = GroupManager(broker, admin, waiters, metrics)
+        metrics.watch_groups(groups)
+        service = KetchService(broker, admin, metrics, waiters, _cluster_id(config, store), group_commit, groups)
         ketch_pb2_grpc.add_KetchServicer_to_server(service, server)
 
     await server.start()
@@ -225,6 +229,8 @@ async def serve(config: NodeConfig) -> None:
             tasks.append(asyncio.create_task(isr.run(), name="isr-manager"))
         interval = config.retention_check_interval_ms / 1000
         tasks.append(asyncio.create_task(_retention_loop(broker, interval), name="retention"))
+        if groups is not None:
+            tasks.append(asyncio.create_task(groups.run(), name="group-coordinator"))
     metrics_port = metrics.serve(config.metrics_host, config.metrics_port) if config.metrics_port >= 0 else -1
     for name in ("", SERVICE_NAME):
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -259,6 +265,8 @@ async def serve(config: NodeConfig) -> None:
         await fetcher.stop()
     if quorum is not None:
         quorum.close()
+    if groups is not None:
+        groups.close()
     waiters.close()
     await server.stop(config.shutdown_grace_s)
     for task in tasks:

@@ -15,6 +15,14 @@
     ketch_produce_waiting_for_acks                acks=all produce requests in purgatory
     ketch_fetch_waiting                           fetches parked in the fetch purgatory
 
+On a group coordinator (groups of the offsets partitions this broker leads):
+
+    ketch_group_members{group}                    kafka.coordinator.group NumMembers (per group)
+    ketch_group_rebalances_total{group}           generations completed (rebalances)
+    ketch_group_committed_offset{group,topic,partition}
+    ketch_consumer_lag{group,topic,partition}     high watermark minus committed offset (where this
+                                                  broker has a replica of the partition)
+
 On a controller (read from the quorum at scrape time):
 
     ketch_controller_active_count                 kafka.controller:KafkaController ActiveControllerCount
@@ -31,7 +39,10 @@ process-global state), served on ``metrics_port`` at ``/metrics``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+import functools
+import time
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from typing import Any, Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -41,6 +52,7 @@ from coordinator.quorum import QuorumController
 from node.isr_manager import IsrManager
 from replication.partition import Partition
 
+R = TypeVar("R")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -116,6 +128,49 @@ class _IsrCollector(Collector):
         )
 
 
+class _GroupCollector(Collector):
+    def __init__(self, groups: GroupMetricsSource) -> None:
+        self._groups = groups
+
+    def collect(self) -> Iterator[Metric]:
+        members = GaugeMetricFamily("ketch_group_members", "Members of each group", labels=["group"])
+        for group, count in sorted(self._groups.member_counts().items()):
+            members.add_metric([group], count)
+        yield members
+        labels = ["group", "topic", "partition"]
+        committed = GaugeMetricFamily("ketch_group_committed_offset", "Committed offset", labels=labels)
+        lag = GaugeMetricFamily("ketch_consumer_lag", "High watermark minus committed offset", labels=labels)
+        for group, topic, partition, offset, behind in self._groups.lags():
+            committed.add_metric([group, topic, str(partition)], offset)
+            if behind is not None:
+                lag.add_metric([group, topic, str(partition)], behind)
+        yield committed
+        yield lag
+
+
+def timed(api: str) -> Callable[[Callable[..., Awaitable[R]]], Callable[..., Awaitable[R]]]:
+    """Decorate a gRPC handler of an object with ``metrics: NodeMetrics``: time it into
+    ``ketch_request_latency_seconds{api}``."""
+
+    def wrap(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
+        @functools.wraps(method)
+        async def timed_call(self: Any, request: Any, context: Any) -> R:
+            started = time.perf_counter()
+            try:
+                return await method(self, request, context)
+            finally:
+                self.metrics.request_latency.labels(api).observe(time.perf_counter() - started)
+
+        return timed_call
+
+    return wrap
+
+
+class GroupMetricsSource(Protocol):
+    def member_counts(self) -> dict[str, int]: ...
+    def lags(self) -> list[tuple[str, str, int, int, int | None]]: ...
+
+
 class NodeMetrics:
     def __init__(
         self,
@@ -142,11 +197,18 @@ class NodeMetrics:
         self.produce_waiting = Gauge(
             "ketch_produce_waiting_for_acks", "acks=all produce requests waiting for the ISR", registry=r
         )
+        self.group_rebalances = Counter(
+            "ketch_group_rebalances", "Group generations completed, by group", ["group"], registry=r
+        )
         r.register(_LogCollector(partitions))
         if quorum is not None:
             r.register(_ControllerCollector(quorum))
         if isr is not None:
             r.register(_IsrCollector(isr))
+
+    def watch_groups(self, groups: GroupMetricsSource) -> None:
+        """Export the group coordinator's gauges (node/group_coordinator.py)."""
+        self.registry.register(_GroupCollector(groups))
 
     def serve(self, host: str, port: int) -> int:
         """Start the /metrics HTTP endpoint; return the bound port."""

@@ -15,7 +15,8 @@ This is a thin driver. Rules:
   whole response, ``partition_max_bytes`` each partition; the first partition
   with data always returns at least one batch.
 - Metadata and topic administration are delegated to node/topic_admin.py
-  (answered from the metadata image; writes forwarded to the controller).
+  (answered from the metadata image; writes forwarded to the controller);
+  consumer groups to node/group_service.py (the group coordinator).
 - Every call is timed into ``ketch_request_latency_seconds{api}``.
 """
 
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from ketch.api.v1 import ketch_pb2 as pb
@@ -32,7 +32,10 @@ from ketch.errors import ErrorCode, KetchError
 from node.broker import Broker
 from node.fetch_waiters import FetchWaiters
 from node.group_commit import GroupCommit
-from node.metrics import NodeMetrics
+from node.group_coordinator import GroupManager
+from node.group_service import GroupHandlers
+from node.metrics import NodeMetrics, timed
+from node.produce_purgatory import await_replication
 from node.topic_admin import TopicAdmin, error_fields
 from replication.partition import Partition
 
@@ -40,26 +43,11 @@ R = TypeVar("R")
 LATEST, EARLIEST = -1, -2
 
 
-def _timed(api: str) -> Callable[[Callable[..., Awaitable[R]]], Callable[..., Awaitable[R]]]:
-    def wrap(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
-        @functools.wraps(method)
-        async def timed(self: KetchService, request: Any, context: Any) -> R:
-            started = time.perf_counter()
-            try:
-                return await method(self, request, context)
-            finally:
-                self.metrics.request_latency.labels(api).observe(time.perf_counter() - started)
-
-        return timed
-
-    return wrap
-
-
 def _now_ms() -> int:
     return int(time.monotonic() * 1000)
 
 
-class KetchService(ketch_pb2_grpc.KetchServicer):
+class KetchService(GroupHandlers, ketch_pb2_grpc.KetchServicer):
     def __init__(
         self,
         broker: Broker,
@@ -68,7 +56,9 @@ class KetchService(ketch_pb2_grpc.KetchServicer):
         waiters: FetchWaiters,
         cluster_id: str,
         group_commit: GroupCommit,
+        groups: GroupManager,
     ) -> None:
+        self.groups = groups
         self.group_commit = group_commit
         self.broker = broker
         self.admin = admin
@@ -82,7 +72,7 @@ class KetchService(ketch_pb2_grpc.KetchServicer):
 
     # -- Produce -------------------------------------------------------------
 
-    @_timed("Produce")
+    @timed("Produce")
     async def Produce(self, request: pb.ProduceRequest, context: Any) -> pb.ProduceResponse:
         response = pb.ProduceResponse()
         for item in request.partitions:
@@ -120,43 +110,7 @@ class KetchService(ketch_pb2_grpc.KetchServicer):
         return response
 
     async def _await_replication(self, part: Partition, last_offset: int, timeout_ms: int, min_isr: int) -> None:
-        """acks=all: return once the high watermark passes ``last_offset`` (produce purgatory).
-
-        Fails with NOT_LEADER_OR_FOLLOWER if this replica stops leading first
-        (never succeeds after a leadership change: the new leader may not have
-        the records), with NOT_ENOUGH_REPLICAS_AFTER_APPEND if the ISR shrank
-        below ``min.insync.replicas`` before the records were replicated
-        (Kafka's rule: a high watermark reached by fewer replicas is no promise),
-        and with REQUEST_TIMED_OUT after ``timeout_ms``.
-        """
-        epoch = part.leader_epoch
-        deadline = time.monotonic() + (timeout_ms if timeout_ms > 0 else 30_000) / 1000
-        key = (part.topic, part.index)
-        self.metrics.produce_waiting.inc()
-        try:
-            while part.high_watermark <= last_offset or not part.is_leader or part.leader_epoch != epoch:
-                if not part.is_leader or part.leader_epoch != epoch:
-                    raise KetchError(
-                        f"{part.topic}-{part.index}: leadership moved before offset {last_offset} was replicated; "
-                        "the write may or may not survive — retry at the new leader",
-                        code=ErrorCode.NOT_LEADER_OR_FOLLOWER,
-                    )
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or self.waiters.closed:
-                    raise KetchError(
-                        f"{part.topic}-{part.index}: offset {last_offset} not replicated to the ISR "
-                        f"{list(part.leader.isr) if part.leader else []} within {timeout_ms} ms",
-                        code=ErrorCode.REQUEST_TIMED_OUT,
-                    )
-                await self.waiters.wait_any([key], remaining)
-            if part.isr_size < min_isr:
-                raise KetchError(
-                    f"{part.topic}-{part.index}: offset {last_offset} is written but the ISR shrank to "
-                    f"{part.isr_size} replica(s), below min.insync.replicas={min_isr}",
-                    code=ErrorCode.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
-                )
-        finally:
-            self.metrics.produce_waiting.dec()
+        await await_replication(part, last_offset, timeout_ms, min_isr, self.waiters, self.metrics)
 
     # -- Fetch ---------------------------------------------------------------
 
@@ -200,7 +154,7 @@ class KetchService(ketch_pb2_grpc.KetchServicer):
                 failed = True
         return response, total, failed
 
-    @_timed("Fetch")
+    @timed("Fetch")
     async def Fetch(self, request: pb.FetchRequest, context: Any) -> pb.FetchResponse:
         deadline = time.monotonic() + max(request.max_wait_ms, 0) / 1000
         keys = [(p.topic, p.partition) for p in request.partitions]
@@ -223,16 +177,16 @@ class KetchService(ketch_pb2_grpc.KetchServicer):
 
     # -- Metadata and offsets --------------------------------------------------
 
-    @_timed("Metadata")
+    @timed("Metadata")
     async def Metadata(self, request: pb.MetadataRequest, context: Any) -> pb.MetadataResponse:
         return await self.admin.metadata(request, self.cluster_id)
 
-    @_timed("DescribeTopics")
+    @timed("DescribeTopics")
     async def DescribeTopics(self, request: pb.DescribeTopicsRequest, context: Any) -> pb.DescribeTopicsResponse:
         names = list(request.names) or self.admin.names()
         return pb.DescribeTopicsResponse(topics=[self.admin.describe(n) for n in names])
 
-    @_timed("ListOffsets")
+    @timed("ListOffsets")
     async def ListOffsets(self, request: pb.ListOffsetsRequest, context: Any) -> pb.ListOffsetsResponse:
         response = pb.ListOffsetsResponse()
         for item in request.partitions:
@@ -261,10 +215,10 @@ class KetchService(ketch_pb2_grpc.KetchServicer):
 
     # -- Topic administration (forwarded to the active controller) ------------
 
-    @_timed("CreateTopics")
+    @timed("CreateTopics")
     async def CreateTopics(self, request: pb.CreateTopicsRequest, context: Any) -> pb.CreateTopicsResponse:
         return await self.admin.create(request)
 
-    @_timed("DeleteTopics")
+    @timed("DeleteTopics")
     async def DeleteTopics(self, request: pb.DeleteTopicsRequest, context: Any) -> pb.DeleteTopicsResponse:
         return await self.admin.delete(request)
