@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from dataclasses import dataclass
 from typing import Any, TypeVar
+
+from ketch.assignors.protocol import dump_versioned, load_versioned
 
 VERSION = 0
 NO_OFFSET = -1
@@ -190,14 +191,8 @@ def _b64(text: str) -> bytes:
 
 
 def _dump(obj: dict[str, Any]) -> bytes:
-    return json.dumps({**obj, "v": VERSION}, sort_keys=True, separators=(",", ":")).encode()
+    return dump_versioned(obj, VERSION)
 
 
 def _load(data: bytes) -> dict[str, Any]:
-    try:
-        obj = json.loads(data.decode())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError("offsets-log record is not JSON") from e
-    if not isinstance(obj, dict) or obj.get("v") != VERSION:
-        raise ValueError("unsupported offsets-log record version")
-    return obj
+    return load_versioned(data, VERSION, "offsets-log record")

@@ -88,15 +88,25 @@ def _partitions(raw: Any) -> tuple[TopicPartition, ...]:
     return tuple(out)
 
 
-def _dump(obj: dict[str, Any]) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+def dump_versioned(obj: dict[str, Any], version: int) -> bytes:
+    """``obj`` with ``"v": version`` as canonical JSON bytes (sorted keys, no spaces): equal objects, equal bytes."""
+    return json.dumps({**obj, "v": version}, sort_keys=True, separators=(",", ":")).encode()
 
 
-def _load(data: bytes) -> dict[str, Any]:
+def load_versioned(data: bytes, version: int, what: str) -> dict[str, Any]:
+    """The JSON object in ``data``; ``ValueError`` naming ``what`` if it is not one, or not of ``version``."""
     try:
         obj = json.loads(data.decode())
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError("consumer protocol bytes are not JSON") from e
-    if not isinstance(obj, dict) or obj.get("v") != VERSION:
-        raise ValueError("unsupported consumer protocol version")
+        raise ValueError(f"{what} is not JSON") from e
+    if not isinstance(obj, dict) or obj.get("v") != version:
+        raise ValueError(f"unsupported {what} version")
     return obj
+
+
+def _dump(obj: dict[str, Any]) -> bytes:
+    return dump_versioned(obj, VERSION)
+
+
+def _load(data: bytes) -> dict[str, Any]:
+    return load_versioned(data, VERSION, "consumer protocol bytes")
