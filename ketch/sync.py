@@ -21,13 +21,22 @@ Rules:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Iterator
+import concurrent.futures
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from ketch import aio
 from ketch._future import FutureRecordMetadata
 from ketch._loop import LoopThread
-from ketch.aio.admin import ClusterDescription, NewTopic, TopicDescription
+from ketch.aio.admin import (
+    ClusterDescription,
+    ConsumerGroupDescription,
+    ConsumerGroupListing,
+    NewTopic,
+    TopicDescription,
+)
+from ketch.aio.group_member import OffsetAndMetadata
 from ketch.records import ConsumerRecord, Headers, OffsetAndTimestamp, RecordMetadata, TopicPartition
 
 __all__ = ["Admin", "Consumer", "FutureRecordMetadata", "Producer"]
@@ -137,8 +146,14 @@ class Consumer(_SyncClient):
     def assignment(self) -> set[TopicPartition]:
         return self._aio.assignment()
 
-    def subscribe(self, topics: Iterable[str]) -> None:
-        self._run(self._aio.subscribe(list(topics)))
+    def subscribe(
+        self, topics: Iterable[str] | None = None, pattern: str | re.Pattern[str] | None = None, listener: Any = None
+    ) -> None:
+        """As ``ketch.aio.Consumer.subscribe``; the listener's callbacks run on a worker thread while the
+        rebalance waits for them, so they may call this consumer's blocking methods (``commit``, ``seek``)."""
+        names = [topics] if isinstance(topics, str) else None if topics is None else list(topics)
+        wrapped = None if listener is None else _ThreadListener(listener)
+        self._run(self._aio.subscribe(names, pattern, wrapped))
 
     def subscription(self) -> set[str]:
         return self._aio.subscription()
@@ -181,6 +196,35 @@ class Consumer(_SyncClient):
     def highwater(self, partition: TopicPartition) -> int | None:
         return self._aio.highwater(partition)
 
+    def pause(self, *partitions: TopicPartition) -> None:
+        self._run(_call(self._aio.pause, *partitions))
+
+    def resume(self, *partitions: TopicPartition) -> None:
+        self._run(_call(self._aio.resume, *partitions))
+
+    def paused(self) -> set[TopicPartition]:
+        return self._aio.paused()
+
+    def commit(self, offsets: Mapping[TopicPartition, OffsetAndMetadata | int] | None = None) -> None:
+        """Commit synchronously (default: every assigned partition's position)."""
+        self._run(self._aio.commit(offsets))
+
+    def commit_async(
+        self,
+        offsets: Mapping[TopicPartition, OffsetAndMetadata | int] | None = None,
+        callback: Callable[[dict[TopicPartition, OffsetAndMetadata], BaseException | None], Any] | None = None,
+    ) -> concurrent.futures.Future[None]:
+        """Commit in the background; ``callback(offsets, exception_or_None)`` runs on the client's loop thread."""
+
+        async def commit() -> None:
+            await self._aio.commit_async(offsets, callback)
+
+        return asyncio.run_coroutine_threadsafe(commit(), self._loop.loop)
+
+    def committed(self, partition: TopicPartition, metadata: bool = False) -> int | OffsetAndMetadata | None:
+        result: int | OffsetAndMetadata | None = self._run(self._aio.committed(partition, metadata))
+        return result
+
     def partitions_for_topic(self, topic: str) -> set[int] | None:
         result: set[int] | None = self._run(self._aio.partitions_for_topic(topic))
         return result
@@ -213,6 +257,37 @@ class Consumer(_SyncClient):
             self._loop.stop()
 
 
+async def _call(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run a plain method of an asyncio client on its loop (its state belongs to that loop)."""
+    return fn(*args)
+
+
+class _ThreadListener:
+    """A blocking rebalance listener whose callbacks run on a worker thread (see ``Consumer.subscribe``)."""
+
+    NAMES = (
+        "on_partitions_revoked",
+        "onPartitionsRevoked",
+        "on_partitions_assigned",
+        "onPartitionsAssigned",
+        "on_partitions_lost",
+        "onPartitionsLost",
+    )
+
+    def __init__(self, listener: Any) -> None:
+        for name in self.NAMES:
+            fn = getattr(listener, name, None)
+            if callable(fn):
+                setattr(self, name, self._threaded(fn))
+
+    @staticmethod
+    def _threaded(fn: Callable[[set[TopicPartition]], Any]) -> Callable[[set[TopicPartition]], Any]:
+        async def call(partitions: set[TopicPartition]) -> Any:
+            return await asyncio.to_thread(fn, partitions)
+
+        return call
+
+
 class Admin(_SyncClient):
     """Blocking admin client; see ``ketch.aio.Admin``."""
 
@@ -237,6 +312,29 @@ class Admin(_SyncClient):
     def describe_cluster(self) -> ClusterDescription:
         result: ClusterDescription = self._run(self._aio.describe_cluster())
         return result
+
+    def list_offsets(self, specs: Mapping[TopicPartition, str | int]) -> dict[TopicPartition, int]:
+        result: dict[TopicPartition, int] = self._run(self._aio.list_offsets(specs))
+        return result
+
+    def list_consumer_groups(self) -> list[ConsumerGroupListing]:
+        result: list[ConsumerGroupListing] = self._run(self._aio.list_consumer_groups())
+        return result
+
+    def describe_consumer_groups(self, group_ids: Iterable[str]) -> list[ConsumerGroupDescription]:
+        ids = [group_ids] if isinstance(group_ids, str) else list(group_ids)
+        result: list[ConsumerGroupDescription] = self._run(self._aio.describe_consumer_groups(ids))
+        return result
+
+    def delete_consumer_groups(self, group_ids: Iterable[str]) -> None:
+        self._run(self._aio.delete_consumer_groups([group_ids] if isinstance(group_ids, str) else list(group_ids)))
+
+    def list_consumer_group_offsets(self, group_id: str) -> dict[TopicPartition, int]:
+        result: dict[TopicPartition, int] = self._run(self._aio.list_consumer_group_offsets(group_id))
+        return result
+
+    def alter_consumer_group_offsets(self, group_id: str, offsets: Mapping[TopicPartition, int]) -> None:
+        self._run(self._aio.alter_consumer_group_offsets(group_id, offsets))
 
     def close(self) -> None:
         if self._closed:

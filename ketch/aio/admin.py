@@ -1,4 +1,4 @@
-"""asyncio Admin client: topics and cluster description.
+"""asyncio Admin client: topics, cluster description, offsets and consumer groups.
 
 Rules:
 - Requests go to any broker that answers (known brokers first, then the
@@ -9,25 +9,73 @@ Rules:
   broker has processed all of them; the others' outcomes stand. The error
   names the topic.
 - ``num_partitions`` / ``replication_factor`` of -1 mean the broker default.
+- ``list_offsets`` asks each partition's leader (ListOffsets): "earliest" is
+  the log start offset, "latest" the high watermark (the log end offset a
+  consumer can reach), a timestamp the first offset whose record is at or
+  after it (-1: none is). Retriable errors (no leader, stale metadata,
+  transport) refresh metadata and retry with backoff until
+  ``request_timeout_ms``.
+- Consumer groups. A group lives on its coordinator, which FindCoordinator
+  (any broker) names; every group call goes there. NOT_COORDINATOR,
+  COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE and transport
+  failures forget the coordinator, back off (100 ms doubling to 1 s) and
+  look it up again, until ``request_timeout_ms`` has passed; then the last
+  error is raised. A broker lists only the groups it coordinates, so
+  ``list_consumer_groups`` asks every broker in the metadata and merges the
+  answers (all must answer, as with Kafka's ``ListConsumerGroupsResult.all``).
+- ``describe_consumer_groups`` adds, per partition the group has committed
+  or a member owns, the committed offset, the log end offset (the partition
+  leader's high watermark) and the lag (log end - committed; None when
+  nothing is committed or the partition is gone). A group the coordinator
+  does not know is described with state "Dead" and nothing else, as in Kafka.
+- ``alter_consumer_group_offsets`` (ResetGroupOffsets) and
+  ``delete_consumer_groups`` work only on groups without members: the broker
+  refuses with NON_EMPTY_GROUP, raised as a ``KetchError`` saying to stop
+  the group's consumers first. ``delete_consumer_groups`` raises the first
+  failed group's error after the others were deleted.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+import functools
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
-from ketch.aio.connection import Connection
+import grpc
+
+from ketch.aio.connection import Connection, translate_rpc_error
 from ketch.api.v1 import ketch_pb2
-from ketch.errors import error_for
+from ketch.errors import (
+    ErrorCode,
+    KetchConnectionError,
+    KetchError,
+    UnknownTopicOrPartitionError,
+    error_for,
+)
+from ketch.records import TopicPartition
 
 __all__ = [
     "Admin",
     "BrokerDescription",
     "ClusterDescription",
+    "ConsumerGroupDescription",
+    "ConsumerGroupListing",
+    "GroupMemberDescription",
+    "GroupPartitionOffset",
     "NewTopic",
     "PartitionDescription",
     "TopicDescription",
 ]
+
+RETRY_BACKOFF_S = 0.1
+MAX_RETRY_BACKOFF_S = 1.0
+COORDINATOR_RETRY = frozenset(
+    {ErrorCode.NOT_COORDINATOR, ErrorCode.COORDINATOR_LOAD_IN_PROGRESS, ErrorCode.COORDINATOR_NOT_AVAILABLE}
+)
+OFFSET_SPECS = {"earliest": -2, "latest": -1}
 
 
 @dataclass(frozen=True)
@@ -71,6 +119,51 @@ class ClusterDescription:
     brokers: list[BrokerDescription]
 
 
+class ConsumerGroupListing(NamedTuple):
+    """One group of ``list_consumer_groups``; unpacks as ``(group_id, state, protocol_type)``."""
+
+    group_id: str
+    state: str  # Empty, PreparingRebalance, CompletingRebalance, Stable, Dead
+    protocol_type: str
+
+
+@dataclass(frozen=True)
+class GroupMemberDescription:
+    member_id: str
+    client_id: str
+    host: str
+    assignment: list[TopicPartition]
+
+
+@dataclass(frozen=True)
+class GroupPartitionOffset:
+    """A partition the group committed or a member owns, with its progress."""
+
+    topic: str
+    partition: int
+    committed_offset: int | None  # the next offset the group will consume; None: nothing committed
+    log_end_offset: int | None  # the high watermark; None: the partition is gone
+    lag: int | None  # log_end_offset - committed_offset when both are known
+    member_id: str | None = None  # the member that owns it now, if any
+    client_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ConsumerGroupDescription:
+    group_id: str
+    state: str
+    protocol_type: str
+    protocol: str  # the assignor chosen for this generation
+    generation: int
+    leader: str  # the leader's member id
+    members: list[GroupMemberDescription]
+    offsets: list[GroupPartitionOffset]
+
+    @property
+    def total_lag(self) -> int:
+        return sum(p.lag for p in self.offsets if p.lag is not None)
+
+
 def _raise_first(results: Iterable[ketch_pb2.TopicResult]) -> None:
     for r in results:
         if r.error_code != 0:
@@ -91,6 +184,7 @@ class Admin:
         request_timeout_ms: int = 30000,
     ) -> None:
         self._conn = Connection(bootstrap_servers, client_id, request_timeout_ms)
+        self._coordinators: dict[str, tuple[str, int]] = {}  # group id -> coordinator address
 
     async def __aenter__(self) -> Admin:
         return self
@@ -160,5 +254,317 @@ class Admin:
             ],
         )
 
+    # -- offsets -------------------------------------------------------------------------
+
+    async def list_offsets(self, specs: Mapping[TopicPartition, str | int]) -> dict[TopicPartition, int]:
+        """Offsets at each partition's leader: ``{tp: "earliest" | "latest" | timestamp_ms}``.
+
+        "earliest" is the log start offset, "latest" the high watermark; a
+        timestamp gives the first offset whose record is at or after it, or -1
+        when none is. A missing topic or partition raises
+        ``UnknownTopicOrPartitionError``.
+        """
+        wanted: dict[TopicPartition, int] = {}
+        for tp, spec in specs.items():
+            if isinstance(spec, str):
+                if spec not in OFFSET_SPECS:
+                    raise ValueError(f"offset spec {spec!r}: use 'earliest', 'latest' or a timestamp in ms")
+                wanted[TopicPartition(*tp)] = OFFSET_SPECS[spec]
+            elif spec < 0:
+                raise ValueError(f"timestamps must be >= 0 ms since the epoch, got {spec}")
+            else:
+                wanted[TopicPartition(*tp)] = spec
+        found = await self._list_offsets(wanted, strict=True)
+        return {tp: -1 if offset is None else offset for tp, offset in found.items()}
+
+    async def _list_offsets(
+        self, specs: dict[TopicPartition, int], *, strict: bool
+    ) -> dict[TopicPartition, int | None]:
+        """ListOffsets at the leaders, retrying retriable errors; a missing partition raises
+        (``strict``) or maps to None."""
+        out: dict[TopicPartition, int | None] = {}
+        todo = dict(specs)
+        if not todo:
+            return out
+        deadline = time.monotonic() + self._conn.request_timeout
+        backoff = RETRY_BACKOFF_S
+        self._conn.track({tp.topic for tp in todo})
+        cluster = await self._conn.refresh()
+        while True:
+            retry: KetchError | None = None
+            by_node: dict[int, list[TopicPartition]] = {}
+            for tp in list(todo):
+                topic = cluster.topics.get(tp.topic)
+                missing = ""
+                if topic is None or topic.error_code == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION:
+                    missing = f"topic {tp.topic!r} does not exist"
+                elif topic.error_code != ErrorCode.NONE:
+                    retry = error_for(topic.error_code, topic.error_message or f"topic {tp.topic!r}")
+                    continue
+                elif tp.partition not in topic.partitions:
+                    missing = f"topic {tp.topic!r} has {topic.num_partitions} partitions; there is no {tp.partition}"
+                if missing:
+                    if strict:
+                        raise UnknownTopicOrPartitionError(missing)
+                    out[tp] = None
+                    del todo[tp]
+                    continue
+                leader = cluster.leader(tp.topic, tp.partition)
+                if leader < 0:
+                    retry = KetchError(
+                        f"{tp.topic}-{tp.partition} has no leader right now", code=ErrorCode.LEADER_NOT_AVAILABLE
+                    )
+                    continue
+                by_node.setdefault(leader, []).append(tp)
+            for node, tps in by_node.items():
+                stub = self._conn.stub_for(node)
+                if stub is None:
+                    continue
+                request = ketch_pb2.ListOffsetsRequest(
+                    partitions=[
+                        ketch_pb2.ListOffsetsPartition(topic=tp.topic, partition=tp.partition, timestamp=todo[tp])
+                        for tp in tps
+                    ]
+                )
+                try:
+                    response = await stub.ListOffsets(request, timeout=self._conn.request_timeout)
+                except grpc.aio.AioRpcError as e:
+                    retry = translate_rpc_error(e, f"broker {node}")
+                    continue
+                for r in response.partitions:
+                    tp = TopicPartition(r.topic, r.partition)
+                    if tp not in todo:
+                        continue
+                    if r.error_code == ErrorCode.NONE:
+                        out[tp] = r.offset
+                        del todo[tp]
+                        continue
+                    err = error_for(r.error_code, r.error_message or f"{tp.topic}-{tp.partition}")
+                    if err.retriable:
+                        retry = err
+                    elif strict:
+                        raise err
+                    else:
+                        out[tp] = None
+                        del todo[tp]
+            if not todo:
+                return out
+            if time.monotonic() + backoff > deadline:
+                raise retry or KetchConnectionError("ListOffsets got no answer")
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_RETRY_BACKOFF_S)
+            try:
+                cluster = await self._conn.refresh()
+            except KetchConnectionError as e:
+                retry = e
+
+    # -- consumer groups -----------------------------------------------------------------
+
+    async def list_consumer_groups(self) -> list[ConsumerGroupListing]:
+        """Every group of the cluster: each broker lists those it coordinates; merged, sorted by id."""
+        cluster = await self._conn.refresh()
+        responses = await asyncio.gather(
+            *(
+                self._retrying(
+                    f"ListGroups at broker {node_id}",
+                    functools.partial(self._call_node, node_id, "ListGroups", ketch_pb2.ListGroupsRequest()),
+                    lambda r: (r.status.error_code, r.status.error_message),
+                )
+                for node_id in sorted(cluster.brokers)
+            )
+        )
+        found: dict[str, ConsumerGroupListing] = {}
+        for node_id, response in zip(sorted(cluster.brokers), responses, strict=True):
+            if response.status.error_code != ErrorCode.NONE:
+                raise error_for(
+                    response.status.error_code, f"ListGroups at broker {node_id}: {response.status.error_message}"
+                )
+            for g in response.groups:
+                found.setdefault(g.group_id, ConsumerGroupListing(g.group_id, g.state, g.protocol_type))
+        return [found[g] for g in sorted(found)]
+
+    async def describe_consumer_groups(self, group_ids: Iterable[str]) -> list[ConsumerGroupDescription]:
+        """State, members and per-partition committed offset, log end offset and lag of each group."""
+        ids = [group_ids] if isinstance(group_ids, str) else list(group_ids)
+        return list(await asyncio.gather(*(self._describe_group(g) for g in ids)))
+
+    async def _describe_group(self, group_id: str) -> ConsumerGroupDescription:
+        described, committed = await asyncio.gather(
+            self._group_call(
+                group_id,
+                "DescribeGroups",
+                ketch_pb2.DescribeGroupsRequest(group_ids=[group_id]),
+                lambda r: (r.groups[0].error_code, r.groups[0].error_message) if r.groups else (0, ""),
+            ),
+            self.list_consumer_group_offsets(group_id),
+        )
+        if not described.groups:
+            raise KetchError(
+                f"the coordinator did not describe group {group_id!r}", code=ErrorCode.UNKNOWN_SERVER_ERROR
+            )
+        d = described.groups[0]
+        if d.error_code != ErrorCode.NONE:
+            raise error_for(d.error_code, d.error_message or f"group {group_id!r}")
+        members = [
+            GroupMemberDescription(
+                m.member_id,
+                m.client_id,
+                m.client_host,
+                sorted(TopicPartition(a.topic, a.partition) for a in m.assignment),
+            )
+            for m in d.members
+        ]
+        owner = {tp: m for m in members for tp in m.assignment}
+        tps = sorted(set(committed) | set(owner))
+        ends = await self._list_offsets(dict.fromkeys(tps, OFFSET_SPECS["latest"]), strict=False)
+        offsets = []
+        for tp in tps:
+            done, end = committed.get(tp), ends.get(tp)
+            m = owner.get(tp)
+            offsets.append(
+                GroupPartitionOffset(
+                    tp.topic,
+                    tp.partition,
+                    done,
+                    end,
+                    None if done is None or end is None else max(end - done, 0),
+                    m.member_id if m else None,
+                    m.client_id if m else None,
+                )
+            )
+        return ConsumerGroupDescription(
+            d.group_id or group_id, d.state, d.protocol_type, d.protocol, d.generation, d.leader, members, offsets
+        )
+
+    async def delete_consumer_groups(self, group_ids: Iterable[str]) -> None:
+        """Delete Empty groups and their committed offsets; raises the first failure after trying all."""
+        ids = [group_ids] if isinstance(group_ids, str) else list(group_ids)
+        results = await asyncio.gather(
+            *(
+                self._group_call(
+                    g,
+                    "DeleteGroups",
+                    ketch_pb2.DeleteGroupsRequest(group_ids=[g]),
+                    lambda r: (r.results[0].error_code, r.results[0].error_message) if r.results else (0, ""),
+                )
+                for g in ids
+            ),
+            return_exceptions=True,
+        )
+        for group_id, result in zip(ids, results, strict=True):
+            if isinstance(result, BaseException):
+                raise result
+            for r in result.results:
+                if r.error_code != ErrorCode.NONE:
+                    raise _group_error(r.error_code, r.error_message, group_id)
+
+    async def list_consumer_group_offsets(self, group_id: str) -> dict[TopicPartition, int]:
+        """The group's committed offsets (the next offset to consume), per partition."""
+        response = await self._group_call(
+            group_id,
+            "OffsetFetch",
+            ketch_pb2.OffsetFetchRequest(group_id=group_id),
+            lambda r: (r.status.error_code, r.status.error_message),
+        )
+        if response.status.error_code != ErrorCode.NONE:
+            raise _group_error(response.status.error_code, response.status.error_message, group_id)
+        return {
+            TopicPartition(o.topic, o.partition): o.offset
+            for o in response.offsets
+            if o.offset >= 0 and o.error_code == ErrorCode.NONE
+        }
+
+    async def alter_consumer_group_offsets(self, group_id: str, offsets: Mapping[TopicPartition, int]) -> None:
+        """Set committed offsets of a group without members (NON_EMPTY_GROUP otherwise)."""
+        request = ketch_pb2.ResetGroupOffsetsRequest(group_id=group_id)
+        for tp, offset in offsets.items():
+            topic, partition = tp
+            offset = getattr(offset, "offset", offset)  # an OffsetAndMetadata works too
+            if offset < 0 or partition < 0:
+                raise ValueError(f"offset {offset} of {topic}-{partition}: offsets and partitions must be >= 0")
+            request.offsets.add(topic=topic, partition=partition, offset=offset)
+        response = await self._group_call(
+            group_id, "ResetGroupOffsets", request, lambda r: (r.status.error_code, r.status.error_message)
+        )
+        if response.status.error_code != ErrorCode.NONE:
+            raise _group_error(response.status.error_code, response.status.error_message, group_id)
+
+    async def _group_call(
+        self, group_id: str, method: str, request: Any, status: Callable[[Any], tuple[int, str]]
+    ) -> Any:
+        """``method`` at the group's coordinator, found and retried as the module docstring says."""
+        if not group_id:
+            raise KetchError("a consumer group id must not be empty", code=ErrorCode.INVALID_GROUP_ID)
+
+        async def once() -> Any:
+            addr = self._coordinators.get(group_id)
+            if addr is None:
+                found = await self._conn.call_any(
+                    "FindCoordinator", ketch_pb2.FindCoordinatorRequest(group_id=group_id)
+                )
+                assert isinstance(found, ketch_pb2.FindCoordinatorResponse)
+                if found.status.error_code != ErrorCode.NONE:
+                    raise _group_error(found.status.error_code, found.status.error_message, group_id)
+                addr = self._coordinators[group_id] = (found.host, found.port)
+            try:
+                return await getattr(self._conn.stub_at(addr), method)(request, timeout=self._conn.request_timeout)
+            except grpc.aio.AioRpcError as e:
+                raise translate_rpc_error(e, f"coordinator {addr[0]}:{addr[1]} of group {group_id!r}") from None
+
+        def forget() -> None:
+            self._coordinators.pop(group_id, None)
+
+        return await self._retrying(f"group {group_id!r}", once, status, forget)
+
+    async def _retrying(
+        self,
+        what: str,
+        call: Callable[[], Awaitable[Any]],
+        status: Callable[[Any], tuple[int, str]],
+        on_retry: Callable[[], None] = lambda: None,
+    ) -> Any:
+        """``call()`` until it neither fails at the transport nor answers a coordinator error, or time is up."""
+        deadline = time.monotonic() + self._conn.request_timeout
+        backoff = RETRY_BACKOFF_S
+        while True:
+            try:
+                response = await call()
+                code, message = status(response)
+                if code not in COORDINATOR_RETRY:
+                    return response
+                err = error_for(code, f"{what}: {message or error_for(code).code.name}")
+            except KetchError as e:
+                if not isinstance(e, KetchConnectionError) and e.code not in COORDINATOR_RETRY:
+                    raise
+                err = e
+            on_retry()
+            if time.monotonic() + backoff > deadline:
+                raise err
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_RETRY_BACKOFF_S)
+
+    async def _call_node(self, node_id: int, method: str, request: Any) -> Any:
+        stub = self._conn.stub_for(node_id)
+        if stub is None:
+            raise KetchConnectionError(f"broker {node_id} is not in the metadata")
+        try:
+            return await getattr(stub, method)(request, timeout=self._conn.request_timeout)
+        except grpc.aio.AioRpcError as e:
+            raise translate_rpc_error(e, f"broker {node_id}") from None
+
     async def close(self) -> None:
         await self._conn.close()
+
+
+def _group_error(code: int, message: str, group_id: str) -> KetchError:
+    """The typed error of a group answer; the message names the group."""
+    if not message:
+        if code == ErrorCode.NON_EMPTY_GROUP:
+            message = f"group {group_id!r} has active members; stop its consumers first"
+        elif code == ErrorCode.GROUP_ID_NOT_FOUND:
+            message = f"group {group_id!r} does not exist"
+        else:
+            message = error_for(code).code.name
+    if group_id not in message:
+        message = f"group {group_id!r}: {message}"
+    return error_for(code, message)

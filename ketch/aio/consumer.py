@@ -1,14 +1,30 @@
-"""asyncio Consumer: assign or subscribe, poll records, seek, look up offsets.
+"""asyncio Consumer: assign or subscribe (alone or in a consumer group), poll, seek, commit.
 
 Rules:
-- No consumer groups yet. ``assign(partitions)`` sets the assignment
-  explicitly; ``subscribe(topics)`` (or topics given to the constructor)
-  assigns every partition of those topics and keeps doing so as metadata
-  changes: it refreshes every ``metadata_max_age_ms``, and every second while
-  a subscribed topic does not exist yet. The two are mutually exclusive.
-- A newly assigned partition starts at ``auto_offset_reset``: "earliest",
-  "latest" (Kafka's default) or "none" (poll raises ``OffsetOutOfRangeError``
-  when the position leaves the log). There are no committed offsets yet.
+- ``assign(partitions)`` sets the assignment explicitly; ``subscribe(topics)``
+  or ``subscribe(pattern=regex)`` (or topics given to the constructor)
+  follows topics. The two are mutually exclusive.
+- Without ``group_id`` a subscription assigns every partition of the
+  subscribed topics and keeps doing so as metadata changes: it refreshes
+  every ``metadata_max_age_ms``, and every second while a subscribed topic
+  does not exist yet. Nothing can be committed.
+- With ``group_id`` a subscription makes the consumer a member of that
+  consumer group (group_member.py has the protocol rules): the group's
+  assignor splits the partitions among its members, a ``listener``
+  (``on_partitions_assigned``/``on_partitions_revoked``/optional
+  ``on_partitions_lost``, plain or async functions) hears every change,
+  heartbeats keep the membership alive, and offsets are committed to the
+  group: ``commit()``/``commit_async()`` explicitly, and with
+  ``enable_auto_commit`` (default) every ``auto_commit_interval_ms``, before
+  a revoke and on ``close()``. ``assign()`` with a ``group_id`` also starts
+  from and commits to the group's offsets, without membership.
+- A newly assigned partition starts at the group's committed offset when
+  there is one, else at ``auto_offset_reset``: "earliest", "latest" (Kafka's
+  default) or "none" (poll raises ``OffsetOutOfRangeError`` when the
+  position leaves the log).
+- ``pause(*tps)`` stops fetching those partitions and ``poll`` returns none
+  of their buffered records until ``resume``; a partition that is unassigned
+  is no longer paused.
 - ``poll(timeout_ms, max_records)`` returns ``{TopicPartition: [records]}``
   like kafka-python: whatever is buffered (at most ``max_records``, default
   ``max_poll_records``, taken round-robin across partitions), waiting up to
@@ -27,23 +43,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ketch.aio.connection import Connection
 from ketch.aio.fetcher import EARLIEST, LATEST, Fetcher, PartitionState
+from ketch.aio.group_member import (
+    GroupMember,
+    OffsetAndMetadata,
+    match_topics,
+    normalize_offsets,
+    resolve_assignors,
+)
 from ketch.api.v1 import ketch_pb2
-from ketch.errors import KetchError
+from ketch.errors import ErrorCode, KetchError
 from ketch.records import ConsumerRecord, OffsetAndTimestamp, TopicPartition
 
 __all__ = ["Consumer"]
 
 Deserializer = Callable[[bytes | None], Any]
+CommitCallback = Callable[[dict[TopicPartition, OffsetAndMetadata], BaseException | None], Any]
 
 
 class Consumer:
-    """Kafka-style consumer without groups (see the module docstring).
+    """Kafka-style consumer, alone or in a consumer group (see the module docstring).
 
     ``consumer = Consumer("topic", bootstrap_servers=..., auto_offset_reset="earliest")``;
     ``await consumer.poll(timeout_ms=...)`` or ``async for record in consumer``.
@@ -67,9 +92,20 @@ class Consumer:
         key_deserializer: Deserializer | None = None,
         value_deserializer: Deserializer | None = None,
         allow_auto_create_topics: bool = True,
+        group_id: str | None = None,
+        enable_auto_commit: bool = True,
+        auto_commit_interval_ms: int = 5000,
+        partition_assignment_strategy: Any = ("range",),
+        session_timeout_ms: int = 10000,
+        heartbeat_interval_ms: int = 3000,
+        max_poll_interval_ms: int = 300000,
+        rebalance_timeout_ms: int | None = None,
     ) -> None:
         if auto_offset_reset not in ("earliest", "latest", "none"):
             raise ValueError(f"auto_offset_reset must be 'earliest', 'latest' or 'none', not {auto_offset_reset!r}")
+        assignors = resolve_assignors(partition_assignment_strategy)
+        if group_id is not None and not group_id:
+            raise ValueError("group_id must be None or a non-empty string")
         self._conn = Connection(bootstrap_servers, client_id, request_timeout_ms, allow_auto_create_topics)
         self._fetcher = Fetcher(
             self._conn,
@@ -91,7 +127,27 @@ class Consumer:
         self.key_deserializer = key_deserializer
         self.value_deserializer = value_deserializer
         self._subscription: set[str] = set(topics)
-        self._next_sub_refresh = 0.0 if topics else math.inf
+        self._pattern: re.Pattern[str] | None = None
+        self.group_id = group_id
+        self._member: GroupMember | None = None
+        if group_id is not None:
+            self._member = GroupMember(
+                self._conn,
+                group_id,
+                self,
+                assignors=assignors,
+                session_timeout_ms=session_timeout_ms,
+                heartbeat_interval_ms=heartbeat_interval_ms,
+                max_poll_interval_ms=max_poll_interval_ms,
+                rebalance_timeout_ms=rebalance_timeout_ms,
+                retry_backoff_ms=retry_backoff_ms,
+                request_timeout_ms=request_timeout_ms,
+                metadata_max_age_ms=metadata_max_age_ms,
+                enable_auto_commit=enable_auto_commit,
+                auto_commit_interval_ms=auto_commit_interval_ms,
+                client_id=client_id,
+            )
+        self._next_sub_refresh = 0.0 if topics and self._member is None else math.inf
         self._loop_task: asyncio.Task[None] | None = None
         self._rotation = 0
         self._closed = False
@@ -102,7 +158,11 @@ class Consumer:
             raise KetchError("consumer is closed")
         if self._loop_task is None:
             self._loop_task = asyncio.create_task(self._fetcher.run(), name="ketch-consumer-fetcher")
-            if self._subscription:
+            if self._member is not None:
+                if self._subscription:
+                    self._member.subscribe(self._subscription, None, None)
+                self._member.start()
+            elif self._subscription:
                 await self._update_subscription()
 
     async def __aenter__(self) -> Consumer:
@@ -113,9 +173,13 @@ class Consumer:
         await self.close()
 
     async def close(self) -> None:
+        """Commit the positions (auto-commit), leave the group, stop fetching."""
         if self._closed:
             return
         self._closed = True
+        if self._member is not None and self._loop_task is not None:
+            with contextlib.suppress(Exception):  # closing must end the consumer whatever the group says
+                await self._member.close(self.current_positions())
         if self._loop_task is not None:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -125,45 +189,96 @@ class Consumer:
 
     # -- assignment ---------------------------------------------------------------
     async def assign(self, partitions: list[TopicPartition]) -> None:
-        if self._subscription:
+        if self._subscribed():
             raise ValueError("assign() and subscribe() are mutually exclusive; unsubscribe() first")
         await self.start()
-        self._set_assignment({TopicPartition(*tp) for tp in partitions})
+        tps = {TopicPartition(*tp) for tp in partitions}
+        if self._member is None:
+            self._set_assignment(tps)
+            return
+        for tp in set(self._states) - tps:
+            self._remove_state(tp)
+        self.add_partitions(await self._member.fetch_committed(tps - set(self._states)))
 
     def assignment(self) -> set[TopicPartition]:
         return set(self._states)
 
-    async def subscribe(self, topics: list[str]) -> None:
-        if self._states and not self._subscription:
+    async def subscribe(
+        self, topics: Iterable[str] | None = None, pattern: str | re.Pattern[str] | None = None, listener: Any = None
+    ) -> None:
+        """Follow ``topics`` or every topic matching ``pattern`` (a full match); in a group, ``listener``
+        hears assignment changes (``on_partitions_assigned``/``on_partitions_revoked``/``on_partitions_lost``)."""
+        if self._states and not self._subscribed():
             raise ValueError("assign() and subscribe() are mutually exclusive; assign([]) first")
-        if not topics:
-            raise ValueError("subscribe() needs at least one topic; use unsubscribe() to stop")
-        self._subscription = set(topics)
-        if self._loop_task is None:
-            await self.start()
+        names = [topics] if isinstance(topics, str) else list(topics or ())
+        if (not names) == (pattern is None):
+            raise ValueError("subscribe() needs either topics or a pattern; use unsubscribe() to stop")
+        if listener is not None and self._member is None:
+            raise ValueError("a rebalance listener needs a consumer group: set group_id")
+        self._pattern = re.compile(pattern) if isinstance(pattern, str) else pattern
+        self._subscription = set(names)
+        await self.start()
+        if self._member is not None:
+            self._member.subscribe(names, self._pattern, listener)
+            self._member.start()
         else:
             await self._update_subscription()
 
     def subscription(self) -> set[str]:
+        """The subscribed topic names (with a pattern: the topics it matches now)."""
+        if self._pattern is not None:
+            return {tp.topic for tp in self._states} if self._member is None else set(self._member.matched)
         return set(self._subscription)
+
+    def _subscribed(self) -> bool:
+        return bool(self._subscription) or self._pattern is not None
 
     async def unsubscribe(self) -> None:
         self._subscription = set()
+        self._pattern = None
         self._next_sub_refresh = math.inf
+        if self._member is not None:
+            await self._member.unsubscribe()
+            self._member.start()  # auto-commit for a later assign()
         self._set_assignment(set())
 
     def _set_assignment(self, tps: set[TopicPartition]) -> None:
         for tp in set(self._states) - tps:
-            del self._states[tp]
+            self._remove_state(tp)
         for tp in tps - set(self._states):
             self._states[tp] = PartitionState(self._fetcher.default_reset())
         self._conn.track(tp.topic for tp in tps)
         self._fetcher.wake.set()
 
+    def _remove_state(self, tp: TopicPartition) -> None:
+        self._states.pop(tp, None)
+        self._fetcher.paused.discard(tp)
+
+    # -- the group member's hooks (group_member.Assignee) -------------------------------------
+    def add_partitions(self, committed: Mapping[TopicPartition, OffsetAndMetadata | None]) -> None:
+        """Start fetching these partitions: at the committed offset, else at ``auto_offset_reset``."""
+        for tp, oam in committed.items():
+            st = PartitionState(self._fetcher.default_reset())
+            if oam is not None:
+                st.fetch_offset = oam.offset
+            self._states[TopicPartition(*tp)] = st
+        self._conn.track(tp.topic for tp in committed)
+        self._fetcher.wake.set()
+
+    def remove_partitions(self, tps: Iterable[TopicPartition]) -> None:
+        for tp in tps:
+            self._remove_state(TopicPartition(*tp))
+
+    def current_positions(self) -> dict[TopicPartition, int]:
+        """The position of every assigned partition whose position is known."""
+        return {tp: pos for tp, st in self._states.items() if (pos := st.position) is not None}
+
     async def _update_subscription(self) -> None:
-        self._conn.track(self._subscription)
         missing = True
         try:
+            if self._pattern is not None:
+                self._subscription = set(match_topics((), self._pattern, await self.topics()))
+            self._conn.track(self._subscription)
             cluster = await self._conn.refresh()
             tps: set[TopicPartition] = set()
             missing = False
@@ -173,13 +288,13 @@ class Consumer:
                     missing = True
                     continue
                 tps.update(TopicPartition(name, p) for p in topic.partitions)
-            if self._subscription:
+            if self._subscribed():
                 self._set_assignment(tps)
         except KetchError:
             pass
         finally:
             delay = 1.0 if missing else self.metadata_max_age
-            self._next_sub_refresh = time.monotonic() + delay if self._subscription else math.inf
+            self._next_sub_refresh = time.monotonic() + delay if self._subscribed() else math.inf
 
     def _tick(self) -> float | None:
         """Called by the fetch loop: refresh a subscription when due."""
@@ -195,14 +310,22 @@ class Consumer:
         self, timeout_ms: float = 0, max_records: int | None = None
     ) -> dict[TopicPartition, list[ConsumerRecord]]:
         await self.start()
+        if self._member is not None:
+            self._member.polled(self.current_positions())
+            self._member.raise_error()
         limit = max_records or self.max_poll_records
         deadline = time.monotonic() + timeout_ms / 1000
         fetcher = self._fetcher
+        member = self._member
         while True:
             self._raise_error()
+            if member is not None:
+                await member.settled()  # a revoke or a new assignment is being applied
             out = self._drain(limit)
             if out:
                 fetcher.wake.set()  # buffers shrank: maybe prefetch
+                if member is not None:
+                    member.handed_out()
                 return out
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -222,7 +345,8 @@ class Consumer:
 
     def _drain(self, limit: int) -> dict[TopicPartition, list[ConsumerRecord]]:
         out: dict[TopicPartition, list[ConsumerRecord]] = {}
-        tps = [tp for tp, st in self._states.items() if st.buffer]
+        paused = self._fetcher.paused
+        tps = [tp for tp, st in self._states.items() if st.buffer and tp not in paused]
         if not tps:
             return out
         self._rotation += 1
@@ -323,6 +447,71 @@ class Consumer:
         position = st.position
         assert position is not None
         return position
+
+    def pause(self, *partitions: TopicPartition) -> None:
+        """Stop fetching ``partitions`` and returning their records until ``resume``."""
+        for tp in partitions:
+            self._state(tp)
+            self._fetcher.paused.add(TopicPartition(*tp))
+
+    def resume(self, *partitions: TopicPartition) -> None:
+        for tp in partitions:
+            self._fetcher.paused.discard(TopicPartition(*tp))
+        self._fetcher.wake.set()
+        self._fetcher.data.set()
+
+    def paused(self) -> set[TopicPartition]:
+        return set(self._fetcher.paused)
+
+    # -- committed offsets ----------------------------------------------------------------
+    def _group(self) -> GroupMember:
+        if self._member is None:
+            raise KetchError("committing offsets needs a consumer group: set group_id", ErrorCode.INVALID_GROUP_ID)
+        return self._member
+
+    def _commit_offsets(
+        self, offsets: Mapping[TopicPartition, OffsetAndMetadata | int] | None
+    ) -> dict[TopicPartition, OffsetAndMetadata]:
+        if offsets is None:
+            return {tp: OffsetAndMetadata(pos) for tp, pos in self.current_positions().items()}
+        return normalize_offsets(offsets)
+
+    async def commit(self, offsets: Mapping[TopicPartition, OffsetAndMetadata | int] | None = None) -> None:
+        """Commit ``offsets`` (default: the position of every assigned partition, i.e. everything
+        ``poll`` returned) to the group; raises ``CommitFailedError`` if the group rebalanced meanwhile."""
+        member = self._group()
+        await member.commit(self._commit_offsets(offsets))
+
+    def commit_async(
+        self,
+        offsets: Mapping[TopicPartition, OffsetAndMetadata | int] | None = None,
+        callback: CommitCallback | None = None,
+    ) -> asyncio.Task[None]:
+        """Like ``commit`` in the background; ``callback(offsets, exception_or_None)`` runs when it ends."""
+        member = self._group()
+        todo = self._commit_offsets(offsets)
+
+        async def run() -> None:
+            try:
+                await member.commit(todo)
+            except Exception as e:
+                if callback is None:
+                    raise
+                callback(todo, e)
+            else:
+                if callback is not None:
+                    callback(todo, None)
+
+        return asyncio.ensure_future(run())
+
+    async def committed(self, partition: TopicPartition, metadata: bool = False) -> int | OffsetAndMetadata | None:
+        """The group's committed offset of ``partition`` (None if none); ``metadata=True``: OffsetAndMetadata."""
+        await self.start()
+        tp = TopicPartition(*partition)
+        found = (await self._group().fetch_committed([tp]))[tp]
+        if found is None or metadata:
+            return found
+        return found.offset
 
     def highwater(self, partition: TopicPartition) -> int | None:
         """The high watermark seen in the last fetch of ``partition`` (None before one)."""

@@ -7,12 +7,15 @@ State per assigned partition (``PartitionState``):
 - The consumer *position* is the offset of the next record the caller gets:
   the first buffered record's offset, or ``fetch_offset`` when the buffer is
   empty. Positions only move when records are handed out (or on seek/reset).
-- ``generation`` changes on every seek/reset; a Fetch or ListOffsets answer
-  for an older generation is dropped, so a seek is never undone by a
-  response that was already in flight.
+- ``generation`` changes on every seek/reset and is unique across all
+  states (a process-wide counter); a Fetch or ListOffsets answer for an
+  older generation is dropped, so a seek is never undone by a response that
+  was already in flight — nor is a partition that was unassigned and
+  assigned again (a new state, e.g. at the group's committed offset) by a
+  Fetch the old state sent.
 
 Fetch loop rules:
-- A partition is fetched when its position is known, it has no Fetch in
+- A partition is fetched when its position is known, it is not paused, it has no Fetch in
   flight, it is not backing off after an error, and it buffers fewer than
   ``max_poll_records`` records: the next batch is prefetched while the caller
   works through the current one.
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 from collections import deque
 from collections.abc import Callable
@@ -52,6 +56,7 @@ from ketch.records import ConsumerRecord, TopicPartition, decode_batches
 __all__ = ["EARLIEST", "LATEST", "Fetcher", "PartitionState"]
 
 LATEST, EARLIEST = -1, -2
+_GENERATIONS = itertools.count(1)
 
 
 class PartitionState:
@@ -61,7 +66,7 @@ class PartitionState:
         self.fetch_offset: int | None = None
         self.reset = reset  # EARLIEST or LATEST, used while fetch_offset is None
         self.buffer: deque[ConsumerRecord] = deque()
-        self.generation = 0
+        self.generation = next(_GENERATIONS)
         self.in_flight = False
         self.retry_at = 0.0
         self.high_watermark: int | None = None
@@ -76,7 +81,7 @@ class PartitionState:
         if reset is not None:
             self.reset = reset
         self.buffer.clear()
-        self.generation += 1
+        self.generation = next(_GENERATIONS)
         self.error = None
         self.retry_at = 0.0
 
@@ -105,6 +110,7 @@ class Fetcher:
         self.backoff = retry_backoff_ms / 1000
         self.timeout = request_timeout_ms / 1000 + fetch_max_wait_ms / 1000
         self.states: dict[TopicPartition, PartitionState] = {}
+        self.paused: set[TopicPartition] = set()  # not fetched (their buffers are kept) until resumed
         self.wake = asyncio.Event()  # the loop has something to do
         self.data = asyncio.Event()  # records or errors arrived for poll()
         self.on_tick: Callable[[], float | None] = lambda: None
@@ -128,7 +134,7 @@ class Fetcher:
             by_node: dict[int, list[TopicPartition]] = {}
             cluster = self.conn.cluster
             for tp, st in self.states.items():
-                if st.fetch_offset is None or st.in_flight or st.error is not None:
+                if st.fetch_offset is None or st.in_flight or st.error is not None or tp in self.paused:
                     continue
                 if st.retry_at > now:
                     wait = st.retry_at - now
@@ -176,8 +182,9 @@ class Fetcher:
 
     # -- fetch -------------------------------------------------------------------
     async def _fetch(self, node: int, tps: list[TopicPartition]) -> None:
-        generations = {tp: self.states[tp].generation for tp in tps}
-        offsets = {tp: self.states[tp].fetch_offset for tp in tps}
+        sent = {tp: self.states[tp] for tp in tps}
+        generations = {tp: st.generation for tp, st in sent.items()}
+        offsets = {tp: st.fetch_offset for tp, st in sent.items()}
         cluster = self.conn.cluster
         request = ketch_pb2.FetchRequest(
             max_wait_ms=self.max_wait_ms,
@@ -207,10 +214,8 @@ class Fetcher:
                     self._failed(st, err, refresh=True)
             return
         finally:
-            for tp in tps:
-                st = self.states.get(tp)
-                if st is not None:
-                    st.in_flight = False
+            for st in sent.values():  # the states this Fetch was for, even if since replaced
+                st.in_flight = False
             self.wake.set()
         for r in response.partitions:
             tp = TopicPartition(r.topic, r.partition)

@@ -3,7 +3,8 @@
     ketch node [--node-id N --data-dir DIR --listen HOST:PORT --metrics-port P ...]
     ketch topic create|list|describe|delete ...
     ketch produce TOPIC            one record per stdin line
-    ketch consume TOPIC            records to stdout
+    ketch consume TOPIC            records to stdout (``--group G``: in consumer group G)
+    ketch group list|describe|reset-offsets|delete ...   consumer groups
     ketch cluster describe         brokers of the cluster
     ketch perf produce|consume     benchmarks (bench/)
 
@@ -38,11 +39,11 @@ def bootstrap_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ketch.cli import cluster, node, records, topic
+    from ketch.cli import cluster, group, node, records, topic
 
     parser = argparse.ArgumentParser(prog="ketch", description="Ketch: a replicated commit log")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (node, topic, records, cluster):
+    for module in (node, topic, records, group, cluster):
         module.register(commands)
     try:
         from bench import cli as perf

@@ -13,6 +13,18 @@ at the end of each partition unless ``--from-beginning``; ``--partition`` with
 ``--offset N|earliest|latest`` reads one partition from an exact place. It
 exits 0 after ``--max-messages`` records, or after ``--timeout-ms`` without a
 new record; otherwise it runs until Ctrl-C.
+
+consume --group G: reads as a member of consumer group G (subscribe; the
+group's assignor splits the partitions among its members), starting from
+the group's committed offsets (``--from-beginning`` only applies where the
+group has none). Offsets are committed after each polled batch is printed
+and flushed, never before (at least once: a crash between printing and
+committing prints those records again next time), so a second run continues
+where the first stopped. ``--partition``/``--offset`` do not combine with
+``--group`` (``ketch group reset-offsets`` moves a group). ``--timeout-ms``
+counts from the moment the group has assigned partitions to this member.
+A commit refused because the group rebalanced meanwhile is reported on
+stderr and consumption goes on.
 """
 
 from __future__ import annotations
@@ -53,6 +65,9 @@ def register(commands: Any) -> None:
     consume.add_argument("--print-offset", action="store_true", help="prefix partition and offset")
     consume.add_argument("--key-separator", default="\t", help="between key and value (default: tab)")
     consume.add_argument("--json", action="store_true", help="one JSON object per record")
+    consume.add_argument(
+        "--group", "-g", help="consume in this consumer group, committing after each batch (a rerun continues)"
+    )
     bootstrap_arg(consume)
     consume.set_defaults(handler=consume_records)
 
@@ -117,6 +132,12 @@ def consume_records(args: argparse.Namespace) -> int:
 
     if args.offset is not None and args.partition is None:
         raise KetchError("--offset needs --partition", code=ErrorCode.INVALID_REQUEST)
+    if args.group is not None and args.partition is not None:
+        raise KetchError(
+            "--group reads what the group assigns, from its committed offsets; leave out --partition and --offset "
+            "(ketch group reset-offsets moves a group's offsets)",
+            code=ErrorCode.INVALID_REQUEST,
+        )
     start = _start_offset(args.offset) if args.offset is not None else None
     with Admin(bootstrap_servers=args.bootstrap) as admin:
         (description,) = admin.describe_topics([args.topic])  # typed error for a missing topic
@@ -131,12 +152,16 @@ def consume_records(args: argparse.Namespace) -> int:
     sep = args.key_separator.encode()
     seen = 0
     last = time.monotonic()
-    with Consumer(bootstrap_servers=args.bootstrap, auto_offset_reset=reset) as consumer:
-        chosen = [args.partition] if args.partition is not None else partitions
-        tps = [TopicPartition(args.topic, p) for p in chosen]
-        consumer.assign(tps)
-        if isinstance(start, int):
-            consumer.seek(tps[0], start)
+    group: dict[str, Any] = {} if args.group is None else {"group_id": args.group, "enable_auto_commit": False}
+    with Consumer(bootstrap_servers=args.bootstrap, auto_offset_reset=reset, **group) as consumer:
+        if args.group is not None:
+            consumer.subscribe([args.topic])
+        else:
+            chosen = [args.partition] if args.partition is not None else partitions
+            tps = [TopicPartition(args.topic, p) for p in chosen]
+            consumer.assign(tps)
+            if isinstance(start, int):
+                consumer.seek(tps[0], start)
         while args.max_messages is None or seen < args.max_messages:
             left = None if args.max_messages is None else args.max_messages - seen
             batch = consumer.poll(timeout_ms=200, max_records=left)
@@ -154,6 +179,23 @@ def consume_records(args: argparse.Namespace) -> int:
             if batch:
                 out.flush()
                 last = time.monotonic()
+                if args.group is not None:
+                    _commit(consumer)
+            elif args.group is not None and not consumer.assignment():
+                last = time.monotonic()  # not a member with partitions yet: the timeout has not started
             elif args.timeout_ms is not None and (time.monotonic() - last) * 1000 >= args.timeout_ms:
                 break
     return 0
+
+
+REBALANCED = (ErrorCode.ILLEGAL_GENERATION, ErrorCode.REBALANCE_IN_PROGRESS, ErrorCode.UNKNOWN_MEMBER_ID)
+
+
+def _commit(consumer: Any) -> None:
+    """Commit what was printed; a rebalance in between is not fatal (the records are read again)."""
+    try:
+        consumer.commit()
+    except KetchError as exc:
+        if exc.code not in REBALANCED:
+            raise
+        print(f"ketch: warning: offsets not committed, the group rebalanced: {exc}", file=sys.stderr)
