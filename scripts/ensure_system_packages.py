@@ -28,6 +28,8 @@ PACKAGES = {
     "docker-compose": "validate deploy/docker-compose.yml (docker-compose config)",
     # tests/test_deploy_helm.py: a self-signed certificate for the fake Kubernetes API server.
     "openssl": "make a test TLS certificate (openssl req)",
+    # tests/test_chaos_scenarios.py: the clock-jump fault preloads libfaketime into a node (chaos/cluster.py).
+    "libfaketime": "step one node's wall clock in the chaos suite (LD_PRELOAD libfaketime.so.1)",
 }
 
 

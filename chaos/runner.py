@@ -1,0 +1,144 @@
+"""One chaos run: cluster up → workload → faults until the deadline → heal → drain → check.
+
+Rules:
+- The topic has one partition, replication factor 3 (or the node count, if smaller)
+  and ``min.insync.replicas`` 2, so every fault aims at one leader and its ISR.
+- The workload runs for ``warmup_s`` before the first fault and on through healing;
+  producers stop only after the cluster settled (full ISR), then the final drain
+  reads the whole partition for the checker.
+- Whatever happens, the faults heal (chaos/faults.py) and ``ChaosCluster.close()``
+  ends every node process, the proxy and mounts (``finally``).
+- The result is the checker's verdict plus the run's parameters and timeline data;
+  chaos/report.py renders it. The history stays in ``WORKDIR/history.jsonl``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from chaos import checker, faults
+from chaos.cluster import ChaosCluster
+from chaos.history import History
+from chaos.workload import Workload, direct
+from ketch import aio
+
+TOPIC = "chaos"
+
+
+async def run_async(
+    scenario: str,
+    duration_s: float,
+    seed: int,
+    *,
+    nodes: int = 3,
+    acks: str = "all",
+    workdir: Path,
+    rate: float = 100.0,
+    producers: int = 3,
+    warmup_s: float = 3.0,
+    log: Any = print,
+) -> dict[str, Any]:
+    spec = faults.SCENARIOS[scenario]
+    rng = random.Random(seed)
+    workdir.mkdir(parents=True, exist_ok=True)
+    cluster = ChaosCluster(workdir / "cluster", nodes, tmpfs_mb=spec.tmpfs_mb, faketime=spec.faketime)
+    history = History(workdir / "history.jsonl")
+    started = time.monotonic()
+    drained = False
+    settled = False
+    ctx: faults.Context | None = None
+    try:
+        await asyncio.to_thread(cluster.start)
+        log(f"cluster up in {time.monotonic() - started:.1f}s ({workdir})")
+        rf = min(3, nodes)
+        async with direct(aio.Admin(cluster.bootstrap), cluster.real_address) as admin:
+            await admin.create_topics([aio.NewTopic(TOPIC, 1, rf, configs={"min.insync.replicas": str(min(2, rf))})])
+        ctx = faults.Context(cluster, history, TOPIC, rng, deadline=0.0, log=log)
+        await faults.settle(ctx, 30)
+        workload = Workload(
+            cluster.bootstrap, TOPIC, history, cluster.real_address, acks=acks, producers=producers, rate=rate
+        )
+        history.t0 = time.monotonic()
+        workload.start()
+        try:
+            await asyncio.sleep(warmup_s)
+            ctx.deadline = time.monotonic() + duration_s
+            await spec.fault(ctx)
+            settled = await faults.settle(ctx, 60)
+            await asyncio.sleep(1.0)
+        finally:
+            await workload.stop()
+        drained = await workload.drain()
+    finally:
+        history.close()
+        await asyncio.to_thread(cluster.close)
+    verdict = checker.check(history.ops)
+    return {
+        "scenario": scenario,
+        "seed": seed,
+        "acks": acks,
+        "nodes": nodes,
+        "duration_s": duration_s,
+        "wall_s": round(time.monotonic() - started, 1),
+        "settled": settled,
+        "drained": drained,
+        "acknowledged": verdict.acknowledged,
+        "failed": verdict.failed,
+        "unknown": verdict.unknown,
+        "reads": verdict.reads,
+        "lost": len(verdict.lost),
+        "duplicates": len(verdict.duplicates),
+        "inconsistent_offsets": len(verdict.inconsistent_offsets),
+        "phantoms": len(verdict.phantoms),
+        "out_of_order": len(verdict.out_of_order),
+        "commits_backwards": len(verdict.commits_backwards),
+        "safe": verdict.safe,
+        "faults": ctx.faults if ctx else [],
+        "unavailability_s": verdict.unavailability_summary(),
+        "unavailability": verdict.unavailability,
+        "examples": {
+            "lost": verdict.lost[:10],
+            "inconsistent_offsets": verdict.inconsistent_offsets[:10],
+            "phantoms": verdict.phantoms[:10],
+            "duplicates": verdict.duplicates[:10],
+            "out_of_order": verdict.out_of_order[:10],
+        },
+        "history": str(workdir / "history.jsonl"),
+        "timeline": timeline(history.ops),
+    }
+
+
+def timeline(ops: list[dict[str, Any]], bucket_s: float = 0.5) -> dict[str, Any]:
+    """Per-bucket counts of acknowledged, failed and unknown sends, and the fault windows."""
+    end = max((op["t"] for op in ops), default=0.0)
+    n = int(end / bucket_s) + 1
+    series = {"ok": [0] * n, "fail": [0] * n, "unknown": [0] * n}
+    windows: list[dict[str, Any]] = []
+    open_: dict[tuple[Any, Any], float] = {}
+    for op in ops:
+        if op["f"] == "send" and op["type"] in series and op["t"] >= 0:
+            series[op["type"]][int(op["t"] / bucket_s)] += 1
+        elif op["f"] == "fault":
+            key = (op.get("name"), op.get("node"))
+            if op["type"] == "start":
+                open_[key] = op["t"]
+            elif key in open_:
+                windows.append({"name": key[0], "node": key[1], "start": open_.pop(key), "end": op["t"]})
+    windows += [{"name": k[0], "node": k[1], "start": t, "end": end} for k, t in open_.items()]
+    return {"bucket_s": bucket_s, "end": end, **series, "windows": windows}
+
+
+def run(scenario: str, duration_s: float, seed: int, workdir: Path | None = None, **kwargs: Any) -> dict[str, Any]:
+    if workdir is None:
+        workdir = Path(tempfile.mkdtemp(prefix=f"chaos-{scenario}-"))
+    return asyncio.run(run_async(scenario, duration_s, seed, workdir=workdir, **kwargs))
+
+
+def dump(result: dict[str, Any], path: Path) -> None:
+    path.write_text(json.dumps(result, indent=2, default=str))
