@@ -34,6 +34,9 @@ Rules:
   process being killed, not a power cut. ``sync_wal()`` makes every earlier
   write durable with one fsync (group commit). WAL recovery is point-in-time:
   a torn tail write is dropped whole, never half applied.
+- A failed write or WAL sync (a full disk, an I/O error) raises KAFKA_STORAGE_ERROR
+  (retriable for clients): the WriteBatch is atomic, so nothing of it is applied, and
+  callers change their in-memory state only after ``write`` returns.
 - Threads: each log serializes its own changes (see rocks_log.py); the
   store's own methods (open/drop/close a partition, ``meta_*``) are called
   from the node's event loop only. ``write`` itself is thread-safe (RocksDB
@@ -63,6 +66,7 @@ from typing import Any
 
 import rocksdict
 
+from ketch.errors import ErrorCode, KetchError
 from replication.rocks_log import RocksPartitionLog
 
 MAX_PID = 2**32 - 2
@@ -149,12 +153,24 @@ class NodeStore:
     def write(self, wb: Any, *, sync: bool) -> None:
         """Apply ``wb`` atomically; fsync the WAL first when ``sync``."""
         self._check_open()
-        self._db.write(wb, self._sync if sync else self._nosync)
+        try:
+            self._db.write(wb, self._sync if sync else self._nosync)
+        except Exception as exc:
+            raise self._storage_error("write", exc) from exc
 
     def sync_wal(self) -> None:
         """fsync the WAL: every write made so far survives a power cut."""
         self._check_open()
-        self._db.flush_wal(True)
+        try:
+            self._db.flush_wal(True)
+        except Exception as exc:
+            raise self._storage_error("WAL sync", exc) from exc
+
+    def _storage_error(self, what: str, exc: Exception) -> KetchError:
+        return KetchError(
+            f"storage {what} failed in {self.path}: {exc} (nothing was written; free disk space or fix the disk)",
+            code=ErrorCode.KAFKA_STORAGE_ERROR,
+        )
 
     # -- node catalogue ---------------------------------------------------
 

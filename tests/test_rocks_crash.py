@@ -171,3 +171,43 @@ def test_concurrent_append_and_retention(tmp_path: Path) -> None:
         log = store.partition_log(0)
         assert (log.log_start_offset, log.log_end_offset, log.size_bytes) == state
         assert log.read(log.log_start_offset, 1 << 40) == data
+
+
+class _FullDisk:
+    """The real database, except that writes fail the way RocksDB reports a full disk."""
+
+    def __init__(self, db: object) -> None:
+        self.db = db
+
+    def write(self, *args: object) -> None:
+        raise Exception("IO error: No space left on device: While appending to file: 000012.log")
+
+    def flush_wal(self, *args: object) -> None:
+        raise Exception("IO error: No space left on device")
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.db, name)
+
+
+def test_a_full_disk_refuses_appends_with_a_storage_error_and_changes_nothing(tmp_path: Path) -> None:
+    from ketch.errors import ErrorCode, KetchError
+
+    path = str(tmp_path / "db")
+    with NodeStore.open(path) as store:
+        log = store.partition_log(PID)
+        log.append([make_batch(0, 3)])
+        real = store._db
+        store._db = _FullDisk(real)
+        try:
+            with pytest.raises(KetchError) as err:
+                log.append([make_batch(3, 2)])
+            assert err.value.code == ErrorCode.KAFKA_STORAGE_ERROR and "No space left" in err.value.message
+            with pytest.raises(KetchError):
+                store.sync_wal()
+            assert log.log_end_offset == 3  # nothing of the failed append is visible
+        finally:
+            store._db = real
+        log.append([make_batch(3, 2)])  # the disk has room again: the same offsets are written
+        assert log.log_end_offset == 5
+    with NodeStore.open(path) as store:
+        assert store.partition_log(PID).log_end_offset == 5
