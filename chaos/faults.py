@@ -214,22 +214,32 @@ def fill(path: str, chunk: int = 1 << 20) -> int:
 
 
 async def disk_full(ctx: Context) -> None:
-    """Fill the leader's data filesystem (a small tmpfs) for 3-6 s, then free it; a node that
-    died of it is started again."""
+    """Fill the leader's data filesystem (a small tmpfs) for 3-6 s, then free it. A node
+    stops on its first failed write (replication/rocks_store.py); like a supervisor
+    (docker-compose ``restart: unless-stopped``), the fault starts it again once there is
+    room, after waiting up to 10 s for a node still stopping to finish."""
 
     async def one() -> None:
         node = await leader(ctx)
         filler = ctx.cluster.node(node).data_dir / "chaos-filler"
-        ctx.start("disk-full", node)
+        started = False
         try:
             size = await asyncio.to_thread(fill, str(filler))
+            ctx.start("disk-full", node)  # from here every write on the node fails
+            started = True
             ctx.log(f"           filled node {node}'s disk with {size >> 20} MiB")
             await hold(ctx, 3.0, 6.0)
         finally:
             with contextlib.suppress(OSError):
                 filler.unlink()
+            deadline = time.monotonic() + 10.0
+            while ctx.cluster.alive(node) and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            if not ctx.cluster.alive(node):
+                ctx.log(f"           node {node} stopped on the full disk; starting it again")
             await restart(ctx, node)
-            ctx.end("disk-full", node)
+            if started:
+                ctx.end("disk-full", node)
 
     await rounds(ctx, one)
 

@@ -27,6 +27,17 @@ previous process stopped cleanly (KIP-966). A
 second signal during shutdown does not cut it short; kill -9 is the crash
 case the storage is built to survive.
 
+A storage failure (a full disk, an I/O error: replication/rocks_store.py) stops
+the node the same way, except that no clean-shutdown marker is written, and the
+process exits with status 1. RocksDB refuses every write after the first failed
+one until it is reopened, so a node that stayed up would keep its leaderships and
+refuse every produce to them; Kafka halts a broker whose last log directory
+failed for the same reason. The controlled shutdown moves those leaderships to
+healthy ISR members within a second; a supervisor (docker-compose
+``restart: unless-stopped``, Kubernetes) or the operator starts the node again
+once the disk has room, and it recovers from its WAL and rejoins as an unclean
+broker. A raft driver failure also exits 1.
+
 Retention runs every ``retention_check_interval_ms`` on the event loop.
 """
 
@@ -54,6 +65,7 @@ from coordinator.raft_storage import RaftStorage
 from coordinator.service import ControllerService
 from ketch.api.v1 import controller_pb2 as cpb
 from ketch.api.v1 import controller_pb2_grpc, ketch_pb2_grpc
+from ketch.errors import KetchError
 from node import clean_shutdown
 from node.broker import Broker
 from node.config import ConfigError, NodeConfig
@@ -113,9 +125,17 @@ def _cluster_id(config: NodeConfig, store: NodeStore) -> str:
     return stored.decode()
 
 
-async def serve(config: NodeConfig) -> None:
+async def serve(config: NodeConfig) -> int:
+    """Run the node until SIGTERM/SIGINT or a fatal failure; returns the exit status."""
     store = open_store(config)
     previous_clean_shutdown = clean_shutdown.take(store)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_storage_failure(exc: KetchError) -> None:  # called from whichever thread wrote
+        loop.call_soon_threadsafe(_storage_failed, stop, exc)
+
+    store.on_failure = on_storage_failure
     server = grpc.aio.server(options=grpc_server_options(config))
     port = server.add_insecure_port(config.listen)
     if port == 0:
@@ -128,7 +148,6 @@ async def serve(config: NodeConfig) -> None:
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
 
-    stop = asyncio.Event()
     quorum: QuorumController | None = None
     raft: RaftDriver | None = None
     if config.is_controller:
@@ -235,7 +254,6 @@ async def serve(config: NodeConfig) -> None:
     for name in ("", SERVICE_NAME):
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     listen_host = config.listen_host_port[0]
@@ -252,7 +270,8 @@ async def serve(config: NodeConfig) -> None:
     await stop.wait()
     log.info("node %d shutting down", config.node_id)
     if lifecycle is not None:
-        await lifecycle.controlled_shutdown(timeout_s=min(config.shutdown_grace_s, 5.0))
+        failing = store.failure is not None or (raft is not None and raft.error is not None)
+        await lifecycle.controlled_shutdown(timeout_s=min(config.shutdown_grace_s, 5.0), await_metadata=not failing)
     for name in ("", SERVICE_NAME):
         await health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     for task in tasks:
@@ -275,9 +294,23 @@ async def serve(config: NodeConfig) -> None:
     if raft is not None:
         await raft.stop()
     await controllers.close()
-    clean_shutdown.put(store)
+    if store.failure is None:
+        with contextlib.suppress(KetchError):  # a failure now is logged by _storage_failed
+            clean_shutdown.put(store)
+    failed = store.failure is not None or (raft is not None and raft.error is not None)
     store.close()
-    log.info("node %d stopped", config.node_id)
+    log.info("node %d stopped%s", config.node_id, " after a failure" if failed else "")
+    return 1 if failed else 0
+
+
+def _storage_failed(stop: asyncio.Event, exc: KetchError) -> None:
+    """The node's RocksDB refused a write: stop (see the module docstring)."""
+    log.critical(
+        "storage failed, stopping the node so its leaderships move to healthy replicas: %s. "
+        "Free disk space or fix the disk, then start the node again; it recovers from its WAL.",
+        exc.message,
+    )
+    stop.set()
 
 
 def _fatal(stop: asyncio.Event, exc: BaseException) -> None:
@@ -301,8 +334,10 @@ def run(config: NodeConfig) -> int:
         stream=sys.stderr,
     )
     try:
-        asyncio.run(serve(config))
+        return asyncio.run(serve(config))
     except ConfigError as exc:
         print(f"ketch node: {exc}", file=sys.stderr)
         return 2
-    return 0
+    except KetchError as exc:  # a storage failure before the node served (e.g. the disk is still full)
+        print(f"ketch node: {exc.message}", file=sys.stderr)
+        return 1

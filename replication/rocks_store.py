@@ -37,6 +37,14 @@ Rules:
 - A failed write or WAL sync (a full disk, an I/O error) raises KAFKA_STORAGE_ERROR
   (retriable for clients): the WriteBatch is atomic, so nothing of it is applied, and
   callers change their in-memory state only after ``write`` returns.
+- A failure is terminal for the open database: RocksDB keeps the error as its
+  "background error" and refuses every later write, even once the disk has room again
+  (measured on a full tmpfs: writes still failed 60 s after the space was freed), and
+  rocksdict 0.3.29 exposes neither ``DB::Resume`` nor an ``SstFileManager`` that would
+  let it recover by itself. Reopening the database recovers it from the WAL. So the
+  first failure is kept in ``failure`` and passed once to ``on_failure`` (called from
+  whichever thread wrote); the node stops on it (node/main.py), as a Kafka broker
+  does when its last log directory fails, and its leaderships move to healthy replicas.
 - Threads: each log serializes its own changes (see rocks_log.py); the
   store's own methods (open/drop/close a partition, ``meta_*``) are called
   from the node's event loop only. ``write`` itself is thread-safe (RocksDB
@@ -60,7 +68,8 @@ rocksdict 0.3.29 gotchas found by experiment:
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -103,6 +112,9 @@ class NodeStore:
         self._nosync = rocksdict.WriteOptions()
         self._logs: dict[int, RocksPartitionLog] = {}
         self._closed = False
+        self.failure: KetchError | None = None
+        self._failure_lock = threading.Lock()
+        self.on_failure: Callable[[KetchError], None] | None = None
 
     @classmethod
     def open(cls, path: str) -> NodeStore:
@@ -167,10 +179,17 @@ class NodeStore:
             raise self._storage_error("WAL sync", exc) from exc
 
     def _storage_error(self, what: str, exc: Exception) -> KetchError:
-        return KetchError(
+        error = KetchError(
             f"storage {what} failed in {self.path}: {exc} (nothing was written; free disk space or fix the disk)",
             code=ErrorCode.KAFKA_STORAGE_ERROR,
         )
+        with self._failure_lock:
+            first = self.failure is None and not self._closed
+            if first:
+                self.failure = error
+        if first and self.on_failure is not None:
+            self.on_failure(error)
+        return error
 
     # -- node catalogue ---------------------------------------------------
 
@@ -212,17 +231,28 @@ class NodeStore:
     # -- lifecycle --------------------------------------------------------
 
     def close(self) -> None:
-        """Close every open log and the database (idempotent)."""
+        """Close every open log and the database (idempotent). After a storage failure
+        RocksDB's close reports that same error again ("Writer has previous error"); it
+        is not raised then, so the database is closed and the directory can be reopened."""
         if self._closed:
             return
         for log in list(self._logs.values()):
             log.close()
+        errors: list[Exception] = []
         for cf in self.cf.values():
-            cf.close()
+            try:
+                cf.close()
+            except Exception as exc:
+                errors.append(exc)
         self.cf.clear()
         self.handle.clear()
         self._closed = True
-        self._db.close()
+        try:
+            self._db.close()
+        except Exception as exc:
+            errors.append(exc)
+        if errors and self.failure is None:
+            raise errors[0]
 
     @property
     def closed(self) -> bool:

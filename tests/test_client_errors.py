@@ -161,6 +161,27 @@ def test_retries_zero_means_no_retry() -> None:
     run(body)
 
 
+def test_a_failed_batch_with_no_retries_left_still_refreshes_metadata() -> None:
+    """With retries=0 a NOT_LEADER_OR_FOLLOWER fails the batch, and the producer must still
+    look up the new leader: otherwise every later batch goes to the old one (found by the
+    chaos suite: retries=0 producers kept sending to a stopped leader until it came back)."""
+
+    async def body(fake: FakeBroker) -> None:
+        fake.script = [ErrorCode.NOT_LEADER_OR_FOLLOWER]
+        async with producer(fake, retries=0) as p:
+            with pytest.raises(KetchError) as info:
+                await p.send_and_wait("t", b"v", partition=0)
+            assert info.value.code == ErrorCode.NOT_LEADER_OR_FOLLOWER
+            before = fake.metadata_calls
+            deadline = time.monotonic() + 2
+            while fake.metadata_calls == before and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            assert fake.metadata_calls > before
+        assert fake.produce_calls == 1
+
+    run(body)
+
+
 def test_unknown_topic_fails_without_producing() -> None:
     async def body(fake: FakeBroker) -> None:
         async with producer(fake) as p:

@@ -16,7 +16,8 @@ Rules:
   backoff (``retry_backoff_ms`` doubling to ``retry_backoff_max_ms``, +-20 %
   jitter), while it has retries left and its delivery timeout allows;
   REFRESH_METADATA codes and transport failures also refresh metadata (at
-  most once per backoff). MESSAGE_TOO_LARGE / RECORD_LIST_TOO_LARGE / gRPC
+  most once per backoff), whether or not the batch is retried: with
+  ``retries=0`` the next batch must still find the new leader. MESSAGE_TOO_LARGE / RECORD_LIST_TOO_LARGE / gRPC
   RESOURCE_EXHAUSTED for a multi-batch request re-send its batches one per
   request before anything fails. Everything else fails the batch's futures.
 - ``wakeup`` may be called from any thread; it costs a loop call only when the
@@ -219,6 +220,8 @@ class Sender:
             b.solo = True
             self.acc.reenqueue(b, 0.0)
             return
+        if refresh:  # the leader moved or is gone: later batches need new metadata even if this one fails
+            self.refresh_soon()
         b.attempts += 1
         now = time.monotonic()
         delay = min(self.backoff * 2 ** (b.attempts - 1), self.backoff_max)
@@ -230,7 +233,5 @@ class Sender:
             and now + delay < b.created + self.delivery_timeout
         ):
             self.acc.reenqueue(b, now + delay)
-            if refresh:
-                self.refresh_soon()
         else:
             self.acc.finish(b, None, err)
