@@ -129,8 +129,7 @@ class ChaosCluster:
         if self.tmpfs_mb:
             for i in self.ids:
                 path = self.node(i).data_dir
-                path.mkdir(parents=True, exist_ok=True)
-                subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={self.tmpfs_mb}m", "tmpfs", str(path)], check=True)
+                mount_tmpfs(path, self.tmpfs_mb)
                 self.mounts.append(path)
         self.proxy.start()
         for i in self.ids:
@@ -194,9 +193,29 @@ class ChaosCluster:
             with contextlib.suppress(OSError):
                 shutil.copy(self.node(i).data_dir / "node.log", logs / f"node-{i}.log")
         for path in self.mounts:
-            subprocess.run(["umount", "-l", str(path)], check=False)
+            unmount(path)
         self.mounts.clear()
         for i in self.ids:
             filler = self.node(i).data_dir / "chaos-filler"
             with contextlib.suppress(OSError):
                 filler.unlink()
+
+
+def mount_tmpfs(path: Path, size_mb: int) -> None:
+    """A ``size_mb`` MiB tmpfs at ``path`` (created if missing); needs root."""
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(path)], check=True)
+
+
+def unmount(path: Path) -> None:
+    """Lazy unmount: processes still holding files there do not make it fail."""
+    subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size_mb: int) -> Iterator[Path]:
+    mount_tmpfs(path, size_mb)
+    try:
+        yield path
+    finally:
+        unmount(path)

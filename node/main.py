@@ -267,11 +267,13 @@ async def serve(config: NodeConfig) -> int:
     print("KETCH_READY " + json.dumps(ready), flush=True)
     log.info("node %d (%s) serving on %s:%d", config.node_id, config.roles, listen_host, port)
 
+    def failed() -> bool:  # a storage or raft failure, not a signal, is stopping the node
+        return store.failure is not None or (raft is not None and raft.error is not None)
+
     await stop.wait()
     log.info("node %d shutting down", config.node_id)
     if lifecycle is not None:
-        failing = store.failure is not None or (raft is not None and raft.error is not None)
-        await lifecycle.controlled_shutdown(timeout_s=min(config.shutdown_grace_s, 5.0), await_metadata=not failing)
+        await lifecycle.controlled_shutdown(timeout_s=min(config.shutdown_grace_s, 5.0), await_metadata=not failed())
     for name in ("", SERVICE_NAME):
         await health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     for task in tasks:
@@ -297,10 +299,10 @@ async def serve(config: NodeConfig) -> int:
     if store.failure is None:
         with contextlib.suppress(KetchError):  # a failure now is logged by _storage_failed
             clean_shutdown.put(store)
-    failed = store.failure is not None or (raft is not None and raft.error is not None)
+    status = 1 if failed() else 0
     store.close()
-    log.info("node %d stopped%s", config.node_id, " after a failure" if failed else "")
-    return 1 if failed else 0
+    log.info("node %d stopped%s", config.node_id, " after a failure" if status else "")
+    return status
 
 
 def _storage_failed(stop: asyncio.Event, exc: KetchError) -> None:

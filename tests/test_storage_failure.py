@@ -11,8 +11,8 @@ everything it acknowledged once restarted with room on the disk.
 
 from __future__ import annotations
 
+import contextlib
 import os
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,29 +20,22 @@ from pathlib import Path
 import pytest
 
 import ketch
+from chaos.cluster import tmpfs
 from chaos.faults import fill
 from ketch import NewTopic, TopicPartition
 from ketch.errors import ErrorCode, KetchError
 from replication.rocks_store import NodeStore
 from tests.batches import make_batch
-from tests.harness import NodeProcess, start_node
+from tests.harness import start_node
 
 PID = 3
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
 
 
-def mount_tmpfs(path: Path, size_mb: int) -> Iterator[Path]:
-    path.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(path)], check=True)
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
-
-
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    yield from mount_tmpfs(tmp_path / "disk", 16)
+    with tmpfs(tmp_path / "disk", 16) as path:
+        yield path
 
 
 def test_a_failed_write_changes_nothing_and_only_reopening_recovers(small_disk: Path) -> None:
@@ -79,11 +72,9 @@ def test_a_failed_write_changes_nothing_and_only_reopening_recovers(small_disk: 
 
 def test_a_node_whose_disk_fills_stops_and_restarts_with_every_acknowledged_record(tmp_path: Path) -> None:
     data_dir = tmp_path / "node-1"
-    disk = mount_tmpfs(data_dir / "rocksdb", 32)  # node.log stays outside, on the real disk
-    next(disk)
-    node: NodeProcess | None = None
-    try:
+    with tmpfs(data_dir / "rocksdb", 32), contextlib.ExitStack() as cleanup:  # node.log stays on the real disk
         node = start_node(tmp_path)
+        cleanup.callback(node.close)
         with ketch.Admin(node.bootstrap) as admin:
             admin.create_topics([NewTopic("t", 1, 1)])
         acked: list[bytes] = []
@@ -117,7 +108,3 @@ def test_a_node_whose_disk_fills_stops_and_restarts_with_every_acknowledged_reco
                 for records in consumer.poll(timeout_ms=200).values():
                     got.extend(r.value or b"" for r in records)
         assert got[: len(acked)] == acked
-    finally:
-        if node is not None:
-            node.close()
-        next(disk, None)

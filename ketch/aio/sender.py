@@ -17,9 +17,10 @@ Rules:
   jitter), while it has retries left and its delivery timeout allows;
   REFRESH_METADATA codes and transport failures also refresh metadata (at
   most once per backoff), whether or not the batch is retried: with
-  ``retries=0`` the next batch must still find the new leader. MESSAGE_TOO_LARGE / RECORD_LIST_TOO_LARGE / gRPC
-  RESOURCE_EXHAUSTED for a multi-batch request re-send its batches one per
-  request before anything fails. Everything else fails the batch's futures.
+  ``retries=0`` the next batch must still find the new leader.
+  MESSAGE_TOO_LARGE / RECORD_LIST_TOO_LARGE / gRPC RESOURCE_EXHAUSTED for a
+  multi-batch request re-send its batches one per request before anything fails.
+  Everything else fails the batch's futures.
 - ``wakeup`` may be called from any thread; it costs a loop call only when the
   sender is not already due to wake.
 """
