@@ -12,8 +12,8 @@ Rules:
   the unfenced brokers. A broker seen for the first time there — every
   broker, on a newly active controller — gets its clock started at that
   tick instead of being fenced at once: a failover never fences the cluster.
-- A session expires when ``now_ms - last_contact > timeout_ms``; the clock
-  is monotonic time supplied by the driver.
+- A session expires when more than ``timeout_ms`` passed since the broker's
+  last contact; the clock is monotonic time supplied by the driver.
 - ``clear()`` on resignation: a controller that becomes active again starts
   every clock afresh.
 """
@@ -38,9 +38,6 @@ class BrokerSessions:
 
     def clear(self) -> None:
         self._last.clear()
-
-    def last_contact(self, broker_id: int) -> int | None:
-        return self._last.get(broker_id)
 
     def expired(self, candidates: Iterable[int], now_ms: int) -> list[int]:
         """Candidates whose session ran out, in id order; starts unknown clocks."""
