@@ -9,6 +9,8 @@ offsets and, for Stable and Empty groups, the same group metadata — and:
 - committed offsets change only through accepted commits, resets and
   deletions: the test keeps its own model of them from the responses alone
   and compares it with OffsetFetch after every step.
+Every state change goes through ``Group.transition_to``, which raises on a
+move outside state.py's table, so no history may make one either.
 
 The "clients" here are deliberately sloppy: they rejoin, sync and commit
 with stale generations, forget to heartbeat and use ids of departed members.

@@ -17,7 +17,7 @@ Modules, each with its rules in its docstring:
 - membership.py  — JoinGroup, SyncGroup, Heartbeat, LeaveGroup, session/sync/rebalance timeouts.
 - offsets.py     — OffsetCommit fencing (generation, member id), OffsetFetch, reset.
 - admin.py       — list, describe, delete groups.
-- state.py       — ``Group``, ``Member``, ``GroupState`` and the invariants.
+- state.py       — ``Group``, ``Member``, ``GroupState``, the table of allowed transitions, invariants.
 - records.py     — offsets-log records (offset commit, group metadata, tombstones) ↔ bytes.
 - replay.py      — rebuild every group from those records after a failover.
 - results.py     — responses, ``GroupResult``, ``GroupConfig``.

@@ -55,7 +55,7 @@ def delete(group: Group | None, fx: Effects) -> ErrorCode:
     for tp in sorted(group.offsets):
         write_offset(group, tp, None, fx)
     fx.records.append(GroupRecord(GroupMetadataKey(group.group_id), None))
-    group.state = GroupState.DEAD
+    group.transition_to(GroupState.DEAD)
     return ErrorCode.NONE
 
 

@@ -113,7 +113,7 @@ def sync(
     if member_id == group.leader:
         for m in group.members.values():
             m.assignment = assignments.get(m.member_id, b"")
-        group.state = STABLE
+        group.transition_to(STABLE)
         fx.records.append(GroupRecord(GroupMetadataKey(group.group_id), group.metadata_value()))
         for m in group.members.values():
             if m.sync_request is not None:
@@ -179,7 +179,7 @@ def prepare_rebalance(group: Group, now_ms: int, config: GroupConfig, fx: Effect
                 m.sync_request = None
     timeout = group.rebalance_timeout_ms()
     delay = min(config.initial_rebalance_delay_ms, timeout) if group.state is GroupState.EMPTY else 0
-    group.state = PREPARING
+    group.transition_to(PREPARING)
     group.pending_sync.clear()
     group.join_deadline_ms = now_ms + timeout
     group.join_not_before_ms = now_ms + delay
@@ -195,13 +195,14 @@ def maybe_complete_join(group: Group, now_ms: int, fx: Effects) -> None:
         del group.members[member_id]  # did not rejoin in time; nothing of it is parked
     group.generation += 1
     if not group.members:
-        group.state, group.protocol, group.leader = GroupState.EMPTY, "", ""
+        group.transition_to(GroupState.EMPTY)
+        group.protocol, group.leader = "", ""
         fx.records.append(GroupRecord(GroupMetadataKey(group.group_id), group.metadata_value()))
         return
     group.protocol = group.select_protocol()
     if group.leader not in group.members:
         group.leader = next(iter(group.members))
-    group.state = COMPLETING
+    group.transition_to(COMPLETING)
     group.pending_sync = set(group.members)
     group.sync_deadline_ms = now_ms + group.rebalance_timeout_ms()
     for m in group.members.values():

@@ -4,8 +4,10 @@
 partition the coordinator now leads. Per record:
 - offset commit → the partition's committed offset (a tombstone removes it);
 - group metadata → the group's generation, protocol type and protocol,
-  leader and members with their assignments; the group is Stable if it has
-  members, else Empty;
+  leader and members with their assignments, with the offsets it had; the
+  group is built Stable if it has members, else Empty (``load_group``, as
+  Kafka's ``GroupMetadata.loadGroup``: a loaded group starts in that state
+  rather than moving there, see state.py);
 - group tombstone → the group's metadata is forgotten (its offsets were
   tombstoned just before it, see admin.py).
 A group left with nothing (``Group.is_blank``) is dropped.
@@ -27,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from coordinator.groups.offsets import apply_offset
-from coordinator.groups.records import GroupMetadataValue, GroupRecord, OffsetCommitKey
+from coordinator.groups.records import CommittedOffset, GroupMetadataValue, GroupRecord, OffsetCommitKey
 from coordinator.groups.state import Group, GroupState, Member
 from ketch.assignors.base import TopicPartition
 
@@ -50,19 +52,18 @@ def replay(groups: dict[str, Group], record: GroupRecord, now_ms: int) -> None:
     elif value is None:
         groups[record.group_id] = group = Group(record.group_id, offsets=group.offsets)
     elif isinstance(value, GroupMetadataValue):
-        restore_metadata(group, value, now_ms)
+        groups[record.group_id] = group = load_group(record.group_id, value, group.offsets, now_ms)
     else:
         raise ValueError("group metadata key with an offset value")
     if group.is_blank():
         del groups[record.group_id]
 
 
-def restore_metadata(group: Group, value: GroupMetadataValue, now_ms: int) -> None:
-    group.protocol_type = value.protocol_type
-    group.generation = value.generation
-    group.protocol = value.protocol
-    group.leader = value.leader
-    group.members = {
+def load_group(
+    group_id: str, value: GroupMetadataValue, offsets: dict[TopicPartition, CommittedOffset], now_ms: int
+) -> Group:
+    """The group a metadata record describes, keeping its ``offsets``: built in its state, not moved there."""
+    members = {
         m.member_id: Member(
             m.member_id,
             m.client_id,
@@ -75,5 +76,13 @@ def restore_metadata(group: Group, value: GroupMetadataValue, now_ms: int) -> No
         )
         for m in value.members
     }
-    group.state = GroupState.STABLE if group.members else GroupState.EMPTY
-    group.pending_sync = set()
+    return Group(
+        group_id,
+        initial_state=GroupState.STABLE if members else GroupState.EMPTY,
+        generation=value.generation,
+        protocol_type=value.protocol_type,
+        protocol=value.protocol,
+        leader=value.leader,
+        members=members,
+        offsets=offsets,
+    )

@@ -1,16 +1,28 @@
 """The in-memory state of one consumer group: members, generation, committed offsets.
 
-States (Kafka's classic ``GroupState``) and what moves a group between them:
+States (Kafka's classic ``GroupState``). The allowed transitions are one
+table, ``VALID_PREVIOUS_STATES`` (Kafka's ``validPreviousStates``: for each
+state, the states a group may enter it from), and every state change goes
+through ``Group.transition_to``, which raises ``IllegalGroupTransition`` for
+any other move — a bug in the coordinator, never a client's error:
 
-    Empty               → PreparingRebalance   a member joins
-    PreparingRebalance  → CompletingRebalance  every member rejoined (from Empty: after the initial
+    to                    from                 when
+    PreparingRebalance ←  Empty                a member joins
+                       ←  CompletingRebalance  a new member, a leave, a session or sync timeout,
+                       ←  Stable               changed protocols, or (Stable only) the leader rejoining
+    CompletingRebalance ← PreparingRebalance   every member rejoined (from Empty: after the initial
                                                delay), or the rebalance timeout passed with members left
-    PreparingRebalance  → Empty                the join phase ended with no member (generation + 1,
+    Stable             ←  CompletingRebalance  the leader's SyncGroup (group record written)
+    Empty              ←  PreparingRebalance   the join phase ended with no member (generation + 1,
                                                group record written)
-    CompletingRebalance → Stable               the leader's SyncGroup (group record written)
-    CompletingRebalance → PreparingRebalance   a new member, a leave, a session or sync timeout,
-    Stable              → PreparingRebalance   changed protocols, or (Stable only) the leader rejoining
-    Empty               → Dead                 delete; a Dead group is forgotten at once
+    Dead               ←  Empty                delete; a Dead group is forgotten at once
+
+Kafka also lets any state (Dead included) move to Dead, because its
+coordinator marks the groups of a partition it resigns Dead; Ketch's drops
+the whole ``GroupCoordinator`` instead (coordinator.py, step 4), so only
+delete reaches Dead. A coordinator that loads a group from the log builds it
+in its loaded state (``Group(initial_state=...)``, as Kafka's ``loadGroup``):
+that is a new group, not a transition.
 
 Fields that are persisted (group metadata record): protocol type, generation,
 selected protocol, leader, and per member its ids, timeouts, metadata for the
@@ -28,7 +40,8 @@ Invariants (checked by tests/test_groups_properties.py):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import InitVar, dataclass, field
 from enum import StrEnum
 
 from coordinator.groups.records import CommittedOffset, GroupMetadataValue, MemberMetadata
@@ -41,6 +54,24 @@ class GroupState(StrEnum):
     COMPLETING_REBALANCE = "CompletingRebalance"
     STABLE = "Stable"
     DEAD = "Dead"
+
+
+VALID_PREVIOUS_STATES: Mapping[GroupState, frozenset[GroupState]] = {
+    GroupState.PREPARING_REBALANCE: frozenset({GroupState.EMPTY, GroupState.COMPLETING_REBALANCE, GroupState.STABLE}),
+    GroupState.COMPLETING_REBALANCE: frozenset({GroupState.PREPARING_REBALANCE}),
+    GroupState.STABLE: frozenset({GroupState.COMPLETING_REBALANCE}),
+    GroupState.EMPTY: frozenset({GroupState.PREPARING_REBALANCE}),
+    GroupState.DEAD: frozenset({GroupState.EMPTY}),
+}
+
+
+class IllegalGroupTransition(RuntimeError):
+    """A move the state table forbids: the coordinator broke its own rules (Kafka's IllegalStateException)."""
+
+    def __init__(self, group_id: str, current: GroupState, new: GroupState) -> None:
+        allowed = ", ".join(sorted(VALID_PREVIOUS_STATES[new])) or "nothing"
+        super().__init__(f"group {group_id!r} cannot move from {current} to {new} (only from {allowed})")
+        self.group_id, self.current, self.new = group_id, current, new
 
 
 Protocols = tuple[tuple[str, bytes], ...]  # (protocol name, member metadata), in the member's preference order
@@ -77,7 +108,7 @@ class Member:
 @dataclass
 class Group:
     group_id: str
-    state: GroupState = GroupState.EMPTY
+    initial_state: InitVar[GroupState] = GroupState.EMPTY  # only a group loaded from the log starts elsewhere
     generation: int = 0
     protocol_type: str = ""
     protocol: str = ""  # selected for the current generation; "" while Empty
@@ -88,6 +119,20 @@ class Group:
     join_deadline_ms: int = 0  # PreparingRebalance: complete without the members not rejoined by then
     join_not_before_ms: int = 0  # PreparingRebalance from Empty: group.initial.rebalance.delay.ms
     sync_deadline_ms: int = 0  # members in pending_sync are removed at this time
+    _state: GroupState = field(init=False)
+
+    def __post_init__(self, initial_state: GroupState) -> None:
+        self._state = initial_state
+
+    @property
+    def state(self) -> GroupState:
+        return self._state
+
+    def transition_to(self, new: GroupState) -> None:
+        """The one way a group changes state: raises ``IllegalGroupTransition`` unless the table allows it."""
+        if self._state not in VALID_PREVIOUS_STATES[new]:
+            raise IllegalGroupTransition(self.group_id, self._state, new)
+        self._state = new
 
     def is_blank(self) -> bool:
         """Nothing worth keeping: no offsets and no group metadata ever written."""
