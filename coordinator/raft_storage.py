@@ -10,18 +10,11 @@ node's ``NodeStore`` (replication/rocks_store.py), encoded with raft.proto:
               b"snap"          -> RaftSnapshot (index, term, voters, data)
 
 Rules:
-- ``persist(ready)`` is step 1 of the Ready contract (coordinator/raft/ready.py),
-  exactly, as ONE WriteBatch, synced when ``ready.must_sync``:
-  a. ``snapshot``: store it and delete the whole stored log (the core replaced
-     its log with the snapshot; entries on either side of it are gone);
-  b. ``entries``: delete every stored index >= ``entries[0].index`` (a conflicting
-     suffix the leader overwrote), then put ``entries``;
-  c. ``hard_state``: put it.
-  One atomic write means a crash leaves either all of a Ready or none of it.
-  A synced write also makes every earlier unsynced one durable (one WAL).
-- ``compact(snapshot)`` follows ``RaftNode.compact``: the snapshot and the deletion
-  of every stored entry <= its index go in one synced write, so the stored log
-  always starts right after the stored snapshot.
+- ``persist(ready)`` (step 1 of the Ready contract) and ``compact(snapshot)`` are
+  ``Storage``'s (coordinator/raft/storage.py), which states what they write; this
+  class only puts each ``StorageWrite`` into ONE WriteBatch, synced when
+  ``write.sync``. A synced write also makes every earlier unsynced one durable
+  (one WAL).
 - ``load()`` reads it all back. Stored entries are contiguous and start after the
   snapshot index by construction; ``load`` checks that and raises
   ``CorruptRaftStorage`` instead of letting a damaged log pass as a shorter one.
@@ -37,7 +30,8 @@ from __future__ import annotations
 
 import struct
 
-from coordinator.raft import EMPTY_HARD_STATE, EMPTY_SNAPSHOT, Entry, HardState, PersistedState, Ready, Snapshot
+from coordinator.raft import EMPTY_HARD_STATE, EMPTY_SNAPSHOT, Entry, HardState, PersistedState, Snapshot
+from coordinator.raft.storage import Storage, StorageWrite
 from coordinator.raft_codec import (
     entry_from_bytes,
     entry_to_bytes,
@@ -64,13 +58,11 @@ def index_key(index: int) -> bytes:
     return _U64.pack(index)
 
 
-class RaftStorage:
+class RaftStorage(Storage):
     """The Raft log, hard state and snapshot of one node; see the module docstring."""
 
     def __init__(self, store: NodeStore) -> None:
         self.store = store
-        self.syncs = 0
-        """Synced writes so far (for metrics and tests)."""
 
     # -- restart ---------------------------------------------------------------------
 
@@ -109,43 +101,23 @@ class RaftStorage:
             del it  # a live iterator keeps the database open (see rocks_store.py)
         return tuple(out)
 
-    # -- the Ready contract, step 1 --------------------------------------------------
+    # -- the Ready contract, step 1, and compaction ----------------------------------
 
-    def persist(self, ready: Ready) -> bool:
-        """Write ``ready``'s snapshot, entries and hard state atomically; returns True if it wrote.
-
-        Synced (fsync of the WAL) when ``ready.must_sync``; a Ready with nothing to
-        persist writes nothing.
-        """
-        if ready.snapshot is None and not ready.entries and ready.hard_state is None:
-            return False
+    def write(self, write: StorageWrite) -> None:
         store = self.store
         log, meta = store.handle[LOG_CF], store.handle[META_CF]
         wb = store.write_batch()
-        if ready.snapshot is not None:
-            wb.put(SNAP_KEY, snapshot_to_bytes(ready.snapshot), meta)
-            wb.delete_range(index_key(0), _END, log)
-        if ready.entries:
-            wb.delete_range(index_key(ready.entries[0].index), _END, log)
-            for e in ready.entries:
-                wb.put(index_key(e.index), entry_to_bytes(e), log)
-        if ready.hard_state is not None:
-            wb.put(HARD_KEY, hard_state_to_bytes(ready.hard_state), meta)
-        store.write(wb, sync=ready.must_sync)
-        if ready.must_sync:
-            self.syncs += 1
-        return True
-
-    # -- compaction ------------------------------------------------------------------
-
-    def compact(self, snapshot: Snapshot) -> None:
-        """Store ``snapshot`` (from ``RaftNode.compact``) and drop the entries it covers."""
-        store = self.store
-        wb = store.write_batch()
-        wb.put(SNAP_KEY, snapshot_to_bytes(snapshot), store.handle[META_CF])
-        wb.delete_range(index_key(0), index_key(snapshot.index + 1), store.handle[LOG_CF])
-        store.write(wb, sync=True)
-        self.syncs += 1
+        if write.snapshot is not None:
+            wb.put(SNAP_KEY, snapshot_to_bytes(write.snapshot), meta)
+        if write.delete_before:
+            wb.delete_range(index_key(0), index_key(write.delete_before), log)
+        if write.truncate_from is not None:
+            wb.delete_range(index_key(write.truncate_from), _END, log)
+        for e in write.entries:
+            wb.put(index_key(e.index), entry_to_bytes(e), log)
+        if write.hard_state is not None:
+            wb.put(HARD_KEY, hard_state_to_bytes(write.hard_state), meta)
+        store.write(wb, sync=write.sync)
 
     # -- inspection ------------------------------------------------------------------
 

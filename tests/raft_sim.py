@@ -5,9 +5,10 @@ node's election jitter. A run is a discrete-event simulation on a millisecond cl
 
 - Each node ticks every ``TICK_MS`` (with its own phase). The driver of each node keeps
   the Ready contract: it takes a Ready, "fsyncs" it for 0..``fsync_max_ms`` ms, and only
-  then makes it durable, sends its messages and applies its committed entries. A crash
-  loses the node's memory, its state machine and any Ready not yet durable; the node
-  restarts from exactly its durable ``PersistedState``.
+  then makes it durable, sends its messages and applies its committed entries. Its disk
+  is a ``MemoryStorage`` (coordinator/raft/storage.py), so it persists exactly as the
+  real RocksDB storage does. A crash loses the node's memory, its state machine and any
+  Ready not yet durable; the node restarts from exactly its disk's ``load()``.
 - The network drops, duplicates and delays (hence reorders) messages, and partitions
   the nodes into two sides for a while.
 - Clients propose entries to whoever they think leads, and issue ReadIndex reads.
@@ -40,19 +41,16 @@ import traceback
 import zlib
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from coordinator.raft import (
-    EMPTY_HARD_STATE,
-    EMPTY_SNAPSHOT,
     NONE,
     Config,
     Entry,
     HardState,
     Message,
     NotLeader,
-    PersistedState,
     RaftError,
     RaftNode,
     Ready,
@@ -60,6 +58,7 @@ from coordinator.raft import (
     Snapshot,
     describe_message,
 )
+from coordinator.raft.storage import MemoryStorage
 
 TICK_MS = 10
 LIVENESS_MS = 5_000
@@ -119,33 +118,9 @@ class SimParams:
 
 
 @dataclass
-class Disk:
-    """What a node's driver made durable; the only thing that survives a crash."""
-
-    hard_state: HardState = EMPTY_HARD_STATE
-    snapshot: Snapshot = EMPTY_SNAPSHOT
-    entries: list[Entry] = field(default_factory=list)
-
-    def write(self, rd: Ready) -> None:
-        if rd.snapshot is not None:
-            self.snapshot = rd.snapshot
-            self.entries = []
-        if rd.entries:
-            keep = rd.entries[0].index - self.snapshot.index - 1
-            del self.entries[keep:]
-            self.entries.extend(rd.entries)
-        if rd.hard_state is not None:
-            self.hard_state = rd.hard_state
-
-    def compact(self, snap: Snapshot) -> None:
-        del self.entries[: snap.index - self.snapshot.index]
-        self.snapshot = snap
-
-
-@dataclass
 class SimNode:
     id: int
-    disk: Disk = field(default_factory=Disk)
+    disk: MemoryStorage = field(default_factory=MemoryStorage)
     raft: RaftNode | None = None
     pending: Ready | None = None
     incarnation: int = 0
@@ -215,10 +190,10 @@ class Simulation:
     # -- node lifecycle ------------------------------------------------------------------
 
     def _start(self, n: SimNode) -> None:
-        disk = n.disk
-        hs = disk.hard_state
+        state = n.disk.load()
         if self.p.broken == "forget_vote":
-            hs = HardState(hs.term, NONE, hs.commit)
+            hs = state.hard_state
+            state = replace(state, hard_state=HardState(hs.term, NONE, hs.commit))
         cfg = Config(
             n.id,
             self.voters,
@@ -229,11 +204,11 @@ class Simulation:
             max_inflight_msgs=4,
             seed=self.p.seed * 1_000_003 + n.incarnation * 101 + n.id,
         )
-        n.raft = RaftNode(cfg, PersistedState(hs, disk.snapshot, tuple(disk.entries)))
+        n.raft = RaftNode(cfg, state)
         n.pending = None
-        n.sm_index = disk.snapshot.index
-        n.sm_digest = int(disk.snapshot.data or b"0")
-        n.checked = disk.snapshot.index
+        n.sm_index = state.snapshot.index
+        n.sm_digest = int(state.snapshot.data or b"0")
+        n.checked = state.snapshot.index
         n.last_commit = n.raft.log.committed
 
     def _crash(self, n: SimNode) -> None:
@@ -271,7 +246,7 @@ class Simulation:
     def _complete(self, n: SimNode) -> None:
         rd, raft = n.pending, n.raft
         assert rd is not None and raft is not None
-        n.disk.write(rd)
+        n.disk.persist(rd)
         if self.p.broken != "ack_before_persist":
             self._send_all(rd.messages)
         if self.faults and rd.must_sync and self.rng.random() < self.p.crash_after_sync:
