@@ -39,17 +39,18 @@ from coordinator.raft import (
 from coordinator.raft.config import SplitMix64
 from coordinator.raft.log import RaftLog
 from coordinator.raft.progress import Progress, ProgressState
+from coordinator.raft.storage import MemoryStorage
 
 RAFT_DIR = Path(__file__).parent.parent / "coordinator" / "raft"
 
 
 class Net:
-    """Nodes 1..n with durable state, an in-flight message list and applied entries."""
+    """Nodes 1..n with durable state (a ``MemoryStorage`` each), an in-flight message list and applied entries."""
 
     def __init__(self, n: int = 3, **opts: object) -> None:
         self.voters = tuple(range(1, n + 1))
         self.opts = opts
-        self.disk: dict[int, PersistedState] = {i: PersistedState() for i in self.voters}
+        self.disk: dict[int, MemoryStorage] = {i: MemoryStorage() for i in self.voters}
         self.nodes: dict[int, RaftNode | None] = {i: self._make(i) for i in self.voters}
         self.applied: dict[int, list[Entry]] = {i: [] for i in self.voters}
         self.reads: dict[int, list[ReadState]] = {i: [] for i in self.voters}
@@ -58,7 +59,7 @@ class Net:
 
     def _make(self, i: int) -> RaftNode:
         cfg = Config(i, self.voters, seed=i, **self.opts)  # type: ignore[arg-type]
-        return RaftNode(cfg, self.disk[i])
+        return RaftNode(cfg, self.disk[i].load())
 
     def node(self, i: int) -> RaftNode:
         node = self.nodes[i]
@@ -68,12 +69,7 @@ class Net:
     def process(self) -> None:
         for i, node in self.nodes.items():
             while node is not None and (rd := node.ready()) is not None:
-                d = self.disk[i]
-                snap = rd.snapshot or d.snapshot
-                entries = list(d.entries) if rd.snapshot is None else []
-                if rd.entries:
-                    entries = [e for e in entries if e.index < rd.entries[0].index] + list(rd.entries)
-                self.disk[i] = PersistedState(rd.hard_state or d.hard_state, snap, tuple(entries))
+                self.disk[i].persist(rd)
                 self.flight += rd.messages
                 self.sent += rd.messages
                 self.applied[i] += rd.committed_entries

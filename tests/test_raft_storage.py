@@ -3,18 +3,24 @@
 Storage: persist/load round trip (including across a close and reopen), the
 Ready contract's step 1 (a conflicting suffix is replaced, a snapshot drops the
 whole log on both sides of it), compaction deleting the prefix, commit-only
-writes that skip the fsync, and refusal to load a log with a gap. Codec: every
+writes that skip the fsync, and refusal to load a log with a gap. A Hypothesis
+test runs random sequences of Readys and compactions through it and through
+``MemoryStorage`` (the persist step is theirs in common, coordinator/raft/storage.py)
+and requires both to load the same state after every write. Codec: every
 message type round-trips, with and without entries and snapshots, and unknown
 enum values are rejected rather than guessed.
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from coordinator.raft import (
     Entry,
@@ -27,6 +33,7 @@ from coordinator.raft import (
     Snapshot,
     SoftState,
 )
+from coordinator.raft.storage import MemoryStorage
 from coordinator.raft_codec import (
     batch_to_pb,
     entry_from_bytes,
@@ -150,6 +157,44 @@ def test_wipe_forgets_everything(store: NodeStore) -> None:
     rs.compact(Snapshot(1, 4, (1, 2), b"s"))
     rs.wipe()
     assert rs.load() == PersistedState()
+
+
+OPS = st.lists(
+    st.tuples(st.sampled_from(("append", "snapshot", "compact", "hard")), st.integers(0, 6), st.integers(0, 3)),
+    max_size=25,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=OPS, sync=st.booleans())
+def test_rocksdb_and_memory_storage_persist_alike(tmp_path: Path, ops: list[tuple[str, int, int]], sync: bool) -> None:
+    with NodeStore.open(tempfile.mkdtemp(dir=tmp_path)) as s:
+        rocks, memory = RaftStorage(s), MemoryStorage()
+        snap_index = last = 0
+        for term, (op, a, b) in enumerate(ops, start=1):
+            if op == "compact":
+                if last == snap_index:
+                    continue
+                snap_index += 1 + a % (last - snap_index)
+                snap = Snapshot(snap_index, term, (1, 2, 3), b"c%d" % term)
+                rocks.compact(snap)
+                memory.compact(snap)
+            else:
+                rd = ready(hard_state=HardState(term, 2, snap_index), must_sync=sync)
+                if op == "append":  # entries from anywhere in the stored log, or right after it
+                    first = snap_index + 1 + a % (last - snap_index + 1)
+                    rd = ready(entries=entries(term, first, first + b), must_sync=sync)
+                    last = first + b
+                elif op == "snapshot":  # a snapshot from the leader, maybe with entries after it
+                    snap_index = snap_index + 1 + a
+                    snap = Snapshot(snap_index, term, (1, 2, 3), b"s%d" % term)
+                    rd = ready(snapshot=snap, entries=entries(term, snap_index + 1, snap_index + b), must_sync=sync)
+                    last = snap_index + b
+                assert rocks.persist(rd) == memory.persist(rd)
+            state = memory.load()
+            assert rocks.load() == state
+            assert [e.index for e in state.entries] == list(range(snap_index + 1, last + 1))
+            assert rocks.syncs == memory.syncs
 
 
 # -- codec ---------------------------------------------------------------------------------

@@ -9,6 +9,10 @@ Modules, each with its own rules in its docstring:
 - ``leader``: replication, commit, check quorum, ReadIndex, leadership transfer.
 - ``core``: ``RaftNode``, the inputs (tick, step, propose, ...) and ``ready``/``advance``.
 - ``ready``: ``Ready`` and the persist → send → apply contract every driver must keep.
+- ``storage``: the contract's persist step, written once (``Storage``), and
+  ``MemoryStorage``, the in-memory storage of the simulation and the tests.
+- ``rafttest``: the transcript harness (tests/raft_transcripts/*.txt), as etcd ships
+  rafttest/.
 
 The package imports no asyncio, grpc, rocksdict, time, random, threading or I/O: the
 same code runs under the production driver and inside the seeded simulation

@@ -3,13 +3,12 @@
 ``RaftNode.ready()`` returns a ``Ready`` (or ``None`` when there is nothing to do);
 the driver handles it completely, in this order, then calls ``advance(ready)``:
 
-1. Persist, atomically (one RocksDB WriteBatch), and synced when ``must_sync``:
-   a. ``snapshot`` if set: store it, discard the WHOLE stored log (entries before and
-      after the snapshot index alike: the core replaced its log), and restore the
-      state machine from ``snapshot.data``.
-   b. ``entries`` if any: delete every stored entry with index >= ``entries[0].index``
-      (a conflicting suffix the leader overwrote), then store ``entries``.
-   c. ``hard_state`` if set (term, vote, commit).
+1. Persist ``snapshot``, ``entries`` and ``hard_state``, atomically, and synced when
+   ``must_sync``: call ``Storage.persist(ready)``. The persist step is written once,
+   in coordinator/raft/storage.py, which states what it writes (in short: a snapshot
+   replaces the whole stored log, entries replace the stored suffix from their first
+   index, then the hard state); the RocksDB storage and the in-memory one both run
+   it. Then, if ``snapshot`` is set, restore the state machine from ``snapshot.data``.
 2. Send ``messages`` (in any order; the network may drop, delay, duplicate or reorder
    them — the protocol tolerates all of that). Never before step 1 is durable: a vote
    or an append acknowledgement promises that the term, vote and entries survive a
