@@ -33,13 +33,11 @@ class IsrManager:
         controllers: ControllerClient,
         broker_epoch: Callable[[], int],
         interval_ms: int,
-        on_change: Callable[[str, int], None] | None = None,
     ) -> None:
         self.broker = broker
         self.controllers = controllers
         self._broker_epoch = broker_epoch
         self._interval_s = interval_ms / 1000
-        self._on_change = on_change
         self.shrinks = 0
         self.expands = 0
 

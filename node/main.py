@@ -169,7 +169,6 @@ async def serve(config: NodeConfig) -> int:
             election_ticks=config.raft_election_ticks,
             heartbeat_ticks=config.raft_heartbeat_ticks,
             snapshot_every=config.raft_snapshot_every,
-            seed=int.from_bytes(os.urandom(8), "big"),
             on_fatal=lambda exc: _fatal(stop, exc),
         )
         quorum.raft = raft
