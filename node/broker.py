@@ -34,6 +34,7 @@ from coordinator.metadata.image import TopicImage
 from ketch.errors import ErrorCode, KetchError, UnknownTopicOrPartitionError
 from node.catalog import TopicConfig, effective_config, validate_topic_name
 from node.config import NodeConfig
+from node.lifecycle import BrokerEpoch
 from replication.log import RetentionPolicy
 from replication.partition import Partition
 from replication.rocks_store import NodeStore
@@ -53,9 +54,9 @@ class Broker:
         self,
         config: NodeConfig,
         store: NodeStore,
+        broker_epoch: BrokerEpoch,
         on_partition_change: Callable[[str, int], None],
         clock_ms: Callable[[], int] = lambda: int(time.monotonic() * 1000),
-        registered_at: Callable[[], int] = lambda: 0,
     ) -> None:
         self.config = config
         self._clock_ms = clock_ms
@@ -63,7 +64,7 @@ class Broker:
         self.store = store
         self.image = MetadataImage()
         self._acted = MetadataImage()  # the image whose local changes were last applied
-        self._registered_at = registered_at
+        self._broker_epoch = broker_epoch
         self._replicas: dict[TopicIdPartition, Partition] = {}
         self._on_partition_change = on_partition_change
         self._first_image = True
@@ -80,7 +81,7 @@ class Broker:
         an older image may still name this broker the leader of an epoch whose tail it lost
         in a crash, and leading that epoch again would append different records under it."""
         new = self.image
-        registered = self._registered_at()
+        registered = self._broker_epoch.value
         if registered < 0 or new.offset < registered:
             return
         changes = local_changes(self._acted, new, self.node_id)

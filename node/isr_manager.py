@@ -17,11 +17,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 
 from ketch.api.v1 import controller_pb2 as cpb
 from node.broker import Broker
 from node.controller_client import ControllerClient
+from node.lifecycle import BrokerEpoch
 
 log = logging.getLogger("ketch.node.isr")
 
@@ -31,7 +31,7 @@ class IsrManager:
         self,
         broker: Broker,
         controllers: ControllerClient,
-        broker_epoch: Callable[[], int],
+        broker_epoch: BrokerEpoch,
         interval_ms: int,
     ) -> None:
         self.broker = broker
@@ -52,7 +52,7 @@ class IsrManager:
                 log.exception("ISR check failed")
 
     async def check_once(self, now_ms: int) -> None:
-        epoch = self._broker_epoch()
+        epoch = self._broker_epoch.value
         if epoch < 0:
             return
         for tp, part in self.broker.replicas().items():

@@ -43,6 +43,20 @@ log = logging.getLogger("ketch.node.lifecycle")
 REREGISTER = {ErrorCode.STALE_BROKER_EPOCH, ErrorCode.BROKER_ID_NOT_REGISTERED}
 
 
+class BrokerEpoch:
+    """This process's broker epoch: the metadata offset of its current registration, -1 while
+    it has none (before the first one, and after the controller asked it to register again).
+
+    One holder, made before everything that reads it, so no reader needs the lifecycle: the
+    lifecycle sets ``value``; the replica manager (applies the image only from the
+    registration on), the replica fetcher (sends it with every Fetch) and the ISR manager
+    (with every AlterPartition) read it.
+    """
+
+    def __init__(self) -> None:
+        self.value = -1
+
+
 def _reports(logs: Mapping[TopicIdPartition, tuple[int, int]]) -> list[cpb.ReplicaLogReport]:
     return [
         cpb.ReplicaLogReport(topic_id=tp.topic_id, partition=tp.partition, latest_epoch=epoch, log_end_offset=end)
@@ -56,7 +70,8 @@ class BrokerLifecycle:
         config: NodeConfig,
         controllers: ControllerClient,
         follower: MetadataFollower,
-        advertised: Callable[[], tuple[str, int]],
+        epoch: BrokerEpoch,
+        advertised: tuple[str, int],
         on_registered: Callable[[], None] = lambda: None,
         *,
         previous_clean_shutdown: bool = False,
@@ -69,8 +84,8 @@ class BrokerLifecycle:
         self.controllers = controllers
         self.follower = follower
         self._advertised = advertised
+        self.epoch = epoch
         self.incarnation_id = uuid.uuid4().hex
-        self.broker_epoch = -1
         self.fenced = True
         self._task: asyncio.Task[None] | None = None
 
@@ -84,7 +99,7 @@ class BrokerLifecycle:
                 await self._task
 
     async def _register(self) -> None:
-        host, port = self._advertised()
+        host, port = self._advertised
         request = cpb.RegisterBrokerRequest(
             broker_id=self.config.node_id,
             incarnation_id=self.incarnation_id,
@@ -97,15 +112,15 @@ class BrokerLifecycle:
         response = await self.controllers.call(lambda s: s.RegisterBroker, request)
         if response.status.error_code:
             raise RuntimeError(f"registration refused: {response.status.error_message}")
-        self.broker_epoch = response.broker_epoch
+        self.epoch.value = response.broker_epoch
         self._clean = True  # a later re-registration by this process has lost nothing since this one
-        log.info("broker %d registered with epoch %d", self.config.node_id, self.broker_epoch)
+        log.info("broker %d registered with epoch %d", self.config.node_id, self.epoch.value)
         self._on_registered()
 
     async def _heartbeat(self) -> None:
         request = cpb.BrokerHeartbeatRequest(
             broker_id=self.config.node_id,
-            broker_epoch=self.broker_epoch,
+            broker_epoch=self.epoch.value,
             metadata_offset=self.follower.image.offset,
             replica_logs=_reports(self._replica_logs(True)),
         )
@@ -113,7 +128,7 @@ class BrokerLifecycle:
         code = response.status.error_code
         if code in REREGISTER:
             log.warning("broker %d: %s; registering again", self.config.node_id, response.status.error_message)
-            self.broker_epoch = -1
+            self.epoch.value = -1
             self.incarnation_id = uuid.uuid4().hex
             return
         if code:
@@ -127,7 +142,7 @@ class BrokerLifecycle:
         interval = self.config.broker_heartbeat_interval_ms / 1000
         while True:
             try:
-                if self.broker_epoch < 0:
+                if self.epoch.value < 0:
                     await self._register()
                 await self._heartbeat()
             except asyncio.CancelledError:
@@ -141,10 +156,10 @@ class BrokerLifecycle:
         wait until this broker's image shows them moved. A node stopping on a failure skips
         the wait: in combined mode its image follows its own, possibly failed, controller,
         and a failed store cannot take writes as a leader anyway."""
-        if self.broker_epoch < 0:
+        if self.epoch.value < 0:
             return
         await self.stop()
-        request = cpb.ControlledShutdownRequest(broker_id=self.config.node_id, broker_epoch=self.broker_epoch)
+        request = cpb.ControlledShutdownRequest(broker_id=self.config.node_id, broker_epoch=self.epoch.value)
         try:
             response = await self.controllers.call(lambda s: s.ControlledShutdown, request, timeout_s=timeout_s)
         except Exception as exc:

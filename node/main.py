@@ -1,31 +1,40 @@
-"""The ``ketch node`` process: wiring, gRPC server, health, metrics, signals.
+"""The ``ketch node`` process: builds, starts and stops its roles; gRPC server, health, metrics, signals.
 
-Roles (KRaft's process.roles): a ``controller`` runs a voter of the Raft
-quorum (coordinator/raft_driver.py) with the metadata state machine
-(coordinator/quorum.py) and serves KetchRaft and KetchController; a
-``broker`` follows the committed metadata log into its image, registers and
-heartbeats, and serves the client API (Ketch). Combined mode runs both on one
-gRPC server and port; the voters' addresses are those ports.
+Roles (KRaft's process.roles, node/roles.py): a ``controller`` runs a voter of
+the Raft quorum (coordinator/raft_driver.py) with the metadata state machine
+(coordinator/quorum.py) and serves KetchRaft and KetchController; a ``broker``
+follows the committed metadata log into its image, registers and heartbeats,
+and serves the client API (Ketch). Combined mode runs both on one gRPC server
+and port; the voters' addresses are those ports.
 
-Start-up order: open the data directory's RocksDB (a second process on the
-same directory fails here with a clear error, RocksDB holds a lock), bind
-the gRPC port (port 0 picks a free one), start Raft, the metadata follower,
-registration and heartbeats, the metrics endpoint, then mark the standard
-gRPC health service SERVING and print one ready line to stdout (the node is
-serving; the cluster may still be electing, see ``ketch cluster up``):
+``serve`` follows these steps, with the same numbers:
 
-    KETCH_READY {"node_id": 1, "listen": "127.0.0.1:9092", "metrics_port": 9644, "pid": 123}
+1. Build. Open the data directory's RocksDB (a second process on the same
+   directory fails here with a clear error, RocksDB holds a lock) and take
+   the clean-shutdown marker (node/clean_shutdown.py: the broker's
+   registration says whether its previous process stopped cleanly, KIP-966);
+   bind the gRPC port (port 0 picks a free one); build the health service
+   and the metrics, then the roles the config asks for, controller first.
+2. Start the server, then the roles in that order (Raft and the controller's
+   ticks; the metadata follower, registration and heartbeats, the ISR,
+   retention and group loops), then the metrics endpoint; mark the standard
+   gRPC health service SERVING and print one ready line to stdout (the node
+   is serving; the cluster may still be electing, see ``ketch cluster up``):
 
-SIGTERM or SIGINT: a broker first runs a controlled shutdown (its
-leaderships move to other ISR members, bounded by a timeout); then health
-goes NOT_SERVING, the server stops taking new calls
-and waits up to ``shutdown_grace_s`` for in-flight ones (parked long-poll
-fetches are woken so they answer at once), then the WAL is synced, the
-clean-shutdown marker written (node/clean_shutdown.py) and the store closed.
-At start-up the marker is taken: the broker's registration says whether its
-previous process stopped cleanly (KIP-966). A
-second signal during shutdown does not cut it short; kill -9 is the crash
-case the storage is built to survive.
+       KETCH_READY {"node_id": 1, "listen": "127.0.0.1:9092", "metrics_port": 9644, "pid": 123}
+
+3. Run until SIGTERM or SIGINT, a storage failure or a raft driver failure.
+   A second signal during shutdown does not cut it short; kill -9 is the
+   crash case the storage is built to survive.
+4. Stop the roles in reverse order, so that in combined mode the broker's
+   controlled shutdown (its leaderships move to other ISR members, bounded
+   by a timeout) is answered by its own controller still running. Each role
+   first ends its long-lived calls (metadata streams, parked long-poll
+   fetches); then health goes NOT_SERVING and the server stops taking new
+   calls and waits up to ``shutdown_grace_s`` for in-flight ones; then each
+   role, again in reverse, awaits its loops and closes what it holds.
+5. Sync the WAL and write the clean-shutdown marker, unless the store
+   failed; close the store. Exit status 0, or 1 after a failure.
 
 A storage failure (a full disk, an I/O error: replication/rocks_store.py) stops
 the node the same way, except that no clean-shutdown marker is written, and the
@@ -36,9 +45,7 @@ failed for the same reason. The controlled shutdown moves those leaderships to
 healthy ISR members within a second; a supervisor (docker-compose
 ``restart: unless-stopped``, Kubernetes) or the operator starts the node again
 once the disk has room, and it recovers from its WAL and rejoins as an unclean
-broker. A raft driver failure also exits 1.
-
-Retention runs every ``retention_check_interval_ms`` on the event loop.
+broker. A raft driver failure also exits 1. A configuration error exits 2.
 """
 
 from __future__ import annotations
@@ -50,36 +57,18 @@ import logging
 import os
 import signal
 import sys
-import time
-import uuid
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
-from coordinator.metadata import ControllerConfig, MetadataImage
-from coordinator.quorum import QuorumController
-from coordinator.raft_driver import RaftDriver
-from coordinator.raft_storage import RaftStorage
-from coordinator.service import ControllerService
-from ketch.api.v1 import controller_pb2 as cpb
-from ketch.api.v1 import controller_pb2_grpc, ketch_pb2_grpc
 from ketch.errors import KetchError
 from node import clean_shutdown
-from node.broker import Broker
 from node.config import ConfigError, NodeConfig
-from node.controller_client import ControllerClient, parse_voters
-from node.fetch_waiters import FetchWaiters
-from node.group_commit import GroupCommit
-from node.group_coordinator import GroupManager
-from node.isr_manager import IsrManager
-from node.lifecycle import BrokerLifecycle
-from node.metadata_follower import MetadataFollower
+from node.controller_client import parse_voters
 from node.metrics import NodeMetrics
-from node.replica_fetcher import ReplicaFetcher
-from node.service import KetchService
-from node.topic_admin import TopicAdmin
+from node.roles import BrokerRole, ControllerRole, Role
 from replication.rocks_store import NodeStore
 
 log = logging.getLogger("ketch.node")
@@ -103,30 +92,9 @@ def open_store(config: NodeConfig) -> NodeStore:
         raise ConfigError(f"cannot open data directory {path}: {exc} (is another node using it?)") from exc
 
 
-async def _retention_loop(broker: Broker, interval_s: float) -> None:
-    while True:
-        await asyncio.sleep(interval_s)
-        try:
-            removed = broker.apply_retention(int(time.time() * 1000))
-            if removed:
-                log.info("retention removed %d bytes", removed)
-        except Exception:
-            log.exception("retention pass failed")
-
-
-def _cluster_id(config: NodeConfig, store: NodeStore) -> str:
-    """The configured id, else one made once per data directory."""
-    if config.cluster_id:
-        return config.cluster_id
-    stored = store.meta_get(b"cluster-id")
-    if stored is None:
-        stored = uuid.uuid4().hex.encode()
-        store.meta_put(b"cluster-id", stored)
-    return stored.decode()
-
-
 async def serve(config: NodeConfig) -> int:
     """Run the node until SIGTERM/SIGINT or a fatal failure; returns the exit status."""
+    # 1. Build: the store, the server and what the roles share, then the roles.
     store = open_store(config)
     previous_clean_shutdown = clean_shutdown.take(store)
     stop = asyncio.Event()
@@ -140,121 +108,80 @@ async def serve(config: NodeConfig) -> int:
     port = server.add_insecure_port(config.listen)
     if port == 0:
         raise ConfigError(f"cannot listen on {config.listen}")
+    health = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    metrics = NodeMetrics()
+    roles = build_roles(config, store, server, port, metrics, stop, previous_clean_shutdown)
+
+    # 2. Start the server, then the roles in order; then health SERVING and the ready line.
+    await server.start()
+    for role in roles:
+        await role.start()
+    metrics_port = metrics.serve(config.metrics_host, config.metrics_port) if config.metrics_port >= 0 else -1
+    await _set_health(health, health_pb2.HealthCheckResponse.SERVING)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    _announce_ready(config, port, metrics_port)
+
+    # 3. Run until a signal, or a storage or raft failure.
+    def failed() -> bool:  # a failure, not a signal, is stopping the node
+        return store.failure is not None or any(role.failed for role in roles)
+
+    await stop.wait()
+    log.info("node %d shutting down", config.node_id)
+
+    # 4. Stop the roles in reverse order, around the server's stop (node/roles.py).
+    for role in reversed(roles):
+        await role.begin_shutdown(failed())
+    await _set_health(health, health_pb2.HealthCheckResponse.NOT_SERVING)
+    await server.stop(config.shutdown_grace_s)
+    for role in reversed(roles):
+        await role.stop()
+
+    # 5. The clean-shutdown marker, unless the store failed; the exit status.
+    if store.failure is None:
+        with contextlib.suppress(KetchError):  # a failure now is logged by _storage_failed
+            clean_shutdown.put(store)
+    status = 1 if failed() else 0
+    store.close()
+    log.info("node %d stopped%s", config.node_id, " after a failure" if status else "")
+    return status
+
+
+def build_roles(
+    config: NodeConfig,
+    store: NodeStore,
+    server: grpc.aio.Server,
+    port: int,
+    metrics: NodeMetrics,
+    stop: asyncio.Event,
+    previous_clean_shutdown: bool,
+) -> list[Role]:
+    """The roles the config asks for, in start order: the controller, then the broker."""
     host, advertised_port = config.advertised_host_port
     if not config.advertised_listener or advertised_port == 0:
         advertised_port = port
-    advertised = (host, advertised_port)
     voters = parse_voters(config.controller_quorum_voters) or {config.node_id: f"{host}:{advertised_port}"}
-    health = health_aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health, server)
-
-    quorum: QuorumController | None = None
-    raft: RaftDriver | None = None
+    roles: list[Role] = []
     if config.is_controller:
-        quorum = QuorumController(
-            config.node_id,
-            ControllerConfig(
-                broker_session_timeout_ms=config.broker_session_timeout_ms,
-                max_request_bytes=config.max_request_bytes,
-                min_insync_replicas=config.min_insync_replicas,
-            ),
-            preferred_election_interval_s=config.preferred_election_interval_ms / 1000,
-        )
-        raft = RaftDriver(
-            config.node_id,
-            voters,
-            RaftStorage(store),
-            quorum,
-            tick_ms=config.raft_tick_ms,
-            election_ticks=config.raft_election_ticks,
-            heartbeat_ticks=config.raft_heartbeat_ticks,
-            snapshot_every=config.raft_snapshot_every,
-            on_fatal=lambda exc: _fatal(stop, exc),
-        )
-        quorum.raft = raft
-        raft.add_to_server(server)
-        controller_pb2_grpc.add_KetchControllerServicer_to_server(
-            ControllerService(quorum, lambda: describe_voters(voters, raft)), server
-        )
-
-    broker: Broker | None = None
-    controllers = ControllerClient(voters)
-    waiters = FetchWaiters()
-    follower: MetadataFollower | None = None
-    lifecycle: BrokerLifecycle | None = None
-    fetcher: ReplicaFetcher | None = None
-    isr: IsrManager | None = None
-    group_commit = GroupCommit(store.sync_wal)
+        roles.append(ControllerRole(config, store, voters, server, metrics, on_fatal=lambda exc: _fatal(stop, exc)))
     if config.is_broker:
-        broker = Broker(
-            config,
-            store,
-            on_partition_change=lambda topic, index: waiters.notify((topic, index)),
-            registered_at=lambda: lifecycle.broker_epoch if lifecycle is not None else -1,
-        )
-        fetcher = ReplicaFetcher(
-            broker,
-            lambda: lifecycle.broker_epoch if lifecycle is not None else -1,
-            on_progress=lambda topic, index: waiters.notify((topic, index)),
-            group_commit=group_commit,
-            max_wait_ms=config.replica_fetch_max_wait_ms,
-        )
+        advertised = (host, advertised_port)
+        broker = BrokerRole(config, store, voters, advertised, server, metrics, previous_clean_shutdown)
+        roles.append(broker)
+    else:
+        metrics.watch_replicas(list)  # a controller-only node exports the replica gauges too, empty
+    return roles
 
-        def on_metadata(old: MetadataImage, new: MetadataImage, b: Broker = broker) -> None:
-            b.on_metadata(old, new)
-            if fetcher is not None:
-                fetcher.reconcile()
 
-        follower = MetadataFollower(
-            config.node_id, controllers, on_metadata, prefer=config.node_id if config.is_controller else None
-        )
-        admin = TopicAdmin(broker, controllers, follower)
-
-        def on_registered(b: Broker = broker) -> None:
-            b.catch_up()
-            if fetcher is not None:
-                fetcher.reconcile()
-
-        lifecycle = BrokerLifecycle(
-            config,
-            controllers,
-            follower,
-            lambda: advertised,
-            on_registered,
-            previous_clean_shutdown=previous_clean_shutdown,
-            replica_logs=broker.replica_logs,
-        )
-        isr = IsrManager(
-            broker, controllers, lambda: lifecycle.broker_epoch if lifecycle else -1, config.isr_check_interval_ms
-        )
-    metrics = NodeMetrics(broker.partitions if broker else list, quorum=quorum, isr=isr)
-    groups: GroupManager | None = None
-    if broker is not None and follower is not None:
-        groups = GroupManager(broker, admin, waiters, metrics)
-        metrics.watch_groups(groups)
-        service = KetchService(broker, admin, metrics, waiters, _cluster_id(config, store), group_commit, groups)
-        ketch_pb2_grpc.add_KetchServicer_to_server(service, server)
-
-    await server.start()
-    tasks: list[asyncio.Task[None]] = []
-    if raft is not None and quorum is not None:
-        await raft.start()
-        tasks.append(asyncio.create_task(quorum.tick_loop(), name="controller-ticks"))
-    if broker is not None and follower is not None and lifecycle is not None:
-        follower.start()
-        lifecycle.start()
-        if isr is not None:
-            tasks.append(asyncio.create_task(isr.run(), name="isr-manager"))
-        interval = config.retention_check_interval_ms / 1000
-        tasks.append(asyncio.create_task(_retention_loop(broker, interval), name="retention"))
-        if groups is not None:
-            tasks.append(asyncio.create_task(groups.run(), name="group-coordinator"))
-    metrics_port = metrics.serve(config.metrics_host, config.metrics_port) if config.metrics_port >= 0 else -1
+async def _set_health(
+    health: health_aio.HealthServicer, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType
+) -> None:
     for name in ("", SERVICE_NAME):
-        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await health.set(name, status)
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+
+def _announce_ready(config: NodeConfig, port: int, metrics_port: int) -> None:
     listen_host = config.listen_host_port[0]
     ready = {
         "node_id": config.node_id,
@@ -265,43 +192,6 @@ async def serve(config: NodeConfig) -> int:
     }
     print("KETCH_READY " + json.dumps(ready), flush=True)
     log.info("node %d (%s) serving on %s:%d", config.node_id, config.roles, listen_host, port)
-
-    def failed() -> bool:  # a storage or raft failure, not a signal, is stopping the node
-        return store.failure is not None or (raft is not None and raft.error is not None)
-
-    await stop.wait()
-    log.info("node %d shutting down", config.node_id)
-    if lifecycle is not None:
-        await lifecycle.controlled_shutdown(timeout_s=min(config.shutdown_grace_s, 5.0), await_metadata=not failed())
-    for name in ("", SERVICE_NAME):
-        await health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    for task in tasks:
-        task.cancel()
-    # Long-lived calls must end before the server's grace period: metadata streams
-    # (ours and other brokers') and parked fetches.
-    if follower is not None:
-        await follower.stop()
-    if fetcher is not None:
-        await fetcher.stop()
-    if quorum is not None:
-        quorum.close()
-    if groups is not None:
-        groups.close()
-    waiters.close()
-    await server.stop(config.shutdown_grace_s)
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    if raft is not None:
-        await raft.stop()
-    await controllers.close()
-    if store.failure is None:
-        with contextlib.suppress(KetchError):  # a failure now is logged by _storage_failed
-            clean_shutdown.put(store)
-    status = 1 if failed() else 0
-    store.close()
-    log.info("node %d stopped%s", config.node_id, " after a failure" if status else "")
-    return status
 
 
 def _storage_failed(stop: asyncio.Event, exc: KetchError) -> None:
@@ -318,14 +208,6 @@ def _fatal(stop: asyncio.Event, exc: BaseException) -> None:
     """Raft storage or state-machine failure: stop the node; a restart recovers from disk."""
     log.critical("raft driver failed, stopping the node: %r", exc)
     stop.set()
-
-
-def describe_voters(voters: dict[int, str], raft: RaftDriver | None) -> list[cpb.QuorumVoter]:
-    match = dict(raft.status().match) if raft is not None else {}
-    return [
-        cpb.QuorumVoter(node_id=node, address=address, match_index=match.get(node, 0))
-        for node, address in sorted(voters.items())
-    ]
 
 
 def run(config: NodeConfig) -> int:

@@ -172,12 +172,7 @@ class GroupMetricsSource(Protocol):
 
 
 class NodeMetrics:
-    def __init__(
-        self,
-        partitions: Callable[[], Iterable[Partition]],
-        quorum: QuorumController | None = None,
-        isr: IsrManager | None = None,
-    ) -> None:
+    def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.bytes_in = Counter("ketch_broker_topic_bytes_in", "Record bytes produced", ["topic"], registry=r)
@@ -200,11 +195,16 @@ class NodeMetrics:
         self.group_rebalances = Counter(
             "ketch_group_rebalances", "Group generations completed, by group", ["group"], registry=r
         )
-        r.register(_LogCollector(partitions))
-        if quorum is not None:
-            r.register(_ControllerCollector(quorum))
+
+    def watch_replicas(self, partitions: Callable[[], Iterable[Partition]], isr: IsrManager | None = None) -> None:
+        """Export the per-partition gauges (read at scrape time) and the ISR change counters."""
+        self.registry.register(_LogCollector(partitions))
         if isr is not None:
-            r.register(_IsrCollector(isr))
+            self.registry.register(_IsrCollector(isr))
+
+    def watch_controller(self, quorum: QuorumController) -> None:
+        """Export the controller's and its Raft node's gauges (read at scrape time)."""
+        self.registry.register(_ControllerCollector(quorum))
 
     def watch_groups(self, groups: GroupMetricsSource) -> None:
         """Export the group coordinator's gauges (node/group_coordinator.py)."""

@@ -37,6 +37,7 @@ from ketch.api.v1 import ketch_pb2_grpc
 from ketch.errors import ErrorCode
 from node.broker import Broker
 from node.group_commit import GroupCommit
+from node.lifecycle import BrokerEpoch
 from replication.follower import divergence_truncation, plan_append
 from replication.partition import Partition
 
@@ -49,7 +50,7 @@ class ReplicaFetcher:
     def __init__(
         self,
         broker: Broker,
-        broker_epoch: Callable[[], int],
+        broker_epoch: BrokerEpoch,
         on_progress: Callable[[str, int], None],
         group_commit: GroupCommit,
         max_wait_ms: int = 500,
@@ -123,7 +124,7 @@ class ReplicaFetcher:
             min_bytes=1,
             max_bytes=64 << 20,
             replica_id=self.broker.node_id,
-            replica_epoch=self._broker_epoch(),
+            replica_epoch=self._broker_epoch.value,
         )
         sent: dict[tuple[str, int], tuple[Partition, int, int]] = {}
         for _, part in followed:

@@ -1,0 +1,255 @@
+"""The node's roles (KRaft's ``process.roles``): what each builds, starts and stops.
+
+A role is built whole before anything starts: its pieces are wired to each other in
+the constructor (no piece is looked up later), its gRPC services are added to the
+node's server and its metrics registered. node/main.py then drives every role
+through the same three calls:
+
+1. ``start()``: start its loops. The controller starts before the broker.
+2. ``begin_shutdown(failed)``: while the server still answers, hand work away and end
+   every long-lived call, so that none holds the server's grace period open: the
+   broker runs its controlled shutdown (``failed``: without waiting for its image
+   to show it), then stops following the metadata log and fetching, and wakes its
+   parked fetches; the controller ends the metadata streams it serves to brokers.
+3. ``stop()``: after the server stopped: await the loops it cancelled, stop Raft,
+   close its client channels.
+
+Roles stop in the reverse of their start order (Kafka's ``KafkaRaftServer``): in
+combined mode the broker's controlled shutdown is answered by a controller that is
+still running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Protocol
+
+import grpc
+
+from coordinator.metadata import ControllerConfig, MetadataImage
+from coordinator.quorum import QuorumController
+from coordinator.raft_driver import RaftDriver
+from coordinator.raft_storage import RaftStorage
+from coordinator.service import ControllerService
+from ketch.api.v1 import controller_pb2 as cpb
+from ketch.api.v1 import controller_pb2_grpc, ketch_pb2_grpc
+from node.broker import Broker
+from node.config import NodeConfig
+from node.controller_client import ControllerClient
+from node.fetch_waiters import FetchWaiters
+from node.group_commit import GroupCommit
+from node.group_coordinator import GroupManager
+from node.isr_manager import IsrManager
+from node.lifecycle import BrokerEpoch, BrokerLifecycle
+from node.metadata_follower import MetadataFollower
+from node.metrics import NodeMetrics
+from node.replica_fetcher import ReplicaFetcher
+from node.service import KetchService
+from node.topic_admin import TopicAdmin
+from replication.rocks_store import NodeStore
+
+log = logging.getLogger("ketch.node")
+
+
+class Role(Protocol):
+    @property
+    def failed(self) -> bool:
+        """A failure of the role's own (Raft's) that stops the node with exit status 1."""
+        ...
+
+    async def start(self) -> None: ...
+    async def begin_shutdown(self, failed: bool) -> None: ...
+    async def stop(self) -> None: ...
+
+
+async def _await_cancelled(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+class ControllerRole:
+    """A voter of the metadata quorum: Raft (coordinator/raft_driver.py) around the metadata
+    state machine (coordinator/quorum.py), serving KetchRaft and KetchController, and the
+    controller's tick loop (session expiry, preferred leader elections)."""
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        store: NodeStore,
+        voters: dict[int, str],
+        server: grpc.aio.Server,
+        metrics: NodeMetrics,
+        on_fatal: Callable[[BaseException], None],
+    ) -> None:
+        self.voters = dict(voters)
+        self.quorum = QuorumController(
+            config.node_id,
+            ControllerConfig(
+                broker_session_timeout_ms=config.broker_session_timeout_ms,
+                max_request_bytes=config.max_request_bytes,
+                min_insync_replicas=config.min_insync_replicas,
+            ),
+            preferred_election_interval_s=config.preferred_election_interval_ms / 1000,
+        )
+        self.raft = RaftDriver(
+            config.node_id,
+            self.voters,
+            RaftStorage(store),
+            self.quorum,
+            tick_ms=config.raft_tick_ms,
+            election_ticks=config.raft_election_ticks,
+            heartbeat_ticks=config.raft_heartbeat_ticks,
+            snapshot_every=config.raft_snapshot_every,
+            on_fatal=on_fatal,
+        )
+        self.quorum.raft = self.raft
+        self.raft.add_to_server(server)
+        service = ControllerService(self.quorum, self.describe_voters)
+        controller_pb2_grpc.add_KetchControllerServicer_to_server(service, server)
+        metrics.watch_controller(self.quorum)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def failed(self) -> bool:
+        return self.raft.error is not None
+
+    def describe_voters(self) -> list[cpb.QuorumVoter]:
+        match = dict(self.raft.status().match)
+        return [
+            cpb.QuorumVoter(node_id=node, address=address, match_index=match.get(node, 0))
+            for node, address in sorted(self.voters.items())
+        ]
+
+    async def start(self) -> None:
+        await self.raft.start()
+        self._tasks.append(asyncio.create_task(self.quorum.tick_loop(), name="controller-ticks"))
+
+    async def begin_shutdown(self, failed: bool) -> None:
+        for task in self._tasks:
+            task.cancel()
+        self.quorum.close()  # ends the brokers' metadata streams
+
+    async def stop(self) -> None:
+        await _await_cancelled(self._tasks)
+        await self.raft.stop()
+
+
+class BrokerRole:
+    """A broker: follows the committed metadata log into its image, registers and heartbeats,
+    keeps its replicas (leading, fetching, proposing ISR changes, applying retention),
+    coordinates consumer groups and serves the client API (Ketch)."""
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        store: NodeStore,
+        voters: dict[int, str],
+        advertised: tuple[str, int],
+        server: grpc.aio.Server,
+        metrics: NodeMetrics,
+        previous_clean_shutdown: bool,
+    ) -> None:
+        self.config = config
+        self.controllers = ControllerClient(voters)
+        self.waiters = FetchWaiters()
+        epoch = BrokerEpoch()
+        group_commit = GroupCommit(store.sync_wal)
+        self.broker = Broker(config, store, epoch, on_partition_change=self._wake_fetches)
+        self.fetcher = ReplicaFetcher(
+            self.broker,
+            epoch,
+            on_progress=self._wake_fetches,
+            group_commit=group_commit,
+            max_wait_ms=config.replica_fetch_max_wait_ms,
+        )
+        # In combined mode the broker follows its own controller first.
+        prefer = config.node_id if config.is_controller else None
+        self.follower = MetadataFollower(config.node_id, self.controllers, self._on_metadata, prefer=prefer)
+        admin = TopicAdmin(self.broker, self.controllers, self.follower)
+        self.lifecycle = BrokerLifecycle(
+            config,
+            self.controllers,
+            self.follower,
+            epoch,
+            advertised,
+            self._on_registered,
+            previous_clean_shutdown=previous_clean_shutdown,
+            replica_logs=self.broker.replica_logs,
+        )
+        self.isr = IsrManager(self.broker, self.controllers, epoch, config.isr_check_interval_ms)
+        metrics.watch_replicas(self.broker.partitions, self.isr)
+        self.groups = GroupManager(self.broker, admin, self.waiters, metrics)
+        metrics.watch_groups(self.groups)
+        service = KetchService(
+            self.broker, admin, metrics, self.waiters, cluster_id(config, store), group_commit, self.groups
+        )
+        ketch_pb2_grpc.add_KetchServicer_to_server(service, server)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def failed(self) -> bool:
+        return False
+
+    def _wake_fetches(self, topic: str, index: int) -> None:
+        self.waiters.notify((topic, index))
+
+    def _on_metadata(self, old: MetadataImage, new: MetadataImage) -> None:
+        self.broker.on_metadata(old, new)
+        self.fetcher.reconcile()
+
+    def _on_registered(self) -> None:
+        self.broker.catch_up()
+        self.fetcher.reconcile()
+
+    async def start(self) -> None:
+        self.follower.start()
+        self.lifecycle.start()
+        retention_interval_s = self.config.retention_check_interval_ms / 1000
+        self._tasks += [
+            asyncio.create_task(self.isr.run(), name="isr-manager"),
+            asyncio.create_task(_retention_loop(self.broker, retention_interval_s), name="retention"),
+            asyncio.create_task(self.groups.run(), name="group-coordinator"),
+        ]
+
+    async def begin_shutdown(self, failed: bool) -> None:
+        timeout_s = min(self.config.shutdown_grace_s, 5.0)
+        await self.lifecycle.controlled_shutdown(timeout_s=timeout_s, await_metadata=not failed)
+        await self.lifecycle.stop()  # never registered: controlled_shutdown left it running
+        for task in self._tasks:
+            task.cancel()
+        await self.follower.stop()
+        await self.fetcher.stop()
+        self.groups.close()
+        self.waiters.close()  # parked fetches answer at once
+
+    async def stop(self) -> None:
+        await _await_cancelled(self._tasks)
+        await self.controllers.close()
+
+
+async def _retention_loop(broker: Broker, interval_s: float) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            removed = broker.apply_retention(int(time.time() * 1000))
+            if removed:
+                log.info("retention removed %d bytes", removed)
+        except Exception:
+            log.exception("retention pass failed")
+
+
+def cluster_id(config: NodeConfig, store: NodeStore) -> str:
+    """The configured id, else one made once per data directory."""
+    if config.cluster_id:
+        return config.cluster_id
+    stored = store.meta_get(b"cluster-id")
+    if stored is None:
+        stored = uuid.uuid4().hex.encode()
+        store.meta_put(b"cluster-id", stored)
+    return stored.decode()
