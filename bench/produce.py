@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from bench.stats import ProduceResult, ProduceStats
+from coordinator.metadata.topic_config import MIN_INSYNC_REPLICAS
 
 ACKS_CHOICES = ("all", "-1", "1", "0")
 COMPRESSION_CHOICES = ("none", "gzip", "snappy", "lz4", "zstd")
@@ -90,7 +91,7 @@ async def ensure_topic(
             (found,) = await admin.describe_topics([topic])
         except UnknownTopicOrPartitionError:
             with contextlib.suppress(TopicAlreadyExistsError):  # created meanwhile by someone else
-                configs = {"min.insync.replicas": str(min_insync_replicas)} if min_insync_replicas else {}
+                configs = {MIN_INSYNC_REPLICAS: str(min_insync_replicas)} if min_insync_replicas else {}
                 await admin.create_topics([NewTopic(topic, partitions or 1, replication_factor, configs=configs)])
             (found,) = await admin.describe_topics([topic])
             print(f"created topic {topic} with {len(found.partitions)} partition(s)", file=out, flush=True)

@@ -26,6 +26,7 @@ from chaos import checker, faults
 from chaos.cluster import ChaosCluster
 from chaos.history import History
 from chaos.workload import Workload, direct
+from coordinator.metadata.topic_config import MIN_INSYNC_REPLICAS
 from ketch import aio
 
 TOPIC = "chaos"
@@ -58,7 +59,7 @@ async def run_async(
         log(f"cluster up in {time.monotonic() - started:.1f}s ({workdir})")
         rf = min(3, nodes)
         async with direct(aio.Admin(cluster.bootstrap), cluster.real_address) as admin:
-            await admin.create_topics([aio.NewTopic(TOPIC, 1, rf, configs={"min.insync.replicas": str(min(2, rf))})])
+            await admin.create_topics([aio.NewTopic(TOPIC, 1, rf, configs={MIN_INSYNC_REPLICAS: str(min(2, rf))})])
         ctx = faults.Context(cluster, history, TOPIC, rng, deadline=0.0, log=log)
         await faults.settle(ctx, 30)
         workload = Workload(

@@ -31,8 +31,9 @@ from collections.abc import Callable, Iterable
 
 from coordinator.metadata import MetadataImage, TopicIdPartition, local_changes
 from coordinator.metadata.image import TopicImage
+from coordinator.metadata.topic_config import validate_topic_name
 from ketch.errors import ErrorCode, KetchError, UnknownTopicOrPartitionError
-from node.catalog import TopicConfig, effective_config, validate_topic_name
+from node.catalog import TopicConfig, effective_config
 from node.config import NodeConfig
 from node.lifecycle import BrokerEpoch
 from replication.log import RetentionPolicy

@@ -45,6 +45,7 @@ from coordinator.groups import GroupConfig, GroupCoordinator, GroupResult, decod
 from coordinator.groups import offsets_partition as group_partition
 from coordinator.groups.records import GroupRecord
 from coordinator.metadata import TopicIdPartition
+from coordinator.metadata.topic_config import RETENTION_MS
 from ketch.api.v1 import ketch_pb2 as pb
 from ketch.errors import ErrorCode, KetchError
 from ketch.records import build_batch, decode_batches
@@ -139,7 +140,7 @@ class GroupManager:
             name=OFFSETS_TOPIC,
             num_partitions=self.config.offsets_topic_num_partitions,
             replication_factor=rf if rf > 0 else self.config.default_replication_factor,
-            configs={"retention.ms": "-1"},
+            configs={RETENTION_MS: "-1"},
         )
         result = (await self.admin.create(request)).topics[0]
         if result.error_code not in (ErrorCode.NONE, ErrorCode.TOPIC_ALREADY_EXISTS):

@@ -18,6 +18,7 @@ The pieces, each a module with its own rules in its docstring:
 - brokers.py    — register, heartbeat, session expiry, controlled shutdown.
 - sessions.py   — in-memory broker session clocks (not replicated).
 - topics.py     — create/delete topics, AlterPartition, preferred election.
+- topic_config.py — topic name and config rules; one constant per config key.
 - placement.py  — round-robin, rack-aware replica assignment.
 - election.py   — leader election from the ISR, unclean opt-in, epochs.
 - snapshot.py   — image ↔ records ↔ bytes for Raft snapshots.

@@ -35,12 +35,10 @@ from types import MappingProxyType
 from typing import TypeVar
 
 from coordinator.metadata.records import NO_LEADER, TopicIdPartition
+from coordinator.metadata.topic_config import MIN_INSYNC_REPLICAS, UNCLEAN_LEADER_ELECTION_ENABLE
 
 K = TypeVar("K")
 V = TypeVar("V")
-
-UNCLEAN_LEADER_ELECTION = "unclean.leader.election.enable"
-MIN_INSYNC_REPLICAS = "min.insync.replicas"
 
 
 def frozen_map(items: Mapping[K, V] | None = None) -> Mapping[K, V]:
@@ -127,7 +125,7 @@ class TopicImage:
 
     @property
     def unclean_leader_election(self) -> bool:
-        return self.configs.get(UNCLEAN_LEADER_ELECTION, "false") == "true"
+        return self.configs.get(UNCLEAN_LEADER_ELECTION_ENABLE, "false") == "true"
 
     def min_isr(self, partition: PartitionRegistration, default: int) -> int:
         """The ISR floor: ``min.insync.replicas`` (the topic's, else ``default``), at most the replica count."""

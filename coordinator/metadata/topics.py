@@ -4,16 +4,14 @@ Kafka's ``ReplicationControlManager`` (topic half). Each function reads an
 image and returns a ``ControllerResult`` or raises ``KetchError``.
 
 Rules:
-- Create: the name follows Kafka's rules and the configs are validated by
-  ``node.catalog`` (one set of rules for the whole project), plus
-  ``unclean.leader.election.enable`` (true/false), which only the
-  controller reads. Then, in this order: an existing name is
-  TOPIC_ALREADY_EXISTS; partitions < 1 is INVALID_PARTITIONS; a replication
-  factor outside 1..(unfenced brokers) is INVALID_REPLICATION_FACTOR naming
-  the counts. The topic id and the placement's ``start_index`` are arguments
-  (the driver draws them). Records: one TopicRecord, then one
-  PartitionRecord per partition with ISR = replicas and the preferred
-  replica as leader, epochs 0.
+- Create, in this order: the name follows Kafka's rules (topic_config.py:
+  INVALID_TOPIC_EXCEPTION); an existing name is TOPIC_ALREADY_EXISTS;
+  partitions < 1 is INVALID_PARTITIONS; a replication factor outside
+  1..(unfenced brokers) is INVALID_REPLICATION_FACTOR naming the counts; the
+  configs follow topic_config.py (INVALID_CONFIG). The topic id and the
+  placement's ``start_index`` are arguments (the driver draws them).
+  Records: one TopicRecord, then one PartitionRecord per partition with
+  ISR = replicas and the preferred replica as leader, epochs 0.
 - Delete: RemoveTopicRecord, or UNKNOWN_TOPIC_OR_PARTITION.
 - AlterPartition (an ISR change proposed by a partition leader) is accepted
   only from the registered broker's current epoch (STALE_BROKER_EPOCH), for
@@ -39,7 +37,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from coordinator.metadata import records as rec
 from coordinator.metadata.election import Election, build_change, change_result
-from coordinator.metadata.image import UNCLEAN_LEADER_ELECTION, MetadataImage, PartitionRegistration, frozen_map
+from coordinator.metadata.image import MetadataImage, PartitionRegistration, frozen_map
 from coordinator.metadata.placement import assign_replicas
 from coordinator.metadata.records import MetadataRecord
 from coordinator.metadata.results import (
@@ -49,25 +47,8 @@ from coordinator.metadata.results import (
     DeleteTopicResponse,
     ElectLeadersResponse,
 )
+from coordinator.metadata.topic_config import validate_topic_configs, validate_topic_name
 from ketch.errors import ErrorCode, KetchError
-from node.catalog import validate_configs, validate_topic_name
-
-CONTROLLER_CONFIGS = (UNCLEAN_LEADER_ELECTION,)
-
-
-def validate_topic_configs(configs: Mapping[str, str], max_request_bytes: int) -> dict[str, str]:
-    """Normalised overrides: the catalogue's keys plus the controller's own."""
-    rest = {k: v for k, v in configs.items() if k not in CONTROLLER_CONFIGS}
-    out = validate_configs(rest, max_request_bytes)
-    if UNCLEAN_LEADER_ELECTION in configs:
-        raw = configs[UNCLEAN_LEADER_ELECTION].strip().lower()
-        if raw not in ("true", "false"):
-            raise KetchError(
-                f"topic config {UNCLEAN_LEADER_ELECTION}={configs[UNCLEAN_LEADER_ELECTION]!r} must be true or false",
-                code=ErrorCode.INVALID_CONFIG,
-            )
-        out[UNCLEAN_LEADER_ELECTION] = raw
-    return out
 
 
 def create_topic(
