@@ -23,12 +23,7 @@ from typing import Any
 
 from bench.consume import ConsumeConfig, ConsumeTimeout, run_consume
 from bench.produce import ACKS_CHOICES, COMPRESSION_CHOICES, ProduceConfig, run_produce
-
-
-def _bootstrap_arg(parser: argparse.ArgumentParser) -> None:
-    from ketch.cli import bootstrap_arg
-
-    bootstrap_arg(parser)
+from ketch.bootstrap import bootstrap_arg
 
 
 def add_actions(sub: Any) -> None:
@@ -60,7 +55,7 @@ def add_actions(sub: Any) -> None:
     )
     produce.add_argument("--report-interval", type=float, default=5.0, help="seconds between progress lines")
     produce.add_argument("--json", action="store_true", help="also print the final figures as one JSON line")
-    _bootstrap_arg(produce)
+    bootstrap_arg(produce)
     produce.set_defaults(handler=produce_handler)
 
     consume = sub.add_parser(
@@ -83,7 +78,7 @@ def add_actions(sub: Any) -> None:
     )
     consume.add_argument("--report-interval", type=float, default=5.0, help="seconds between progress lines")
     consume.add_argument("--json", action="store_true", help="also print the final figures as one JSON line")
-    _bootstrap_arg(consume)
+    bootstrap_arg(consume)
     consume.set_defaults(handler=consume_handler)
 
     from bench import run

@@ -17,7 +17,6 @@ do``) to stderr and exits nonzero.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -25,17 +24,7 @@ import grpc
 
 from ketch.errors import KetchError
 
-DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 Handler = Callable[[argparse.Namespace], int]
-
-
-def bootstrap_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--bootstrap",
-        "-b",
-        default=os.environ.get("KETCH_BOOTSTRAP", DEFAULT_BOOTSTRAP),
-        help="HOST:PORT[,HOST:PORT...] of any node (env KETCH_BOOTSTRAP; default %(default)s)",
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (node, topic, records, group, cluster):
         module.register(commands)
-    try:
+    try:  # the one direction: the command line loads bench/, never the reverse
         from bench import cli as perf
     except ImportError:  # bench/ is part of the source tree, not of every install
         pass

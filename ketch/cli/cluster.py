@@ -26,7 +26,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ketch.cli import bootstrap_arg
+from ketch.bootstrap import bootstrap_arg
 from ketch.cli.output import dump_json, table
 from ketch.errors import ErrorCode, KetchError
 

@@ -30,7 +30,7 @@ import argparse
 from datetime import datetime
 from typing import Any
 
-from ketch.cli import bootstrap_arg
+from ketch.bootstrap import bootstrap_arg
 from ketch.cli.output import dump_json, table
 from ketch.errors import ErrorCode, KetchError
 

@@ -37,7 +37,7 @@ from collections import deque
 from concurrent.futures import Future
 from typing import Any
 
-from ketch.cli import bootstrap_arg
+from ketch.bootstrap import bootstrap_arg
 from ketch.errors import ErrorCode, KetchError
 
 MAX_PENDING = 50_000

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ketch.cli import bootstrap_arg
+from ketch.bootstrap import bootstrap_arg
 from ketch.cli.output import dump_json, table
 from ketch.errors import ErrorCode, KetchError
 
