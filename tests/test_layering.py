@@ -53,6 +53,9 @@ PURE: dict[str, str] = {
     "ketch/recordbatch.py": "RecordBatch v2 header parsing and validation: bytes in, fields out",
     "ketch/records.py": "the client's record types and batch codec",
 }
+# Not pure yet, so not listed: ketch/aio/group_rules.py (logging, ketch.aio.connection, and any
+# ketch.aio module runs ketch/aio/__init__.py, the whole asyncio client) and ketch/partitioner.py
+# (a default random.Random).
 # Modules inside a pure package that are drivers by design.
 IMPURE_IN_PURE: dict[str, str] = {
     "replication/rocks_log.py": "the partition log on RocksDB (threads, a store)",
@@ -234,9 +237,9 @@ def purity_violations(graph: ImportGraph, pure: dict[str, str], impure: dict[str
         for chain in _own(graph.chains(module, _banned, runtime_only=True), modules):
             *route, (leaf, line) = chain
             routes.setdefault(tuple(route), []).append(f"{leaf} ({route[-1][0]}:{line})")
-        for route, leaves in routes.items():
-            problems.append(f"pure {module} imports {', '.join(leaves)}: {_show(list(route))}")
-        for dependency in sorted(graph.closure(module)):
+        for steps, leaves in routes.items():
+            problems.append(f"pure {module} imports {', '.join(leaves)}: {_show(list(steps))}")
+        for dependency in sorted(graph.closure(module) - (modules - {module})):  # pure ones report themselves
             dep_path = graph.path(dependency)
             assert dep_path is not None
             for line in _calls_open(dep_path):
@@ -342,6 +345,7 @@ def tiny(tmp_path: Path) -> Path:
 
 
 def test_checker_passes_a_clean_tree(tiny: Path) -> None:
+    # core.typed names asyncio for the type checker only: that never runs, so core stays pure.
     graph = ImportGraph(tiny)
     assert purity_violations(graph, {"core": "pure"}, {}) == []
     assert layer_violations(graph, ("core",), ("app",)) == []
@@ -378,7 +382,9 @@ def test_checker_finds_open_calls_and_missing_docstrings(tiny: Path) -> None:
     _write(tiny, {"core/helpers.py": "def load(p):\n    return open(p).read()\n"})
     problems = purity_violations(ImportGraph(tiny), {"core": "pure"}, {})
     assert "core/helpers.py has no module docstring stating its rules" in problems
-    assert "pure core.rules does file I/O: core.helpers calls open() at line 2" in problems
+    assert "pure core.helpers does file I/O: core.helpers calls open() at line 2" in problems
+    problems = purity_violations(ImportGraph(tiny), {"core/rules.py": "pure"}, {})
+    assert problems == ["pure core.rules does file I/O: core.helpers calls open() at line 2"]
 
 
 def test_checker_reports_an_oversized_file_but_not_tests_or_generated_code(tiny: Path) -> None:
