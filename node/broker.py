@@ -37,7 +37,7 @@ from node.catalog import TopicConfig, effective_config
 from node.config import NodeConfig
 from node.lifecycle import BrokerEpoch
 from replication.log import RetentionPolicy
-from replication.partition import Partition
+from replication.partition import Partition, caught_up_to_registration
 from replication.rocks_store import NodeStore
 
 log = logging.getLogger("ketch.node.broker")
@@ -83,7 +83,7 @@ class Broker:
         in a crash, and leading that epoch again would append different records under it."""
         new = self.image
         registered = self._broker_epoch.value
-        if registered < 0 or new.offset < registered:
+        if not caught_up_to_registration(new.offset, registered):
             return
         changes = local_changes(self._acted, new, self.node_id)
         self._acted = new

@@ -3,16 +3,11 @@
 One fetch loop per leader broker, covering every partition this broker
 follows on it. Each round sends one long-poll Fetch (``replica_id``, broker
 epoch, and per partition the fetch offset = local log end, the leader epoch
-it believes current, and the epoch of its last batch) and applies the answer
-with the rules of replication/follower.py:
-
-- diverging epoch → truncate to where the epochs agree, then fetch again;
-- records → append the leader's bytes unchanged (skipping what is already
-  held; truncating first if the tail batch differs in shape);
-- OFFSET_OUT_OF_RANGE below the leader's log start → start an empty log there;
-- a leadership error (NOT_LEADER_OR_FOLLOWER, FENCED/UNKNOWN_LEADER_EPOCH) →
-  leave the partition alone until the metadata image moves it;
-- then the follower's high watermark = min(leader's, own log end).
+it believes current, and the epoch of its last batch) and hands each
+partition's answer, as a ``FetchAnswer``, to ``Partition.apply_fetch_answer``
+(the rules are in replication/follower.py: ignore a stale answer, reset,
+truncate on divergence, append what is new, then the follower's high
+watermark). This driver logs what that reports, counts progress, and syncs.
 
 The fetch offset a follower sends is what tells the leader how far it has
 got (the leader's ISR and high watermark follow from it), so appending
@@ -34,11 +29,10 @@ import grpc
 from coordinator.metadata import TopicIdPartition
 from ketch.api.v1 import ketch_pb2 as pb
 from ketch.api.v1 import ketch_pb2_grpc
-from ketch.errors import ErrorCode
 from node.broker import Broker
 from node.group_commit import GroupCommit
 from node.lifecycle import BrokerEpoch
-from replication.follower import divergence_truncation, plan_append
+from replication.follower import FetchAnswer
 from replication.partition import Partition
 
 log = logging.getLogger("ketch.node.fetcher")
@@ -143,12 +137,7 @@ class ReplicaFetcher:
         idle = True
         for result in response.partitions:
             entry = sent.get((result.topic, result.partition))
-            if entry is None:
-                continue
-            part, epoch, offset = entry
-            if part.is_leader or part.leader_epoch != epoch or part.log.log_end_offset != offset:
-                continue  # the replica changed role or moved while the fetch was out
-            if self._apply(part, result):
+            if entry is not None and self._apply(*entry, result):
                 idle = False
         if self._needs_sync:  # flush.messages=1 topics: durable before the next fetch acknowledges it
             self._needs_sync = False
@@ -156,46 +145,23 @@ class ReplicaFetcher:
         if idle and all(r.error_code for r in response.partitions):
             await asyncio.sleep(0.1)  # only errors: don't spin
 
-    def _apply(self, part: Partition, result: pb.FetchPartitionResult) -> bool:
-        log_ = part.log
-        if result.error_code == ErrorCode.OFFSET_OUT_OF_RANGE and log_.log_end_offset < result.log_start_offset:
-            log.info(
-                "%s-%d: leader starts at %d, beyond our end; starting over there",
-                part.topic,
-                part.index,
-                result.log_start_offset,
-            )
-            log_.reset_to(result.log_start_offset)
-            return True
-        if result.error_code:
-            return False
+    def _apply(self, part: Partition, epoch: int, offset: int, result: pb.FetchPartitionResult) -> bool:
+        diverging = None
         if result.HasField("diverging_epoch"):
-            div = result.diverging_epoch
-            local = log_.end_offset_for_epoch(div.epoch) if div.epoch >= 0 else (-1, -1)
-            entries = log_.epoch_entries()
-            first_start = entries[0][1] if entries else None
-            target = divergence_truncation(div.epoch, div.end_offset, local, log_.log_end_offset, first_start)
-            log.info(
-                "%s-%d: diverged at epoch %d (leader ends it at %d); truncating %d -> %d",
-                part.topic,
-                part.index,
-                div.epoch,
-                div.end_offset,
-                log_.log_end_offset,
-                target,
-            )
-            log_.truncate_to(max(target, log_.log_start_offset))
-            return True
-        changed = False
-        if result.records:
-            plan = plan_append(result.records, log_.log_end_offset)
-            if plan.truncate_to is not None:
-                log_.truncate_to(plan.truncate_to)
-            if plan.batches:
-                log_.append(plan.batches, sync=False)
-                self._needs_sync = self._needs_sync or self.broker.flush_on_append(part)
-                changed = True
-        part.set_follower_high_watermark(result.high_watermark)
-        if changed:
+            diverging = (result.diverging_epoch.epoch, result.diverging_epoch.end_offset)
+        answer = FetchAnswer(
+            leader_epoch=epoch,
+            fetch_offset=offset,
+            error=result.error_code,
+            high_watermark=result.high_watermark,
+            log_start_offset=result.log_start_offset,
+            records=result.records,
+            diverging=diverging,
+        )
+        update = part.apply_fetch_answer(answer)
+        if update.note is not None:
+            log.info("%s-%d: %s", part.topic, part.index, update.note)
+        if update.appended:
+            self._needs_sync = self._needs_sync or self.broker.flush_on_append(part)
             self._on_progress(part.topic, part.index)
-        return changed
+        return update.changed

@@ -125,21 +125,21 @@ class KetchService(GroupHandlers, ketch_pb2_grpc.KetchServicer):
                 part, _ = self.broker.partition(item.topic, item.partition)
                 if item.HasField("current_leader_epoch"):
                     part.check_epoch(item.current_leader_epoch)
-                follower_epoch = None
-                if request.HasField("replica_id"):
-                    follower_epoch = item.last_fetched_epoch if item.HasField("last_fetched_epoch") else -1
-                    # A diverging follower's offset proves nothing: record progress only when it matches.
-                    if part.diverging(follower_epoch, item.fetch_offset) is None and part.on_follower_fetch(
-                        request.replica_id, item.fetch_offset, _now_ms(), request.replica_epoch
-                    ):
-                        self.waiters.notify((item.topic, item.partition))  # HW moved: acks=all, consumers
                 limit = min(item.partition_max_bytes or budget, budget)
-                if total > 0 and limit <= 0:
-                    # Response full: report offsets only, the client fetches again.
-                    result.high_watermark = part.high_watermark
-                    result.log_start_offset = part.log.log_start_offset
-                    continue
-                read = part.read(item.fetch_offset, max(limit, 1), follower_epoch=follower_epoch)
+                # Response full: offsets only (max_bytes 0), the client fetches again.
+                max_bytes = 0 if total > 0 and limit <= 0 else max(limit, 1)
+                if request.HasField("replica_id"):
+                    last_epoch = item.last_fetched_epoch if item.HasField("last_fetched_epoch") else -1
+                    fetch = part.serve_follower_fetch(
+                        request.replica_id, request.replica_epoch, item.fetch_offset, last_epoch, max_bytes, _now_ms()
+                    )
+                    if fetch.high_watermark_moved:
+                        self.waiters.notify((item.topic, item.partition))  # acks=all waiters, consumers
+                    if fetch.error is not None:
+                        raise fetch.error
+                    read = fetch.read
+                else:
+                    read = part.read(item.fetch_offset, max_bytes)
                 result.high_watermark = read.high_watermark
                 result.log_start_offset = read.log_start_offset
                 result.records = read.records

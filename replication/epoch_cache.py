@@ -52,10 +52,6 @@ class EpochCache:
     def latest_epoch(self) -> int:
         return self._epochs[-1] if self._epochs else UNDEFINED_EPOCH
 
-    @property
-    def latest_start(self) -> int:
-        return self._starts[-1] if self._starts else UNDEFINED_OFFSET
-
     def entries(self) -> list[tuple[int, int]]:
         return list(zip(self._epochs, self._starts, strict=True))
 

@@ -12,22 +12,37 @@ leader-epoch cache:
 - otherwise it carries whole batches from the batch that holds the fetch
   offset, and the leader's high watermark.
 
-Rules applied here:
+Rules (``Partition.apply_fetch_answer`` applies them to one ``FetchAnswer``,
+which the driver fills from the response, and says what it did in a
+``FollowerUpdate``):
+- Stale answer: it applies only while the replica still follows in the
+  leader epoch the fetch was sent in and its log still ends at the fetch
+  offset; otherwise nothing changes (the role moved while the fetch was out).
+- Out of range below the leader's log start (the leader deleted what the
+  follower needs): start an empty log at the leader's log start.
+- Any other error (NOT_LEADER_OR_FOLLOWER, FENCED/UNKNOWN_LEADER_EPOCH, ...)
+  changes nothing: the metadata image will move the replica.
 - Divergence: truncate to min(leader's end offset for that epoch, the
   follower's own end offset for that epoch). Never to the follower's high
   watermark — that could drop records the leader has committed but the
   follower's stale HW does not cover, or keep records past the divergence.
-  Repeated rounds converge: each one moves the follower to an older epoch.
+  A follower that holds no epoch <= the leader's answer (all its records come
+  from epochs the leader never had, after an unclean or lossy election)
+  truncates to where its first cached epoch starts. Repeated rounds
+  converge: each one moves the follower to an older epoch.
 - Records: batches wholly below the follower's log end are skipped; a batch
   that starts below it and ends at or above it means the follower's tail
   batch differs in shape from the leader's (after a truncation inside the
   leader's batch): the follower truncates to that batch's base and takes the
   leader's bytes — offsets below the divergence point hold the same records
   on both sides, so nothing committed is lost.
-- Out of range below the leader's log start (the leader deleted what the
-  follower needs): start an empty log at the leader's log start.
-- The follower's high watermark is min(leader's high watermark, its own log
-  end offset) and never moves backwards.
+- Otherwise (records or none), the follower's high watermark is
+  min(leader's high watermark, its own log end offset) and never moves
+  backwards (``Partition.set_follower_high_watermark``).
+- Appends are not fsynced here: the fetch offset of the *next* fetch is the
+  acknowledgement, so the driver syncs (one group commit per round, for
+  ``flush.messages=1`` topics) before sending it. ``FollowerUpdate.appended``
+  tells it to.
 """
 
 from __future__ import annotations
@@ -35,6 +50,28 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ketch import recordbatch
+
+
+@dataclass(frozen=True, slots=True)
+class FetchAnswer:
+    """The leader's answer for one partition, with the position the fetch was sent from."""
+
+    leader_epoch: int  # the request's: the epoch this replica followed when it fetched
+    fetch_offset: int  # the request's: this replica's log end offset when it fetched
+    error: int = 0  # an ErrorCode
+    high_watermark: int = -1
+    log_start_offset: int = 0
+    records: bytes = b""
+    diverging: tuple[int, int] | None = None  # the leader's (epoch, end offset) for that epoch
+
+
+@dataclass(frozen=True, slots=True)
+class FollowerUpdate:
+    """What applying a ``FetchAnswer`` did."""
+
+    changed: bool = False  # the log moved (reset, truncation or append): fetch again at once
+    appended: bool = False  # batches were appended (the driver decides whether to fsync)
+    note: str | None = None  # a reset or truncation, for the driver's log
 
 
 @dataclass(frozen=True)
@@ -85,7 +122,3 @@ def plan_append(records: bytes, local_log_end: int) -> AppendPlan:
         batches.append(raw)
         next_offset = header.next_offset
     return AppendPlan(truncate_to, batches, next_offset)
-
-
-def follower_high_watermark(current: int, leader_hw: int, log_end: int) -> int:
-    return max(current, min(leader_hw, log_end))

@@ -21,15 +21,35 @@ High watermark: the leader's comes from LeaderState (the smallest log end
 offset over the maximal ISR); a follower's is min(leader's, its own log
 end). It is checkpointed in the log's state and never moves backwards.
 
-Fetch (``read``):
+Fetch (``read`` for consumers, ``serve_follower_fetch`` for followers):
 - A fetch offset outside ``[log_start_offset, log_end_offset]`` is
   OFFSET_OUT_OF_RANGE, naming the valid range.
 - Consumers get only batches wholly below the high watermark; followers get
   everything up to the log end. The first batch may start before the fetch
   offset (the reader skips records).
+- ``max_bytes`` 0 means the response has no room left: the answer carries the
+  offsets only (nothing is read, no range check, no diverging epoch).
 - A follower's fetch carries its last fetched epoch: if that epoch ends
   earlier on this leader (or is unknown here), the answer is the diverging
-  epoch and its end offset instead of records (KIP-320).
+  epoch and its end offset instead of records (KIP-320). Divergence is
+  checked once, first: only a matching fetch records the follower's progress
+  (its fetch offset is its log end only once its log matches ours below it;
+  Kafka's ``Partition.fetchRecords``), then the read. The progress is
+  recorded before the read, so the answer carries the high watermark it moved
+  to, and before the range check (a fetch that is then out of range still
+  counts); ``FollowerFetch`` says whether the high watermark moved, so the
+  driver wakes acks=all waiters and long-polling consumers.
+
+Follower (``apply_fetch_answer``): the leader's answer is applied with the
+rules of replication/follower.py — reset, truncate on divergence, append
+what is new, then the follower's high watermark.
+
+Metadata: the replica manager acts on an image only once it has reached this
+broker process's own registration (``caught_up_to_registration``, Kafka's
+initial catch-up): an older image may still name this broker the leader of
+an epoch whose unsynced tail it lost in a crash, and leading that epoch again
+would append different records under the same epoch, which epoch-based
+truncation cannot tell apart.
 
 Everything here is synchronous and free of I/O other than the injected log,
 so the node driver decides where (event loop or thread) each call runs.
@@ -43,6 +63,7 @@ from aiokafka.record.default_records import DefaultRecordBatch
 
 from ketch import recordbatch
 from ketch.errors import ErrorCode, KetchError, OffsetOutOfRangeError
+from replication.follower import FetchAnswer, FollowerUpdate, divergence_truncation, plan_append
 from replication.leader_state import LeaderState
 from replication.log import PartitionLog
 
@@ -61,6 +82,23 @@ class ReadResult:
     high_watermark: int
     log_start_offset: int
     diverging: tuple[int, int] | None = None  # (epoch, end offset) for a divergent follower
+
+
+@dataclass(frozen=True, slots=True)
+class FollowerFetch:
+    """The leader's answer to one follower fetch (Kafka's ``LogReadResult``): the read (empty
+    if it raised ``error``; the fetch still counted as progress), and whether the fetch moved
+    the high watermark."""
+
+    read: ReadResult
+    high_watermark_moved: bool
+    error: KetchError | None = None
+
+
+def caught_up_to_registration(image_offset: int, registration_offset: int) -> bool:
+    """Whether a broker may act on an image at ``image_offset``: only once this process is
+    registered (``registration_offset`` >= 0) and the image includes that registration."""
+    return 0 <= registration_offset <= image_offset
 
 
 class Partition:
@@ -148,12 +186,33 @@ class Partition:
 
     def on_follower_fetch(self, broker_id: int, fetch_offset: int, now_ms: int, broker_epoch: int = -1) -> bool:
         """Leader: record the position of a follower whose log matches ours below
-        ``fetch_offset`` (check ``diverging`` first: a diverging follower's offset
-        says nothing); True if the high watermark moved."""
+        ``fetch_offset``; True if the high watermark moved."""
         if self.leader is None or not self.leader.on_follower_fetch(broker_id, fetch_offset, now_ms, broker_epoch):
             return False
         self.log.checkpoint_high_watermark(self.leader.high_watermark)
         return True
+
+    def serve_follower_fetch(
+        self,
+        replica_id: int,
+        replica_epoch: int,
+        fetch_offset: int,
+        last_fetched_epoch: int,
+        max_bytes: int,
+        now_ms: int,
+    ) -> FollowerFetch:
+        """Leader: answer follower ``replica_id`` (broker epoch ``replica_epoch``): divergence
+        first, progress only for a matching fetch, then the read (see the module docstring)."""
+        start = self.log.log_start_offset
+        diverging = self.diverging(last_fetched_epoch, fetch_offset)
+        if diverging is not None:
+            read = ReadResult(b"", self.high_watermark, start, diverging=diverging if max_bytes > 0 else None)
+            return FollowerFetch(read, high_watermark_moved=False)
+        moved = self.on_follower_fetch(replica_id, fetch_offset, now_ms, replica_epoch)
+        try:
+            return FollowerFetch(self._read(fetch_offset, max_bytes, self.log.log_end_offset), moved)
+        except OffsetOutOfRangeError as exc:
+            return FollowerFetch(ReadResult(b"", self.high_watermark, start), moved, exc)
 
     def check_epoch(self, current_leader_epoch: int) -> None:
         """A fetch or produce that names a leader epoch must name ours (KIP-320)."""
@@ -206,22 +265,64 @@ class Partition:
             self.log.checkpoint_high_watermark(self.leader.high_watermark)
         return AppendResult(base, next_offset - 1, len(stored), len(records))
 
-    def read(self, offset: int, max_bytes: int, *, follower_epoch: int | None = None) -> ReadResult:
-        """Consumers (``follower_epoch`` None) read below the HW; followers up to the log end."""
+    def read(self, offset: int, max_bytes: int) -> ReadResult:
+        """A consumer's fetch: whole batches below the high watermark."""
+        return self._read(offset, max_bytes, self.high_watermark)
+
+    def _read(self, offset: int, max_bytes: int, limit: int) -> ReadResult:
         log = self.log
         start, end = log.log_start_offset, log.log_end_offset
-        if follower_epoch is not None and (diverging := self.diverging(follower_epoch, offset)) is not None:
-            return ReadResult(b"", self.high_watermark, start, diverging=diverging)
+        if max_bytes <= 0:
+            return ReadResult(b"", self.high_watermark, start)
         if not start <= offset <= end:
             raise OffsetOutOfRangeError(
                 f"fetch offset {offset} is outside {self.topic}-{self.index}'s log [{start}, {end}]"
             )
-        hw = self.high_watermark
-        limit = end if follower_epoch is not None else hw
         data = log.read(offset, max_bytes) if offset < limit else b""
         if data and limit < end:
             data = _below(data, limit)
-        return ReadResult(data, hw, start)
+        return ReadResult(data, self.high_watermark, start)
+
+    # -- follower ---------------------------------------------------------------
+
+    def divergence_target(self, epoch: int, end_offset: int) -> int:
+        """Where to truncate when the leader answers that our epochs diverge: it ends
+        ``epoch`` (the largest it has <= our last) at ``end_offset``."""
+        log = self.log
+        local = log.end_offset_for_epoch(epoch) if epoch >= 0 else (-1, -1)
+        entries = log.epoch_entries()
+        first_start = entries[0][1] if entries else None
+        return divergence_truncation(epoch, end_offset, local, log.log_end_offset, first_start)
+
+    def apply_fetch_answer(self, answer: FetchAnswer) -> FollowerUpdate:
+        """Follower: apply the leader's answer to one fetch (rules: replication/follower.py).
+
+        Appends are not synced: the driver decides (one group commit per fetch round)."""
+        log = self.log
+        if self.is_leader or self.leader_epoch != answer.leader_epoch or log.log_end_offset != answer.fetch_offset:
+            return FollowerUpdate()  # the replica changed role or moved while the fetch was out
+        if answer.error == ErrorCode.OFFSET_OUT_OF_RANGE and log.log_end_offset < answer.log_start_offset:
+            log.reset_to(answer.log_start_offset)
+            note = f"leader starts at {answer.log_start_offset}, beyond our end; starting over there"
+            return FollowerUpdate(changed=True, note=note)
+        if answer.error:
+            return FollowerUpdate()  # leadership errors: wait until the metadata image moves the replica
+        if answer.diverging is not None:
+            epoch, end = answer.diverging
+            target = self.divergence_target(epoch, end)
+            note = f"diverged at epoch {epoch} (leader ends it at {end}); truncating {log.log_end_offset} -> {target}"
+            log.truncate_to(max(target, log.log_start_offset))
+            return FollowerUpdate(changed=True, note=note)
+        appended = False
+        if answer.records:
+            plan = plan_append(answer.records, log.log_end_offset)
+            if plan.truncate_to is not None:
+                log.truncate_to(plan.truncate_to)
+            if plan.batches:
+                log.append(plan.batches, sync=False)
+                appended = True
+        self.set_follower_high_watermark(answer.high_watermark)
+        return FollowerUpdate(changed=appended, appended=appended)
 
     def offset_for_timestamp(self, timestamp_ms: int) -> tuple[int, int] | None:
         """(offset, timestamp) of the first record with timestamp >= ``timestamp_ms``.

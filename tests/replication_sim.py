@@ -2,7 +2,8 @@
 
 One seed fixes everything: drop rate and delays, how often appends are fsynced,
 the fault schedule, every scheduler choice. A discrete-event simulation on a
-millisecond clock drives the *pure* classes the way the asyncio drivers do:
+millisecond clock drives the *real* pure code the way the asyncio drivers do;
+every replica rule it exercises is the one the node runs, called, not copied:
 
 - Controller: ``coordinator.metadata.Controller`` as a perfectly reliable quorum,
   with ``min.insync.replicas`` = ``MIN_ISR`` (the ISR floor, KIP-966).
@@ -11,23 +12,24 @@ millisecond clock drives the *pure* classes the way the asyncio drivers do:
   are behind (the FetchMetadata stream). A broker applies an image only if it is
   newer than its own, acting on ``local_changes`` as node/broker.py does; a
   restarted broker starts from the empty image.
-- ``SimBroker`` mirrors node/lifecycle.py (register — unclean after every
-  start, since every restart here follows a kill, with its log end; heartbeat,
-  reporting its log end while the partition is in unclean recovery; register
-  again on STALE_BROKER_EPOCH), node/broker.py (act on an image only once it
-  holds this process's registration), node/isr_manager.py (one AlterPartition
-  at a time, naming the members' broker epochs; refused *or unanswered* →
-  ``on_isr_rejected``), node/replica_fetcher.py (fetch offset = log end, last
-  fetched epoch; diverging epoch → ``divergence_truncation``; records →
-  ``plan_append``; then ``set_follower_high_watermark``) and node/service.py
-  (Produce: ``append``, then for acks=all wait for the high watermark to pass
-  the batch, NOT_LEADER_OR_FOLLOWER if leadership moves first,
-  NOT_ENOUGH_REPLICAS_AFTER_APPEND if the ISR shrank below min.insync; Fetch:
-  ``check_epoch``, ``on_follower_fetch`` unless the fetch diverges, ``read``,
-  long-polling). The hook methods (``applies``, ``follower_read``,
-  ``divergence_point``, ``propose``, ``isr_broker_epochs``) are the seams where
-  tests/test_replication_sim.py puts old bugs back, to show the checker
-  catches them.
+- ``SimBroker`` is the node's drivers in small, around the same calls:
+  node/lifecycle.py (register — unclean after every start, since every restart
+  here follows a kill, with its log end; heartbeat, reporting its log end
+  while the partition is in unclean recovery; register again on
+  STALE_BROKER_EPOCH); node/broker.py (act on an image only if
+  ``caught_up_to_registration``, then ``become_leader``/``become_follower``);
+  node/isr_manager.py (``LeaderState.propose_isr_change`` and
+  ``isr_broker_epochs``, one AlterPartition at a time; refused *or
+  unanswered* → ``on_isr_rejected``); node/replica_fetcher.py (fetch offset =
+  log end, last fetched epoch; ``Partition.apply_fetch_answer``; an fsync
+  after an append with the seed's probability, as the group commit does for
+  ``flush.messages=1``); node/service.py (Produce: ``Partition.append``, then
+  for acks=all ``acks_all_outcome`` whenever the partition moves and at the
+  deadline; Fetch: ``check_epoch``, ``Partition.serve_follower_fetch``,
+  long-polling). The replicas are ``Sim.partition_class`` (``Partition``), so
+  tests/test_replication_sim.py puts old bugs back by subclassing the real
+  ``Partition`` and ``LeaderState``, to show the checker catches them; only
+  the driver's own part of two old bugs lives in its ``SimBroker`` subclass.
 - Logs are ``MemoryPartitionLog``; an append is fsynced with a per-seed
   probability (0..1), so ``crash()`` (power loss) drops a random unsynced tail.
 - Network: messages are dropped or delayed (so reordered); links are cut (a
@@ -62,10 +64,10 @@ from coordinator.metadata import (
 )
 from ketch.errors import ErrorCode, KetchError
 from ketch.recordbatch import parse_header
-from replication.follower import divergence_truncation, plan_append
-from replication.leader_state import IsrProposal, LeaderState
+from replication.acks import acks_all_outcome
+from replication.follower import FetchAnswer
 from replication.memory_log import MemoryPartitionLog
-from replication.partition import Partition, ReadResult
+from replication.partition import Partition, caught_up_to_registration
 from tests.batches import make_batch
 
 TOPIC, TOPIC_ID, BROKERS, MIN_ISR = "sim", "sim-topic", (1, 2, 3), 2
@@ -145,6 +147,10 @@ class SimLog(MemoryPartitionLog):
     def next_offset(self, i: int) -> int:
         return self.bases[i + 1] if i + 1 < len(self.bases) else self.log_end_offset
 
+    def sync(self) -> None:
+        """The group commit's fsync (node/group_commit.py): every earlier write becomes durable."""
+        self._mark_synced()
+
 
 class SimBroker:
     """One broker process: lifecycle, replica manager, fetcher, ISR manager and service."""
@@ -211,8 +217,9 @@ class SimBroker:
     # -- node/broker.py: the replica manager --
 
     def applies(self, image: MetadataImage) -> bool:
-        """Hook: whether this image may be acted on now: only once it holds this process's registration."""
-        return 0 <= self.epoch <= image.offset
+        """Whether this image may be acted on now: ``Broker.catch_up``'s call of the real rule
+        (the seam where ``BuggyBroker`` drops the call, as the old broker did not make it)."""
+        return caught_up_to_registration(image.offset, self.epoch)
 
     def on_image(self, new: MetadataImage) -> None:
         if new.offset <= self.image.offset or not self.applies(new):
@@ -221,7 +228,7 @@ class SimBroker:
         changes = local_changes(old, new, self.id)
         for change in [*changes.leaders.values(), *changes.followers.values()]:
             s, now = change.state, self.sim.now
-            part = self.part = self.part or Partition(TOPIC, 0, self.log)
+            part = self.part = self.part or self.sim.partition_class(TOPIC, 0, self.log)
             if s.leader == self.id:
                 args = (self.id, s.replicas, s.isr, s.leader_epoch, s.partition_epoch)
                 part.become_leader(*args, lag_time_max_ms=LAG_MS, now_ms=now, min_insync_replicas=MIN_ISR)
@@ -273,25 +280,16 @@ class SimBroker:
         self.waiters.append(waiter)
         self.timer(PRODUCE_TIMEOUT_MS, lambda: self.check_waiter(waiter, final=True))
 
-    def replicated_error(self, part: Partition) -> int:
-        """The error for an acks=all batch the high watermark has passed: the ISR may have shrunk meanwhile."""
-        return int(ErrorCode.NOT_ENOUGH_REPLICAS_AFTER_APPEND) if part.isr_size < MIN_ISR else 0
-
     def check_waiter(self, waiter: Waiter, final: bool) -> None:
-        """``_await_replication``: done once the HW passes; NOT_LEADER if leadership moved; timeout."""
+        """``await_replication``: ask ``acks_all_outcome`` when the partition moves and at the deadline."""
         part, epoch, last, base, reply = waiter
         if waiter not in self.waiters:
             return
-        if part.high_watermark > last and part.is_leader and part.leader_epoch == epoch:
-            code = self.replicated_error(part)
-        elif not part.is_leader or part.leader_epoch != epoch:
-            code = int(ErrorCode.NOT_LEADER_OR_FOLLOWER)
-        elif final:
-            code = int(ErrorCode.REQUEST_TIMED_OUT)
-        else:
+        outcome = acks_all_outcome(part, epoch, last, MIN_ISR, timed_out=final, timeout_ms=PRODUCE_TIMEOUT_MS)
+        if outcome is None:
             return
         self.waiters.remove(waiter)
-        reply((code, base if code == 0 else -1))
+        reply((int(outcome.error), base if not outcome.error else -1))
 
     # -- node/service.py: Fetch from a follower --
 
@@ -304,21 +302,18 @@ class SimBroker:
             self.parked.remove((request, reply))
             self.try_fetch(request, reply, final=True)
 
-    def follower_read(self, part: Partition, request: FetchRequest) -> ReadResult:
-        """Hook: ``_read_all`` for a follower — record its progress unless it diverges, then read."""
-        offset, epoch = request.fetch_offset, request.last_fetched_epoch
-        if part.diverging(epoch, offset) is None and part.on_follower_fetch(
-            request.replica_id, offset, self.sim.now, broker_epoch=request.replica_epoch
-        ):
-            self.notify()
-        return part.read(offset, 1 << 20, follower_epoch=epoch)
-
     def try_fetch(self, request: FetchRequest, reply: Reply, final: bool) -> bool:
         """One ``_read_all``: answer, or park the fetch (True) until there is data or it is ``final``."""
         try:
             part = self.leader_partition()
             part.check_epoch(request.current_leader_epoch)
-            read = self.follower_read(part, request)
+            args = (request.replica_id, request.replica_epoch, request.fetch_offset, request.last_fetched_epoch)
+            fetch = part.serve_follower_fetch(*args, 1 << 20, self.sim.now)
+            if fetch.high_watermark_moved:
+                self.notify()
+            if fetch.error is not None:
+                raise fetch.error
+            read = fetch.read
         except KetchError as exc:
             reply(FetchResponse(error=int(exc.code), log_start_offset=self.log.log_start_offset))
             return False
@@ -350,61 +345,33 @@ class SimBroker:
         serve = functools.partial(leader.serve_fetch, request)
         self.sim.call(self.id, leader.id, serve, on_reply, FETCH_WAIT_MS + RPC_TIMEOUT_MS)
 
-    def divergence_point(self, epoch: int, end: int) -> int:
-        """Hook: where to truncate on a diverging-epoch answer (the real fetcher's rule)."""
-        local = self.log.end_offset_for_epoch(epoch) if epoch >= 0 else (-1, -1)
-        entries = self.log.epoch_entries()
-        first = entries[0][1] if entries else None
-        return divergence_truncation(epoch, end, local, self.log.log_end_offset, first)
-
-    def apply_fetch(self, sent: tuple[Partition, int, int], result: FetchResponse) -> bool:
+    def apply_fetch(self, sent: tuple[Partition, int, int], response: FetchResponse) -> bool:
         (part, epoch, offset), log = sent, self.log
-        if part is not self.part or part.is_leader or part.leader_epoch != epoch or log.log_end_offset != offset:
-            return False
-        if result.error == ErrorCode.OFFSET_OUT_OF_RANGE and log.log_end_offset < result.log_start_offset:
-            log.reset_to(result.log_start_offset)
-            return True
-        if result.error:
-            return False
-        if result.diverging is not None:
-            div_epoch, div_end = result.diverging
-            target = self.divergence_point(div_epoch, div_end)
-            self.sim.note(f"b{self.id} diverged at epoch {div_epoch} (leader's end {div_end}): {offset} -> {target}")
-            log.truncate_to(max(target, log.log_start_offset))
-            return True
-        changed = False
-        if result.records:
-            plan = plan_append(result.records, log.log_end_offset)
-            if plan.truncate_to is not None:
-                log.truncate_to(plan.truncate_to)
-            if plan.batches:
-                log.append(plan.batches, sync=self.sim.rng.random() < self.sim.p_sync)
-                changed = True
-        part.set_follower_high_watermark(result.high_watermark)
-        return changed
+        if part is not self.part:
+            return False  # a previous process's replica
+        r = response
+        answer = FetchAnswer(epoch, offset, r.error, r.high_watermark, r.log_start_offset, r.records, r.diverging)
+        update = part.apply_fetch_answer(answer)
+        if update.note is not None:
+            self.sim.note(f"b{self.id} {update.note}")
+        if update.appended and self.sim.rng.random() < self.sim.p_sync:
+            log.sync()
+        return update.changed
 
     # -- node/isr_manager.py --
-
-    def propose(self, leader: LeaderState) -> IsrProposal | None:
-        """Hook: the ISR change to send to the controller."""
-        return leader.propose_isr_change(self.sim.now)
-
-    def isr_broker_epochs(self, leader: LeaderState, proposal: IsrProposal) -> dict[int, int] | None:
-        """Hook: AlterPartition's ``isr_broker_epochs``: the broker epoch each member fetched with (KIP-903)."""
-        return leader.isr_broker_epochs(proposal.new_isr)
 
     def isr_check(self) -> None:
         self.timer(ISR_CHECK_MS, self.isr_check)
         leader = self.part.leader if self.part is not None else None
         if self.epoch < 0 or leader is None or self.isr_busy:
             return
-        proposal = self.propose(leader)
+        proposal = leader.propose_isr_change(self.sim.now)
         if proposal is None:
             return
         self.isr_busy = True
         self.sim.note(f"b{self.id} proposes ISR {list(proposal.new_isr)} ({proposal.reason})")
         args = (self.id, self.epoch, leader.leader_epoch, proposal.partition_epoch, proposal.new_isr)
-        epochs = self.isr_broker_epochs(leader, proposal)
+        epochs = leader.isr_broker_epochs(proposal.new_isr)
 
         def on_reply(code: int | None) -> None:
             self.isr_busy = False
@@ -417,6 +384,7 @@ class SimBroker:
 class Sim:
     log_class: type[SimLog] = SimLog
     broker_class: type[SimBroker] = SimBroker
+    partition_class: type[Partition] = Partition
     ctl_min_isr = MIN_ISR  # the controller's min.insync.replicas default: the ISR floor
 
     def __init__(self, params: SimParams) -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from replication.follower import divergence_truncation, follower_high_watermark, plan_append
+from replication.follower import divergence_truncation, plan_append
 from replication.leader_state import LeaderState
+from replication.memory_log import MemoryPartitionLog
+from replication.partition import Partition
 from tests.batches import make_batch
 
 
@@ -60,8 +62,14 @@ def test_follower_rules() -> None:
     assert plan.truncate_to is None and len(plan.batches) == 1 and plan.next_offset == 9
     plan = plan_append(records, 4)  # our tail batch ends inside the leader's [3, 5)
     assert plan.truncate_to == 3 and plan.next_offset == 9
-    assert follower_high_watermark(5, 9, 7) == 7
-    assert follower_high_watermark(5, 3, 7) == 5
+    log = MemoryPartitionLog()
+    log.append([make_batch(0, 7)])
+    log.checkpoint_high_watermark(5)
+    follower = Partition("t", 0, log)
+    follower.set_follower_high_watermark(3)  # never backwards
+    assert follower.high_watermark == 5
+    follower.set_follower_high_watermark(9)  # at most its own log end
+    assert follower.high_watermark == 7 and log.high_watermark == 7
 
 
 @given(st.lists(st.tuples(st.sampled_from(["append", "f2", "f3", "tick", "commit"]), st.integers(0, 50)), max_size=60))

@@ -35,10 +35,18 @@ Invariants (``Checker``), after every event:
   ``PartitionRegistration.check()``.
 
 The simulation found seven bugs; all are fixed in the real code, which the
-base model (``Scenario`` over ``SimBroker``, tests/replication_sim.py)
-mirrors. ``BuggyScenario`` puts each back, as a flag, at the seams the
-simulation offers, and ``BUG_SEEDS`` names a seed that then fails — so the
-checker is shown to catch every one:
+base model (``Scenario`` over ``SimBroker``, tests/replication_sim.py) runs —
+the same ``Partition``, ``LeaderState``, ``acks_all_outcome``, ``Controller``
+and ``caught_up_to_registration`` as the node. ``BuggyScenario`` puts each bug
+back as a change to the real class it lived in, never as a copy of the rule:
+a ``Partition`` subclass (``diverging-progress``, ``older-epoch``), a
+``LeaderState`` subclass the partition leads with (``hw-floor``,
+``isr-floor``, ``fetch-epoch``), the real ``Controller`` configured without
+the floor (``isr-floor``), and, for what was the driver's part, a
+``SimBroker`` subclass that skips the registration gate
+(``wait-registration``) or claims a clean shutdown on every restart
+(``isr-floor``). ``BUG_SEEDS`` names a seed that then fails — so the checker is
+shown to catch every one:
 
 - (no flag: fixed inside the logs) ``epoch-at-end``, liveness: a leader that
   never appended kept its epoch entry at its log end after losing
@@ -87,9 +95,12 @@ deterministic.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import os
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from aiokafka.record.default_records import DefaultRecordBatch
@@ -97,12 +108,11 @@ from aiokafka.record.default_records import DefaultRecordBatch
 from coordinator.metadata import MetadataImage
 from replication.follower import divergence_truncation
 from replication.leader_state import IsrProposal, LeaderState
-from replication.partition import Partition, ReadResult
+from replication.partition import FollowerFetch, Partition
 from tests.replication_sim import (
     BROKERS,
     TOPIC_ID,
     Endpoint,
-    FetchRequest,
     Sim,
     SimBroker,
     SimFailure,
@@ -351,6 +361,9 @@ class Scenario(Sim):
             self.at(100, self.final_produce)
 
 
+# -- the old bugs, each a change to the real class it lived in ---------------------------------
+
+
 class NoFloorLeaderState(LeaderState):
     """Bug ``hw-floor``: the high watermark advances whatever the size of the maximal ISR."""
 
@@ -362,8 +375,87 @@ class NoFloorLeaderState(LeaderState):
             self.min_isr = saved
 
 
+class ShrinkToSelfLeaderState(LeaderState):
+    """Bug ``isr-floor`` (the leader's part): a shrink may leave the leader alone in the ISR."""
+
+    def propose_isr_change(self, now_ms: int) -> IsrProposal | None:
+        saved, self.min_isr = self.min_isr, 1
+        try:
+            return super().propose_isr_change(now_ms)
+        finally:
+            self.min_isr = saved
+
+
+class NoBrokerEpochsLeaderState(LeaderState):
+    """Bug ``fetch-epoch``: AlterPartition names no broker epochs, so the controller checks none."""
+
+    def isr_broker_epochs(self, isr: Iterable[int]) -> dict[int, int]:
+        return {}
+
+
+class BuggyLeaderPartition(Partition):
+    """A ``Partition`` whose leader state is ``leader_state_class`` (the LeaderState bugs)."""
+
+    leader_state_class: type[LeaderState] = LeaderState
+
+    def become_leader(self, *args: Any, **kwargs: Any) -> None:
+        super().become_leader(*args, **kwargs)
+        if type(self.leader) is LeaderState:
+            self.leader.__class__ = self.leader_state_class
+
+
+class ProgressFirstPartition(Partition):
+    """Bug ``diverging-progress``: the leader recorded a follower's fetch offset as its log end
+    before the divergence check (and, as then, without the follower's broker epoch)."""
+
+    def serve_follower_fetch(
+        self,
+        replica_id: int,
+        replica_epoch: int,
+        fetch_offset: int,
+        last_fetched_epoch: int,
+        max_bytes: int,
+        now_ms: int,
+    ) -> FollowerFetch:
+        moved = self.on_follower_fetch(replica_id, fetch_offset, now_ms)
+        # The real method records the same fetch again (a no-op) unless it diverges.
+        fetch = super().serve_follower_fetch(replica_id, -1, fetch_offset, last_fetched_epoch, max_bytes, now_ms)
+        return dataclasses.replace(fetch, high_watermark_moved=moved or fetch.high_watermark_moved)
+
+
+class OwnEndPartition(Partition):
+    """Bug ``older-epoch``: holding no epoch <= the leader's answer, the follower truncated to
+    min(leader's end, own end), not to where its first epoch starts."""
+
+    def divergence_target(self, epoch: int, end_offset: int) -> int:
+        local = self.log.end_offset_for_epoch(epoch) if epoch >= 0 else (-1, -1)
+        return divergence_truncation(epoch, end_offset, local, self.log.log_end_offset)
+
+
+LEADER_STATE_BUGS: dict[str, type[LeaderState]] = {
+    "hw-floor": NoFloorLeaderState,
+    "isr-floor": ShrinkToSelfLeaderState,
+    "fetch-epoch": NoBrokerEpochsLeaderState,
+}
+PARTITION_BUGS: dict[str, type[Partition]] = {
+    "diverging-progress": ProgressFirstPartition,
+    "older-epoch": OwnEndPartition,
+}
+
+
+def buggy_partition_class(bugs: frozenset[str]) -> type[Partition]:
+    """``Partition`` with the partition and leader-state ``bugs`` put back (subclasses combined)."""
+    bases = [PARTITION_BUGS[b] for b in sorted(bugs) if b in PARTITION_BUGS]
+    states = tuple(LEADER_STATE_BUGS[b] for b in sorted(bugs) if b in LEADER_STATE_BUGS)
+    if states:
+        state = type("BuggyLeaderState", states, {})
+        bases.append(type("BuggyLeaderPartition", (BuggyLeaderPartition,), {"leader_state_class": state}))
+    return type("BuggyPartition", tuple(bases), {}) if bases else Partition
+
+
 class BuggyBroker(SimBroker):
-    """``SimBroker`` (today's drivers) with the old bugs in ``bugs`` put back at its seams."""
+    """``SimBroker`` with the driver's part of old bugs put back: the replica manager's gate
+    (``wait-registration``) and the registration's clean-shutdown claim (``isr-floor``)."""
 
     def __init__(self, sim: Sim, broker_id: int) -> None:
         self.bugs = sim.bugs if isinstance(sim, BuggyScenario) else frozenset()
@@ -376,36 +468,6 @@ class BuggyBroker(SimBroker):
     def applies(self, image: MetadataImage) -> bool:
         return "wait-registration" in self.bugs or super().applies(image)
 
-    def on_image(self, new: MetadataImage) -> None:
-        super().on_image(new)
-        if "hw-floor" in self.bugs and self.part is not None and type(self.part.leader) is LeaderState:
-            self.part.leader.__class__ = NoFloorLeaderState
-
-    def propose(self, leader: LeaderState) -> IsrProposal | None:
-        if "isr-floor" not in self.bugs:
-            return super().propose(leader)
-        saved, leader.min_isr = leader.min_isr, 1  # the old leader shrank the ISR to itself
-        try:
-            return super().propose(leader)
-        finally:
-            leader.min_isr = saved
-
-    def divergence_point(self, epoch: int, end: int) -> int:
-        if "older-epoch" not in self.bugs:
-            return super().divergence_point(epoch, end)
-        local = self.log.end_offset_for_epoch(epoch) if epoch >= 0 else (-1, -1)
-        return divergence_truncation(epoch, end, local, self.log.log_end_offset)
-
-    def isr_broker_epochs(self, leader: LeaderState, proposal: IsrProposal) -> dict[int, int] | None:
-        return None if "fetch-epoch" in self.bugs else super().isr_broker_epochs(leader, proposal)
-
-    def follower_read(self, part: Partition, request: FetchRequest) -> ReadResult:
-        if "diverging-progress" not in self.bugs:
-            return super().follower_read(part, request)
-        if part.on_follower_fetch(request.replica_id, request.fetch_offset, self.sim.now):
-            self.notify()
-        return part.read(request.fetch_offset, 1 << 20, follower_epoch=request.last_fetched_epoch)
-
 
 class BuggyScenario(Scenario):
     """``Scenario`` with old bugs put back (``REPL_SIM_BUGS``)."""
@@ -417,6 +479,7 @@ class BuggyScenario(Scenario):
         if unknown:
             raise ValueError(f"unknown bugs {sorted(unknown)}; known: {sorted(BUGS)}")
         self.bugs = bugs
+        self.partition_class = buggy_partition_class(bugs)
         if "isr-floor" in bugs:
             self.ctl_min_isr = 1  # the old controller: no floor
         super().__init__(params)
