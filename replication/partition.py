@@ -29,16 +29,19 @@ Fetch (``read`` for consumers, ``serve_follower_fetch`` for followers):
   offset (the reader skips records).
 - ``max_bytes`` 0 means the response has no room left: the answer carries the
   offsets only (nothing is read, no range check, no diverging epoch).
-- A follower's fetch carries its last fetched epoch: if that epoch ends
-  earlier on this leader (or is unknown here), the answer is the diverging
-  epoch and its end offset instead of records (KIP-320). Divergence is
-  checked once, first: only a matching fetch records the follower's progress
-  (its fetch offset is its log end only once its log matches ours below it;
-  Kafka's ``Partition.fetchRecords``), then the read. The progress is
-  recorded before the read, so the answer carries the high watermark it moved
-  to, and before the range check (a fetch that is then out of range still
-  counts); ``FollowerFetch`` says whether the high watermark moved, so the
-  driver wakes acks=all waiters and long-polling consumers.
+- A follower's fetch (``serve_follower_fetch``) carries its last fetched
+  epoch and is served in this order (Kafka's ``Partition.fetchRecords``):
+  1. Divergence, checked once: if that epoch ends earlier on this leader (or
+     is unknown here), the answer is the diverging epoch and its end offset
+     instead of records (KIP-320), and nothing else happens — a diverging
+     follower's fetch offset says nothing of what it holds.
+  2. Progress: a matching fetch offset is the follower's log end
+     (``LeaderState.on_follower_fetch``); recorded before the read, so the
+     answer carries the high watermark it moved, and before the range check,
+     so a fetch that is then out of range still counts.
+  3. The read. ``FollowerFetch`` says whether the high watermark moved (the
+     driver wakes acks=all waiters and long-polling consumers) and carries a
+     read error instead of raising it, so that news is not lost.
 
 Follower (``apply_fetch_answer``): the leader's answer is applied with the
 rules of replication/follower.py — reset, truncate on divergence, append

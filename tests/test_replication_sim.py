@@ -400,7 +400,7 @@ class BuggyLeaderPartition(Partition):
 
     def become_leader(self, *args: Any, **kwargs: Any) -> None:
         super().become_leader(*args, **kwargs)
-        if type(self.leader) is LeaderState:
+        if type(self.leader) is LeaderState:  # a new epoch: the real become_leader built a plain one
             self.leader.__class__ = self.leader_state_class
 
 
