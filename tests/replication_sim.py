@@ -93,7 +93,7 @@ class SimParams:
 @dataclass(frozen=True)
 class FetchRequest:
     replica_id: int
-    replica_epoch: int  # the follower's broker epoch (sent, but unused by the real leader)
+    replica_epoch: int  # the follower's broker epoch (KIP-903: a new process's progress starts over)
     fetch_offset: int
     current_leader_epoch: int
     last_fetched_epoch: int
