@@ -34,6 +34,7 @@ from typing import NamedTuple
 from aiokafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
 
 from ketch.errors import CorruptMessageError
+from ketch.topic_partition import TopicPartition
 
 __all__ = [
     "COMPRESSION_CODES",
@@ -65,11 +66,6 @@ _HEADER_SIZE = 61
 _BATCH_LENGTH = struct.Struct(">i")
 _LAST_OFFSET_DELTA = struct.Struct(">i")
 _BASE_OFFSET = struct.Struct(">q")
-
-
-class TopicPartition(NamedTuple):
-    topic: str
-    partition: int
 
 
 class OffsetAndTimestamp(NamedTuple):

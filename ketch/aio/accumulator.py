@@ -6,7 +6,8 @@ Rules and invariants:
   not fit closes the open batch and starts a new one, so batches hold at most
   ``batch_size`` bytes unless one record alone is larger.
 - A partition's head batch is *ready* when it is closed, when ``linger_ms``
-  has passed since it was opened, or while a flush or close is in progress.
+  has passed since it was opened, or while a flush (``begin_flush`` ..
+  ``end_flush``) or close is in progress.
   A batch being retried is re-inserted at the head (order of a partition's
   batches is kept) and is not ready before its ``retry_at``.
 - ``drain`` takes ready batches for one broker, partition after partition,
@@ -363,6 +364,22 @@ class Accumulator:
             self._deques.clear()
         for b in batches:
             self.finish(b, None, exc)
+
+    def begin_flush(self) -> list[asyncio.Future[None]]:
+        """Make every batch ready until ``end_flush`` (Kafka's beginFlush); futures that complete
+        with each batch incomplete now."""
+        loop = asyncio.get_running_loop()
+        waiters: list[asyncio.Future[None]] = []
+        for b in self.pending():
+            if not b.done:
+                w: asyncio.Future[None] = loop.create_future()
+                b.waiters = [*(b.waiters or ()), w]
+                waiters.append(w)
+        self.flushing += 1
+        return waiters
+
+    def end_flush(self) -> None:
+        self.flushing -= 1
 
     def pending(self) -> list[ProducerBatch]:
         with self.lock:

@@ -9,18 +9,16 @@ Rules:
   broker has processed all of them; the others' outcomes stand. The error
   names the topic.
 - ``num_partitions`` / ``replication_factor`` of -1 mean the broker default.
-- ``list_offsets`` asks each partition's leader (ListOffsets): "earliest" is
-  the log start offset, "latest" the high watermark (the log end offset a
-  consumer can reach), a timestamp the first offset whose record is at or
-  after it (-1: none is). Retriable errors (no leader, stale metadata,
-  transport) refresh metadata and retry with backoff until
-  ``request_timeout_ms``.
-- Consumer groups. A group lives on its coordinator, which FindCoordinator
-  (any broker) names; every group call goes there. NOT_COORDINATOR,
-  COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE and transport
-  failures forget the coordinator, back off (100 ms doubling to 1 s) and
-  look it up again, until ``request_timeout_ms`` has passed; then the last
-  error is raised. A broker lists only the groups it coordinates, so
+- ``list_offsets`` asks each partition's leader (ListOffsets, offsets.py),
+  on freshly refreshed metadata: "earliest" is the log start offset,
+  "latest" the high watermark (the log end offset a consumer can reach), a
+  timestamp the first offset whose record is at or after it (-1: none is).
+  Retriable errors (no leader, stale metadata, transport) refresh metadata
+  and retry with backoff (100 ms doubling to 1 s) until ``request_timeout_ms``.
+- Consumer groups. Every group call goes to the group's coordinator,
+  found and retried by coordinator_client.py (coordinator errors and
+  transport failures: forget it, back off 100 ms doubling to 1 s, look it up
+  again, until ``request_timeout_ms``). A broker lists only the groups it coordinates, so
   ``list_consumer_groups`` asks every broker in the metadata and merges the
   answers (all must answer, as with Kafka's ``ListConsumerGroupsResult.all``).
 - ``describe_consumer_groups`` adds, per partition the group has committed
@@ -40,21 +38,15 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
-import grpc
-
-from ketch.aio.connection import Connection, translate_rpc_error
+from ketch.aio.connection import Connection
+from ketch.aio.coordinator_client import CoordinatorClient, group_error, status_of
+from ketch.aio.offsets import LATEST, OFFSET_SPECS, list_offsets
 from ketch.api.v1 import ketch_pb2
-from ketch.errors import (
-    ErrorCode,
-    KetchConnectionError,
-    KetchError,
-    UnknownTopicOrPartitionError,
-    error_for,
-)
+from ketch.errors import ErrorCode, KetchError, error_for
 from ketch.records import TopicPartition
 
 __all__ = [
@@ -72,10 +64,6 @@ __all__ = [
 
 RETRY_BACKOFF_S = 0.1
 MAX_RETRY_BACKOFF_S = 1.0
-COORDINATOR_RETRY = frozenset(
-    {ErrorCode.NOT_COORDINATOR, ErrorCode.COORDINATOR_LOAD_IN_PROGRESS, ErrorCode.COORDINATOR_NOT_AVAILABLE}
-)
-OFFSET_SPECS = {"earliest": -2, "latest": -1}
 
 
 @dataclass(frozen=True)
@@ -184,7 +172,7 @@ class Admin:
         request_timeout_ms: int = 30000,
     ) -> None:
         self._conn = Connection(bootstrap_servers, client_id, request_timeout_ms)
-        self._coordinators: dict[str, tuple[str, int]] = {}  # group id -> coordinator address
+        self._coordinators = CoordinatorClient(self._conn, backoff=RETRY_BACKOFF_S, max_backoff=MAX_RETRY_BACKOFF_S)
 
     async def __aenter__(self) -> Admin:
         return self
@@ -274,89 +262,25 @@ class Admin:
                 raise ValueError(f"timestamps must be >= 0 ms since the epoch, got {spec}")
             else:
                 wanted[TopicPartition(*tp)] = spec
-        found = await self._list_offsets(wanted, strict=True)
-        return {tp: -1 if offset is None else offset for tp, offset in found.items()}
+        return await self._list_offsets(wanted, strict=True)
 
     async def _list_offsets(
         self, specs: dict[TopicPartition, int], *, strict: bool
-    ) -> dict[TopicPartition, int | None]:
-        """ListOffsets at the leaders, retrying retriable errors; a missing partition raises
-        (``strict``) or maps to None."""
-        out: dict[TopicPartition, int | None] = {}
-        todo = dict(specs)
-        if not todo:
-            return out
-        deadline = time.monotonic() + self._conn.request_timeout
-        backoff = RETRY_BACKOFF_S
-        self._conn.track({tp.topic for tp in todo})
-        cluster = await self._conn.refresh()
-        while True:
-            retry: KetchError | None = None
-            by_node: dict[int, list[TopicPartition]] = {}
-            for tp in list(todo):
-                topic = cluster.topics.get(tp.topic)
-                missing = ""
-                if topic is None or topic.error_code == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION:
-                    missing = f"topic {tp.topic!r} does not exist"
-                elif topic.error_code != ErrorCode.NONE:
-                    retry = error_for(topic.error_code, topic.error_message or f"topic {tp.topic!r}")
-                    continue
-                elif tp.partition not in topic.partitions:
-                    missing = f"topic {tp.topic!r} has {topic.num_partitions} partitions; there is no {tp.partition}"
-                if missing:
-                    if strict:
-                        raise UnknownTopicOrPartitionError(missing)
-                    out[tp] = None
-                    del todo[tp]
-                    continue
-                leader = cluster.leader(tp.topic, tp.partition)
-                if leader < 0:
-                    retry = KetchError(
-                        f"{tp.topic}-{tp.partition} has no leader right now", code=ErrorCode.LEADER_NOT_AVAILABLE
-                    )
-                    continue
-                by_node.setdefault(leader, []).append(tp)
-            for node, tps in by_node.items():
-                stub = self._conn.stub_for(node)
-                if stub is None:
-                    continue
-                request = ketch_pb2.ListOffsetsRequest(
-                    partitions=[
-                        ketch_pb2.ListOffsetsPartition(topic=tp.topic, partition=tp.partition, timestamp=todo[tp])
-                        for tp in tps
-                    ]
-                )
-                try:
-                    response = await stub.ListOffsets(request, timeout=self._conn.request_timeout)
-                except grpc.aio.AioRpcError as e:
-                    retry = translate_rpc_error(e, f"broker {node}")
-                    continue
-                for r in response.partitions:
-                    tp = TopicPartition(r.topic, r.partition)
-                    if tp not in todo:
-                        continue
-                    if r.error_code == ErrorCode.NONE:
-                        out[tp] = r.offset
-                        del todo[tp]
-                        continue
-                    err = error_for(r.error_code, r.error_message or f"{tp.topic}-{tp.partition}")
-                    if err.retriable:
-                        retry = err
-                    elif strict:
-                        raise err
-                    else:
-                        out[tp] = None
-                        del todo[tp]
-            if not todo:
-                return out
-            if time.monotonic() + backoff > deadline:
-                raise retry or KetchConnectionError("ListOffsets got no answer")
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, MAX_RETRY_BACKOFF_S)
-            try:
-                cluster = await self._conn.refresh()
-            except KetchConnectionError as e:
-                retry = e
+    ) -> dict[TopicPartition, int]:
+        """ListOffsets on fresh metadata (offsets.py); a missing partition raises (``strict``) or is left out."""
+        if not specs:
+            return {}
+        self._conn.track({tp.topic for tp in specs})
+        await self._conn.refresh()
+        found = await list_offsets(
+            self._conn,
+            specs,
+            deadline=time.monotonic() + self._conn.request_timeout,
+            backoff=RETRY_BACKOFF_S,
+            max_backoff=MAX_RETRY_BACKOFF_S,
+            strict=strict,
+        )
+        return {tp: o.offset for tp, o in found.items()}
 
     # -- consumer groups -----------------------------------------------------------------
 
@@ -365,10 +289,10 @@ class Admin:
         cluster = await self._conn.refresh()
         responses = await asyncio.gather(
             *(
-                self._retrying(
+                self._coordinators.retrying(
                     f"ListGroups at broker {node_id}",
-                    functools.partial(self._call_node, node_id, "ListGroups", ketch_pb2.ListGroupsRequest()),
-                    lambda r: (r.status.error_code, r.status.error_message),
+                    functools.partial(self._conn.call_node, node_id, "ListGroups", ketch_pb2.ListGroupsRequest()),
+                    status=status_of,
                 )
                 for node_id in sorted(cluster.brokers)
             )
@@ -390,7 +314,7 @@ class Admin:
 
     async def _describe_group(self, group_id: str) -> ConsumerGroupDescription:
         described, committed = await asyncio.gather(
-            self._group_call(
+            self._coordinators.call(
                 group_id,
                 "DescribeGroups",
                 ketch_pb2.DescribeGroupsRequest(group_ids=[group_id]),
@@ -416,7 +340,7 @@ class Admin:
         ]
         owner = {tp: m for m in members for tp in m.assignment}
         tps = sorted(set(committed) | set(owner))
-        ends = await self._list_offsets(dict.fromkeys(tps, OFFSET_SPECS["latest"]), strict=False)
+        ends = await self._list_offsets(dict.fromkeys(tps, LATEST), strict=False)
         offsets = []
         for tp in tps:
             done, end = committed.get(tp), ends.get(tp)
@@ -441,7 +365,7 @@ class Admin:
         ids = [group_ids] if isinstance(group_ids, str) else list(group_ids)
         results = await asyncio.gather(
             *(
-                self._group_call(
+                self._coordinators.call(
                     g,
                     "DeleteGroups",
                     ketch_pb2.DeleteGroupsRequest(group_ids=[g]),
@@ -456,18 +380,17 @@ class Admin:
                 raise result
             for r in result.results:
                 if r.error_code != ErrorCode.NONE:
-                    raise _group_error(r.error_code, r.error_message, group_id)
+                    raise group_error(r.error_code, r.error_message, group_id)
 
     async def list_consumer_group_offsets(self, group_id: str) -> dict[TopicPartition, int]:
         """The group's committed offsets (the next offset to consume), per partition."""
-        response = await self._group_call(
+        response = await self._coordinators.call(
             group_id,
             "OffsetFetch",
             ketch_pb2.OffsetFetchRequest(group_id=group_id),
-            lambda r: (r.status.error_code, r.status.error_message),
         )
         if response.status.error_code != ErrorCode.NONE:
-            raise _group_error(response.status.error_code, response.status.error_message, group_id)
+            raise group_error(response.status.error_code, response.status.error_message, group_id)
         return {
             TopicPartition(o.topic, o.partition): o.offset
             for o in response.offsets
@@ -483,88 +406,10 @@ class Admin:
             if offset < 0 or partition < 0:
                 raise ValueError(f"offset {offset} of {topic}-{partition}: offsets and partitions must be >= 0")
             request.offsets.add(topic=topic, partition=partition, offset=offset)
-        response = await self._group_call(
-            group_id, "ResetGroupOffsets", request, lambda r: (r.status.error_code, r.status.error_message)
-        )
+        response = await self._coordinators.call(group_id, "ResetGroupOffsets", request)
         if response.status.error_code != ErrorCode.NONE:
-            raise _group_error(response.status.error_code, response.status.error_message, group_id)
-
-    async def _group_call(
-        self, group_id: str, method: str, request: Any, status: Callable[[Any], tuple[int, str]]
-    ) -> Any:
-        """``method`` at the group's coordinator, found and retried as the module docstring says."""
-        if not group_id:
-            raise KetchError("a consumer group id must not be empty", code=ErrorCode.INVALID_GROUP_ID)
-
-        async def once() -> Any:
-            addr = self._coordinators.get(group_id)
-            if addr is None:
-                found = await self._conn.call_any(
-                    "FindCoordinator", ketch_pb2.FindCoordinatorRequest(group_id=group_id)
-                )
-                assert isinstance(found, ketch_pb2.FindCoordinatorResponse)
-                if found.status.error_code != ErrorCode.NONE:
-                    raise _group_error(found.status.error_code, found.status.error_message, group_id)
-                addr = self._coordinators[group_id] = (found.host, found.port)
-            try:
-                return await getattr(self._conn.stub_at(addr), method)(request, timeout=self._conn.request_timeout)
-            except grpc.aio.AioRpcError as e:
-                raise translate_rpc_error(e, f"coordinator {addr[0]}:{addr[1]} of group {group_id!r}") from None
-
-        def forget() -> None:
-            self._coordinators.pop(group_id, None)
-
-        return await self._retrying(f"group {group_id!r}", once, status, forget)
-
-    async def _retrying(
-        self,
-        what: str,
-        call: Callable[[], Awaitable[Any]],
-        status: Callable[[Any], tuple[int, str]],
-        on_retry: Callable[[], None] = lambda: None,
-    ) -> Any:
-        """``call()`` until it neither fails at the transport nor answers a coordinator error, or time is up."""
-        deadline = time.monotonic() + self._conn.request_timeout
-        backoff = RETRY_BACKOFF_S
-        while True:
-            try:
-                response = await call()
-                code, message = status(response)
-                if code not in COORDINATOR_RETRY:
-                    return response
-                err = error_for(code, f"{what}: {message or error_for(code).code.name}")
-            except KetchError as e:
-                if not isinstance(e, KetchConnectionError) and e.code not in COORDINATOR_RETRY:
-                    raise
-                err = e
-            on_retry()
-            if time.monotonic() + backoff > deadline:
-                raise err
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, MAX_RETRY_BACKOFF_S)
-
-    async def _call_node(self, node_id: int, method: str, request: Any) -> Any:
-        stub = self._conn.stub_for(node_id)
-        if stub is None:
-            raise KetchConnectionError(f"broker {node_id} is not in the metadata")
-        try:
-            return await getattr(stub, method)(request, timeout=self._conn.request_timeout)
-        except grpc.aio.AioRpcError as e:
-            raise translate_rpc_error(e, f"broker {node_id}") from None
+            raise group_error(response.status.error_code, response.status.error_message, group_id)
 
     async def close(self) -> None:
         await self._conn.close()
 
-
-def _group_error(code: int, message: str, group_id: str) -> KetchError:
-    """The typed error of a group answer; the message names the group."""
-    if not message:
-        if code == ErrorCode.NON_EMPTY_GROUP:
-            message = f"group {group_id!r} has active members; stop its consumers first"
-        elif code == ErrorCode.GROUP_ID_NOT_FOUND:
-            message = f"group {group_id!r} does not exist"
-        else:
-            message = error_for(code).code.name
-    if group_id not in message:
-        message = f"group {group_id!r}: {message}"
-    return error_for(code, message)

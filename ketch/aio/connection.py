@@ -28,6 +28,7 @@ import asyncio
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 
@@ -208,17 +209,31 @@ class Connection:
             seen[addr] = None
         return list(seen)
 
+    async def call_at(
+        self, addr: tuple[str, int], method: str, request: object, timeout: float | None = None, where: str = ""
+    ) -> Any:
+        """The one way to call a broker: ``method`` at ``addr``, a transport failure raised as a typed
+        error (``translate_rpc_error``) that names ``where`` (default: the address)."""
+        try:
+            return await getattr(self.stub_at(addr), method)(request, timeout=timeout or self.request_timeout)
+        except grpc.aio.AioRpcError as e:
+            raise translate_rpc_error(e, where or f"{addr[0]}:{addr[1]}") from None
+
+    async def call_node(self, node_id: int, method: str, request: object, timeout: float | None = None) -> Any:
+        """``method`` at broker ``node_id``; ``KetchConnectionError`` when the metadata does not know it."""
+        addr = self.address(node_id)
+        if addr is None:
+            raise KetchConnectionError(f"broker {node_id} is not in the metadata")
+        return await self.call_at(addr, method, request, timeout, f"broker {node_id}")
+
     async def call_any(self, method: str, request: object, timeout: float | None = None) -> object:
         """Call ``method`` on the first broker that answers."""
         errors: list[str] = []
         for addr in self.candidates():
             try:
-                return await getattr(self.stub_at(addr), method)(request, timeout=timeout or self.request_timeout)
-            except grpc.aio.AioRpcError as e:
-                err = translate_rpc_error(e, f"{addr[0]}:{addr[1]}")
-                if not isinstance(err, KetchConnectionError):
-                    raise err from None
-                errors.append(str(err))
+                return await self.call_at(addr, method, request, timeout)
+            except KetchConnectionError as e:
+                errors.append(str(e))
         raise KetchConnectionError("no broker answered: " + "; ".join(errors))
 
     # -- metadata ---------------------------------------------------------
@@ -230,14 +245,6 @@ class Connection:
         if self._refresh is None or self._refresh.done():
             self._refresh = asyncio.ensure_future(self._do_refresh())
         return await asyncio.shield(self._refresh)
-
-    def request_refresh(self) -> None:
-        """Refresh in the background (errors are kept for the next caller)."""
-        if self._closed:
-            return
-        if self._refresh is None or self._refresh.done():
-            self._refresh = asyncio.ensure_future(self._do_refresh())
-            self._refresh.add_done_callback(_consume_exception)
 
     async def _do_refresh(self) -> Cluster:
         topics = sorted(self.tracked)
@@ -264,8 +271,3 @@ class Connection:
         self._stubs.clear()
         for ch in channels:
             await ch.close(grace=None)
-
-
-def _consume_exception(task: asyncio.Task[Cluster]) -> None:
-    if not task.cancelled():
-        task.exception()

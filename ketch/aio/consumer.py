@@ -49,7 +49,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ketch.aio.connection import Connection
-from ketch.aio.fetcher import EARLIEST, LATEST, Fetcher, PartitionState
+from ketch.aio.fetcher import Fetcher, PartitionState
 from ketch.aio.group_member import (
     GroupMember,
     OffsetAndMetadata,
@@ -57,6 +57,7 @@ from ketch.aio.group_member import (
     normalize_offsets,
     resolve_assignors,
 )
+from ketch.aio.offsets import EARLIEST, LATEST, list_offsets
 from ketch.api.v1 import ketch_pb2
 from ketch.errors import ErrorCode, KetchError
 from ketch.records import ConsumerRecord, OffsetAndTimestamp, TopicPartition
@@ -438,11 +439,9 @@ class Consumer:
         st = self._state(partition)
         while st.position is None:
             generation = st.generation
-            found = await self._fetcher.list_offsets(
-                {TopicPartition(*partition): st.reset}, time.monotonic() + self.request_timeout
-            )
+            found = await self._list({TopicPartition(*partition): st.reset})
             if st.generation == generation and st.fetch_offset is None:
-                st.fetch_offset = found[TopicPartition(*partition)][0]
+                st.fetch_offset = found[TopicPartition(*partition)].offset
                 self._fetcher.wake.set()
         position = st.position
         assert position is not None
@@ -524,23 +523,22 @@ class Consumer:
         for ts in timestamps.values():
             if ts < 0:
                 raise ValueError(f"timestamps must be >= 0 ms since the epoch, got {ts}")
-        found = await self._list(dict(timestamps))
-        return {tp: None if offset < 0 else OffsetAndTimestamp(offset, ts) for tp, (offset, ts) in found.items()}
+        found = await self._list(timestamps)
+        return {tp: None if listed.offset < 0 else listed for tp, listed in found.items()}
 
     async def beginning_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
         found = await self._list(dict.fromkeys(partitions, EARLIEST))
-        return {tp: offset for tp, (offset, _) in found.items()}
+        return {tp: listed.offset for tp, listed in found.items()}
 
     async def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
         """The high watermark of each partition: the offset the next record gets."""
         found = await self._list(dict.fromkeys(partitions, LATEST))
-        return {tp: offset for tp, (offset, _) in found.items()}
+        return {tp: listed.offset for tp, listed in found.items()}
 
-    async def _list(self, specs: dict[TopicPartition, int]) -> dict[TopicPartition, tuple[int, int]]:
-        specs = {TopicPartition(*tp): v for tp, v in specs.items()}
-        if not specs:
-            return {}
-        return await self._fetcher.list_offsets(specs, time.monotonic() + self.request_timeout)
+    async def _list(self, specs: Mapping[TopicPartition, int]) -> dict[TopicPartition, OffsetAndTimestamp]:
+        """ListOffsets (offsets.py), retried every ``retry_backoff_ms`` until ``request_timeout_ms``."""
+        deadline = time.monotonic() + self.request_timeout
+        return await list_offsets(self._conn, specs, deadline=deadline, backoff=self._fetcher.backoff)
 
     async def partitions_for_topic(self, topic: str) -> set[int] | None:
         self._conn.track([topic])

@@ -24,6 +24,8 @@ Fetch loop rules:
   partition that drains never waits behind another partition's long poll.
 - Records below the fetch offset (the first batch may start earlier) are
   skipped; the CRC of every batch is checked before decoding.
+- A pending reset asks ListOffsets (offsets.py) for the partition's
+  earliest or latest offset; failures back it off like a failed Fetch.
 - OFFSET_OUT_OF_RANGE applies ``auto_offset_reset`` ("earliest"/"latest"), or
   with "none" hands ``OffsetOutOfRangeError`` to the next poll. Retriable
   errors and transport failures back the partition off by
@@ -39,23 +41,14 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-import grpc
-
-from ketch.aio.connection import Connection, TopicInfo, translate_rpc_error
+from ketch.aio.connection import Connection, TopicInfo
+from ketch.aio.offsets import EARLIEST, LATEST, list_offsets
 from ketch.api.v1 import ketch_pb2
-from ketch.errors import (
-    ErrorCode,
-    KetchConnectionError,
-    KetchError,
-    OffsetOutOfRangeError,
-    UnknownTopicOrPartitionError,
-    error_for,
-)
+from ketch.errors import ErrorCode, KetchError, OffsetOutOfRangeError, error_for
 from ketch.records import ConsumerRecord, TopicPartition, decode_batches
 
 __all__ = ["EARLIEST", "LATEST", "Fetcher", "PartitionState"]
 
-LATEST, EARLIEST = -1, -2
 _GENERATIONS = itertools.count(1)
 
 
@@ -202,16 +195,12 @@ class Fetcher:
             ],
         )
         try:
-            stub = self.conn.stub_for(node)
-            if stub is None:
-                raise KetchConnectionError(f"broker {node} is not in the metadata")
-            response = await stub.Fetch(request, timeout=self.timeout)
-        except (grpc.aio.AioRpcError, KetchConnectionError) as e:
-            err = e if isinstance(e, KetchError) else translate_rpc_error(e, f"broker {node}")
+            response = await self.conn.call_node(node, "Fetch", request, self.timeout)
+        except KetchError as e:
             for tp in tps:
                 st = self.states.get(tp)
                 if st is not None and st.generation == generations[tp]:
-                    self._failed(st, err, refresh=True)
+                    self._failed(st, e, refresh=True)
             return
         finally:
             for st in sent.values():  # the states this Fetch was for, even if since replaced
@@ -274,7 +263,7 @@ class Fetcher:
                 specs[tp] = st.reset
                 generations[tp] = st.generation
         try:
-            found = await self.list_offsets(specs, deadline=time.monotonic() + self.timeout)
+            found = await list_offsets(self.conn, specs, deadline=time.monotonic() + self.timeout, backoff=self.backoff)
         except KetchError as e:
             for tp in specs:
                 st = self.states.get(tp)
@@ -284,68 +273,11 @@ class Fetcher:
             return
         finally:
             self.wake.set()
-        for tp, (offset, _) in found.items():
+        for tp, listed in found.items():
             st = self.states.get(tp)
             if st is not None and st.generation == generations[tp] and st.fetch_offset is None:
-                st.fetch_offset = offset
+                st.fetch_offset = listed.offset
                 st.retry_at = 0.0
-
-    async def list_offsets(
-        self, specs: dict[TopicPartition, int], deadline: float
-    ) -> dict[TopicPartition, tuple[int, int]]:
-        """ListOffsets for each partition at its leader: ``{tp: (offset, timestamp)}``."""
-        out: dict[TopicPartition, tuple[int, int]] = {}
-        todo = dict(specs)
-        self.conn.track(tp.topic for tp in todo)
-        while todo:
-            if any(self.conn.cluster.topics.get(tp.topic) is None for tp in todo):
-                await self.conn.refresh()
-            cluster = self.conn.cluster
-            by_node: dict[int, list[TopicPartition]] = {}
-            for tp in todo:
-                leader = cluster.leader(tp.topic, tp.partition)
-                topic = cluster.topics.get(tp.topic)
-                if topic is not None and topic.error_code == 0 and tp.partition not in topic.partitions:
-                    raise UnknownTopicOrPartitionError(
-                        f"{tp.topic}-{tp.partition}: topic {tp.topic!r} has {topic.num_partitions} partitions"
-                    )
-                if topic is not None and topic.error_code == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION:
-                    raise UnknownTopicOrPartitionError(topic.error_message or f"topic {tp.topic!r} does not exist")
-                by_node.setdefault(leader, []).append(tp)
-            retry: KetchError | None = None
-            for node, tps in by_node.items():
-                stub = self.conn.stub_for(node) if node >= 0 else None
-                if stub is None:
-                    retry = KetchConnectionError(f"no leader known for {tps[0].topic}-{tps[0].partition}")
-                    continue
-                request = ketch_pb2.ListOffsetsRequest(
-                    partitions=[
-                        ketch_pb2.ListOffsetsPartition(topic=tp.topic, partition=tp.partition, timestamp=todo[tp])
-                        for tp in tps
-                    ]
-                )
-                try:
-                    response = await stub.ListOffsets(request, timeout=self.conn.request_timeout)
-                except grpc.aio.AioRpcError as e:
-                    retry = translate_rpc_error(e, f"broker {node}")
-                    continue
-                for r in response.partitions:
-                    tp = TopicPartition(r.topic, r.partition)
-                    if r.error_code == 0:
-                        out[tp] = (r.offset, r.timestamp)
-                        todo.pop(tp, None)
-                    else:
-                        err = error_for(r.error_code, r.error_message)
-                        if not err.retriable:
-                            raise err
-                        retry = err
-            if todo:
-                if time.monotonic() + self.backoff > deadline:
-                    raise retry or KetchConnectionError("ListOffsets got no answer")
-                await asyncio.sleep(self.backoff)
-                with contextlib.suppress(KetchError):
-                    await self.conn.refresh()
-        return out
 
 
 def _epoch(topics: dict[str, TopicInfo], tp: TopicPartition) -> int:

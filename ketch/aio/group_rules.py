@@ -15,9 +15,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ketch.aio.connection import Cluster
 from ketch.assignors import (
     ASSIGNORS,
     Assignor,
@@ -27,9 +26,11 @@ from ketch.assignors import (
     encode_assignment,
     encode_subscription,
 )
-from ketch.assignors import TopicPartition as AssignorTP
 from ketch.errors import ErrorCode, KetchError, error_for
-from ketch.records import TopicPartition
+from ketch.topic_partition import TopicPartition
+
+if TYPE_CHECKING:
+    from ketch.aio.connection import Cluster
 
 log = logging.getLogger("ketch.consumer.group")
 
@@ -78,7 +79,9 @@ class Action(Enum):
     FATAL = "fatal"
 
 
-_COORDINATOR_ERRORS = frozenset(
+# The coordinator moved or is not ready: forget it, look it up again, retry. The client's one
+# set of them (the coordinator client retries exactly what ``action_for`` calls FIND_COORDINATOR).
+COORDINATOR_ERRORS = frozenset(
     {ErrorCode.NOT_COORDINATOR, ErrorCode.COORDINATOR_NOT_AVAILABLE, ErrorCode.COORDINATOR_LOAD_IN_PROGRESS}
 )
 
@@ -87,7 +90,7 @@ def action_for(code: int) -> Action:
     """What a member does about a group error code."""
     if code == ErrorCode.NONE:
         return Action.OK
-    if code in _COORDINATOR_ERRORS or code == ErrorCode.REQUEST_TIMED_OUT:
+    if code in COORDINATOR_ERRORS or code == ErrorCode.REQUEST_TIMED_OUT:
         return Action.FIND_COORDINATOR
     if code in (ErrorCode.ILLEGAL_GENERATION, ErrorCode.REBALANCE_IN_PROGRESS):
         return Action.REJOIN
@@ -161,7 +164,7 @@ def subscription_protocols(
     cooperative = protocol is RebalanceProtocol.COOPERATIVE
     sub = MemberSubscription(
         frozenset(topics),
-        tuple(sorted(AssignorTP(*tp) for tp in owned)) if cooperative else (),
+        tuple(sorted(TopicPartition(*tp) for tp in owned)) if cooperative else (),
         generation if cooperative else -1,
     )
     data = encode_subscription(sub)

@@ -143,22 +143,13 @@ class Producer:
 
     async def flush(self, timeout: float | None = None) -> None:
         """Send everything appended so far and wait until it is acknowledged."""
-        batches = [b for b in self._acc.pending() if not b.done]
-        if not batches:
-            return
-        loop = asyncio.get_running_loop()
-        waiters: list[asyncio.Future[None]] = []
-        for b in batches:
-            if not b.done:
-                w: asyncio.Future[None] = loop.create_future()
-                b.waiters = [*(b.waiters or ()), w]
-                waiters.append(w)
-        self._acc.flushing += 1
-        self._sender.wake.set()
+        waiters = self._acc.begin_flush()
         try:
-            await asyncio.wait_for(asyncio.gather(*waiters), timeout)
+            if waiters:
+                self._sender.wakeup()
+                await asyncio.wait_for(asyncio.gather(*waiters), timeout)
         finally:
-            self._acc.flushing -= 1
+            self._acc.end_flush()
 
     async def close(self, timeout: float | None = None) -> None:
         """Flush (up to ``timeout`` seconds), then stop and release connections."""
@@ -199,8 +190,8 @@ class Producer:
         record = self._prepare(key, value, headers, fut)
         if record is None:
             return fut
-        info = self._conn.cluster.topics.get(topic)
-        if info is None or info.error_code or not info.num_partitions:
+        info = self._cached(topic)
+        if info is None:
             try:
                 info = await self.topic_info(topic)
             except KetchError as e:
@@ -209,7 +200,7 @@ class Producer:
         if self._acc.buffered_bytes >= self._acc.buffer_memory and not await self._wait_space():
             fut.set_exception(RequestTimedOutError(self._blocked_message()))
             return fut
-        if self._acc.append(info, partition, record[0], record[1], record[2], timestamp_ms, fut):
+        if self._acc.append(info, partition, *record, timestamp_ms, fut):
             await asyncio.sleep(0)  # a batch opened or filled: let the sender run
         return fut
 
@@ -229,18 +220,11 @@ class Producer:
     ) -> None:
         """``send`` for a thread other than the loop's: ``run(coro)`` runs a
         coroutine on the loop and waits. Completes ``fut`` (a concurrent future)."""
-        if self._closed:
-            raise KetchError("producer is closed")
-        if self.key_serializer is not None:
-            key = self.key_serializer(key)
-        if self.value_serializer is not None:
-            value = self.value_serializer(value)
-        hdrs = list(headers) if headers else _NO_HEADERS
-        if estimate_record_size(key, value, hdrs) > self.max_request_size:
-            fut.set_exception(self._too_large(key, value, hdrs))
+        record = self._prepare(key, value, headers, fut)
+        if record is None:
             return
-        info = self._conn.cluster.topics.get(topic)
-        if info is None or info.error_code or not info.num_partitions:
+        info = self._cached(topic)
+        if info is None:
             try:
                 info = run(self.topic_info(topic))
             except KetchError as e:
@@ -250,11 +234,12 @@ class Producer:
         if acc.buffered_bytes >= acc.buffer_memory and not acc.wait_for_space(self.max_block):
             fut.set_exception(RequestTimedOutError(self._blocked_message()))
             return
-        acc.append(info, partition, key, value, hdrs, timestamp_ms, fut)
+        acc.append(info, partition, *record, timestamp_ms, fut)
 
     def _prepare(
         self, key: Any, value: Any, headers: Headers | None, fut: Any
     ) -> tuple[bytes | None, bytes | None, Headers] | None:
+        """The serialized record, or None after failing ``fut`` because it is too large."""
         if self._closed:
             raise KetchError("producer is closed")
         if self.key_serializer is not None:
@@ -266,6 +251,11 @@ class Producer:
             fut.set_exception(self._too_large(key, value, hdrs))
             return None
         return key, value, hdrs
+
+    def _cached(self, topic: str) -> TopicInfo | None:
+        """The cached metadata of ``topic`` if it can take records now."""
+        info = self._conn.cluster.topics.get(topic)
+        return None if info is None or info.error_code or not info.num_partitions else info
 
     def _too_large(self, key: bytes | None, value: bytes | None, headers: Headers) -> MessageTooLargeError:
         return MessageTooLargeError(

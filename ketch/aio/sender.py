@@ -33,15 +33,12 @@ import random
 import threading
 import time
 
-import grpc
-
 from ketch.aio.accumulator import Accumulator, ProducerBatch
-from ketch.aio.connection import Connection, translate_rpc_error
+from ketch.aio.connection import Connection
 from ketch.api.v1 import ketch_pb2
 from ketch.errors import (
     REFRESH_METADATA,
     ErrorCode,
-    KetchConnectionError,
     KetchError,
     MessageTooLargeError,
     RequestTimedOutError,
@@ -182,16 +179,12 @@ class Sender:
             for b in batches:
                 self.acc.finish(b, None, None)
         try:
-            stub = self.conn.stub_for(node)
-            if stub is None:
-                raise KetchConnectionError(f"broker {node} is not in the metadata")
-            response = await stub.Produce(request, timeout=self.request_timeout_ms / 1000 + 5)
-        except (grpc.aio.AioRpcError, KetchConnectionError) as e:
+            response = await self.conn.call_node(node, "Produce", request, self.request_timeout_ms / 1000 + 5)
+        except KetchError as e:
             if self.acks != 0:
-                err = e if isinstance(e, KetchError) else translate_rpc_error(e, f"broker {node}")
-                split = isinstance(err, MessageTooLargeError) and len(batches) > 1
+                split = isinstance(e, MessageTooLargeError) and len(batches) > 1
                 for b in batches:
-                    self._retry_or_fail(b, err, refresh=True, split=split)
+                    self._retry_or_fail(b, e, refresh=True, split=split)
             return
         finally:
             self._in_flight[node] -= 1

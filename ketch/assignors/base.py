@@ -22,12 +22,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
-
-class TopicPartition(NamedTuple):
-    topic: str
-    partition: int
+from ketch.topic_partition import TopicPartition as TopicPartition  # re-exported: the one type
 
 
 class RebalanceProtocol(Enum):
