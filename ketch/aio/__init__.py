@@ -22,7 +22,7 @@ from ketch.aio.admin import (
     TopicDescription,
 )
 from ketch.aio.consumer import Consumer
-from ketch.aio.group_member import CommitFailedError, ConsumerRebalanceListener, OffsetAndMetadata
+from ketch.aio.group_rules import CommitFailedError, ConsumerRebalanceListener, OffsetAndMetadata
 from ketch.aio.producer import Producer
 from ketch.records import ConsumerRecord, OffsetAndTimestamp, RecordMetadata, TopicPartition
 

@@ -264,9 +264,7 @@ class Admin:
                 wanted[TopicPartition(*tp)] = spec
         return await self._list_offsets(wanted, strict=True)
 
-    async def _list_offsets(
-        self, specs: dict[TopicPartition, int], *, strict: bool
-    ) -> dict[TopicPartition, int]:
+    async def _list_offsets(self, specs: dict[TopicPartition, int], *, strict: bool) -> dict[TopicPartition, int]:
         """ListOffsets on fresh metadata (offsets.py); a missing partition raises (``strict``) or is left out."""
         if not specs:
             return {}
@@ -412,4 +410,3 @@ class Admin:
 
     async def close(self) -> None:
         await self._conn.close()
-
