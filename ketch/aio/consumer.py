@@ -130,7 +130,7 @@ class Consumer:
             self._member = GroupMember(
                 self._conn,
                 group_id,
-                self,
+                self._fetcher,
                 assignors=assignors,
                 session_timeout_ms=session_timeout_ms,
                 heartbeat_interval_ms=heartbeat_interval_ms,
@@ -145,7 +145,6 @@ class Consumer:
             )
         self._next_sub_refresh = 0.0 if topics and self._member is None else math.inf
         self._loop_task: asyncio.Task[None] | None = None
-        self._rotation = 0
         self._closed = False
 
     # -- lifecycle --------------------------------------------------------------
@@ -175,7 +174,7 @@ class Consumer:
         self._closed = True
         if self._member is not None and self._loop_task is not None:
             with contextlib.suppress(Exception):  # closing must end the consumer whatever the group says
-                await self._member.close(self.current_positions())
+                await self._member.close(self._fetcher.current_positions())
         if self._loop_task is not None:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -190,11 +189,10 @@ class Consumer:
         await self.start()
         tps = {TopicPartition(*tp) for tp in partitions}
         if self._member is None:
-            self._set_assignment(tps)
+            self._fetcher.assign(tps)
             return
-        for tp in set(self._states) - tps:
-            self._remove_state(tp)
-        self.add_partitions(await self._member.fetch_committed(tps - set(self._states)))
+        self._fetcher.remove_partitions(set(self._states) - tps)
+        self._fetcher.add_partitions(await self._member.fetch_committed(tps - set(self._states)))
 
     def assignment(self) -> set[TopicPartition]:
         return set(self._states)
@@ -236,38 +234,7 @@ class Consumer:
         if self._member is not None:
             await self._member.unsubscribe()
             self._member.start()  # auto-commit for a later assign()
-        self._set_assignment(set())
-
-    def _set_assignment(self, tps: set[TopicPartition]) -> None:
-        for tp in set(self._states) - tps:
-            self._remove_state(tp)
-        for tp in tps - set(self._states):
-            self._states[tp] = PartitionState(self._fetcher.default_reset())
-        self._conn.track(tp.topic for tp in tps)
-        self._fetcher.wake.set()
-
-    def _remove_state(self, tp: TopicPartition) -> None:
-        self._states.pop(tp, None)
-        self._fetcher.paused.discard(tp)
-
-    # -- the group member's hooks (group_member.Assignee) -------------------------------------
-    def add_partitions(self, committed: Mapping[TopicPartition, OffsetAndMetadata | None]) -> None:
-        """Start fetching these partitions: at the committed offset, else at ``auto_offset_reset``."""
-        for tp, oam in committed.items():
-            st = PartitionState(self._fetcher.default_reset())
-            if oam is not None:
-                st.fetch_offset = oam.offset
-            self._states[TopicPartition(*tp)] = st
-        self._conn.track(tp.topic for tp in committed)
-        self._fetcher.wake.set()
-
-    def remove_partitions(self, tps: Iterable[TopicPartition]) -> None:
-        for tp in tps:
-            self._remove_state(TopicPartition(*tp))
-
-    def current_positions(self) -> dict[TopicPartition, int]:
-        """The position of every assigned partition whose position is known."""
-        return {tp: pos for tp, st in self._states.items() if (pos := st.position) is not None}
+        self._fetcher.assign(set())
 
     async def _update_subscription(self) -> None:
         missing = True
@@ -285,7 +252,7 @@ class Consumer:
                     continue
                 tps.update(TopicPartition(name, p) for p in topic.partitions)
             if self._subscribed():
-                self._set_assignment(tps)
+                self._fetcher.assign(tps)
         except KetchError:
             pass
         finally:
@@ -307,17 +274,17 @@ class Consumer:
     ) -> dict[TopicPartition, list[ConsumerRecord]]:
         await self.start()
         if self._member is not None:
-            self._member.polled(self.current_positions())
+            self._member.polled(self._fetcher.current_positions())
             self._member.raise_error()
         limit = max_records or self.max_poll_records
         deadline = time.monotonic() + timeout_ms / 1000
         fetcher = self._fetcher
         member = self._member
         while True:
-            self._raise_error()
+            fetcher.raise_error()
             if member is not None:
                 await member.settled()  # a revoke or a new assignment is being applied
-            out = self._drain(limit)
+            out = {tp: self._deserialize(records) for tp, records in fetcher.drain(limit).items()}
             if out:
                 fetcher.wake.set()  # buffers shrank: maybe prefetch
                 if member is not None:
@@ -331,34 +298,6 @@ class Consumer:
             with contextlib.suppress(asyncio.TimeoutError):
                 async with asyncio.timeout(remaining):
                     await fetcher.data.wait()
-
-    def _raise_error(self) -> None:
-        for st in self._states.values():
-            if st.error is not None:
-                err, st.error = st.error, None
-                st.retry_at = time.monotonic() + self._fetcher.backoff
-                raise err
-
-    def _drain(self, limit: int) -> dict[TopicPartition, list[ConsumerRecord]]:
-        out: dict[TopicPartition, list[ConsumerRecord]] = {}
-        paused = self._fetcher.paused
-        tps = [tp for tp, st in self._states.items() if st.buffer and tp not in paused]
-        if not tps:
-            return out
-        self._rotation += 1
-        start = self._rotation % len(tps)
-        for tp in tps[start:] + tps[:start]:
-            buf = self._states[tp].buffer
-            if len(buf) <= limit:
-                records = list(buf)
-                buf.clear()
-            else:
-                records = [buf.popleft() for _ in range(limit)]
-            out[tp] = self._deserialize(records)
-            limit -= len(records)
-            if limit <= 0:
-                break
-        return out
 
     def _deserialize(self, records: list[ConsumerRecord]) -> list[ConsumerRecord]:
         kd, vd = self.key_deserializer, self.value_deserializer
@@ -379,30 +318,26 @@ class Consumer:
 
     async def next_records(self) -> list[ConsumerRecord] | None:
         """The next polled records as one list; None after ``consumer_timeout_ms`` idle."""
-        deadline = time.monotonic() + self.consumer_timeout
-        while True:
-            wait = min(deadline - time.monotonic(), 3600.0)
-            batch = await self.poll(timeout_ms=max(wait, 0) * 1000)
-            if batch:
-                return [r for records in batch.values() for r in records]
-            if time.monotonic() >= deadline:
-                return None
+        batch = await self._poll_until_timeout(None)
+        return None if batch is None else [r for records in batch.values() for r in records]
 
     def __aiter__(self) -> Consumer:
         return self
 
     async def __anext__(self) -> ConsumerRecord:
-        batch = await self._next_one()
+        batch = await self._poll_until_timeout(1)
         if batch is None:
             raise StopAsyncIteration
-        return batch
+        return next(iter(batch.values()))[0]
 
-    async def _next_one(self) -> ConsumerRecord | None:
+    async def _poll_until_timeout(self, max_records: int | None) -> dict[TopicPartition, list[ConsumerRecord]] | None:
+        """Poll until records come; None after ``consumer_timeout_ms`` without any."""
         deadline = time.monotonic() + self.consumer_timeout
         while True:
-            batch = await self.poll(timeout_ms=max(min(deadline - time.monotonic(), 3600.0), 0) * 1000, max_records=1)
-            for records in batch.values():
-                return records[0]
+            wait = min(deadline - time.monotonic(), 3600.0)
+            batch = await self.poll(timeout_ms=max(wait, 0) * 1000, max_records=max_records)
+            if batch:
+                return batch
             if time.monotonic() >= deadline:
                 return None
 
@@ -467,7 +402,7 @@ class Consumer:
         self, offsets: Mapping[TopicPartition, OffsetAndMetadata | int] | None
     ) -> dict[TopicPartition, OffsetAndMetadata]:
         if offsets is None:
-            return {tp: OffsetAndMetadata(pos) for tp, pos in self.current_positions().items()}
+            return {tp: OffsetAndMetadata(pos) for tp, pos in self._fetcher.current_positions().items()}
         return normalize_offsets(offsets)
 
     async def commit(self, offsets: Mapping[TopicPartition, OffsetAndMetadata | int] | None = None) -> None:

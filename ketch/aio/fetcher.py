@@ -14,6 +14,12 @@ State per assigned partition (``PartitionState``):
   assigned again (a new state, e.g. at the group's committed offset) by a
   Fetch the old state sent.
 
+Handing records out (``drain``, called by ``poll()``): at most ``limit``
+records, taken from the unpaused partitions that buffer some, visiting them
+from a rotating start so no partition starves. An error stored in a
+partition's state is raised by the next ``raise_error`` (before any record),
+and the partition backs off ``retry_backoff_ms`` before its next Fetch.
+
 Fetch loop rules:
 - A partition is fetched when its position is known, it is not paused, it has no Fetch in
   flight, it is not backing off after an error, and it buffers fewer than
@@ -39,9 +45,10 @@ import contextlib
 import itertools
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 
 from ketch.aio.connection import Connection, TopicInfo
+from ketch.aio.group_rules import OffsetAndMetadata
 from ketch.aio.offsets import EARLIEST, LATEST, list_offsets
 from ketch.api.v1 import ketch_pb2
 from ketch.errors import ErrorCode, KetchError, OffsetOutOfRangeError, error_for
@@ -109,9 +116,68 @@ class Fetcher:
         self.on_tick: Callable[[], float | None] = lambda: None
         self._tasks: set[asyncio.Task[None]] = set()
         self._refreshing = False
+        self._rotation = 0
 
     def default_reset(self) -> int:
         return LATEST if self.auto_offset_reset == "latest" else EARLIEST
+
+    # -- the assignment (also the group member's hooks: group_member.Assignee) -------------
+    def assign(self, tps: set[TopicPartition]) -> None:
+        """Fetch exactly ``tps``; new ones start at ``auto_offset_reset``."""
+        self.remove_partitions(set(self.states) - tps)
+        for tp in tps - set(self.states):
+            self.states[tp] = PartitionState(self.default_reset())
+        self.conn.track(tp.topic for tp in tps)
+        self.wake.set()
+
+    def add_partitions(self, committed: Mapping[TopicPartition, OffsetAndMetadata | None]) -> None:
+        """Start fetching these partitions: at the committed offset, else at ``auto_offset_reset``."""
+        for tp, oam in committed.items():
+            st = PartitionState(self.default_reset())
+            if oam is not None:
+                st.fetch_offset = oam.offset
+            self.states[TopicPartition(*tp)] = st
+        self.conn.track(tp.topic for tp in committed)
+        self.wake.set()
+
+    def remove_partitions(self, tps: Iterable[TopicPartition]) -> None:
+        """Stop fetching these partitions; an unassigned partition is no longer paused."""
+        for tp in tps:
+            tp = TopicPartition(*tp)
+            self.states.pop(tp, None)
+            self.paused.discard(tp)
+
+    def current_positions(self) -> dict[TopicPartition, int]:
+        """The position of every assigned partition whose position is known."""
+        return {tp: pos for tp, st in self.states.items() if (pos := st.position) is not None}
+
+    # -- handing records out ----------------------------------------------------
+    def raise_error(self) -> None:
+        for st in self.states.values():
+            if st.error is not None:
+                err, st.error = st.error, None
+                st.retry_at = time.monotonic() + self.backoff
+                raise err
+
+    def drain(self, limit: int) -> dict[TopicPartition, list[ConsumerRecord]]:
+        out: dict[TopicPartition, list[ConsumerRecord]] = {}
+        tps = [tp for tp, st in self.states.items() if st.buffer and tp not in self.paused]
+        if not tps:
+            return out
+        self._rotation += 1
+        start = self._rotation % len(tps)
+        for tp in tps[start:] + tps[:start]:
+            buf = self.states[tp].buffer
+            if len(buf) <= limit:
+                records = list(buf)
+                buf.clear()
+            else:
+                records = [buf.popleft() for _ in range(limit)]
+            out[tp] = records
+            limit -= len(records)
+            if limit <= 0:
+                break
+        return out
 
     # -- loop ------------------------------------------------------------------
     async def run(self) -> None:

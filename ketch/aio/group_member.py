@@ -8,8 +8,8 @@ Three parts (Kafka's ConsumerCoordinator over its AbstractCoordinator):
   and SyncGroup, heartbeats, LeaveGroup, error codes turned into actions.
 - here, ``GroupMember(Membership)``: what a consumer does with its
   membership, in the order the pure functions say. Committed offsets are
-  group_offsets.py's requests. The consumer (consumer.py) owns the fetch
-  positions; the member reaches them only through the ``Assignee`` hooks.
+  group_offsets.py's requests. The consumer's fetcher (fetcher.py) owns the
+  fetch positions; the member reaches them only through the ``Assignee`` hooks.
 
 Rules:
 - Join. Every configured assignor is offered, in preference order, with the
@@ -100,21 +100,13 @@ log = logging.getLogger("ketch.consumer.group")
 
 
 class Assignee(Protocol):
-    """What the member needs from the consumer: its fetch positions."""
+    """What the member needs from the consumer's fetcher: its fetch positions."""
 
     def add_partitions(self, committed: Mapping[TopicPartition, OffsetAndMetadata | None]) -> None: ...
 
     def remove_partitions(self, tps: Iterable[TopicPartition]) -> None: ...
 
     def current_positions(self) -> dict[TopicPartition, int]: ...
-
-
-def _listener_call(listener: Any, names: tuple[str, ...]) -> Callable[..., Any] | None:
-    for name in names:
-        fn = getattr(listener, name, None)
-        if callable(fn):
-            return fn
-    return None
 
 
 class GroupMember(Membership):
@@ -397,7 +389,8 @@ class GroupMember(Membership):
             self.consumed.pop(tp, None)
 
     async def _notify(self, names: tuple[str, ...], tps: set[TopicPartition]) -> None:
-        fn = _listener_call(self.listener, names) if self.listener is not None else None
+        """Call the listener's first method of ``names`` it has (the later ones are fallbacks)."""
+        fn = next((f for name in names if callable(f := getattr(self.listener, name, None))), None)
         if fn is None:
             return
         try:
