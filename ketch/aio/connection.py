@@ -16,6 +16,9 @@ Rules:
 - Refreshes are single-flight: concurrent callers share one in-flight call.
   Metadata is tried on known brokers first, then on the bootstrap list; if
   nobody answers, ``KetchConnectionError`` names every address tried.
+- One call path: every request goes through ``call_at`` (an address),
+  ``call_node`` (a broker id from the metadata; unknown id:
+  ``KetchConnectionError``) or ``call_any`` (the first broker that answers).
 - Transport failures become typed errors (``translate_rpc_error``):
   RESOURCE_EXHAUSTED (a message over a size limit) is ``MessageTooLargeError``
   carrying gRPC's details, which name the limit; UNAVAILABLE, DEADLINE_EXCEEDED
@@ -195,10 +198,6 @@ class Connection:
     def address(self, node_id: int) -> tuple[str, int] | None:
         b = self.cluster.brokers.get(node_id)
         return (b.host, b.port) if b else None
-
-    def stub_for(self, node_id: int) -> ketch_pb2_grpc.KetchStub | None:
-        addr = self.address(node_id)
-        return self.stub_at(addr) if addr else None
 
     def candidates(self) -> list[tuple[str, int]]:
         """Known brokers first, then bootstrap addresses, without repeats."""
