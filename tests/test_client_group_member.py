@@ -163,7 +163,7 @@ class FakeBroker:
             req.group_id,
             req.member_id,
             req.generation,
-            offsets,  # type: ignore[arg-type]
+            offsets,
             now_ms=self.now_ms(),
             timestamp_ms=int(time.time() * 1000),
         )
@@ -182,7 +182,7 @@ class FakeBroker:
     async def OffsetFetch(self, req: pb.OffsetFetchRequest, timeout: float) -> pb.OffsetFetchResponse:
         if code := self._injected("OffsetFetch"):
             return pb.OffsetFetchResponse(status=status(code))
-        r = self.gc.fetch_offsets(req.group_id, [TP(p.topic, p.partition) for p in req.partitions])  # type: ignore[misc]
+        r = self.gc.fetch_offsets(req.group_id, [TP(p.topic, p.partition) for p in req.partitions])
         return pb.OffsetFetchResponse(
             status=status(r.error),
             offsets=[
