@@ -17,9 +17,9 @@ if TYPE_CHECKING:
     from ketch.aio.admin import NewTopic as NewTopic
     from ketch.aio.admin import PartitionDescription as PartitionDescription
     from ketch.aio.admin import TopicDescription as TopicDescription
-    from ketch.aio.group_rules import CommitFailedError as CommitFailedError
-    from ketch.aio.group_rules import ConsumerRebalanceListener as ConsumerRebalanceListener
-    from ketch.aio.group_rules import OffsetAndMetadata as OffsetAndMetadata
+    from ketch.group_rules import CommitFailedError as CommitFailedError
+    from ketch.group_rules import ConsumerRebalanceListener as ConsumerRebalanceListener
+    from ketch.group_rules import OffsetAndMetadata as OffsetAndMetadata
     from ketch.records import ConsumerRecord as ConsumerRecord
     from ketch.records import OffsetAndTimestamp as OffsetAndTimestamp
     from ketch.records import RecordMetadata as RecordMetadata
@@ -39,9 +39,9 @@ _EXPORTS = {
     "NewTopic": "ketch.aio.admin",
     "PartitionDescription": "ketch.aio.admin",
     "TopicDescription": "ketch.aio.admin",
-    "CommitFailedError": "ketch.aio.group_rules",
-    "ConsumerRebalanceListener": "ketch.aio.group_rules",
-    "OffsetAndMetadata": "ketch.aio.group_rules",
+    "CommitFailedError": "ketch.group_rules",
+    "ConsumerRebalanceListener": "ketch.group_rules",
+    "OffsetAndMetadata": "ketch.group_rules",
     "ConsumerRecord": "ketch.records",
     "OffsetAndTimestamp": "ketch.records",
     "RecordMetadata": "ketch.records",

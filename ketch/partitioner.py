@@ -13,15 +13,18 @@ whichever Kafka-compatible client wrote it):
   there is a choice. This fills batches instead of spreading records thinly.
 
 ``murmur2`` returns Java's signed 32-bit result (``Utils.murmur2``).
-The partitioner is pure apart from its injected ``random.Random``; the
-producer calls it under the accumulator lock.
+The partitioner is pure: its ``random.Random`` is injected (the producer's
+accumulator makes one), and the producer calls it under the accumulator lock.
 """
 
 from __future__ import annotations
 
-import random
 import struct
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import random
 
 __all__ = ["StickyPartitioner", "key_partition", "murmur2"]
 
@@ -65,8 +68,8 @@ def key_partition(key: bytes | bytearray | memoryview, num_partitions: int) -> i
 class StickyPartitioner:
     """Per-topic sticky partition for null-key records (KIP-480)."""
 
-    def __init__(self, rng: random.Random | None = None) -> None:
-        self._rng = rng or random.Random()
+    def __init__(self, rng: random.Random) -> None:
+        self._rng = rng
         self._sticky: dict[str, int] = {}
 
     def partition(self, topic: str, num_partitions: int, available: Sequence[int]) -> int:

@@ -36,7 +36,7 @@ from ketch.aio.admin import (
     NewTopic,
     TopicDescription,
 )
-from ketch.aio.group_rules import OffsetAndMetadata
+from ketch.group_rules import OffsetAndMetadata
 from ketch.records import ConsumerRecord, Headers, OffsetAndTimestamp, RecordMetadata, TopicPartition
 
 __all__ = ["Admin", "Consumer", "FutureRecordMetadata", "Producer"]

@@ -1,4 +1,4 @@
-"""The client's pure consumer-group rules (ketch/aio/group_rules.py, re-exported by
+"""The client's pure consumer-group rules (ketch/group_rules.py, re-exported by
 ketch/aio/group_member.py): error → action, assignor selection, JoinGroup metadata, the
 leader's assignment, assignment changes, topic matching. Hypothesis drives the leader's
 assignment and whole cooperative rebalance sequences (no partition ever has two owners;
@@ -14,20 +14,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ketch.aio.group_rules import (
+from ketch.assignors import ASSIGNORS, RebalanceProtocol, decode_assignment, decode_subscription
+from ketch.errors import ErrorCode
+from ketch.group_rules import (
     Action,
     OffsetAndMetadata,
     action_for,
     apply_assignment,
     leader_assignments,
+    malformed_members,
     match_topics,
     normalize_offsets,
     rebalance_protocol,
     resolve_assignors,
     subscription_protocols,
 )
-from ketch.assignors import ASSIGNORS, RebalanceProtocol, decode_assignment, decode_subscription
-from ketch.errors import ErrorCode
 from ketch.records import TopicPartition
 
 TP = TopicPartition
@@ -165,3 +166,12 @@ def test_cooperative_rebalances_never_double_own_and_settle(steps: list[set[str]
         assert {tp for tps in owned.values() for tp in tps} == {TP("t", p) for p in range(partitions)}
         sizes = [len(tps) for tps in owned.values()]
         assert max(sizes) - min(sizes) <= 1
+
+
+def test_a_malformed_subscription_gets_nothing_and_is_named_for_the_log() -> None:
+    good = subscription_protocols(resolve_assignors(["range"]), {"t"}, set(), -1, RebalanceProtocol.EAGER)[0][1]
+    members = [("a", good), ("b", b"\xff not a subscription")]
+    result = leader_assignments(ASSIGNORS["range"], members, {"t": 2})
+    assert decode_assignment(result["b"]).partitions == ()
+    assert len(decode_assignment(result["a"]).partitions) == 2
+    assert malformed_members(members) == ["b"]

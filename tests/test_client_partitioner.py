@@ -74,9 +74,9 @@ def test_sticky_prefers_partitions_with_a_leader() -> None:
         seen.add(previous)
     assert seen == {1, 3}
     # nobody has a leader: any partition will do
-    assert 0 <= StickyPartitioner().partition("u", 4, []) < 4
+    assert 0 <= StickyPartitioner(random.Random()).partition("u", 4, []) < 4
     # one partition: it stays
-    single = StickyPartitioner()
+    single = StickyPartitioner(random.Random())
     assert single.on_new_batch("v", 1, [0], single.partition("v", 1, [0])) == 0
 
 

@@ -52,10 +52,10 @@ PURE: dict[str, str] = {
     "ketch/errors.py": "error codes and exceptions shared by client, broker and controller",
     "ketch/recordbatch.py": "RecordBatch v2 header parsing and validation: bytes in, fields out",
     "ketch/records.py": "the client's record types and batch codec",
+    "ketch/topic_partition.py": "the one TopicPartition type of client, assignors and broker",
+    "ketch/group_rules.py": "the client's group rules: error actions, assignor choice, what an assignment changes",
+    "ketch/partitioner.py": "murmur2 and the sticky partitioner; its random.Random is injected",
 }
-# Not pure yet, so not listed: ketch/aio/group_rules.py (logging, ketch.aio.connection, and any
-# ketch.aio module runs ketch/aio/__init__.py, the whole asyncio client) and ketch/partitioner.py
-# (a default random.Random).
 # Modules inside a pure package that are drivers by design.
 IMPURE_IN_PURE: dict[str, str] = {
     "replication/rocks_log.py": "the partition log on RocksDB (threads, a store)",

@@ -22,8 +22,8 @@ from ketch.aio.admin import (
     TopicDescription,
 )
 from ketch.aio.consumer import Consumer
-from ketch.aio.group_rules import CommitFailedError, ConsumerRebalanceListener, OffsetAndMetadata
 from ketch.aio.producer import Producer
+from ketch.group_rules import CommitFailedError, ConsumerRebalanceListener, OffsetAndMetadata
 from ketch.records import ConsumerRecord, OffsetAndTimestamp, RecordMetadata, TopicPartition
 
 __all__ = [

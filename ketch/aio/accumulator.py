@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import itertools
+import random
 import threading
 import time
 from collections import deque
@@ -183,7 +184,7 @@ class Accumulator:
         self.compression = compression
         self.linger = linger_ms / 1000
         self.buffer_memory = buffer_memory
-        self.partitioner = partitioner or StickyPartitioner()
+        self.partitioner = partitioner or StickyPartitioner(random.Random())
         self.clock = clock
         self.lock = threading.Lock()
         self.space = threading.Condition(self.lock)

@@ -51,10 +51,10 @@ from typing import Any
 from ketch.aio.connection import Connection
 from ketch.aio.fetcher import Fetcher, PartitionState
 from ketch.aio.group_member import GroupMember
-from ketch.aio.group_rules import OffsetAndMetadata, match_topics, normalize_offsets, resolve_assignors
 from ketch.aio.offsets import EARLIEST, LATEST, list_offsets
 from ketch.api.v1 import ketch_pb2
 from ketch.errors import ErrorCode, KetchError
+from ketch.group_rules import OffsetAndMetadata, match_topics, normalize_offsets, resolve_assignors
 from ketch.records import ConsumerRecord, OffsetAndTimestamp, TopicPartition
 
 __all__ = ["Consumer"]

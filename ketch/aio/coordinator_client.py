@@ -28,9 +28,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ketch.aio.connection import Connection
-from ketch.aio.group_rules import Action, action_for
 from ketch.api.v1 import ketch_pb2
 from ketch.errors import ErrorCode, KetchError, error_for
+from ketch.group_rules import Action, action_for
 
 __all__ = ["CoordinatorClient", "group_error", "status_of"]
 

@@ -48,10 +48,10 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 
 from ketch.aio.connection import Connection, TopicInfo
-from ketch.aio.group_rules import OffsetAndMetadata
 from ketch.aio.offsets import EARLIEST, LATEST, list_offsets
 from ketch.api.v1 import ketch_pb2
 from ketch.errors import ErrorCode, KetchError, OffsetOutOfRangeError, error_for
+from ketch.group_rules import OffsetAndMetadata
 from ketch.records import ConsumerRecord, TopicPartition, decode_batches
 
 __all__ = ["EARLIEST", "LATEST", "Fetcher", "PartitionState"]

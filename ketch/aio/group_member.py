@@ -69,13 +69,19 @@ from typing import Any, Protocol
 
 from ketch.aio.connection import Connection
 from ketch.aio.group_offsets import GroupOffsets
-from ketch.aio.group_rules import (
+from ketch.aio.membership import Membership
+from ketch.aio.poll_boundary import PollBoundary, PollTimeout
+from ketch.api.v1 import ketch_pb2
+from ketch.assignors import ASSIGNORS, Assignor, RebalanceProtocol, decode_assignment
+from ketch.errors import ErrorCode, KetchError
+from ketch.group_rules import (
     Action,
     CommitFailedError,
     OffsetAndMetadata,
     action_for,
     apply_assignment,
     leader_assignments,
+    malformed_members,
     match_topics,
     member_topics,
     partition_counts,
@@ -83,11 +89,6 @@ from ketch.aio.group_rules import (
     resolve_assignors,
     subscription_protocols,
 )
-from ketch.aio.membership import Membership
-from ketch.aio.poll_boundary import PollBoundary, PollTimeout
-from ketch.api.v1 import ketch_pb2
-from ketch.assignors import ASSIGNORS, Assignor, RebalanceProtocol, decode_assignment
-from ketch.errors import ErrorCode, KetchError
 from ketch.records import TopicPartition
 
 # CommitFailedError, OffsetAndMetadata and resolve_assignors are group_rules.py's, re-exported here.
@@ -353,6 +354,8 @@ class GroupMember(Membership):
             raise KetchError(
                 f"the group selected assignor {protocol!r}, unknown here", ErrorCode.INCONSISTENT_GROUP_PROTOCOL
             )
+        for member_id in malformed_members(members):
+            log.warning("member %s sent a malformed subscription; it gets nothing", member_id)
         topics = member_topics(members)
         self.conn.track(topics)
         cluster = await self.conn.refresh() if topics else self.conn.cluster

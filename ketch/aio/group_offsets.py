@@ -27,9 +27,9 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 
 from ketch.aio.coordinator_client import CoordinatorClient, group_error
-from ketch.aio.group_rules import Action, CommitFailedError, OffsetAndMetadata, action_for
 from ketch.api.v1 import ketch_pb2
 from ketch.errors import ErrorCode, KetchError, error_for
+from ketch.group_rules import Action, CommitFailedError, OffsetAndMetadata, action_for
 from ketch.records import TopicPartition
 
 __all__ = ["GroupOffsets"]

@@ -39,10 +39,10 @@ from typing import Any
 
 from ketch.aio.connection import Connection
 from ketch.aio.coordinator_client import CoordinatorClient
-from ketch.aio.group_rules import Action, action_for
 from ketch.api.v1 import ketch_pb2
 from ketch.assignors import PROTOCOL_TYPE
 from ketch.errors import ErrorCode, KetchError, error_for
+from ketch.group_rules import Action, action_for
 
 __all__ = ["Membership"]
 

@@ -1,16 +1,17 @@
 """Consumer group membership, the pure half: what the client decides, with no I/O and no clock.
 
 Used by ketch/aio/group_member.py (the asyncio driver, whose docstring states
-the protocol rules). Here: the public types (``OffsetAndMetadata``,
-``ConsumerRebalanceListener``, ``CommitFailedError``), how each error code is
-handled (``action_for``), assignor selection and the rebalance protocol, the
-JoinGroup metadata, the leader's assignment, what an assignment changes, and
-topic matching for pattern subscriptions.
+the protocol rules). It lives outside ``ketch.aio`` so that importing it loads
+no asyncio, gRPC or logging (tests/test_layering.py checks it). Here: the public
+types (``OffsetAndMetadata``, ``ConsumerRebalanceListener``,
+``CommitFailedError``), how each error code is handled (``action_for``),
+assignor selection and the rebalance protocol, the JoinGroup metadata, the
+leader's assignment, what an assignment changes, and topic matching for pattern
+subscriptions.
 """
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -31,8 +32,6 @@ from ketch.topic_partition import TopicPartition
 
 if TYPE_CHECKING:
     from ketch.aio.connection import Cluster
-
-log = logging.getLogger("ketch.consumer.group")
 
 
 class OffsetAndMetadata(NamedTuple):
@@ -172,13 +171,24 @@ def subscription_protocols(
 
 
 def decode_members(members: Sequence[tuple[str, bytes]]) -> dict[str, MemberSubscription]:
+    """Every member's subscription; a malformed one counts as subscribing to nothing (it gets nothing)."""
     out: dict[str, MemberSubscription] = {}
     for member_id, metadata in members:
         try:
             out[member_id] = decode_subscription(metadata)
         except ValueError:
-            log.warning("member %s sent a malformed subscription; it gets nothing", member_id)
             out[member_id] = MemberSubscription(frozenset())
+    return out
+
+
+def malformed_members(members: Sequence[tuple[str, bytes]]) -> list[str]:
+    """The members whose subscription does not decode (the leader logs them: they get nothing)."""
+    out = []
+    for member_id, metadata in members:
+        try:
+            decode_subscription(metadata)
+        except ValueError:
+            out.append(member_id)
     return out
 
 
