@@ -105,6 +105,10 @@ def caught_up_to_registration(image_offset: int, registration_offset: int) -> bo
 
 
 class Partition:
+    leader_state_class: type[LeaderState] = LeaderState
+    """What a new leader epoch's state is built as (the replication simulation puts old bugs back
+    by subclassing ``LeaderState``)."""
+
     def __init__(self, topic: str, index: int, log: PartitionLog, leader_epoch: int = 0) -> None:
         self.topic = topic
         self.index = index
@@ -146,7 +150,7 @@ class Partition:
             self.log.assign_epoch(leader_epoch, end)  # KIP-279: the epoch starts at this leader's end
         self.leader_epoch = leader_epoch
         self.leader_id = local_id
-        self.leader = LeaderState.start(
+        self.leader = self.leader_state_class.start(
             local_id,
             replicas,
             isr,

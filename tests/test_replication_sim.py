@@ -100,7 +100,6 @@ import os
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import pytest
 from aiokafka.record.default_records import DefaultRecordBatch
@@ -393,17 +392,6 @@ class NoBrokerEpochsLeaderState(LeaderState):
         return {}
 
 
-class BuggyLeaderPartition(Partition):
-    """A ``Partition`` whose leader state is ``leader_state_class`` (the LeaderState bugs)."""
-
-    leader_state_class: type[LeaderState] = LeaderState
-
-    def become_leader(self, *args: Any, **kwargs: Any) -> None:
-        super().become_leader(*args, **kwargs)
-        if type(self.leader) is LeaderState:  # a new epoch: the real become_leader built a plain one
-            self.leader.__class__ = self.leader_state_class
-
-
 class ProgressFirstPartition(Partition):
     """Bug ``diverging-progress``: the leader recorded a follower's fetch offset as its log end
     before the divergence check (and, as then, without the follower's broker epoch)."""
@@ -449,7 +437,7 @@ def buggy_partition_class(bugs: frozenset[str]) -> type[Partition]:
     states = tuple(LEADER_STATE_BUGS[b] for b in sorted(bugs) if b in LEADER_STATE_BUGS)
     if states:
         state = type("BuggyLeaderState", states, {})
-        bases.append(type("BuggyLeaderPartition", (BuggyLeaderPartition,), {"leader_state_class": state}))
+        bases.append(type("BuggyLeaderPartition", (Partition,), {"leader_state_class": state}))
     return type("BuggyPartition", tuple(bases), {}) if bases else Partition
 
 
