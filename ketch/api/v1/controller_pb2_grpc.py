@@ -80,6 +80,11 @@ class KetchControllerStub:
                 request_serializer=ketch_dot_api_dot_v1_dot_controller__pb2.DescribeQuorumRequest.SerializeToString,
                 response_deserializer=ketch_dot_api_dot_v1_dot_controller__pb2.DescribeQuorumResponse.FromString,
                 _registered_method=True)
+        self.AllocateProducerIds = channel.unary_unary(
+                '/ketch.v1.KetchController/AllocateProducerIds',
+                request_serializer=ketch_dot_api_dot_v1_dot_controller__pb2.AllocateProducerIdsRequest.SerializeToString,
+                response_deserializer=ketch_dot_api_dot_v1_dot_controller__pb2.AllocateProducerIdsResponse.FromString,
+                _registered_method=True)
 
 
 class KetchControllerServicer:
@@ -139,6 +144,13 @@ class KetchControllerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AllocateProducerIds(self, request, context):
+        """A block of producer ids for a broker to hand out (Kafka's AllocateProducerIds, KIP-730).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KetchControllerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -186,6 +198,11 @@ def add_KetchControllerServicer_to_server(servicer, server):
                     servicer.DescribeQuorum,
                     request_deserializer=ketch_dot_api_dot_v1_dot_controller__pb2.DescribeQuorumRequest.FromString,
                     response_serializer=ketch_dot_api_dot_v1_dot_controller__pb2.DescribeQuorumResponse.SerializeToString,
+            ),
+            'AllocateProducerIds': grpc.unary_unary_rpc_method_handler(
+                    servicer.AllocateProducerIds,
+                    request_deserializer=ketch_dot_api_dot_v1_dot_controller__pb2.AllocateProducerIdsRequest.FromString,
+                    response_serializer=ketch_dot_api_dot_v1_dot_controller__pb2.AllocateProducerIdsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -431,6 +448,33 @@ class KetchController:
             '/ketch.v1.KetchController/DescribeQuorum',
             ketch_dot_api_dot_v1_dot_controller__pb2.DescribeQuorumRequest.SerializeToString,
             ketch_dot_api_dot_v1_dot_controller__pb2.DescribeQuorumResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AllocateProducerIds(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ketch.v1.KetchController/AllocateProducerIds',
+            ketch_dot_api_dot_v1_dot_controller__pb2.AllocateProducerIdsRequest.SerializeToString,
+            ketch_dot_api_dot_v1_dot_controller__pb2.AllocateProducerIdsResponse.FromString,
             options,
             channel_credentials,
             insecure,

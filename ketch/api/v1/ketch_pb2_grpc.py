@@ -69,6 +69,11 @@ class KetchStub:
                 request_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.DescribeTopicsRequest.SerializeToString,
                 response_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.DescribeTopicsResponse.FromString,
                 _registered_method=True)
+        self.InitProducerId = channel.unary_unary(
+                '/ketch.v1.Ketch/InitProducerId',
+                request_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.InitProducerIdRequest.SerializeToString,
+                response_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.InitProducerIdResponse.FromString,
+                _registered_method=True)
         self.FindCoordinator = channel.unary_unary(
                 '/ketch.v1.Ketch/FindCoordinator',
                 request_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.FindCoordinatorRequest.SerializeToString,
@@ -171,6 +176,15 @@ class KetchServicer:
 
     def DescribeTopics(self, request, context):
         """Topic partitions plus the topic's effective configuration.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def InitProducerId(self, request, context):
+        """Idempotent producers (KIP-98): a new producer id, epoch 0, from a block the
+        controller quorum gave this broker (ids are never reused, even across a
+        controller failover). Any broker answers.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -288,6 +302,11 @@ def add_KetchServicer_to_server(servicer, server):
                     servicer.DescribeTopics,
                     request_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.DescribeTopicsRequest.FromString,
                     response_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.DescribeTopicsResponse.SerializeToString,
+            ),
+            'InitProducerId': grpc.unary_unary_rpc_method_handler(
+                    servicer.InitProducerId,
+                    request_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.InitProducerIdRequest.FromString,
+                    response_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.InitProducerIdResponse.SerializeToString,
             ),
             'FindCoordinator': grpc.unary_unary_rpc_method_handler(
                     servicer.FindCoordinator,
@@ -534,6 +553,33 @@ class Ketch:
             '/ketch.v1.Ketch/DescribeTopics',
             ketch_dot_api_dot_v1_dot_ketch__pb2.DescribeTopicsRequest.SerializeToString,
             ketch_dot_api_dot_v1_dot_ketch__pb2.DescribeTopicsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InitProducerId(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ketch.v1.Ketch/InitProducerId',
+            ketch_dot_api_dot_v1_dot_ketch__pb2.InitProducerIdRequest.SerializeToString,
+            ketch_dot_api_dot_v1_dot_ketch__pb2.InitProducerIdResponse.FromString,
             options,
             channel_credentials,
             insecure,
