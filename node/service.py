@@ -6,7 +6,10 @@ This is a thin driver. Rules:
   ``KetchError`` carries the code, anything unexpected becomes
   UNKNOWN_SERVER_ERROR with its text (and is logged) while the node keeps
   serving.
-- Produce: acks must be -1, 0 or 1 (INVALID_REQUIRED_ACKS otherwise). A topic
+- Produce: acks must be -1, 0 or 1 (INVALID_REQUIRED_ACKS otherwise). An
+  idempotent producer's retry of a stored batch (``AppendResult.duplicate``)
+  is answered with the original base offset; with acks=all it waits until
+  the high watermark passes the original last offset. A topic
   with ``flush.messages=1`` is acknowledged only after a group fsync of the WAL
   (node/group_commit.py) that covers its append.
 - Fetch long-polls: it reads, and while the total is below ``min_bytes`` and
@@ -95,10 +98,11 @@ class KetchService(GroupHandlers, ketch_pb2_grpc.KetchServicer):
                 appended = append()
                 if config.flush_messages == 1:
                     await self.group_commit.flush()  # one fsync shared with every concurrent append
-                self.metrics.bytes_in.labels(item.topic).inc(appended.bytes)
-                self.metrics.messages_in.labels(item.topic).inc(appended.last_offset - appended.base_offset + 1)
-                self.waiters.notify((item.topic, item.partition))
-                if request.acks == -1:
+                if not appended.duplicate:  # a producer's retry of a stored batch: counted the first time
+                    self.metrics.bytes_in.labels(item.topic).inc(appended.bytes)
+                    self.metrics.messages_in.labels(item.topic).inc(appended.last_offset - appended.base_offset + 1)
+                    self.waiters.notify((item.topic, item.partition))
+                if request.acks == -1:  # a duplicate waits for its original batch, as the first attempt did
                     await self._await_replication(
                         part, appended.last_offset, request.timeout_ms, config.min_insync_replicas
                     )

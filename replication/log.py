@@ -52,6 +52,33 @@ hint, recovered on open and clamped again). ``truncate_to`` below it lowers it
 to the new end; ``delete_before``/retention past it raise it to the new start;
 ``reset_to`` sets it to the new offset. So ``start <= high_watermark <= end``
 always holds.
+
+Producer state (KIP-98; the rules are in ``replication/producer_state.py``,
+DESIGN.md §10). Like the epoch cache, the log derives it from the batches it
+stores, on leader and follower alike, so a new leader already has it:
+- ``append`` reads producer id, epoch, base sequence and record count from
+  each batch header and ``update``s the ``ProducerStateTable``; the changed
+  entries are written with the batches, atomically (RocksDB: one row per
+  producer in the same WriteBatch; memory: lost with unsynced appends on
+  ``crash()``). ``append`` never refuses a batch for its sequence: the
+  leader's ``Partition.append`` checks before it assigns offsets.
+- Snapshots bound a rebuild: after every ``PRODUCER_SNAPSHOT_INTERVAL``
+  appended batches, the whole table is stored with its offset (the log end it
+  describes). There is always a snapshot at ``log_start_offset`` unless the
+  table there is empty (a log that starts at 0, or after ``reset_to``).
+- ``truncate_to(offset)`` rolls the state back: snapshots above the new end
+  are deleted; each producer that had a batch in the removed range is rebuilt
+  from the latest snapshot at or below the new end (else the empty table at
+  the log start) plus the batch headers from there to the new end. A producer
+  the table no longer holds stays out (it expired; truncation only removes).
+- ``delete_before``/retention keep every entry (Kafka keeps them until
+  expiry, KIP-360): they write the table as of the new start as its snapshot
+  (the previous one plus the removed batches' headers) and delete the older
+  snapshots. ``reset_to`` clears the table and every snapshot.
+- ``expire_producers(now_ms, expiration_ms)`` removes producers whose last
+  batch's max timestamp is ``expiration_ms`` or more before ``now_ms``
+  (persisted: RocksDB deletes their rows, unsynced).
+- A reopened RocksDB log reads the table back from its rows: no scan.
 """
 
 from __future__ import annotations
@@ -61,8 +88,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from replication.epoch_cache import UNDEFINED_EPOCH, UNDEFINED_OFFSET
+from replication.producer_state import ProducerStateTable
+
+PRODUCER_SNAPSHOT_INTERVAL = 1000  # appended batches between two snapshots of the producer table
 
 __all__ = [
+    "PRODUCER_SNAPSHOT_INTERVAL",
     "UNDEFINED_EPOCH",
     "UNDEFINED_OFFSET",
     "LogAppendError",
@@ -181,6 +212,21 @@ class PartitionLog(Protocol):
 
     def checkpoint_high_watermark(self, hw: int) -> None:
         """Store ``hw`` (clamped to the log's range); unsynced."""
+        ...
+
+    # -- producer state -------------------------------------------------------
+
+    @property
+    def producer_state(self) -> ProducerStateTable:
+        """The producer table as of the log end (read it; never change it)."""
+        ...
+
+    def producer_snapshot_offsets(self) -> list[int]:
+        """The offsets of the stored producer-table snapshots, ascending."""
+        ...
+
+    def expire_producers(self, now_ms: int, expiration_ms: int) -> int:
+        """Remove producers idle for ``expiration_ms``; return how many."""
         ...
 
     def close(self) -> None: ...

@@ -36,7 +36,8 @@ from collections.abc import Sequence
 
 from ketch.recordbatch import BatchError, BatchHeader, parse_header
 from replication.epoch_cache import EpochCache
-from replication.log import LogAppendError, LogOffsetError, RetentionPolicy
+from replication.log import PRODUCER_SNAPSHOT_INTERVAL, LogAppendError, LogOffsetError, RetentionPolicy
+from replication.producer_state import ProducerStateTable, rolled_back, table_at
 
 
 def check_append(batches: Sequence[bytes], end: int) -> list[tuple[bytes, BatchHeader]]:
@@ -102,7 +103,12 @@ def check_assign(cache: EpochCache, epoch: int, start_offset: int, end: int) -> 
 class MemoryPartitionLog:
     """A ``PartitionLog`` held in Python lists; see the module docstring."""
 
-    def __init__(self) -> None:
+    def __init__(self, snapshot_interval: int = PRODUCER_SNAPSHOT_INTERVAL) -> None:
+        self.snapshot_interval = snapshot_interval
+        self._producers = ProducerStateTable()
+        self._snapshots: list[tuple[int, ProducerStateTable]] = []  # (offset, table there), ascending
+        self._since_snapshot = 0
+        self._synced_producers = (ProducerStateTable(), list[tuple[int, ProducerStateTable]]())
         self._bases: list[int] = []
         self._batches: list[bytes] = []
         self._max_ts: list[int] = []
@@ -147,6 +153,20 @@ class MemoryPartitionLog:
     def high_watermark(self) -> int:
         return self._hw
 
+    @property
+    def producer_state(self) -> ProducerStateTable:
+        return self._producers
+
+    def producer_snapshot_offsets(self) -> list[int]:
+        return [offset for offset, _ in self._snapshots]
+
+    def expire_producers(self, now_ms: int, expiration_ms: int) -> int:
+        self._check_open()
+        gone = self._producers.remove_expired(now_ms, expiration_ms)
+        for pid in gone:  # durable at once, like a RocksDB write that reached the WAL before the crash
+            self._synced_producers[0].entries.pop(pid, None)
+        return len(gone)
+
     def checkpoint_high_watermark(self, hw: int) -> None:
         self._check_open()
         self._hw = min(max(hw, self._start), self._end)
@@ -165,6 +185,7 @@ class MemoryPartitionLog:
         self._start = self._end = self._hw = offset
         self._size = 0
         self._epochs.clear()
+        self._producers, self._snapshots, self._since_snapshot = ProducerStateTable(), [], 0
         self._mark_synced()
 
     def append(self, batches: Sequence[bytes], *, sync: bool = False) -> None:
@@ -179,6 +200,11 @@ class MemoryPartitionLog:
             self._max_ts.append(header.max_timestamp)
             self._size += len(batch)
             self._end = header.next_offset
+        self._producers.apply(header for _, header in checked)
+        self._since_snapshot += len(checked)
+        if checked and self._since_snapshot >= self.snapshot_interval:
+            self._snapshots.append((self._end, self._producers.copy()))
+            self._since_snapshot = 0
         if sync:
             self._mark_synced()
 
@@ -209,6 +235,7 @@ class MemoryPartitionLog:
         i = bisect.bisect_right(self._bases, offset) - 1
         self._size -= sum(len(b) for b in self._batches[i:])
         self._end = self._bases[i]
+        self._roll_back_producers(i)
         del self._bases[i:], self._batches[i:], self._max_ts[i:]
         self._epochs.truncate_from_end(self._end)
         self._hw = min(self._hw, self._end)
@@ -255,6 +282,8 @@ class MemoryPartitionLog:
             del self._bases[i:], self._batches[i:], self._max_ts[i:]
             self._end = self._synced_end
         self._epochs = self._synced_epochs.copy()
+        table, snapshots = self._synced_producers
+        self._producers, self._snapshots = table.copy(), list(snapshots)
         self._hw = min(max(self._synced_hw, self._start), self._end)
 
     def close(self) -> None:
@@ -263,9 +292,33 @@ class MemoryPartitionLog:
     def _next_offset(self, i: int) -> int:
         return self._bases[i + 1] if i + 1 < len(self._bases) else self._end
 
+    def _roll_back_producers(self, i: int) -> None:
+        """Truncation from batch ``i`` (the new end is its base): rebuild the producers it removes."""
+        affected = {parse_header(b).producer_id for b in self._batches[i:]} - {-1}
+        keep = bisect.bisect_right([o for o, _ in self._snapshots], self._end)
+        del self._snapshots[keep:]
+        if not affected:
+            return
+        base_offset, base = self._snapshots[-1] if self._snapshots else (self._start, ProducerStateTable())
+        j = bisect.bisect_left(self._bases, base_offset)
+        headers = (parse_header(b) for b in self._batches[j:i])
+        for pid, entry in rolled_back(self._producers, base, headers, affected).items():
+            if entry is None:
+                del self._producers.entries[pid]
+            else:
+                self._producers.entries[pid] = entry
+
     def _drop_front(self, n: int) -> None:
         if n == 0:
             return
+        new_start = self._bases[n] if n < len(self._bases) else self._end
+        base_offset, base = self._start, ProducerStateTable()
+        for offset, table in self._snapshots:
+            if offset <= new_start:
+                base_offset, base = offset, table
+        j = bisect.bisect_left(self._bases, base_offset)
+        at_start = table_at(self._producers, base, (parse_header(b) for b in self._batches[j:n]))
+        self._snapshots = [(new_start, at_start), *((o, t) for o, t in self._snapshots if o > new_start)]
         self._size -= sum(len(b) for b in self._batches[:n])
         del self._bases[:n], self._batches[:n], self._max_ts[:n]
         self._start = self._bases[0] if self._bases else self._end
@@ -277,6 +330,7 @@ class MemoryPartitionLog:
         self._synced_end = self._end
         self._synced_epochs = self._epochs.copy()
         self._synced_hw = self._hw
+        self._synced_producers = (self._producers.copy(), list(self._snapshots))
 
     def _check_range(self, offset: int) -> None:
         if not self._start <= offset <= self._end:

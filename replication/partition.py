@@ -13,6 +13,16 @@ Produce (``append``, leader only):
   request with MESSAGE_TOO_LARGE, naming both sizes; nothing is stored.
 - acks=all needs at least ``min.insync.replicas`` members in the committed
   ISR, else NOT_ENOUGH_REPLICAS before anything is appended.
+- Idempotent batches (producer id >= 0; KIP-98): a request entry holds at
+  most one, alone (INVALID_RECORD otherwise, Kafka's rule for magic 2). It
+  is checked against the log's producer state (replication/producer_state.py)
+  before offsets are assigned: a refusal raises its code
+  (OUT_OF_ORDER_SEQUENCE_NUMBER, INVALID_PRODUCER_EPOCH, ...); an exact retry
+  of one of the producer's last 5 batches stores nothing and returns the
+  ORIGINAL offsets with ``duplicate=True`` (the driver still waits for the
+  high watermark to pass them for acks=all, as the first attempt would have).
+  Followers append the leader's bytes unchanged; their log updates its
+  producer state itself.
 - The leader assigns base offsets (continuing the log end offset) and its
   leader epoch in each header, in place, and appends all batches in one
   atomic log write. Records are never decoded.
@@ -69,6 +79,7 @@ from ketch.errors import ErrorCode, KetchError, OffsetOutOfRangeError
 from replication.follower import FetchAnswer, FollowerUpdate, divergence_truncation, plan_append
 from replication.leader_state import LeaderState
 from replication.log import PartitionLog
+from replication.producer_state import Duplicate, IdempotentBatch, Refuse
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +88,7 @@ class AppendResult:
     last_offset: int
     batches: int
     bytes: int
+    duplicate: bool = False  # a producer's retry of a stored batch: nothing was appended
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +274,20 @@ class Partition:
                     f"of topic {self.topic!r}",
                     code=ErrorCode.MESSAGE_TOO_LARGE,
                 )
+        idempotent = [b for header, _ in batches if (b := IdempotentBatch.of(header)) is not None]
+        if idempotent:
+            where = f"{self.topic}-{self.index}"
+            if len(batches) > 1:
+                raise KetchError(
+                    f"{where}: a produce request may carry one idempotent batch per partition and nothing "
+                    f"else; this one has {len(batches)} batches",
+                    code=ErrorCode.INVALID_RECORD,
+                )
+            verdict = self.log.producer_state.check(idempotent[0], where)
+            if isinstance(verdict, Duplicate):
+                return AppendResult(verdict.first_offset, verdict.last_offset, 0, 0, duplicate=True)
+            if isinstance(verdict, Refuse):
+                raise KetchError(verdict.message, code=verdict.code)
         base = next_offset = self.log.log_end_offset
         stored = []
         for header, view in batches:

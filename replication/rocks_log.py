@@ -14,6 +14,8 @@ Stored (key layout in ``replication/rocks_store.py``; integers big-endian):
             pid | b"hw"     u64              high-watermark checkpoint
     tindex  pid | running max ts u64 | base u64 -> b""
 
+    producers (the producer state: rows and snapshots, see ``replication/rocks_producers.py``)
+
 A missing field reads as 0 (offsets, size) or ``NO_TIMESTAMP`` = -2**63
 (timestamps), b"" (epochs: the empty cache), so a partition that was never
 written is an empty log at 0. Opening clamps ``hw`` to ``[start, end]``.
@@ -73,8 +75,10 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from ketch.recordbatch import parse_header
 from replication.epoch_cache import EpochCache
-from replication.log import LogOffsetError, RetentionPolicy
+from replication.log import PRODUCER_SNAPSHOT_INTERVAL, LogOffsetError, RetentionPolicy
 from replication.memory_log import check_append, check_assign, check_epochs
+from replication.producer_state import ProducerStateTable
+from replication.rocks_producers import RocksProducerState
 
 if TYPE_CHECKING:
     from replication.rocks_store import NodeStore
@@ -106,11 +110,12 @@ def _locked(method: _F) -> _F:
 class RocksPartitionLog:
     """A ``PartitionLog`` over a ``NodeStore``; get one with ``NodeStore.partition_log``."""
 
-    def __init__(self, store: NodeStore, pid: int) -> None:
+    def __init__(self, store: NodeStore, pid: int, snapshot_interval: int = PRODUCER_SNAPSHOT_INTERVAL) -> None:
         self._store = store
         self.pid = pid
         self._prefix = _U32.pack(pid)
         self._hi = _U32.pack(pid + 1)
+        self._producers = RocksProducerState(store, self._prefix, self._hi, snapshot_interval)
         self._closed = False
         self._lock = threading.Lock()
         state = store.cf["state"]
@@ -153,6 +158,23 @@ class RocksPartitionLog:
     def high_watermark(self) -> int:
         return self._hw
 
+    @property
+    def producer_state(self) -> ProducerStateTable:
+        return self._producers.table
+
+    def producer_snapshot_offsets(self) -> list[int]:
+        return list(self._producers.snapshots)
+
+    @_locked
+    def expire_producers(self, now_ms: int, expiration_ms: int) -> int:
+        self._check_open()
+        wb = self._store.write_batch()
+        gone, commit = self._producers.on_expire(wb, now_ms, expiration_ms)
+        if gone:
+            self._store.write(wb, sync=False)
+            commit()
+        return gone
+
     # -- writes -----------------------------------------------------------
 
     @_locked
@@ -174,7 +196,9 @@ class RocksPartitionLog:
         self._put_state(wb, end=end, size=size, maxts=maxts)
         if epochs is not None:
             self._put_epochs(wb, epochs)
+        producers = self._producers.on_append(wb, [header for _, header in checked], end)
         self._store.write(wb, sync=sync)
+        producers()
         self._end, self._size, self._maxts = end, size, maxts
         self._publish(epochs)
 
@@ -193,11 +217,14 @@ class RocksPartitionLog:
             return
         cut = -1
         removed = 0
+        producer_ids: set[int] = set()
         for base, batch in self._batches(offset):
             if cut < 0:
                 cut = base
             removed += len(batch)
+            producer_ids.add(parse_header(batch).producer_id)
         wb, h = self._store.write_batch(), self._store.handle
+        producers = self._producers.on_truncate(wb, producer_ids - {-1}, cut, self._start, self._batches)
         wb.delete_range(self._log_key(cut), self._hi, h["log"])
         # The index is sorted by offset too: pop entries from its end while they are >= cut.
         maxts, keep_key = self._floor, self._prefix
@@ -218,6 +245,7 @@ class RocksPartitionLog:
         if epochs.truncate_from_end(cut):
             self._put_epochs(wb, epochs)
         self._store.write(wb, sync=True)
+        producers()
         self._end, self._size, self._maxts, self._hw = cut, size, maxts, hw
         self._publish(epochs)
 
@@ -269,7 +297,9 @@ class RocksPartitionLog:
         epochs = self._epochs.copy()
         if epochs.truncate_from_start(new_start):
             self._put_epochs(wb, epochs)
+        producers = self._producers.on_drop_front(wb, self._start, new_start, self._batches)
         self._store.write(wb, sync=True)
+        producers()
         self._start, self._size, self._floor, self._hw = new_start, size, floor, hw
         self._publish(epochs)
 
@@ -284,7 +314,9 @@ class RocksPartitionLog:
         self._put_state(wb, start=offset, end=offset, size=0, hw=offset, maxts=NO_TIMESTAMP, floor=NO_TIMESTAMP)
         epochs = EpochCache()
         self._put_epochs(wb, epochs)
+        producers = self._producers.on_reset(wb)
         self._store.write(wb, sync=True)
+        producers()
         self._start = self._end = self._hw = offset
         self._size, self._maxts, self._floor = 0, NO_TIMESTAMP, NO_TIMESTAMP
         self._publish(epochs)

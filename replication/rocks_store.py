@@ -10,14 +10,16 @@ numeric order and one partition's keys form one contiguous range):
     log     pid u32 | base offset u64             -> one record batch, as given
     state   pid u32 | field name (ascii)          -> field value
     tindex  pid u32 | running max ts u64 | base u64 -> b""  (see rocks_log.py)
+    producers pid u32 | b"e" | producer id u64      -> ProducerEntry.encode()   (the live table)
+              pid u32 | b"s" | offset u64           -> ProducerStateTable.encode() (a snapshot)
     meta    any bytes                              -> any bytes (node catalogue)
     raft     index u64                             -> RaftEntry (controller Raft log)
     raftmeta b"hard" | b"snap"                     -> RaftHardState | RaftSnapshot
 
 The ``state`` fields are described in ``replication/rocks_log.py`` (start,
 end, size, maxts, floor, the leader-epoch cache ``epochs`` and the
-high-watermark checkpoint ``hw``); new per-partition fields (producer state)
-are new names under the same prefix. ``meta`` belongs to the node
+high-watermark checkpoint ``hw``); the producer state has its own column
+family (a column family missing from an older database is created on open). ``meta`` belongs to the node
 layer (topic catalogue, cluster id), which uses ``meta_*``. ``raft`` and
 ``raftmeta`` belong to ``coordinator/raft_storage.py`` (the controller quorum's
 log, term, vote and snapshot), which writes them through ``write_batch``/``write``.
@@ -76,10 +78,11 @@ from typing import Any
 import rocksdict
 
 from ketch.errors import ErrorCode, KetchError
+from replication.log import PRODUCER_SNAPSHOT_INTERVAL
 from replication.rocks_log import RocksPartitionLog
 
 MAX_PID = 2**32 - 2
-PARTITION_CFS = ("log", "state", "tindex")
+PARTITION_CFS = ("log", "state", "tindex", "producers")
 RAFT_CFS = ("raft", "raftmeta")
 ALL_CFS = (*PARTITION_CFS, "meta", *RAFT_CFS)
 _U32 = struct.Struct(">I")
@@ -132,12 +135,13 @@ class NodeStore:
 
     # -- partitions -------------------------------------------------------
 
-    def partition_log(self, pid: int) -> RocksPartitionLog:
-        """The partition's log, opened from its stored state (created empty if new)."""
+    def partition_log(self, pid: int, snapshot_interval: int = PRODUCER_SNAPSHOT_INTERVAL) -> RocksPartitionLog:
+        """The partition's log, opened from its stored state (created empty if new);
+        ``snapshot_interval`` applies when it is opened."""
         self._check_open()
         log = self._logs.get(pid)
         if log is None:
-            log = self._logs[pid] = RocksPartitionLog(self, pid)
+            log = self._logs[pid] = RocksPartitionLog(self, pid, snapshot_interval)
         return log
 
     def drop_partition(self, pid: int) -> None:

@@ -2,7 +2,9 @@
 
 ``make_batch(base, count)`` gives a valid batch (CRC included) holding
 ``count`` records whose values are ``b"<tag>:<i>"``; every record carries
-``timestamp_ms``, so the batch's max timestamp is exactly that value.
+``timestamp_ms``, so the batch's max timestamp is exactly that value. With
+``producer_id`` >= 0 the batch is idempotent: it carries that id,
+``producer_epoch`` and ``base_sequence`` in its header (inside the CRC).
 ``values(data)`` decodes back-to-back batches into (offset, value) pairs.
 """
 
@@ -22,9 +24,12 @@ def make_batch(
     leader_epoch: int = 0,
     tag: str = "v",
     pad: int = 0,
+    producer_id: int = -1,
+    producer_epoch: int = -1,
+    base_sequence: int = -1,
 ) -> bytes:
     """A batch of ``count`` records at ``base_offset`` (values padded by ``pad`` bytes)."""
-    builder = DefaultRecordBatchBuilder(2, 0, 0, -1, -1, -1, 1 << 20)
+    builder = DefaultRecordBatchBuilder(2, 0, 0, producer_id, producer_epoch, base_sequence, 1 << 20)
     for i in range(count):
         value = f"{tag}:{i}".encode() + b"." * pad
         builder.append(i, timestamp=timestamp_ms, key=None, value=value, headers=[])
