@@ -79,7 +79,7 @@ from ketch.errors import ErrorCode, KetchError, OffsetOutOfRangeError
 from replication.follower import FetchAnswer, FollowerUpdate, divergence_truncation, plan_append
 from replication.leader_state import LeaderState
 from replication.log import PartitionLog
-from replication.producer_state import Duplicate, IdempotentBatch, Refuse
+from replication.producer_state import PRODUCER_ID_EXPIRATION_MS, Duplicate, IdempotentBatch, Refuse
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,6 +297,11 @@ class Partition:
         if self.leader.on_local_append(self.log.log_end_offset):
             self.log.checkpoint_high_watermark(self.leader.high_watermark)
         return AppendResult(base, next_offset - 1, len(stored), len(records))
+
+    def expire_producers(self, now_ms: int, expiration_ms: int = PRODUCER_ID_EXPIRATION_MS) -> int:
+        """Forget producers idle for ``producer.id.expiration.ms`` (leader and follower alike; the
+        broker's retention pass calls it with the wall clock, as record timestamps are wall time)."""
+        return self.log.expire_producers(now_ms, expiration_ms)
 
     def read(self, offset: int, max_bytes: int) -> ReadResult:
         """A consumer's fetch: whole batches below the high watermark."""

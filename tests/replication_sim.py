@@ -30,6 +30,16 @@ every replica rule it exercises is the one the node runs, called, not copied:
   tests/test_replication_sim.py puts old bugs back by subclassing the real
   ``Partition`` and ``LeaderState``, to show the checker catches them; only
   the driver's own part of two old bugs lives in its ``SimBroker`` subclass.
+- The producer is idempotent (KIP-98; ``SimParams.idempotent``): one producer id,
+  per-batch sequences, up to ``MAX_IN_FLIGHT`` unacknowledged batches; a batch
+  answered with an error or not at all is retried with the same epoch and
+  sequence until acknowledged; requests travel in order over one connection
+  (``Connection``), and a retry or a new leader waits until nothing is in
+  flight. On OUT_OF_ORDER_SEQUENCE_NUMBER or UNKNOWN_PRODUCER_ID for its
+  oldest unacknowledged batch it bumps its epoch locally and restarts its
+  sequences at 0 (KIP-360) — once every unacknowledged batch got that answer,
+  so none of them can be stored under the old epoch. Without idempotence the
+  batches carry no producer id and a retry resends the same records.
 - Logs are ``MemoryPartitionLog``; an append is fsynced with a per-seed
   probability (0..1), so ``crash()`` (power loss) drops a random unsynced tail.
 - Network: messages are dropped or delayed (so reordered); links are cut (a
@@ -73,6 +83,8 @@ from tests.batches import make_batch
 TOPIC, TOPIC_ID, BROKERS, MIN_ISR = "sim", "sim-topic", (1, 2, 3), 2
 HEARTBEAT_MS, SESSION_MS, LAG_MS, ISR_CHECK_MS, CONTROLLER_TICK_MS = 100, 600, 1000, 100, 100
 FETCH_WAIT_MS, RPC_TIMEOUT_MS, PRODUCE_TIMEOUT_MS = 200, 600, 1500
+PRODUCER_ID, MAX_IN_FLIGHT, RETRY_BACKOFF_MS = 4242, 4, 50
+BUMP_EPOCH = (ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER, ErrorCode.UNKNOWN_PRODUCER_ID)
 Endpoint = int | str  # a broker id, "c" (the controller) or "p" (the producer)
 Fn = Callable[[], None]
 Reply = Callable[[Any], None]
@@ -88,6 +100,37 @@ class SimFailure(AssertionError):
 class SimParams:
     seed: int
     acks: int = -1  # -1 (all): the real run; 1: the control run, which must be caught losing data
+    idempotent: bool = True  # False: the control run whose retries must be caught duplicating
+
+
+@dataclass
+class PendingBatch:
+    """One batch of the simulated producer until it is acknowledged: retried with the SAME epoch and
+    sequence until then (``attempt`` names the current one; an answer to an older one only counts
+    if it is a success)."""
+
+    tag: str
+    count: int
+    acks: int
+    on_done: Callable[[list[int]], None]
+    epoch: int = -1
+    seq: int = -1
+    attempt: int = 0
+    in_flight: bool = False
+    refused: bool = False  # the latest answer was OUT_OF_ORDER_SEQUENCE_NUMBER (or UNKNOWN_PRODUCER_ID)
+
+
+@dataclass
+class Connection:
+    """The producer's connection to one broker process: like TCP (and gRPC calls on one HTTP/2
+    connection), requests arrive in the order sent and replies in the order answered; once one is
+    lost the connection is broken and everything after it is lost too, until the producer connects
+    again (``send_pending`` does, once nothing is in flight)."""
+
+    broker: int
+    incarnation: int
+    broken: bool = False
+    last_reply_at: int = 0
 
 
 @dataclass(frozen=True)
@@ -273,6 +316,7 @@ class SimBroker:
             done = part.append(batch, max_message_bytes=1 << 20, acks=acks, min_insync_replicas=MIN_ISR, sync=sync)
         except KetchError as exc:
             return reply((int(exc.code), -1))
+        self.sim.duplicate_answers += done.duplicate
         self.notify()
         if acks != -1:
             return reply((0, done.base_offset))
@@ -402,7 +446,13 @@ class Sim:
         self.md_offset, self.cut = 0, set[frozenset[Endpoint]]()
         self.brokers = {b: self.broker_class(self, b) for b in BROKERS}
         self.down: int | None = None
-        self.in_flight, self.attempts = 0, 0
+        self.in_flight, self.attempts = 0, 0  # unacknowledged batches; batches made
+        self.pending: list[PendingBatch] = []
+        self.producer_epoch, self.next_seq, self.sends = 0, 0, 0
+        self.duplicate_answers = self.retries = self.epoch_bumps = 0
+        self.retry_due = False
+        self.conn: Connection | None = None
+        self.request_at = 0  # when the producer's latest request arrives: they arrive in order
 
     # -- scheduler and network --
 
@@ -495,21 +545,105 @@ class Sim:
     # -- the producer, faults and hooks --
 
     def produce(self, count: int, acks: int, tag: str, on_done: Callable[[list[int]], None]) -> None:
-        """Send ``count`` records (values ``<tag>:<i>``) to the leader the controller names;
-        ``on_done(offsets)`` if acknowledged."""
+        """Queue ``count`` records (values ``<tag>:<i>``) until acknowledged; ``on_done(offsets)`` then."""
+        self.attempts, self.in_flight = self.attempts + 1, self.in_flight + 1
+        batch = PendingBatch(tag, count, acks, on_done)
+        if self.params.idempotent:
+            batch.epoch, batch.seq = self.producer_epoch, self.next_seq
+            self.next_seq += count
+        self.pending.append(batch)
+        self.send_pending()
+
+    def send_pending(self) -> None:
+        """Send every unacknowledged batch not in flight, oldest first, to the leader the controller names."""
         state = self.ctl.image.partition(TOPIC_ID, 0)
         if state is None or state.leader < 0:
-            return
-        self.attempts, self.in_flight = self.attempts + 1, self.in_flight + 1
+            return self.retry_later()
         target = self.brokers[state.leader]
-        serve = functools.partial(target.serve_produce, acks, make_batch(0, count, tag=tag))
+        busy = any(b.in_flight for b in self.pending)
+        if busy and (any(b.attempt and not b.in_flight for b in self.pending) or self.conn_to(target) is None):
+            return  # a retry, or a new leader, waits for the requests in flight; then all go in order
+        for batch in self.pending:
+            if batch.in_flight:
+                continue
+            batch.in_flight, batch.attempt, self.sends = True, batch.attempt + 1, self.sends + 1
+            self.retries += batch.attempt > 1
+            records = make_batch(
+                0, batch.count, tag=batch.tag, producer_id=PRODUCER_ID if batch.seq >= 0 else -1,
+                producer_epoch=batch.epoch, base_sequence=batch.seq,
+            )
+            serve = functools.partial(target.serve_produce, batch.acks, records)
+            reply = functools.partial(self.produced, batch, batch.attempt, batch.epoch)
+            self.call_in_order(target, serve, reply, PRODUCE_TIMEOUT_MS + 500)
 
-        def done(response: tuple[int, int] | None) -> None:
+    def conn_to(self, target: SimBroker) -> Connection | None:
+        conn = self.conn
+        if conn is None or conn.broken or (conn.broker, conn.incarnation) != (target.id, target.incarnation):
+            return None
+        return conn
+
+    def call_in_order(self, target: SimBroker, serve: Callable[[Reply], None], on_reply: Reply, timeout: int) -> None:
+        """``call`` from the producer over its ``Connection`` (opened again if broken or to another process)."""
+        conn = self.conn_to(target) or Connection(target.id, target.incarnation)
+        self.conn = conn
+        done, link = [False], frozenset(("p", target.id))
+
+        def finish(response: Any) -> None:
+            if not done[0]:
+                done[0] = True
+                on_reply(response)
+
+        def arrives(fn: Fn) -> Fn:
+            def run() -> None:
+                if conn.broken or link in self.cut or lost:
+                    conn.broken = True
+                else:
+                    fn()
+
+            lost = self.rng.random() < self.drop
+            return run
+
+        def reply(response: Any) -> None:
+            conn.last_reply_at = max(conn.last_reply_at, self.now + self.rng.randint(1, self.max_delay))
+            self.at(conn.last_reply_at - self.now, arrives(lambda: finish(response)))
+
+        self.request_at = max(self.request_at, self.now + self.rng.randint(1, self.max_delay))
+        self.at(self.request_at - self.now, arrives(target.guard(target.incarnation, lambda: serve(reply))))
+        self.at(timeout, lambda: finish(None))
+
+    def produced(self, batch: PendingBatch, attempt: int, epoch: int, response: tuple[int, int] | None) -> None:
+        if batch not in self.pending:
+            return  # acknowledged by another attempt
+        if response is not None and response[0] == 0:
+            self.pending.remove(batch)
             self.in_flight -= 1
-            if response is not None and response[0] == 0:
-                on_done([response[1] + i for i in range(count)])
+            batch.on_done([response[1] + i for i in range(batch.count)])
+        elif attempt == batch.attempt:  # not an older attempt's failure (the batch went again since)
+            batch.in_flight = False
+            batch.refused = response is not None and response[0] in BUMP_EPOCH and epoch == self.producer_epoch
+        if self.pending and self.pending[0].refused and all(b.refused for b in self.pending):
+            self.bump_epoch()
+        self.retry_later()
 
-        self.call("p", target.id, serve, done, PRODUCE_TIMEOUT_MS + 500)
+    def bump_epoch(self) -> None:
+        """KIP-360: a new epoch, sequences from 0 for every unacknowledged batch. Only once every one
+        of them was refused as out of order under the current epoch, so none of them is stored (a
+        stored one comes back as a duplicate with its offsets): renumbering a batch that might be
+        stored would store it twice."""
+        self.producer_epoch, self.next_seq, self.epoch_bumps = self.producer_epoch + 1, 0, self.epoch_bumps + 1
+        self.note(f"producer: every batch out of order; epoch {self.producer_epoch}, sequences from 0")
+        for batch in self.pending:
+            batch.epoch, batch.seq, batch.refused = self.producer_epoch, self.next_seq, False
+            self.next_seq += batch.count
+
+    def retry_later(self) -> None:
+        if not self.retry_due:
+            self.retry_due = True
+            self.at(RETRY_BACKOFF_MS, self.retry)
+
+    def retry(self) -> None:
+        self.retry_due = False
+        self.send_pending()
 
     def started(self) -> None:
         """Hook: the topic exists (the scenario starts its workload and faults)."""
@@ -550,9 +684,11 @@ class Sim:
 
     def fail(self, what: str) -> None:
         env = f"REPL_SIM_SEED={self.params.seed}" + (" REPL_SIM_ACKS=1" if self.params.acks == 1 else "")
+        env += "" if self.params.idempotent else " REPL_SIM_IDEMPOTENCE=0"
         env += self.variant()
         raise SimFailure(
-            f"seed {self.params.seed} ({type(self).__name__}, acks={self.params.acks}) at t={self.now} ms: {what}\n"
+            f"seed {self.params.seed} ({type(self).__name__}, acks={self.params.acks}, "
+            f"idempotent={self.params.idempotent}) at t={self.now} ms: {what}\n"
             f"reproduce: {env} pytest tests/test_replication_sim.py -k replay\nlast events:\n  "
             + "\n  ".join(self.trace)
         )

@@ -297,3 +297,40 @@ def test_flush_messages_1_acknowledges_after_a_group_fsync(stub: ketch_pb2_grpc.
         t.join(30)
     assert sorted(results) == list(range(0, 16, 2))
     assert len(values(fetch(stub, topic="synced").records)) == 16
+
+
+def test_idempotent_retry_gets_the_original_offset_and_is_stored_once(
+    node: NodeProcess, stub: ketch_pb2_grpc.KetchStub
+) -> None:
+    """KIP-98 through the real service: a retry is answered with its first offset (acks=1 and
+    acks=all), a gap and an older epoch are refused, a two-batch request is INVALID_RECORD."""
+
+    def batch(seq: int, epoch: int = 0, count: int = 2, tag: str = "i") -> bytes:
+        return make_batch(0, count, tag=tag, producer_id=77, producer_epoch=epoch, base_sequence=seq)
+
+    assert produce(stub, make_batch(0, 1, tag="plain")).base_offset == 0
+    first = produce(stub, batch(0), acks=-1)
+    assert (first.error_code, first.base_offset) == (0, 1)
+    for acks in (1, -1):
+        again = produce(stub, batch(0), acks=acks)
+        assert (again.error_code, again.base_offset) == (0, 1)
+    gap = produce(stub, batch(5))
+    assert gap.error_code == ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER
+    assert "producer 77 epoch 0" in gap.error_message and "expected sequence 2" in gap.error_message
+    assert produce(stub, batch(2)).base_offset == 3
+    assert produce(stub, batch(0, epoch=1, tag="j")).base_offset == 5  # KIP-360 bump: sequence 0
+    old = produce(stub, batch(4, epoch=0))
+    assert old.error_code == ErrorCode.INVALID_PRODUCER_EPOCH
+    two = produce(stub, batch(2, epoch=1) + make_batch(0, 1))
+    assert two.error_code == ErrorCode.INVALID_RECORD
+    assert [v for _, v in stored(stub)] == [b"plain:0", b"i:0", b"i:1", b"i:0", b"i:1", b"j:0", b"j:1"]
+    node.restart()
+    wait_broker_alive(node)
+    channel = grpc.insecure_channel(node.bootstrap)
+    stub = ketch_pb2_grpc.KetchStub(channel)
+    deadline = time.monotonic() + 15
+    while (again := produce(stub, batch(0, epoch=1, tag="j"))).error_code and time.monotonic() < deadline:
+        time.sleep(0.05)  # leadership is re-elected once the restarted broker is unfenced
+    assert (again.error_code, again.base_offset) == (0, 5)  # the producer state survived the restart
+    assert produce(stub, batch(2, epoch=1, tag="j")).base_offset == 7
+    channel.close()

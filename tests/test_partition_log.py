@@ -426,3 +426,89 @@ def test_truncate_at_the_end_drops_an_epoch_that_started_there(env: Env) -> None
     assert env.log.latest_epoch == 0
     env.reopen()
     assert env.log.latest_epoch == 0
+
+
+# -- producer state (KIP-98; the rules are in replication/log.py) -------------------------------
+
+
+def idem(log: PartitionLog, pid: int, seq: int, count: int = 2, epoch: int = 0, ts: int = 1000) -> bytes:
+    batch = make_batch(
+        log.log_end_offset, count, producer_id=pid, producer_epoch=epoch, base_sequence=seq, timestamp_ms=ts
+    )
+    log.append([batch])
+    return batch
+
+
+def seqs(log: PartitionLog, pid: int) -> list[tuple[int, int, int]]:
+    """(first sequence, last sequence, first offset) of the producer's remembered batches."""
+    entry = log.producer_state.get(pid)
+    return [] if entry is None else [(m.first_seq, m.last_seq, m.first_offset) for m in entry.batches]
+
+
+def test_producer_state_follows_appends_truncation_and_reopen(env: Env) -> None:
+    log = env.log
+    for seq in range(0, 14, 2):  # 7 batches of producer 5 at offsets 0, 2, ..., 12; producer 6 between
+        idem(log, 5, seq)
+        if seq == 6:
+            idem(log, 6, 0, count=1)
+    assert seqs(log, 5) == [(4, 5, 4), (6, 7, 6), (8, 9, 9), (10, 11, 11), (12, 13, 13)]
+    assert seqs(log, 6) == [(0, 0, 8)]
+    env.reopen()
+    assert seqs(env.log, 5) == [(4, 5, 4), (6, 7, 6), (8, 9, 9), (10, 11, 11), (12, 13, 13)]
+    env.log.truncate_to(9)  # producer 5 goes back to its batch at 6; producer 6 keeps its one
+    assert seqs(env.log, 5) == [(0, 1, 0), (2, 3, 2), (4, 5, 4), (6, 7, 6)]
+    assert seqs(env.log, 6) == [(0, 0, 8)]
+    env.log.truncate_to(8)
+    assert env.log.producer_state.get(6) is None
+    env.reopen()
+    assert seqs(env.log, 5) == [(0, 1, 0), (2, 3, 2), (4, 5, 4), (6, 7, 6)] and env.log.producer_state.get(6) is None
+
+
+def test_retention_keeps_producers_and_a_later_truncation_still_rebuilds(env: Env) -> None:
+    log = env.log
+    for seq in range(0, 8, 2):
+        idem(log, 5, seq)
+    idem(log, 6, 0, count=1)
+    idem(log, 5, 8)  # offsets: 5 at 0, 2, 4, 6, 9; 6 at 8
+    log.delete_before(8)
+    assert log.log_start_offset == 8 and log.producer_snapshot_offsets()[0] == 8
+    assert seqs(log, 5) == [(0, 1, 0), (2, 3, 2), (4, 5, 4), (6, 7, 6), (8, 9, 9)]  # kept until expiry (KIP-360)
+    env.reopen()
+    env.log.truncate_to(9)  # rebuilt from the snapshot at the log start
+    assert seqs(env.log, 5) == [(0, 1, 0), (2, 3, 2), (4, 5, 4), (6, 7, 6)]
+    env.log.delete_before(9)  # everything: the table is the snapshot at the end
+    assert seqs(env.log, 5) == [(0, 1, 0), (2, 3, 2), (4, 5, 4), (6, 7, 6)] and seqs(env.log, 6) == [(0, 0, 8)]
+    env.log.reset_to(20)
+    env.reopen()
+    assert len(env.log.producer_state) == 0 and env.log.producer_snapshot_offsets() == []
+
+
+def test_expired_producers_are_removed_for_good(env: Env) -> None:
+    idem(env.log, 5, 0, ts=1000)
+    idem(env.log, 6, 0, ts=5000)
+    assert env.log.expire_producers(now_ms=5999, expiration_ms=1000) == 1
+    env.reopen()
+    assert env.log.producer_state.get(5) is None and env.log.producer_state.get(6) is not None
+    idem(env.log, 6, 1, ts=6000)
+    env.log.truncate_to(5)  # a rollback does not bring the expired producer back
+    assert env.log.producer_state.get(5) is None and seqs(env.log, 6) == [(0, 1, 2)]
+
+
+def test_snapshots_bound_the_rebuild_and_go_with_truncation(tmp_path: Path) -> None:
+    with NodeStore.open(str(tmp_path / "db")) as store:
+        for log in (MemoryPartitionLog(snapshot_interval=3), store.partition_log(0, snapshot_interval=3)):
+            for seq in range(10):
+                idem(log, 5, seq, count=1)
+            assert log.producer_snapshot_offsets() == [3, 6, 9]
+            log.truncate_to(7)
+            assert log.producer_snapshot_offsets() == [3, 6]
+            assert seqs(log, 5)[-1] == (6, 6, 6)
+
+
+def test_memory_crash_loses_the_producer_state_of_unsynced_appends() -> None:
+    log = MemoryPartitionLog()
+    idem(log, 5, 0)
+    log.append([make_batch(2, 1)], sync=True)
+    idem(log, 5, 2)
+    log.crash()
+    assert seqs(log, 5) == [(0, 1, 0)]

@@ -1,7 +1,8 @@
 """Replication under faults: the seeded simulation of tests/replication_sim.py, its checker and runs.
 
 Scenario (``Scenario``, one seed): three brokers register, the topic (RF 3,
-min.insync.replicas 2) is created, a producer sends batches of 1..3 unique
+min.insync.replicas 2) is created, an idempotent producer (tests/replication_sim.py:
+retries with the same sequence until acknowledged) sends batches of 1..3 unique
 values every 5..30 ms with acks=all (acks=1 in the control run), and every
 150..600 ms a fault may start (kill with power loss 70% of the time, pause, cut
 a broker from its peers and/or the controller, heal), aimed at the leader 60%
@@ -30,6 +31,9 @@ Invariants (``Checker``), after every event:
   not crashes since the acknowledgement, is what the physics allows: a
   follower may lose power after it fetched a record and before the leader
   acknowledges it on the strength of that fetch.
+- No duplicates (KIP-98): with idempotence on, no value is stored at two
+  offsets of the converged log. The control run without idempotence (its
+  retries resend the records) must be caught duplicating.
 - Leaders: one broker per leader epoch; the leader is in its ISR; the ISR
   (committed and pending) is within the replicas; the controller's image keeps
   ``PartitionRegistration.check()``.
@@ -87,7 +91,8 @@ shown to catch every one:
 
 Runs: ``REPL_SIM_SEEDS`` seeds (default 800, in chunks of 50) of
 ``Scenario``; ``test_replay`` replays ``REPL_SIM_SEED`` (``REPL_SIM_ACKS=1``
-for a control run, ``REPL_SIM_BUGS=bug,...`` to put old bugs back) — a
+for a control run, ``REPL_SIM_IDEMPOTENCE=0`` for a producer without idempotence,
+``REPL_SIM_BUGS=bug,...`` to put old bugs back) — a
 failure prints that command; the acks=1 control run must be caught losing data; runs are
 deterministic.
 """
@@ -275,6 +280,7 @@ class Scenario(Sim):
         self.checker = Checker(self)
         self.faults: Counter[str] = Counter()
         self.final_acked = False
+        self.duplicates = 0
 
     def started(self) -> None:
         self.at(0, self.produce_tick)
@@ -351,7 +357,16 @@ class Scenario(Sim):
         if not self.run_until(lambda: self.final_acked and self.converged(), CHAOS_MS + LIVENESS_MS):
             self.fail(f"liveness: no convergence after healing (final acked: {self.final_acked}): {self.describe()}")
         self.checker.check_pending(final=True)
+        self.duplicates = self.count_duplicates()
+        if self.duplicates and self.params.idempotent:
+            self.fail(f"duplicates: {self.duplicates} record(s) stored at two offsets with idempotence on")
         return self
+
+    def count_duplicates(self) -> int:
+        """Records of the converged log stored at more than one offset (every value is unique)."""
+        log = self.brokers[BROKERS[0]].log
+        held = Counter(v for batch in log.batches for v in self.checker.values(batch))
+        return sum(n - 1 for n in held.values() if n > 1)
 
     def final_produce(self) -> None:
         if not self.final_acked:
@@ -476,9 +491,9 @@ class BuggyScenario(Scenario):
         return f" REPL_SIM_BUGS={','.join(sorted(self.bugs))}" if self.bugs else ""
 
 
-def run_seed(seed: int, acks: int = -1, bugs: frozenset[str] = frozenset()) -> Scenario:
+def run_seed(seed: int, acks: int = -1, bugs: frozenset[str] = frozenset(), idempotent: bool = True) -> Scenario:
     """One run of today's drivers, with the old ``bugs`` put back."""
-    params = SimParams(seed, acks)
+    params = SimParams(seed, acks, idempotent)
     return (BuggyScenario(params, bugs) if bugs else Scenario(params)).run()
 
 
@@ -493,7 +508,8 @@ def test_replay() -> None:
     seed = int(os.environ.get("REPL_SIM_SEED", "0"))
     acks = int(os.environ.get("REPL_SIM_ACKS", "-1"))
     bugs = frozenset(b for b in os.environ.get("REPL_SIM_BUGS", "").split(",") if b)
-    sim = run_seed(seed, acks, bugs)
+    idempotent = os.environ.get("REPL_SIM_IDEMPOTENCE", "1") != "0"
+    sim = run_seed(seed, acks, bugs, idempotent)
     assert sim.checker.acked, "nothing was acknowledged"
 
 
@@ -509,6 +525,21 @@ def test_control_acks1_with_leader_crashes_is_caught() -> None:
             )
             return
     pytest.fail("the checker never caught acks=1 losing records in 50 seeds")
+
+
+def test_control_without_idempotence_is_caught_duplicating() -> None:
+    """Without idempotence a retry of a batch whose answer was lost stores it again: the duplicate
+    check must see it (and, with the default idempotent producer, the same seeds have none)."""
+    for seed in range(50):
+        sim = run_seed(seed, idempotent=False)
+        if sim.duplicates:
+            with pytest.raises(SimFailure, match="duplicates") as failure:
+                sim.fail(f"duplicates: {sim.duplicates}")
+            assert f"REPL_SIM_SEED={seed} REPL_SIM_IDEMPOTENCE=0 pytest" in str(failure.value)
+            idempotent = run_seed(seed)
+            assert idempotent.duplicates == 0 and idempotent.duplicate_answers > 0
+            return
+    pytest.fail("no duplicate in 50 seeds of retries without idempotence")
 
 
 # Per bug: a seed that fails with it put back (found by searching), and the symptom.
@@ -540,9 +571,11 @@ def test_runs_are_deterministic() -> None:
 
 def test_faults_and_protocol_paths_are_exercised() -> None:
     faults: Counter[str] = Counter()
-    acked = epochs = diverged = shrinks = 0
+    acked = epochs = diverged = shrinks = duplicate_answers = retries = 0
     for seed in range(30):
         sim = run_seed(seed)
+        duplicate_answers += sim.duplicate_answers
+        retries += sim.retries
         faults += sim.faults
         acked += len(sim.checker.acked)
         epochs += max(sim.checker.leader_of_epoch, default=0)
@@ -550,3 +583,4 @@ def test_faults_and_protocol_paths_are_exercised() -> None:
         shrinks += sum("shrink" in line for line in sim.trace)
     assert {"power loss", "kill", "pause", "cut peers", "cut controller", "heal"} <= set(faults), faults
     assert acked > 1000 and epochs > 30 and diverged > 0 and shrinks > 0
+    assert retries > 100 and duplicate_answers > 50, (retries, duplicate_answers)  # retries answered as duplicates
