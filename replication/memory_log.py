@@ -14,6 +14,9 @@ logs are small; the RocksDB log has a real time index).
 
 The leader-epoch cache is an ``EpochCache`` (replication/epoch_cache.py)
 changed by the same calls, and the high-watermark checkpoint a plain int.
+The producer state is a ``ProducerStateTable`` with its snapshots as a list
+of ``(offset, table)`` (rules in replication/log.py); ``snapshot_interval``
+is how many appended batches apart they are taken.
 
 Crash model (DESIGN.md §7, "a memory log that loses unsynced data on
 crash"): ``append(sync=False)`` and ``checkpoint_high_watermark`` are durable
@@ -21,9 +24,10 @@ only once a later synced write happens, as with RocksDB's WAL, where one
 fsync covers every earlier write. Truncation, ``delete_before``, retention,
 ``reset_to`` and ``assign_epoch`` are always synced (they are rare and must
 not be undone by a crash). Every synced write snapshots the durable state
-(end offset, epoch cache, high watermark); ``crash()`` goes back to it, which
-can only drop a suffix of unsynced appends (and the epochs they started) and
-checkpoints made since.
+(end offset, epoch cache, high watermark, producer table and snapshots);
+``crash()`` goes back to it, which can only drop a suffix of unsynced appends
+(and the epochs and producer state they made) and checkpoints made since.
+``expire_producers`` is durable at once (RocksDB writes it to the WAL).
 
 ``check_append`` and ``check_epochs`` hold the append validation both
 implementations share.

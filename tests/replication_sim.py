@@ -568,9 +568,9 @@ class Sim:
                 continue
             batch.in_flight, batch.attempt, self.sends = True, batch.attempt + 1, self.sends + 1
             self.retries += batch.attempt > 1
+            pid = PRODUCER_ID if batch.seq >= 0 else -1
             records = make_batch(
-                0, batch.count, tag=batch.tag, producer_id=PRODUCER_ID if batch.seq >= 0 else -1,
-                producer_epoch=batch.epoch, base_sequence=batch.seq,
+                0, batch.count, tag=batch.tag, producer_id=pid, producer_epoch=batch.epoch, base_sequence=batch.seq
             )
             serve = functools.partial(target.serve_produce, batch.acks, records)
             reply = functools.partial(self.produced, batch, batch.attempt, batch.epoch)

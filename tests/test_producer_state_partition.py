@@ -9,7 +9,7 @@ import pytest
 from ketch.errors import ErrorCode, KetchError
 from replication.follower import FetchAnswer
 from replication.memory_log import MemoryPartitionLog
-from replication.partition import Partition
+from replication.partition import AppendResult, Partition
 from tests.batches import make_batch, values
 
 PID = 31
@@ -25,7 +25,7 @@ def leader(broker: int = 1, epoch: int = 1, log: MemoryPartitionLog | None = Non
     return part
 
 
-def append(part: Partition, records: bytes, acks: int = 1):  # type: ignore[no-untyped-def]
+def append(part: Partition, records: bytes, acks: int = 1) -> AppendResult:
     return part.append(records, max_message_bytes=1 << 20, acks=acks, min_insync_replicas=1, sync=False)
 
 

@@ -89,6 +89,11 @@ shown to catch every one:
   min(leader's end, own end) = its own end, and the follower livelocked on
   diverging answers. Fix: truncate to where its first cached epoch starts.
 
+Figures (idempotent producer, the default 800 seeds): 48,141 records acknowledged, 9,986
+retries, 2,920 of them answered as duplicates with the original offsets, 88 local epoch bumps,
+0 duplicates and 0 failures. The control without idempotence duplicates in 167 of seeds
+0..199 (1,368 duplicate records).
+
 Runs: ``REPL_SIM_SEEDS`` seeds (default 800, in chunks of 50) of
 ``Scenario``; ``test_replay`` replays ``REPL_SIM_SEED`` (``REPL_SIM_ACKS=1``
 for a control run, ``REPL_SIM_IDEMPOTENCE=0`` for a producer without idempotence,
@@ -542,12 +547,13 @@ def test_control_without_idempotence_is_caught_duplicating() -> None:
     pytest.fail("no duplicate in 50 seeds of retries without idempotence")
 
 
-# Per bug: a seed that fails with it put back (found by searching), and the symptom.
+# Per bug: a seed that fails with it put back (found by searching; searched again when the producer
+# became idempotent, since its retries changed every run's events), and the symptom.
 BUG_SEEDS = {
-    "diverging-progress": (78, "committed prefixes differ"),
-    "hw-floor": (415, "committed prefixes differ"),
-    "wait-registration": (1191, "acknowledged record lost"),
-    "isr-floor": (17, "acknowledged record lost"),
+    "diverging-progress": (75, "committed prefixes differ"),
+    "hw-floor": (193, "committed prefixes differ"),
+    "wait-registration": (3661, "acknowledged record lost"),
+    "isr-floor": (88, "acknowledged record lost"),
     "fetch-epoch": (1305, "acknowledged record lost"),
     "older-epoch": (3935, "liveness"),
 }
