@@ -554,8 +554,8 @@ BUG_SEEDS = {
     "hw-floor": (193, "committed prefixes differ"),
     "wait-registration": (3661, "acknowledged record lost"),
     "isr-floor": (88, "acknowledged record lost"),
-    "fetch-epoch": (1305, "acknowledged record lost"),
-    "older-epoch": (3935, "liveness"),
+    "fetch-epoch": (1195, "acknowledged record lost"),
+    "older-epoch": (9, "liveness"),
 }
 
 
