@@ -13,6 +13,8 @@ the batches alone, on every replica and in every rebuild).
 
 Rules for a produce (``check``, the leader, before offsets are assigned), in
 Kafka's order (``UnifiedLog.analyzeAndValidateProducerState``):
+0. An idempotent batch with a negative epoch or base sequence is
+   INVALID_RECORD (Kafka's ``LogValidator``).
 1. An exact retry of one of the last 5 batches (same epoch, same first and
    last sequence) is ``Duplicate`` with the ORIGINAL first and last offset;
    nothing is stored again.
