@@ -117,7 +117,7 @@ class PendingBatch:
     seq: int = -1
     attempt: int = 0
     in_flight: bool = False
-    refused: bool = False  # the latest answer was OUT_OF_ORDER_SEQUENCE_NUMBER (or UNKNOWN_PRODUCER_ID)
+    refused: bool = False  # answered OUT_OF_ORDER_SEQUENCE_NUMBER (or UNKNOWN_PRODUCER_ID) since last sent
 
 
 @dataclass
@@ -566,7 +566,8 @@ class Sim:
         for batch in self.pending:
             if batch.in_flight:
                 continue
-            batch.in_flight, batch.attempt, self.sends = True, batch.attempt + 1, self.sends + 1
+            batch.in_flight, batch.refused = True, False
+            batch.attempt, self.sends = batch.attempt + 1, self.sends + 1
             self.retries += batch.attempt > 1
             pid = PRODUCER_ID if batch.seq >= 0 else -1
             records = make_batch(

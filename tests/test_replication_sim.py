@@ -89,8 +89,8 @@ shown to catch every one:
   min(leader's end, own end) = its own end, and the follower livelocked on
   diverging answers. Fix: truncate to where its first cached epoch starts.
 
-Figures (idempotent producer, the default 800 seeds): 48,141 records acknowledged, 9,986
-retries, 2,920 of them answered as duplicates with the original offsets, 88 local epoch bumps,
+Figures (idempotent producer, the default 800 seeds): 48,141 records acknowledged, 9,984
+retries, 2,920 of them answered as duplicates with the original offsets, 84 local epoch bumps,
 0 duplicates and 0 failures. The control without idempotence duplicates in 167 of seeds
 0..199 (1,368 duplicate records).
 
