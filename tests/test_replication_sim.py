@@ -88,6 +88,9 @@ shown to catch every one:
   after an unclean or lossy election), ``divergence_truncation`` returned
   min(leader's end, own end) = its own end, and the follower livelocked on
   diverging answers. Fix: truncate to where its first cached epoch starts.
+- ``no-dedup`` (not an old bug; it proves the duplicate check can fail with
+  idempotence on): the leader's log shows it no producer state (a
+  ``SimLog`` subclass), so every retry is accepted as from an unknown producer.
 
 Figures (idempotent producer, the default 800 seeds): 48,141 records acknowledged, 9,984
 retries, 2,920 of them answered as duplicates with the original offsets, 84 local epoch bumps,
@@ -118,6 +121,7 @@ from coordinator.metadata import MetadataImage
 from replication.follower import divergence_truncation
 from replication.leader_state import IsrProposal, LeaderState
 from replication.partition import FollowerFetch, Partition
+from replication.producer_state import ProducerStateTable
 from tests.replication_sim import (
     BROKERS,
     TOPIC_ID,
@@ -125,11 +129,14 @@ from tests.replication_sim import (
     Sim,
     SimBroker,
     SimFailure,
+    SimLog,
     SimParams,
 )
 
 CHAOS_MS, LIVENESS_MS = 6000, 20_000
-BUGS = frozenset(("diverging-progress", "hw-floor", "wait-registration", "isr-floor", "fetch-epoch", "older-epoch"))
+BUGS = frozenset(
+    ("diverging-progress", "hw-floor", "wait-registration", "isr-floor", "fetch-epoch", "older-epoch", "no-dedup")
+)
 SEEDS = int(os.environ.get("REPL_SIM_SEEDS", "800"))
 CHUNK = 50
 
@@ -431,6 +438,15 @@ class ProgressFirstPartition(Partition):
         return dataclasses.replace(fetch, high_watermark_moved=moved or fetch.high_watermark_moved)
 
 
+class StatelessLog(SimLog):
+    """Bug ``no-dedup`` (not an old one: it shows the duplicate check can fail with idempotence on):
+    the leader sees no producer state, so every producer is unknown and any sequence is accepted."""
+
+    @property
+    def producer_state(self) -> ProducerStateTable:
+        return ProducerStateTable()
+
+
 class OwnEndPartition(Partition):
     """Bug ``older-epoch``: holding no epoch <= the leader's answer, the follower truncated to
     min(leader's end, own end), not to where its first epoch starts."""
@@ -490,6 +506,8 @@ class BuggyScenario(Scenario):
         self.partition_class = buggy_partition_class(bugs)
         if "isr-floor" in bugs:
             self.ctl_min_isr = 1  # the old controller: no floor
+        if "no-dedup" in bugs:
+            self.log_class = StatelessLog
         super().__init__(params)
 
     def variant(self) -> str:
@@ -556,6 +574,7 @@ BUG_SEEDS = {
     "isr-floor": (88, "acknowledged record lost"),
     "fetch-epoch": (1195, "acknowledged record lost"),
     "older-epoch": (9, "liveness"),
+    "no-dedup": (0, "duplicates"),
 }
 
 
