@@ -196,6 +196,17 @@ class ControllerService(controller_pb2_grpc.KetchControllerServicer):
         out.status.CopyFrom(last)
         return out
 
+    async def AllocateProducerIds(
+        self, request: cpb.AllocateProducerIdsRequest, context: Any
+    ) -> cpb.AllocateProducerIdsResponse:
+        block, status = await self._run(lambda c: c.allocate_producer_ids(request.broker_id, request.broker_epoch))
+        if block is None:
+            return cpb.AllocateProducerIdsResponse(status=status)
+        log.info("producer ids [%d, %d) go to broker %d", block.first, block.next_block_first, block.broker_id)
+        return cpb.AllocateProducerIdsResponse(
+            status=status, producer_id_start=block.first, producer_id_len=block.size
+        )
+
     async def ElectLeaders(self, request: cpb.ElectLeadersRequest, context: Any) -> cpb.ElectLeadersResponse:
         wanted = [(p.topic, p.partition) for p in request.partitions] or None
         response, status = await self._run(lambda c: c.elect_preferred_leaders(wanted))

@@ -48,6 +48,7 @@ from node.isr_manager import IsrManager
 from node.lifecycle import BrokerEpoch, BrokerLifecycle
 from node.metadata_follower import MetadataFollower
 from node.metrics import NodeMetrics
+from node.producer_ids import ProducerIdManager
 from node.replica_fetcher import ReplicaFetcher
 from node.service import KetchService
 from node.topic_admin import TopicAdmin
@@ -186,8 +187,16 @@ class BrokerRole:
         metrics.watch_replicas(self.broker.partitions, self.isr)
         self.groups = GroupManager(self.broker, admin, self.waiters, metrics)
         metrics.watch_groups(self.groups)
+        self.producer_ids = ProducerIdManager.with_controllers(config.node_id, epoch, self.controllers)
         service = KetchService(
-            self.broker, admin, metrics, self.waiters, cluster_id(config, store), group_commit, self.groups
+            self.broker,
+            admin,
+            metrics,
+            self.waiters,
+            cluster_id(config, store),
+            group_commit,
+            self.groups,
+            self.producer_ids,
         )
         ketch_pb2_grpc.add_KetchServicer_to_server(service, server)
         self._tasks: list[asyncio.Task[None]] = []
@@ -230,6 +239,7 @@ class BrokerRole:
 
     async def stop(self) -> None:
         await _await_cancelled(self._tasks)
+        await self.producer_ids.close()
         await self.controllers.close()
 
 

@@ -20,6 +20,9 @@ This is a thin driver. Rules:
 - Metadata and topic administration are delegated to node/topic_admin.py
   (answered from the metadata image; writes forwarded to the controller);
   consumer groups to node/group_service.py (the group coordinator).
+- InitProducerId (KIP-98): a new producer id with epoch 0, from this broker's
+  block (node/producer_ids.py); a transactional id is refused with
+  INVALID_REQUEST until transactions are built.
 - Every call is timed into ``ketch_request_latency_seconds{api}``.
 """
 
@@ -39,6 +42,7 @@ from node.group_coordinator import GroupManager
 from node.group_service import GroupHandlers
 from node.metrics import NodeMetrics, timed
 from node.produce_purgatory import await_replication
+from node.producer_ids import ProducerIdManager
 from node.topic_admin import TopicAdmin, error_fields
 from replication.partition import Partition
 
@@ -60,7 +64,9 @@ class KetchService(GroupHandlers, ketch_pb2_grpc.KetchServicer):
         cluster_id: str,
         group_commit: GroupCommit,
         groups: GroupManager,
+        producer_ids: ProducerIdManager | None = None,
     ) -> None:
+        self.producer_ids = producer_ids
         self.groups = groups
         self.group_commit = group_commit
         self.broker = broker
@@ -226,3 +232,24 @@ class KetchService(GroupHandlers, ketch_pb2_grpc.KetchServicer):
     @timed("DeleteTopics")
     async def DeleteTopics(self, request: pb.DeleteTopicsRequest, context: Any) -> pb.DeleteTopicsResponse:
         return await self.admin.delete(request)
+
+    # -- Idempotent producers --------------------------------------------------
+
+    @timed("InitProducerId")
+    async def InitProducerId(self, request: pb.InitProducerIdRequest, context: Any) -> pb.InitProducerIdResponse:
+        # The request's producer id and epoch are not used yet: an idempotent producer bumps its epoch
+        # locally (KIP-360) and comes back here only for a new id.
+        try:
+            if request.transactional_id:
+                raise KetchError(
+                    f"transactional id {request.transactional_id!r}: transactions are not built yet",
+                    code=ErrorCode.INVALID_REQUEST,
+                )
+            if self.producer_ids is None:
+                raise KetchError("this broker hands out no producer ids", code=ErrorCode.COORDINATOR_NOT_AVAILABLE)
+            pid = await self.producer_ids.generate_producer_id()
+        except Exception as exc:
+            code, message = error_fields(exc)
+            self._count_error("InitProducerId", code)
+            return pb.InitProducerIdResponse(error_code=code, error_message=message, producer_id=-1, producer_epoch=-1)
+        return pb.InitProducerIdResponse(producer_id=pid, producer_epoch=0)

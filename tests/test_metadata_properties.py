@@ -15,7 +15,10 @@ told that broker about. After every step:
   broker's view from local changes equals its replicas in that image;
 - the image survives a snapshot round trip (records; bytes at the end);
 - commands never change the image; a fresh topic's leaders are balanced
-  over the unfenced brokers and its replicas are distinct.
+  over the unfenced brokers and its replicas are distinct;
+- producer id blocks whose entries committed (the only ones a broker is ever
+  answered with) never overlap, across failover, and all lie below the
+  committed ``next_producer_id``.
 """
 
 from __future__ import annotations
@@ -65,6 +68,8 @@ class MetadataMachine(RuleBasedStateMachine):
         self.contact: dict[int, int] = {}  # the test's own model of session clocks
         self.incarnations = 0
         self.topic_ids = 0
+        self.blocks_pending: list[tuple[int, range]] = []  # (entry index, block), not committed yet
+        self.blocks: list[range] = []  # committed: a broker may be using them
         for b in range(brokers):
             self.register(b, "xy"[b % 2] if racks else "")
         self.heartbeat_all()
@@ -114,6 +119,8 @@ class MetadataMachine(RuleBasedStateMachine):
         for index, records in self.pending:
             self.follow(index, records)
         self.pending.clear()
+        self.blocks += [block for _, block in self.blocks_pending]
+        self.blocks_pending.clear()
 
     @rule(keep_tail=st.booleans(), standby=st.booleans())
     def failover(self, keep_tail: bool, standby: bool) -> None:
@@ -128,6 +135,8 @@ class MetadataMachine(RuleBasedStateMachine):
             for index, records in tail:
                 self.ctl.replay_batch(index, records)
                 self.follow(index, records)
+            self.blocks += [block for _, block in self.blocks_pending]
+        self.blocks_pending.clear()  # lost entries: their callers were never answered
         self.next_index = self.follower.offset + 1
         self.ctl.activate()
         self.contact.clear()
@@ -295,7 +304,30 @@ class MetadataMachine(RuleBasedStateMachine):
                 p = self.ctl.image.topics_by_name[topic].partitions[i]
                 assert p.leader == p.replicas[0]
 
+    @rule(broker=BROKERS, stale=st.booleans())
+    def allocate_producer_ids(self, broker: int, stale: bool) -> None:
+        b = self.ctl.image.broker(broker)
+        if b is None:
+            self.refused(ErrorCode.BROKER_ID_NOT_REGISTERED, lambda: self.ctl.allocate_producer_ids(broker, 1))
+            return
+        if stale:
+            self.refused(ErrorCode.STALE_BROKER_EPOCH, lambda: self.ctl.allocate_producer_ids(broker, b.epoch - 1))
+            return
+        before = self.ctl.image.next_producer_id
+        block = self.propose(lambda: self.ctl.allocate_producer_ids(broker, b.epoch))
+        assert block.first == before and block.size > 0 and block.broker_id == broker
+        assert self.ctl.image.next_producer_id == block.next_block_first
+        self.blocks_pending.append((self.next_index - 1, range(block.first, block.next_block_first)))
+
     # -- invariants --
+
+    @invariant()
+    def producer_id_blocks_never_overlap(self) -> None:
+        ordered = sorted(self.blocks, key=lambda r: r.start)
+        for a, b in zip(ordered, ordered[1:], strict=False):
+            assert a.stop <= b.start, f"producer id blocks {a} and {b} overlap"
+        if ordered:
+            assert ordered[-1].stop <= self.follower.next_producer_id
 
     @invariant()
     def images_hold_the_invariants(self) -> None:

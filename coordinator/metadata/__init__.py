@@ -20,6 +20,7 @@ The pieces, each a module with its own rules in its docstring:
 - topics.py     — create/delete topics, AlterPartition, preferred election.
 - topic_config.py — topic name and config rules; one constant per config key.
 - placement.py  — round-robin, rack-aware replica assignment.
+- producer_ids.py — blocks of producer ids for brokers (KIP-730).
 - election.py   — leader election from the ISR, unclean opt-in, epochs.
 - snapshot.py   — image ↔ records ↔ bytes for Raft snapshots.
 

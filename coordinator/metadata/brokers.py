@@ -120,7 +120,7 @@ def unfence_records(image: MetadataImage, broker_id: int, min_isr: int = 1) -> l
     return out
 
 
-def _current(image: MetadataImage, broker_id: int, broker_epoch: int) -> BrokerRegistration:
+def current_registration(image: MetadataImage, broker_id: int, broker_epoch: int) -> BrokerRegistration:
     b = image.broker(broker_id)
     if b is None:
         raise KetchError(f"broker {broker_id} is not registered", code=ErrorCode.BROKER_ID_NOT_REGISTERED)
@@ -184,7 +184,7 @@ def heartbeat(
     replica_logs: Mapping[TopicIdPartition, LogEnd],
     min_isr: int,
 ) -> ControllerResult[HeartbeatResponse]:
-    b = _current(image, broker_id, broker_epoch)
+    b = current_registration(image, broker_id, broker_epoch)
     caught_up = metadata_offset >= b.epoch
     if b.shut_down:
         return ControllerResult([], HeartbeatResponse(broker_id, b.epoch, True, caught_up, should_shut_down=True))
@@ -214,7 +214,7 @@ def tick(
 def shutdown(
     image: MetadataImage, sessions: BrokerSessions, broker_id: int, broker_epoch: int, *, min_isr: int
 ) -> ControllerResult[ShutdownResponse]:
-    b = _current(image, broker_id, broker_epoch)
+    b = current_registration(image, broker_id, broker_epoch)
     sessions.remove(broker_id)
     if b.shut_down:
         return ControllerResult([], ShutdownResponse(broker_id, b.epoch, 0))

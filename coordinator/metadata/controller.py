@@ -62,10 +62,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from coordinator.metadata import brokers, topics
+from coordinator.metadata import brokers, producer_ids, topics
 from coordinator.metadata import records as rec
 from coordinator.metadata.delta import MetadataDelta
 from coordinator.metadata.image import MetadataImage
+from coordinator.metadata.producer_ids import ProducerIdsBlock
 from coordinator.metadata.records import MetadataRecord, TopicIdPartition
 from coordinator.metadata.recovery import LogEnd, ReplicaLogs
 from coordinator.metadata.results import (
@@ -208,6 +209,10 @@ class Controller:
         return brokers.shutdown(
             self._image, self.sessions, broker_id, broker_epoch, min_isr=self.config.min_insync_replicas
         )
+
+    def allocate_producer_ids(self, broker_id: int, broker_epoch: int) -> ControllerResult[ProducerIdsBlock]:
+        """The next block of producer ids for a broker (producer_ids.py)."""
+        return producer_ids.allocate(self._image, broker_id, broker_epoch)
 
     def no_op(self, controller_id: int) -> ControllerResult[None]:
         """A record that only marks the active controller's arrival in the log."""

@@ -23,6 +23,7 @@ Rules (what each record does):
 - ``PartitionChangeRecord``: a present ``leader`` (even -1 or the same id)
   sets the leader and bumps the leader epoch; a present ``isr`` replaces the
   ISR; the partition epoch is bumped once per record.
+- ``ProducerIdsRecord`` sets ``next_producer_id``; it must move it forward.
 - ``NoOpRecord``, and a batch with no records (a Raft no-op entry), only
   advance the offset.
 - Offsets never go backwards; the records of one batch share its offset.
@@ -79,6 +80,7 @@ class MetadataDelta:
         self._brokers: dict[int, BrokerRegistration] = {}  # changed registrations only
         self._topics: dict[str, _TopicChange] = {}  # created or changed, by id
         self._removed: dict[str, TopicImage] = {}  # removed topics that the base image had
+        self._next_producer_id = image.next_producer_id
         self._applied: MetadataImage | None = None
 
     @property
@@ -152,6 +154,8 @@ class MetadataDelta:
             self._change_partition(record.partition_change)
         elif kind == "remove_topic":
             self._remove_topic(record.remove_topic)
+        elif kind == "producer_ids":
+            self._producer_ids(record.producer_ids)
         elif kind != "no_op":
             raise MetadataReplayError(f"unknown record at offset {offset}: {describe(record)}")
         self._offset = offset
@@ -235,6 +239,14 @@ class MetadataDelta:
         if base is not None:
             self._removed[rec.topic_id] = base
 
+    def _producer_ids(self, rec: pb.ProducerIdsRecord) -> None:
+        if rec.next_producer_id <= self._next_producer_id:
+            raise MetadataReplayError(
+                f"producer ids record moves next_producer_id from {self._next_producer_id} "
+                f"to {rec.next_producer_id}: it must grow"
+            )
+        self._next_producer_id = rec.next_producer_id
+
     # -- results --
 
     def apply(self) -> MetadataImage:
@@ -255,7 +267,9 @@ class MetadataDelta:
                 parts.update(change.partitions)
                 new_topics[tid] = TopicImage(tid, change.name, change.configs, parts)
             topics = new_topics
-        self._applied = MetadataImage(offset=self._offset, brokers=brokers, topics=topics)
+        self._applied = MetadataImage(
+            offset=self._offset, brokers=brokers, topics=topics, next_producer_id=self._next_producer_id
+        )
         return self._applied
 
     def local_changes(self, broker_id: int) -> LocalReplicaChanges:

@@ -22,6 +22,8 @@ Rules and invariants:
   or ``NO_LEADER`` (-1) when the partition is offline; a partition in unclean
   recovery (``recovering``, see election.py) is offline. Leader epoch and
   partition epoch never decrease (see election.py for when they move).
+- ``next_producer_id``: every producer id below it was handed to a broker
+  (producer_ids.py); it only grows.
 - Derived figures for metrics (fenced brokers, offline and under-replicated
   partitions, leaders per broker) are computed once per image, on first use.
 """
@@ -137,6 +139,7 @@ class MetadataImage:
     offset: int = -1
     brokers: Mapping[int, BrokerRegistration] = field(default_factory=frozen_map)
     topics: Mapping[str, TopicImage] = field(default_factory=frozen_map)  # by topic id
+    next_producer_id: int = 0
     topics_by_name: Mapping[str, TopicImage] = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:

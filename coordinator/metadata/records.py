@@ -113,6 +113,14 @@ def no_op(controller_id: int) -> MetadataRecord:
     return MetadataRecord(no_op=pb.NoOpRecord(controller_id=controller_id))
 
 
+def producer_ids(broker_id: int, broker_epoch: int, next_producer_id: int) -> MetadataRecord:
+    return MetadataRecord(
+        producer_ids=pb.ProducerIdsRecord(
+            broker_id=broker_id, broker_epoch=broker_epoch, next_producer_id=next_producer_id
+        )
+    )
+
+
 def encode_batch(records: Iterable[MetadataRecord]) -> bytes:
     """The bytes of one Raft entry holding these records."""
     return pb.MetadataBatch(records=list(records)).SerializeToString(deterministic=True)

@@ -14,7 +14,9 @@ Rules:
   offset, which a snapshot does not preserve), followed by a
   BrokerFenceRecord when it is unfenced or shut down; then each topic (name
   order) as a TopicRecord followed by one PartitionRecord per partition
-  with its full state (epochs included).
+  with its full state (epochs included); then, when any producer id was
+  handed out, one ProducerIdsRecord with ``next_producer_id`` (its broker
+  fields are 0: only the high-water mark matters).
 - The bytes are a protobuf ``MetadataSnapshot`` serialised
   deterministically: equal images give equal bytes. No pickle: decoding
   parses data, never runs code.
@@ -48,6 +50,8 @@ def image_to_records(image: MetadataImage) -> list[MetadataRecord]:
                     t.topic_id, index, p.replicas, p.isr, p.leader, p.leader_epoch, p.partition_epoch, p.recovering
                 )
             )
+    if image.next_producer_id > 0:
+        out.append(rec.producer_ids(0, 0, image.next_producer_id))
     return out
 
 
