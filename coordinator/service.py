@@ -203,9 +203,7 @@ class ControllerService(controller_pb2_grpc.KetchControllerServicer):
         if block is None:
             return cpb.AllocateProducerIdsResponse(status=status)
         log.info("producer ids [%d, %d) go to broker %d", block.first, block.next_block_first, block.broker_id)
-        return cpb.AllocateProducerIdsResponse(
-            status=status, producer_id_start=block.first, producer_id_len=block.size
-        )
+        return cpb.AllocateProducerIdsResponse(status=status, producer_id_start=block.first, producer_id_len=block.size)
 
     async def ElectLeaders(self, request: cpb.ElectLeadersRequest, context: Any) -> cpb.ElectLeadersResponse:
         wanted = [(p.topic, p.partition) for p in request.partitions] or None

@@ -22,6 +22,7 @@ Rules (``ProducerIdBlocks`` holds them, pure; ``ProducerIdManager`` drives it):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -93,9 +94,7 @@ class ProducerIdManager:
     def with_controllers(
         cls, broker_id: int, broker_epoch: BrokerEpoch, controllers: ControllerClient, *, timeout_s: float = 10.0
     ) -> ProducerIdManager:
-        async def allocate(
-            request: cpb.AllocateProducerIdsRequest, timeout: float
-        ) -> cpb.AllocateProducerIdsResponse:
+        async def allocate(request: cpb.AllocateProducerIdsRequest, timeout: float) -> cpb.AllocateProducerIdsResponse:
             return await controllers.call(lambda s: s.AllocateProducerIds, request, timeout_s=timeout)
 
         return cls(broker_id, broker_epoch, allocate, timeout_s=timeout_s)
@@ -121,7 +120,8 @@ class ProducerIdManager:
         epoch = self._broker_epoch.value
         if epoch < 0:
             raise KetchError(
-                f"broker {self.broker_id} is not registered with the controller yet", ErrorCode.COORDINATOR_NOT_AVAILABLE
+                f"broker {self.broker_id} is not registered with the controller yet",
+                ErrorCode.COORDINATOR_NOT_AVAILABLE,
             )
         request = cpb.AllocateProducerIdsRequest(broker_id=self.broker_id, broker_epoch=epoch)
         response = await self._allocate(request, self._timeout_s)
@@ -143,10 +143,8 @@ class ProducerIdManager:
     async def close(self) -> None:
         if self._fetch is not None and not self._fetch.done():
             self._fetch.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._fetch
-            except (asyncio.CancelledError, Exception):
-                pass
 
 
 def _consume_error(task: asyncio.Task[None]) -> None:

@@ -42,6 +42,12 @@ class FakeBroker(ketch_pb2_grpc.KetchServicer):
         self.metadata_calls = 0
         self.produce_calls = 0
         self.batches_per_call: list[int] = []
+        self.init_producer_id_calls = 0
+        self.stamps: list[tuple[int, int, int, int]] = []  # (partition, producer id, epoch, base sequence)
+
+    async def InitProducerId(self, request: pb.InitProducerIdRequest, context: Any) -> pb.InitProducerIdResponse:
+        self.init_producer_id_calls += 1
+        return pb.InitProducerIdResponse(producer_id=1000 + self.init_producer_id_calls, producer_epoch=0)
 
     async def Metadata(self, request: pb.MetadataRequest, context: Any) -> pb.MetadataResponse:
         self.metadata_calls += 1
@@ -73,7 +79,9 @@ class FakeBroker(ketch_pb2_grpc.KetchServicer):
                     topic=item.topic, partition=item.partition, error_code=int(action), error_message="scripted"
                 )
                 continue
-            count = sum(h.records_count for h, _ in split_batches(item.records))
+            headers = [h for h, _ in split_batches(item.records)]
+            self.stamps += [(item.partition, h.producer_id, h.producer_epoch, h.base_sequence) for h in headers]
+            count = sum(h.records_count for h in headers)
             base = self.next_offset.get(key, 0)
             self.next_offset[key] = base + count
             resp.partitions.add(topic=item.topic, partition=item.partition, base_offset=base)
@@ -220,7 +228,8 @@ def test_resource_exhausted_becomes_message_too_large_with_grpc_details() -> Non
 def test_too_large_multi_batch_request_is_resent_one_batch_per_request() -> None:
     async def body(fake: FakeBroker) -> None:
         fake.script = ["slow", "abort"]
-        async with producer(fake, batch_size=200, max_in_flight_requests_per_connection=1) as p:
+        plain = {"enable_idempotence": False}  # several batches of a partition in one request
+        async with producer(fake, batch_size=200, max_in_flight_requests_per_connection=1, **plain) as p:
             futures = [await p.send("t", b"y" * 100, partition=0) for _ in range(6)]
             await p.flush()
             metas = [await f for f in futures]
@@ -244,7 +253,8 @@ def test_many_batches_in_one_request_get_contiguous_offsets() -> None:
     async def body(fake: FakeBroker) -> None:
         fake.next_offset[("t", 0)] = 100
         fake.script = ["slow"]
-        async with producer(fake, batch_size=300, max_in_flight_requests_per_connection=1) as p:
+        plain = {"enable_idempotence": False}
+        async with producer(fake, batch_size=300, max_in_flight_requests_per_connection=1, **plain) as p:
             futures = [await p.send("t", b"z" * 50, partition=0) for _ in range(20)]
             await p.flush()
             metas = [await f for f in futures]
@@ -278,3 +288,63 @@ def test_sync_producer_reports_the_same_typed_errors() -> None:
         await asyncio.to_thread(use_sync)
 
     run(body)
+
+
+# -- idempotence --
+
+
+def test_idempotent_batches_carry_the_producer_id_and_consecutive_sequences() -> None:
+    async def body(fake: FakeBroker) -> None:
+        async with producer(fake, batch_size=200) as p:
+            futures = [await p.send("t", b"y" * 60, partition=0) for _ in range(12)]
+            await p.flush()
+            metas = [await f for f in futures]
+        assert [m.offset for m in metas] == list(range(12))
+        assert fake.init_producer_id_calls == 1 and set(fake.batches_per_call) == {1}
+        assert {(pid, epoch) for _, pid, epoch, _ in fake.stamps} == {(1001, 0)}
+        sequences = [seq for _, _, _, seq in fake.stamps]
+        assert sequences[0] == 0 and sequences == sorted(sequences) and len(set(sequences)) == len(sequences)
+
+    run(body)
+
+
+def test_out_of_order_sequence_at_the_head_bumps_the_epoch_and_restarts_at_zero() -> None:
+    async def body(fake: FakeBroker) -> None:
+        fake.script = [0, int(ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER)]
+        async with producer(fake, max_in_flight_requests_per_connection=1) as p:
+            first = await p.send_and_wait("t", b"a", partition=0)
+            second = await p.send_and_wait("t", b"b", partition=0)
+        assert (first.offset, second.offset) == (0, 1)
+        # the refused attempt carried (1001, 0, 1); the fake records stored batches only
+        assert fake.produce_calls == 3
+        assert [s[1:] for s in fake.stamps] == [(1001, 0, 0), (1001, 1, 0)]
+
+    run(body)
+
+
+def test_producer_fenced_fails_the_batch() -> None:
+    async def body(fake: FakeBroker) -> None:
+        fake.script = [int(ErrorCode.PRODUCER_FENCED)]
+        async with producer(fake) as p:
+            with pytest.raises(KetchError) as err:
+                await p.send_and_wait("t", b"a", partition=0)
+        assert err.value.code == ErrorCode.PRODUCER_FENCED
+
+    run(body)
+
+
+def test_idempotence_settings_follow_kip_679() -> None:
+    from ketch.aio.producer import idempotence_enabled
+
+    assert idempotence_enabled(None, -1, 5, 5)
+    assert not idempotence_enabled(None, 1, 5, 5)  # acks=1 alone turns it off quietly
+    assert not idempotence_enabled(None, -1, 5, 6)
+    assert not idempotence_enabled(False, -1, 5, 5)
+    with pytest.raises(ValueError, match="acks=0"):
+        ketch.aio.Producer(acks=0, enable_idempotence=True)
+    with pytest.raises(ValueError, match="max_in_flight_requests_per_connection=6"):
+        ketch.aio.Producer(max_in_flight_requests_per_connection=6, enable_idempotence=True)
+    with pytest.raises(ValueError, match="retries=0"):
+        ketch.aio.Producer(retries=0, enable_idempotence=True)
+    assert not ketch.aio.Producer(acks=1).enable_idempotence
+    assert ketch.aio.Producer().enable_idempotence

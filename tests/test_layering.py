@@ -54,6 +54,7 @@ PURE: dict[str, str] = {
     "ketch/records.py": "the client's record types and batch codec",
     "ketch/topic_partition.py": "the one TopicPartition type of client, assignors and broker",
     "ketch/group_rules.py": "the client's group rules: error actions, assignor choice, what an assignment changes",
+    "ketch/idempotence.py": "the idempotent producer's sequence bookkeeping: batches and outcomes in, stamps out",
     "ketch/partitioner.py": "murmur2 and the sticky partitioner; its random.Random is injected",
 }
 # Modules inside a pure package that are drivers by design.

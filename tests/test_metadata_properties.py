@@ -23,6 +23,7 @@ told that broker about. After every step:
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from collections.abc import Callable
 from typing import TypeVar
@@ -324,7 +325,7 @@ class MetadataMachine(RuleBasedStateMachine):
     @invariant()
     def producer_id_blocks_never_overlap(self) -> None:
         ordered = sorted(self.blocks, key=lambda r: r.start)
-        for a, b in zip(ordered, ordered[1:], strict=False):
+        for a, b in itertools.pairwise(ordered):
             assert a.stop <= b.start, f"producer id blocks {a} and {b} overlap"
         if ordered:
             assert ordered[-1].stop <= self.follower.next_producer_id

@@ -30,6 +30,12 @@ Rules and invariants:
   ``RecordMetadata(offset = base_offset + index)``. The sync producer's
   ``FutureRecordMetadata`` join their batch (shared condition, record index)
   and complete together in one ``finish_all`` (see ketch/_future.py).
+- Idempotence (``idempotence`` set, ketch/idempotence.py): a partition's head
+  batch is drained only when the sequence bookkeeping allows it, which
+  stamps it (producer id, epoch, base sequence); one batch per partition per
+  request. ``close`` writes the stamp into the batch: through the builder the
+  first time, by rewriting the header (and CRC) when a retry was re-stamped.
+  ``finish`` reports the outcome to the bookkeeping.
 - ``record_count`` survives completion (futures are dropped then), because the
   sender adds it up to find the next batch's base offset.
 """
@@ -49,6 +55,7 @@ from typing import Any
 from ketch._future import BatchResult, FutureRecordMetadata, finish_all
 from ketch.aio.connection import Cluster, TopicInfo
 from ketch.errors import KetchError, UnknownTopicOrPartitionError
+from ketch.idempotence import IdempotentProducerState, restamp
 from ketch.partitioner import StickyPartitioner, key_partition
 from ketch.records import Headers, TopicPartition, new_builder
 
@@ -62,6 +69,7 @@ _seq = itertools.count()
 class ProducerBatch:
     __slots__ = (
         "attempts",
+        "base_sequence",
         "buffer",
         "builder",
         "condition",
@@ -72,9 +80,12 @@ class ProducerBatch:
         "futures",
         "memory",
         "plain",
+        "producer_epoch",
+        "producer_id",
         "retry_at",
         "seq",
         "solo",
+        "stamped",
         "timestamps",
         "tp",
         "waiters",
@@ -98,6 +109,13 @@ class ProducerBatch:
         self.full = False  # an append did not fit: no more records go in
         self.solo = False  # send alone: it was part of a request refused as too large
         self.waiters: list[asyncio.Future[None]] | None = None
+        self.producer_id = -1  # the idempotent stamp (ketch/idempotence.py); -1: none
+        self.producer_epoch = -1
+        self.base_sequence = -1
+        self.stamped: tuple[int, int, int] | None = None  # the stamp the built bytes carry
+
+    def stamp(self) -> tuple[int, int, int]:
+        return self.producer_id, self.producer_epoch, self.base_sequence
 
     @property
     def record_count(self) -> int:
@@ -130,10 +148,16 @@ class ProducerBatch:
         return True
 
     def close(self) -> bytes:
-        """Compress and freeze the batch (idempotent); its bytes."""
+        """Compress and freeze the batch (idempotent); its bytes, carrying its current stamp."""
         if self.buffer is None:
+            if self.producer_id >= 0:
+                self.builder.set_producer_state(self.producer_id, self.producer_epoch, self.base_sequence)
+                self.stamped = self.stamp()
             self.buffer = bytes(self.builder.build())
             self.builder = None
+        elif self.producer_id >= 0 and self.stamped != self.stamp():
+            self.buffer = restamp(self.buffer, *self.stamp())
+            self.stamped = self.stamp()
         return self.buffer
 
     def complete(self, base_offset: int) -> None:
@@ -179,7 +203,9 @@ class Accumulator:
         buffer_memory: int = 32 * 1024 * 1024,
         partitioner: StickyPartitioner | None = None,
         clock: Callable[[], float] = time.monotonic,
+        idempotence: IdempotentProducerState | None = None,
     ) -> None:
+        self.idempotence = idempotence
         self.batch_size = batch_size
         self.compression = compression
         self.linger = linger_ms / 1000
@@ -280,6 +306,7 @@ class Accumulator:
         full_nodes: set[int] = set()
         next_in: float | None = None
         unknown_leader = False
+        idem = self.idempotence
         with self.lock:
             tps = list(self._deques)
             if not tps:
@@ -308,9 +335,13 @@ class Accumulator:
                     if taken and (b.solo or taken[0].solo or sizes[leader] + size > max_request_size):
                         full_nodes.add(leader)
                         break
+                    if idem is not None and not idem.drain(b):
+                        break
                     dq.popleft()
                     taken.append(b)
                     sizes[leader] = sizes.get(leader, 0) + size
+                    if idem is not None:
+                        break  # one idempotent batch per partition per request
         for batches in out.values():
             for b in batches:
                 b.close()  # compression happens here, outside the lock
@@ -347,6 +378,12 @@ class Accumulator:
 
     def finish(self, batch: ProducerBatch, base_offset: int | None, exc: KetchError | None) -> None:
         """Complete a batch (offsets or error) and release its memory."""
+        if self.idempotence is not None:
+            with self.lock:
+                if exc is not None:
+                    self.idempotence.failed(batch)
+                else:
+                    self.idempotence.acked(batch)
         if exc is not None:
             batch.fail(exc)
         else:

@@ -6,13 +6,20 @@ Rules:
   metadata is unknown (one Metadata call) or the buffer is full
   (back-pressure, up to ``max_block_ms``). Errors about the record itself
   (too large, unknown topic, bad partition) fail the returned future.
+- Idempotence (KIP-98/KIP-679), on by default: ``enable_idempotence`` needs
+  acks=all, ``retries`` > 0 and ``max_in_flight_requests_per_connection`` <= 5;
+  naming it True with other settings raises ``ValueError`` (Kafka's
+  ConfigException), while leaving it unset with acks 0 or 1, ``retries=0`` or
+  more than 5 in flight turns it off quietly (Kafka 3.x). The producer gets a
+  producer id (InitProducerId) before its first batch; every batch carries
+  the id, epoch and base sequence, so a retry is stored once and order is kept
+  across retries (ketch/idempotence.py).
 - A single sender task (sender.py) drains ready batches into one Produce request per
-  broker (several partitions and several batches per partition, up to
-  ``max_request_size``), with at most ``max_in_flight_requests_per_connection``
-  requests outstanding per broker. A partition's batches are sent in order, but
-  with more than one request in flight a retried batch can land after a later
-  one (Kafka's behaviour without idempotence); set the in-flight limit to 1 for
-  strict order.
+  broker (several partitions, up to ``max_request_size``; several batches per
+  partition without idempotence, one with it), with at most
+  ``max_in_flight_requests_per_connection`` requests outstanding per broker.
+  Without idempotence a retried batch can land after a later one (Kafka's
+  behaviour); set the in-flight limit to 1 for strict order.
 - Offsets: the response gives the base offset of the first batch of each
   partition; the broker appends a request's batches contiguously, so record
   ``i`` of a batch gets ``base + records before its batch + i``.
@@ -53,6 +60,7 @@ from ketch.errors import (
     UnknownTopicOrPartitionError,
     error_for,
 )
+from ketch.idempotence import MAX_IN_FLIGHT, IdempotentProducerState
 from ketch.records import Headers, RecordMetadata, compression_code, estimate_record_size
 
 __all__ = ["Producer"]
@@ -62,6 +70,20 @@ _NO_HEADERS: Headers = []  # shared, read-only: saves a list per record
 _ACKS = {"all": -1, -1: -1, "-1": -1, 0: 0, "0": 0, 1: 1, "1": 1}
 
 
+def idempotence_enabled(enable: bool | None, acks: int, retries: int, max_in_flight: int) -> bool:
+    """Kafka's rule (KIP-679): on unless turned off, or left unset beside settings it cannot work with."""
+    conflicts = []
+    if acks != -1:
+        conflicts.append(f"acks={acks} (it needs acks='all')")
+    if retries <= 0:
+        conflicts.append(f"retries={retries} (it needs retries > 0)")
+    if max_in_flight > MAX_IN_FLIGHT:
+        conflicts.append(f"max_in_flight_requests_per_connection={max_in_flight} (it needs at most {MAX_IN_FLIGHT})")
+    if enable and conflicts:
+        raise ValueError("enable_idempotence=True conflicts with " + ", ".join(conflicts))
+    return not conflicts if enable is None else enable
+
+
 class Producer:
     """Kafka-style producer (options named as in kafka-python / aiokafka).
 
@@ -69,7 +91,9 @@ class Producer:
     (16384 bytes per partition batch) shape batching; ``compression_type``:
     None, "gzip", "snappy", "lz4", "zstd". ``retries`` (unbounded by default)
     are bounded by ``delivery_timeout_ms``; ``buffer_memory`` and
-    ``max_block_ms`` give back-pressure. ``send`` returns a future of
+    ``max_block_ms`` give back-pressure. ``enable_idempotence`` (on unless
+    acks, retries or the in-flight limit rule it out) stores each record once
+    and in order despite retries. ``send`` returns a future of
     ``RecordMetadata``; ``send_and_wait`` awaits it too.
     """
 
@@ -95,17 +119,29 @@ class Producer:
         key_serializer: Serializer | None = None,
         value_serializer: Serializer | None = None,
         allow_auto_create_topics: bool = True,
+        enable_idempotence: bool | None = None,
     ) -> None:
         if acks not in _ACKS:
             raise ValueError(f"acks must be 'all', -1, 0 or 1, not {acks!r}")
         self.acks = _ACKS[acks]
+        self.enable_idempotence = idempotence_enabled(
+            enable_idempotence, self.acks, retries, max_in_flight_requests_per_connection
+        )
         self.backoff = retry_backoff_ms / 1000
         self.max_request_size = max_request_size
         self.max_block = max_block_ms / 1000
         self.key_serializer = key_serializer
         self.value_serializer = value_serializer
         self._conn = Connection(bootstrap_servers, client_id, request_timeout_ms, allow_auto_create_topics)
-        self._acc = Accumulator(batch_size, compression_code(compression_type), linger_ms, buffer_memory)
+        self._acc = Accumulator(
+            batch_size,
+            compression_code(compression_type),
+            linger_ms,
+            buffer_memory,
+            idempotence=IdempotentProducerState(max_in_flight_requests_per_connection)
+            if self.enable_idempotence
+            else None,
+        )
         self._sender = Sender(
             self._conn,
             self._acc,

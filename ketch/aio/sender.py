@@ -21,6 +21,16 @@ Rules:
   MESSAGE_TOO_LARGE / RECORD_LIST_TOO_LARGE / gRPC RESOURCE_EXHAUSTED for a
   multi-batch request re-send its batches one per request before anything fails.
   Everything else fails the batch's futures.
+- Idempotence (the accumulator's ``idempotence`` bookkeeping): nothing is
+  drained before the producer has an id; the sender gets one with
+  InitProducerId from any broker (retrying with backoff) at the start and
+  whenever the epoch overflowed. Per batch answer: DUPLICATE_SEQUENCE_NUMBER
+  is a success (offset unknown, -1); OUT_OF_ORDER_SEQUENCE_NUMBER and
+  UNKNOWN_PRODUCER_ID are reported to the bookkeeping (an epoch bump and a
+  rewrite when the batch is the oldest unacknowledged) and the batch is
+  retried in sequence order; any error about a stamp the batch no longer
+  carries (it was rewritten while in flight) is retried;
+  INVALID_PRODUCER_EPOCH and PRODUCER_FENCED fail the batch.
 - ``wakeup`` may be called from any thread; it costs a loop call only when the
   sender is not already due to wake.
 """
@@ -48,6 +58,7 @@ from ketch.errors import (
 __all__ = ["Sender"]
 
 _TOO_LARGE = (ErrorCode.MESSAGE_TOO_LARGE, ErrorCode.RECORD_LIST_TOO_LARGE)
+_SEQUENCE_ERRORS = (ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER, ErrorCode.UNKNOWN_PRODUCER_ID)
 
 
 class Sender:
@@ -87,6 +98,8 @@ class Sender:
         self._refreshing = False
         self._last_refresh = 0.0
         self._rng = random.Random()
+        self._initializing = False
+        self.init_error: KetchError | None = None  # why the last InitProducerId failed
 
     def bind(self) -> None:
         """Remember the running loop (called on it before ``run``)."""
@@ -117,6 +130,10 @@ class Sender:
             cluster = self.conn.cluster
             if now - cluster.updated_at > self.metadata_max_age and self.conn.tracked:
                 self.refresh_soon()
+            idem = self.acc.idempotence
+            if idem is not None and idem.needs_producer_id and not self._initializing and not self.closed:
+                self._initializing = True
+                self._spawn(self._init_producer_id())
             by_node, next_in, unknown_leader = self.acc.drain(cluster, self._can_send, self.max_request_size, now)
             if unknown_leader:
                 self.refresh_soon()
@@ -142,11 +159,39 @@ class Sender:
         return self._in_flight.get(node, 0) < self.max_in_flight
 
     def _expired(self, b: ProducerBatch, now: float) -> KetchError:
+        why = f"; no producer id yet: {self.init_error}" if self.init_error and b.base_sequence < 0 else ""
         return RequestTimedOutError(
             f"expiring {b.record_count} record(s) for {b.tp.topic}-{b.tp.partition}: "
             f"{(now - b.created) * 1000:.0f} ms has passed since batch creation "
-            f"(delivery_timeout_ms {self.delivery_timeout * 1000:.0f})"
+            f"(delivery_timeout_ms {self.delivery_timeout * 1000:.0f}){why}"
         )
+
+    async def _init_producer_id(self) -> None:
+        """A producer id and epoch for the idempotence bookkeeping, from any broker (KIP-98)."""
+        idem = self.acc.idempotence
+        assert idem is not None
+        attempts = 0
+        try:
+            while not self.closed:
+                request = ketch_pb2.InitProducerIdRequest(producer_id=-1, producer_epoch=-1)
+                try:
+                    response: ketch_pb2.InitProducerIdResponse = await self.conn.call_any(  # type: ignore[assignment]
+                        "InitProducerId", request, self.request_timeout_ms / 1000
+                    )
+                    if response.error_code != 0:
+                        raise error_for(response.error_code, response.error_message)
+                except KetchError as e:
+                    self.init_error = e
+                    attempts += 1
+                    await asyncio.sleep(min(self.backoff * 2 ** (attempts - 1), self.backoff_max))
+                    continue
+                with self.acc.lock:
+                    idem.set_producer(response.producer_id, response.producer_epoch)
+                self.init_error = None
+                return
+        finally:
+            self._initializing = False
+            self.wake.set()
 
     def refresh_soon(self) -> None:
         if not self._refreshing and not self.closed:
@@ -175,6 +220,7 @@ class Sender:
                 for tp, group in groups.items()
             ],
         )
+        sent = {id(b): b.stamp() for b in batches}
         if self.acks == 0:
             for b in batches:
                 self.acc.finish(b, None, None)
@@ -203,13 +249,27 @@ class Sender:
                 for b in group:
                     self.acc.finish(b, base, None)
                     base += b.record_count
+            elif r.error_code == ErrorCode.DUPLICATE_SEQUENCE_NUMBER:
+                for b in group:
+                    self.acc.finish(b, -1, None)  # stored before; the broker no longer knows where
             else:
                 err = error_for(r.error_code, r.error_message)
                 split = r.error_code in _TOO_LARGE and len(group) > 1
                 for b in group:
+                    if b.producer_id >= 0 and b.stamp() != sent[id(b)]:
+                        self.acc.reenqueue(b, 0.0)  # the answer is about a stamp rewritten since
+                        continue
+                    if r.error_code in _SEQUENCE_ERRORS and b.producer_id >= 0:
+                        with self.acc.lock:
+                            assert self.acc.idempotence is not None
+                            self.acc.idempotence.sequence_error(b)
+                        self._retry_or_fail(b, err, refresh=False, force_retry=True)
+                        continue
                     self._retry_or_fail(b, err, refresh=r.error_code in REFRESH_METADATA, split=split)
 
-    def _retry_or_fail(self, b: ProducerBatch, err: KetchError, refresh: bool, split: bool = False) -> None:
+    def _retry_or_fail(
+        self, b: ProducerBatch, err: KetchError, refresh: bool, split: bool = False, force_retry: bool = False
+    ) -> None:
         if split:  # maybe only the request was too large: send each batch alone
             b.solo = True
             self.acc.reenqueue(b, 0.0)
@@ -221,7 +281,7 @@ class Sender:
         delay = min(self.backoff * 2 ** (b.attempts - 1), self.backoff_max)
         delay *= 0.8 + 0.4 * self._rng.random()
         if (
-            err.retriable
+            (err.retriable or force_retry)
             and not self.closed
             and b.attempts <= self.retries
             and now + delay < b.created + self.delivery_timeout
