@@ -53,6 +53,11 @@ def add_actions(sub: Any) -> None:
         type=int,
         help="records between yields to the producer's sender task (default: batch-size / record-size)",
     )
+    produce.add_argument(
+        "--enable-idempotence",
+        choices=["true", "false"],
+        help="idempotent producer (default: true unless --acks is 0 or 1)",
+    )
     produce.add_argument("--report-interval", type=float, default=5.0, help="seconds between progress lines")
     produce.add_argument("--json", action="store_true", help="also print the final figures as one JSON line")
     bootstrap_arg(produce)
@@ -108,6 +113,7 @@ def produce_handler(args: argparse.Namespace) -> int:
         min_insync_replicas=args.min_insync_replicas,
         yield_every=args.yield_every,
         report_interval=args.report_interval,
+        enable_idempotence=None if args.enable_idempotence is None else args.enable_idempotence == "true",
     )
     try:
         result = asyncio.run(run_produce(cfg))

@@ -62,6 +62,7 @@ class ProduceConfig:
     min_insync_replicas: int | None = None
     yield_every: int | None = None  # default: batch_size // record_size
     report_interval: float = 5.0
+    enable_idempotence: bool | None = None  # the producer's default: on unless acks is 0 or 1
 
 
 def make_payload(size: int, seed: int = 0) -> bytes:
@@ -141,6 +142,7 @@ async def run_produce(cfg: ProduceConfig, out: TextIO | None = None) -> ProduceR
         linger_ms=cfg.linger_ms,
         batch_size=cfg.batch_size,
         compression_type=None if cfg.compression == "none" else cfg.compression,
+        enable_idempotence=cfg.enable_idempotence,
     ) as producer:
         await producer.topic_info(topic)  # metadata before the clock starts
         stats = ProduceStats(cfg.report_interval, out)

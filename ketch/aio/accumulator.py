@@ -342,6 +342,7 @@ class Accumulator:
                     sizes[leader] = sizes.get(leader, 0) + size
                     if idem is not None:
                         break  # one idempotent batch per partition per request
+        out = {node: batches for node, batches in out.items() if batches}  # idempotence may have held all back
         for batches in out.values():
             for b in batches:
                 b.close()  # compression happens here, outside the lock

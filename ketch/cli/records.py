@@ -51,6 +51,11 @@ def register(commands: Any) -> None:
     produce.add_argument("--compression", default="none", choices=["none", "gzip", "snappy", "lz4", "zstd"])
     produce.add_argument("--partition", "-p", type=int, help="default: by key hash, sticky for no key")
     produce.add_argument("--linger-ms", type=int, default=5)
+    produce.add_argument(
+        "--enable-idempotence",
+        choices=["true", "false"],
+        help="store each record once and in order despite retries (default: true unless --acks is 0 or 1)",
+    )
     bootstrap_arg(produce)
     produce.set_defaults(handler=produce_lines)
 
@@ -78,9 +83,19 @@ def produce_lines(args: argparse.Namespace) -> int:
     acks: str | int = "all" if args.acks in ("all", "-1") else int(args.acks)
     compression = None if args.compression == "none" else args.compression
     pending: deque[Future[Any]] = deque()
-    with Producer(
-        bootstrap_servers=args.bootstrap, acks=acks, compression_type=compression, linger_ms=args.linger_ms
-    ) as producer:
+    idempotence = None if args.enable_idempotence is None else args.enable_idempotence == "true"
+    try:
+        producer = Producer(
+            bootstrap_servers=args.bootstrap,
+            acks=acks,
+            compression_type=compression,
+            linger_ms=args.linger_ms,
+            enable_idempotence=idempotence,
+        )
+    except ValueError as exc:  # Kafka's ConfigException: e.g. --enable-idempotence true --acks 1
+        print(f"ketch produce: {exc}", file=sys.stderr)
+        return 2
+    with producer:
         for raw in sys.stdin.buffer:
             line = raw[:-1] if raw.endswith(b"\n") else raw
             key = None
