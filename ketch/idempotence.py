@@ -18,11 +18,14 @@ Rules (KIP-98, KIP-360; Kafka's names where it has them):
   (*stale*) drains nothing new until its in-flight batches are complete,
   then starts again at 0 under the current epoch.
 - Until the partition has acknowledged a batch of the current producer id and
-  epoch, only one batch is in flight there. A broker that holds no state for
+  epoch within the last ``confirm_ttl_ms``, only one batch is in flight there. A broker that holds no state for
   the producer accepts any sequence (KIP-360), so a second batch overtaking
   the first (a lost request, concurrent handlers) would be stored out of order,
   and a rewrite after the first one's OUT_OF_ORDER_SEQUENCE_NUMBER would
   store it twice. Once the broker knows the producer it refuses every gap.
+  A broker forgets a producer only after ``producer.id.expiration.ms`` without
+  a write from it; ``confirm_ttl_ms`` (60 s) must stay below that by more than
+  a request's timeout.
 - A retried batch is drained only when it is the partition's first in-flight
   batch (``inflightBatchesBySequence``): later batches that failed with
   OUT_OF_ORDER_SEQUENCE_NUMBER because an earlier one failed go again in
@@ -63,6 +66,7 @@ NO_SEQUENCE = -1
 MAX_SEQUENCE = 2**31 - 1
 MAX_EPOCH = 32767
 MAX_IN_FLIGHT = 5
+CONFIRM_TTL_MS = 60_000
 
 
 _PRODUCER_STATE = struct.Struct(">qhi")  # producer_id, producer_epoch, base_sequence at byte 43
@@ -101,14 +105,15 @@ class _Partition:
     next_sequence: int = 0
     in_flight: list[SequencedBatch] = field(default_factory=list)
     rewrite: bool = False  # restart the in-flight batches at 0 when the first is drained again
-    confirmed: bool = False  # a batch of this producer id and epoch was acknowledged here
+    confirmed_at: int | None = None  # when a batch of this producer id and epoch was last acknowledged here
 
 
 class IdempotentProducerState:
-    def __init__(self, max_in_flight: int = MAX_IN_FLIGHT) -> None:
+    def __init__(self, max_in_flight: int = MAX_IN_FLIGHT, confirm_ttl_ms: int = CONFIRM_TTL_MS) -> None:
         if not 1 <= max_in_flight <= MAX_IN_FLIGHT:
             raise ValueError(f"max_in_flight must be 1..{MAX_IN_FLIGHT}, not {max_in_flight}")
         self.max_in_flight = max_in_flight
+        self.confirm_ttl_ms = confirm_ttl_ms
         self.producer_id = NO_PRODUCER_ID
         self.epoch = NO_EPOCH
         self.epoch_bumps = 0
@@ -143,7 +148,7 @@ class IdempotentProducerState:
 
     # -- the accumulator --------------------------------------------------------
 
-    def drain(self, batch: SequencedBatch) -> bool:
+    def drain(self, batch: SequencedBatch, now_ms: int) -> bool:
         """May ``batch`` (the head of its partition) be sent now? If so it is stamped and in flight."""
         if self.producer_id < 0:
             return False
@@ -154,8 +159,9 @@ class IdempotentProducerState:
                 if p.in_flight:
                     return False
                 p.producer_id, p.epoch = current
-                p.next_sequence, p.rewrite, p.confirmed = 0, False, False
-            if len(p.in_flight) >= (self.max_in_flight if p.confirmed else 1):
+                p.next_sequence, p.rewrite, p.confirmed_at = 0, False, None
+            confirmed = p.confirmed_at is not None and now_ms - p.confirmed_at < self.confirm_ttl_ms
+            if len(p.in_flight) >= (self.max_in_flight if confirmed else 1):
                 return False
             self._stamp(batch, p.next_sequence)
             p.next_sequence = increment_sequence(p.next_sequence, batch.record_count)
@@ -169,7 +175,7 @@ class IdempotentProducerState:
                 self._stamp(b, sequence)
                 sequence = increment_sequence(sequence, b.record_count)
             p.producer_id, p.epoch = current
-            p.next_sequence, p.rewrite, p.confirmed = sequence, False, False
+            p.next_sequence, p.rewrite, p.confirmed_at = sequence, False, None
         return True
 
     def _stamp(self, batch: SequencedBatch, sequence: int) -> None:
@@ -177,7 +183,7 @@ class IdempotentProducerState:
 
     # -- the sender's outcomes --------------------------------------------------
 
-    def acked(self, batch: SequencedBatch) -> None:
+    def acked(self, batch: SequencedBatch, now_ms: int) -> None:
         """The broker stored the batch (or had stored it: a duplicate)."""
         p = self._partitions.get(batch.tp)
         if (
@@ -185,7 +191,7 @@ class IdempotentProducerState:
             and p is not None
             and (batch.producer_id, batch.producer_epoch) == (p.producer_id, p.epoch)
         ):
-            p.confirmed = True
+            p.confirmed_at = now_ms
 
     def failed(self, batch: SequencedBatch) -> None:
         """The batch completes with an error. If it was ever sent, its partition's sequences are unknown."""

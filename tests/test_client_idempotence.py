@@ -27,6 +27,7 @@ from ketch.idempotence import (
 )
 
 TPS = ("p0", "p1")
+TTL = 1000  # the client's confirm_ttl_ms and the model broker's producer expiration
 
 
 @dataclass(eq=False)
@@ -86,7 +87,9 @@ class ModelBroker:
 class IdempotenceMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.state = IdempotentProducerState()
+        self.state = IdempotentProducerState(confirm_ttl_ms=TTL)
+        self.now = 0
+        self.last_append = dict.fromkeys(TPS, 0)
         self.state.set_producer(7, 0)
         self.queues: dict[str, deque[Batch]] = {tp: deque() for tp in TPS}
         self.brokers = {tp: ModelBroker() for tp in TPS}
@@ -112,7 +115,7 @@ class IdempotenceMachine(RuleBasedStateMachine):
     @rule(tp=st.sampled_from(TPS))
     def drain(self, tp: str) -> None:
         q = self.queues[tp]
-        if q and self.state.drain(q[0]):
+        if q and self.state.drain(q[0], self.now):
             b = q.popleft()
             assert b.producer_id == self.state.producer_id and b.base_sequence >= 0
             self.transit.append((b, b.stamp()))
@@ -129,6 +132,7 @@ class IdempotenceMachine(RuleBasedStateMachine):
         code = "NOT_LEADER_OR_FOLLOWER"
         if answer not in ("retriable", "drop"):
             code = self.brokers[b.tp].append(b.id, stamp, b.count)
+            self.last_append[b.tp] = self.now
             if code == "NONE" and b.id in self.brokers[b.tp].log:
                 key = (b.tp, *stamp)
                 assert self.names.setdefault(key, b.id) == b.id, f"{key} names two batches"
@@ -136,7 +140,7 @@ class IdempotenceMachine(RuleBasedStateMachine):
             self._reenqueue(b)  # a transport failure: the same stamp goes again
             return
         if code == "NONE":
-            self.state.acked(b)
+            self.state.acked(b, self.now)
             self.acked.add(b.id)
             self.done.add(b.id)
         elif b.stamp() != stamp:
@@ -159,11 +163,14 @@ class IdempotenceMachine(RuleBasedStateMachine):
             self.state.failed(b)
             self.done.add(b.id)
 
+    @rule(ms=st.integers(0, 2 * TTL))
+    def advance(self, ms: int) -> None:
+        self.now += ms
+
     @rule(tp=st.sampled_from(TPS))
     def broker_forgets_producers(self, tp: str) -> None:
-        """Producer state expired (producer.id.expiration.ms): only ever for a producer quiet on the partition;
-        forgetting a producer with a retry outstanding would let that retry in twice, in Kafka too."""
-        if not self.queues[tp] and not self.state.in_flight(tp) and all(b.tp != tp for b, _ in self.transit):
+        """Producer state expired: nothing from the producer for producer.id.expiration.ms."""
+        if self.now - self.last_append[tp] >= TTL:
             self.brokers[tp].producers.clear()
 
     @rule()
@@ -204,7 +211,7 @@ class IdempotenceMachine(RuleBasedStateMachine):
         b, stamp = self.transit.pop(0)
         code = self.brokers[b.tp].append(b.id, stamp, b.count)
         if code == "NONE":
-            self.state.acked(b)
+            self.state.acked(b, self.now)
             self.acked.add(b.id)
             self.done.add(b.id)
         elif b.stamp() != stamp or code in ("OUT_OF_ORDER_SEQUENCE_NUMBER", "UNKNOWN_PRODUCER_ID"):
@@ -233,16 +240,16 @@ def test_at_most_five_in_flight_and_retries_wait_their_turn() -> None:
     s.set_producer(1, 0)
     head = Batch("p0", -1, 1)
     # one batch alone until the broker has acknowledged one of this producer id and epoch
-    assert s.drain(head) and not s.drain(Batch("p0", -2, 1))
-    s.acked(head)
+    assert s.drain(head, 0) and not s.drain(Batch("p0", -2, 1), 0)
+    s.acked(head, 0)
     batches = [Batch("p0", i, 2) for i in range(6)]
-    assert [s.drain(b) for b in batches] == [True] * 5 + [False]
+    assert [s.drain(b, 10) for b in batches] == [True] * 5 + [False]
     assert [b.base_sequence for b in batches[:5]] == [1, 3, 5, 7, 9]
     # batch 1 failed retriably, 2 got OUT_OF_ORDER behind it: 2 waits until 0 and 1 are done
     s.sequence_error(batches[2])
-    assert not s.drain(batches[2]) and not s.drain(batches[1])
-    s.acked(batches[0])
-    assert s.drain(batches[1]) and batches[1].base_sequence == 3  # a retry keeps its sequence
+    assert not s.drain(batches[2], 10) and not s.drain(batches[1], 10)
+    s.acked(batches[0], 10)
+    assert s.drain(batches[1], 10) and batches[1].base_sequence == 3  # a retry keeps its sequence
     assert s.epoch == 0
 
 
@@ -250,31 +257,31 @@ def test_out_of_order_at_the_head_bumps_the_epoch_and_restarts_at_zero() -> None
     s = IdempotentProducerState()
     s.set_producer(1, 3)
     first = Batch("p0", -1, 1)
-    assert s.drain(first)
-    s.acked(first)
+    assert s.drain(first, 0)
+    s.acked(first, 0)
     a, b, c = Batch("p0", 0, 1), Batch("p0", 1, 2), Batch("p1", 2, 1)
-    assert s.drain(a) and s.drain(b) and s.drain(c)
+    assert s.drain(a, 0) and s.drain(b, 0) and s.drain(c, 0)
     assert a.base_sequence == 1
     s.sequence_error(a)
     assert s.epoch == 4
-    assert s.drain(a) and a.stamp() == (1, 4, 0) and b.stamp() == (1, 4, 1)
+    assert s.drain(a, 0) and a.stamp() == (1, 4, 0) and b.stamp() == (1, 4, 1)
     # p1 is stale: nothing new drains there until its in-flight batch completes
     d = Batch("p1", 3, 1)
-    assert not s.drain(d)
-    s.acked(c)
-    assert s.drain(d) and d.stamp() == (1, 4, 0)
+    assert not s.drain(d, 0)
+    s.acked(c, 0)
+    assert s.drain(d, 0) and d.stamp() == (1, 4, 0)
 
 
 def test_epoch_overflow_needs_a_new_producer_id() -> None:
     s = IdempotentProducerState()
     s.set_producer(1, MAX_EPOCH)
     a = Batch("p0", 0, 1)
-    assert s.drain(a)
+    assert s.drain(a, 0)
     s.failed(a)
-    assert s.needs_producer_id and not s.drain(Batch("p0", 1, 1))
+    assert s.needs_producer_id and not s.drain(Batch("p0", 1, 1), 0)
     s.set_producer(2, 0)
     b = Batch("p0", 1, 1)
-    assert s.drain(b) and b.stamp() == (2, 0, 0)
+    assert s.drain(b, 0) and b.stamp() == (2, 0, 0)
 
 
 def test_bad_settings() -> None:
@@ -282,3 +289,16 @@ def test_bad_settings() -> None:
         IdempotentProducerState(6)
     with pytest.raises(ValueError):
         IdempotentProducerState().set_producer(1, MAX_EPOCH + 1)
+
+
+def test_a_partition_quiet_for_the_ttl_sends_one_batch_until_acknowledged() -> None:
+    s = IdempotentProducerState(confirm_ttl_ms=100)
+    s.set_producer(1, 0)
+    a, b, c = Batch("p0", 0, 1), Batch("p0", 1, 1), Batch("p0", 2, 1)
+    assert s.drain(a, 0)
+    s.acked(a, 0)
+    assert s.drain(b, 50) and s.drain(c, 50)  # confirmed recently: pipelined
+    s.acked(b, 60)
+    s.acked(c, 60)
+    d, e = Batch("p0", 3, 1), Batch("p0", 4, 1)
+    assert s.drain(d, 200) and not s.drain(e, 200)  # the broker may have forgotten the producer

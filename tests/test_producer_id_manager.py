@@ -27,7 +27,9 @@ class FakeController:
         if self.gate is not None:
             await self.gate.wait()
         if self.refuse:
-            return cpb.AllocateProducerIdsResponse(status=cpb.ControllerStatus(error_code=77, error_message="stale"))
+            return cpb.AllocateProducerIdsResponse(
+                status=cpb.ControllerStatus(error_code="STALE_BROKER_EPOCH", error_message="stale")
+            )
         first, self.next = self.next, self.next + self.size
         return cpb.AllocateProducerIdsResponse(producer_id_start=first, producer_id_len=self.size)
 

@@ -335,7 +335,7 @@ class Accumulator:
                     if taken and (b.solo or taken[0].solo or sizes[leader] + size > max_request_size):
                         full_nodes.add(leader)
                         break
-                    if idem is not None and not idem.drain(b):
+                    if idem is not None and not idem.drain(b, int(now * 1000)):
                         break
                     dq.popleft()
                     taken.append(b)
@@ -384,7 +384,7 @@ class Accumulator:
                 if exc is not None:
                     self.idempotence.failed(batch)
                 else:
-                    self.idempotence.acked(batch)
+                    self.idempotence.acked(batch, int(self.clock() * 1000))
         if exc is not None:
             batch.fail(exc)
         else:
