@@ -169,8 +169,9 @@ class IdempotenceMachine(RuleBasedStateMachine):
 
     @rule(tp=st.sampled_from(TPS))
     def broker_forgets_producers(self, tp: str) -> None:
-        """Producer state expired: nothing from the producer for producer.id.expiration.ms."""
-        if self.now - self.last_append[tp] >= TTL:
+        """Producer state expired: nothing from the producer for producer.id.expiration.ms, which is longer than
+        delivery_timeout_ms, so every batch sent before has been given up or acknowledged by then."""
+        if self.now - self.last_append[tp] >= TTL and not self.state.in_flight(tp):
             self.brokers[tp].producers.clear()
 
     @rule()

@@ -136,3 +136,37 @@ def test_follow_sends_a_broker_that_is_behind_one_snapshot_then_live_entries() -
         q.close()
 
     asyncio.run(scenario())
+
+
+def test_allocate_producer_ids_is_answered_after_its_entry_commits() -> None:
+    from coordinator.service import ControllerService
+    from ketch.api.v1 import controller_pb2 as cpb
+    from ketch.errors import ErrorCode
+
+    async def scenario() -> None:
+        q, raft = make()
+        become_leader(q, raft)
+        register = asyncio.create_task(q.run(lambda c: c.register_broker(3, "inc", "h", 1, now_ms=0)))
+        await asyncio.sleep(0)
+        index, data = raft.proposed[-1]
+        deliver(q, raft, Entry(raft.term, index, data))
+        await register
+        service = ControllerService(q, lambda: [])
+        calls = [
+            asyncio.create_task(
+                service.AllocateProducerIds(cpb.AllocateProducerIdsRequest(broker_id=3, broker_epoch=index), None)
+            )
+            for _ in range(2)
+        ]
+        await asyncio.sleep(0.01)
+        assert not any(c.done() for c in calls)  # proposed, not committed
+        for i, d in raft.proposed[-2:]:
+            deliver(q, raft, Entry(raft.term, i, d))
+        first, second = [await c for c in calls]
+        assert (first.producer_id_start, second.producer_id_start) == (0, 1000)
+        assert first.producer_id_len == second.producer_id_len == 1000
+        assert q.image.next_producer_id == 2000
+        stale = await service.AllocateProducerIds(cpb.AllocateProducerIdsRequest(broker_id=3, broker_epoch=1), None)
+        assert stale.status.error_code == ErrorCode.STALE_BROKER_EPOCH
+
+    asyncio.run(scenario())
