@@ -1,7 +1,7 @@
 """``python -m chaos``: list the scenarios, or run one and report.
 
     python -m chaos list
-    python -m chaos run --scenario kill-leader --duration 30 --seed 1 [--nodes 3] [--acks all|1]
+    python -m chaos run --scenario kill-leader --duration 30 --seed 1 [--nodes 3] [--acks all|1] [--idempotence on|off]
                         [--report run.json] [--html run.html] [--workdir DIR] [--rate 100]
     python -m chaos check HISTORY.jsonl     # re-check a recorded history offline
 
@@ -33,6 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--nodes", type=int, default=3)
     run.add_argument("--acks", choices=["all", "1"], default="all")
+    run.add_argument(
+        "--idempotence",
+        choices=["on", "off"],
+        default="on",
+        help="retrying producers are idempotent (on: duplicates are an anomaly); off is the control run",
+    )
     run.add_argument("--rate", type=float, default=100.0, help="sends per second per producer")
     run.add_argument("--report", type=Path, help="write the result as JSON here")
     run.add_argument("--html", type=Path, help="write an HTML report with a timeline here")
@@ -50,11 +56,18 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(verdict.to_dict(), indent=2, default=str))
         return 0 if verdict.safe else 1
     result = runner.run(
-        args.scenario, args.duration, args.seed, args.workdir, nodes=args.nodes, acks=args.acks, rate=args.rate
+        args.scenario,
+        args.duration,
+        args.seed,
+        args.workdir,
+        nodes=args.nodes,
+        acks=args.acks,
+        rate=args.rate,
+        idempotence=args.idempotence == "on",
     )
     print(report.table([result]))
     for kind, examples in result["examples"].items():
-        if examples and kind != "duplicates":
+        if examples and (kind != "duplicates" or result["idempotence"]):
             print(f"{kind}: {json.dumps(examples[:3], default=str)}")
     print(f"history: {result['history']}")
     if args.report:

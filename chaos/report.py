@@ -17,6 +17,7 @@ from typing import Any
 COLUMNS = [
     ("scenario", "scenario"),
     ("acks", "acks"),
+    ("idempotence", "idem"),
     ("seed", "seed"),
     ("duration_s", "secs"),
     ("acknowledged", "acked"),
@@ -35,6 +36,8 @@ def _cell(result: dict[str, Any], key: str) -> str:
     value = result.get(key)
     if key == "faults":
         return str(len(value or []))
+    if key == "idempotence":
+        return "-" if value is None else "on" if value else "off"
     return str(value)
 
 

@@ -42,6 +42,7 @@ async def run_async(
     workdir: Path,
     rate: float = 100.0,
     producers: int = 3,
+    idempotence: bool = True,
     warmup_s: float = 3.0,
     log: Any = print,
 ) -> dict[str, Any]:
@@ -63,7 +64,14 @@ async def run_async(
         ctx = faults.Context(cluster, history, TOPIC, rng, deadline=0.0, log=log)
         await faults.settle(ctx, 30)
         workload = Workload(
-            cluster.bootstrap, TOPIC, history, cluster.real_address, acks=acks, producers=producers, rate=rate
+            cluster.bootstrap,
+            TOPIC,
+            history,
+            cluster.real_address,
+            acks=acks,
+            producers=producers,
+            rate=rate,
+            idempotence=idempotence,
         )
         history.t0 = time.monotonic()
         workload.start()
@@ -84,6 +92,7 @@ async def run_async(
         "scenario": scenario,
         "seed": seed,
         "acks": acks,
+        "idempotence": idempotence,
         "nodes": nodes,
         "duration_s": duration_s,
         "wall_s": round(time.monotonic() - started, 1),
@@ -99,7 +108,8 @@ async def run_async(
         "phantoms": len(verdict.phantoms),
         "out_of_order": len(verdict.out_of_order),
         "commits_backwards": len(verdict.commits_backwards),
-        "safe": verdict.safe,
+        # Idempotent producers promise no duplicates: then one is a safety anomaly too.
+        "safe": verdict.safe and not (idempotence and verdict.duplicates),
         "faults": ctx.faults if ctx else [],
         "unavailability_s": verdict.unavailability_summary(),
         "unavailability": verdict.unavailability,

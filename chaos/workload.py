@@ -6,8 +6,10 @@ Rules:
   ``invoke`` and exactly one completion in the history (chaos/history.py).
 - Outcomes: ``ok`` with the partition and offset; ``fail`` only when the broker
   definitely refused the write before appending it *and* the client did not retry
-  (even producers run with ``retries=0`` for that reason; odd ones retry, like a
-  default Kafka producer, which can duplicate); everything else is ``unknown``.
+  (even producers run with ``retries=0`` for that reason, so without idempotence,
+  which needs retries; odd ones retry, like a default Kafka producer, and are
+  idempotent unless ``idempotence=False``: then a retry can duplicate, the control
+  run); everything else is ``unknown``.
 - Consumers read every partition from the beginning and record each record read.
   The final drain (``drain``), once the faults are healed, reads every partition
   from offset 0 to its end offset with reader name ``final``.
@@ -70,6 +72,7 @@ class Workload:
         consumers: int = 1,
         rate: float = 100.0,
         in_flight: int = 4,
+        idempotence: bool = True,
     ) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
@@ -80,6 +83,7 @@ class Workload:
         self.consumers = consumers
         self.rate = rate
         self.in_flight = in_flight
+        self.idempotence = idempotence
         self.stopping = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
 
@@ -107,6 +111,7 @@ class Workload:
                 acks=self.acks,
                 linger_ms=2,
                 retries=retries,
+                enable_idempotence=self.idempotence and retries > 0,
                 request_timeout_ms=3000,
                 delivery_timeout_ms=10000,
                 retry_backoff_ms=100,
