@@ -1,7 +1,7 @@
 """``ketch perf produce|consume|suite``: the benchmark tools on the command line.
 
     ketch perf produce --topic T --num-records N [--record-size 100] [--throughput -1]
-                       [--acks 1] [--linger-ms 5] [--batch-size 16384] [--compression none]
+                       [--acks 1] [--linger-ms 5] [--batch-size 262144] [--compression none]
                        [--partitions P] [--json]
     ketch perf consume --topic T [--messages N] [--from-beginning] [--timeout-ms 10000] [--json]
     ketch perf suite   [--workload 500000x100 --workload 200000x1024 ...]
@@ -24,6 +24,7 @@ from typing import Any
 from bench.consume import ConsumeConfig, ConsumeTimeout, run_consume
 from bench.produce import ACKS_CHOICES, COMPRESSION_CHOICES, ProduceConfig, run_produce
 from ketch.bootstrap import bootstrap_arg
+from ketch.records import DEFAULT_BATCH_SIZE
 
 
 def add_actions(sub: Any) -> None:
@@ -41,7 +42,9 @@ def add_actions(sub: Any) -> None:
     )
     produce.add_argument("--acks", default="1", choices=ACKS_CHOICES, help="default: 1")
     produce.add_argument("--linger-ms", type=float, default=5, help="default: 5")
-    produce.add_argument("--batch-size", type=int, default=16384, help="bytes per partition batch (default 16384)")
+    produce.add_argument(
+        "--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="bytes per partition batch (default 262144)"
+    )
     produce.add_argument("--compression", default="none", choices=COMPRESSION_CHOICES, help="default: none")
     produce.add_argument(
         "--partitions", type=int, help="create the topic with this many partitions if missing (default 1)"

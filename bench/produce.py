@@ -41,6 +41,7 @@ from typing import Any, TextIO
 
 from bench.stats import ProduceResult, ProduceStats
 from coordinator.metadata.topic_config import MIN_INSYNC_REPLICAS
+from ketch.records import DEFAULT_BATCH_SIZE
 
 ACKS_CHOICES = ("all", "-1", "1", "0")
 COMPRESSION_CHOICES = ("none", "gzip", "snappy", "lz4", "zstd")
@@ -55,7 +56,7 @@ class ProduceConfig:
     throughput: float = -1
     acks: str = "1"
     linger_ms: float = 5
-    batch_size: int = 16384
+    batch_size: int = DEFAULT_BATCH_SIZE
     compression: str = "none"
     partitions: int | None = None
     replication_factor: int = 1

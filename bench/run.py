@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.produce import ACKS_CHOICES, COMPRESSION_CHOICES
+from ketch.records import DEFAULT_BATCH_SIZE
 
 SUMMARY = "start one local node, run produce and consume benchmarks, print a table"
 DEFAULT_WORKLOADS = ("500000x100", "200000x1024")
@@ -87,7 +88,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--min-insync-replicas", type=int, default=None, help="topic config (default: the broker's, 1)")
     parser.add_argument("--linger-ms", type=float, default=5, help="producer linger.ms (default 5)")
-    parser.add_argument("--batch-size", type=int, default=16384, help="producer batch.size (default 16384)")
+    parser.add_argument(
+        "--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="producer batch.size (default 262144)"
+    )
     parser.add_argument("--compression", default="none", choices=COMPRESSION_CHOICES, help="default: none")
     parser.add_argument("--quiet", "-q", action="store_true", help="hide the tools' own output lines")
     parser.add_argument("--json", action="store_true", help="also print every step's figures as one JSON line")

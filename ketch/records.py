@@ -103,6 +103,14 @@ def compression_code(name: str | None) -> int:
         ) from None
 
 
+DEFAULT_BATCH_SIZE = 256 * 1024
+"""The producer's ``batch_size``: bytes per partition batch. Kafka's 16 KiB suits its sub-ms
+round trips; an acks=all round trip here takes ~20 ms, and an idempotent producer sends one
+batch per partition per request with at most 5 in flight, so a partition's throughput is about
+5 batches per round trip. Measured in one run (3 nodes, RF 3, one partition, 100 B records,
+``ketch perf produce``): 16 KiB gave 60k rec/s plain and 38k idempotent; 256 KiB 96k and 91k."""
+
+
 def new_builder(compression: int, batch_size: int) -> DefaultRecordBatchBuilder:
     """An empty batch builder: magic 2, not transactional, no producer id."""
     return DefaultRecordBatchBuilder(2, compression, 0, -1, -1, -1, batch_size)

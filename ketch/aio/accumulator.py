@@ -57,7 +57,7 @@ from ketch.aio.connection import Cluster, TopicInfo
 from ketch.errors import KetchError, UnknownTopicOrPartitionError
 from ketch.idempotence import IdempotentProducerState, restamp
 from ketch.partitioner import StickyPartitioner, key_partition
-from ketch.records import Headers, TopicPartition, new_builder
+from ketch.records import DEFAULT_BATCH_SIZE, Headers, TopicPartition, new_builder
 
 __all__ = ["Accumulator", "ProducerBatch"]
 
@@ -197,7 +197,7 @@ class ProducerBatch:
 class Accumulator:
     def __init__(
         self,
-        batch_size: int = 16384,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         compression: int = 0,
         linger_ms: float = 5,
         buffer_memory: int = 32 * 1024 * 1024,

@@ -61,7 +61,7 @@ from ketch.errors import (
     error_for,
 )
 from ketch.idempotence import MAX_IN_FLIGHT, IdempotentProducerState
-from ketch.records import Headers, RecordMetadata, compression_code, estimate_record_size
+from ketch.records import DEFAULT_BATCH_SIZE, Headers, RecordMetadata, compression_code, estimate_record_size
 
 __all__ = ["Producer"]
 
@@ -88,7 +88,8 @@ class Producer:
     """Kafka-style producer (options named as in kafka-python / aiokafka).
 
     ``acks``: "all"/-1 (default), 1 or 0. ``linger_ms`` (5) and ``batch_size``
-    (16384 bytes per partition batch) shape batching; ``compression_type``:
+    (256 KiB per partition batch, see ``ketch.records.DEFAULT_BATCH_SIZE``) shape
+    batching; ``compression_type``:
     None, "gzip", "snappy", "lz4", "zstd". ``retries`` (unbounded by default)
     are bounded by ``delivery_timeout_ms``; ``buffer_memory`` and
     ``max_block_ms`` give back-pressure. ``enable_idempotence`` (on unless
@@ -104,7 +105,7 @@ class Producer:
         client_id: str = "ketch-producer",
         acks: int | str = "all",
         linger_ms: float = 5,
-        batch_size: int = 16384,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         compression_type: str | None = None,
         retries: int = 2**31 - 1,
         delivery_timeout_ms: int = 120000,
