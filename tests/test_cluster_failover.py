@@ -30,6 +30,7 @@ import pytest
 from ketch.api.v1 import ketch_pb2 as pb
 from ketch.api.v1 import ketch_pb2_grpc
 from node.cluster import LocalCluster
+from tests.harness import running_cluster
 
 SESSION_MS = 3000
 KILLS = int(os.environ.get("KETCH_CONTROLLER_KILLS", "20"))
@@ -37,17 +38,12 @@ KILLS = int(os.environ.get("KETCH_CONTROLLER_KILLS", "20"))
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    c = LocalCluster(
+    with running_cluster(
         tmp_path / "cluster",
         3,
-        extra_args=["--broker-session-timeout-ms", str(SESSION_MS), "--broker-heartbeat-interval-ms", "300"],
-    )
-    try:
-        c.start()
-        c.wait_ready(60)
+        ["--broker-session-timeout-ms", str(SESSION_MS), "--broker-heartbeat-interval-ms", "300"],
+    ) as c:
         yield c
-    finally:
-        c.close()
 
 
 def create_topic(bootstrap: str, name: str, partitions: int = 1, rf: int = 1, timeout_s: float = 5.0) -> int:

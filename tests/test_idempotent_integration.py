@@ -24,6 +24,7 @@ from ketch.api.v1 import ketch_pb2 as pb
 from ketch.api.v1 import ketch_pb2_grpc
 from ketch.recordbatch import BatchHeader, split_batches
 from node.cluster import LocalCluster
+from tests.harness import running_cluster
 
 TOPIC = "idem"
 BLOCK = 1000
@@ -31,17 +32,10 @@ BLOCK = 1000
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    c = LocalCluster(
-        tmp_path / "cluster",
-        3,
-        extra_args=["--broker-session-timeout-ms", "2000", "--broker-heartbeat-interval-ms", "200"],
-    )
-    try:
-        c.start()
-        c.wait_ready(60)
+    with running_cluster(
+        tmp_path / "cluster", 3, ["--broker-session-timeout-ms", "2000", "--broker-heartbeat-interval-ms", "200"]
+    ) as c:
         yield c
-    finally:
-        c.close()
 
 
 def init_producer_id(address: str, timeout_s: float = 30.0) -> int:

@@ -9,9 +9,6 @@ acknowledged batch is there.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -21,10 +18,10 @@ from ketch.recordbatch import iter_headers
 from replication.producer_state import ProducerStateTable
 from replication.rocks_store import NodeStore
 from tests.batches import make_batch
+from tests.harness import sigkill_after
 
 ACKED = 1500
 PID = 4
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def child_main(path: str) -> None:
@@ -54,27 +51,7 @@ def child_main(path: str) -> None:
 def test_producer_rows_survive_sigkill_and_match_the_batches(tmp_path: Path) -> None:
     db = str(tmp_path / "db")
     code = f"from tests.test_producer_state_rocks_crash import child_main; child_main({db!r})"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    last = -1
-    try:
-        assert proc.stdout is not None and proc.stderr is not None
-        for _ in range(ACKED):
-            line = proc.stdout.readline()
-            if not line:
-                pytest.fail(f"child exited early: {proc.wait()} {proc.stderr.read().decode()}")
-            last = int(line.split()[1])
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
+    last = int(sigkill_after(code, ACKED)[-1].split()[1])
 
     with NodeStore.open(db) as store:
         log = store.partition_log(PID)

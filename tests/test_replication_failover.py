@@ -32,6 +32,7 @@ import pytest
 from ketch import Admin, Consumer, NewTopic, Producer, TopicPartition
 from ketch.errors import KetchError
 from node.cluster import LocalCluster
+from tests.harness import running_cluster
 
 KILLS = int(os.environ.get("KETCH_LEADER_KILLS", "5"))
 TOPIC = "durable"
@@ -39,10 +40,10 @@ TOPIC = "durable"
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    c = LocalCluster(
+    with running_cluster(
         tmp_path / "cluster",
         3,
-        extra_args=[
+        [
             "--broker-session-timeout-ms",
             "2000",
             "--broker-heartbeat-interval-ms",
@@ -54,13 +55,8 @@ def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
             "--replica-fetch-max-wait-ms",
             "200",
         ],
-    )
-    try:
-        c.start()
-        c.wait_ready(60)
+    ) as c:
         yield c
-    finally:
-        c.close()
 
 
 def describe(cluster: LocalCluster) -> dict[str, Any]:

@@ -21,9 +21,6 @@ keeps the cached and stored state equal to the records.
 from __future__ import annotations
 
 import itertools
-import os
-import signal
-import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -35,10 +32,10 @@ from ketch.recordbatch import iter_headers
 from replication.log import RetentionPolicy
 from replication.rocks_store import NodeStore
 from tests.batches import make_batch
+from tests.harness import sigkill_after
 
 ACKED = 2000
 PID = 3
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def append_calls() -> Iterator[list[bytes]]:
@@ -75,30 +72,7 @@ def child_main(path: str) -> None:
 def test_acknowledged_appends_survive_sigkill(tmp_path: Path) -> None:
     db = str(tmp_path / "db")
     code = f"from tests.test_rocks_crash import child_main; child_main({db!r})"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    acks: list[tuple[int, int, int]] = []
-    try:
-        assert proc.stdout is not None and proc.stderr is not None
-        while len(acks) < ACKED:
-            line = proc.stdout.readline()
-            if not line:
-                pytest.fail(f"child exited early: {proc.wait()} {proc.stderr.read().decode()}")
-            j, end, hw = map(int, line.split())
-            acks.append((j, end, hw))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
-        rest = proc.stdout.read().decode()  # lines printed before the kill are acknowledged too
-        acks += [(int(a), int(b), int(c)) for a, b, c in (ln.split() for ln in rest.split("\n")[:-1])]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
+    acks = [(int(a), int(b), int(c)) for a, b, c in (line.split() for line in sigkill_after(code, ACKED))]
     assert [j for j, _, _ in acks] == list(range(len(acks)))
     _, last_acked_end, last_acked_hw = acks[-1]
 
