@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import selectors
 import signal
 import socket
@@ -158,14 +159,38 @@ class NodeProcess:
 
 
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """``count`` distinct ports that were free a moment ago (bound, read, released)."""
-    sockets = []
+    """``count`` distinct ports that were free a moment ago (bound, read, released).
+
+    They are drawn below the kernel's ephemeral range (``ip_local_port_range``),
+    where outgoing connections take their source ports: a port picked from inside
+    it can be taken by any client socket between this check and the node's bind
+    (seen as "Address already in use" in CI). Outside it, only another listener
+    could take it."""
+    low = _ephemeral_low()
+    rng = random.Random()
+    sockets: list[socket.socket] = []
     try:
-        for _ in range(count):
+        attempts = 0
+        while len(sockets) < count:
+            attempts += 1
+            if attempts > count * 50:
+                raise RuntimeError(f"no {count} free ports below {low} on {host}")
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind((host, 0))
+            try:
+                sock.bind((host, rng.randrange(10_000, low) if low > 10_000 else 0))
+            except OSError:
+                sock.close()
+                continue
             sockets.append(sock)
         return [s.getsockname()[1] for s in sockets]
     finally:
         for sock in sockets:
             sock.close()
+
+
+def _ephemeral_low() -> int:
+    """The lowest port of the kernel's ephemeral range (Linux), else 0 (let the kernel pick)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
