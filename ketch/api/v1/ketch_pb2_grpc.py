@@ -74,6 +74,41 @@ class KetchStub:
                 request_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.InitProducerIdRequest.SerializeToString,
                 response_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.InitProducerIdResponse.FromString,
                 _registered_method=True)
+        self.AddPartitionsToTxn = channel.unary_unary(
+                '/ketch.v1.Ketch/AddPartitionsToTxn',
+                request_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.AddPartitionsToTxnRequest.SerializeToString,
+                response_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.AddPartitionsToTxnResponse.FromString,
+                _registered_method=True)
+        self.AddOffsetsToTxn = channel.unary_unary(
+                '/ketch.v1.Ketch/AddOffsetsToTxn',
+                request_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.AddOffsetsToTxnRequest.SerializeToString,
+                response_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.AddOffsetsToTxnResponse.FromString,
+                _registered_method=True)
+        self.EndTxn = channel.unary_unary(
+                '/ketch.v1.Ketch/EndTxn',
+                request_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.EndTxnRequest.SerializeToString,
+                response_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.EndTxnResponse.FromString,
+                _registered_method=True)
+        self.TxnOffsetCommit = channel.unary_unary(
+                '/ketch.v1.Ketch/TxnOffsetCommit',
+                request_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.TxnOffsetCommitRequest.SerializeToString,
+                response_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.TxnOffsetCommitResponse.FromString,
+                _registered_method=True)
+        self.WriteTxnMarkers = channel.unary_unary(
+                '/ketch.v1.Ketch/WriteTxnMarkers',
+                request_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.WriteTxnMarkersRequest.SerializeToString,
+                response_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.WriteTxnMarkersResponse.FromString,
+                _registered_method=True)
+        self.ListTransactions = channel.unary_unary(
+                '/ketch.v1.Ketch/ListTransactions',
+                request_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.ListTransactionsRequest.SerializeToString,
+                response_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.ListTransactionsResponse.FromString,
+                _registered_method=True)
+        self.DescribeTransactions = channel.unary_unary(
+                '/ketch.v1.Ketch/DescribeTransactions',
+                request_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.DescribeTransactionsRequest.SerializeToString,
+                response_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.DescribeTransactionsResponse.FromString,
+                _registered_method=True)
         self.FindCoordinator = channel.unary_unary(
                 '/ketch.v1.Ketch/FindCoordinator',
                 request_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.FindCoordinatorRequest.SerializeToString,
@@ -186,6 +221,56 @@ class KetchServicer:
         controller quorum gave this broker (ids are never reused, even across a
         controller failover). Any broker answers.
         """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddPartitionsToTxn(self, request, context):
+        """Transactions (KIP-98, with KIP-890's epoch bump per transaction). Every
+        call but WriteTxnMarkers goes to the transaction coordinator of the
+        transactional id: the leader of its `__transaction_state` partition,
+        found with FindCoordinator(key_type = 1). CONCURRENT_TRANSACTIONS: the
+        previous transaction is still being completed; retry soon.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddOffsetsToTxn(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EndTxn(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TxnOffsetCommit(self, request, context):
+        """To the group coordinator: offsets that become visible when the transaction commits.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WriteTxnMarkers(self, request, context):
+        """Coordinator to partition leaders: write commit or abort markers.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTransactions(self, request, context):
+        """Admin: every broker answers for the coordinators it holds (ask them all).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DescribeTransactions(self, request, context):
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -307,6 +392,41 @@ def add_KetchServicer_to_server(servicer, server):
                     servicer.InitProducerId,
                     request_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.InitProducerIdRequest.FromString,
                     response_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.InitProducerIdResponse.SerializeToString,
+            ),
+            'AddPartitionsToTxn': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddPartitionsToTxn,
+                    request_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.AddPartitionsToTxnRequest.FromString,
+                    response_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.AddPartitionsToTxnResponse.SerializeToString,
+            ),
+            'AddOffsetsToTxn': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddOffsetsToTxn,
+                    request_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.AddOffsetsToTxnRequest.FromString,
+                    response_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.AddOffsetsToTxnResponse.SerializeToString,
+            ),
+            'EndTxn': grpc.unary_unary_rpc_method_handler(
+                    servicer.EndTxn,
+                    request_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.EndTxnRequest.FromString,
+                    response_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.EndTxnResponse.SerializeToString,
+            ),
+            'TxnOffsetCommit': grpc.unary_unary_rpc_method_handler(
+                    servicer.TxnOffsetCommit,
+                    request_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.TxnOffsetCommitRequest.FromString,
+                    response_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.TxnOffsetCommitResponse.SerializeToString,
+            ),
+            'WriteTxnMarkers': grpc.unary_unary_rpc_method_handler(
+                    servicer.WriteTxnMarkers,
+                    request_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.WriteTxnMarkersRequest.FromString,
+                    response_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.WriteTxnMarkersResponse.SerializeToString,
+            ),
+            'ListTransactions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTransactions,
+                    request_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.ListTransactionsRequest.FromString,
+                    response_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.ListTransactionsResponse.SerializeToString,
+            ),
+            'DescribeTransactions': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeTransactions,
+                    request_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.DescribeTransactionsRequest.FromString,
+                    response_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.DescribeTransactionsResponse.SerializeToString,
             ),
             'FindCoordinator': grpc.unary_unary_rpc_method_handler(
                     servicer.FindCoordinator,
@@ -580,6 +700,195 @@ class Ketch:
             '/ketch.v1.Ketch/InitProducerId',
             ketch_dot_api_dot_v1_dot_ketch__pb2.InitProducerIdRequest.SerializeToString,
             ketch_dot_api_dot_v1_dot_ketch__pb2.InitProducerIdResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddPartitionsToTxn(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ketch.v1.Ketch/AddPartitionsToTxn',
+            ketch_dot_api_dot_v1_dot_ketch__pb2.AddPartitionsToTxnRequest.SerializeToString,
+            ketch_dot_api_dot_v1_dot_ketch__pb2.AddPartitionsToTxnResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddOffsetsToTxn(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ketch.v1.Ketch/AddOffsetsToTxn',
+            ketch_dot_api_dot_v1_dot_ketch__pb2.AddOffsetsToTxnRequest.SerializeToString,
+            ketch_dot_api_dot_v1_dot_ketch__pb2.AddOffsetsToTxnResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EndTxn(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ketch.v1.Ketch/EndTxn',
+            ketch_dot_api_dot_v1_dot_ketch__pb2.EndTxnRequest.SerializeToString,
+            ketch_dot_api_dot_v1_dot_ketch__pb2.EndTxnResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TxnOffsetCommit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ketch.v1.Ketch/TxnOffsetCommit',
+            ketch_dot_api_dot_v1_dot_ketch__pb2.TxnOffsetCommitRequest.SerializeToString,
+            ketch_dot_api_dot_v1_dot_ketch__pb2.TxnOffsetCommitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WriteTxnMarkers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ketch.v1.Ketch/WriteTxnMarkers',
+            ketch_dot_api_dot_v1_dot_ketch__pb2.WriteTxnMarkersRequest.SerializeToString,
+            ketch_dot_api_dot_v1_dot_ketch__pb2.WriteTxnMarkersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTransactions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ketch.v1.Ketch/ListTransactions',
+            ketch_dot_api_dot_v1_dot_ketch__pb2.ListTransactionsRequest.SerializeToString,
+            ketch_dot_api_dot_v1_dot_ketch__pb2.ListTransactionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeTransactions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ketch.v1.Ketch/DescribeTransactions',
+            ketch_dot_api_dot_v1_dot_ketch__pb2.DescribeTransactionsRequest.SerializeToString,
+            ketch_dot_api_dot_v1_dot_ketch__pb2.DescribeTransactionsResponse.FromString,
             options,
             channel_credentials,
             insecure,
