@@ -74,6 +74,12 @@ class NodeConfig:
     group_min_session_timeout_ms: int = 6000
     group_max_session_timeout_ms: int = 1_800_000
     group_initial_rebalance_delay_ms: int = 3000
+    # Transactions (Kafka's transaction.state.log.* and transaction.max.timeout.ms). The transaction
+    # state topic is made on first use, like the offsets topic; 8 partitions, not Kafka's 50, for the
+    # same reason as offsets_topic_num_partitions: a local cluster starts in seconds.
+    transaction_state_num_partitions: int = 8
+    transaction_state_replication_factor: int = -1
+    transaction_max_timeout_ms: int = 900_000
     raft_tick_ms: int = 50
     raft_election_ticks: int = 10  # election timeout: 1-2x this many ticks
     raft_heartbeat_ticks: int = 2
@@ -177,6 +183,10 @@ def validate(config: NodeConfig) -> None:
         raise ConfigError("default_partitions must be >= 1")
     if config.offsets_topic_num_partitions < 1:
         raise ConfigError("offsets_topic_num_partitions must be >= 1")
+    if config.transaction_state_num_partitions < 1:
+        raise ConfigError("transaction_state_num_partitions must be >= 1")
+    if config.transaction_max_timeout_ms < 1:
+        raise ConfigError("transaction_max_timeout_ms must be >= 1")
     if not 0 < config.group_min_session_timeout_ms <= config.group_max_session_timeout_ms:
         raise ConfigError("need 0 < group_min_session_timeout_ms <= group_max_session_timeout_ms")
     if not config.role_set or not config.role_set <= {"broker", "controller"}:

@@ -119,13 +119,6 @@ class GroupManager(InternalTopicCoordinators[GroupCoordinator]):
         finally:
             loaded.parked.pop(request_id, None)
 
-    async def read(self, group_id: str, query: Callable[[GroupCoordinator], R]) -> R:
-        """A call that writes nothing; answered once everything appended before it has committed."""
-        loaded, coordinator = self.loaded(group_id)
-        response = query(coordinator)
-        await self.committed(loaded)
-        return response
-
     def _append(self, loaded: LoadedPartition[GroupCoordinator], records: tuple[GroupRecord, ...]) -> None:
         if records:
             self.append(loaded, build_batch([encode_record(r) for r in records], timestamp=self.wall_ms()))

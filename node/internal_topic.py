@@ -54,6 +54,7 @@ from replication.partition import Partition
 
 log = logging.getLogger("ketch.node.internal_topic")
 C = TypeVar("C")
+R = TypeVar("R")
 APPEND_TIMEOUT_MS = 30_000
 READ_CHUNK_BYTES = 1 << 20
 
@@ -182,6 +183,13 @@ class InternalTopicCoordinators(Generic[C]):
                 code=ErrorCode.COORDINATOR_LOAD_IN_PROGRESS,
             )
         return loaded, loaded.coordinator
+
+    async def read(self, key: str, query: Callable[[C], R]) -> R:
+        """A call that writes nothing; answered once everything appended before it has committed."""
+        loaded, coordinator = self.loaded(key)
+        response = query(coordinator)
+        await self.committed(loaded)
+        return response
 
     # -- writing ----------------------------------------------------------------------
 

@@ -23,6 +23,12 @@ On a group coordinator (groups of the offsets partitions this broker leads):
     ketch_consumer_lag{group,topic,partition}     high watermark minus committed offset (where this
                                                   broker has a replica of the partition)
 
+On a transaction coordinator (transactional ids of the __transaction_state partitions it leads):
+
+    ketch_transactions_ongoing                    kafka.coordinator.transaction (open transactions)
+    ketch_transactions_ended_total{outcome}       committed, aborted (markers written) and timed_out
+    ketch_producer_ids_held                       producer ids of the transactional ids held here
+
 On a controller (read from the quorum at scrape time):
 
     ketch_controller_active_count                 kafka.controller:KafkaController ActiveControllerCount
@@ -195,6 +201,9 @@ class NodeMetrics:
         self.group_rebalances = Counter(
             "ketch_group_rebalances", "Group generations completed, by group", ["group"], registry=r
         )
+        self.transactions_ended = Counter(
+            "ketch_transactions_ended", "Transactions completed, by outcome", ["outcome"], registry=r
+        )
 
     def watch_replicas(self, partitions: Callable[[], Iterable[Partition]], isr: IsrManager | None = None) -> None:
         """Export the per-partition gauges (read at scrape time) and the ISR change counters."""
@@ -209,6 +218,13 @@ class NodeMetrics:
     def watch_groups(self, groups: GroupMetricsSource) -> None:
         """Export the group coordinator's gauges (node/group_coordinator.py)."""
         self.registry.register(_GroupCollector(groups))
+
+    def watch_transactions(self, ongoing: Callable[[], int], producer_ids: Callable[[], int]) -> None:
+        """Export the transaction coordinator's gauges (node/txn_coordinator.py), read at scrape time."""
+        Gauge("ketch_transactions_ongoing", "Open transactions", registry=self.registry).set_function(ongoing)
+        Gauge("ketch_producer_ids_held", "Producer ids of transactional ids", registry=self.registry).set_function(
+            producer_ids
+        )
 
     def serve(self, host: str, port: int) -> int:
         """Start the /metrics HTTP endpoint; return the bound port."""
