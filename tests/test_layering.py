@@ -47,6 +47,7 @@ PURE: dict[str, str] = {
     "coordinator/raft": "the Raft core: messages and ticks in, a Ready out (etcd-raft's RawNode)",
     "coordinator/metadata": "the KRaft controller: commands return records, replay alone changes the image",
     "coordinator/groups": "the group coordinator's state machine: requests in, records and responses out",
+    "coordinator/transactions": "the transaction coordinator's state machine: requests in, records and marker jobs out",
     "replication": "the replica rules over a PartitionLog (leader, follower, epochs, the in-memory log)",
     "ketch/assignors": "partition assignment: member subscriptions in, an assignment out",
     "ketch/errors.py": "error codes and exceptions shared by client, broker and controller",
