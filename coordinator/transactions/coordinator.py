@@ -167,7 +167,7 @@ class TransactionCoordinator:
     def add_offsets(
         self, tid: str, pid: int, epoch: int, group_id: str, offsets_partition: TopicPartition, now_ms: int
     ) -> TxnResult[TxnAnswer]:
-        """KIP-447: the group's ``__consumer_offsets`` partition joins the transaction; its marker publishes the offsets."""
+        """KIP-447: the group's offsets partition joins the transaction; its marker publishes the offsets."""
         if not group_id:
             return TxnResult(
                 TxnAnswer(ErrorCode.INVALID_GROUP_ID, f"transactional id {tid!r}: AddOffsetsToTxn needs a group id")
@@ -187,9 +187,10 @@ class TransactionCoordinator:
             return _concurrent(meta)
         missing = sorted(frozenset(TopicPartition(*tp) for tp in partitions) - meta.partitions)
         if meta.state is not TxnState.ONGOING or missing:
-            what = f"partitions {missing} are not" if missing else "no transaction is"
+            names = ", ".join(f"{tp.topic}-{tp.partition}" for tp in missing)
+            what = f"partitions {names} are not in the transaction of" if missing else "no transaction is open for"
             message = (
-                f"transactional id {tid!r}: {what} open for producer {pid} epoch {epoch} (state {meta.state});"
+                f"transactional id {tid!r}: {what} producer {pid} epoch {epoch} (state {meta.state});"
                 " the producer must AddPartitionsToTxn before producing transactionally"
             )
             return TxnAnswer(ErrorCode.INVALID_TXN_STATE, message)

@@ -52,10 +52,11 @@ def decode_record(key: bytes, value: bytes | None) -> TransactionMetadata:
     v = load_versioned(value, VERSION, _WHAT)
     if _get(v, "transactional_id", str) != tid:
         raise ValueError(f"{_WHAT} key names {tid!r} but its value names {v['transactional_id']!r}")
+    name = _get(v, "state", str)
     try:
-        state = TxnState(_get(v, "state", str))
+        state = TxnState(name)
     except ValueError as e:
-        raise ValueError(f"{_WHAT} for {tid!r} has an unknown state {v['state']!r}") from e
+        raise ValueError(f"{_WHAT} for {tid!r} has an unknown state {name!r}") from e
     epoch = _get(v, "producer_epoch", int)
     if not 0 <= epoch <= MAX_EPOCH or _get(v, "producer_id", int) < 0 or _get(v, "timeout_ms", int) <= 0:
         raise ValueError(f"{_WHAT} for {tid!r} has a producer id, epoch or timeout out of range")
