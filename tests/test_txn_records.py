@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from coordinator.transactions import MAX_EPOCH, TransactionMetadata, TxnState, decode_record, encode_record
+from coordinator.transactions.state import ENDING
 from ketch.topic_partition import TopicPartition
 
 META = TransactionMetadata(
@@ -36,7 +37,7 @@ metadata = st.builds(
     start_time_ms=st.integers(-1, 2**50),
     last_update_ms=st.integers(-1, 2**50),
     ended_by=st.sampled_from(["", "client", "timeout", "fence"]),
-)
+).filter(lambda meta: (meta.ended_by != "") == (meta.state in ENDING))
 
 
 @settings(max_examples=200, deadline=None)
@@ -91,6 +92,8 @@ KEY = encode_record(META)[0]
         (KEY, _value(partitions="a-0")),
         (KEY, _value(group_ids=[1])),
         (KEY, _value(ended_by="admin")),
+        (KEY, _value(ended_by="")),  # a Prepare state always says who ended the transaction
+        (KEY, _value(state="Ongoing")),  # ... and an Ongoing one never does
         (KEY, _value(start_time_ms=None)),
         (KEY, _value(last_update_ms=1.5)),
     ],

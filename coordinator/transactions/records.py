@@ -12,14 +12,15 @@ id, and equal metadata encodes to equal bytes (partitions and groups are
 written sorted). Decoding is parsing only (never pickle, never code):
 anything malformed — not JSON, another version, a missing field or one of the
 wrong type (a bool is not an int), an unknown state, an epoch outside int16,
-a key and value naming different ids — raises ``ValueError``.
+a key and value naming different ids, an ``ended_by`` that does not fit
+the state — raises ``ValueError``.
 """
 
 from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from coordinator.transactions.state import ENDED_BY, MAX_EPOCH, TransactionMetadata, TxnState
+from coordinator.transactions.state import ENDED_BY, ENDING, MAX_EPOCH, TransactionMetadata, TxnState
 from ketch.assignors.protocol import dump_versioned, load_versioned
 from ketch.topic_partition import TopicPartition
 
@@ -61,8 +62,8 @@ def decode_record(key: bytes, value: bytes | None) -> TransactionMetadata:
     if not 0 <= epoch <= MAX_EPOCH or _get(v, "producer_id", int) < 0 or _get(v, "timeout_ms", int) <= 0:
         raise ValueError(f"{_WHAT} for {tid!r} has a producer id, epoch or timeout out of range")
     ended_by = _get(v, "ended_by", str)
-    if ended_by not in ENDED_BY:
-        raise ValueError(f"{_WHAT} for {tid!r} has an unknown ended_by {ended_by!r}")
+    if ended_by not in ENDED_BY or (ended_by != "") != (state in ENDING):
+        raise ValueError(f"{_WHAT} for {tid!r} has ended_by {ended_by!r} in state {state}")
     return TransactionMetadata(
         transactional_id=tid,
         producer_id=v["producer_id"],

@@ -69,6 +69,7 @@ class TxnState(StrEnum):
 
 ENDED = frozenset({TxnState.EMPTY, TxnState.COMPLETE_COMMIT, TxnState.COMPLETE_ABORT})  # no transaction open
 PREPARING = frozenset({TxnState.PREPARE_COMMIT, TxnState.PREPARE_ABORT})  # markers being written
+ENDING = PREPARING | {TxnState.COMPLETE_COMMIT, TxnState.COMPLETE_ABORT}  # a transaction ended: ``ended_by`` says how
 
 VALID_PREVIOUS_STATES: Mapping[TxnState, frozenset[TxnState]] = {
     TxnState.EMPTY: ENDED,
