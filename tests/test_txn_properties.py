@@ -16,9 +16,12 @@ through their bytes. Invariants, checked around every call:
   issued before;
 - each transaction (pid, e) gets at most one outcome: its marker jobs and
   every EndTxn answered NONE for it agree on commit or abort;
-- a call carrying an epoch older than the id's current one changes nothing
-  (the allowed retry is answered from the state, and writes nothing either);
-  ``verify`` never changes anything;
+- a call carrying an epoch older than the id's current one changes nothing,
+  and is refused unless it is the allowed retry: EndTxn(pid, E - 1) with the
+  outcome of the transaction that a client or the timeout ended (after a
+  fence, never); ``verify`` never changes anything;
+- ``markers_written`` completes a Prepare state only when it reports that
+  state's own job (pid, E, outcome); every other report is a no-op;
 - an EndTxn answered NONE with (pid, E) leaves the id at (pid, E) in the
   Prepare/Complete state of that outcome;
 - the state of each TxnState obeys state.py (partitions only while a
@@ -129,7 +132,12 @@ class TxnMachine(RuleBasedStateMachine):
         """A marker job reports completion: the current one, or a stale or duplicate report."""
         if self.jobs:
             job = data.draw(st.sampled_from(self.jobs))
-            self._call(lambda: self.coordinator.markers_written(TID, job.producer_id, job.producer_epoch))
+            before = self.coordinator.describe(TID)
+            result = self._call(lambda: self.coordinator.markers_written(TID, job.producer_id, job.producer_epoch))
+            if result.records:  # only the job of the Prepare state itself completes it
+                assert before is not None and before.state in PREPARING
+                current = (before.producer_id, before.producer_epoch, before.commit)
+                assert current == (job.producer_id, job.producer_epoch, job.commit)
 
     @rule(ms=st.integers(0, 800))
     def tick(self, ms: int) -> None:
@@ -166,7 +174,8 @@ class TxnMachine(RuleBasedStateMachine):
     # -- helpers --
 
     def _end(self, pid: int, epoch: int, commit: bool) -> Any:
-        answer = self._call(lambda: self.coordinator.end_txn(TID, pid, epoch, commit, self.now), pid, epoch).response
+        result = self._call(lambda: self.coordinator.end_txn(TID, pid, epoch, commit, self.now), pid, epoch, commit)
+        answer = result.response
         if answer.error_code == ErrorCode.NONE:
             after = self.coordinator.describe(TID)
             assert after is not None and after.state not in (TxnState.EMPTY, TxnState.ONGOING)
@@ -180,7 +189,11 @@ class TxnMachine(RuleBasedStateMachine):
         return answer
 
     def _call(
-        self, call: Callable[[], TxnResult[Any]], pid: int | None = None, epoch: int | None = None
+        self,
+        call: Callable[[], TxnResult[Any]],
+        pid: int | None = None,
+        epoch: int | None = None,
+        retry_of: bool | None = None,  # EndTxn(commit=retry_of): the one call an old epoch may get NONE for
     ) -> TxnResult[Any]:
         before = self.coordinator.describe(TID)
         result = call()
@@ -194,6 +207,9 @@ class TxnMachine(RuleBasedStateMachine):
             assert after == before and not result.markers
         if before is not None and pid == before.producer_id and epoch is not None and epoch < before.producer_epoch:
             assert (after, result.records, result.markers) == (before, (), ())  # an old epoch changes nothing
+            if code == ErrorCode.NONE:  # ... and is refused, but for the retry of the EndTxn that ended it
+                assert retry_of is not None and epoch == before.producer_epoch - 1
+                assert before.ended_by in ("client", "timeout") and before.commit == retry_of
         if after is not None:
             if before is not None and after.producer_id == before.producer_id:
                 assert after.producer_epoch >= before.producer_epoch
