@@ -112,8 +112,7 @@ def test_add_offsets_adds_the_group_and_its_offsets_partition(h: Harness) -> Non
     h.init()
     assert h.keep(h.coordinator.add_offsets(TID, 1000, 0, "g", OFFSETS, 1)).error_code == ErrorCode.NONE
     assert (h.state().partitions, h.state().group_ids) == ({OFFSETS}, {"g"})
-    answer = h.keep(h.coordinator.add_offsets(TID, 1000, 0, "", OFFSETS, 1))
-    assert answer.error_code == ErrorCode.INVALID_GROUP_ID
+    refused(h.keep(h.coordinator.add_offsets(TID, 1000, 0, "", OFFSETS, 1)), ErrorCode.INVALID_GROUP_ID, 1000, 0)
 
 
 def test_unknown_ids_wrong_producers_and_unissued_epochs_are_refused(h: Harness) -> None:
@@ -122,7 +121,7 @@ def test_unknown_ids_wrong_producers_and_unissued_epochs_are_refused(h: Harness)
     refused(h.add(999, 0, A0), ErrorCode.INVALID_PRODUCER_ID_MAPPING, 999, 0, "producer is 1000 epoch 0")
     refused(h.add(1000, 3, A0), ErrorCode.INVALID_PRODUCER_EPOCH, 1000, 3, "epoch 0")
     refused(h.end(1000, 0, True).response, ErrorCode.INVALID_TXN_STATE, 1000, 0, "no transaction is open")
-    assert h.add(1000, 0).error_code == ErrorCode.INVALID_REQUEST
+    refused(h.add(1000, 0), ErrorCode.INVALID_REQUEST, 1000, 0, "names no partition")
     assert h.records == h.records[:1]  # only the InitProducerId record
 
 
@@ -134,8 +133,7 @@ def test_end_txn_bumps_the_epoch_writes_markers_with_it_then_completes(h: Harnes
     assert result.markers == (MarkerJob(TID, 1000, 1, True, (A0, B0)),)
     assert (h.state().state, h.state().producer_epoch, h.state().ended_by) == (TxnState.PREPARE_COMMIT, 1, "client")
     assert h.coordinator.pending_markers() == result.markers
-    busy = h.add(1000, 1, A1)
-    assert busy.error_code == ErrorCode.CONCURRENT_TRANSACTIONS and "retry" in busy.error_message
+    refused(h.add(1000, 1, A1), ErrorCode.CONCURRENT_TRANSACTIONS, 1000, 1, "PrepareCommit", "retry")
     assert h.coordinator.markers_written(TID, 1000, 0).records == ()  # not this job's epoch
     done = h.coordinator.markers_written(TID, 1000, 1)
     assert done.records == (h.state(),) and h.state().state is TxnState.COMPLETE_COMMIT
@@ -184,7 +182,7 @@ def test_verify_only_answers_none_only_for_the_ongoing_epoch_and_added_partition
     refused(h.coordinator.verify(TID, 1001, 0, [A0]), ErrorCode.INVALID_PRODUCER_ID_MAPPING, 1001, 0)
     h.end(1000, 0, True)
     refused(h.coordinator.verify(TID, 1000, 0, [A0]), ErrorCode.PRODUCER_FENCED, 1000, 0)
-    assert h.coordinator.verify(TID, 1000, 1, [A0]).error_code == ErrorCode.CONCURRENT_TRANSACTIONS
+    refused(h.coordinator.verify(TID, 1000, 1, [A0]), ErrorCode.CONCURRENT_TRANSACTIONS, 1000, 1, "retry")
     assert len(h.records) == 3  # init, add, end: verify wrote nothing
 
 

@@ -24,6 +24,8 @@ through their bytes. Invariants, checked around every call:
   state's own job (pid, E, outcome); every other report is a no-op;
 - an EndTxn answered NONE with (pid, E) leaves the id at (pid, E) in the
   Prepare/Complete state of that outcome;
+- every refusal of a producer's call names the id and the producer id and
+  epoch the call carried;
 - the state of each TxnState obeys state.py (partitions only while a
   transaction is open or ending, ``ended_by`` only once it ended);
 - loading the records gives the live state and the same pending marker jobs.
@@ -109,6 +111,7 @@ class TxnMachine(RuleBasedStateMachine):
         before = self.coordinator.describe(TID)
         answer = self.coordinator.verify(TID, pid, epoch, partitions)
         assert self.coordinator.describe(TID) == before
+        assert answer.error_code == ErrorCode.NONE or f"producer {pid} epoch {epoch}" in answer.error_message
         if answer.error_code == ErrorCode.NONE:
             assert before is not None and before.state is TxnState.ONGOING
             assert (before.producer_id, before.producer_epoch) == (pid, epoch) and set(partitions) <= before.partitions
@@ -205,6 +208,9 @@ class TxnMachine(RuleBasedStateMachine):
             assert result.records[-1] == after
         else:
             assert after == before and not result.markers
+        if pid is not None and code not in (None, ErrorCode.NONE):  # a refusal names the id and what it got
+            assert f"transactional id {TID!r}" in result.response.error_message
+            assert f"producer {pid} epoch {epoch}" in result.response.error_message
         if before is not None and pid == before.producer_id and epoch is not None and epoch < before.producer_epoch:
             assert (after, result.records, result.markers) == (before, (), ())  # an old epoch changes nothing
             if code == ErrorCode.NONE:  # ... and is refused, but for the retry of the EndTxn that ended it

@@ -169,9 +169,8 @@ class TransactionCoordinator:
     ) -> TxnResult[TxnAnswer]:
         """KIP-447: the group's offsets partition joins the transaction; its marker publishes the offsets."""
         if not group_id:
-            return TxnResult(
-                TxnAnswer(ErrorCode.INVALID_GROUP_ID, f"transactional id {tid!r}: AddOffsetsToTxn needs a group id")
-            )
+            message = f"{_got(tid, 'AddOffsetsToTxn', pid, epoch)} names no group; send the consumer's group id"
+            return TxnResult(TxnAnswer(ErrorCode.INVALID_GROUP_ID, message))
         return self._add(
             tid, pid, epoch, frozenset({TopicPartition(*offsets_partition)}), frozenset({group_id}), now_ms
         )
@@ -179,12 +178,13 @@ class TransactionCoordinator:
     def verify(self, tid: str, pid: int, epoch: int, partitions: Iterable[TopicPartition]) -> TxnAnswer:
         """KIP-890 verify_only: NONE iff (pid, epoch) is Ongoing and every partition was added. Never changes state."""
         meta = self._txns.get(tid)
-        refusal = _check_producer(tid, meta, pid, epoch, "AddPartitionsToTxn(verify_only)")
+        call = "AddPartitionsToTxn(verify_only)"
+        refusal = _check_producer(tid, meta, pid, epoch, call)
         if refusal is not None:
             return refusal
         assert meta is not None
         if meta.state in PREPARING:
-            return _concurrent(meta)
+            return _concurrent(meta, _got(tid, call, pid, epoch))
         missing = sorted(frozenset(TopicPartition(*tp) for tp in partitions) - meta.partitions)
         if meta.state is not TxnState.ONGOING or missing:
             names = ", ".join(f"{tp.topic}-{tp.partition}" for tp in missing)
@@ -208,12 +208,13 @@ class TransactionCoordinator:
         if refusal is not None:
             return TxnResult(refusal)
         assert meta is not None
+        got = _got(tid, f"EndTxn({outcome})", pid, epoch)
         if meta.state in PREPARING:
-            return TxnResult(_concurrent(meta))
+            return TxnResult(_concurrent(meta, got))
         if meta.state is not TxnState.ONGOING:
             message = (
-                f"transactional id {tid!r}: EndTxn({outcome}) from producer {pid} epoch {epoch}, but no transaction is"
-                f" open (state {meta.state}); add a partition or offsets before ending a transaction"
+                f"{got}: that is the id's current epoch, but no transaction is open (state {meta.state});"
+                " add a partition or offsets before ending a transaction"
             )
             return TxnResult(TxnAnswer(ErrorCode.INVALID_TXN_STATE, message))
         answer = TxnAnswer(ErrorCode.NONE, "", pid, epoch + 1)
@@ -265,11 +266,10 @@ class TransactionCoordinator:
             return TxnResult(refusal)
         assert meta is not None
         if not partitions:
-            return TxnResult(
-                TxnAnswer(ErrorCode.INVALID_REQUEST, f"transactional id {tid!r}: {call} names no partition")
-            )
+            message = f"{_got(tid, call, pid, epoch)} names no partition; name the partitions to add"
+            return TxnResult(TxnAnswer(ErrorCode.INVALID_REQUEST, message))
         if meta.state in PREPARING:
-            return TxnResult(_concurrent(meta))
+            return TxnResult(_concurrent(meta, _got(tid, call, pid, epoch)))
         if meta.state is TxnState.ONGOING:
             if partitions <= meta.partitions and groups <= meta.group_ids:
                 return TxnResult(NONE)  # already added: nothing to write
@@ -283,8 +283,9 @@ class TransactionCoordinator:
             return self._write(new, NONE)
         if epoch > MAX_TXN_EPOCH:
             message = (
-                f"transactional id {tid!r}: producer {pid} epoch {epoch} is exhausted (a transaction needs an epoch"
-                f" <= {MAX_TXN_EPOCH} so that its end bump fits); call InitProducerId again for a new producer id"
+                f"{_got(tid, call, pid, epoch)}: that is the id's current epoch, but it is exhausted (a"
+                f" transaction needs an epoch <= {MAX_TXN_EPOCH} so that its end bump fits); call InitProducerId"
+                " for a new producer id"
             )
             return TxnResult(TxnAnswer(ErrorCode.PRODUCER_FENCED, message))
         new = transition(
@@ -322,7 +323,7 @@ def _fresh(meta: TransactionMetadata, state: TxnState, **changes: object) -> Tra
 
 def _check_producer(tid: str, meta: TransactionMetadata | None, pid: int, epoch: int, call: str) -> TxnAnswer | None:
     """Rule 6: None when (pid, epoch) is the id's current producer and epoch, else the refusal."""
-    got = f"transactional id {tid!r}: {call} from producer {pid} epoch {epoch}"
+    got = _got(tid, call, pid, epoch)
     if meta is None:
         message = f"{got}, but the id is unknown to this coordinator; call InitProducerId first"
         return TxnAnswer(ErrorCode.INVALID_PRODUCER_ID_MAPPING, message)
@@ -345,7 +346,7 @@ def _check_producer(tid: str, meta: TransactionMetadata | None, pid: int, epoch:
 def _retry(meta: TransactionMetadata, epoch: int, commit: bool) -> TxnAnswer:
     """Rule 6: EndTxn(pid, e) while the id is Prepare*/Complete* at e + 1, the transaction (pid, e) having ended."""
     tid, pid, bumped = meta.transactional_id, meta.producer_id, meta.producer_epoch
-    got = f"transactional id {tid!r}: EndTxn({'commit' if commit else 'abort'}) from producer {pid} epoch {epoch}"
+    got = _got(tid, f"EndTxn({'commit' if commit else 'abort'})", pid, epoch)
     ended = "committed" if meta.commit else "aborted"
     if meta.ended_by == "fence":
         message = (
@@ -364,9 +365,14 @@ def _retry(meta: TransactionMetadata, epoch: int, commit: bool) -> TxnAnswer:
     return TxnAnswer(ErrorCode.INVALID_TXN_STATE, message)
 
 
-def _concurrent(meta: TransactionMetadata) -> TxnAnswer:
+def _concurrent(meta: TransactionMetadata, got: str) -> TxnAnswer:
     message = (
-        f"transactional id {meta.transactional_id!r}: the previous transaction of producer {meta.producer_id}"
-        f" (now epoch {meta.producer_epoch}) is still writing its markers; retry shortly"
+        f"{got}: that is the id's current epoch, but the previous transaction of producer {meta.producer_id} is"
+        f" still writing its markers ({meta.state}); retry shortly"
     )
     return TxnAnswer(ErrorCode.CONCURRENT_TRANSACTIONS, message)
+
+
+def _got(tid: str, call: str, pid: int, epoch: int) -> str:
+    """The start of every refusal: the id, the call, and the producer id and epoch it carried."""
+    return f"transactional id {tid!r}: {call} from producer {pid} epoch {epoch}"
