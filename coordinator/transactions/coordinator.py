@@ -17,9 +17,11 @@ The driver's contract (node/txn_coordinator.py):
 2. Calls, one at a time. Append the result's records to P as one batch and
    wait for the commit; then send the answer and start its marker jobs. A
    result without records waits for everything appended before it.
-3. Marker jobs: WriteTxnMarkers to every partition's leader until each
-   answers NONE, then ``markers_written`` (its records, step 2).
-4. ``tick(now_ms)`` every second or so: transaction timeouts.
+3. Marker jobs: WriteTxnMarkers to every partition's leader (with P's leader
+   epoch as the coordinator epoch) until each answers NONE, then
+   ``markers_written`` (its records, step 2). A job is never abandoned.
+4. ``tick(now_ms)`` every second or so: transaction timeouts (Ongoing only;
+   a Prepare* state waits for its markers, however long).
 5. Failure. If an append fails or P's leadership is lost, drop this object,
    answer NOT_COORDINATOR, and let the new leader load P: the log is the truth.
 
@@ -48,7 +50,9 @@ The rules (common3.md), as they apply here:
   session), or a new producer id at epoch 0 when the epoch is exhausted
   (state.py: MAX_TXN_EPOCH); Ongoing → fencing abort and
   CONCURRENT_TRANSACTIONS; Prepare* → CONCURRENT_TRANSACTIONS. The client
-  retries and gets epoch + 1 once the abort completed.
+  retries and gets epoch + 1 once the abort completed. A transaction cannot
+  start at an exhausted epoch (Add* is PRODUCER_FENCED, saying to call
+  InitProducerId), so every end bump fits in int16.
 - Rule 8 — the moves are state.py's table; Add* during Prepare* is
   CONCURRENT_TRANSACTIONS; a timeout of 0 means ``default_timeout_ms``,
   anything else outside 1..``max_timeout_ms`` is INVALID_TRANSACTION_TIMEOUT;
