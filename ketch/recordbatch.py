@@ -32,6 +32,13 @@ the Kafka error code a client should see):
 
 Because base offset and leader epoch sit before the CRC'd range, assigning them
 never invalidates the checksum. Everything here is pure: bytes in, values out.
+
+Transactions (KIP-98): a transactional batch has attribute bit 4 (``ATTR_TRANSACTIONAL``);
+a control batch (a transaction marker) has bits 4 and 5 (``ATTR_CONTROL``), producer id and
+epoch of the transaction it ends, base sequence -1, and exactly one uncompressed record whose
+key is int16 version 0 + int16 type (0 abort, 1 commit) and whose value is int16 version 0 +
+int32 coordinator epoch (Kafka's ``EndTransactionMarker``). Only the transaction coordinator
+writes markers (``build_marker_batch``); ``marker_is_commit`` reads the type back.
 """
 
 from __future__ import annotations
@@ -47,6 +54,10 @@ HEADER_SIZE = 61
 LENGTH_PREFIX = 12  # base_offset + batch_length: bytes not counted in batch_length
 MAGIC = 2
 COMPRESSION_MASK = 0x07
+ATTR_TRANSACTIONAL = 0x10
+ATTR_CONTROL = 0x20
+MARKER_ABORT = 0
+MARKER_COMMIT = 1
 CODECS = {0: "none", 1: "gzip", 2: "snappy", 3: "lz4", 4: "zstd"}
 
 _HEADER = struct.Struct(">qiibIhiqqqhii")
@@ -91,6 +102,14 @@ class BatchHeader:
     @property
     def next_offset(self) -> int:
         return self.base_offset + self.last_offset_delta + 1
+
+    @property
+    def is_transactional(self) -> bool:
+        return bool(self.attributes & ATTR_TRANSACTIONAL)
+
+    @property
+    def is_control(self) -> bool:
+        return bool(self.attributes & ATTR_CONTROL)
 
     @property
     def compression(self) -> str:
@@ -178,3 +197,110 @@ def iter_headers(records: bytes | memoryview) -> list[BatchHeader]:
         out.append(header)
         at += header.size
     return out
+
+
+def batches_below(data: bytes, limit: int) -> bytes:
+    """The prefix of whole stored batches whose last offset is below ``limit``."""
+    keep = 0
+    for header in iter_headers(data):
+        if header.last_offset >= limit:
+            break
+        keep += header.size
+    return data[:keep]
+
+
+# -- transaction markers (control batches) ------------------------------------
+
+_MARKER_KEY = struct.Struct(">hh")  # version, type
+_MARKER_VALUE = struct.Struct(">hi")  # version, coordinator epoch
+
+
+def _varint(n: int) -> bytes:
+    """A zigzag varint, as in Kafka's record encoding."""
+    z = (n << 1) ^ (n >> 63)
+    out = bytearray()
+    while z & ~0x7F:
+        out.append((z & 0x7F) | 0x80)
+        z >>= 7
+    out.append(z)
+    return bytes(out)
+
+
+def _read_varint(data: bytes | memoryview, at: int) -> tuple[int, int]:
+    z = shift = 0
+    while True:
+        if at >= len(data) or shift > 63:
+            raise BatchError(ErrorCode.CORRUPT_MESSAGE, "control record: truncated varint")
+        b = data[at]
+        at += 1
+        z |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return (z >> 1) ^ -(z & 1), at
+        shift += 7
+
+
+def build_marker_batch(
+    producer_id: int, producer_epoch: int, commit: bool, coordinator_epoch: int, timestamp_ms: int
+) -> bytes:
+    """A RecordBatch v2 control batch holding one ``EndTransactionMarker`` record (base offset 0:
+    the leader assigns it), CRC-32C set."""
+    key = _MARKER_KEY.pack(0, MARKER_COMMIT if commit else MARKER_ABORT)
+    value = _MARKER_VALUE.pack(0, coordinator_epoch)
+    body = (
+        b"\x00"  # record attributes
+        + _varint(0)  # timestamp delta
+        + _varint(0)  # offset delta
+        + _varint(len(key))
+        + key
+        + _varint(len(value))
+        + value
+        + _varint(0)  # no headers
+    )
+    record = _varint(len(body)) + body
+    length = HEADER_SIZE - LENGTH_PREFIX + len(record)
+    out = bytearray(
+        _HEADER.pack(
+            0,
+            length,
+            -1,
+            MAGIC,
+            0,
+            ATTR_TRANSACTIONAL | ATTR_CONTROL,
+            0,
+            timestamp_ms,
+            timestamp_ms,
+            producer_id,
+            producer_epoch,
+            -1,
+            1,
+        )
+    )
+    out += record
+    struct.pack_into(">I", out, 17, crc32c.crc32c(bytes(out[21:])))
+    return bytes(out)
+
+
+def marker_is_commit(batch: bytes | memoryview) -> bool:
+    """Whether the control batch ``batch`` is a COMMIT marker (else ABORT); ``BatchError`` when it
+    is not a control batch holding one well-formed ``EndTransactionMarker`` record."""
+    header = parse_header(batch)
+    if not header.is_control or header.compression != "none" or header.records_count != 1:
+        raise BatchError(
+            ErrorCode.INVALID_RECORD,
+            "a transaction marker is one uncompressed control record in a control batch "
+            f"(attributes {header.attributes:#x}, {header.records_count} records)",
+        )
+    view = memoryview(batch)[: header.size]
+    _, at = _read_varint(view, HEADER_SIZE)  # record length
+    at += 1  # record attributes
+    _, at = _read_varint(view, at)  # timestamp delta
+    _, at = _read_varint(view, at)  # offset delta
+    key_len, at = _read_varint(view, at)
+    if key_len < _MARKER_KEY.size or at + key_len > len(view):
+        raise BatchError(ErrorCode.INVALID_RECORD, f"control record key of {key_len} bytes is too short")
+    version, kind = _MARKER_KEY.unpack_from(view, at)
+    if version != 0 or kind not in (MARKER_ABORT, MARKER_COMMIT):
+        raise BatchError(
+            ErrorCode.INVALID_RECORD, f"control record version {version} type {kind} is not a transaction marker"
+        )
+    return kind == MARKER_COMMIT

@@ -79,6 +79,18 @@ stores, on leader and follower alike, so a new leader already has it:
   batch's max timestamp is ``expiration_ms`` or more before ``now_ms``
   (persisted: RocksDB deletes their rows, unsynced).
 - A reopened RocksDB log reads the table back from its rows: no scan.
+
+Aborted-transactions index (Kafka's ``.txnindex``; rules in
+``replication/transactions.py``), derived from the stored batches like the
+producer state, on leader and follower alike:
+- ``append`` adds ``AbortedTxn(producer id, first offset, marker offset)`` for
+  each abort marker that ends an open transaction, in the same atomic write
+  (a control batch that is not a well-formed marker is ``LogAppendError``);
+- ``truncate_to`` removes the entries whose marker is at or past the new end
+  (and rebuilds the open transactions with the producer state);
+  ``delete_before``/retention remove those whose marker is below the new
+  start; ``reset_to`` removes all.
+- ``aborted_transactions(fetch_offset, upper)`` answers a read_committed fetch.
 """
 
 from __future__ import annotations
@@ -89,6 +101,7 @@ from typing import Protocol
 
 from replication.epoch_cache import UNDEFINED_EPOCH, UNDEFINED_OFFSET
 from replication.producer_state import ProducerStateTable
+from replication.transactions import AbortedTxn
 
 PRODUCER_SNAPSHOT_INTERVAL = 1000  # appended batches between two snapshots of the producer table
 
@@ -227,6 +240,16 @@ class PartitionLog(Protocol):
 
     def expire_producers(self, now_ms: int, expiration_ms: int) -> int:
         """Remove producers idle for ``expiration_ms``; return how many."""
+        ...
+
+    # -- aborted-transactions index -----------------------------------------
+
+    def aborted_index(self) -> list[AbortedTxn]:
+        """Every entry, in marker-offset order."""
+        ...
+
+    def aborted_transactions(self, fetch_offset: int, upper: int) -> tuple[tuple[int, int], ...]:
+        """(producer id, first offset) of aborted transactions overlapping ``[fetch_offset, upper)``."""
         ...
 
     def close(self) -> None: ...

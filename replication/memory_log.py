@@ -16,7 +16,8 @@ The leader-epoch cache is an ``EpochCache`` (replication/epoch_cache.py)
 changed by the same calls, and the high-watermark checkpoint a plain int.
 The producer state is a ``ProducerStateTable`` with its snapshots as a list
 of ``(offset, table)`` (rules in replication/log.py); ``snapshot_interval``
-is how many appended batches apart they are taken.
+is how many appended batches apart they are taken. The aborted-transactions
+index is a list of ``AbortedTxn`` in marker-offset order.
 
 Crash model (DESIGN.md §7, "a memory log that loses unsynced data on
 crash"): ``append(sync=False)`` and ``checkpoint_high_watermark`` are durable
@@ -24,7 +25,8 @@ only once a later synced write happens, as with RocksDB's WAL, where one
 fsync covers every earlier write. Truncation, ``delete_before``, retention,
 ``reset_to`` and ``assign_epoch`` are always synced (they are rare and must
 not be undone by a crash). Every synced write snapshots the durable state
-(end offset, epoch cache, high watermark, producer table and snapshots);
+(end offset, epoch cache, high watermark, producer table and snapshots,
+aborted-transactions index);
 ``crash()`` goes back to it, which can only drop a suffix of unsynced appends
 (and the epochs and producer state they made) and checkpoints made since.
 ``expire_producers`` is durable at once (RocksDB writes it to the WAL).
@@ -42,6 +44,7 @@ from ketch.recordbatch import BatchError, BatchHeader, parse_header
 from replication.epoch_cache import EpochCache
 from replication.log import PRODUCER_SNAPSHOT_INTERVAL, LogAppendError, LogOffsetError, RetentionPolicy
 from replication.producer_state import ProducerStateTable, rolled_back, table_at
+from replication.transactions import AbortedTxn, aborted_by, overlapping
 
 
 def check_append(batches: Sequence[bytes], end: int) -> list[tuple[bytes, BatchHeader]]:
@@ -113,6 +116,8 @@ class MemoryPartitionLog:
         self._snapshots: list[tuple[int, ProducerStateTable]] = []  # (offset, table there), ascending
         self._since_snapshot = 0
         self._synced_producers = (ProducerStateTable(), list[tuple[int, ProducerStateTable]]())
+        self._aborted: list[AbortedTxn] = []
+        self._synced_aborted: list[AbortedTxn] = []
         self._bases: list[int] = []
         self._batches: list[bytes] = []
         self._max_ts: list[int] = []
@@ -164,6 +169,12 @@ class MemoryPartitionLog:
     def producer_snapshot_offsets(self) -> list[int]:
         return [offset for offset, _ in self._snapshots]
 
+    def aborted_index(self) -> list[AbortedTxn]:
+        return list(self._aborted)
+
+    def aborted_transactions(self, fetch_offset: int, upper: int) -> tuple[tuple[int, int], ...]:
+        return overlapping(self._aborted, fetch_offset, upper)
+
     def expire_producers(self, now_ms: int, expiration_ms: int) -> int:
         self._check_open()
         gone = self._producers.remove_expired(now_ms, expiration_ms)
@@ -190,14 +201,20 @@ class MemoryPartitionLog:
         self._size = 0
         self._epochs.clear()
         self._producers, self._snapshots, self._since_snapshot = ProducerStateTable(), [], 0
+        self._aborted = []
         self._mark_synced()
 
     def append(self, batches: Sequence[bytes], *, sync: bool = False) -> None:
         self._check_open()
         checked = check_append(batches, self._end)
         epochs = check_epochs(checked, self._epochs)
+        try:
+            aborted = aborted_by(self._producers, checked)
+        except BatchError as exc:
+            raise LogAppendError(f"bad transaction marker: {exc}") from exc
         if epochs is not None:
             self._epochs = epochs
+        self._aborted.extend(aborted)
         for batch, header in checked:
             self._bases.append(header.base_offset)
             self._batches.append(batch)
@@ -242,6 +259,7 @@ class MemoryPartitionLog:
         self._roll_back_producers(i)
         del self._bases[i:], self._batches[i:], self._max_ts[i:]
         self._epochs.truncate_from_end(self._end)
+        self._aborted = [t for t in self._aborted if t.last_offset < self._end]
         self._hw = min(self._hw, self._end)
         self._mark_synced()
 
@@ -288,6 +306,7 @@ class MemoryPartitionLog:
         self._epochs = self._synced_epochs.copy()
         table, snapshots = self._synced_producers
         self._producers, self._snapshots = table.copy(), list(snapshots)
+        self._aborted = list(self._synced_aborted)
         self._hw = min(max(self._synced_hw, self._start), self._end)
 
     def close(self) -> None:
@@ -327,6 +346,7 @@ class MemoryPartitionLog:
         del self._bases[:n], self._batches[:n], self._max_ts[:n]
         self._start = self._bases[0] if self._bases else self._end
         self._epochs.truncate_from_start(self._start)
+        self._aborted = [t for t in self._aborted if t.last_offset >= self._start]
         self._hw = max(self._hw, self._start)
         self._mark_synced()
 
@@ -335,6 +355,7 @@ class MemoryPartitionLog:
         self._synced_epochs = self._epochs.copy()
         self._synced_hw = self._hw
         self._synced_producers = (self._producers.copy(), list(self._snapshots))
+        self._synced_aborted = list(self._aborted)
 
     def _check_range(self, offset: int) -> None:
         if not self._start <= offset <= self._end:

@@ -23,9 +23,23 @@ Produce (``append``, leader only):
   high watermark to pass them for acks=all, as the first attempt would have).
   Followers append the leader's bytes unchanged; their log updates its
   producer state itself.
+- Transactions (replication/transactions.py): a control batch from a client
+  is INVALID_RECORD (only ``write_marker`` writes markers). A transactional
+  batch that would START a transaction here (``transaction_to_verify`` names
+  its producer id and epoch) is stored only with ``transaction_verified``
+  (the driver asked the coordinator, KIP-890), else INVALID_TXN_STATE.
 - The leader assigns base offsets (continuing the log end offset) and its
   leader epoch in each header, in place, and appends all batches in one
   atomic log write. Records are never decoded.
+
+Markers (``write_marker``, leader only): the coordinator's marker of epoch E
+for a producer is written only by the marker rule (``marker_verdict``):
+otherwise it is a duplicate or stale one, nothing is written, and the answer
+is None (the driver answers NONE). acks=all rules apply (min.insync.replicas).
+
+Last stable offset: ``min(high watermark, first offset of the oldest open
+transaction)`` (never below the log start). A read_committed read stops at
+it and carries the aborted transactions overlapping what it returns.
 
 High watermark: the leader's comes from LeaderState (the smallest log end
 offset over the maximal ISR); a follower's is min(leader's, its own log
@@ -79,7 +93,14 @@ from ketch.errors import ErrorCode, KetchError, OffsetOutOfRangeError
 from replication.follower import FetchAnswer, FollowerUpdate, divergence_truncation, plan_append
 from replication.leader_state import LeaderState
 from replication.log import PartitionLog
-from replication.producer_state import PRODUCER_ID_EXPIRATION_MS, Duplicate, IdempotentBatch, Refuse
+from replication.producer_state import (
+    PRODUCER_ID_EXPIRATION_MS,
+    Duplicate,
+    IdempotentBatch,
+    Refuse,
+    starts_transaction,
+)
+from replication.transactions import SkipMarker, last_stable_offset, marker_verdict, open_transactions
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +118,8 @@ class ReadResult:
     high_watermark: int
     log_start_offset: int
     diverging: tuple[int, int] | None = None  # (epoch, end offset) for a divergent follower
+    last_stable_offset: int = -1
+    aborted: tuple[tuple[int, int], ...] = ()  # (producer id, first offset), read_committed only
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,9 +272,7 @@ class Partition:
             code=ErrorCode.UNKNOWN_LEADER_EPOCH,
         )
 
-    def append(
-        self, records: bytes, *, max_message_bytes: int, acks: int, min_insync_replicas: int, sync: bool
-    ) -> AppendResult:
+    def _check_leader(self, acks: int, min_insync_replicas: int) -> LeaderState:
         if self.leader is None:
             raise KetchError(
                 f"this broker is not the leader of {self.topic}-{self.index} (leader: {self.leader_id})",
@@ -263,6 +284,39 @@ class Partition:
                 f"min.insync.replicas is {min_insync_replicas}",
                 code=ErrorCode.NOT_ENOUGH_REPLICAS,
             )
+        return self.leader
+
+    def transaction_to_verify(self, records: bytes) -> tuple[int, int] | None:
+        """(producer id, epoch) when ``records`` is a transactional batch that would start a
+        transaction here and that the producer state would accept: the coordinator must verify
+        it first (KIP-890). None otherwise (also for bad input: ``append`` then refuses it)."""
+        try:
+            batches = recordbatch.split_batches(records)
+        except recordbatch.BatchError:
+            return None
+        if len(batches) != 1:
+            return None
+        batch = IdempotentBatch.of(batches[0][0])
+        if batch is None or batch.control:
+            return None
+        entry = self.log.producer_state.get(batch.producer_id)
+        if not starts_transaction(entry, batch):
+            return None
+        if isinstance(self.log.producer_state.check(batch, ""), Refuse | Duplicate):
+            return None
+        return batch.producer_id, batch.epoch
+
+    def append(
+        self,
+        records: bytes,
+        *,
+        max_message_bytes: int,
+        acks: int,
+        min_insync_replicas: int,
+        sync: bool,
+        transaction_verified: bool = False,
+    ) -> AppendResult:
+        leader = self._check_leader(acks, min_insync_replicas)
         try:
             batches = recordbatch.split_batches(records)
         except recordbatch.BatchError as exc:
@@ -274,9 +328,16 @@ class Partition:
                     f"of topic {self.topic!r}",
                     code=ErrorCode.MESSAGE_TOO_LARGE,
                 )
+        where = f"{self.topic}-{self.index}"
+        if any(header.is_control for header, _ in batches):
+            raise KetchError(
+                f"{where}: a produce request may not carry control batches (transaction markers)",
+                code=ErrorCode.INVALID_RECORD,
+            )
         idempotent = [b for header, _ in batches if (b := IdempotentBatch.of(header)) is not None]
+        if len(idempotent) < len(batches) and any(header.is_transactional for header, _ in batches):
+            raise KetchError(f"{where}: a transactional batch needs a producer id", code=ErrorCode.INVALID_RECORD)
         if idempotent:
-            where = f"{self.topic}-{self.index}"
             if len(batches) > 1:
                 raise KetchError(
                     f"{where}: a produce request may carry one idempotent batch per partition and nothing "
@@ -288,38 +349,87 @@ class Partition:
                 return AppendResult(verdict.first_offset, verdict.last_offset, 0, 0, duplicate=True)
             if isinstance(verdict, Refuse):
                 raise KetchError(verdict.message, code=verdict.code)
+            batch = idempotent[0]
+            if not transaction_verified and starts_transaction(self.log.producer_state.get(batch.producer_id), batch):
+                raise KetchError(
+                    f"{where}: producer {batch.producer_id} epoch {batch.epoch} starts a transaction here; the "
+                    "transaction coordinator must verify it first (AddPartitionsToTxn)",
+                    code=ErrorCode.INVALID_TXN_STATE,
+                )
+        return self._store(leader, [(header.records_count, view) for header, view in batches], len(records), sync)
+
+    def _store(
+        self, leader: LeaderState, batches: list[tuple[int, memoryview | bytes]], size: int, sync: bool
+    ) -> AppendResult:
         base = next_offset = self.log.log_end_offset
         stored = []
-        for header, view in batches:
+        for count, view in batches:
             stored.append(recordbatch.assign(view, next_offset, self.leader_epoch))
-            next_offset += header.records_count
+            next_offset += count
         self.log.append(stored, sync=sync)
-        if self.leader.on_local_append(self.log.log_end_offset):
-            self.log.checkpoint_high_watermark(self.leader.high_watermark)
-        return AppendResult(base, next_offset - 1, len(stored), len(records))
+        if leader.on_local_append(self.log.log_end_offset):
+            self.log.checkpoint_high_watermark(leader.high_watermark)
+        return AppendResult(base, next_offset - 1, len(stored), size)
+
+    def write_marker(
+        self,
+        producer_id: int,
+        producer_epoch: int,
+        commit: bool,
+        coordinator_epoch: int,
+        *,
+        min_insync_replicas: int,
+        timestamp_ms: int,
+        sync: bool,
+    ) -> AppendResult | None:
+        """Leader: write the coordinator's transaction marker by the marker rule; None when it is a
+        duplicate or stale one (nothing written; the answer is NONE)."""
+        leader = self._check_leader(-1, min_insync_replicas)
+        verdict = marker_verdict(self.log.producer_state.get(producer_id), producer_id, producer_epoch)
+        if isinstance(verdict, SkipMarker):
+            return None
+        marker = recordbatch.build_marker_batch(producer_id, producer_epoch, commit, coordinator_epoch, timestamp_ms)
+        return self._store(leader, [(1, marker)], len(marker), sync)
+
+    @property
+    def last_stable_offset(self) -> int:
+        return last_stable_offset(self.log.producer_state, self.high_watermark, self.log.log_start_offset)
+
+    @property
+    def ongoing_transactions(self) -> int:
+        return open_transactions(self.log.producer_state)
 
     def expire_producers(self, now_ms: int, expiration_ms: int = PRODUCER_ID_EXPIRATION_MS) -> int:
         """Forget producers idle for ``producer.id.expiration.ms`` (leader and follower alike; the
         broker's retention pass calls it with the wall clock, as record timestamps are wall time)."""
         return self.log.expire_producers(now_ms, expiration_ms)
 
-    def read(self, offset: int, max_bytes: int) -> ReadResult:
-        """A consumer's fetch: whole batches below the high watermark."""
-        return self._read(offset, max_bytes, self.high_watermark)
+    def read(self, offset: int, max_bytes: int, *, read_committed: bool = False) -> ReadResult:
+        """A consumer's fetch: whole batches below the high watermark (read_committed: below the
+        last stable offset, with the aborted transactions overlapping what is returned)."""
+        lso = self.last_stable_offset
+        if not read_committed:
+            return self._read(offset, max_bytes, self.high_watermark, lso)
+        result = self._read(offset, max_bytes, lso, lso)
+        if not result.records:
+            return result
+        headers = recordbatch.iter_headers(result.records)
+        aborted = self.log.aborted_transactions(offset, headers[-1].next_offset)
+        return ReadResult(result.records, result.high_watermark, result.log_start_offset, None, lso, aborted)
 
-    def _read(self, offset: int, max_bytes: int, limit: int) -> ReadResult:
+    def _read(self, offset: int, max_bytes: int, limit: int, lso: int = -1) -> ReadResult:
         log = self.log
         start, end = log.log_start_offset, log.log_end_offset
         if max_bytes <= 0:
-            return ReadResult(b"", self.high_watermark, start)
+            return ReadResult(b"", self.high_watermark, start, last_stable_offset=lso)
         if not start <= offset <= end:
             raise OffsetOutOfRangeError(
                 f"fetch offset {offset} is outside {self.topic}-{self.index}'s log [{start}, {end}]"
             )
         data = log.read(offset, max_bytes) if offset < limit else b""
         if data and limit < end:
-            data = _below(data, limit)
-        return ReadResult(data, self.high_watermark, start)
+            data = recordbatch.batches_below(data, limit)
+        return ReadResult(data, self.high_watermark, start, last_stable_offset=lso)
 
     # -- follower ---------------------------------------------------------------
 
@@ -378,13 +488,3 @@ class Partition:
             if record.timestamp >= timestamp_ms:
                 return record.offset, record.timestamp
         return None
-
-
-def _below(data: bytes, limit: int) -> bytes:
-    """The prefix of whole batches whose last offset is below ``limit``."""
-    keep = 0
-    for header in recordbatch.iter_headers(data):
-        if header.last_offset >= limit:
-            break
-        keep += header.size
-    return data[:keep]

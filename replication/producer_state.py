@@ -34,15 +34,31 @@ Kafka's replication origin): a new epoch replaces the entry's batches, the
 same epoch appends and keeps the last 5. ``check`` followed by ``update`` of
 an accepted batch therefore never stores a sequence of one epoch twice.
 
+Transactions (KIP-98; the protocol is in /work/briefs/common3.md, rules 1, 4, 5):
+- An entry also holds ``txn_first_offset``: the first offset of the producer's open
+  transaction on this partition, -1 when none is open.
+- ``update`` of a transactional data batch sets it to the batch's first offset when none
+  is open (an open one keeps its first offset, as Kafka's ``ProducerAppendInfo``).
+- ``update`` of a control batch (a marker, epoch E) ends the open transaction, if any, and
+  sets the epoch to E with no retained batches (so the next data batch of E starts at
+  sequence 0, and data of a lower epoch is INVALID_PRODUCER_EPOCH).
+- ``check`` refuses a non-transactional batch of a producer with an open transaction
+  (INVALID_TXN_STATE, Kafka's rule); ``starts_transaction`` says whether a transactional
+  batch would open one (the leader then needs the coordinator's verification, KIP-890).
+- A producer with an open transaction never expires: expiring it would make its data
+  visible; the coordinator's timeout abort ends it.
+The marker verdict and the last stable offset are in ``replication/transactions.py``.
+
 Expiry (``expired``): a producer whose last-seen time is at least
 ``producer.id.expiration.ms`` (``PRODUCER_ID_EXPIRATION_MS``, Kafka's default
 of one day) before ``now_ms`` is removed; it is then unknown (rule 3).
 
-Encoding (never pickle): an entry is ``>BqhqI`` (version 1, producer id, epoch,
-last-seen time, batch count) then per batch ``>iiqqq`` (first and last
-sequence, first and last offset, max timestamp). A table (a snapshot) is
-``>BI`` (version, entry count) then per entry its length (``>I``) and bytes.
-Bad bytes raise ``ValueError``.
+Encoding (never pickle): an entry is ``>BqhqqI`` (version 2, producer id, epoch,
+last-seen time, txn first offset, batch count) then per batch ``>iiqqq`` (first
+and last sequence, first and last offset, max timestamp); version 1 entries
+(``>BqhqI``, no txn first offset) still decode, with no open transaction. A table
+(a snapshot) is ``>BI`` (version 2, or 1 when written before transactions; entry
+count) then per entry its length (``>I``) and bytes. Bad bytes raise ``ValueError``.
 """
 
 from __future__ import annotations
@@ -58,8 +74,10 @@ BATCHES_TO_RETAIN = 5
 PRODUCER_ID_EXPIRATION_MS = 86_400_000
 NO_PRODUCER_ID = -1
 MAX_SEQUENCE = 2**31 - 1
-VERSION = 1
-_ENTRY = struct.Struct(">BqhqI")
+VERSION = 2
+NO_TXN = -1
+_ENTRY_V1 = struct.Struct(">BqhqI")
+_ENTRY = struct.Struct(">BqhqqI")
 _BATCH = struct.Struct(">iiqqq")
 _TABLE = struct.Struct(">BI")
 _LEN = struct.Struct(">I")
@@ -89,6 +107,11 @@ class ProducerEntry:
     epoch: int
     batches: tuple[BatchMetadata, ...]  # oldest first, at most BATCHES_TO_RETAIN, all of ``epoch``
     last_timestamp: int
+    txn_first_offset: int = NO_TXN  # first offset of the open transaction here, -1: none
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.txn_first_offset >= 0
 
     @property
     def last_seq(self) -> int:
@@ -103,22 +126,31 @@ class ProducerEntry:
         return None
 
     def encode(self) -> bytes:
-        head = _ENTRY.pack(VERSION, self.producer_id, self.epoch, self.last_timestamp, len(self.batches))
+        head = _ENTRY.pack(
+            VERSION, self.producer_id, self.epoch, self.last_timestamp, self.txn_first_offset, len(self.batches)
+        )
         return head + b"".join(
             _BATCH.pack(b.first_seq, b.last_seq, b.first_offset, b.last_offset, b.max_timestamp) for b in self.batches
         )
 
     @classmethod
     def decode(cls, data: bytes) -> ProducerEntry:
-        if len(data) < _ENTRY.size:
-            raise ValueError(f"producer entry of {len(data)} bytes is shorter than its {_ENTRY.size}-byte header")
-        version, pid, epoch, last_ts, count = _ENTRY.unpack_from(data)
-        if version != VERSION:
-            raise ValueError(f"producer entry version {version} is not supported (only {VERSION})")
-        if len(data) != _ENTRY.size + count * _BATCH.size or count > BATCHES_TO_RETAIN:
+        if len(data) < _ENTRY_V1.size:
+            raise ValueError(f"producer entry of {len(data)} bytes is shorter than its {_ENTRY_V1.size}-byte header")
+        version = data[0]
+        if version == 1:
+            head = _ENTRY_V1
+            _, pid, epoch, last_ts, count = head.unpack_from(data)
+            txn_first = NO_TXN
+        elif version == VERSION and len(data) >= _ENTRY.size:
+            head = _ENTRY
+            _, pid, epoch, last_ts, txn_first, count = head.unpack_from(data)
+        else:
+            raise ValueError(f"producer entry version {version} of {len(data)} bytes is not supported (1 or {VERSION})")
+        if len(data) != head.size + count * _BATCH.size or count > BATCHES_TO_RETAIN or txn_first < NO_TXN:
             raise ValueError(f"producer entry of {len(data)} bytes does not hold {count} batches")
-        batches = tuple(BatchMetadata(*f) for f in _BATCH.iter_unpack(data[_ENTRY.size :]))
-        return cls(pid, epoch, batches, last_ts)
+        batches = tuple(BatchMetadata(*f) for f in _BATCH.iter_unpack(data[head.size :]))
+        return cls(pid, epoch, batches, last_ts, txn_first)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +164,8 @@ class IdempotentBatch:
     first_offset: int
     last_offset: int
     max_timestamp: int
+    transactional: bool = False
+    control: bool = False  # a transaction marker (first_seq -1)
 
     @classmethod
     def of(cls, header: BatchHeader) -> IdempotentBatch | None:
@@ -147,6 +181,8 @@ class IdempotentBatch:
             header.base_offset,
             header.last_offset,
             header.max_timestamp,
+            header.is_transactional,
+            header.is_control,
         )
 
 
@@ -174,6 +210,8 @@ ACCEPT = Accept()
 def check(entry: ProducerEntry | None, batch: IdempotentBatch, where: str) -> Verdict:
     """The leader's verdict on an idempotent batch (rules 1-5 of the module docstring)."""
     who = f"{where}: producer {batch.producer_id} epoch {batch.epoch}"
+    if batch.control:
+        return Refuse(ErrorCode.INVALID_RECORD, f"{who}: a producer may not write control batches (markers)")
     if batch.epoch < 0 or batch.first_seq < 0:
         return Refuse(
             ErrorCode.INVALID_RECORD,
@@ -184,6 +222,12 @@ def check(entry: ProducerEntry | None, batch: IdempotentBatch, where: str) -> Ve
     dup = entry.find_duplicate(batch.epoch, batch.first_seq, batch.last_seq)
     if dup is not None:
         return Duplicate(dup.first_offset, dup.last_offset)
+    if entry.in_transaction and not batch.transactional and batch.epoch >= entry.epoch:
+        return Refuse(
+            ErrorCode.INVALID_TXN_STATE,
+            f"{who}: a non-transactional batch while the producer's transaction (from offset "
+            f"{entry.txn_first_offset}) is open here",
+        )
     if batch.epoch < entry.epoch:
         return Refuse(
             ErrorCode.INVALID_PRODUCER_EPOCH,
@@ -201,17 +245,28 @@ def check(entry: ProducerEntry | None, batch: IdempotentBatch, where: str) -> Ve
     return ACCEPT
 
 
+def starts_transaction(entry: ProducerEntry | None, batch: IdempotentBatch) -> bool:
+    """Whether storing transactional ``batch`` would open a transaction here (KIP-890: only after
+    the coordinator verified it): no open transaction of the batch's epoch."""
+    return batch.transactional and (entry is None or not entry.in_transaction or entry.epoch != batch.epoch)
+
+
 def update(entry: ProducerEntry | None, batch: IdempotentBatch) -> ProducerEntry:
     """The entry after ``batch`` was stored (no checks: the log is the truth)."""
+    if batch.control:  # a marker ends any open transaction and sets the epoch
+        return ProducerEntry(batch.producer_id, batch.epoch, (), batch.max_timestamp, NO_TXN)
     meta = BatchMetadata(batch.first_seq, batch.last_seq, batch.first_offset, batch.last_offset, batch.max_timestamp)
+    txn = entry.txn_first_offset if entry is not None else NO_TXN
+    if batch.transactional and txn < 0:
+        txn = batch.first_offset
     if entry is None or entry.epoch != batch.epoch:
-        return ProducerEntry(batch.producer_id, batch.epoch, (meta,), batch.max_timestamp)
+        return ProducerEntry(batch.producer_id, batch.epoch, (meta,), batch.max_timestamp, txn)
     kept = (*entry.batches, meta)[-BATCHES_TO_RETAIN:]
-    return ProducerEntry(batch.producer_id, batch.epoch, kept, batch.max_timestamp)
+    return ProducerEntry(batch.producer_id, batch.epoch, kept, batch.max_timestamp, txn)
 
 
 def expired(entry: ProducerEntry, now_ms: int, expiration_ms: int) -> bool:
-    return now_ms - entry.last_timestamp >= expiration_ms
+    return not entry.in_transaction and now_ms - entry.last_timestamp >= expiration_ms
 
 
 class ProducerStateTable:
@@ -278,8 +333,8 @@ class ProducerStateTable:
         if len(data) < _TABLE.size:
             raise ValueError(f"producer state snapshot of {len(data)} bytes has no header")
         version, count = _TABLE.unpack_from(data)
-        if version != VERSION:
-            raise ValueError(f"producer state snapshot version {version} is not supported (only {VERSION})")
+        if version not in (1, VERSION):
+            raise ValueError(f"producer state snapshot version {version} is not supported (1 or {VERSION})")
         out, at = cls(), _TABLE.size
         for _ in range(count):
             if at + _LEN.size > len(data):

@@ -15,6 +15,7 @@ Stored (key layout in ``replication/rocks_store.py``; integers big-endian):
     tindex  pid | running max ts u64 | base u64 -> b""
 
     producers (the producer state: rows and snapshots, see ``replication/rocks_producers.py``)
+    txnindex  (the aborted-transactions index, see ``replication/rocks_producers.py``)
 
 A missing field reads as 0 (offsets, size) or ``NO_TIMESTAMP`` = -2**63
 (timestamps), b"" (epochs: the empty cache), so a partition that was never
@@ -73,12 +74,13 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from ketch.recordbatch import parse_header
+from ketch.recordbatch import BatchError, parse_header
 from replication.epoch_cache import EpochCache
-from replication.log import PRODUCER_SNAPSHOT_INTERVAL, LogOffsetError, RetentionPolicy
+from replication.log import PRODUCER_SNAPSHOT_INTERVAL, LogAppendError, LogOffsetError, RetentionPolicy
 from replication.memory_log import check_append, check_assign, check_epochs
 from replication.producer_state import ProducerStateTable
-from replication.rocks_producers import RocksProducerState
+from replication.rocks_producers import RocksAbortedIndex, RocksProducerState
+from replication.transactions import AbortedTxn, aborted_by, overlapping
 
 if TYPE_CHECKING:
     from replication.rocks_store import NodeStore
@@ -116,6 +118,7 @@ class RocksPartitionLog:
         self._prefix = _U32.pack(pid)
         self._hi = _U32.pack(pid + 1)
         self._producers = RocksProducerState(store, self._prefix, self._hi, snapshot_interval)
+        self._aborted = RocksAbortedIndex(store, self._prefix, self._hi)
         self._closed = False
         self._lock = threading.Lock()
         state = store.cf["state"]
@@ -165,6 +168,12 @@ class RocksPartitionLog:
     def producer_snapshot_offsets(self) -> list[int]:
         return list(self._producers.snapshots)
 
+    def aborted_index(self) -> list[AbortedTxn]:
+        return list(self._aborted.entries)
+
+    def aborted_transactions(self, fetch_offset: int, upper: int) -> tuple[tuple[int, int], ...]:
+        return overlapping(self._aborted.entries, fetch_offset, upper)
+
     @_locked
     def expire_producers(self, now_ms: int, expiration_ms: int) -> int:
         self._check_open()
@@ -184,6 +193,10 @@ class RocksPartitionLog:
         if not checked:
             return
         epochs = check_epochs(checked, self._epochs)
+        try:
+            aborted = aborted_by(self._producers.table, checked)
+        except BatchError as exc:
+            raise LogAppendError(f"bad transaction marker: {exc}") from exc
         wb, h = self._store.write_batch(), self._store.handle
         maxts, size = self._maxts, self._size
         for batch, header in checked:
@@ -197,8 +210,10 @@ class RocksPartitionLog:
         if epochs is not None:
             self._put_epochs(wb, epochs)
         producers = self._producers.on_append(wb, [header for _, header in checked], end)
+        index = self._aborted.on_append(wb, aborted)
         self._store.write(wb, sync=sync)
         producers()
+        index()
         self._end, self._size, self._maxts = end, size, maxts
         self._publish(epochs)
 
@@ -225,6 +240,7 @@ class RocksPartitionLog:
             producer_ids.add(parse_header(batch).producer_id)
         wb, h = self._store.write_batch(), self._store.handle
         producers = self._producers.on_truncate(wb, producer_ids - {-1}, cut, self._start, self._batches)
+        index = self._aborted.on_truncate(wb, cut)
         wb.delete_range(self._log_key(cut), self._hi, h["log"])
         # The index is sorted by offset too: pop entries from its end while they are >= cut.
         maxts, keep_key = self._floor, self._prefix
@@ -246,6 +262,7 @@ class RocksPartitionLog:
             self._put_epochs(wb, epochs)
         self._store.write(wb, sync=True)
         producers()
+        index()
         self._end, self._size, self._maxts, self._hw = cut, size, maxts, hw
         self._publish(epochs)
 
@@ -298,8 +315,10 @@ class RocksPartitionLog:
         if epochs.truncate_from_start(new_start):
             self._put_epochs(wb, epochs)
         producers = self._producers.on_drop_front(wb, self._start, new_start, self._batches)
+        index = self._aborted.on_drop_front(wb, new_start)
         self._store.write(wb, sync=True)
         producers()
+        index()
         self._start, self._size, self._floor, self._hw = new_start, size, floor, hw
         self._publish(epochs)
 
@@ -315,8 +334,10 @@ class RocksPartitionLog:
         epochs = EpochCache()
         self._put_epochs(wb, epochs)
         producers = self._producers.on_reset(wb)
+        index = self._aborted.on_reset(wb)
         self._store.write(wb, sync=True)
         producers()
+        index()
         self._start = self._end = self._hw = offset
         self._size, self._maxts, self._floor = 0, NO_TIMESTAMP, NO_TIMESTAMP
         self._publish(epochs)

@@ -1,4 +1,5 @@
-"""A ``RocksPartitionLog``'s producer state in the ``producers`` column family.
+"""A ``RocksPartitionLog``'s producer state in the ``producers`` column family, and its
+aborted-transactions index in ``txnindex`` (``RocksAbortedIndex``, at the end).
 
 Keys (integers big-endian; the rules are in replication/log.py):
 
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from ketch.recordbatch import BatchHeader, parse_header
 from replication.producer_state import ProducerEntry, ProducerStateTable, rolled_back, table_at
+from replication.transactions import AbortedTxn
 
 if TYPE_CHECKING:
     from replication.rocks_store import NodeStore
@@ -159,3 +161,62 @@ class RocksProducerState:
 
     def _snap_key(self, offset: int) -> bytes:
         return self._prefix + b"s" + _U64.pack(offset)
+
+
+class RocksAbortedIndex:
+    """The aborted-transactions index in the ``txnindex`` column family:
+
+        txnindex  pid u32 | marker offset u64 -> AbortedTxn.encode()
+
+    Read whole on open (one row per aborted transaction still in the log); every change adds
+    its writes to the caller's WriteBatch and returns a commit, like ``RocksProducerState``."""
+
+    def __init__(self, store: NodeStore, prefix: bytes, hi: bytes) -> None:
+        self._store, self._prefix, self._hi = store, prefix, hi
+        self.entries: list[AbortedTxn] = []
+        it = store.cf["txnindex"].iter()
+        it.seek(prefix)
+        while it.valid() and it.key().startswith(prefix):
+            self.entries.append(AbortedTxn.decode(_U64.unpack(it.key()[4:])[0], it.value()))
+            it.next()
+        del it
+
+    @property
+    def _cf(self) -> Any:
+        return self._store.handle["txnindex"]
+
+    def _key(self, offset: int) -> bytes:
+        return self._prefix + _U64.pack(offset)
+
+    def on_append(self, wb: Any, aborted: list[AbortedTxn]) -> Commit:
+        for txn in aborted:
+            wb.put(self._key(txn.last_offset), txn.encode(), self._cf)
+
+        def commit() -> None:
+            self.entries.extend(aborted)
+
+        return commit if aborted else _nothing
+
+    def on_truncate(self, wb: Any, end: int) -> Commit:
+        wb.delete_range(self._key(end), self._hi, self._cf)
+
+        def commit() -> None:
+            self.entries = [t for t in self.entries if t.last_offset < end]
+
+        return commit
+
+    def on_drop_front(self, wb: Any, new_start: int) -> Commit:
+        wb.delete_range(self._prefix, self._key(new_start), self._cf)
+
+        def commit() -> None:
+            self.entries = [t for t in self.entries if t.last_offset >= new_start]
+
+        return commit
+
+    def on_reset(self, wb: Any) -> Commit:
+        wb.delete_range(self._prefix, self._hi, self._cf)
+
+        def commit() -> None:
+            self.entries = []
+
+        return commit

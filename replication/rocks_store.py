@@ -12,6 +12,7 @@ numeric order and one partition's keys form one contiguous range):
     tindex  pid u32 | running max ts u64 | base u64 -> b""  (see rocks_log.py)
     producers pid u32 | b"e" | producer id u64      -> ProducerEntry.encode()   (the live table)
               pid u32 | b"s" | offset u64           -> ProducerStateTable.encode() (a snapshot)
+    txnindex  pid u32 | abort marker offset u64      -> AbortedTxn.encode() (producer id, first offset)
     meta    any bytes                              -> any bytes (node catalogue)
     raft     index u64                             -> RaftEntry (controller Raft log)
     raftmeta b"hard" | b"snap"                     -> RaftHardState | RaftSnapshot
@@ -82,7 +83,7 @@ from replication.log import PRODUCER_SNAPSHOT_INTERVAL
 from replication.rocks_log import RocksPartitionLog
 
 MAX_PID = 2**32 - 2
-PARTITION_CFS = ("log", "state", "tindex", "producers")
+PARTITION_CFS = ("log", "state", "tindex", "producers", "txnindex")
 RAFT_CFS = ("raft", "raftmeta")
 ALL_CFS = (*PARTITION_CFS, "meta", *RAFT_CFS)
 _U32 = struct.Struct(">I")
