@@ -9,6 +9,8 @@
     ketch_log_start_offset{topic,partition}       kafka.log:Log LogStartOffset
     ketch_log_size_bytes{topic,partition}         kafka.log:Log Size
     ketch_high_watermark{topic,partition}         kafka.cluster:Partition (HW)
+    ketch_last_stable_offset_lag{topic,partition} kafka.cluster:Partition LastStableOffsetLag (HW - LSO)
+    ketch_ongoing_transactions{topic,partition}   open transactions on the partition (this replica's view)
     ketch_under_replicated_partitions             kafka.server:ReplicaManager UnderReplicatedPartitions
     ketch_follower_lag_offsets{...,follower}      kafka.server:FetcherLagMetrics ConsumerLag (leader's view)
     ketch_isr_shrinks_total / ketch_isr_expands_total   ReplicaManager IsrShrinksPerSec / IsrExpandsPerSec
@@ -81,6 +83,10 @@ class _LogCollector(Collector):
         under = 0
         start = GaugeMetricFamily("ketch_log_start_offset", "First offset still stored", labels=labels)
         size = GaugeMetricFamily("ketch_log_size_bytes", "Bytes of stored record batches", labels=labels)
+        lso_lag = GaugeMetricFamily(
+            "ketch_last_stable_offset_lag", "High watermark minus the last stable offset", labels=labels
+        )
+        ongoing = GaugeMetricFamily("ketch_ongoing_transactions", "Open transactions on the partition", labels=labels)
         for p in self._partitions():
             key = [p.topic, str(p.index)]
             end.add_metric(key, p.log.log_end_offset)
@@ -93,8 +99,10 @@ class _LogCollector(Collector):
                         lag.add_metric([*key, str(follower.broker_id)], leader.log_end_offset - follower.log_end_offset)
             start.add_metric(key, p.log.log_start_offset)
             size.add_metric(key, p.log.size_bytes)
+            lso_lag.add_metric(key, p.high_watermark - p.last_stable_offset)
+            ongoing.add_metric(key, p.ongoing_transactions)
         urp.add_metric([], under)
-        yield from (end, start, size, hw, urp, lag)
+        yield from (end, start, size, hw, urp, lag, lso_lag, ongoing)
 
 
 class _ControllerCollector(Collector):

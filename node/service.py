@@ -12,6 +12,21 @@ This is a thin driver. Rules:
   the high watermark passes the original last offset. A topic
   with ``flush.messages=1`` is acknowledged only after a group fsync of the WAL
   (node/group_commit.py) that covers its append.
+- Transactions (KIP-98/KIP-890; rules in replication/transactions.py):
+  Produce of a transactional batch that would start a transaction on a
+  partition (``Partition.transaction_to_verify``) first awaits
+  ``verify_transaction(transactional_id, pid, epoch, topic, partition)`` (the
+  transaction coordinator's AddPartitionsToTxn verify_only; it raises
+  ``KetchError`` on refusal); without one, such a batch is INVALID_TXN_STATE.
+  WriteTxnMarkers writes each marker on the local leader replicas
+  (``_write_marker``: ``Partition.write_marker``, the topic's flush rule, then
+  acks=all replication; a duplicate or stale marker writes nothing but still
+  waits until what this leader holds is replicated) and answers per
+  partition. Fetch with isolation_level 1 (read_committed; followers ignore
+  it) reads below the last stable offset and carries the aborted
+  transactions; every fetch answer carries the last stable offset; ListOffsets
+  LATEST under read_committed answers it. A marker moves the LSO: it notifies
+  the fetch waiters like any append.
 - Fetch long-polls: it reads, and while the total is below ``min_bytes`` and
   ``max_wait_ms`` has not passed, it waits in the fetch purgatory for an
   append to one of its partitions, then reads again. ``max_bytes`` bounds the
@@ -28,8 +43,10 @@ This is a thin driver. Rules:
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from ketch.api.v1 import ketch_pb2 as pb
@@ -44,10 +61,12 @@ from node.metrics import NodeMetrics, timed
 from node.produce_purgatory import await_replication
 from node.producer_ids import ProducerIdManager
 from node.topic_admin import TopicAdmin, error_fields
-from replication.partition import Partition
+from replication.partition import AppendResult, Partition
 
 R = TypeVar("R")
 LATEST, EARLIEST = -1, -2
+READ_COMMITTED = 1
+VerifyTransaction = Callable[[str, int, int, str, int], Awaitable[None]]
 
 
 def _now_ms() -> int:
@@ -65,8 +84,10 @@ class KetchService(GroupHandlers, ketch_pb2_grpc.KetchServicer):
         group_commit: GroupCommit,
         groups: GroupManager,
         producer_ids: ProducerIdManager | None = None,
+        verify_transaction: VerifyTransaction | None = None,
     ) -> None:
         self.producer_ids = producer_ids
+        self.verify_transaction = verify_transaction
         self.groups = groups
         self.group_commit = group_commit
         self.broker = broker
@@ -93,6 +114,7 @@ class KetchService(GroupHandlers, ketch_pb2_grpc.KetchServicer):
                         code=ErrorCode.INVALID_REQUIRED_ACKS,
                     )
                 part, config = self.broker.partition(item.topic, item.partition)
+                verified = await self._verify(request.transactional_id, part, item.records)
                 append = functools.partial(
                     part.append,
                     item.records,
@@ -100,6 +122,7 @@ class KetchService(GroupHandlers, ketch_pb2_grpc.KetchServicer):
                     acks=request.acks,
                     min_insync_replicas=config.min_insync_replicas,
                     sync=False,
+                    transaction_verified=verified,
                 )
                 appended = append()
                 if config.flush_messages == 1:
@@ -118,6 +141,15 @@ class KetchService(GroupHandlers, ketch_pb2_grpc.KetchServicer):
                 result.error_code, result.error_message = error_fields(exc)
                 self._count_error("Produce", result.error_code)
         return response
+
+    async def _verify(self, transactional_id: str, part: Partition, records: bytes) -> bool:
+        """KIP-890: whether the coordinator verified the transaction this batch would start here
+        (False when it starts none, or nobody can verify: ``append`` then decides)."""
+        to_verify = part.transaction_to_verify(records)
+        if to_verify is None or self.verify_transaction is None or not transactional_id:
+            return False
+        await self.verify_transaction(transactional_id, *to_verify, part.topic, part.index)
+        return True
 
     async def _await_replication(self, part: Partition, last_offset: int, timeout_ms: int, min_isr: int) -> None:
         await await_replication(part, last_offset, timeout_ms, min_isr, self.waiters, self.metrics)
@@ -149,10 +181,14 @@ class KetchService(GroupHandlers, ketch_pb2_grpc.KetchServicer):
                         raise fetch.error
                     read = fetch.read
                 else:
-                    read = part.read(item.fetch_offset, max_bytes)
+                    committed = request.isolation_level == READ_COMMITTED
+                    read = part.read(item.fetch_offset, max_bytes, read_committed=committed)
                 result.high_watermark = read.high_watermark
                 result.log_start_offset = read.log_start_offset
+                result.last_stable_offset = part.last_stable_offset
                 result.records = read.records
+                for pid, first in read.aborted:
+                    result.aborted_transactions.add(producer_id=pid, first_offset=first)
                 if read.diverging is not None:
                     result.diverging_epoch.epoch, result.diverging_epoch.end_offset = read.diverging
                     failed = True  # answer at once: the follower must truncate before anything else
@@ -204,7 +240,9 @@ class KetchService(GroupHandlers, ketch_pb2_grpc.KetchServicer):
             try:
                 part, _ = self.broker.partition(item.topic, item.partition)
                 result.leader_epoch = part.leader_epoch
-                if item.timestamp == LATEST:
+                if item.timestamp == LATEST and request.isolation_level == READ_COMMITTED:
+                    result.offset = part.last_stable_offset
+                elif item.timestamp == LATEST:
                     result.offset = part.high_watermark
                 elif item.timestamp == EARLIEST:
                     result.offset = part.log.log_start_offset
@@ -253,3 +291,44 @@ class KetchService(GroupHandlers, ketch_pb2_grpc.KetchServicer):
             self._count_error("InitProducerId", code)
             return pb.InitProducerIdResponse(error_code=code, error_message=message, producer_id=-1, producer_epoch=-1)
         return pb.InitProducerIdResponse(producer_id=pid, producer_epoch=0)
+
+    # -- Transactions: markers from the transaction coordinator -----------------
+
+    @timed("WriteTxnMarkers")
+    async def WriteTxnMarkers(self, request: pb.WriteTxnMarkersRequest, context: Any) -> pb.WriteTxnMarkersResponse:
+        response = pb.WriteTxnMarkersResponse()
+        writes = []
+        for marker in request.markers:
+            for ref in marker.partitions:
+                result = response.results.add(producer_id=marker.producer_id, topic=ref.topic, partition=ref.partition)
+                writes.append(self._answer_marker(result, marker))
+        await asyncio.gather(*writes)
+        return response
+
+    async def _answer_marker(self, result: pb.TxnMarkerResult, marker: pb.TxnMarker) -> None:
+        try:
+            part, config = self.broker.partition(result.topic, result.partition)
+            await self._write_marker(part, marker, config.min_insync_replicas, config.flush_messages == 1)
+        except Exception as exc:
+            result.error_code, result.error_message = error_fields(exc)
+            self._count_error("WriteTxnMarkers", result.error_code)
+
+    async def _write_marker(self, part: Partition, marker: pb.TxnMarker, min_isr: int, flush: bool) -> None:
+        """Write one marker on a local leader replica and wait like acks=all (raises ``KetchError``)."""
+        written: AppendResult | None = part.write_marker(
+            marker.producer_id,
+            marker.producer_epoch,
+            marker.commit,
+            marker.coordinator_epoch,
+            min_insync_replicas=min_isr,
+            timestamp_ms=int(time.time() * 1000),
+            sync=False,
+        )
+        # A duplicate marker writes nothing, but its first attempt may not be replicated yet.
+        last = written.last_offset if written is not None else part.log.log_end_offset - 1
+        if written is not None:
+            self.waiters.notify((part.topic, part.index))  # the LSO may have moved
+        if flush:
+            await self.group_commit.flush()
+        if last >= 0:
+            await self._await_replication(part, last, 0, min_isr)
