@@ -27,9 +27,10 @@ def make_batch(
     producer_id: int = -1,
     producer_epoch: int = -1,
     base_sequence: int = -1,
+    transactional: bool = False,
 ) -> bytes:
     """A batch of ``count`` records at ``base_offset`` (values padded by ``pad`` bytes)."""
-    builder = DefaultRecordBatchBuilder(2, 0, 0, producer_id, producer_epoch, base_sequence, 1 << 20)
+    builder = DefaultRecordBatchBuilder(2, 0, int(transactional), producer_id, producer_epoch, base_sequence, 1 << 20)
     for i in range(count):
         value = f"{tag}:{i}".encode() + b"." * pad
         builder.append(i, timestamp=timestamp_ms, key=None, value=value, headers=[])

@@ -2,8 +2,12 @@
 
 ``test_model_agreement`` drives MemoryPartitionLog, RocksPartitionLog and the
 list model with one Hypothesis sequence (appends with epochs, truncation,
-front removal, retention, assign_epoch, HW checkpoints, reset_to) and checks
-all three agree after every step, and after reopening the RocksDB.
+front removal, retention, assign_epoch, HW checkpoints, reset_to, transactional
+data and commit/abort markers) and checks all three agree after every step, and
+after reopening the RocksDB. The model derives the open transactions and the
+aborted-transactions index by replaying every batch appended and not truncated
+(those removed from the front included), so truncation's rebuild and retention's
+trim are checked against a plain replay.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine as Machine
 from hypothesis.stateful import invariant, precondition, rule, run_state_machine_as_test
 
-from ketch.recordbatch import parse_header
+from ketch.recordbatch import assign, build_marker_batch, marker_is_commit, parse_header
 from replication.log import LogAppendError, RetentionPolicy
 from tests.batches import make_batch
 from tests.test_partition_log import Env
@@ -33,6 +37,21 @@ class Model:
         self.batches: list[tuple[int, int, int, bytes]] = []
         self.start = self.end = self.hw = 0
         self.epochs: list[tuple[int, int]] = []
+        self.history: list[bytes] = []  # every batch appended and not truncated, oldest first
+
+    def transactions(self) -> tuple[dict[int, int], list[tuple[int, int, int]]]:
+        """(producer id -> first offset of its open transaction, aborted (marker, pid, first) kept)."""
+        open_first: dict[int, int] = {}
+        aborted = []
+        for raw in self.history:
+            h = parse_header(raw)
+            if h.is_control:
+                first = open_first.pop(h.producer_id, None)
+                if first is not None and not marker_is_commit(raw) and h.base_offset >= self.start:
+                    aborted.append((h.base_offset, h.producer_id, first))
+            elif h.is_transactional:
+                open_first.setdefault(h.producer_id, h.base_offset)
+        return open_first, aborted
 
     @property
     def latest(self) -> int:
@@ -46,6 +65,7 @@ class Model:
             kept = [b for b in self.batches if b[1] <= offset]
             self.end = kept[-1][1] if kept else self.start
             self.batches = kept
+            self.history = [b for b in self.history if parse_header(b).base_offset < self.end]
             self.hw = min(self.hw, self.end)
         # Even at the end: an epoch assigned at the end without batches goes (Kafka's truncateTo).
         self.epochs = [(e, s) for e, s in self.epochs if s < self.end]
@@ -119,9 +139,35 @@ class LogMachine(Machine):
             if epoch > m.latest:
                 m.add_epoch(epoch, row[0])
         m.batches += rows
+        m.history += batch_list
         m.end = end
         for e in self.envs:
             e.log.append(batch_list, sync=sync)
+
+    @rule(pid=st.integers(1, 2), kind=st.sampled_from(["data", "data", "commit", "abort"]), ts=st.integers(0, 12))
+    def txn_append(self, pid: int, kind: str, ts: int) -> None:
+        """Transactional data or a marker of producer ``pid`` (the log applies no producer rules)."""
+        m = self.model
+        if kind == "data":
+            raw = make_batch(
+                m.end,
+                2,
+                timestamp_ms=ts,
+                leader_epoch=m.latest,
+                producer_id=pid,
+                producer_epoch=0,
+                base_sequence=0,
+                transactional=True,
+            )
+        else:
+            raw = assign(build_marker_batch(pid, 1, kind == "commit", 0, ts), m.end, m.latest)
+        count = parse_header(raw).records_count
+        m.batches.append((m.end, m.end + count, ts, raw))
+        m.history.append(raw)
+        m.end += count
+        self.changes += 1
+        for e in self.envs:
+            e.log.append([raw])
 
     @rule(step=st.integers(-1, 2), at_end=st.booleans())
     def assign_epoch(self, step: int, at_end: bool) -> None:
@@ -172,7 +218,7 @@ class LogMachine(Machine):
     def reset_to(self, delta: int) -> None:
         m = self.model
         offset = max(0, m.end + delta)
-        m.batches, m.epochs = [], []
+        m.batches, m.epochs, m.history = [], [], []
         m.start = m.end = m.hw = offset
         self.changes += 1
         for e in self.envs:
@@ -202,6 +248,10 @@ class LogMachine(Machine):
             for epoch in range(-2, m.latest + 3):
                 assert log.end_offset_for_epoch(epoch) == m.end_offset_for(epoch), (e.kind, epoch)
             assert log.high_watermark == m.hw, e.kind
+            open_first, aborted = m.transactions()
+            table = log.producer_state.entries
+            assert {pid: t.txn_first_offset for pid, t in table.items() if t.in_transaction} == open_first, e.kind
+            assert [(t.last_offset, t.producer_id, t.first_offset) for t in log.aborted_index()] == aborted, e.kind
         for b in m.batches:
             assert parse_header(b[3]).base_offset == b[0]
         check_epochs_describe_batches(m)
