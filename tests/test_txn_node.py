@@ -1,0 +1,103 @@
+"""The partition side of transactions on a real node process over a real gRPC channel.
+
+No transaction coordinator is wired in here (the node has no ``verify_transaction``), so a
+transactional batch that would start a transaction is INVALID_TXN_STATE. WriteTxnMarkers
+writes a marker for a producer unknown to the partition (rule 4: it ends nothing and fences
+the old epoch), answers a duplicate NONE without writing it, and answers each partition with
+its own typed error; read_committed fetches and ListOffsets answer the last stable offset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+import pytest
+
+from ketch.api.v1 import ketch_pb2 as pb
+from ketch.api.v1 import ketch_pb2_grpc
+from ketch.errors import ErrorCode
+from ketch.recordbatch import marker_is_commit, split_batches
+from node.process import NodeProcess
+from tests.batches import make_batch
+
+PID = 77
+
+
+@pytest.fixture
+def stub(node: NodeProcess) -> Iterator[ketch_pb2_grpc.KetchStub]:
+    channel = grpc.insecure_channel(node.bootstrap)
+    stub = ketch_pb2_grpc.KetchStub(channel)
+    created = stub.CreateTopics(
+        pb.CreateTopicsRequest(topics=[pb.NewTopic(name="t", num_partitions=1, replication_factor=1)])
+    )
+    assert created.topics[0].error_code == 0, created
+    yield stub
+    channel.close()
+
+
+def produce(stub: ketch_pb2_grpc.KetchStub, records: bytes, tid: str = "") -> pb.PartitionProduceResult:
+    request = pb.ProduceRequest(
+        acks=-1, transactional_id=tid, partitions=[pb.PartitionRecords(topic="t", partition=0, records=records)]
+    )
+    result: pb.PartitionProduceResult = stub.Produce(request, timeout=10).partitions[0]
+    return result
+
+
+def fetch(stub: ketch_pb2_grpc.KetchStub, isolation: int) -> pb.FetchPartitionResult:
+    request = pb.FetchRequest(
+        max_wait_ms=0,
+        max_bytes=1 << 20,
+        isolation_level=isolation,
+        partitions=[pb.FetchPartition(topic="t", partition=0, fetch_offset=0)],
+    )
+    result: pb.FetchPartitionResult = stub.Fetch(request, timeout=10).partitions[0]
+    return result
+
+
+def markers(stub: ketch_pb2_grpc.KetchStub, epoch: int, commit: bool) -> list[pb.TxnMarkerResult]:
+    request = pb.WriteTxnMarkersRequest(
+        markers=[
+            pb.TxnMarker(
+                producer_id=PID,
+                producer_epoch=epoch,
+                commit=commit,
+                coordinator_epoch=1,
+                partitions=[
+                    pb.TopicPartitionRef(topic="t", partition=0),
+                    pb.TopicPartitionRef(topic="nope", partition=0),
+                ],
+            )
+        ]
+    )
+    return list(stub.WriteTxnMarkers(request, timeout=30).results)
+
+
+def test_markers_lso_and_verification_on_a_node(stub: ketch_pb2_grpc.KetchStub) -> None:
+    assert produce(stub, make_batch(0, 2)).error_code == 0
+    txn = make_batch(0, 1, producer_id=PID, producer_epoch=0, base_sequence=0, transactional=True)
+    refused = produce(stub, txn, tid="app-1")
+    assert refused.error_code == ErrorCode.INVALID_TXN_STATE and "verify" in refused.error_message
+
+    first = markers(stub, 1, commit=False)
+    assert [(r.topic, r.error_code) for r in first] == [("t", 0), ("nope", ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)]
+    assert [r.error_code for r in markers(stub, 1, commit=True)][:1] == [0]  # a duplicate: NONE, nothing written
+
+    for isolation in (0, 1):
+        result = fetch(stub, isolation)
+        assert result.error_code == 0 and result.high_watermark == result.last_stable_offset == 3
+        headers = [h for h, _ in split_batches(result.records)]
+        assert [(h.base_offset, h.is_control) for h in headers] == [(0, False), (2, True)]
+        assert not marker_is_commit(split_batches(result.records)[1][1])
+        assert list(result.aborted_transactions) == []
+    offsets = stub.ListOffsets(
+        pb.ListOffsetsRequest(
+            isolation_level=1, partitions=[pb.ListOffsetsPartition(topic="t", partition=0, timestamp=-1)]
+        )
+    )
+    assert offsets.partitions[0].offset == 3
+
+    late = produce(stub, txn, tid="app-1")  # data of the fenced epoch 0
+    assert late.error_code == ErrorCode.INVALID_PRODUCER_EPOCH
+    control = produce(stub, split_batches(fetch(stub, 0).records)[1][1].tobytes())
+    assert control.error_code == ErrorCode.INVALID_RECORD
