@@ -185,7 +185,9 @@ class KetchService(GroupHandlers, ketch_pb2_grpc.KetchServicer):
                     read = part.read(item.fetch_offset, max_bytes, read_committed=committed)
                 result.high_watermark = read.high_watermark
                 result.log_start_offset = read.log_start_offset
-                result.last_stable_offset = part.last_stable_offset
+                result.last_stable_offset = (
+                    read.last_stable_offset if read.last_stable_offset >= 0 else part.last_stable_offset
+                )
                 result.records = read.records
                 for pid, first in read.aborted:
                     result.aborted_transactions.add(producer_id=pid, first_offset=first)

@@ -9,6 +9,8 @@ its own typed error; read_committed fetches and ListOffsets answer the last stab
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 
 import grpc
@@ -44,12 +46,13 @@ def produce(stub: ketch_pb2_grpc.KetchStub, records: bytes, tid: str = "") -> pb
     return result
 
 
-def fetch(stub: ketch_pb2_grpc.KetchStub, isolation: int) -> pb.FetchPartitionResult:
+def fetch(stub: ketch_pb2_grpc.KetchStub, isolation: int, offset: int = 0, wait_ms: int = 0) -> pb.FetchPartitionResult:
     request = pb.FetchRequest(
-        max_wait_ms=0,
+        max_wait_ms=wait_ms,
+        min_bytes=1,
         max_bytes=1 << 20,
         isolation_level=isolation,
-        partitions=[pb.FetchPartition(topic="t", partition=0, fetch_offset=0)],
+        partitions=[pb.FetchPartition(topic="t", partition=0, fetch_offset=offset)],
     )
     result: pb.FetchPartitionResult = stub.Fetch(request, timeout=10).partitions[0]
     return result
@@ -101,3 +104,17 @@ def test_markers_lso_and_verification_on_a_node(stub: ketch_pb2_grpc.KetchStub) 
     assert late.error_code == ErrorCode.INVALID_PRODUCER_EPOCH
     control = produce(stub, split_batches(fetch(stub, 0).records)[1][1].tobytes())
     assert control.error_code == ErrorCode.INVALID_RECORD
+
+
+def test_a_marker_wakes_a_waiting_read_committed_fetch(stub: ketch_pb2_grpc.KetchStub) -> None:
+    assert produce(stub, make_batch(0, 2)).error_code == 0
+    answers: list[pb.FetchPartitionResult] = []
+    started = time.monotonic()
+    waiter = threading.Thread(target=lambda: answers.append(fetch(stub, 1, offset=2, wait_ms=20_000)))
+    waiter.start()
+    time.sleep(0.5)
+    assert [r.error_code for r in markers(stub, 1, commit=True)][:1] == [0]
+    waiter.join(timeout=15)
+    assert answers and time.monotonic() - started < 10
+    result = answers[0]
+    assert [h.is_control for h, _ in split_batches(result.records)] == [True] and result.last_stable_offset == 3
