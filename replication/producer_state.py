@@ -34,7 +34,7 @@ Kafka's replication origin): a new epoch replaces the entry's batches, the
 same epoch appends and keeps the last 5. ``check`` followed by ``update`` of
 an accepted batch therefore never stores a sequence of one epoch twice.
 
-Transactions (KIP-98; the protocol is in /work/briefs/common3.md, rules 1, 4, 5):
+Transactions (KIP-98 with KIP-890's epoch bump, issue 13):
 - An entry also holds ``txn_first_offset``: the first offset of the producer's open
   transaction on this partition, -1 when none is open.
 - ``update`` of a transactional data batch sets it to the batch's first offset when none

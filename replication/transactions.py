@@ -1,6 +1,7 @@
 """A partition's side of transactions, pure: the marker rule, the last stable offset, and the
-aborted-transactions index (Kafka's ``.txnindex``). The protocol is rules 3, 4 and 10 of
-/work/briefs/common3.md (KIP-98 with KIP-890's epoch bump).
+aborted-transactions index (Kafka's ``.txnindex``). The protocol is KIP-98 with KIP-890's epoch
+bump per transaction (issue 13): markers carry the bumped epoch, so a marker of epoch E ends only
+a transaction of an epoch below E.
 
 Marker rule (``marker_verdict``, the leader, before it writes a marker of epoch E for a
 producer): the producer's open transaction here has the entry's epoch (a transactional batch

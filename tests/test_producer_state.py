@@ -128,6 +128,7 @@ entries = st.builds(
         max_size=5,
     ).map(tuple),
     st.integers(-(2**63), 2**63 - 1),
+    st.integers(-1, 2**63 - 1),  # txn_first_offset: -1, no open transaction
 )
 
 
