@@ -30,6 +30,7 @@ first offset). Bad bytes raise ``ValueError``.
 
 from __future__ import annotations
 
+import bisect
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -132,10 +133,10 @@ def check_markers(batches: Iterable[tuple[bytes, BatchHeader]]) -> None:
 
 
 def overlapping(index: Sequence[AbortedTxn], fetch_offset: int, upper: int) -> tuple[tuple[int, int], ...]:
-    """(producer id, first offset) of the entries overlapping ``[fetch_offset, upper)``."""
-    return tuple(
-        (t.producer_id, t.first_offset) for t in index if t.last_offset >= fetch_offset and t.first_offset < upper
-    )
+    """(producer id, first offset) of the entries of ``index`` (in marker-offset order) overlapping
+    ``[fetch_offset, upper)``."""
+    at = bisect.bisect_left(index, fetch_offset, key=lambda t: t.last_offset)
+    return tuple((t.producer_id, t.first_offset) for t in index[at:] if t.first_offset < upper)
 
 
 __all__ = [
