@@ -38,6 +38,7 @@ from ketch.errors import ErrorCode, KetchError
 from node.group_coordinator import GroupManager
 from node.metrics import NodeMetrics, timed
 from node.topic_admin import error_fields
+from node.txn_coordinator import TransactionManager
 
 WAIT_MARGIN_S = 5.0
 
@@ -61,12 +62,19 @@ def _tp(topic: str, partition: int) -> TopicPartition:
 
 class GroupHandlers:
     groups: GroupManager
+    transactions: TransactionManager
     metrics: NodeMetrics
 
     @timed("FindCoordinator")
     async def FindCoordinator(self, request: pb.FindCoordinatorRequest, context: Any) -> pb.FindCoordinatorResponse:
         try:
-            node_id, host, port = await self.groups.find_coordinator(request.group_id)
+            if request.key_type not in (0, 1):
+                raise KetchError(
+                    f"FindCoordinator key_type {request.key_type} is not known; 0 is a group, 1 a transactional id",
+                    code=ErrorCode.INVALID_REQUEST,
+                )
+            manager = self.groups if request.key_type == 0 else self.transactions
+            node_id, host, port = await manager.find_coordinator(request.group_id)
         except Exception as exc:
             return pb.FindCoordinatorResponse(status=_status(exc), node_id=-1)
         return pb.FindCoordinatorResponse(status=_status(), node_id=node_id, host=host, port=port)

@@ -39,6 +39,7 @@ from coordinator.service import ControllerService
 from ketch.api.v1 import controller_pb2 as cpb
 from ketch.api.v1 import controller_pb2_grpc, ketch_pb2_grpc
 from node.broker import Broker
+from node.broker_channels import BrokerChannels
 from node.config import NodeConfig
 from node.controller_client import ControllerClient
 from node.fetch_waiters import FetchWaiters
@@ -52,6 +53,8 @@ from node.producer_ids import ProducerIdManager
 from node.replica_fetcher import ReplicaFetcher
 from node.service import KetchService
 from node.topic_admin import TopicAdmin
+from node.txn_coordinator import TransactionManager
+from node.txn_service import TransactionVerifier
 from replication.rocks_store import NodeStore
 
 log = logging.getLogger("ketch.node")
@@ -185,9 +188,15 @@ class BrokerRole:
         )
         self.isr = IsrManager(self.broker, self.controllers, epoch, config.isr_check_interval_ms)
         metrics.watch_replicas(self.broker.partitions, self.isr)
+        self.producer_ids = ProducerIdManager.with_controllers(config.node_id, epoch, self.controllers)
+        self.channels = BrokerChannels(lambda: self.broker.image)
+        self.transactions = TransactionManager(
+            self.broker, admin, self.waiters, metrics, self.producer_ids, self.channels
+        )
+        verifier = TransactionVerifier(config.node_id, self.transactions, self.channels)
+        metrics.watch_transactions(self.transactions.ongoing, self.transactions.producer_ids_held)
         self.groups = GroupManager(self.broker, admin, self.waiters, metrics)
         metrics.watch_groups(self.groups)
-        self.producer_ids = ProducerIdManager.with_controllers(config.node_id, epoch, self.controllers)
         service = KetchService(
             self.broker,
             admin,
@@ -197,6 +206,8 @@ class BrokerRole:
             group_commit,
             self.groups,
             self.producer_ids,
+            transactions=self.transactions,
+            verify_transaction=verifier,
         )
         ketch_pb2_grpc.add_KetchServicer_to_server(service, server)
         self._tasks: list[asyncio.Task[None]] = []
@@ -224,6 +235,7 @@ class BrokerRole:
             asyncio.create_task(self.isr.run(), name="isr-manager"),
             asyncio.create_task(_retention_loop(self.broker, retention_interval_s), name="retention"),
             asyncio.create_task(self.groups.run(), name="group-coordinator"),
+            asyncio.create_task(self.transactions.run(), name="transaction-coordinator"),
         ]
 
     async def begin_shutdown(self, failed: bool) -> None:
@@ -235,10 +247,12 @@ class BrokerRole:
         await self.follower.stop()
         await self.fetcher.stop()
         self.groups.close()
+        self.transactions.close()
         self.waiters.close()  # parked fetches answer at once
 
     async def stop(self) -> None:
         await _await_cancelled(self._tasks)
+        await self.transactions.close_channels()
         await self.producer_ids.close()
         await self.controllers.close()
 

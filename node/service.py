@@ -35,9 +35,10 @@ This is a thin driver. Rules:
 - Metadata and topic administration are delegated to node/topic_admin.py
   (answered from the metadata image; writes forwarded to the controller);
   consumer groups to node/group_service.py (the group coordinator).
-- InitProducerId (KIP-98): a new producer id with epoch 0, from this broker's
-  block (node/producer_ids.py); a transactional id is refused with
-  INVALID_REQUEST until transactions are built.
+- InitProducerId (KIP-98): without a transactional id, a new producer id with
+  epoch 0 from this broker's block (node/producer_ids.py); with one, the
+  transaction coordinator's answer (node/txn_service.py, which holds the other
+  transaction RPCs).
 - Every call is timed into ``ketch_request_latency_seconds{api}``.
 """
 
@@ -61,6 +62,8 @@ from node.metrics import NodeMetrics, timed
 from node.produce_purgatory import await_replication
 from node.producer_ids import ProducerIdManager
 from node.topic_admin import TopicAdmin, error_fields
+from node.txn_coordinator import TransactionManager
+from node.txn_service import TxnHandlers
 from replication.partition import AppendResult, Partition
 
 R = TypeVar("R")
@@ -73,7 +76,7 @@ def _now_ms() -> int:
     return int(time.monotonic() * 1000)
 
 
-class KetchService(GroupHandlers, ketch_pb2_grpc.KetchServicer):
+class KetchService(GroupHandlers, TxnHandlers, ketch_pb2_grpc.KetchServicer):
     def __init__(
         self,
         broker: Broker,
@@ -85,7 +88,10 @@ class KetchService(GroupHandlers, ketch_pb2_grpc.KetchServicer):
         groups: GroupManager,
         producer_ids: ProducerIdManager | None = None,
         verify_transaction: VerifyTransaction | None = None,
+        transactions: TransactionManager | None = None,
     ) -> None:
+        if transactions is not None:
+            self.transactions = transactions
         self.producer_ids = producer_ids
         self.verify_transaction = verify_transaction
         self.groups = groups
@@ -273,18 +279,15 @@ class KetchService(GroupHandlers, ketch_pb2_grpc.KetchServicer):
     async def DeleteTopics(self, request: pb.DeleteTopicsRequest, context: Any) -> pb.DeleteTopicsResponse:
         return await self.admin.delete(request)
 
-    # -- Idempotent producers --------------------------------------------------
+    # -- Idempotent and transactional producers ----------------------------------
 
     @timed("InitProducerId")
     async def InitProducerId(self, request: pb.InitProducerIdRequest, context: Any) -> pb.InitProducerIdResponse:
-        # The request's producer id and epoch are not used yet: an idempotent producer bumps its epoch
-        # locally (KIP-360) and comes back here only for a new id.
+        # Without a transactional id the request's producer id and epoch are not used: an idempotent
+        # producer bumps its epoch locally (KIP-360) and comes back here only for a new id.
+        if request.transactional_id:
+            return await self.init_transactional_producer(request)
         try:
-            if request.transactional_id:
-                raise KetchError(
-                    f"transactional id {request.transactional_id!r}: transactions are not built yet",
-                    code=ErrorCode.INVALID_REQUEST,
-                )
             if self.producer_ids is None:
                 raise KetchError("this broker hands out no producer ids", code=ErrorCode.COORDINATOR_NOT_AVAILABLE)
             pid = await self.producer_ids.generate_producer_id()
