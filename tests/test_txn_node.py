@@ -18,7 +18,7 @@ import pytest
 
 from ketch.api.v1 import ketch_pb2 as pb
 from ketch.api.v1 import ketch_pb2_grpc
-from ketch.errors import ErrorCode
+from ketch.errors import RETRIABLE, ErrorCode
 from ketch.recordbatch import marker_is_commit, split_batches
 from node.process import NodeProcess
 from tests.batches import make_batch
@@ -80,7 +80,14 @@ def test_markers_lso_and_verification_on_a_node(stub: ketch_pb2_grpc.KetchStub) 
     assert produce(stub, make_batch(0, 2)).error_code == 0
     txn = make_batch(0, 1, producer_id=PID, producer_epoch=0, base_sequence=0, transactional=True)
     refused = produce(stub, txn, tid="app-1")
-    assert refused.error_code == ErrorCode.INVALID_TXN_STATE and "verify" in refused.error_message
+    deadline = time.monotonic() + 30
+    while refused.error_code in RETRIABLE and time.monotonic() < deadline:  # the coordinator is loading
+        time.sleep(0.2)
+        refused = produce(stub, txn, tid="app-1")
+    # The coordinator never heard of "app-1": verification refuses the batch, and nothing is stored.
+    assert refused.error_code == ErrorCode.INVALID_PRODUCER_ID_MAPPING, refused
+    no_tid = produce(stub, txn)
+    assert no_tid.error_code == ErrorCode.INVALID_TXN_STATE and "verify" in no_tid.error_message
 
     first = markers(stub, 1, commit=False)
     assert [(r.topic, r.error_code) for r in first] == [("t", 0), ("nope", ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)]
