@@ -34,6 +34,16 @@ if TYPE_CHECKING:
     from ketch.aio.connection import Cluster
 
 
+@dataclass(frozen=True, slots=True)
+class ConsumerGroupMetadata:
+    """What a transactional producer sends with a consumer's offsets (KIP-447): the group
+    coordinator refuses them from an older generation or an unknown member."""
+
+    group_id: str
+    generation: int = -1
+    member_id: str = ""
+
+
 class OffsetAndMetadata(NamedTuple):
     """A committed offset: the next offset to consume, with optional metadata (kafka-python's type)."""
 

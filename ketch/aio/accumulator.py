@@ -36,6 +36,10 @@ Rules and invariants:
   request. ``close`` writes the stamp into the batch: through the builder the
   first time, by rewriting the header (and CRC) when a retry was re-stamped.
   ``finish`` reports the outcome to the bookkeeping.
+- Transactions (``transactions`` set, ketch/transaction_manager.py): every
+  batch is built transactional (attribute bit 4), and a partition is drained
+  only when the transaction manager says it was added to the transaction
+  (asking makes it pending; the sender adds the pending ones).
 - ``record_count`` survives completion (futures are dropped then), because the
   sender adds it up to find the next batch's base offset.
 """
@@ -58,6 +62,7 @@ from ketch.errors import KetchError, UnknownTopicOrPartitionError
 from ketch.idempotence import IdempotentProducerState, restamp
 from ketch.partitioner import StickyPartitioner, key_partition
 from ketch.records import DEFAULT_BATCH_SIZE, Headers, TopicPartition, new_builder
+from ketch.transaction_manager import TransactionManager
 
 __all__ = ["Accumulator", "ProducerBatch"]
 
@@ -91,9 +96,11 @@ class ProducerBatch:
         "waiters",
     )
 
-    def __init__(self, tp: TopicPartition, compression: int, batch_size: int, now: float) -> None:
+    def __init__(
+        self, tp: TopicPartition, compression: int, batch_size: int, now: float, transactional: bool = False
+    ) -> None:
         self.tp = tp
-        self.builder: Any = new_builder(compression, batch_size)
+        self.builder: Any = new_builder(compression, batch_size, transactional)
         self.buffer: bytes | None = None
         self.futures: list[Any] = []
         self.timestamps: list[int] = []
@@ -204,8 +211,10 @@ class Accumulator:
         partitioner: StickyPartitioner | None = None,
         clock: Callable[[], float] = time.monotonic,
         idempotence: IdempotentProducerState | None = None,
+        transactions: TransactionManager | None = None,
     ) -> None:
         self.idempotence = idempotence
+        self.transactions = transactions
         self.batch_size = batch_size
         self.compression = compression
         self.linger = linger_ms / 1000
@@ -266,7 +275,9 @@ class Accumulator:
                 else:
                     batch = None
                 if batch is None:
-                    batch = ProducerBatch(tp, self.compression, self.batch_size, self.clock())
+                    batch = ProducerBatch(
+                        tp, self.compression, self.batch_size, self.clock(), self.transactions is not None
+                    )
                     batch.try_append(timestamp, key, value, headers, fut)  # the first record always fits
                     self._deques.setdefault(tp, deque()).append(batch)
                     self.incomplete.add(batch)
@@ -307,6 +318,7 @@ class Accumulator:
         next_in: float | None = None
         unknown_leader = False
         idem = self.idempotence
+        txn = self.transactions
         with self.lock:
             tps = list(self._deques)
             if not tps:
@@ -318,6 +330,8 @@ class Accumulator:
                 if not dq:
                     del self._deques[tp]
                     continue
+                if txn is not None and not txn.may_drain(tp):
+                    continue  # not in the transaction yet: the sender adds it first
                 leader = cluster.leader(tp.topic, tp.partition)
                 if leader < 0:
                     unknown_leader = True
@@ -379,6 +393,8 @@ class Accumulator:
 
     def finish(self, batch: ProducerBatch, base_offset: int | None, exc: KetchError | None) -> None:
         """Complete a batch (offsets or error) and release its memory."""
+        if exc is not None and self.transactions is not None:
+            self.transactions.send_failed(exc)  # before the bookkeeping: no batch drains after this
         if self.idempotence is not None:
             with self.lock:
                 if exc is not None:

@@ -51,10 +51,16 @@ from typing import Any
 from ketch.aio.connection import Connection
 from ketch.aio.fetcher import Fetcher, PartitionState
 from ketch.aio.group_member import GroupMember
-from ketch.aio.offsets import EARLIEST, LATEST, list_offsets
+from ketch.aio.offsets import EARLIEST, ISOLATION_LEVELS, LATEST, list_offsets
 from ketch.api.v1 import ketch_pb2
 from ketch.errors import ErrorCode, KetchError
-from ketch.group_rules import OffsetAndMetadata, match_topics, normalize_offsets, resolve_assignors
+from ketch.group_rules import (
+    ConsumerGroupMetadata,
+    OffsetAndMetadata,
+    match_topics,
+    normalize_offsets,
+    resolve_assignors,
+)
 from ketch.records import ConsumerRecord, OffsetAndTimestamp, TopicPartition
 
 __all__ = ["Consumer"]
@@ -96,7 +102,11 @@ class Consumer:
         heartbeat_interval_ms: int = 3000,
         max_poll_interval_ms: int = 300000,
         rebalance_timeout_ms: int | None = None,
+        isolation_level: str = "read_uncommitted",
     ) -> None:
+        if isolation_level not in ISOLATION_LEVELS:
+            raise ValueError(f"isolation_level must be 'read_uncommitted' or 'read_committed', not {isolation_level!r}")
+        self.isolation_level = isolation_level
         if auto_offset_reset not in ("earliest", "latest", "none"):
             raise ValueError(f"auto_offset_reset must be 'earliest', 'latest' or 'none', not {auto_offset_reset!r}")
         assignors = resolve_assignors(partition_assignment_strategy)
@@ -113,6 +123,7 @@ class Consumer:
             max_poll_records=max_poll_records,
             retry_backoff_ms=retry_backoff_ms,
             request_timeout_ms=request_timeout_ms,
+            isolation_level=ISOLATION_LEVELS[isolation_level],
         )
         self._fetcher.on_tick = self._tick
         self._states = self._fetcher.states
@@ -433,6 +444,13 @@ class Consumer:
 
         return asyncio.ensure_future(run())
 
+    def group_metadata(self) -> ConsumerGroupMetadata:
+        """The group, generation and member id for a transactional producer's
+        ``send_offsets_to_transaction`` (KIP-447); generation -1 outside a group's protocol."""
+        member = self._group()
+        member_id, generation = member._commit_generation()
+        return ConsumerGroupMetadata(member.group_id, generation, member_id)
+
     async def committed(self, partition: TopicPartition, metadata: bool = False) -> int | OffsetAndMetadata | None:
         """The group's committed offset of ``partition`` (None if none); ``metadata=True``: OffsetAndMetadata."""
         await self.start()
@@ -461,14 +479,21 @@ class Consumer:
         return {tp: listed.offset for tp, listed in found.items()}
 
     async def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
-        """The high watermark of each partition: the offset the next record gets."""
+        """The high watermark of each partition: the offset the next record gets
+        (read_committed: the last stable offset, below which every transaction is decided)."""
         found = await self._list(dict.fromkeys(partitions, LATEST))
         return {tp: listed.offset for tp, listed in found.items()}
 
     async def _list(self, specs: Mapping[TopicPartition, int]) -> dict[TopicPartition, OffsetAndTimestamp]:
         """ListOffsets (offsets.py), retried every ``retry_backoff_ms`` until ``request_timeout_ms``."""
         deadline = time.monotonic() + self.request_timeout
-        return await list_offsets(self._conn, specs, deadline=deadline, backoff=self._fetcher.backoff)
+        return await list_offsets(
+            self._conn,
+            specs,
+            deadline=deadline,
+            backoff=self._fetcher.backoff,
+            isolation_level=self._fetcher.isolation_level,
+        )
 
     async def partitions_for_topic(self, topic: str) -> set[int] | None:
         self._conn.track([topic])

@@ -18,6 +18,9 @@ Rules:
   the next call (a heartbeat, a retry) looks it up again.
 - Errors name the group (``group_error``); transport errors name the
   coordinator's address and the group.
+- ``key_type=TRANSACTION_KEY`` makes the same client find and call
+  transaction coordinators (the leader of the id's ``__transaction_state``
+  partition); the keys are then transactional ids.
 """
 
 from __future__ import annotations
@@ -32,7 +35,9 @@ from ketch.api.v1 import ketch_pb2
 from ketch.errors import ErrorCode, KetchError, error_for
 from ketch.group_rules import Action, action_for
 
-__all__ = ["CoordinatorClient", "group_error", "status_of"]
+__all__ = ["GROUP_KEY", "TRANSACTION_KEY", "CoordinatorClient", "group_error", "status_of"]
+
+GROUP_KEY, TRANSACTION_KEY = 0, 1  # FindCoordinatorRequest.key_type
 
 Status = Callable[[Any], tuple[int, str]]
 
@@ -70,8 +75,11 @@ class CoordinatorClient:
         backoff: float,
         max_backoff: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        key_type: int = GROUP_KEY,
     ) -> None:
         self.conn = conn
+        self.key_type = key_type
+        self.noun = "transactional id" if key_type == TRANSACTION_KEY else "group"
         self.backoff = backoff
         self.max_backoff = backoff if max_backoff is None else max_backoff
         self.clock = clock
@@ -82,7 +90,9 @@ class CoordinatorClient:
 
     async def find(self, group_id: str, deadline: float | None = None) -> tuple[str, int]:
         """The coordinator's address: cached, else looked up (retried until ``deadline``)."""
-        addr: tuple[str, int] = await self.retrying(f"group {group_id!r}", lambda: self._lookup(group_id), deadline)
+        addr: tuple[str, int] = await self.retrying(
+            f"{self.noun} {group_id!r}", lambda: self._lookup(group_id), deadline
+        )
         return addr
 
     async def send(
@@ -91,7 +101,7 @@ class CoordinatorClient:
         """One call of ``method`` at the coordinator ``addr``; a transport failure forgets it."""
         try:
             return await self.conn.call_at(
-                addr, method, request, timeout, f"coordinator {addr[0]}:{addr[1]} of group {group_id!r}"
+                addr, method, request, timeout, f"coordinator {addr[0]}:{addr[1]} of {self.noun} {group_id!r}"
             )
         except KetchError:
             self.forget(group_id)
@@ -107,14 +117,14 @@ class CoordinatorClient:
         timeout: float | None = None,
     ) -> Any:
         """``method`` at the group's coordinator, found and retried as the module docstring says."""
-        if not group_id:
+        if not group_id and self.key_type == GROUP_KEY:
             raise KetchError("a consumer group id must not be empty", code=ErrorCode.INVALID_GROUP_ID)
 
         async def once() -> Any:
             addr = await self._lookup(group_id)
             return await self.send(group_id, addr, method, request, timeout)
 
-        return await self.retrying(f"group {group_id!r}", once, deadline, status, lambda: self.forget(group_id))
+        return await self.retrying(f"{self.noun} {group_id!r}", once, deadline, status, lambda: self.forget(group_id))
 
     async def retrying(
         self,
@@ -148,9 +158,14 @@ class CoordinatorClient:
     async def _lookup(self, group_id: str) -> tuple[str, int]:
         addr = self._coordinators.get(group_id)
         if addr is None:
-            found = await self.conn.call_any("FindCoordinator", ketch_pb2.FindCoordinatorRequest(group_id=group_id))
+            found = await self.conn.call_any(
+                "FindCoordinator", ketch_pb2.FindCoordinatorRequest(group_id=group_id, key_type=self.key_type)
+            )
             assert isinstance(found, ketch_pb2.FindCoordinatorResponse)
             if found.status.error_code != ErrorCode.NONE:
-                raise group_error(found.status.error_code, found.status.error_message, group_id)
+                if self.key_type == GROUP_KEY:
+                    raise group_error(found.status.error_code, found.status.error_message, group_id)
+                message = found.status.error_message or ErrorCode(found.status.error_code).name
+                raise error_for(found.status.error_code, f"{self.noun} {group_id!r}: {message}")
             addr = self._coordinators[group_id] = (found.host, found.port)
         return addr

@@ -30,6 +30,10 @@ Fetch loop rules:
   partition that drains never waits behind another partition's long poll.
 - Records below the fetch offset (the first batch may start earlier) are
   skipped; the CRC of every batch is checked before decoding.
+- ``isolation_level`` READ_COMMITTED: each Fetch asks for read_committed (the
+  broker stops at the last stable offset and lists the aborted transactions
+  of the range); records of aborted transactions are dropped
+  (records.decode_batches); a reset to "latest" is the LSO.
 - A pending reset asks ListOffsets (offsets.py) for the partition's
   earliest or latest offset; failures back it off like a failed Fetch.
 - OFFSET_OUT_OF_RANGE applies ``auto_offset_reset`` ("earliest"/"latest"), or
@@ -48,7 +52,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 
 from ketch.aio.connection import Connection, TopicInfo
-from ketch.aio.offsets import EARLIEST, LATEST, list_offsets
+from ketch.aio.offsets import EARLIEST, LATEST, READ_COMMITTED, READ_UNCOMMITTED, list_offsets
 from ketch.api.v1 import ketch_pb2
 from ketch.errors import ErrorCode, KetchError, OffsetOutOfRangeError, error_for
 from ketch.group_rules import OffsetAndMetadata
@@ -99,8 +103,10 @@ class Fetcher:
         max_poll_records: int,
         retry_backoff_ms: int,
         request_timeout_ms: int,
+        isolation_level: int = READ_UNCOMMITTED,
     ) -> None:
         self.conn = conn
+        self.isolation_level = isolation_level
         self.auto_offset_reset = auto_offset_reset
         self.min_bytes = fetch_min_bytes
         self.max_wait_ms = fetch_max_wait_ms
@@ -246,6 +252,7 @@ class Fetcher:
         offsets = {tp: st.fetch_offset for tp, st in sent.items()}
         cluster = self.conn.cluster
         request = ketch_pb2.FetchRequest(
+            isolation_level=self.isolation_level,
             max_wait_ms=self.max_wait_ms,
             min_bytes=self.min_bytes,
             max_bytes=self.max_bytes,
@@ -300,7 +307,10 @@ class Fetcher:
             return
         try:
             assert st.fetch_offset is not None
-            decoded = decode_batches(tp.topic, tp.partition, r.records, st.fetch_offset)
+            aborted = None
+            if self.isolation_level == READ_COMMITTED:
+                aborted = [(a.producer_id, a.first_offset) for a in r.aborted_transactions]
+            decoded = decode_batches(tp.topic, tp.partition, r.records, st.fetch_offset, aborted)
         except KetchError as e:
             st.error = e
             self.data.set()
@@ -329,7 +339,13 @@ class Fetcher:
                 specs[tp] = st.reset
                 generations[tp] = st.generation
         try:
-            found = await list_offsets(self.conn, specs, deadline=time.monotonic() + self.timeout, backoff=self.backoff)
+            found = await list_offsets(
+                self.conn,
+                specs,
+                deadline=time.monotonic() + self.timeout,
+                backoff=self.backoff,
+                isolation_level=self.isolation_level,
+            )
         except KetchError as e:
             for tp in specs:
                 st = self.states.get(tp)

@@ -39,9 +39,19 @@ from ketch.errors import (
 )
 from ketch.records import OffsetAndTimestamp, TopicPartition
 
-__all__ = ["EARLIEST", "LATEST", "OFFSET_SPECS", "list_offsets"]
+__all__ = [
+    "EARLIEST",
+    "ISOLATION_LEVELS",
+    "LATEST",
+    "OFFSET_SPECS",
+    "READ_COMMITTED",
+    "READ_UNCOMMITTED",
+    "list_offsets",
+]
 
 LATEST, EARLIEST = -1, -2
+READ_UNCOMMITTED, READ_COMMITTED = 0, 1  # isolation_level of Fetch and ListOffsets
+ISOLATION_LEVELS = {"read_uncommitted": READ_UNCOMMITTED, "read_committed": READ_COMMITTED}
 OFFSET_SPECS = {"earliest": EARLIEST, "latest": LATEST}
 
 
@@ -53,6 +63,7 @@ async def list_offsets(
     backoff: float,
     max_backoff: float | None = None,
     strict: bool = True,
+    isolation_level: int = READ_UNCOMMITTED,
 ) -> dict[TopicPartition, OffsetAndTimestamp]:
     """ListOffsets of each partition at its leader, as the module docstring says."""
     out: dict[TopicPartition, OffsetAndTimestamp] = {}
@@ -91,10 +102,11 @@ async def list_offsets(
             by_node.setdefault(leader, []).append(tp)
         for node, tps in by_node.items():
             request = ketch_pb2.ListOffsetsRequest(
+                isolation_level=isolation_level,
                 partitions=[
                     ketch_pb2.ListOffsetsPartition(topic=tp.topic, partition=tp.partition, timestamp=todo[tp])
                     for tp in tps
-                ]
+                ],
             )
             try:
                 response = await conn.call_node(node, "ListOffsets", request)

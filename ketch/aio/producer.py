@@ -35,6 +35,14 @@ Rules:
   (over the broker's limit) is a ``MessageTooLargeError`` carrying gRPC's
   details; a multi-batch request refused that way is retried one batch per
   request before any future fails.
+- Transactions (``transactional_id`` set; ketch/transaction_manager.py has
+  the states and rules): implies idempotence and acks=all (a contradicting
+  setting is a ``ValueError``). ``init_transactions()`` once, then per
+  transaction ``begin_transaction()``, sends, optionally
+  ``send_offsets_to_transaction(offsets, consumer.group_metadata())``, and
+  ``commit_transaction()`` (flush, then EndTxn commit) or
+  ``abort_transaction()`` (drop unsent batches, wait for those in flight,
+  EndTxn abort). Sending outside a transaction raises INVALID_TXN_STATE.
 - The sync ``ketch.Producer`` drives this object on a background loop and
   appends from the caller's thread (``send_threadsafe``); see accumulator.py.
 """
@@ -44,12 +52,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ketch.aio.accumulator import Accumulator
 from ketch.aio.connection import Connection, TopicInfo
 from ketch.aio.sender import Sender
+from ketch.aio.transactions import TransactionClient
 from ketch.errors import (
     RETRIABLE,
     ErrorCode,
@@ -60,8 +69,17 @@ from ketch.errors import (
     UnknownTopicOrPartitionError,
     error_for,
 )
+from ketch.group_rules import ConsumerGroupMetadata, OffsetAndMetadata
 from ketch.idempotence import MAX_IN_FLIGHT, IdempotentProducerState
-from ketch.records import DEFAULT_BATCH_SIZE, Headers, RecordMetadata, compression_code, estimate_record_size
+from ketch.records import (
+    DEFAULT_BATCH_SIZE,
+    Headers,
+    RecordMetadata,
+    TopicPartition,
+    compression_code,
+    estimate_record_size,
+)
+from ketch.transaction_manager import DEFAULT_TRANSACTION_TIMEOUT_MS, TransactionManager
 
 __all__ = ["Producer"]
 
@@ -121,10 +139,18 @@ class Producer:
         value_serializer: Serializer | None = None,
         allow_auto_create_topics: bool = True,
         enable_idempotence: bool | None = None,
+        transactional_id: str | None = None,
+        transaction_timeout_ms: int = DEFAULT_TRANSACTION_TIMEOUT_MS,
     ) -> None:
         if acks not in _ACKS:
             raise ValueError(f"acks must be 'all', -1, 0 or 1, not {acks!r}")
         self.acks = _ACKS[acks]
+        if transactional_id is not None:
+            if enable_idempotence is False:
+                raise ValueError("transactional_id needs idempotence; do not set enable_idempotence=False")
+            if self.acks != -1:
+                raise ValueError(f"transactional_id needs acks='all', not acks={acks!r}")
+            enable_idempotence = True
         self.enable_idempotence = idempotence_enabled(
             enable_idempotence, self.acks, retries, max_in_flight_requests_per_connection
         )
@@ -134,14 +160,26 @@ class Producer:
         self.key_serializer = key_serializer
         self.value_serializer = value_serializer
         self._conn = Connection(bootstrap_servers, client_id, request_timeout_ms, allow_auto_create_topics)
+        idempotence = None
+        if self.enable_idempotence:
+            idempotence = IdempotentProducerState(max_in_flight_requests_per_connection)
+        self._txn: TransactionClient | None = None
+        if transactional_id is not None:
+            assert idempotence is not None
+            self._txn = TransactionClient(
+                self._conn,
+                TransactionManager(transactional_id, idempotence, transaction_timeout_ms),
+                backoff=self.backoff,
+                max_backoff=retry_backoff_max_ms / 1000,
+                max_block=self.max_block,
+            )
         self._acc = Accumulator(
             batch_size,
             compression_code(compression_type),
             linger_ms,
             buffer_memory,
-            idempotence=IdempotentProducerState(max_in_flight_requests_per_connection)
-            if self.enable_idempotence
-            else None,
+            idempotence=idempotence,
+            transactions=self._txn.manager if self._txn is not None else None,
         )
         self._sender = Sender(
             self._conn,
@@ -155,6 +193,7 @@ class Producer:
             retry_backoff_ms=retry_backoff_ms,
             retry_backoff_max_ms=retry_backoff_max_ms,
             metadata_max_age_ms=metadata_max_age_ms,
+            transactions=self._txn,
         )
         self._acc.wakeup = self._sender.wakeup
         self._acc.on_space = self._space_freed
@@ -209,6 +248,90 @@ class Producer:
                 self._acc.finish(b, None, KetchError("producer closed before the broker answered"))
             await self._conn.close()
 
+    # -- transactions (KIP-98; the rules are in ketch/transaction_manager.py) ----
+    def _manager(self) -> TransactionManager:
+        if self._txn is None:
+            raise KetchError(
+                "this producer has no transactional_id; create it with Producer(transactional_id=...)",
+                code=ErrorCode.INVALID_TXN_STATE,
+            )
+        return self._txn.manager
+
+    async def init_transactions(self) -> None:
+        """Register the transactional id with its coordinator (fencing any older producer with it)."""
+        m = self._manager()
+        m.begin_init()
+        assert self._txn is not None
+        await self.start()
+        try:
+            producer_id, epoch = await self._txn.init_producer_id()
+        except KetchError as e:
+            if not e.retriable:
+                m.coordinator_error(e)
+            raise
+        with self._acc.lock:
+            m.init_completed(producer_id, epoch)
+        self._sender.wakeup()
+
+    def begin_transaction(self) -> None:
+        self._manager().begin_transaction()
+
+    async def send_offsets_to_transaction(
+        self, offsets: Mapping[TopicPartition, OffsetAndMetadata | int], group_metadata: ConsumerGroupMetadata
+    ) -> None:
+        """Commit the consumer's ``offsets`` (the next offsets to read) as part of this transaction (KIP-447)."""
+        m = self._manager()
+        assert self._txn is not None
+        group_id = group_metadata.group_id
+        m.begin_add_offsets(group_id)
+        try:
+            await self._txn.add_offsets(group_id)
+            m.add_offsets_completed(group_id)
+            await self._txn.txn_offset_commit(offsets, group_id, group_metadata.generation, group_metadata.member_id)
+        except KetchError as e:
+            if not e.retriable:
+                m.coordinator_error(e)
+                if m.is_fenced and m.last_error is not None:
+                    raise m.last_error from e
+            raise
+
+    async def commit_transaction(self) -> None:
+        """Flush every record of the transaction, then commit it; raises if any failed (then abort)."""
+        m = self._manager()
+        m.begin_commit()
+        await self.flush()
+        if m.has_error:
+            raise m.refusal("commit_transaction()")
+        await self._end_transaction(commit=True)
+
+    async def abort_transaction(self) -> None:
+        """Drop the records not sent yet, wait for those in flight, then abort the transaction."""
+        m = self._manager()
+        m.begin_abort()
+        self._acc.abort_all(m.dropped_batch_error() or KetchError("transaction aborted"))
+        await self.flush()  # what is left is in flight: let it land before the abort marker
+        await self._sender.wait_adding()
+        await self._end_transaction(commit=False)
+
+    async def _end_transaction(self, commit: bool) -> None:
+        m = self._manager()
+        assert self._txn is not None
+        if not m.transaction_started:
+            with self._acc.lock:
+                m.end_completed()
+            return
+        try:
+            producer_id, epoch = await self._txn.end_txn(commit)
+        except KetchError as e:
+            if not e.retriable:
+                m.coordinator_error(e)
+                if m.has_error and m.last_error is not None:
+                    raise m.refusal("commit_transaction()" if commit else "abort_transaction()") from e
+            raise
+        with self._acc.lock:
+            m.end_completed(producer_id, epoch)
+        self._sender.wakeup()
+
     # -- send ----------------------------------------------------------------
     async def send(
         self,
@@ -220,6 +343,8 @@ class Producer:
         timestamp_ms: int | None = None,
     ) -> asyncio.Future[RecordMetadata]:
         """Queue one record; returns a future resolving to its ``RecordMetadata``."""
+        if self._txn is not None:
+            self._txn.manager.check_send()
         if self._loop is None:
             await self.start()
         assert self._loop is not None
@@ -257,6 +382,8 @@ class Producer:
     ) -> None:
         """``send`` for a thread other than the loop's: ``run(coro)`` runs a
         coroutine on the loop and waits. Completes ``fut`` (a concurrent future)."""
+        if self._txn is not None:
+            self._txn.manager.check_send()
         record = self._prepare(key, value, headers, fut)
         if record is None:
             return

@@ -31,6 +31,14 @@ Rules:
   retried in sequence order; any error about a stamp the batch no longer
   carries (it was rewritten while in flight) is retried;
   INVALID_PRODUCER_EPOCH and PRODUCER_FENCED fail the batch.
+- Transactions (``transactions`` set): no InitProducerId of its own (the
+  producer's ``init_transactions`` does it); every Produce carries the
+  transactional id. Before a partition's first batch of a transaction the
+  accumulator marks it pending; after each drain, all pending partitions go
+  in one AddPartitionsToTxn (one at a time), whose answer lets them drain. A
+  sequence error fails the batch (the transaction becomes abortable; only the
+  coordinator bumps a transactional epoch). While the transaction cannot
+  continue (abortable, fatal, aborting) queued batches are failed at once.
 - ``wakeup`` may be called from any thread; it costs a loop call only when the
   sender is not already due to wake.
 """
@@ -42,9 +50,11 @@ import contextlib
 import random
 import threading
 import time
+from collections.abc import Hashable
 
 from ketch.aio.accumulator import Accumulator, ProducerBatch
 from ketch.aio.connection import Connection
+from ketch.aio.transactions import TransactionClient
 from ketch.api.v1 import ketch_pb2
 from ketch.errors import (
     REFRESH_METADATA,
@@ -76,8 +86,11 @@ class Sender:
         retry_backoff_ms: int,
         retry_backoff_max_ms: int,
         metadata_max_age_ms: int,
+        transactions: TransactionClient | None = None,
     ) -> None:
         self.conn = conn
+        self.txn = transactions
+        self._adding: asyncio.Task[None] | None = None  # the AddPartitionsToTxn in progress
         self.acc = acc
         self.acks = acks
         self.request_timeout_ms = request_timeout_ms
@@ -131,10 +144,21 @@ class Sender:
             if now - cluster.updated_at > self.metadata_max_age and self.conn.tracked:
                 self.refresh_soon()
             idem = self.acc.idempotence
-            if idem is not None and idem.needs_producer_id and not self._initializing and not self.closed:
+            txn = self.txn
+            if txn is not None:
+                dropped = txn.manager.dropped_batch_error()
+                if dropped is not None:
+                    self.acc.abort_all(dropped)
+            elif idem is not None and idem.needs_producer_id and not self._initializing and not self.closed:
                 self._initializing = True
                 self._spawn(self._init_producer_id())
             by_node, next_in, unknown_leader = self.acc.drain(cluster, self._can_send, self.max_request_size, now)
+            if txn is not None and self._adding is None and not self.closed:
+                tps = txn.manager.partitions_to_add()
+                if tps:
+                    self._adding = asyncio.ensure_future(self._add_partitions(tps))
+                    self._tasks.add(self._adding)
+                    self._adding.add_done_callback(self._tasks.discard)
             if unknown_leader:
                 self.refresh_soon()
                 next_in = min(next_in or self.backoff, self.backoff)
@@ -193,6 +217,31 @@ class Sender:
             self._initializing = False
             self.wake.set()
 
+    async def _add_partitions(self, tps: list[Hashable]) -> None:
+        """AddPartitionsToTxn for the partitions the transaction manager found pending (one call for all)."""
+        assert self.txn is not None
+        manager = self.txn.manager
+        try:
+            await self.txn.add_partitions(tps, time.monotonic() + self.request_timeout_ms / 1000)
+            manager.add_partitions_completed(tps)
+        except KetchError as e:
+            if e.retriable:
+                manager.add_partitions_retry(tps)
+                await asyncio.sleep(self.backoff)
+            else:
+                manager.add_partitions_retry(tps)
+                manager.coordinator_error(e)
+        finally:
+            self._adding = None
+            self.wake.set()
+
+    async def wait_adding(self) -> None:
+        """Until no AddPartitionsToTxn is in flight (an abort must know what the coordinator may hold)."""
+        task = self._adding
+        if task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(task)
+
     def refresh_soon(self) -> None:
         if not self._refreshing and not self.closed:
             self._refreshing = True
@@ -213,6 +262,7 @@ class Sender:
         for b in batches:
             groups.setdefault(b.tp, []).append(b)
         request = ketch_pb2.ProduceRequest(
+            transactional_id=self.txn.tid if self.txn is not None else "",
             acks=self.acks,
             timeout_ms=self.request_timeout_ms,
             partitions=[
@@ -259,7 +309,7 @@ class Sender:
                     if b.producer_id >= 0 and b.stamp() != sent[id(b)]:
                         self.acc.reenqueue(b, 0.0)  # the answer is about a stamp rewritten since
                         continue
-                    if r.error_code in _SEQUENCE_ERRORS and b.producer_id >= 0:
+                    if r.error_code in _SEQUENCE_ERRORS and b.producer_id >= 0 and self.txn is None:
                         with self.acc.lock:
                             assert self.acc.idempotence is not None
                             self.acc.idempotence.sequence_error(b)
