@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from ketch.aio.admin import PartitionDescription as PartitionDescription
     from ketch.aio.admin import TopicDescription as TopicDescription
     from ketch.group_rules import CommitFailedError as CommitFailedError
+    from ketch.group_rules import ConsumerGroupMetadata as ConsumerGroupMetadata
     from ketch.group_rules import ConsumerRebalanceListener as ConsumerRebalanceListener
     from ketch.group_rules import OffsetAndMetadata as OffsetAndMetadata
     from ketch.records import ConsumerRecord as ConsumerRecord
@@ -40,6 +41,7 @@ _EXPORTS = {
     "PartitionDescription": "ketch.aio.admin",
     "TopicDescription": "ketch.aio.admin",
     "CommitFailedError": "ketch.group_rules",
+    "ConsumerGroupMetadata": "ketch.group_rules",
     "ConsumerRebalanceListener": "ketch.group_rules",
     "OffsetAndMetadata": "ketch.group_rules",
     "ConsumerRecord": "ketch.records",

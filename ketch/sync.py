@@ -36,7 +36,8 @@ from ketch.aio.admin import (
     NewTopic,
     TopicDescription,
 )
-from ketch.group_rules import OffsetAndMetadata
+from ketch.aio.admin_transactions import TransactionDescription, TransactionListing
+from ketch.group_rules import ConsumerGroupMetadata, OffsetAndMetadata
 from ketch.records import ConsumerRecord, Headers, OffsetAndTimestamp, RecordMetadata, TopicPartition
 
 __all__ = ["Admin", "Consumer", "FutureRecordMetadata", "Producer"]
@@ -98,6 +99,23 @@ class Producer(_SyncClient):
 
     def flush(self, timeout: float | None = None) -> None:
         self._run(self._aio.flush(timeout))
+
+    def init_transactions(self) -> None:
+        self._run(self._aio.init_transactions())
+
+    def begin_transaction(self) -> None:
+        self._run(_call(self._aio.begin_transaction))
+
+    def send_offsets_to_transaction(
+        self, offsets: Mapping[TopicPartition, OffsetAndMetadata | int], group_metadata: ConsumerGroupMetadata
+    ) -> None:
+        self._run(self._aio.send_offsets_to_transaction(offsets, group_metadata))
+
+    def commit_transaction(self) -> None:
+        self._run(self._aio.commit_transaction())
+
+    def abort_transaction(self) -> None:
+        self._run(self._aio.abort_transaction())
 
     def close(self, timeout: float | None = None) -> None:
         if self._closed:
@@ -225,6 +243,9 @@ class Consumer(_SyncClient):
         result: int | OffsetAndMetadata | None = self._run(self._aio.committed(partition, metadata))
         return result
 
+    def group_metadata(self) -> ConsumerGroupMetadata:
+        return self._aio.group_metadata()
+
     def partitions_for_topic(self, topic: str) -> set[int] | None:
         result: set[int] | None = self._run(self._aio.partitions_for_topic(topic))
         return result
@@ -335,6 +356,15 @@ class Admin(_SyncClient):
 
     def alter_consumer_group_offsets(self, group_id: str, offsets: Mapping[TopicPartition, int]) -> None:
         self._run(self._aio.alter_consumer_group_offsets(group_id, offsets))
+
+    def list_transactions(self, states: Iterable[str] = ()) -> list[TransactionListing]:
+        result: list[TransactionListing] = self._run(self._aio.list_transactions(list(states)))
+        return result
+
+    def describe_transactions(self, transactional_ids: Iterable[str]) -> list[TransactionDescription]:
+        ids = [transactional_ids] if isinstance(transactional_ids, str) else list(transactional_ids)
+        result: list[TransactionDescription] = self._run(self._aio.describe_transactions(ids))
+        return result
 
     def close(self) -> None:
         if self._closed:

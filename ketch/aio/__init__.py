@@ -23,7 +23,7 @@ from ketch.aio.admin import (
 )
 from ketch.aio.consumer import Consumer
 from ketch.aio.producer import Producer
-from ketch.group_rules import CommitFailedError, ConsumerRebalanceListener, OffsetAndMetadata
+from ketch.group_rules import CommitFailedError, ConsumerGroupMetadata, ConsumerRebalanceListener, OffsetAndMetadata
 from ketch.records import ConsumerRecord, OffsetAndTimestamp, RecordMetadata, TopicPartition
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "ClusterDescription",
     "CommitFailedError",
     "Consumer",
+    "ConsumerGroupMetadata",
     "ConsumerRebalanceListener",
     "ConsumerRecord",
     "NewTopic",

@@ -31,6 +31,8 @@ Rules:
   refuses with NON_EMPTY_GROUP, raised as a ``KetchError`` saying to stop
   the group's consumers first. ``delete_consumer_groups`` raises the first
   failed group's error after the others were deleted.
+- Transactions: ``list_transactions`` and ``describe_transactions``
+  (admin_transactions.py).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from ketch.aio.admin_transactions import TransactionAdmin
 from ketch.aio.connection import Connection
 from ketch.aio.coordinator_client import CoordinatorClient, group_error, status_of
 from ketch.aio.offsets import LATEST, OFFSET_SPECS, list_offsets
@@ -161,7 +164,7 @@ def _raise_first(results: Iterable[ketch_pb2.TopicResult]) -> None:
             raise err
 
 
-class Admin:
+class Admin(TransactionAdmin):
     """Topic administration and cluster description."""
 
     def __init__(

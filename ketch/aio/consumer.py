@@ -34,6 +34,10 @@ Rules:
 - ``async for record in consumer`` yields one record at a time (the position
   advances per record) and never ends on its own unless
   ``consumer_timeout_ms`` passes without a record.
+- ``isolation_level="read_committed"`` returns only records of committed
+  transactions (and non-transactional ones), up to the last stable offset;
+  control batches are never returned. ``group_metadata()`` is what a
+  transactional producer's ``send_offsets_to_transaction`` needs.
 - ``seek`` is immediate; ``seek_to_beginning``/``seek_to_end`` are resolved
   lazily by the fetcher (or by ``position()``), as in kafka-python.
 """
@@ -49,10 +53,10 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ketch.aio.connection import Connection
+from ketch.aio.consumer_offsets import OffsetQueries
 from ketch.aio.fetcher import Fetcher, PartitionState
 from ketch.aio.group_member import GroupMember
-from ketch.aio.offsets import EARLIEST, ISOLATION_LEVELS, LATEST, list_offsets
-from ketch.api.v1 import ketch_pb2
+from ketch.aio.offsets import EARLIEST, ISOLATION_LEVELS, LATEST
 from ketch.errors import ErrorCode, KetchError
 from ketch.group_rules import (
     ConsumerGroupMetadata,
@@ -61,7 +65,7 @@ from ketch.group_rules import (
     normalize_offsets,
     resolve_assignors,
 )
-from ketch.records import ConsumerRecord, OffsetAndTimestamp, TopicPartition
+from ketch.records import ConsumerRecord, TopicPartition
 
 __all__ = ["Consumer"]
 
@@ -69,7 +73,7 @@ Deserializer = Callable[[bytes | None], Any]
 CommitCallback = Callable[[dict[TopicPartition, OffsetAndMetadata], BaseException | None], Any]
 
 
-class Consumer:
+class Consumer(OffsetQueries):
     """Kafka-style consumer, alone or in a consumer group (see the module docstring).
 
     ``consumer = Consumer("topic", bootstrap_servers=..., auto_offset_reset="earliest")``;
@@ -463,45 +467,3 @@ class Consumer:
     def highwater(self, partition: TopicPartition) -> int | None:
         """The high watermark seen in the last fetch of ``partition`` (None before one)."""
         return self._state(partition).high_watermark
-
-    async def offsets_for_times(
-        self, timestamps: dict[TopicPartition, int]
-    ) -> dict[TopicPartition, OffsetAndTimestamp | None]:
-        """First offset with a timestamp >= each given one; None when there is none."""
-        for ts in timestamps.values():
-            if ts < 0:
-                raise ValueError(f"timestamps must be >= 0 ms since the epoch, got {ts}")
-        found = await self._list(timestamps)
-        return {tp: None if listed.offset < 0 else listed for tp, listed in found.items()}
-
-    async def beginning_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
-        found = await self._list(dict.fromkeys(partitions, EARLIEST))
-        return {tp: listed.offset for tp, listed in found.items()}
-
-    async def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
-        """The high watermark of each partition: the offset the next record gets
-        (read_committed: the last stable offset, below which every transaction is decided)."""
-        found = await self._list(dict.fromkeys(partitions, LATEST))
-        return {tp: listed.offset for tp, listed in found.items()}
-
-    async def _list(self, specs: Mapping[TopicPartition, int]) -> dict[TopicPartition, OffsetAndTimestamp]:
-        """ListOffsets (offsets.py), retried every ``retry_backoff_ms`` until ``request_timeout_ms``."""
-        deadline = time.monotonic() + self.request_timeout
-        return await list_offsets(
-            self._conn,
-            specs,
-            deadline=deadline,
-            backoff=self._fetcher.backoff,
-            isolation_level=self._fetcher.isolation_level,
-        )
-
-    async def partitions_for_topic(self, topic: str) -> set[int] | None:
-        self._conn.track([topic])
-        info = (await self._conn.refresh()).topics.get(topic)
-        return set(info.partitions) if info is not None and info.error_code == 0 else None
-
-    async def topics(self) -> set[str]:
-        """Every topic in the cluster."""
-        response = await self._conn.call_any("Metadata", ketch_pb2.MetadataRequest())
-        assert isinstance(response, ketch_pb2.MetadataResponse)
-        return {t.name for t in response.topics if t.error_code == 0}
