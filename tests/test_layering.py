@@ -57,7 +57,7 @@ PURE: dict[str, str] = {
     "ketch/group_rules.py": "the client's group rules: error actions, assignor choice, what an assignment changes",
     "ketch/idempotence.py": "the idempotent producer's sequence bookkeeping: batches and outcomes in, stamps out",
     "ketch/partitioner.py": "murmur2 and the sticky partitioner; its random.Random is injected",
-    "ketch/transaction_manager.py": "the transactional producer's states: calls and coordinator answers in, permissions out",
+    "ketch/transaction_manager.py": "the transactional producer's states: calls and answers in, permissions out",
 }
 # Modules inside a pure package that are drivers by design.
 IMPURE_IN_PURE: dict[str, str] = {
