@@ -14,6 +14,15 @@ at the end of each partition unless ``--from-beginning``; ``--partition`` with
 exits 0 after ``--max-messages`` records, or after ``--timeout-ms`` without a
 new record; otherwise it runs until Ctrl-C.
 
+produce --transactional-id ID: a transactional producer (it fences any older
+one with the same id); the lines that arrive in one read of stdin (at most
+64 KiB: a piped file in 64 KiB transactions, a terminal one line per
+transaction) are sent and committed as one transaction. A failed transaction
+is aborted, and the command exits 1 saying why.
+
+consume --isolation-level read_committed: only records of committed
+transactions (and non-transactional ones); transaction markers are never printed.
+
 consume --group G: reads as a member of consumer group G (subscribe; the
 group's assignor splits the partitions among its members), starting from
 the group's committed offsets (``--from-beginning`` only applies where the
@@ -30,6 +39,7 @@ stderr and consumption goes on.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -41,6 +51,7 @@ from ketch.bootstrap import bootstrap_arg
 from ketch.errors import ErrorCode, KetchError
 
 MAX_PENDING = 50_000
+READ_SIZE = 1 << 16  # the most one transaction of ``produce --transactional-id`` reads at once
 
 
 def register(commands: Any) -> None:
@@ -55,6 +66,10 @@ def register(commands: Any) -> None:
         "--enable-idempotence",
         choices=["true", "false"],
         help="store each record once and in order despite retries (default: true unless --acks is 0 or 1)",
+    )
+    produce.add_argument(
+        "--transactional-id",
+        help="produce in transactions with this id: each batch of lines read from stdin is one transaction",
     )
     bootstrap_arg(produce)
     produce.set_defaults(handler=produce_lines)
@@ -72,6 +87,12 @@ def register(commands: Any) -> None:
     consume.add_argument("--json", action="store_true", help="one JSON object per record")
     consume.add_argument(
         "--group", "-g", help="consume in this consumer group, committing after each batch (a rerun continues)"
+    )
+    consume.add_argument(
+        "--isolation-level",
+        default="read_uncommitted",
+        choices=["read_uncommitted", "read_committed"],
+        help="read_committed: only records of committed transactions (default: read_uncommitted)",
     )
     bootstrap_arg(consume)
     consume.set_defaults(handler=consume_records)
@@ -91,11 +112,14 @@ def produce_lines(args: argparse.Namespace) -> int:
             compression_type=compression,
             linger_ms=args.linger_ms,
             enable_idempotence=idempotence,
+            transactional_id=args.transactional_id,
         )
     except ValueError as exc:  # Kafka's ConfigException: e.g. --enable-idempotence true --acks 1
         print(f"ketch produce: {exc}", file=sys.stderr)
         return 2
     with producer:
+        if args.transactional_id is not None:
+            return _produce_transactions(producer, args)
         for raw in sys.stdin.buffer:
             line = raw[:-1] if raw.endswith(b"\n") else raw
             key = None
@@ -110,6 +134,46 @@ def produce_lines(args: argparse.Namespace) -> int:
         while pending:
             pending.popleft().result()
     return 0
+
+
+def _split(line: bytes, separator: str | None) -> tuple[bytes | None, bytes]:
+    if separator:
+        sep = separator.encode()
+        if sep in line:
+            key, value = line.split(sep, 1)
+            return key, value
+    return None, line
+
+
+def _produce_transactions(producer: Any, args: argparse.Namespace) -> int:
+    """One transaction per read of stdin: the lines that arrived together are committed together."""
+    producer.init_transactions()
+    stdin: Any = sys.stdin.buffer  # read1: what one read returns, at most READ_SIZE
+    rest = b""
+    while True:
+        chunk = stdin.read1(READ_SIZE)
+        lines = (rest + chunk).split(b"\n")
+        rest = lines.pop() if chunk else b""
+        if not chunk and lines == [b""]:
+            lines = []
+        if lines:
+            producer.begin_transaction()
+            try:
+                futures = [
+                    producer.send(args.topic, value, key=key, partition=args.partition)
+                    for key, value in (_split(line, args.key_separator) for line in lines)
+                ]
+                producer.commit_transaction()
+                for f in futures:
+                    f.result()
+            except KetchError as exc:
+                if exc.code != ErrorCode.PRODUCER_FENCED:
+                    with contextlib.suppress(KetchError):
+                        producer.abort_transaction()
+                print(f"ketch produce: transaction of {len(lines)} line(s) aborted: {exc}", file=sys.stderr)
+                return 1
+        if not chunk:
+            return 0
 
 
 def _start_offset(value: str) -> int | str:
@@ -168,6 +232,7 @@ def consume_records(args: argparse.Namespace) -> int:
     seen = 0
     last = time.monotonic()
     group: dict[str, Any] = {} if args.group is None else {"group_id": args.group, "enable_auto_commit": False}
+    group["isolation_level"] = args.isolation_level
     with Consumer(bootstrap_servers=args.bootstrap, auto_offset_reset=reset, **group) as consumer:
         if args.group is not None:
             consumer.subscribe([args.topic])
