@@ -12,8 +12,11 @@ under the epoch it named.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
+import grpc
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -22,11 +25,15 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from ketch.aio.accumulator import Accumulator
 from ketch.aio.connection import Broker, Cluster, PartitionInfo, TopicInfo
 from ketch.aio.producer import Producer
+from ketch.api.v1 import ketch_pb2 as pb
+from ketch.api.v1 import ketch_pb2_grpc
 from ketch.errors import ErrorCode, KetchError
+from ketch.group_rules import ConsumerGroupMetadata
 from ketch.idempotence import NO_SEQUENCE, IdempotentProducerState
-from ketch.recordbatch import parse_header
+from ketch.recordbatch import parse_header, split_batches
 from ketch.records import TopicPartition
 from ketch.transaction_manager import State, TransactionManager
+from tests.test_client_errors import FakeBroker
 
 TPS = (("t", 0), ("t", 1), ("u", 0))
 
@@ -368,3 +375,202 @@ TransactionCalls.TestCase.settings = settings(
     max_examples=200, stateful_step_count=40, deadline=None, suppress_health_check=list(HealthCheck)
 )
 test_transaction_calls = TransactionCalls.TestCase
+
+
+# -- the producer's driver against a fake coordinator and leader (gRPC in-process) ----------------------
+
+
+class FakeTransactionBroker(FakeBroker):
+    """One broker that is leader of every partition and the transaction and group coordinator.
+
+    Its coordinator keeps one producer id and a current epoch: InitProducerId bumps
+    the epoch (fencing the older session), EndTxn answers the next epoch, and any call
+    with an older epoch is PRODUCER_FENCED. ``txn_script`` holds error codes answered,
+    in order, to the next coordinator calls (to check retries)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.epoch = -1
+        self.txn_script: list[int] = []
+        self.calls: list[tuple[str, Any]] = []
+        self.added: set[tuple[str, int]] = set()
+        self.key_types: list[int] = []
+        self.produce_tids: list[str] = []
+        self.attributes: list[int] = []
+
+    def _scripted(self) -> int:
+        return self.txn_script.pop(0) if self.txn_script else 0
+
+    async def FindCoordinator(self, request: pb.FindCoordinatorRequest, context: Any) -> pb.FindCoordinatorResponse:
+        self.key_types.append(request.key_type)
+        return pb.FindCoordinatorResponse(node_id=1, host="127.0.0.1", port=self.port)
+
+    async def InitProducerId(self, request: pb.InitProducerIdRequest, context: Any) -> pb.InitProducerIdResponse:
+        self.calls.append(("InitProducerId", (request.transactional_id, request.transaction_timeout_ms)))
+        code = self._scripted()
+        if code:
+            return pb.InitProducerIdResponse(error_code=code)  # type: ignore[arg-type]
+        self.epoch += 1
+        self.added.clear()
+        return pb.InitProducerIdResponse(producer_id=5000, producer_epoch=self.epoch)
+
+    def _fenced(self, epoch: int) -> int:
+        return self._scripted() or (ErrorCode.PRODUCER_FENCED if epoch != self.epoch else 0)
+
+    async def AddPartitionsToTxn(self, request: pb.AddPartitionsToTxnRequest, context: Any) -> Any:
+        parts = sorted((p.topic, p.partition) for p in request.partitions)
+        self.calls.append(("AddPartitionsToTxn", (request.producer_epoch, parts)))
+        code = self._fenced(request.producer_epoch)
+        if not code:
+            self.added.update(parts)
+        return pb.AddPartitionsToTxnResponse(error_code=code)  # type: ignore[arg-type]
+
+    async def AddOffsetsToTxn(self, request: pb.AddOffsetsToTxnRequest, context: Any) -> Any:
+        self.calls.append(("AddOffsetsToTxn", (request.producer_epoch, request.group_id)))
+        return pb.AddOffsetsToTxnResponse(error_code=self._fenced(request.producer_epoch))  # type: ignore[arg-type]
+
+    async def TxnOffsetCommit(self, request: pb.TxnOffsetCommitRequest, context: Any) -> Any:
+        offsets = sorted((o.topic, o.partition, o.offset) for o in request.offsets)
+        self.calls.append(("TxnOffsetCommit", (request.member_id, request.generation, offsets)))
+        return pb.TxnOffsetCommitResponse()
+
+    async def EndTxn(self, request: pb.EndTxnRequest, context: Any) -> pb.EndTxnResponse:
+        self.calls.append(("EndTxn", (request.producer_epoch, request.commit)))
+        code = self._fenced(request.producer_epoch)
+        if code:
+            return pb.EndTxnResponse(error_code=code)  # type: ignore[arg-type]
+        self.epoch += 1
+        self.added.clear()
+        return pb.EndTxnResponse(producer_id=5000, producer_epoch=self.epoch)
+
+    async def Produce(self, request: pb.ProduceRequest, context: Any) -> pb.ProduceResponse:
+        self.produce_tids.append(request.transactional_id)
+        for item in request.partitions:
+            assert (item.topic, item.partition) in self.added, "a batch before AddPartitionsToTxn"
+            self.attributes += [h.attributes for h, _ in split_batches(item.records)]
+        return await super().Produce(request, context)
+
+    def names(self) -> list[str]:
+        return [name for name, _ in self.calls]
+
+
+def run_txn(test: Callable[[FakeTransactionBroker], Awaitable[None]]) -> None:
+    async def main() -> None:
+        server = grpc.aio.server()
+        fake = FakeTransactionBroker()
+        ketch_pb2_grpc.add_KetchServicer_to_server(fake, server)
+        fake.port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            await asyncio.wait_for(test(fake), 20)
+        finally:
+            await server.stop(None)
+
+    asyncio.run(main())
+
+
+def txn_producer(fake: FakeTransactionBroker, **kw: Any) -> Producer:
+    kw.setdefault("retry_backoff_ms", 10)
+    return Producer(f"127.0.0.1:{fake.port}", transactional_id="tx", linger_ms=50, **kw)
+
+
+def test_the_producer_adds_partitions_sends_transactional_batches_and_moves_to_the_next_epoch() -> None:
+    async def body(fake: FakeTransactionBroker) -> None:
+        fake.txn_script = [ErrorCode.CONCURRENT_TRANSACTIONS]  # the first InitProducerId: retried
+        async with txn_producer(fake, transaction_timeout_ms=9000) as p:
+            await p.init_transactions()
+            assert fake.calls[:2] == [("InitProducerId", ("tx", 9000))] * 2
+            assert set(fake.key_types) == {1}  # FindCoordinator for a transaction coordinator
+            p.begin_transaction()
+            futures = [await p.send("t", b"v", partition=i % 2) for i in range(5)]
+            await p.commit_transaction()
+            assert all(f.done() and not f.exception() for f in futures)
+            adds = [args for name, args in fake.calls if name == "AddPartitionsToTxn"]
+            assert adds == [(0, [("t", 0), ("t", 1)])]  # one call for both new partitions, before their batches
+            assert fake.calls[-1] == ("EndTxn", (0, True))
+            assert set(fake.produce_tids) == {"tx"} and all(a & 0x10 for a in fake.attributes)
+            assert sorted(fake.stamps) == [(0, 5000, 0, 0), (1, 5000, 0, 0)]
+            fake.stamps.clear()
+            p.begin_transaction()
+            await (await p.send("t", b"w", partition=0))
+            await p.abort_transaction()
+            assert fake.stamps == [(0, 5000, 1, 0)]  # the epoch EndTxn named; sequences restart at 0
+            assert [args for name, args in fake.calls if name == "AddPartitionsToTxn"][-1] == (1, [("t", 0)])
+            assert fake.calls[-1] == ("EndTxn", (1, False))
+            p.begin_transaction()
+            await p.commit_transaction()  # nothing added: no EndTxn, the epoch stays
+            assert fake.calls[-1] == ("EndTxn", (1, False))
+
+    run_txn(body)
+
+
+def test_commit_retries_end_txn_with_the_same_epoch() -> None:
+    async def body(fake: FakeTransactionBroker) -> None:
+        async with txn_producer(fake) as p:
+            await p.init_transactions()
+            p.begin_transaction()
+            await (await p.send("t", b"v", partition=0))
+            fake.txn_script = [ErrorCode.COORDINATOR_NOT_AVAILABLE, ErrorCode.CONCURRENT_TRANSACTIONS]
+            await p.commit_transaction()
+            assert [args for name, args in fake.calls if name == "EndTxn"] == [(0, True)] * 3
+
+    run_txn(body)
+
+
+def test_send_offsets_adds_the_group_then_commits_offsets_with_the_member() -> None:
+    async def body(fake: FakeTransactionBroker) -> None:
+        async with txn_producer(fake) as p:
+            await p.init_transactions()
+            p.begin_transaction()
+            meta = ConsumerGroupMetadata("g", 7, "member-1")
+            await p.send_offsets_to_transaction({TopicPartition("t", 1): 42}, meta)
+            await p.commit_transaction()
+            assert fake.names()[-3:] == ["AddOffsetsToTxn", "TxnOffsetCommit", "EndTxn"]
+            assert fake.calls[-3][1] == (0, "g")
+            assert fake.calls[-2][1] == ("member-1", 7, [("t", 1, 42)])
+
+    run_txn(body)
+
+
+def test_a_failed_send_makes_commit_raise_and_abort_recover() -> None:
+    async def body(fake: FakeTransactionBroker) -> None:
+        async with txn_producer(fake) as p:
+            await p.init_transactions()
+            p.begin_transaction()
+            fake.script = [ErrorCode.INVALID_PRODUCER_EPOCH]
+            fut = await p.send("t", b"v", partition=0)
+            with pytest.raises(KetchError) as info:
+                await p.commit_transaction()
+            assert info.value.code == ErrorCode.INVALID_PRODUCER_EPOCH and "abort_transaction" in str(info.value)
+            assert fut.exception() is not None
+            await p.abort_transaction()
+            assert fake.calls[-1] == ("EndTxn", (0, False))
+            p.begin_transaction()
+            await (await p.send("t", b"again", partition=0))
+            await p.commit_transaction()
+
+    run_txn(body)
+
+
+def test_a_fenced_producer_raises_producer_fenced_from_every_later_call() -> None:
+    async def body(fake: FakeTransactionBroker) -> None:
+        async with txn_producer(fake) as zombie:
+            await zombie.init_transactions()
+            zombie.begin_transaction()
+            await (await zombie.send("t", b"v", partition=0))
+            async with txn_producer(fake) as successor:
+                await successor.init_transactions()  # bumps the coordinator's epoch
+            with pytest.raises(KetchError) as info:
+                await zombie.commit_transaction()
+            assert info.value.code == ErrorCode.PRODUCER_FENCED
+            for call in (zombie.begin_transaction, zombie.commit_transaction, zombie.abort_transaction):
+                with pytest.raises(KetchError) as again:
+                    result = call()
+                    if asyncio.iscoroutine(result):
+                        await result
+                assert again.value.code == ErrorCode.PRODUCER_FENCED
+            with pytest.raises(KetchError) as refused:
+                await zombie.send("t", b"late", partition=1)
+            assert refused.value.code == ErrorCode.PRODUCER_FENCED
+
+    run_txn(body)

@@ -65,7 +65,11 @@ def read_values(cluster: LocalCluster, topic: str, isolation: str, expected: int
 
 def transactional(cluster: LocalCluster, tid: str) -> Producer:
     producer = Producer(bootstrap_servers=cluster.bootstrap, transactional_id=tid, linger_ms=2)
-    producer.init_transactions()
+    try:
+        producer.init_transactions()
+    except BaseException:
+        producer.close()
+        raise
     return producer
 
 

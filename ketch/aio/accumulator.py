@@ -38,8 +38,9 @@ Rules and invariants:
   ``finish`` reports the outcome to the bookkeeping.
 - Transactions (``transactions`` set, ketch/transaction_manager.py): every
   batch is built transactional (attribute bit 4), and a partition is drained
-  only when the transaction manager says it was added to the transaction
-  (asking makes it pending; the sender adds the pending ones).
+  only when the transaction manager says it was added to the transaction;
+  asking (once its head batch is ready) makes it pending, and the sender
+  adds the pending ones, so partitions ready together go in one call.
 - ``record_count`` survives completion (futures are dropped then), because the
   sender adds it up to find the next batch's base offset.
 """
@@ -330,8 +331,6 @@ class Accumulator:
                 if not dq:
                     del self._deques[tp]
                     continue
-                if txn is not None and not txn.may_drain(tp):
-                    continue  # not in the transaction yet: the sender adds it first
                 leader = cluster.leader(tp.topic, tp.partition)
                 if leader < 0:
                     unknown_leader = True
@@ -344,6 +343,8 @@ class Accumulator:
                     if wait > 0:
                         next_in = wait if next_in is None else min(next_in, wait)
                         break
+                    if txn is not None and not txn.may_drain(tp):
+                        break  # ready but not in the transaction yet: the sender adds it first
                     taken = out.setdefault(leader, [])
                     size = b.size()
                     if taken and (b.solo or taken[0].solo or sizes[leader] + size > max_request_size):

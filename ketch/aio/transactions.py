@@ -77,7 +77,8 @@ class TransactionClient:
             code, message = _status(response)
             if code == ErrorCode.NONE:
                 return response
-            err = error_for(code, f"transactional id {self.tid!r}: {message or ErrorCode(code).name}")
+            message = message or ErrorCode(code).name
+            err = error_for(code, message if self.tid in message else f"transactional id {self.tid!r}: {message}")
             if not err.retriable or time.monotonic() + backoff > deadline:
                 raise err
             await asyncio.sleep(backoff)
