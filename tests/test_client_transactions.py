@@ -574,3 +574,21 @@ def test_a_fenced_producer_raises_producer_fenced_from_every_later_call() -> Non
             assert refused.value.code == ErrorCode.PRODUCER_FENCED
 
     run_txn(body)
+
+
+def test_an_abort_the_coordinator_has_nothing_open_for_ends_locally_at_the_same_epoch() -> None:
+    async def body(fake: FakeTransactionBroker) -> None:
+        async with txn_producer(fake) as p:
+            await p.init_transactions()
+            p.begin_transaction()
+            assert p._txn is not None
+            p._txn.manager.begin_add_offsets("g")  # an AddOffsetsToTxn went out; its answer was lost
+            fake.txn_script = [ErrorCode.INVALID_TXN_STATE]  # the coordinator never saw the Add
+            await p.abort_transaction()
+            assert fake.calls[-1] == ("EndTxn", (0, False))
+            p.begin_transaction()
+            await (await p.send("t", b"v", partition=0))
+            await p.commit_transaction()
+            assert fake.calls[-1] == ("EndTxn", (0, True))  # still epoch 0: nothing bumped it
+
+    run_txn(body)

@@ -323,6 +323,12 @@ class Producer:
         try:
             producer_id, epoch = await self._txn.end_txn(commit)
         except KetchError as e:
+            if not commit and e.code == ErrorCode.INVALID_TXN_STATE:
+                # no transaction is open at this epoch (an Add* whose answer was lost never arrived):
+                # nothing to abort, and the coordinator did not bump the epoch
+                with self._acc.lock:
+                    m.end_completed()
+                return
             if not e.retriable:
                 m.coordinator_error(e)
                 if m.has_error and m.last_error is not None:
