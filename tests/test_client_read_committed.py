@@ -6,21 +6,29 @@ bit 4, producer id and epoch), plain batches, and control batches (bits 4 and
 int16 type, value int16 version + int32 coordinator epoch). The aborted list
 is what a broker returns, ``(producer id, first offset)``; Kafka's rule drops
 a producer's transactional batches from its first offset up to its abort
-marker. A Hypothesis test builds random interleavings of committed, aborted
+marker. Offsets a transaction holds (OffsetFetch UNSTABLE_OFFSET_COMMIT) are asked
+again, never read as "nothing committed". A Hypothesis test builds random interleavings of committed, aborted
 and plain writes and checks read_committed returns exactly the committed and
 plain records, in offset order, and never a control record.
 """
 
 from __future__ import annotations
 
+import asyncio
 import struct
+from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ketch.aio.group_offsets import UNSTABLE_OFFSET_COMMIT, GroupOffsets
+from ketch.api.v1 import ketch_pb2 as pb
+from ketch.errors import KetchError
+from ketch.group_rules import OffsetAndMetadata
 from ketch.idempotence import restamp
 from ketch.recordbatch import assign, parse_header
-from ketch.records import ABORT_MARKER, COMMIT_MARKER, decode_batches, new_builder
+from ketch.records import ABORT_MARKER, COMMIT_MARKER, TopicPartition, decode_batches, new_builder
 
 _ATTRIBUTES = struct.Struct(">h")
 
@@ -146,3 +154,38 @@ def test_read_committed_returns_exactly_the_committed_and_plain_records(
 ) -> None:
     log, aborted, expected = history
     assert values(log, aborted) == expected
+
+
+class _PendingOffsets:
+    """A group coordinator whose OffsetFetch answers UNSTABLE_OFFSET_COMMIT ``unstable`` times, then 42."""
+
+    def __init__(self, unstable: int) -> None:
+        self.unstable = unstable
+        self.calls = 0
+
+    async def call(self, group_id: str, method: str, request: Any, **kw: Any) -> Any:
+        self.calls += 1
+        code = UNSTABLE_OFFSET_COMMIT if self.calls <= self.unstable else 0
+        return pb.OffsetFetchResponse(
+            offsets=[pb.CommittedPartitionOffset(topic="t", partition=0, offset=42, error_code=code)]  # type: ignore[arg-type]
+        )
+
+
+def _fetch(coordinator: _PendingOffsets, timeout: float) -> Any:
+    offsets = GroupOffsets(
+        coordinator,  # type: ignore[arg-type]
+        "g",
+        generation=lambda: ("", -1),
+        on_fenced=lambda g, c: None,
+        request_timeout=timeout,
+        backoff=0.01,
+    )
+    return asyncio.run(offsets.fetch([TopicPartition("t", 0)]))
+
+
+def test_offsets_pending_in_a_transaction_are_asked_again_not_taken_as_none() -> None:
+    coordinator = _PendingOffsets(unstable=3)
+    assert _fetch(coordinator, 5.0) == {TopicPartition("t", 0): OffsetAndMetadata(42, "", 0)}
+    assert coordinator.calls == 4
+    with pytest.raises(KetchError, match="open transaction"):
+        _fetch(_PendingOffsets(unstable=10**6), 0.05)

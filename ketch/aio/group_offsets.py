@@ -17,7 +17,11 @@ Rules:
   ``retry_backoff_ms`` until the deadline (default: ``request_timeout_ms``).
 - OffsetFetch returns the committed offset of each partition asked for
   (None: nothing committed), retried across coordinator moves as every
-  group call is (coordinator_client.py).
+  group call is (coordinator_client.py). A partition answered
+  UNSTABLE_OFFSET_COMMIT (a transaction holds offsets for it, KIP-447) or
+  another retriable code is asked again every ``retry_backoff_ms`` until
+  the deadline: starting from the offset before an undecided transaction
+  would read its input twice.
 """
 
 from __future__ import annotations
@@ -129,12 +133,31 @@ class GroupOffsets:
             partitions=[ketch_pb2.TopicPartitionRef(topic=tp.topic, partition=tp.partition) for tp in wanted],
         )
         deadline = deadline if deadline is not None else self.clock() + self.request_timeout
-        response = await self.coordinators.call(self.group_id, "OffsetFetch", request, deadline=deadline)
-        if response.status.error_code != ErrorCode.NONE:
-            raise group_error(response.status.error_code, response.status.error_message, self.group_id)
+        while True:
+            response = await self.coordinators.call(self.group_id, "OffsetFetch", request, deadline=deadline)
+            if response.status.error_code != ErrorCode.NONE:
+                raise group_error(response.status.error_code, response.status.error_message, self.group_id)
+            unstable = next((r for r in response.offsets if _retry_fetch(r.error_code)), None)
+            if unstable is None:
+                break
+            if self.clock() + self.backoff > deadline:
+                raise KetchError(
+                    f"group {self.group_id!r}: {unstable.topic}-{unstable.partition}: "
+                    f"error {unstable.error_code} (offsets held by an open transaction, or retriable); try again",
+                    code=ErrorCode.REQUEST_TIMED_OUT,
+                )
+            await asyncio.sleep(self.backoff)
         out: dict[TopicPartition, OffsetAndMetadata | None] = dict.fromkeys(wanted)
         for r in response.offsets:
             tp = TopicPartition(r.topic, r.partition)
             if tp in out and r.error_code == ErrorCode.NONE and r.offset >= 0:
                 out[tp] = OffsetAndMetadata(r.offset, r.metadata, r.leader_epoch)
         return out
+
+
+UNSTABLE_OFFSET_COMMIT = 88  # KIP-447; ketch.errors names it once the transactions round lands
+
+
+def _retry_fetch(code: int) -> bool:
+    """A partition's OffsetFetch answer to ask again: offsets pending in an open transaction, or retriable."""
+    return code == UNSTABLE_OFFSET_COMMIT or (code != ErrorCode.NONE and error_for(code).retriable)
