@@ -25,6 +25,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -183,6 +184,17 @@ def test_a_fenced_zombie_never_becomes_visible(cluster: LocalCluster) -> None:
     assert read_values(cluster, TOPIC, "read_committed", 1) == ["successor"]
 
 
+def described_when_complete(admin: Admin, tid: str) -> Any:
+    """The description of ``tid`` once its markers are written (PrepareCommit until then)."""
+    deadline = time.monotonic() + 15
+    while True:
+        (d,) = admin.describe_transactions([tid])
+        if d.state == "CompleteCommit" or time.monotonic() > deadline:
+            assert d.state == "CompleteCommit", d
+            return d
+        time.sleep(0.1)
+
+
 def test_admin_and_cli_list_and_describe_transactions(cluster: LocalCluster) -> None:
     with transactional(cluster, "tx-admin") as producer:
         producer.begin_transaction()
@@ -192,9 +204,9 @@ def test_admin_and_cli_list_and_describe_transactions(cluster: LocalCluster) -> 
     with Admin(bootstrap_servers=cluster.bootstrap) as admin:
         listed = {t.transactional_id: t for t in admin.list_transactions()}
         assert listed["tx-admin"].producer_id == producer_id
-        (d,) = admin.describe_transactions(["tx-admin"])
-    assert (d.transactional_id, d.producer_id, d.state) == ("tx-admin", producer_id, "CompleteCommit")
-    assert d.producer_epoch >= 1  # the commit bumped the epoch
+        d = described_when_complete(admin, "tx-admin")
+    assert (d.transactional_id, d.producer_id) == ("tx-admin", producer_id)
+    assert d.producer_epoch >= 1 and d.start_time_ms == -1 and d.partitions == []  # the commit bumped the epoch
 
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
 
@@ -215,6 +227,8 @@ def test_admin_and_cli_list_and_describe_transactions(cluster: LocalCluster) -> 
     assert produced.returncode == 0, produced.stderr.decode()
     consumed = ketch("consume", "cli-tx", "--from-beginning", "--isolation-level", "read_committed", "-n", "2")
     assert sorted(consumed.stdout.decode().split()) == ["one", "two"], consumed.stderr.decode()
+    with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+        described_when_complete(admin, "tx-cli")
     described = ketch("transactions", "describe", "tx-cli", "--json")
     assert described.returncode == 0, described.stderr.decode()
     assert json.loads(described.stdout)["state"] == "CompleteCommit"
