@@ -18,10 +18,9 @@ Rules:
 - OffsetFetch returns the committed offset of each partition asked for
   (None: nothing committed), retried across coordinator moves as every
   group call is (coordinator_client.py). A partition answered
-  UNSTABLE_OFFSET_COMMIT (a transaction holds offsets for it, KIP-447) or
-  another retriable code is asked again every ``retry_backoff_ms`` until
-  the deadline: starting from the offset before an undecided transaction
-  would read its input twice.
+  UNSTABLE_OFFSET_COMMIT (a transaction holds offsets for it, KIP-447) is
+  asked again every ``retry_backoff_ms`` until the deadline: starting from
+  the offset before an undecided transaction would read its input twice.
 """
 
 from __future__ import annotations
@@ -143,7 +142,7 @@ class GroupOffsets:
             if self.clock() + self.backoff > deadline:
                 raise KetchError(
                     f"group {self.group_id!r}: {unstable.topic}-{unstable.partition}: "
-                    f"error {unstable.error_code} (offsets held by an open transaction, or retriable); try again",
+                    "UNSTABLE_OFFSET_COMMIT: an open transaction holds offsets for it; try again",
                     code=ErrorCode.REQUEST_TIMED_OUT,
                 )
             await asyncio.sleep(self.backoff)
@@ -159,5 +158,6 @@ UNSTABLE_OFFSET_COMMIT = 88  # KIP-447; ketch.errors names it once the transacti
 
 
 def _retry_fetch(code: int) -> bool:
-    """A partition's OffsetFetch answer to ask again: offsets pending in an open transaction, or retriable."""
-    return code == UNSTABLE_OFFSET_COMMIT or (code != ErrorCode.NONE and error_for(code).retriable)
+    """A partition's OffsetFetch answer to ask again: offsets pending in an open transaction. (Other
+    per-partition codes, e.g. a topic deleted since, still read as nothing committed.)"""
+    return code == UNSTABLE_OFFSET_COMMIT
