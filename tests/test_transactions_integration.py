@@ -83,6 +83,7 @@ def test_commit_is_visible_to_read_committed_and_abort_only_to_read_uncommitted(
         producer.begin_transaction()
         for i in range(10):
             producer.send(TOPIC, f"a{i:02d}".encode(), partition=i % 2)
+        producer.flush()  # stored, then aborted: abort_transaction drops what was not sent yet
         producer.abort_transaction()
         producer.begin_transaction()
         producer.send(TOPIC, b"c10", partition=0)
