@@ -61,6 +61,12 @@ def add_actions(sub: Any) -> None:
         choices=["true", "false"],
         help="idempotent producer (default: true unless --acks is 0 or 1)",
     )
+    produce.add_argument(
+        "--transactional-id", help="transactional producer: commit every --transaction-size records (Kafka's perf flag)"
+    )
+    produce.add_argument(
+        "--transaction-size", type=int, default=100, help="records per transaction with --transactional-id"
+    )
     produce.add_argument("--report-interval", type=float, default=5.0, help="seconds between progress lines")
     produce.add_argument("--json", action="store_true", help="also print the final figures as one JSON line")
     bootstrap_arg(produce)
@@ -117,6 +123,8 @@ def produce_handler(args: argparse.Namespace) -> int:
         yield_every=args.yield_every,
         report_interval=args.report_interval,
         enable_idempotence=None if args.enable_idempotence is None else args.enable_idempotence == "true",
+        transactional_id=args.transactional_id,
+        transaction_size=args.transaction_size,
     )
     try:
         result = asyncio.run(run_produce(cfg))

@@ -64,6 +64,8 @@ class ProduceConfig:
     yield_every: int | None = None  # default: batch_size // record_size
     report_interval: float = 5.0
     enable_idempotence: bool | None = None  # the producer's default: on unless acks is 0 or 1
+    transactional_id: str | None = None  # set: every ``transaction_size`` records are one transaction
+    transaction_size: int = 100
 
 
 def make_payload(size: int, seed: int = 0) -> bytes:
@@ -132,6 +134,8 @@ async def run_produce(cfg: ProduceConfig, out: TextIO | None = None) -> ProduceR
         raise ValueError("--num-records must be positive")
     if cfg.record_size < 0:
         raise ValueError("--record-size must be >= 0")
+    if cfg.transaction_size < 1:
+        raise ValueError("--transaction-size must be >= 1")
     await ensure_topic(cfg.bootstrap, cfg.topic, cfg.partitions, out, cfg.replication_factor, cfg.min_insync_replicas)
     payload = make_payload(cfg.record_size)
     size = len(payload)
@@ -144,8 +148,12 @@ async def run_produce(cfg: ProduceConfig, out: TextIO | None = None) -> ProduceR
         batch_size=cfg.batch_size,
         compression_type=None if cfg.compression == "none" else cfg.compression,
         enable_idempotence=cfg.enable_idempotence,
+        transactional_id=cfg.transactional_id,
     ) as producer:
         await producer.topic_info(topic)  # metadata before the clock starts
+        transactional = cfg.transactional_id is not None
+        if transactional:
+            await producer.init_transactions()
         stats = ProduceStats(cfg.report_interval, out)
         record = stats.record
 
@@ -162,9 +170,14 @@ async def run_produce(cfg: ProduceConfig, out: TextIO | None = None) -> ProduceR
         yield_every = max(1, cfg.yield_every or cfg.batch_size // max(1, size))
         send = producer.send
         for i in range(1, cfg.num_records + 1):
+            if transactional and (i - 1) % cfg.transaction_size == 0:
+                producer.begin_transaction()
             sent_at = clock()
             fut = await send(topic, payload)
             fut.add_done_callback(functools.partial(done, sent_at))
+            if transactional and (i % cfg.transaction_size == 0 or i == cfg.num_records):
+                await producer.commit_transaction()  # waits for every send of the transaction
+                continue
             if throttle.interval and await throttle.wait(i, clock()):
                 continue  # sleeping let the sender run
             if i % yield_every == 0:

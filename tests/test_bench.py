@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from typing import Any
 
 import pytest
 
 from bench.run import main as bench_main
+from ketch import Admin, Consumer, TopicPartition
 from ketch.cli import main as ketch_main
 from node.process import NodeProcess
 
@@ -134,3 +136,38 @@ def test_suite_starts_a_node_and_prints_the_table(capsys: pytest.CaptureFixture[
     produce, consume = json.loads(out.strip().splitlines()[-1])
     check_produce(produce, 400, 100)
     check_consume(consume, 400, 100)
+
+
+def test_transactional_produce_commits_every_transaction_size_records(
+    node: NodeProcess, capsys: pytest.CaptureFixture[str]
+) -> None:
+    b = f"--bootstrap={node.bootstrap}"
+    code, out, err = run(
+        capsys,
+        "perf",
+        "produce",
+        b,
+        "--topic=txbench",
+        "--num-records=250",
+        "--record-size=20",
+        "--acks=all",
+        "--transactional-id=bench-tx",
+        "--transaction-size=100",
+        "--json",
+    )
+    assert code == 0, err
+    check_produce(last_json(out), 250, 20)
+    # Three transactions (100, 100, 50), all committed: read_committed sees every record.
+    with Consumer(bootstrap_servers=node.bootstrap, isolation_level="read_committed") as consumer:
+        consumer.assign([TopicPartition("txbench", 0)])
+        consumer.seek_to_beginning()
+        seen = 0
+        deadline = time.monotonic() + 30
+        while seen < 250 and time.monotonic() < deadline:
+            seen += sum(len(records) for records in consumer.poll(timeout_ms=200).values())
+    assert seen == 250
+    with Admin(bootstrap_servers=node.bootstrap) as admin:  # CompleteCommit follows the markers
+        deadline = time.monotonic() + 10
+        while (state := admin.describe_transactions(["bench-tx"])[0].state) != "CompleteCommit":
+            assert time.monotonic() < deadline, state
+            time.sleep(0.1)
