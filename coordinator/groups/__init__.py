@@ -16,10 +16,11 @@ Modules, each with its rules in its docstring:
 - coordinator.py — ``GroupCoordinator``: the API a driver calls, and the driver's contract.
 - membership.py  — JoinGroup, SyncGroup, Heartbeat, LeaveGroup, session/sync/rebalance timeouts.
 - offsets.py     — OffsetCommit fencing (generation, member id), OffsetFetch, reset.
+- txn_offsets.py — TxnOffsetCommit: offsets pending for a producer until its transaction marker.
 - admin.py       — list, describe, delete groups.
 - state.py       — ``Group``, ``Member``, ``GroupState``, the table of allowed transitions, invariants.
 - records.py     — offsets-log records (offset commit, group metadata, tombstones) ↔ bytes.
-- replay.py      — rebuild every group from those records after a failover.
+- replay.py      — rebuild every group from those records (and transaction markers) after a failover.
 - results.py     — responses, ``GroupResult``, ``GroupConfig``.
 
 Errors are ``ketch.errors.ErrorCode`` values (Kafka's numbers). The partition
@@ -38,6 +39,7 @@ from coordinator.groups.records import (
     decode_record,
     encode_record,
 )
+from coordinator.groups.replay import LogEntry, TransactionalRecord, TransactionMarker
 from coordinator.groups.results import (
     AdminResponse,
     CommitResponse,
@@ -76,6 +78,7 @@ __all__ = [
     "HeartbeatResponse",
     "JoinResponse",
     "LeaveResponse",
+    "LogEntry",
     "Member",
     "MemberDescription",
     "MemberMetadata",
@@ -84,6 +87,8 @@ __all__ = [
     "Reply",
     "SyncResponse",
     "TickReport",
+    "TransactionMarker",
+    "TransactionalRecord",
     "decode_record",
     "encode_record",
     "offsets_partition",

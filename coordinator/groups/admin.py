@@ -3,7 +3,8 @@
 Rules:
 - list and describe read the live state; describing an unknown group gives
   a Dead group with no members (Kafka's answer), not an error.
-- Delete is allowed only for an Empty group (NON_EMPTY_GROUP otherwise;
+- Delete is allowed only for an Empty group with no transaction holding
+  offsets pending (NON_EMPTY_GROUP otherwise;
   GROUP_ID_NOT_FOUND if there is no such group). It writes a tombstone for
   every committed offset and then one for the group metadata — offsets first,
   so a log cut short by compaction never holds offsets of a deleted group —
@@ -50,7 +51,7 @@ def describe(group_id: str, group: Group | None) -> GroupDescription:
 def delete(group: Group | None, fx: Effects) -> ErrorCode:
     if group is None or group.state is GroupState.DEAD:
         return ErrorCode.GROUP_ID_NOT_FOUND
-    if group.state is not GroupState.EMPTY:
+    if group.state is not GroupState.EMPTY or group.pending_txn_offsets:
         return ErrorCode.NON_EMPTY_GROUP
     for tp in sorted(group.offsets):
         write_offset(group, tp, None, fx)

@@ -29,17 +29,26 @@ The driver's contract (what the broker's asyncio/gRPC driver must do):
    NOT_COORDINATOR, and let the new leader load P (step 1): the log is the
    truth.
 
+Transactions (txn_offsets.py): ``txn_offset_commit`` returns records with
+``transactional=(pid, epoch)``: step 2 appends them as ONE transactional
+batch of that producer. When the driver WRITES a transaction marker of pid
+to P, it calls ``complete_transaction(pid, commit)`` right after (under the
+same lock); a marker not written (duplicate, stale) must not call it. Load
+(step 1) passes the records of transactional batches as
+``TransactionalRecord`` and markers as ``TransactionMarker`` (replay.py).
+
 See membership.py (join/sync/heartbeat/leave/timeouts), offsets.py
-(commit/fetch/reset), admin.py (list/describe/delete), replay.py (load).
+(commit/fetch/reset), txn_offsets.py (transactional commits), admin.py (list/describe/delete), replay.py (load).
 """
 
 from __future__ import annotations
 
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 
-from coordinator.groups import admin, membership, offsets, replay
-from coordinator.groups.records import GroupRecord
+from coordinator.groups import admin, membership, offsets, replay, txn_offsets
+from coordinator.groups.replay import LogEntry
 from coordinator.groups.results import (
     AdminResponse,
     CommitResponse,
@@ -72,10 +81,8 @@ class GroupCoordinator:
         self.groups: dict[str, Group] = groups if groups is not None else {}
 
     @classmethod
-    def load(
-        cls, records: Iterable[GroupRecord], *, now_ms: int, config: GroupConfig | None = None
-    ) -> GroupCoordinator:
-        """A coordinator rebuilt from the offsets partition's records, in log order (replay.py)."""
+    def load(cls, records: Iterable[LogEntry], *, now_ms: int, config: GroupConfig | None = None) -> GroupCoordinator:
+        """A coordinator rebuilt from the offsets partition's records and markers, in log order (replay.py)."""
         return cls(config, replay.load(records, now_ms))
 
     # -- membership --
@@ -186,11 +193,64 @@ class GroupCoordinator:
         self._forget_if_blank(group_id)
         return fx.result(response)
 
-    def fetch_offsets(self, group_id: str, partitions: Iterable[TopicPartition] | None = None) -> FetchResponse:
-        """OffsetFetch: committed offsets of ``partitions`` (all of the group's if None)."""
+    def txn_offset_commit(
+        self,
+        group_id: str,
+        member_id: str,
+        generation: int,
+        producer_id: int,
+        producer_epoch: int,
+        new_offsets: Mapping[TopicPartition, OffsetCommit],
+        *,
+        now_ms: int,
+        timestamp_ms: int,
+    ) -> GroupResult[CommitResponse]:
+        """TxnOffsetCommit: offsets pending for ``producer_id`` until its marker (txn_offsets.py).
+
+        The result's records go in ONE transactional batch of (producer_id, producer_epoch)."""
+        fx = Effects()
+        group = self.groups.get(group_id)
+        error = None
+        if not group_id:
+            error = ErrorCode.INVALID_GROUP_ID
+        elif producer_id < 0 or producer_epoch < 0:
+            error = ErrorCode.INVALID_REQUEST
+        elif group is None and generation >= 0:
+            error = ErrorCode.UNKNOWN_MEMBER_ID
+        if error is not None:
+            return fx.result(CommitResponse({TopicPartition(*tp): error for tp in new_offsets}))
+        group = self.groups.setdefault(group_id, Group(group_id))
+        response = txn_offsets.commit(
+            group,
+            member_id,
+            generation,
+            producer_id,
+            new_offsets,
+            now_ms=now_ms,
+            timestamp_ms=timestamp_ms,
+            config=self.config,
+            fx=fx,
+        )
+        self._forget_if_blank(group_id)
+        result = fx.result(response)
+        return replace(result, transactional=(producer_id, producer_epoch) if result.records else None)
+
+    def complete_transaction(self, producer_id: int, commit: bool) -> GroupResult[tuple[str, ...]]:
+        """The marker of ``producer_id`` was written to this offsets partition: its pending offsets
+        become committed (commit) or are dropped (abort). No records; the response names the groups."""
+        ended = txn_offsets.complete(self.groups.values(), producer_id, commit)
+        for group_id in ended:
+            self._forget_if_blank(group_id)
+        return GroupResult(tuple(ended))
+
+    def fetch_offsets(
+        self, group_id: str, partitions: Iterable[TopicPartition] | None = None, *, require_stable: bool = False
+    ) -> FetchResponse:
+        """OffsetFetch: committed offsets of ``partitions`` (all of the group's if None); with
+        ``require_stable``, UNSTABLE_OFFSET_COMMIT for those a transaction holds pending."""
         if not group_id:
             return FetchResponse(ErrorCode.INVALID_GROUP_ID, {})
-        return offsets.fetch(self.groups.get(group_id), partitions)
+        return offsets.fetch(self.groups.get(group_id), partitions, require_stable)
 
     # -- admin --
 

@@ -16,6 +16,14 @@ Rules:
   coordinator's wall-clock ``timestamp_ms``, and the committed offset changes
   only through such a record (or a reset, or a deletion's tombstones).
 - An accepted member commit also counts as a heartbeat (Kafka does the same).
+- OffsetFetch answers committed offsets only, never pending transactional
+  ones. With ``require_stable`` (KIP-447), a partition that a transaction
+  holds pending (txn_offsets.py) gets offset -1 and UNSTABLE_OFFSET_COMMIT
+  in ``FetchResponse.errors``; when the request named its partitions (a
+  consumer positioning itself) the response's ``error`` is
+  UNSTABLE_OFFSET_COMMIT too, so a client that reads only the request-level
+  error retries instead of taking -1 for "nothing committed". Listing every
+  partition (partitions=None, the admin's view) keeps error NONE.
 - Reset (admin): only while the group is Empty (NON_EMPTY_GROUP); an offset
   of ``None`` deletes the partition's committed offset (a tombstone).
 """
@@ -75,14 +83,23 @@ def commit(
     return CommitResponse(errors)
 
 
-def fetch(group: Group | None, partitions: Iterable[TopicPartition] | None) -> FetchResponse:
+def fetch(
+    group: Group | None, partitions: Iterable[TopicPartition] | None, require_stable: bool = False
+) -> FetchResponse:
     stored = {} if group is None or group.state is GroupState.DEAD else group.offsets
-    if partitions is None:
-        return FetchResponse(ErrorCode.NONE, dict(sorted(stored.items())))
+    pending = _pending_partitions(group) if require_stable and group is not None else set()
     none = CommittedOffset(NO_OFFSET)
-    return FetchResponse(
-        ErrorCode.NONE, {TopicPartition(*tp): stored.get(TopicPartition(*tp), none) for tp in partitions}
-    )
+    wanted = sorted(stored.keys() | pending) if partitions is None else [TopicPartition(*tp) for tp in partitions]
+    unstable = {tp: int(ErrorCode.UNSTABLE_OFFSET_COMMIT) for tp in wanted if tp in pending}
+    offsets = {tp: none if tp in unstable else stored.get(tp, none) for tp in wanted}
+    # A consumer asks for its partitions: the whole answer is retriable then. The admin's listing
+    # (every partition) reports the unstable ones per partition and the rest as they are.
+    error = ErrorCode.UNSTABLE_OFFSET_COMMIT if unstable and partitions is not None else ErrorCode.NONE
+    return FetchResponse(error, offsets, unstable)
+
+
+def _pending_partitions(group: Group) -> set[TopicPartition]:
+    return {tp for pending in group.pending_txn_offsets.values() for tp in pending}
 
 
 def reset(group: Group, offsets: Mapping[TopicPartition, int | None], timestamp_ms: int, fx: Effects) -> ErrorCode:

@@ -9,7 +9,8 @@ leave, a ``tick``) finished the wait. A parked request that is superseded
 too, with an error, so every request id gets exactly one answer.
 
 Driver order (DESIGN.md §2): append ``records`` to the offsets partition
-as one batch and wait until it is committed; then send ``response`` and every
+as one batch (a transactional batch of ``transactional``'s producer id and
+epoch when it is set) and wait until it is committed; then send ``response`` and every
 reply in ``completed``. A result without records is sent once everything
 appended before it is committed.
 """
@@ -83,6 +84,8 @@ class CommitResponse:
 class FetchResponse:
     error: int
     offsets: Mapping[TopicPartition, CommittedOffset]  # NO_OFFSET (-1) for partitions without a commit
+    # Per partition, when not NONE: UNSTABLE_OFFSET_COMMIT (a transaction holds an offset pending).
+    errors: Mapping[TopicPartition, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,8 @@ class GroupResult(Generic[R]):
     response: R | None  # None: the request is parked; its answer comes in a later `completed`
     records: tuple[GroupRecord, ...] = ()
     completed: tuple[Reply, ...] = ()
+    # (producer id, epoch): ``records`` go in ONE transactional batch of that producer (TxnOffsetCommit).
+    transactional: tuple[int, int] | None = None
 
 
 @dataclass

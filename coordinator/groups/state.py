@@ -24,6 +24,9 @@ delete reaches Dead. A coordinator that loads a group from the log builds it
 in its loaded state (``Group(initial_state=...)``, as Kafka's ``loadGroup``):
 that is a new group, not a transition.
 
+Pending transactional offsets (``pending_txn_offsets``) are persisted as
+offset commit records inside a transactional batch (txn_offsets.py).
+
 Fields that are persisted (group metadata record): protocol type, generation,
 selected protocol, leader, and per member its ids, timeouts, metadata for the
 selected protocol and assignment. Everything else — parked requests,
@@ -115,6 +118,8 @@ class Group:
     leader: str = ""
     members: dict[str, Member] = field(default_factory=dict)
     offsets: dict[TopicPartition, CommittedOffset] = field(default_factory=dict)
+    # producer id → offsets its open transaction committed (txn_offsets.py); not visible to OffsetFetch
+    pending_txn_offsets: dict[int, dict[TopicPartition, CommittedOffset]] = field(default_factory=dict)
     pending_sync: set[str] = field(default_factory=set)  # members yet to SyncGroup in this generation
     join_deadline_ms: int = 0  # PreparingRebalance: complete without the members not rejoined by then
     join_not_before_ms: int = 0  # PreparingRebalance from Empty: group.initial.rebalance.delay.ms
@@ -135,11 +140,12 @@ class Group:
         self._state = new
 
     def is_blank(self) -> bool:
-        """Nothing worth keeping: no offsets and no group metadata ever written."""
+        """Nothing worth keeping: no offsets (committed or pending) and no group metadata ever written."""
         return (
             self.state is GroupState.EMPTY
             and not self.members
             and not self.offsets
+            and not self.pending_txn_offsets
             and self.generation == 0
             and self.protocol_type == ""
         )
