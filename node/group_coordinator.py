@@ -16,6 +16,27 @@ once in node/internal_topic.py. What is particular to groups:
   completed only after the records of the call that answered them commit.
 - ``run()`` ticks every coordinator every ``TICK_S`` (sessions, rebalance and
   sync timeouts) and reconciles leadership.
+
+Transactions (KIP-98/447; the rules are coordinator/groups/txn_offsets.py's):
+1. Load keeps batch headers (``decode_chunk``): the records of a
+   transactional batch come as ``TransactionalRecord(pid, record)``, a control
+   batch as ``TransactionMarker(pid, commit)``.
+2. ``txn_offset_commit``: when the batch would START producer (pid, epoch)'s
+   transaction on this offsets partition (``Partition.transaction_to_verify``),
+   first await ``verify_transaction(transactional_id, pid, epoch, topic,
+   partition)`` (KIP-890; outside the lock: it is a remote call). Then, under
+   the lock: refuse what the partition's producer state would refuse (a lower
+   epoch: INVALID_PRODUCER_EPOCH) BEFORE the pure call, so a refusal changes
+   no state; run the pure call; append its records as ONE transactional batch
+   of (pid, epoch) with the producer's next sequence on this partition (0 when
+   its epoch here is older or unknown). Answer once committed.
+3. ``write_txn_marker`` (WriteTxnMarkers for a ``__consumer_offsets``
+   partition, routed here by node/service.py): under the lock,
+   ``Partition.write_marker``; only if it wrote the marker,
+   ``complete_transaction(pid, commit)`` (a duplicate or stale marker ends
+   nothing); then wait until everything appended has committed. While the
+   partition loads: COORDINATOR_LOAD_IN_PROGRESS (the marker sender retries);
+   not led here: NOT_COORDINATOR.
 """
 
 from __future__ import annotations
@@ -25,23 +46,40 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
-from coordinator.groups import GroupConfig, GroupCoordinator, GroupResult, decode_record, encode_record
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
+
+from coordinator.groups import (
+    CommitResponse,
+    GroupConfig,
+    GroupCoordinator,
+    GroupResult,
+    LogEntry,
+    OffsetCommit,
+    TransactionalRecord,
+    TransactionMarker,
+    decode_record,
+    encode_record,
+)
 from coordinator.groups.records import GroupRecord
+from ketch.assignors.base import TopicPartition
 from ketch.errors import ErrorCode, KetchError
-from ketch.records import build_batch
+from ketch.recordbatch import LENGTH_PREFIX, marker_is_commit, parse_header
+from ketch.records import build_batch, decode_batches
 from node.broker import Broker
 from node.fetch_waiters import FetchWaiters
 from node.internal_topic import InternalTopicCoordinators, LoadedPartition
 from node.metrics import NodeMetrics
 from node.topic_admin import TopicAdmin
+from replication.producer_state import IdempotentBatch, Refuse, next_sequence
 
 log = logging.getLogger("ketch.node.groups")
 R = TypeVar("R")
 OFFSETS_TOPIC = "__consumer_offsets"
 TICK_S = 0.2
+VerifyTransaction = Callable[[str, int, int, str, int], Awaitable[None]]
 
 
 class GroupManager(InternalTopicCoordinators[GroupCoordinator]):
@@ -56,6 +94,7 @@ class GroupManager(InternalTopicCoordinators[GroupCoordinator]):
         metrics: NodeMetrics,
         clock_ms: Callable[[], int] = lambda: int(time.monotonic() * 1000),
         wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+        verify_transaction: VerifyTransaction | None = None,
     ) -> None:
         config = broker.config
         super().__init__(
@@ -68,6 +107,7 @@ class GroupManager(InternalTopicCoordinators[GroupCoordinator]):
             wall_ms=wall_ms,
         )
         self.clock_ms = clock_ms
+        self.verify_transaction = verify_transaction
         self.group_config = GroupConfig(
             min_session_timeout_ms=config.group_min_session_timeout_ms,
             max_session_timeout_ms=config.group_max_session_timeout_ms,
@@ -78,9 +118,30 @@ class GroupManager(InternalTopicCoordinators[GroupCoordinator]):
 
     # -- the internal-topic hooks ----------------------------------------------------
 
+    def decode_chunk(self, index: int, data: bytes, offset: int) -> tuple[list[Any], int]:
+        """Log entries with their batch kind: plain records, records of a transactional batch, markers."""
+        view = memoryview(data)
+        items: list[LogEntry] = []
+        at, next_offset = 0, offset
+        while len(view) - at >= LENGTH_PREFIX:
+            header = parse_header(view, at)
+            if at + header.size > len(view):
+                break  # a partial trailing batch: the next read starts with it
+            batch = view[at : at + header.size]
+            at += header.size
+            if header.next_offset <= offset:
+                continue
+            next_offset = header.next_offset
+            if header.is_control:
+                items.append(TransactionMarker(header.producer_id, marker_is_commit(batch)))
+                continue
+            for r in decode_batches(self.topic, index, batch, offset).records:
+                record = decode_record(r.key or b"", r.value)
+                items.append(TransactionalRecord(header.producer_id, record) if header.is_transactional else record)
+        return items, next_offset
+
     def build(self, index: int, items: list[Any]) -> GroupCoordinator:
-        records = [decode_record(key or b"", value) for key, value in items]
-        return GroupCoordinator.load(records, now_ms=self.clock_ms(), config=self.group_config)
+        return GroupCoordinator.load(items, now_ms=self.clock_ms(), config=self.group_config)
 
     def describe_loaded(self, coordinator: GroupCoordinator) -> str:
         return f", {len(coordinator.groups)} groups"
@@ -118,6 +179,107 @@ class GroupManager(InternalTopicCoordinators[GroupCoordinator]):
             ) from None
         finally:
             loaded.parked.pop(request_id, None)
+
+    async def txn_offset_commit(
+        self,
+        transactional_id: str,
+        group_id: str,
+        member_id: str,
+        generation: int,
+        producer_id: int,
+        producer_epoch: int,
+        offsets: Mapping[TopicPartition, OffsetCommit],
+    ) -> CommitResponse:
+        """TxnOffsetCommit: steps 2 of the module docstring; answered after the batch commits."""
+        loaded, coordinator = self.loaded(group_id)
+        part = loaded.part
+        verified = False
+        if producer_id >= 0 and producer_epoch >= 0:
+            probe = self._txn_batch(loaded, producer_id, producer_epoch, [(b"", b"")])
+            if part.transaction_to_verify(probe) is not None and self.verify_transaction is not None:
+                await self.verify_transaction(transactional_id, producer_id, producer_epoch, self.topic, loaded.index)
+                verified = True
+        async with loaded.lock:
+            if loaded.coordinator is not coordinator:
+                raise KetchError(f"group {group_id!r} moved", code=ErrorCode.NOT_COORDINATOR)
+            if producer_id >= 0 and producer_epoch >= 0:
+                self._check_producer(loaded, producer_id, producer_epoch, verified)
+            now, wall = self.clock_ms(), self.wall_ms()
+            result = coordinator.txn_offset_commit(
+                group_id, member_id, generation, producer_id, producer_epoch, offsets, now_ms=now, timestamp_ms=wall
+            )
+            if result.records:
+                batch = self._txn_batch(loaded, producer_id, producer_epoch, [encode_record(r) for r in result.records])
+                self.append(loaded, batch, transaction_verified=verified)
+        await self.committed(loaded)
+        assert result.response is not None
+        return result.response
+
+    def _txn_batch(
+        self,
+        loaded: LoadedPartition[GroupCoordinator],
+        producer_id: int,
+        producer_epoch: int,
+        records: list[tuple[bytes, bytes | None]],
+    ) -> bytes:
+        """One transactional batch of (pid, epoch) at the producer's next sequence on this partition."""
+        entry = loaded.part.log.producer_state.get(producer_id)
+        sequence = next_sequence(entry.last_seq) if entry is not None and entry.epoch == producer_epoch else 0
+        builder = DefaultRecordBatchBuilder(2, 0, 1, producer_id, producer_epoch, sequence, 1 << 30)
+        timestamp = self.wall_ms()
+        for i, (key, value) in enumerate(records):
+            builder.append(i, timestamp=timestamp, key=key, value=value, headers=[])
+        return bytes(builder.build())
+
+    def _check_producer(
+        self, loaded: LoadedPartition[GroupCoordinator], producer_id: int, producer_epoch: int, verified: bool
+    ) -> None:
+        """What the append would refuse, refused before the pure call changes any state."""
+        probe = self._txn_batch(loaded, producer_id, producer_epoch, [(b"", b"")])
+        batch = IdempotentBatch.of(parse_header(probe))
+        assert batch is not None
+        verdict = loaded.part.log.producer_state.check(batch, f"{self.topic}-{loaded.index}")
+        if isinstance(verdict, Refuse):
+            raise KetchError(verdict.message, code=verdict.code)
+        if not verified and loaded.part.transaction_to_verify(probe) is not None:
+            where = f"{self.topic}-{loaded.index}: producer {producer_id} epoch {producer_epoch}"
+            if self.verify_transaction is None:
+                raise KetchError(
+                    f"{where} starts a transaction here and this broker has no transaction coordinator to verify it",
+                    code=ErrorCode.INVALID_TXN_STATE,
+                )
+            # Its transaction here changed between the verification and the lock: the client retries.
+            raise KetchError(f"{where}: the transaction here changed; retry", code=ErrorCode.CONCURRENT_TRANSACTIONS)
+
+    async def write_txn_marker(
+        self, index: int, producer_id: int, producer_epoch: int, commit: bool, coordinator_epoch: int
+    ) -> None:
+        """WriteTxnMarkers on offsets partition ``index``: step 3 of the module docstring."""
+        loaded = self.partitions.get(index)
+        if loaded is None:
+            self.reconcile()  # leadership may have arrived since the last tick
+            loaded = self.partitions.get(index)
+        if loaded is None or not self.still_leads(loaded):
+            raise KetchError(f"this broker does not lead {self.topic}-{index}", code=ErrorCode.NOT_COORDINATOR)
+        if loaded.coordinator is None:
+            raise KetchError(f"{self.topic}-{index} is still loading", code=ErrorCode.COORDINATOR_LOAD_IN_PROGRESS)
+        async with loaded.lock:
+            coordinator = loaded.coordinator
+            if coordinator is None:
+                raise KetchError(f"{self.topic}-{index} moved", code=ErrorCode.NOT_COORDINATOR)
+            written = loaded.part.write_marker(
+                producer_id,
+                producer_epoch,
+                commit,
+                coordinator_epoch,
+                min_insync_replicas=self.min_insync_replicas(),
+                timestamp_ms=self.wall_ms(),
+                sync=False,
+            )
+            if written is not None:
+                self.appended(loaded)
+                coordinator.complete_transaction(producer_id, commit)
+        await self.committed(loaded)
 
     def _append(self, loaded: LoadedPartition[GroupCoordinator], records: tuple[GroupRecord, ...]) -> None:
         if records:

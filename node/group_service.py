@@ -14,6 +14,16 @@ Rules:
   core takes ids as arguments).
 - JoinGroup and SyncGroup may wait for the other members: up to the
   request's rebalance timeout (or session timeout) plus 5 s.
+- TxnOffsetCommit (KIP-98/447) goes through ``GroupManager.txn_offset_commit``
+  (a transactional batch of the producer, KIP-890-verified when it starts
+  the transaction on the offsets partition); its per-partition errors are
+  OffsetCommit's, its request-level ones also INVALID_PRODUCER_EPOCH and
+  CONCURRENT_TRANSACTIONS (retry).
+- OffsetFetch always asks for stable offsets (``require_stable``, what a
+  read_committed Kafka consumer sends): a partition a transaction holds
+  pending answers offset -1 with UNSTABLE_OFFSET_COMMIT (retriable) in its
+  ``error_code``, and, when the request named its partitions, in the status
+  too — so a consumer retries rather than taking -1 for "nothing committed".
 - Inputs are checked before they reach the coordinator: timeouts must be
   positive, offsets >= -1, partitions >= 0 (INVALID_REQUEST otherwise).
 """
@@ -199,12 +209,41 @@ class GroupHandlers:
             response.offsets.add(topic=o.topic, partition=o.partition, offset=o.offset, error_code=code)
         return response
 
+    @timed("TxnOffsetCommit")
+    async def TxnOffsetCommit(self, request: pb.TxnOffsetCommitRequest, context: Any) -> pb.TxnOffsetCommitResponse:
+        response = pb.TxnOffsetCommitResponse()
+        try:
+            _check(bool(request.transactional_id), "transactional_id must not be empty")
+            offsets: dict[TopicPartition, OffsetCommit] = {}
+            for o in request.offsets:
+                _check(o.offset >= 0, f"offset {o.offset} for {o.topic}-{o.partition} must be >= 0")
+                offsets[_tp(o.topic, o.partition)] = OffsetCommit(o.offset, o.leader_epoch, o.metadata)
+            committed = await self.groups.txn_offset_commit(
+                request.transactional_id,
+                request.group_id,
+                request.member_id,
+                request.generation,
+                request.producer_id,
+                request.producer_epoch,
+                offsets,
+            )
+        except Exception as exc:
+            response.status.CopyFrom(_status(exc))
+            return response
+        response.status.CopyFrom(_status())
+        for o in request.offsets:
+            code = committed.errors.get(TopicPartition(o.topic, o.partition), 0)
+            response.offsets.add(topic=o.topic, partition=o.partition, offset=o.offset, error_code=code)
+        return response
+
     @timed("OffsetFetch")
     async def OffsetFetch(self, request: pb.OffsetFetchRequest, context: Any) -> pb.OffsetFetchResponse:
         response = pb.OffsetFetchResponse()
         try:
             wanted = [_tp(p.topic, p.partition) for p in request.partitions] or None
-            fetched = await self.groups.read(request.group_id, lambda c: c.fetch_offsets(request.group_id, wanted))
+            fetched = await self.groups.read(
+                request.group_id, lambda c: c.fetch_offsets(request.group_id, wanted, require_stable=True)
+            )
         except Exception as exc:
             response.status.CopyFrom(_status(exc))
             return response
@@ -217,6 +256,7 @@ class GroupHandlers:
                 leader_epoch=committed.leader_epoch,
                 metadata=committed.metadata,
                 commit_timestamp_ms=committed.commit_timestamp_ms,
+                error_code=fetched.errors.get(tp, 0),
             )
         return response
 

@@ -193,8 +193,9 @@ class InternalTopicCoordinators(Generic[C]):
 
     # -- writing ----------------------------------------------------------------------
 
-    def append(self, loaded: LoadedPartition[C], batch: bytes | None) -> None:
-        """Append one built batch to the partition (acks=all); the caller holds ``loaded.lock``."""
+    def append(self, loaded: LoadedPartition[C], batch: bytes | None, *, transaction_verified: bool = False) -> None:
+        """Append one built batch to the partition (acks=all); the caller holds ``loaded.lock``.
+        ``transaction_verified``: a transactional batch whose transaction the coordinator verified (KIP-890)."""
         if batch is None:
             return
         topic = self.broker.image.topic(self.topic)
@@ -206,6 +207,7 @@ class InternalTopicCoordinators(Generic[C]):
                 acks=-1,
                 min_insync_replicas=config.min_insync_replicas,
                 sync=False,
+                transaction_verified=transaction_verified,
             )
         except KetchError as exc:
             self.drop(loaded, f"append failed: {exc.message}")

@@ -195,7 +195,7 @@ class BrokerRole:
         )
         verifier = TransactionVerifier(config.node_id, self.transactions, self.channels)
         metrics.watch_transactions(self.transactions.ongoing, self.transactions.producer_ids_held)
-        self.groups = GroupManager(self.broker, admin, self.waiters, metrics)
+        self.groups = GroupManager(self.broker, admin, self.waiters, metrics, verify_transaction=verifier)
         metrics.watch_groups(self.groups)
         service = KetchService(
             self.broker,

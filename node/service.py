@@ -56,7 +56,7 @@ from ketch.errors import ErrorCode, KetchError
 from node.broker import Broker
 from node.fetch_waiters import FetchWaiters
 from node.group_commit import GroupCommit
-from node.group_coordinator import GroupManager
+from node.group_coordinator import OFFSETS_TOPIC, GroupManager
 from node.group_service import GroupHandlers
 from node.metrics import NodeMetrics, timed
 from node.produce_purgatory import await_replication
@@ -312,6 +312,11 @@ class KetchService(GroupHandlers, TxnHandlers, ketch_pb2_grpc.KetchServicer):
 
     async def _answer_marker(self, result: pb.TxnMarkerResult, marker: pb.TxnMarker) -> None:
         try:
+            if result.topic == OFFSETS_TOPIC:  # the group coordinator ends the transaction's pending offsets
+                await self.groups.write_txn_marker(
+                    result.partition, marker.producer_id, marker.producer_epoch, marker.commit, marker.coordinator_epoch
+                )
+                return
             part, config = self.broker.partition(result.topic, result.partition)
             await self._write_marker(part, marker, config.min_insync_replicas, config.flush_messages == 1)
         except Exception as exc:
