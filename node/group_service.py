@@ -19,11 +19,14 @@ Rules:
   the transaction on the offsets partition); its per-partition errors are
   OffsetCommit's, its request-level ones also INVALID_PRODUCER_EPOCH and
   CONCURRENT_TRANSACTIONS (retry).
-- OffsetFetch always asks for stable offsets (``require_stable``, what a
-  read_committed Kafka consumer sends): a partition a transaction holds
+- OffsetFetch asks for stable offsets (``require_stable``, what a
+  read_committed Kafka consumer sends) whenever it names its partitions, as
+  a consumer positioning itself does: a partition a transaction holds
   pending answers offset -1 with UNSTABLE_OFFSET_COMMIT (retriable) in its
-  ``error_code``, and, when the request named its partitions, in the status
-  too — so a consumer retries rather than taking -1 for "nothing committed".
+  ``error_code`` and in the status, so the consumer retries rather than
+  taking -1 for "nothing committed". A request naming no partitions (the
+  admin's listing) gets the committed offsets as they are: a
+  consume-transform-produce group almost always has a transaction open.
 - Inputs are checked before they reach the coordinator: timeouts must be
   positive, offsets >= -1, partitions >= 0 (INVALID_REQUEST otherwise).
 """
@@ -242,7 +245,7 @@ class GroupHandlers:
         try:
             wanted = [_tp(p.topic, p.partition) for p in request.partitions] or None
             fetched = await self.groups.read(
-                request.group_id, lambda c: c.fetch_offsets(request.group_id, wanted, require_stable=True)
+                request.group_id, lambda c: c.fetch_offsets(request.group_id, wanted, require_stable=wanted is not None)
             )
         except Exception as exc:
             response.status.CopyFrom(_status(exc))

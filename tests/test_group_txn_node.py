@@ -3,7 +3,8 @@
 One node, the test as the transactional producer with raw stubs: InitProducerId, AddOffsetsToTxn,
 TxnOffsetCommit, EndTxn. It checks that
 - the offsets are pending until the transaction commits: OffsetFetch answers UNSTABLE_OFFSET_COMMIT
-  for them (and never the pending offset), then the committed offset once the marker is written;
+  for them (and never the pending offset), then the committed offset once the marker is written; the
+  admin's OffsetFetch of every partition answers the committed offset meanwhile;
 - an aborted transaction's offsets never become visible;
 - a TxnOffsetCommit for a group whose offsets partition was not added to the transaction is refused
   by KIP-890 verification and changes nothing;
@@ -140,6 +141,8 @@ def test_txn_offsets_pending_until_the_marker_and_replayed_after_restart(node: N
     add_offsets(stub, pid, epoch)
     assert txn_commit(stub, pid, epoch, 20).status.error_code == 0
     assert fetched(stub)[0] == ErrorCode.UNSTABLE_OFFSET_COMMIT
+    listing = stub.OffsetFetch(pb.OffsetFetchRequest(group_id=GROUP), timeout=30)  # the admin's: as committed
+    assert listing.status.error_code == 0 and [(o.offset, o.error_code) for o in listing.offsets] == [(10, 0)]
     end(stub, pid, epoch, commit=False)
     assert stable(stub) == 10
 

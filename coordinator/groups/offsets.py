@@ -19,11 +19,10 @@ Rules:
 - OffsetFetch answers committed offsets only, never pending transactional
   ones. With ``require_stable`` (KIP-447), a partition that a transaction
   holds pending (txn_offsets.py) gets offset -1 and UNSTABLE_OFFSET_COMMIT
-  in ``FetchResponse.errors``; when the request named its partitions (a
-  consumer positioning itself) the response's ``error`` is
+  (retriable) in ``FetchResponse.errors``, and the response's ``error`` is
   UNSTABLE_OFFSET_COMMIT too, so a client that reads only the request-level
-  error retries instead of taking -1 for "nothing committed". Listing every
-  partition (partitions=None, the admin's view) keeps error NONE.
+  error retries instead of taking -1 for "nothing committed". Without it,
+  the committed offsets as they are.
 - Reset (admin): only while the group is Empty (NON_EMPTY_GROUP); an offset
   of ``None`` deletes the partition's committed offset (a tombstone).
 """
@@ -92,10 +91,7 @@ def fetch(
     wanted = sorted(stored.keys() | pending) if partitions is None else [TopicPartition(*tp) for tp in partitions]
     unstable = {tp: int(ErrorCode.UNSTABLE_OFFSET_COMMIT) for tp in wanted if tp in pending}
     offsets = {tp: none if tp in unstable else stored.get(tp, none) for tp in wanted}
-    # A consumer asks for its partitions: the whole answer is retriable then. The admin's listing
-    # (every partition) reports the unstable ones per partition and the rest as they are.
-    error = ErrorCode.UNSTABLE_OFFSET_COMMIT if unstable and partitions is not None else ErrorCode.NONE
-    return FetchResponse(error, offsets, unstable)
+    return FetchResponse(ErrorCode.UNSTABLE_OFFSET_COMMIT if unstable else ErrorCode.NONE, offsets, unstable)
 
 
 def _pending_partitions(group: Group) -> set[TopicPartition]:

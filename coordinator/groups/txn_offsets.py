@@ -29,9 +29,9 @@ epoch, offsets) reaches the group coordinator. Rules:
 - A later TxnOffsetCommit of the same producer for the same partition
   replaces its pending offset (last write wins, as in the log).
 - OffsetFetch with ``require_stable`` (what a read_committed Kafka consumer
-  sends; Ketch's service always sets it) answers UNSTABLE_OFFSET_COMMIT (88,
-  retriable) for a partition that has a pending transactional offset from
-  any producer; see offsets.fetch for where the error goes.
+  sends; Ketch's service sets it whenever the request names its partitions)
+  answers UNSTABLE_OFFSET_COMMIT (88, retriable) for a partition that has a
+  pending transactional offset from any producer (offsets.fetch).
 - A group with pending transactional offsets is never blank (never
   forgotten) and cannot be deleted (NON_EMPTY_GROUP): its transaction must
   end first.
