@@ -9,7 +9,8 @@ TxnOffsetCommit, EndTxn. It checks that
 - a TxnOffsetCommit for a group whose offsets partition was not added to the transaction is refused
   by KIP-890 verification and changes nothing;
 - a fenced session (older epoch) is refused;
-- after a restart the offsets log (transactional batches and markers) replays to the same offsets.
+- after a restart the offsets log (transactional batches and markers) replays to the same offsets,
+  an open transaction's still pending.
 """
 
 from __future__ import annotations
@@ -155,8 +156,16 @@ def test_txn_offsets_pending_until_the_marker_and_replayed_after_restart(node: N
     end(stub, pid, epoch, commit=True)
     assert stable(stub) == 30
 
-    # A restart replays transactional batches and markers to the same committed offset.
+    # A restart replays transactional batches and markers: the committed offset, and a transaction
+    # still open at the restart holds its offset pending until its marker.
+    epoch += 1
+    add_offsets(stub, pid, epoch)
+    assert txn_commit(stub, pid, epoch, 40).status.error_code == 0
     node.restart()
     stub = ketch_pb2_grpc.KetchStub(grpc.insecure_channel(node.bootstrap))
     ready(stub)
-    assert stable(stub) == 30
+    assert fetched(stub) == (ErrorCode.UNSTABLE_OFFSET_COMMIT, ErrorCode.UNSTABLE_OFFSET_COMMIT, -1)
+    listing = stub.OffsetFetch(pb.OffsetFetchRequest(group_id=GROUP), timeout=30)
+    assert [o.offset for o in listing.offsets] == [30]
+    end(stub, pid, epoch, commit=True)
+    assert stable(stub) == 40
