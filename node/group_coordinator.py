@@ -190,7 +190,7 @@ class GroupManager(InternalTopicCoordinators[GroupCoordinator]):
         producer_epoch: int,
         offsets: Mapping[TopicPartition, OffsetCommit],
     ) -> CommitResponse:
-        """TxnOffsetCommit: steps 2 of the module docstring; answered after the batch commits."""
+        """TxnOffsetCommit: step 2 of the module docstring; answered after the batch commits."""
         loaded, coordinator = self.loaded(group_id)
         part = loaded.part
         verified = False
