@@ -20,6 +20,7 @@ after they commit are node/internal_topic.py's. What is particular here:
   senders of ``pending_markers()`` that are not running, so jobs survive a
   coordinator failover (the new leader loads Prepare* and resends: markers are
   idempotent at the partition, rule 4 of the protocol).
+- EndTxn is answered once the transaction is complete (``end_txn`` says why).
 - ``verify`` (KIP-890) answers a partition leader's AddPartitionsToTxn
   verify_only from the loaded state, after everything appended has committed.
 - ``run()`` ticks every ``TICK_S``: leadership, timeouts (``tick``), senders.
@@ -147,6 +148,23 @@ class TransactionManager(InternalTopicCoordinators[TransactionCoordinator]):
             return c.init_producer_id(tid, timeout_ms, self.wall_ms(), new_pid)
 
         return await self.call(tid, init)
+
+    async def end_txn(self, tid: str, producer_id: int, epoch: int, commit: bool) -> TxnAnswer:
+        """EndTxn, answered once the transaction is complete (markers written, Complete* committed).
+
+        Kafka answers at Prepare* and lets the producer's next AddPartitionsToTxn retry
+        CONCURRENT_TRANSACTIONS until the markers are out; waiting here instead costs the commit
+        the same marker round, saves the next transaction those retries, and means a
+        read_committed consumer sees the transaction once commit_transaction() returns. The
+        decision is durable at Prepare*, so when the wait ends early (``MARKER_TIMEOUT_S``, or this
+        broker loses the partition) the answer is the same: the next coordinator completes it."""
+        now = self.wall_ms()
+        loaded, _ = self.loaded(tid)
+        answer = await self.call(tid, lambda c: c.end_txn(tid, producer_id, epoch, commit, now))
+        sender = self._senders.get((loaded.index, tid, answer.producer_id, answer.producer_epoch))
+        if answer.error_code == ErrorCode.NONE and sender is not None:
+            await asyncio.wait({sender}, timeout=MARKER_TIMEOUT_S)  # neither raises nor cancels it
+        return answer
 
     async def verify(self, tid: str, producer_id: int, epoch: int, partitions: list[TopicPartition]) -> TxnAnswer:
         loaded, coordinator = self.loaded(tid)

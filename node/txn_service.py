@@ -127,8 +127,7 @@ class TxnHandlers:
         tid, pid, epoch, commit = request.transactional_id, request.producer_id, request.producer_epoch, request.commit
         try:
             _check_producer(tid, pid, epoch)
-            now = self.transactions.wall_ms()
-            answer = await self.transactions.call(tid, lambda c: c.end_txn(tid, pid, epoch, commit, now))
+            answer = await self.transactions.end_txn(tid, pid, epoch, commit)
         except Exception as exc:
             answer = TxnAnswer(*error_fields(exc))
         if answer.error_code:
