@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 
 import grpc
@@ -125,3 +126,49 @@ def test_a_marker_wakes_a_waiting_read_committed_fetch(stub: ketch_pb2_grpc.Ketc
     assert answers and time.monotonic() - started < 10
     result = answers[0]
     assert [h.is_control for h, _ in split_batches(result.records)] == [True] and result.last_stable_offset == 3
+
+
+def scrape(node: NodeProcess) -> dict[str, float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{node.metrics_port}/metrics", timeout=5).read().decode()
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("ketch_") and " " in line
+    }
+
+
+def test_transaction_metrics_follow_an_open_then_committed_transaction(
+    node: NodeProcess, stub: ketch_pb2_grpc.KetchStub
+) -> None:
+    tid = "metrics-tx"
+    found = stub.FindCoordinator(pb.FindCoordinatorRequest(group_id=tid, key_type=1), timeout=30)
+    assert found.status.error_code == 0, found.status
+    deadline = time.monotonic() + 30
+    while True:
+        init = stub.InitProducerId(pb.InitProducerIdRequest(transactional_id=tid, transaction_timeout_ms=60000))
+        if init.error_code not in RETRIABLE or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert init.error_code == 0, init
+    pid, epoch = init.producer_id, init.producer_epoch
+    added = stub.AddPartitionsToTxn(
+        pb.AddPartitionsToTxnRequest(
+            transactional_id=tid, producer_id=pid, producer_epoch=epoch, partitions=[pb.TopicPartitionRef(topic="t")]
+        )
+    )
+    assert added.error_code == 0, added
+    txn = make_batch(0, 3, producer_id=pid, producer_epoch=epoch, base_sequence=0, transactional=True)
+    assert produce(stub, txn, tid=tid).error_code == 0
+
+    open_ = scrape(node)
+    where = '{partition="0",topic="t"}'
+    assert open_[f"ketch_ongoing_transactions{where}"] == 1
+    assert open_[f"ketch_last_stable_offset_lag{where}"] == 3
+    assert open_["ketch_transactions_ongoing"] == 1 and open_["ketch_producer_ids_held"] == 1
+
+    ended = stub.EndTxn(pb.EndTxnRequest(transactional_id=tid, producer_id=pid, producer_epoch=epoch, commit=True))
+    assert ended.error_code == 0 and ended.producer_epoch == epoch + 1, ended
+    done = scrape(node)  # EndTxn answers once the transaction is complete
+    assert done[f"ketch_ongoing_transactions{where}"] == 0 and done[f"ketch_last_stable_offset_lag{where}"] == 0
+    assert done["ketch_transactions_ongoing"] == 0
+    assert done['ketch_transactions_ended_total{outcome="committed"}'] == 1
