@@ -223,7 +223,7 @@ class Broker:
                 continue
             config = effective_config(topic.configs, self.config)
             removed += part.log.apply_retention(RetentionPolicy(config.retention_ms, config.retention_bytes), now_ms)
-            part.expire_producers(now_ms)  # producer.id.expiration.ms (KIP-98's producer state)
+            part.expire_producers(now_ms, self.config.producer_id_expiration_ms)  # KIP-98's producer state
         return removed
 
 

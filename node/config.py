@@ -59,6 +59,9 @@ class NodeConfig:
     flush_messages: int = 0  # 0: never fsync per append (WAL only); 1: fsync every append
     min_insync_replicas: int = 1
     retention_check_interval_ms: int = 30_000
+    # Kafka's producer.id.expiration.ms: a producer silent this long (by its batches' timestamps) is
+    # forgotten by each partition on the retention pass; a producer with an open transaction never is.
+    producer_id_expiration_ms: int = 86_400_000
     broker_heartbeat_interval_ms: int = 1000
     broker_session_timeout_ms: int = 9000
     # Kafka's replica.lag.time.max.ms: an ISR member not caught up for this long is dropped.
@@ -183,6 +186,8 @@ def validate(config: NodeConfig) -> None:
         raise ConfigError("default_partitions must be >= 1")
     if config.offsets_topic_num_partitions < 1:
         raise ConfigError("offsets_topic_num_partitions must be >= 1")
+    if config.producer_id_expiration_ms < 1:
+        raise ConfigError("producer_id_expiration_ms must be >= 1")
     if config.transaction_state_num_partitions < 1:
         raise ConfigError("transaction_state_num_partitions must be >= 1")
     if config.transaction_max_timeout_ms < 1:

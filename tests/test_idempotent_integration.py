@@ -22,9 +22,11 @@ import pytest
 from ketch import Admin, NewTopic, Producer
 from ketch.api.v1 import ketch_pb2 as pb
 from ketch.api.v1 import ketch_pb2_grpc
+from ketch.errors import ErrorCode
 from ketch.recordbatch import BatchHeader, split_batches
 from node.cluster import LocalCluster
-from tests.harness import running_cluster
+from tests.batches import make_batch
+from tests.harness import running_cluster, start_node
 
 TOPIC = "idem"
 BLOCK = 1000
@@ -115,3 +117,34 @@ def test_controller_failover_never_hands_out_a_used_id(cluster: LocalCluster) ->
     # the first broker keeps handing out from its own block
     a2 = init_producer_id(cluster.nodes[first].bootstrap, timeout_s=60)
     assert a2 != a and a2 != b
+
+
+def test_producer_id_expiration_ms_forgets_an_idle_producer(tmp_path: Path) -> None:
+    """A producer silent for ``producer_id_expiration_ms`` is unknown again: a gap in its sequences,
+    refused while it is remembered, is then accepted (KIP-360's rule for an unknown producer)."""
+    node = start_node(
+        tmp_path, extra_args=["--producer-id-expiration-ms", "1500", "--retention-check-interval-ms", "200"]
+    )
+    try:
+        with grpc.insecure_channel(node.bootstrap) as channel:
+            stub = ketch_pb2_grpc.KetchStub(channel)
+            stub.CreateTopics(
+                pb.CreateTopicsRequest(topics=[pb.NewTopic(name="exp", num_partitions=1, replication_factor=1)])
+            )
+
+            def produce(seq: int) -> int:
+                batch = make_batch(0, 1, producer_id=42, producer_epoch=0, base_sequence=seq)
+                request = pb.ProduceRequest(
+                    acks=-1, partitions=[pb.PartitionRecords(topic="exp", partition=0, records=batch)]
+                )
+                return int(stub.Produce(request, timeout=10).partitions[0].error_code)
+
+            assert produce(0) == 0
+            assert produce(5) == ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER  # remembered: a gap
+            deadline = time.monotonic() + 15
+            while (code := produce(5)) != 0 and time.monotonic() < deadline:
+                assert code == ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER
+                time.sleep(0.3)
+            assert code == 0, "the idle producer was never forgotten"
+    finally:
+        node.close()
