@@ -214,6 +214,9 @@ class Consumer(_SyncClient):
     def highwater(self, partition: TopicPartition) -> int | None:
         return self._aio.highwater(partition)
 
+    def current_lag(self, partition: TopicPartition) -> int | None:
+        return self._aio.current_lag(partition)
+
     def pause(self, *partitions: TopicPartition) -> None:
         self._run(_call(self._aio.pause, *partitions))
 

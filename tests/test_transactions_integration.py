@@ -105,6 +105,14 @@ def test_an_open_transaction_holds_read_committed_back(cluster: LocalCluster) ->
         with Consumer(bootstrap_servers=cluster.bootstrap) as c:
             high = c.end_offsets(tps)
         assert stable[tps[0]] < high[tps[0]]
+        with Consumer(bootstrap_servers=cluster.bootstrap, isolation_level="read_committed") as c:
+            c.assign([tps[0]])
+            c.seek_to_beginning(tps[0])
+            deadline = time.monotonic() + 10
+            while c.highwater(tps[0]) is None and time.monotonic() < deadline:
+                assert not c.poll(timeout_ms=200)  # nothing below the open transaction
+            # Lag counts to the last stable offset (KIP-695), not to the high watermark.
+            assert c.highwater(tps[0]) == high[tps[0]] and c.current_lag(tps[0]) == stable[tps[0]] == 0
         assert read_values(cluster, TOPIC, "read_committed", 0, settle_s=1.0) == []
         producer.commit_transaction()
     assert read_values(cluster, TOPIC, "read_committed", 1) == ["pending"]

@@ -467,3 +467,12 @@ class Consumer(OffsetQueries):
     def highwater(self, partition: TopicPartition) -> int | None:
         """The high watermark seen in the last fetch of ``partition`` (None before one)."""
         return self._state(partition).high_watermark
+
+    def current_lag(self, partition: TopicPartition) -> int | None:
+        """Records between the position and the end this consumer may read (KIP-695): the last
+        stable offset under read_committed, else the high watermark, as of the last fetch; None
+        before a fetch."""
+        st = self._state(partition)
+        end = st.last_stable_offset if self.isolation_level == "read_committed" else st.high_watermark
+        position = st.position
+        return None if end is None or position is None else max(end - position, 0)

@@ -64,7 +64,17 @@ _GENERATIONS = itertools.count(1)
 
 
 class PartitionState:
-    __slots__ = ("buffer", "error", "fetch_offset", "generation", "high_watermark", "in_flight", "reset", "retry_at")
+    __slots__ = (
+        "buffer",
+        "error",
+        "fetch_offset",
+        "generation",
+        "high_watermark",
+        "in_flight",
+        "last_stable_offset",
+        "reset",
+        "retry_at",
+    )
 
     def __init__(self, reset: int) -> None:
         self.fetch_offset: int | None = None
@@ -74,6 +84,7 @@ class PartitionState:
         self.in_flight = False
         self.retry_at = 0.0
         self.high_watermark: int | None = None
+        self.last_stable_offset: int | None = None
         self.error: KetchError | None = None
 
     @property
@@ -303,6 +314,7 @@ class Fetcher:
             self._failed(st, err, refresh=True)
             return
         st.high_watermark = r.high_watermark
+        st.last_stable_offset = r.last_stable_offset
         if not r.records:
             return
         try:
