@@ -14,7 +14,7 @@ once in node/internal_topic.py. What is particular to groups:
 - Parked JoinGroup/SyncGroup requests wait on a future until a later call's
   ``completed`` answers them (bounded by the rebalance timeout + 5 s); they are
   completed only after the records of the call that answered them commit.
-- ``run()`` ticks every coordinator every ``TICK_S`` (sessions, rebalance and
+- ``run()`` ticks every coordinator every ``tick_s`` (sessions, rebalance and
   sync timeouts) and reconciles leadership.
 
 Transactions (KIP-98/447; the rules are coordinator/groups/txn_offsets.py's):
@@ -78,7 +78,6 @@ from replication.producer_state import IdempotentBatch, Refuse, next_sequence
 log = logging.getLogger("ketch.node.groups")
 R = TypeVar("R")
 OFFSETS_TOPIC = "__consumer_offsets"
-TICK_S = 0.2
 VerifyTransaction = Callable[[str, int, int, str, int], Awaitable[None]]
 
 
@@ -255,14 +254,7 @@ class GroupManager(InternalTopicCoordinators[GroupCoordinator]):
         self, index: int, producer_id: int, producer_epoch: int, commit: bool, coordinator_epoch: int
     ) -> None:
         """WriteTxnMarkers on offsets partition ``index``: step 3 of the module docstring."""
-        loaded = self.partitions.get(index)
-        if loaded is None:
-            self.reconcile()  # leadership may have arrived since the last tick
-            loaded = self.partitions.get(index)
-        if loaded is None or not self.still_leads(loaded):
-            raise KetchError(f"this broker does not lead {self.topic}-{index}", code=ErrorCode.NOT_COORDINATOR)
-        if loaded.coordinator is None:
-            raise KetchError(f"{self.topic}-{index} is still loading", code=ErrorCode.COORDINATOR_LOAD_IN_PROGRESS)
+        loaded, _ = self.loaded_at(index, f"the markers of producer {producer_id}")
         async with loaded.lock:
             coordinator = loaded.coordinator
             if coordinator is None:
@@ -295,17 +287,7 @@ class GroupManager(InternalTopicCoordinators[GroupCoordinator]):
 
     # -- the loop -----------------------------------------------------------------------
 
-    async def run(self) -> None:
-        while True:
-            await asyncio.sleep(TICK_S)
-            try:
-                self.reconcile()
-                for loaded in list(self.partitions.values()):
-                    await self._tick(loaded)
-            except Exception:
-                log.exception("group coordinator tick failed")
-
-    async def _tick(self, loaded: LoadedPartition[GroupCoordinator]) -> None:
+    async def tick(self, loaded: LoadedPartition[GroupCoordinator]) -> None:
         coordinator = loaded.coordinator
         if coordinator is None:
             return

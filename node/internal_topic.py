@@ -24,6 +24,8 @@ from the records of a partition. The contract:
   is released, so the log order is the call order. The answer is sent once P's
   high watermark has passed everything appended so far — also for calls that
   wrote nothing, so an answer never claims state that could still be lost.
+- ``run()`` reconciles leadership and ticks every loaded coordinator every
+  ``tick_s`` (the subclass's ``tick``: session and transaction timeouts).
 - Losing leadership of P (or an append that fails) drops its coordinator:
   every parked request is answered NOT_COORDINATOR, ``on_drop`` runs, and the
   next leader loads P from its log.
@@ -79,6 +81,7 @@ class InternalTopicCoordinators(Generic[C]):
 
     topic: str = ""
     what: str = "coordinator"  # "group", "transactional id": how errors name a key
+    tick_s: float = 0.2
 
     def __init__(
         self,
@@ -168,19 +171,20 @@ class InternalTopicCoordinators(Generic[C]):
         log.info("created %s", self.topic)
 
     def loaded(self, key: str) -> tuple[LoadedPartition[C], C]:
-        index = self.index_of(key)
+        """The loaded partition and coordinator of ``key``, or NOT_COORDINATOR / COORDINATOR_LOAD_IN_PROGRESS."""
+        return self.loaded_at(self.index_of(key), f"{self.what} {key!r}")
+
+    def loaded_at(self, index: int, who: str) -> tuple[LoadedPartition[C], C]:
         if index not in self.partitions:
             self.reconcile()  # leadership may have arrived since the last tick
         loaded = self.partitions.get(index)
         if loaded is None or not self.still_leads(loaded):
             raise KetchError(
-                f"this broker is not the coordinator of {self.what} {key!r} ({self.topic}-{index})",
-                code=ErrorCode.NOT_COORDINATOR,
+                f"this broker is not the coordinator of {who} ({self.topic}-{index})", code=ErrorCode.NOT_COORDINATOR
             )
         if loaded.coordinator is None:
             raise KetchError(
-                f"{self.what} {key!r}: {self.topic}-{index} is still loading",
-                code=ErrorCode.COORDINATOR_LOAD_IN_PROGRESS,
+                f"{who}: {self.topic}-{index} is still loading", code=ErrorCode.COORDINATOR_LOAD_IN_PROGRESS
             )
         return loaded, loaded.coordinator
 
@@ -306,6 +310,22 @@ class InternalTopicCoordinators(Generic[C]):
                 future.set_exception(KetchError(f"{self.topic}-{loaded.index}: {why}", code=ErrorCode.NOT_COORDINATOR))
         loaded.parked.clear()
         self.on_drop(loaded, why)
+
+    # -- the loop -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Every ``tick_s``: reconcile leadership, then ``tick`` each loaded partition."""
+        while True:
+            await asyncio.sleep(self.tick_s)
+            try:
+                self.reconcile()
+                for loaded in list(self.partitions.values()):
+                    await self.tick(loaded)
+            except Exception:
+                log.exception("%s coordinator tick failed", self.topic)
+
+    async def tick(self, loaded: LoadedPartition[C]) -> None:
+        """A subclass's timers (sessions, timeouts)."""
 
     def coordinators(self) -> Sequence[C]:
         return [loaded.coordinator for loaded in list(self.partitions.values()) if loaded.coordinator is not None]

@@ -23,7 +23,7 @@ after they commit are node/internal_topic.py's. What is particular here:
 - EndTxn is answered once the transaction is complete (``end_txn`` says why).
 - ``verify`` (KIP-890) answers a partition leader's AddPartitionsToTxn
   verify_only from the loaded state, after everything appended has committed.
-- ``run()`` ticks every ``TICK_S``: leadership, timeouts (``tick``), senders.
+- ``run()`` ticks every ``tick_s``: leadership, timeouts (``tick``), senders.
 
 Clocks: transaction start times and timeouts use wall-clock milliseconds, as
 Kafka's do, so a new coordinator after failover judges them on the same scale.
@@ -66,7 +66,6 @@ from node.topic_admin import TopicAdmin
 log = logging.getLogger("ketch.node.transactions")
 R = TypeVar("R")
 TRANSACTION_STATE_TOPIC = "__transaction_state"
-TICK_S = 0.2
 MARKER_RETRY_S = 0.1
 MARKER_TIMEOUT_S = 35.0
 
@@ -254,17 +253,7 @@ class TransactionManager(InternalTopicCoordinators[TransactionCoordinator]):
 
     # -- the loop -----------------------------------------------------------------------
 
-    async def run(self) -> None:
-        while True:
-            await asyncio.sleep(TICK_S)
-            try:
-                self.reconcile()
-                for loaded in list(self.partitions.values()):
-                    await self._tick(loaded)
-            except Exception:
-                log.exception("transaction coordinator tick failed")
-
-    async def _tick(self, loaded: LoadedPartition[TransactionCoordinator]) -> None:
+    async def tick(self, loaded: LoadedPartition[TransactionCoordinator]) -> None:
         coordinator = loaded.coordinator
         if coordinator is None:
             return

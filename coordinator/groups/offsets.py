@@ -29,7 +29,7 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from coordinator.groups.records import NO_OFFSET, CommittedOffset, GroupRecord, OffsetCommitKey
 from coordinator.groups.results import CommitResponse, Effects, FetchResponse, GroupConfig, OffsetCommit
@@ -65,7 +65,10 @@ def commit(
     timestamp_ms: int,
     config: GroupConfig,
     fx: Effects,
+    write: Callable[[Group, TopicPartition, CommittedOffset, Effects], None] | None = None,
 ) -> CommitResponse:
+    """OffsetCommit's checks, then ``write`` (default ``write_offset``) for every accepted offset;
+    a transactional commit (txn_offsets.py) passes its own ``write``."""
     error = commit_error(group, member_id, generation, now_ms)
     errors: dict[TopicPartition, int] = {}
     for tp, req in offsets.items():
@@ -77,7 +80,9 @@ def commit(
         elif req.offset < 0:
             errors[tp] = ErrorCode.INVALID_REQUEST
         else:
-            write_offset(group, tp, CommittedOffset(req.offset, req.leader_epoch, req.metadata, timestamp_ms), fx)
+            (write or write_offset)(
+                group, tp, CommittedOffset(req.offset, req.leader_epoch, req.metadata, timestamp_ms), fx
+            )
             errors[tp] = ErrorCode.NONE
     return CommitResponse(errors)
 

@@ -45,12 +45,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from coordinator.groups.offsets import apply_offset, commit_error
+from coordinator.groups.offsets import apply_offset
+from coordinator.groups.offsets import commit as offsets_commit
 from coordinator.groups.records import CommittedOffset, GroupRecord, OffsetCommitKey
 from coordinator.groups.results import CommitResponse, Effects, GroupConfig, OffsetCommit
 from coordinator.groups.state import Group
 from ketch.assignors.base import TopicPartition
-from ketch.errors import ErrorCode
 
 
 def commit(
@@ -65,22 +65,23 @@ def commit(
     config: GroupConfig,
     fx: Effects,
 ) -> CommitResponse:
-    error = commit_error(group, member_id, generation, now_ms)
-    errors: dict[TopicPartition, int] = {}
-    for tp, req in offsets.items():
-        tp = TopicPartition(*tp)
-        if error is not ErrorCode.NONE:
-            errors[tp] = error
-        elif len(req.metadata.encode()) > config.max_metadata_bytes:
-            errors[tp] = ErrorCode.OFFSET_METADATA_TOO_LARGE
-        elif req.offset < 0:
-            errors[tp] = ErrorCode.INVALID_REQUEST
-        else:
-            value = CommittedOffset(req.offset, req.leader_epoch, req.metadata, timestamp_ms)
-            fx.records.append(GroupRecord(OffsetCommitKey(group.group_id, tp.topic, tp.partition), value))
-            apply_pending(group, producer_id, tp, value)
-            errors[tp] = ErrorCode.NONE
-    return CommitResponse(errors)
+    """OffsetCommit's checks (offsets.commit); each accepted offset is recorded and left pending for ``producer_id``."""
+
+    def write_pending(group: Group, tp: TopicPartition, value: CommittedOffset, fx: Effects) -> None:
+        fx.records.append(GroupRecord(OffsetCommitKey(group.group_id, tp.topic, tp.partition), value))
+        apply_pending(group, producer_id, tp, value)
+
+    return offsets_commit(
+        group,
+        member_id,
+        generation,
+        offsets,
+        now_ms=now_ms,
+        timestamp_ms=timestamp_ms,
+        config=config,
+        fx=fx,
+        write=write_pending,
+    )
 
 
 def apply_pending(group: Group, producer_id: int, tp: TopicPartition, value: CommittedOffset) -> None:
