@@ -6,14 +6,19 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
+
+import grpc
 
 from node.cluster import LocalCluster
 from node.process import NodeProcess
 
 ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
 
 
 def start_node(tmp_path: Path, node_id: int = 1, extra_args: list[str] | None = None) -> NodeProcess:
@@ -71,3 +76,18 @@ def sigkill_after(code: str, lines: int) -> list[str]:
             if stream is not None:
                 stream.close()
     return out
+
+
+def retry(call: Callable[[], T], ok: Callable[[T], bool], timeout_s: float = 30.0) -> T:
+    """``call()`` every 0.2 s until ``ok`` of its answer or ``timeout_s`` (then the last answer); gRPC
+    transport errors are retried too, and raised once the time is up."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            result = call()
+            if ok(result) or time.monotonic() > deadline:
+                return result
+        except grpc.RpcError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.2)

@@ -15,10 +15,8 @@ TxnOffsetCommit, EndTxn. It checks that
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import grpc
 import pytest
@@ -27,12 +25,11 @@ from ketch.api.v1 import ketch_pb2 as pb
 from ketch.api.v1 import ketch_pb2_grpc
 from ketch.errors import ErrorCode
 from node.process import NodeProcess
-from tests.harness import start_node
+from tests.harness import retry, start_node
 
 ARGS = ["--offsets-topic-num-partitions", "1", "--transaction-state-num-partitions", "1"]
 TID = "txg-node"
 GROUP = "txg-group"
-T = TypeVar("T")
 
 
 @pytest.fixture
@@ -42,19 +39,6 @@ def node(tmp_path: Path) -> Iterator[NodeProcess]:
         yield n
     finally:
         n.close()
-
-
-def retry(call: Callable[[], T], ok: Callable[[T], bool], timeout_s: float = 30.0) -> T:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            result = call()
-            if ok(result) or time.monotonic() > deadline:
-                return result
-        except grpc.RpcError:
-            if time.monotonic() > deadline:
-                raise
-        time.sleep(0.2)
 
 
 def ready(stub: ketch_pb2_grpc.KetchStub) -> None:

@@ -18,9 +18,8 @@ the markers, KIP-890 verification and read_committed together:
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import grpc
 import pytest
@@ -32,11 +31,10 @@ from ketch.api.v1 import ketch_pb2_grpc
 from ketch.errors import ErrorCode
 from ketch.records import decode_batches
 from node.cluster import LocalCluster
-from tests.harness import running_cluster
+from tests.harness import retry, running_cluster
 
 TOPIC = "txn"
 TID = "tx-node-test"
-T = TypeVar("T")
 
 
 @pytest.fixture(scope="module")
@@ -46,19 +44,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
         with Admin(bootstrap_servers=c.bootstrap, request_timeout_ms=30000) as admin:
             admin.create_topics([NewTopic(TOPIC, num_partitions=3, replication_factor=3)])
         yield c
-
-
-def retry(call: Callable[[], T], ok: Callable[[T], bool], timeout_s: float = 30.0) -> T:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            result = call()
-            if ok(result) or time.monotonic() > deadline:
-                return result
-        except grpc.RpcError:
-            if time.monotonic() > deadline:
-                raise
-        time.sleep(0.2)
 
 
 def stub_at(address: str) -> ketch_pb2_grpc.KetchStub:
