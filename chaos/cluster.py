@@ -8,6 +8,9 @@ Rules:
   is the proxy port of the link ``i→j`` and advertises an inbound proxy port
   (``in-j``) that followers fetch through (see chaos/proxy.py). ``real_address``
   maps advertised ports back to real ones for the workload's clients.
+- With ``grpc_proxy=True`` each inbound link forwards to a gRPC proxy port for the node
+  (chaos/grpc_proxy.py: the delay-end-txn fault) and ``client_address`` maps advertised
+  ports to those proxy ports for clients whose calls the fault should see.
 - Optional per-node extras, both needing root or a system package and both undone
   by ``close()``: a small tmpfs as the data directory (the disk-full fault) and
   libfaketime preloaded with a per-node offset file (the clock-jump fault;
@@ -28,6 +31,7 @@ from pathlib import Path
 
 import grpc
 
+from chaos.grpc_proxy import GrpcProxy
 from chaos.proxy import Proxy
 from ketch.api.v1 import ketch_pb2 as pb
 from ketch.api.v1 import ketch_pb2_grpc
@@ -82,19 +86,29 @@ class ChaosCluster:
         tmpfs_mb: int = 0,
         faketime: bool = False,
         extra_args: list[str] | None = None,
+        grpc_proxy: bool = False,
     ) -> None:
         self.root = root
         self.cluster = LocalCluster(root, nodes, extra_args=[*NODE_ARGS, *(extra_args or [])])
         self.ids = sorted(self.cluster.nodes)
         self.proxy = Proxy()
         pairs = [(i, j) for i in self.ids for j in self.ids if i != j]
-        ports = free_ports(len(self.ids) + len(pairs))
+        ports = free_ports(len(self.ids) * 2 + len(pairs))
         inbound = dict(zip(self.ids, ports[: len(self.ids)], strict=True))
-        links = dict(zip(pairs, ports[len(self.ids) :], strict=True))
+        links = dict(zip(pairs, ports[len(self.ids) : len(self.ids) + len(pairs)], strict=True))
         self.real_address: dict[tuple[str, int], tuple[str, int]] = {}
+        # With grpc_proxy the inbound link goes through chaos/grpc_proxy.py (which can delay and
+        # duplicate EndTxn and WriteTxnMarkers); client_address routes clients through it too.
+        self.grpc_proxy: GrpcProxy | None = None
+        if grpc_proxy:
+            grpc_ports = ports[len(self.ids) + len(pairs) :]
+            self.grpc_proxy = GrpcProxy({j: (grpc_ports[n], self.node(j).port) for n, j in enumerate(self.ids)})
+        self.client_address: dict[tuple[str, int], tuple[str, int]] = {}
         for j in self.ids:
-            self.proxy.add(f"in-{j}", inbound[j], self.node(j).port)
+            behind = self.grpc_proxy.port(j) if self.grpc_proxy is not None else self.node(j).port
+            self.proxy.add(f"in-{j}", inbound[j], behind)
             self.real_address[("127.0.0.1", inbound[j])] = ("127.0.0.1", self.node(j).port)
+            self.client_address[("127.0.0.1", inbound[j])] = ("127.0.0.1", behind)
         for (i, j), port in links.items():
             self.proxy.add(f"{i}->{j}", port, self.node(j).port)
         for i in self.ids:
@@ -132,6 +146,8 @@ class ChaosCluster:
                 mount_tmpfs(path, self.tmpfs_mb)
                 self.mounts.append(path)
         self.proxy.start()
+        if self.grpc_proxy is not None:
+            self.grpc_proxy.start()
         for i in self.ids:
             self.start_node(i)
         self.cluster.wait_ready(60)
@@ -187,6 +203,8 @@ class ChaosCluster:
                     os.kill(proc.pid, signal.SIGCONT)  # a paused node must not stay paused
         self.cluster.close()
         self.proxy.close()
+        if self.grpc_proxy is not None:
+            self.grpc_proxy.close()
         logs = self.root / "logs"
         logs.mkdir(exist_ok=True)
         for i in self.ids:

@@ -40,6 +40,8 @@ class Context:
     deadline: float  # time.monotonic() when injecting stops
     log: Callable[[str], None] = print
     faults: list[dict[str, object]] = field(default_factory=list)
+    txn_ids: list[str] = field(default_factory=list)  # the transactional workload's ids and group
+    group_ids: list[str] = field(default_factory=list)
 
     def left(self) -> float:
         return self.deadline - time.monotonic()
@@ -295,6 +297,7 @@ class Scenario:
     doc: str
     tmpfs_mb: int = 0
     faketime: bool = False
+    grpc_proxy: bool = False  # route the advertised listeners through chaos/grpc_proxy.py
 
 
 SCENARIOS: dict[str, Scenario] = {

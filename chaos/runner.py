@@ -10,6 +10,8 @@ Rules:
   ends every node process, the proxy and mounts (``finally``).
 - The result is the checker's verdict plus the run's parameters and timeline data;
   chaos/report.py renders it. The history stays in ``WORKDIR/history.jsonl``.
+- ``run(..., workload="transactional")`` hands the run to chaos/txn_runner.py (the
+  transactional workload, its topics, faults and checker); the default is this one.
 """
 
 from __future__ import annotations
@@ -145,9 +147,21 @@ def timeline(ops: list[dict[str, Any]], bucket_s: float = 0.5) -> dict[str, Any]
     return {"bucket_s": bucket_s, "end": end, **series, "windows": windows}
 
 
-def run(scenario: str, duration_s: float, seed: int, workdir: Path | None = None, **kwargs: Any) -> dict[str, Any]:
+def run(
+    scenario: str,
+    duration_s: float,
+    seed: int,
+    workdir: Path | None = None,
+    workload: str = "plain",
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """``workload="transactional"`` runs chaos/txn_runner.py (its own topics, checker and result)."""
     if workdir is None:
         workdir = Path(tempfile.mkdtemp(prefix=f"chaos-{scenario}-"))
+    if workload == "transactional":
+        from chaos import txn_runner
+
+        return asyncio.run(txn_runner.run_async(scenario, duration_s, seed, workdir=workdir, **kwargs))
     return asyncio.run(run_async(scenario, duration_s, seed, workdir=workdir, **kwargs))
 
 

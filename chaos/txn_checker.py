@@ -176,7 +176,8 @@ def check(history: Iterable[Op]) -> TxnVerdict:
     place: dict[str, Place] = {}
     for i, o in send_outcome.items():
         if o.get("type") == "ok" and i in sends:
-            place[sends[i]["value"]] = (o.get("topic", sends[i].get("topic", "")), o["partition"], o["offset"])
+            topic = str(o.get("topic", sends[i].get("topic", "")))
+            place[sends[i]["value"]] = (topic, o["partition"], o["offset"])
     for r in reads:
         place.setdefault(r["value"], (r.get("topic", ""), r["partition"], r["offset"]))
 
@@ -395,7 +396,7 @@ def _ctp(
     final_reads: list[Op],
     topics: set[str],
 ) -> None:
-    outputs = Counter()
+    outputs: Counter[str] = Counter()
     for r in final_reads:
         op = value_send.get(r["value"])
         if op is not None and "input" in op:
