@@ -5,7 +5,7 @@ besides ``fault`` (every one with ``t``, ``f``, ``type``, ``proc``):
 
 - ``init``: ``invoke`` with ``tid`` — a producer session (InitProducerId) for a
   transactional id starts; it fences the id's older sessions and aborts their open
-  transaction.
+  transaction. ``ok`` when it was answered.
 - ``txn``: ``begin`` with ``tid`` and ``txn`` (unique in the run).
 - ``send``: ``invoke`` with ``id``, ``value`` (unique in the run), ``topic`` and, inside
   a transaction, ``txn``; consume-transform-produce outputs also carry ``input`` (the
@@ -43,6 +43,9 @@ checks are skipped):
   records the final read_committed drain returns.
 - duplicate write: one value at two places in the final read_uncommitted drain
   (idempotent sends store a value once).
+- fenced commit: a commit answered ok although a newer session of the same
+  transactional id had its InitProducerId answered after the transaction began and
+  before the commit was invoked (a zombie must be fenced).
 
 Nothing here does I/O or reads a clock: the same history always gives the same verdict.
 """
@@ -59,7 +62,7 @@ Op = dict[str, Any]
 Place = tuple[str, int, int]  # topic, partition, offset
 READ_COMMITTED = "read_committed"
 FINAL, FINAL_UNCOMMITTED = "final", "final-uncommitted"
-ANOMALIES = ("aborted_reads", "lost", "torn", "read_past_open", "ctp_duplicates", "duplicate_writes")
+ANOMALIES = ("aborted_reads", "lost", "torn", "read_past_open", "ctp_duplicates", "duplicate_writes", "fenced_commits")
 
 
 @dataclass
@@ -105,6 +108,7 @@ class TxnVerdict:
     read_past_open: list[dict[str, Any]] = field(default_factory=list)
     ctp_duplicates: list[dict[str, Any]] = field(default_factory=list)
     duplicate_writes: list[dict[str, Any]] = field(default_factory=list)
+    fenced_commits: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def safe(self) -> bool:
@@ -124,6 +128,7 @@ def check(history: Iterable[Op]) -> TxnVerdict:
     v = TxnVerdict()
     txns: dict[str, Txn] = {}
     inits: dict[str, list[float]] = defaultdict(list)
+    inits_ok: dict[str, list[float]] = defaultdict(list)
     sends: dict[Any, Op] = {}  # id -> invoke
     send_outcome: dict[Any, Op] = {}
     value_send: dict[str, Op] = {}
@@ -133,6 +138,8 @@ def check(history: Iterable[Op]) -> TxnVerdict:
         f, kind = op.get("f"), op.get("type")
         if f == "init" and kind == "invoke":
             inits[op["tid"]].append(op["t"])
+        elif f == "init" and kind == "ok":
+            inits_ok[op["tid"]].append(op["t"])
         elif f == "txn" and kind == "begin":
             txns[op["txn"]] = Txn(op["txn"], op.get("tid", ""), op.get("proc", ""), op["t"])
         elif f == "send":
@@ -167,6 +174,10 @@ def check(history: Iterable[Op]) -> TxnVerdict:
         candidates = [x for x in (t.end_t, min(later_inits, default=None)) if x is not None]
         t.close_t = min(candidates) if candidates else None
         setattr(v, t.outcome, getattr(v, t.outcome) + 1)
+        if t.committed_ok and t.commit_t is not None:
+            fenced_at = [i for i in inits_ok.get(t.tid, []) if t.begin_t < i < t.commit_t]
+            if fenced_at:
+                v.fenced_commits.append({"txn": t.txn, "tid": t.tid, "fenced_t": fenced_at[0], "commit_t": t.commit_t})
     v.transactions = len(txns)
     v.sends = len(sends)
     failed_values = {sends[i]["value"] for i, o in send_outcome.items() if o.get("type") == "fail" and i in sends}

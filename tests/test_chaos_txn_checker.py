@@ -343,3 +343,28 @@ def test_generated_clean_histories_have_no_anomaly(steps: list[tuple[Any, ...]])
     sim.drain()
     v = verdict(sim)
     assert v.safe, (v.counts(), v.to_dict())
+
+
+def test_a_commit_answered_ok_after_a_newer_session_fenced_it_is_a_fenced_commit() -> None:
+    sim = Sim()
+    txn = sim.begin("a")
+    sim.send(txn, "txn", 0)
+    sim.op("init", "invoke", proc="a2", tid="a")
+    sim.op("init", "ok", proc="a2", tid="a")
+    sim.end(txn, commit=True)  # the zombie's commit must have been refused
+    sim.drain()
+    v = verdict(sim)
+    assert v.fenced_commits and v.fenced_commits[0]["txn"] == txn
+
+
+def test_a_zombie_commit_that_failed_is_aborted_and_must_stay_invisible() -> None:
+    sim = Sim()
+    txn = sim.begin("a")
+    value = sim.send(txn, "txn", 0)
+    sim.init("a")
+    sim.op("init", "ok", proc="a", tid="a")
+    sim.end(txn, commit=True, outcome="fail", visible=False)
+    sim.drain()
+    assert verdict(sim).safe
+    sim.op("read", "ok", proc="r", iso="read_committed", topic="txn", partition=0, offset=0, value=value)
+    only(verdict(sim), "aborted_reads")

@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from chaos import runner, txn_runner
+from chaos import runner, txn_checker, txn_runner
 from ketch.api.v1 import ketch_pb2_grpc
 from node.service import KetchService
 
@@ -46,7 +46,7 @@ def assert_safe(result: dict[str, Any]) -> None:
     assert result["drained"], "the final drains did not reach the end of every partition"
     assert result["faults"], "no fault was injected"
     assert result["committed"] >= 10 and result["aborted"] >= 3, "the workload barely ran"
-    for name in ("aborted_reads", "lost", "torn", "read_past_open", "ctp_duplicates", "duplicate_writes"):
+    for name in txn_checker.ANOMALIES:
         assert result[name] == 0, (name, result["examples"][name])
     assert result["safe"]
     if TXN_OFFSET_COMMIT:
