@@ -43,6 +43,9 @@ checks are skipped):
   records the final read_committed drain returns.
 - duplicate write: one value at two places in the final read_uncommitted drain
   (idempotent sends store a value once).
+- consume-transform-produce loss: an acknowledged input value missing from the final
+  read_committed output, once the history says the group caught up (``ctp``
+  ``caught_up``: its committed offsets reached the end of the input topic).
 - fenced commit: a commit answered ok although a newer session of the same
   transactional id had its InitProducerId answered after the transaction began and
   before the commit was invoked (a zombie must be fenced).
@@ -62,7 +65,16 @@ Op = dict[str, Any]
 Place = tuple[str, int, int]  # topic, partition, offset
 READ_COMMITTED = "read_committed"
 FINAL, FINAL_UNCOMMITTED = "final", "final-uncommitted"
-ANOMALIES = ("aborted_reads", "lost", "torn", "read_past_open", "ctp_duplicates", "duplicate_writes", "fenced_commits")
+ANOMALIES = (
+    "aborted_reads",
+    "lost",
+    "torn",
+    "read_past_open",
+    "ctp_duplicates",
+    "duplicate_writes",
+    "fenced_commits",
+    "ctp_lost",
+)
 
 
 @dataclass
@@ -109,6 +121,8 @@ class TxnVerdict:
     ctp_duplicates: list[dict[str, Any]] = field(default_factory=list)
     duplicate_writes: list[dict[str, Any]] = field(default_factory=list)
     fenced_commits: list[dict[str, Any]] = field(default_factory=list)
+    ctp_lost: list[dict[str, Any]] = field(default_factory=list)
+    ctp_caught_up: bool = False
 
     @property
     def safe(self) -> bool:
@@ -166,6 +180,8 @@ def check(history: Iterable[Op]) -> TxnVerdict:
                 t.commit_failed = True
         elif f == "read" and kind == "ok":
             reads.append(op)
+        elif f == "ctp" and kind == "caught_up":
+            v.ctp_caught_up = True
         elif f == "drain" and kind == "ok" and op.get("proc") == FINAL:
             final_topics.update(op.get("topics", []))
     v.final_topics = sorted(final_topics)
@@ -423,7 +439,12 @@ def _ctp(
     }
     v.ctp_inputs = len(inputs)
     if topics:
-        v.ctp_unprocessed = len(inputs - set(outputs))
+        unprocessed = sorted(inputs - set(outputs))
+        v.ctp_unprocessed = len(unprocessed)
+        if v.ctp_caught_up:
+            v.ctp_lost = [
+                {"input": value, "how": "acknowledged, committed past, not in the output"} for value in unprocessed
+            ]
 
 
 def _duplicate_writes(v: TxnVerdict, reads: list[Op]) -> None:

@@ -48,6 +48,7 @@ COLUMNS = [
     ("ctp_duplicates", "CTP-DUP"),
     ("duplicate_writes", "DUP"),
     ("fenced_commits", "FENCED"),
+    ("ctp_lost", "CTP-LOST"),
     ("faults", "faults"),
 ]
 
@@ -143,6 +144,7 @@ async def run_async(
         "ctp_inputs": verdict.ctp_inputs,
         "ctp_outputs": verdict.ctp_outputs,
         "ctp_unprocessed": verdict.ctp_unprocessed,
+        "ctp_caught_up": verdict.ctp_caught_up,
         **counts,
         "safe": verdict.safe,
         "faults": ctx.faults if ctx else [],

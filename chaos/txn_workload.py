@@ -24,6 +24,9 @@ Rules (the history's operations are listed in chaos/txn_checker.py):
   offsets with ``send_offsets_to_transaction``: one transaction per poll batch, a tenth
   of them aborted (the batch is then processed again). Any error re-creates the
   member (consumer and producer): the group's committed offsets say where to resume.
+  After the stop, members go on (up to 30 s) until the input producer is done and they
+  read all they hold; then ``stop()`` records ``ctp caught_up`` if the group's committed
+  offsets reached the end of ``ctp-in`` (else ``ctp behind``).
 - Readers assign every partition of ``txn``, ``txn2`` and ``ctp-out`` from offset 0 and
   record each value with ``iso`` read_committed. ``reader_isolation`` lets a control run
   read with read_uncommitted while still recording read_committed: a planted bug the
@@ -109,7 +112,7 @@ class TxnWorkload:
         for r in range(self.readers):
             self.tasks.append(asyncio.create_task(self._reader(r), name=f"reader-{r}"))
 
-    async def stop(self, timeout_s: float = 40.0) -> None:
+    async def stop(self, timeout_s: float = 45.0) -> None:
         self.stopping.set()
         _, pending = await asyncio.wait(self.tasks, timeout=timeout_s)
         for task in pending:
@@ -117,6 +120,27 @@ class TxnWorkload:
         for task in self.tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self.ctp_members:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._ctp_caught_up(), 30)
+
+    async def _ctp_caught_up(self) -> None:
+        """Record ``ctp caught_up`` if the group's committed offsets reached the end of ``ctp-in``:
+        then every acknowledged input must be in the output (chaos/txn_checker.py)."""
+        consumer = direct(
+            aio.Consumer(bootstrap_servers=self.bootstrap, group_id=GROUP, enable_auto_commit=False),
+            self.real_address,
+        )
+        try:
+            tps = [TopicPartition(CTP_IN, p) for p in range(TOPIC_PARTITIONS[CTP_IN])]
+            ends = await consumer.end_offsets(tps)
+            committed = {tp: await consumer.committed(tp) for tp in tps}
+            offsets = {f"{tp.topic}-{tp.partition}": [committed[tp], ends[tp]] for tp in tps}
+            kind = "caught_up" if all((committed[tp] or 0) >= ends[tp] for tp in tps) else "behind"
+            self.history.record("ctp", kind, proc="ctp-check", offsets=offsets)
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(consumer.close(), 10)
 
     # -- transactional producers ----------------------------------------------
     def _producer(self, tid: str) -> aio.Producer:
@@ -134,9 +158,9 @@ class TxnWorkload:
             self.client_address,
         )
 
-    async def _session(self, tid: str, proc: str) -> aio.Producer | None:
+    async def _session(self, tid: str, proc: str, until: Any = None) -> aio.Producer | None:
         """A new producer session for ``tid`` (InitProducerId retried until it answers or the run stops)."""
-        while not self.stopping.is_set():
+        while until() if until is not None else not self.stopping.is_set():
             producer = self._producer(tid)
             self.history.record("init", "invoke", proc=proc, tid=tid)
             try:
@@ -290,19 +314,35 @@ class TxnWorkload:
             self.real_address,
         )
 
+    def _caught_up(self, consumer: aio.Consumer) -> bool:
+        """After the stop: the input producer is done and this member has read all it holds."""
+        if not self.stopping.is_set() or any(not t.done() for t in self.tasks if t.get_name() == "ctp-input"):
+            return False
+        return all(consumer.current_lag(tp) == 0 for tp in consumer.assignment())
+
     async def _ctp_member(self, m: int) -> None:
         tid = proc = f"ctp-{m}"
         n = 0
-        while not self.stopping.is_set():
-            producer = await self._session(tid, proc)
+        give_up = [float("inf")]  # the catch-up deadline, set at the stop
+
+        def running() -> bool:
+            if self.stopping.is_set() and give_up[0] == float("inf"):
+                give_up[0] = time.monotonic() + 30.0
+            return time.monotonic() < give_up[0]
+
+        while running():
+            producer = await self._session(tid, proc, until=running)
             if producer is None:
                 return
             consumer = self._ctp_consumer()
             try:
                 await consumer.start()
-                while not self.stopping.is_set():
+                while running():
                     batch = await consumer.poll(timeout_ms=200)
                     if not batch:
+                        if self._caught_up(consumer):
+                            self.history.record("ctp", "done", proc=proc)
+                            return
                         continue
                     txn = f"{tid}-{n:06d}"
                     n += 1

@@ -368,3 +368,19 @@ def test_a_zombie_commit_that_failed_is_aborted_and_must_stay_invisible() -> Non
     assert verdict(sim).safe
     sim.op("read", "ok", proc="r", iso="read_committed", topic="txn", partition=0, offset=0, value=value)
     only(verdict(sim), "aborted_reads")
+
+
+def test_an_input_missing_from_the_output_is_lost_once_the_group_caught_up() -> None:
+    sim = Sim()
+    done = sim.send(None, "in", 0, ctp_input=True)
+    sim.send(None, "in", 0, ctp_input=True)
+    txn = sim.begin("ctp-0")
+    sim.send(txn, "out", 0, value=f"{done}@{txn}", input=done)
+    sim.end(txn, commit=True)
+    sim.drain()
+    v = verdict(sim)
+    assert v.safe and v.ctp_unprocessed == 1  # the group may not have got there
+    sim.op("ctp", "caught_up", proc="ctp-check")
+    v = verdict(sim)
+    only(v, "ctp_lost")
+    assert v.ctp_caught_up

@@ -8,10 +8,10 @@ Rules:
 - kill-leader, kill-txn-coordinator and delay-end-txn (EndTxn and WriteTxnMarkers
   delayed and sent twice through the gRPC proxy) must show 0 aborted reads, 0 lost
   committed writes, 0 torn transactions, 0 reads past an open transaction, 0
-  consume-transform-produce duplicates and 0 duplicate writes, with both final drains
-  complete.
-- Consume-transform-produce output is required only once the server answers
-  TxnOffsetCommit (until then its members fail and start again; the rest still runs).
+  consume-transform-produce duplicates or losses, 0 duplicate writes and 0 commits of
+  fenced sessions, with both final drains complete.
+- Consume-transform-produce must copy every acknowledged input exactly once, its group
+  catching up after the stop (checked only where the server answers TxnOffsetCommit).
 - CI runs each scenario for ``KETCH_CHAOS_TXN_SECONDS`` (default 12 s of faults; the
   suite must stay under 20 minutes); ``KETCH_SLOW=1`` adds long runs of each
   transactional scenario (``KETCH_CHAOS_SLOW_SECONDS``, default 300 s).
@@ -51,6 +51,8 @@ def assert_safe(result: dict[str, Any]) -> None:
     assert result["safe"]
     if TXN_OFFSET_COMMIT:
         assert result["ctp_outputs"] > 0, "consume-transform-produce copied nothing"
+        assert result["ctp_caught_up"], "the group's committed offsets did not reach the end of its input"
+        assert result["ctp_unprocessed"] == 0
 
 
 def test_control_readers_that_ignore_aborted_transactions_show_aborted_reads(tmp_path: Path) -> None:
