@@ -24,9 +24,9 @@ Rules (the history's operations are listed in chaos/txn_checker.py):
   offsets with ``send_offsets_to_transaction``: one transaction per poll batch, a tenth
   of them aborted (the batch is then processed again). Any error re-creates the
   member (consumer and producer): the group's committed offsets say where to resume.
-  After the stop, members go on (up to 30 s) until the input producer is done and they
-  read all they hold; then ``stop()`` records ``ctp caught_up`` if the group's committed
-  offsets reached the end of ``ctp-in`` (else ``ctp behind``).
+  After the stop, members go on (up to 30 s) until the input producer is done and the
+  group's committed offsets reached the end of ``ctp-in``; then ``stop()`` records ``ctp
+  caught_up`` if they did (else ``ctp behind``).
 - Readers assign every partition of ``txn``, ``txn2`` and ``ctp-out`` from offset 0 and
   record each value with ``iso`` read_committed. ``reader_isolation`` lets a control run
   read with read_uncommitted while still recording read_committed: a planted bug the
@@ -97,6 +97,7 @@ class TxnWorkload:
         self.reader_isolation = reader_isolation
         self.stopping = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
+        self._next_catch_up_check = 0.0
 
     @property
     def transactional_ids(self) -> list[str]:
@@ -314,11 +315,24 @@ class TxnWorkload:
             self.real_address,
         )
 
-    def _caught_up(self, consumer: aio.Consumer) -> bool:
-        """After the stop: the input producer is done and this member has read all it holds."""
+    async def _caught_up(self, consumer: aio.Consumer) -> bool:
+        """After the stop: the input producer is done and the group's committed offsets reached
+        the end of ``ctp-in`` (asked at most every half second)."""
         if not self.stopping.is_set() or any(not t.done() for t in self.tasks if t.get_name() == "ctp-input"):
             return False
-        return all(consumer.current_lag(tp) == 0 for tp in consumer.assignment())
+        if time.monotonic() < self._next_catch_up_check:
+            return False
+        self._next_catch_up_check = time.monotonic() + 0.5
+        tps = [TopicPartition(CTP_IN, p) for p in range(TOPIC_PARTITIONS[CTP_IN])]
+        try:
+            ends = await asyncio.wait_for(consumer.end_offsets(tps), 5)
+            for tp in tps:
+                committed = await asyncio.wait_for(consumer.committed(tp), 5)
+                if not isinstance(committed, int) or committed < ends[tp]:
+                    return False
+        except (KetchError, TimeoutError):
+            return False
+        return True
 
     async def _ctp_member(self, m: int) -> None:
         tid = proc = f"ctp-{m}"
@@ -340,7 +354,7 @@ class TxnWorkload:
                 while running():
                     batch = await consumer.poll(timeout_ms=200)
                     if not batch:
-                        if self._caught_up(consumer):
+                        if await self._caught_up(consumer):
                             self.history.record("ctp", "done", proc=proc)
                             return
                         continue
