@@ -8,5 +8,8 @@ Layout (each module's docstring states its rules):
 - ``workload.py`` — producers of unique values and consumers (asyncio client);
 - ``faults.py`` — the fault injectors and the scenario list, each healed in ``finally``;
 - ``runner.py`` — one run end to end; ``report.py`` — table, JSON and HTML;
+- ``txn_checker.py`` / ``txn_workload.py`` / ``txn_faults.py`` / ``txn_runner.py`` — the
+  transactional workload (``--workload transactional``), its checker, faults and run;
+  ``grpc_proxy.py`` — the gRPC proxy that delays and duplicates EndTxn and markers;
 - ``__main__.py`` — ``python -m chaos list | run | check``.
 """

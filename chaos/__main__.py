@@ -12,8 +12,9 @@ offsets, phantoms, reads out of order, commits going backwards), 1 otherwise;
 duplicates are reported but allowed (the producer is not idempotent).
 ``--workload transactional`` (chaos/txn_runner.py) is safe only with 0 aborted reads,
 0 lost committed writes, 0 torn transactions, 0 reads past an open transaction, 0
-consume-transform-produce duplicates and 0 duplicate writes; its scenarios add
-kill-txn-coordinator, kill-group-coordinator and delay-end-txn.
+consume-transform-produce duplicates or losses, 0 duplicate writes and 0 commits of
+fenced sessions (chaos/txn_checker.py); its scenarios add kill-txn-coordinator,
+kill-group-coordinator and delay-end-txn.
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ Rules (as chaos/runner.py, which hands ``--workload transactional`` runs to ``ru
   every partition of ``txn``, ``txn2`` and ``ctp-out`` to its end.
 - The verdict is chaos/txn_checker.py's: ``safe`` only with 0 of every anomaly (aborted
   reads, lost committed writes, torn transactions, reads past an open transaction,
-  consume-transform-produce duplicates, duplicate writes, commits of fenced sessions).
+  consume-transform-produce duplicates and losses, duplicate writes, commits of fenced
+  sessions).
 - ``reader_isolation="read_uncommitted"`` is the control run's planted bug: readers that
   claim read_committed but read uncommitted data must show aborted reads.
 """
