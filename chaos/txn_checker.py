@@ -6,7 +6,8 @@ besides ``fault`` (every one with ``t``, ``f``, ``type``, ``proc``):
 - ``init``: ``invoke`` with ``tid`` — a producer session (InitProducerId) for a
   transactional id starts; it fences the id's older sessions and aborts their open
   transaction. ``ok`` when it was answered.
-- ``txn``: ``begin`` with ``tid`` and ``txn`` (unique in the run).
+- ``txn``: ``begin`` with ``tid``, ``txn`` (unique in the run) and ``timeout_ms`` (the
+  producer's ``transaction.timeout.ms``, if known).
 - ``send``: ``invoke`` with ``id``, ``value`` (unique in the run), ``topic`` and, inside
   a transaction, ``txn``; consume-transform-produce outputs also carry ``input`` (the
   input value copied). Completions ``ok`` (``topic``, ``partition``, ``offset``),
@@ -22,8 +23,12 @@ besides ``fault`` (every one with ``t``, ``f``, ``type``, ``proc``):
 A transaction's outcome: ``committed`` (a commit answered ok), ``unknown`` (a commit was
 invoked and not answered ok: it may have committed or aborted), ``aborted`` (only an abort
 was invoked, or a commit failed definitely) or ``open`` (never ended by its producer: a
-fence or the transaction timeout aborts it). It is *closed* from its first ``end_txn``
-invoke, or from the next ``init`` invoke of its transactional id (the fencing abort).
+fence or the transaction timeout aborts it). It is *closed* (may be decided) from the
+earliest of its first ``end_txn`` invoke, the next ``init`` invoke of its transactional
+id (the fencing abort) and ``begin + timeout_ms`` (the coordinator's timeout abort: the
+timeout runs from the first AddPartitionsToTxn, which comes after the begin). That last
+bound assumes the coordinator's clock runs at the harness's pace, so a clock-jump run
+may see reads past an open transaction that are timeout aborts.
 
 Anomalies (each needs the data it names; without a completed drain the final-drain
 checks are skipped):
@@ -89,6 +94,7 @@ class Txn:
     committed_ok: bool = False
     commit_failed: bool = False
     close_t: float | None = None
+    timeout_t: float | None = None  # the earliest time the coordinator may time it out
 
     @property
     def outcome(self) -> str:
@@ -156,6 +162,8 @@ def check(history: Iterable[Op]) -> TxnVerdict:
             inits_ok[op["tid"]].append(op["t"])
         elif f == "txn" and kind == "begin":
             txns[op["txn"]] = Txn(op["txn"], op.get("tid", ""), op.get("proc", ""), op["t"])
+            if op.get("timeout_ms") is not None:
+                txns[op["txn"]].timeout_t = op["t"] + op["timeout_ms"] / 1000
         elif f == "send":
             if kind == "invoke":
                 sends[op["id"]] = op
@@ -187,7 +195,7 @@ def check(history: Iterable[Op]) -> TxnVerdict:
     v.final_topics = sorted(final_topics)
     for t in txns.values():
         later_inits = [i for i in inits.get(t.tid, []) if i >= t.begin_t]
-        candidates = [x for x in (t.end_t, min(later_inits, default=None)) if x is not None]
+        candidates = [x for x in (t.end_t, min(later_inits, default=None), t.timeout_t) if x is not None]
         t.close_t = min(candidates) if candidates else None
         setattr(v, t.outcome, getattr(v, t.outcome) + 1)
         if t.committed_ok and t.commit_t is not None:

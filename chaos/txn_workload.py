@@ -198,6 +198,10 @@ class TxnWorkload:
         )
         return True
 
+    def _begun(self, proc: str, tid: str, txn: str) -> None:
+        timeout_ms = self.transaction_timeout_ms
+        self.history.record("txn", "begin", proc=proc, tid=tid, txn=txn, timeout_ms=timeout_ms)
+
     async def _end(
         self, producer: aio.Producer, proc: str, txn: str, commit: bool, fenced_before: bool = False
     ) -> bool:
@@ -229,7 +233,7 @@ class TxnWorkload:
                 n += 1
                 try:
                     producer.begin_transaction()
-                    self.history.record("txn", "begin", proc=proc, tid=tid, txn=txn)
+                    self._begun(proc, tid, txn)
                     outcomes = []
                     for i in range(self.rng.randint(1, 5)):
                         topic = TXN_TOPIC_2 if self.rng.random() < 0.2 else TXN_TOPIC
@@ -361,7 +365,7 @@ class TxnWorkload:
                     txn = f"{tid}-{n:06d}"
                     n += 1
                     producer.begin_transaction()
-                    self.history.record("txn", "begin", proc=proc, tid=tid, txn=txn)
+                    self._begun(proc, tid, txn)
                     outcomes = []
                     for records in batch.values():
                         for r in records:

@@ -384,3 +384,21 @@ def test_an_input_missing_from_the_output_is_lost_once_the_group_caught_up() -> 
     v = verdict(sim)
     only(v, "ctp_lost")
     assert v.ctp_caught_up
+
+
+def test_a_read_above_a_transaction_past_its_timeout_is_no_read_past_open() -> None:
+    sim = Sim()
+    slow = sim.begin("a")
+    sim.ops[-1]["timeout_ms"] = 1000  # the coordinator may abort it 1 s after the begin
+    sim.send(slow, "txn", 0)
+    fast = sim.begin("b")
+    value = sim.send(fast, "txn", 0)
+    sim.end(fast, commit=True)
+    read = {"proc": "r", "iso": "read_committed", "topic": "txn", "partition": 0, "offset": 1, "value": value}
+    sim.op("read", "ok", **read)
+    assert verdict(sim).read_past_open  # 0.05 s after the begin: the transaction was open
+    sim.t += 2.0
+    sim.op("read", "ok", **{**read, "proc": "r2"})
+    sim.end(slow, commit=False)  # its producer learns late
+    sim.drain()
+    assert [r["proc"] for r in verdict(sim).read_past_open] == ["r"]
