@@ -11,6 +11,7 @@
     ketch_high_watermark{topic,partition}         kafka.cluster:Partition (HW)
     ketch_last_stable_offset_lag{topic,partition} kafka.cluster:Partition LastStableOffsetLag (HW - LSO)
     ketch_ongoing_transactions{topic,partition}   open transactions on the partition (this replica's view)
+    ketch_producer_id_count{topic,partition}      producer ids in the producer state (Kafka's ProducerIdCount)
     ketch_under_replicated_partitions             kafka.server:ReplicaManager UnderReplicatedPartitions
     ketch_follower_lag_offsets{...,follower}      kafka.server:FetcherLagMetrics ConsumerLag (leader's view)
     ketch_isr_shrinks_total / ketch_isr_expands_total   ReplicaManager IsrShrinksPerSec / IsrExpandsPerSec
@@ -29,7 +30,7 @@ On a transaction coordinator (transactional ids of the __transaction_state parti
 
     ketch_transactions_ongoing                    kafka.coordinator.transaction (open transactions)
     ketch_transactions_ended_total{outcome}       committed, aborted (markers written) and timed_out
-    ketch_producer_ids_held                       producer ids of the transactional ids held here
+    ketch_transactional_ids                       transactional ids held here
 
 On a controller (read from the quorum at scrape time):
 
@@ -87,6 +88,9 @@ class _LogCollector(Collector):
             "ketch_last_stable_offset_lag", "High watermark minus the last stable offset", labels=labels
         )
         ongoing = GaugeMetricFamily("ketch_ongoing_transactions", "Open transactions on the partition", labels=labels)
+        producers = GaugeMetricFamily(
+            "ketch_producer_id_count", "Producer ids held in the partition's producer state", labels=labels
+        )
         for p in self._partitions():
             key = [p.topic, str(p.index)]
             end.add_metric(key, p.log.log_end_offset)
@@ -101,8 +105,9 @@ class _LogCollector(Collector):
             size.add_metric(key, p.log.size_bytes)
             lso_lag.add_metric(key, p.high_watermark - p.last_stable_offset)
             ongoing.add_metric(key, p.ongoing_transactions)
+            producers.add_metric(key, len(p.log.producer_state))
         urp.add_metric([], under)
-        yield from (end, start, size, hw, urp, lag, lso_lag, ongoing)
+        yield from (end, start, size, hw, urp, lag, lso_lag, ongoing, producers)
 
 
 class _ControllerCollector(Collector):
@@ -227,11 +232,11 @@ class NodeMetrics:
         """Export the group coordinator's gauges (node/group_coordinator.py)."""
         self.registry.register(_GroupCollector(groups))
 
-    def watch_transactions(self, ongoing: Callable[[], int], producer_ids: Callable[[], int]) -> None:
+    def watch_transactions(self, ongoing: Callable[[], int], transactional_ids: Callable[[], int]) -> None:
         """Export the transaction coordinator's gauges (node/txn_coordinator.py), read at scrape time."""
         Gauge("ketch_transactions_ongoing", "Open transactions", registry=self.registry).set_function(ongoing)
-        Gauge("ketch_producer_ids_held", "Producer ids of transactional ids", registry=self.registry).set_function(
-            producer_ids
+        Gauge("ketch_transactional_ids", "Transactional ids held", registry=self.registry).set_function(
+            transactional_ids
         )
 
     def serve(self, host: str, port: int) -> int:

@@ -194,7 +194,7 @@ class BrokerRole:
             self.broker, admin, self.waiters, metrics, self.producer_ids, self.channels
         )
         verifier = TransactionVerifier(config.node_id, self.transactions, self.channels)
-        metrics.watch_transactions(self.transactions.ongoing, self.transactions.producer_ids_held)
+        metrics.watch_transactions(self.transactions.ongoing, self.transactions.transactional_ids)
         self.groups = GroupManager(self.broker, admin, self.waiters, metrics, verify_transaction=verifier)
         metrics.watch_groups(self.groups)
         service = KetchService(

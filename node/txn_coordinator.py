@@ -274,7 +274,7 @@ class TransactionManager(InternalTopicCoordinators[TransactionCoordinator]):
     def ongoing(self) -> int:
         return sum(len(c.listing(["Ongoing"])) for c in self.coordinators())
 
-    def producer_ids_held(self) -> int:
+    def transactional_ids(self) -> int:
         return sum(len(c.listing()) for c in self.coordinators())
 
     async def close_channels(self) -> None:

@@ -164,7 +164,8 @@ def test_transaction_metrics_follow_an_open_then_committed_transaction(
     where = '{partition="0",topic="t"}'
     assert open_[f"ketch_ongoing_transactions{where}"] == 1
     assert open_[f"ketch_last_stable_offset_lag{where}"] == 3
-    assert open_["ketch_transactions_ongoing"] == 1 and open_["ketch_producer_ids_held"] == 1
+    assert open_["ketch_transactions_ongoing"] == 1 and open_["ketch_transactional_ids"] == 1
+    assert open_[f"ketch_producer_id_count{where}"] == 1
 
     ended = stub.EndTxn(pb.EndTxnRequest(transactional_id=tid, producer_id=pid, producer_epoch=epoch, commit=True))
     assert ended.error_code == 0 and ended.producer_epoch == epoch + 1, ended
