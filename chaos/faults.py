@@ -26,6 +26,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from chaos.cluster import SESSION_TIMEOUT_MS, ChaosCluster
 from chaos.history import History
@@ -317,3 +318,28 @@ SCENARIOS: dict[str, Scenario] = {
         ),
     ]
 }
+
+
+async def run_window(
+    ctx: Context,
+    workload: Any,
+    fault: Callable[[Context], Awaitable[None]],
+    *,
+    warmup_s: float,
+    duration_s: float,
+    pause_s: float,
+) -> tuple[bool, Any]:
+    """Start ``workload``, inject ``fault`` for ``duration_s`` after ``warmup_s``, wait for the
+    cluster to settle and ``pause_s`` more, stop the workload (also on failure) and drain it:
+    (settled, what ``drain`` returned)."""
+    ctx.history.t0 = time.monotonic()
+    workload.start()
+    try:
+        await asyncio.sleep(warmup_s)
+        ctx.deadline = time.monotonic() + duration_s
+        await fault(ctx)
+        settled = await settle(ctx, 60)
+        await asyncio.sleep(pause_s)
+    finally:
+        await workload.stop()
+    return settled, await workload.drain()

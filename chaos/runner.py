@@ -75,17 +75,9 @@ async def run_async(
             rate=rate,
             idempotence=idempotence,
         )
-        history.t0 = time.monotonic()
-        workload.start()
-        try:
-            await asyncio.sleep(warmup_s)
-            ctx.deadline = time.monotonic() + duration_s
-            await spec.fault(ctx)
-            settled = await faults.settle(ctx, 60)
-            await asyncio.sleep(1.0)
-        finally:
-            await workload.stop()
-        drained = await workload.drain()
+        settled, drained = await faults.run_window(
+            ctx, workload, spec.fault, warmup_s=warmup_s, duration_s=duration_s, pause_s=1.0
+        )
     finally:
         history.close()
         await asyncio.to_thread(cluster.close)

@@ -107,17 +107,9 @@ async def run_async(
             group_ids=[GROUP],
         )
         await faults.settle(ctx, 30)
-        history.t0 = time.monotonic()
-        workload.start()
-        try:
-            await asyncio.sleep(warmup_s)
-            ctx.deadline = time.monotonic() + duration_s
-            await spec.fault(ctx)
-            settled = await faults.settle(ctx, 60)
-            await asyncio.sleep(2.0)
-        finally:
-            await workload.stop()
-        drained = await workload.drain()
+        settled, drained = await faults.run_window(
+            ctx, workload, spec.fault, warmup_s=warmup_s, duration_s=duration_s, pause_s=2.0
+        )
     finally:
         history.close()
         if cluster.grpc_proxy is not None:

@@ -48,7 +48,7 @@ import time
 from typing import Any
 
 from chaos.history import History
-from chaos.workload import direct
+from chaos.workload import direct, stop_tasks
 from ketch import aio
 from ketch.errors import KetchError
 from ketch.records import TopicPartition
@@ -114,13 +114,7 @@ class TxnWorkload:
             self.tasks.append(asyncio.create_task(self._reader(r), name=f"reader-{r}"))
 
     async def stop(self, timeout_s: float = 45.0) -> None:
-        self.stopping.set()
-        _, pending = await asyncio.wait(self.tasks, timeout=timeout_s)
-        for task in pending:
-            task.cancel()
-        for task in self.tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await stop_tasks(self.stopping, self.tasks, timeout_s)
         if self.ctp_members:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._ctp_caught_up(), 30)

@@ -53,6 +53,17 @@ def direct(client: Any, real_address: dict[tuple[str, int], tuple[str, int]]) ->
     return client
 
 
+async def stop_tasks(stopping: asyncio.Event, tasks: list[asyncio.Task[None]], timeout_s: float) -> None:
+    """Ask a workload's tasks to stop, give them ``timeout_s``, cancel the rest, and reap all."""
+    stopping.set()
+    _, pending = await asyncio.wait(tasks, timeout=timeout_s)
+    for task in pending:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+
+
 def classify(exc: BaseException, retries: int) -> str:
     if retries == 0 and isinstance(exc, KetchError) and exc.code in DEFINITE:
         return "fail"
@@ -94,13 +105,7 @@ class Workload:
             self.tasks.append(asyncio.create_task(self._consume(k), name=f"consumer-{k}"))
 
     async def stop(self, timeout_s: float = 30.0) -> None:
-        self.stopping.set()
-        _, pending = await asyncio.wait(self.tasks, timeout=timeout_s)
-        for task in pending:
-            task.cancel()
-        for task in self.tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await stop_tasks(self.stopping, self.tasks, timeout_s)
 
     async def _produce(self, k: int) -> None:
         proc = f"producer-{k}"
