@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import functools
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 from coordinator.groups import (
@@ -71,6 +72,21 @@ def _check(ok: bool, message: str) -> None:
 def _tp(topic: str, partition: int) -> TopicPartition:
     _check(bool(topic) and partition >= 0, f"partition {topic!r}-{partition} needs a topic and a partition >= 0")
     return TopicPartition(topic, partition)
+
+
+def _offsets(requested: Iterable[pb.CommittedPartitionOffset]) -> dict[TopicPartition, OffsetCommit]:
+    """The offsets of an OffsetCommit or TxnOffsetCommit request, checked."""
+    offsets: dict[TopicPartition, OffsetCommit] = {}
+    for o in requested:
+        _check(o.offset >= 0, f"offset {o.offset} for {o.topic}-{o.partition} must be >= 0")
+        offsets[_tp(o.topic, o.partition)] = OffsetCommit(o.offset, o.leader_epoch, o.metadata)
+    return offsets
+
+
+def _commit_answers(out: Any, requested: Iterable[pb.CommittedPartitionOffset], committed: CommitResponse) -> None:
+    for o in requested:
+        code = committed.errors.get(TopicPartition(o.topic, o.partition), 0)
+        out.add(topic=o.topic, partition=o.partition, offset=o.offset, error_code=code)
 
 
 class GroupHandlers:
@@ -191,10 +207,7 @@ class GroupHandlers:
     async def OffsetCommit(self, request: pb.OffsetCommitRequest, context: Any) -> pb.OffsetCommitResponse:
         response = pb.OffsetCommitResponse()
         try:
-            offsets: dict[TopicPartition, OffsetCommit] = {}
-            for o in request.offsets:
-                _check(o.offset >= 0, f"offset {o.offset} for {o.topic}-{o.partition} must be >= 0")
-                offsets[_tp(o.topic, o.partition)] = OffsetCommit(o.offset, o.leader_epoch, o.metadata)
+            offsets = _offsets(request.offsets)
             now, wall = self.groups.clock_ms(), self.groups.wall_ms()
             committed: CommitResponse = await self.groups.call(
                 request.group_id,
@@ -207,9 +220,7 @@ class GroupHandlers:
             response.status.CopyFrom(_status(exc))
             return response
         response.status.CopyFrom(_status())
-        for o in request.offsets:
-            code = committed.errors.get(TopicPartition(o.topic, o.partition), 0)
-            response.offsets.add(topic=o.topic, partition=o.partition, offset=o.offset, error_code=code)
+        _commit_answers(response.offsets, request.offsets, committed)
         return response
 
     @timed("TxnOffsetCommit")
@@ -217,10 +228,7 @@ class GroupHandlers:
         response = pb.TxnOffsetCommitResponse()
         try:
             _check(bool(request.transactional_id), "transactional_id must not be empty")
-            offsets: dict[TopicPartition, OffsetCommit] = {}
-            for o in request.offsets:
-                _check(o.offset >= 0, f"offset {o.offset} for {o.topic}-{o.partition} must be >= 0")
-                offsets[_tp(o.topic, o.partition)] = OffsetCommit(o.offset, o.leader_epoch, o.metadata)
+            offsets = _offsets(request.offsets)
             committed = await self.groups.txn_offset_commit(
                 request.transactional_id,
                 request.group_id,
@@ -234,9 +242,7 @@ class GroupHandlers:
             response.status.CopyFrom(_status(exc))
             return response
         response.status.CopyFrom(_status())
-        for o in request.offsets:
-            code = committed.errors.get(TopicPartition(o.topic, o.partition), 0)
-            response.offsets.add(topic=o.topic, partition=o.partition, offset=o.offset, error_code=code)
+        _commit_answers(response.offsets, request.offsets, committed)
         return response
 
     @timed("OffsetFetch")
