@@ -139,11 +139,13 @@ def test_a_live_member_is_described_and_blocks_reset_and_delete(node: NodeProces
     finally:
         consumer.send_signal(signal.SIGINT)  # Ctrl-C: the consumer leaves the group
         try:
-            consumer.wait(timeout=30)
+            # 30 s was exceeded twice in full-suite runs on a loaded 2-core machine (never alone);
+            # the cause is not found yet (see the issue 13 closing note): allow more, keep its stderr.
+            consumer.wait(timeout=90)
         finally:
             consumer.kill()
-            consumer.communicate()
-    assert consumer.returncode == 130
+            _, stderr = consumer.communicate()
+    assert consumer.returncode == 130, stderr.decode(errors="replace")[-2000:]
     d = describe(node, "busy")
     assert d["state"] == "Empty" and d["members"] == []
     assert reset(node, "busy", "--topic", "live", "--to-earliest") == {0: 0, 1: 0}
