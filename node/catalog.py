@@ -4,7 +4,9 @@ The controller validates and stores only a topic's overrides, under Kafka's
 keys (coordinator/metadata/topic_config.py holds the keys and the rules).
 A broker reads them at the moment of use: ``effective_config`` merges them
 over this node's defaults (node/config.py), so a changed default applies to
-every topic that does not override it.
+every topic that does not override it. ``cleanup.policy`` has no node
+default: a topic that does not set it is ``delete`` (Kafka's default); the
+policy is read through ``compacted`` and ``deletes``, never by comparing text.
 """
 
 from __future__ import annotations
@@ -14,8 +16,13 @@ from dataclasses import dataclass
 
 from coordinator.metadata.topic_config import (
     CLEANUP_POLICY,
+    COMPACT,
+    DELETE,
+    DELETE_RETENTION_MS,
     FLUSH_MESSAGES,
     MAX_MESSAGE_BYTES,
+    MIN_CLEANABLE_DIRTY_RATIO,
+    MIN_COMPACTION_LAG_MS,
     MIN_INSYNC_REPLICAS,
     RETENTION_BYTES,
     RETENTION_MS,
@@ -33,8 +40,21 @@ class TopicConfig:
     max_message_bytes: int  # max.message.bytes: largest record batch accepted
     flush_messages: int  # flush.messages: 1 = fsync every append, 0 = WAL only
     min_insync_replicas: int  # min.insync.replicas
-    cleanup_policy: str  # cleanup.policy: only "delete" so far
+    cleanup_policy: str  # cleanup.policy: "delete", "compact" or "compact,delete"
+    delete_retention_ms: int  # delete.retention.ms: a tombstone's life after its cleaning
+    min_compaction_lag_ms: int  # min.compaction.lag.ms: a younger record is never cleaned
+    min_cleanable_dirty_ratio: float  # min.cleanable.dirty.ratio: dirty share that starts a clean
     unclean_leader_election: bool = False  # unclean.leader.election.enable
+
+    @property
+    def compacted(self) -> bool:
+        """The cleaner keeps each key's latest record, and every produced record needs a key."""
+        return COMPACT in self.cleanup_policy.split(",")
+
+    @property
+    def deletes(self) -> bool:
+        """Retention (retention.ms, retention.bytes) trims the log; never for a compact-only topic."""
+        return DELETE in self.cleanup_policy.split(",")
 
     def as_kafka(self) -> dict[str, str]:
         return {
@@ -45,6 +65,9 @@ class TopicConfig:
             MIN_INSYNC_REPLICAS: str(self.min_insync_replicas),
             CLEANUP_POLICY: self.cleanup_policy,
             UNCLEAN_LEADER_ELECTION_ENABLE: "true" if self.unclean_leader_election else "false",
+            DELETE_RETENTION_MS: str(self.delete_retention_ms),
+            MIN_COMPACTION_LAG_MS: str(self.min_compaction_lag_ms),
+            MIN_CLEANABLE_DIRTY_RATIO: str(self.min_cleanable_dirty_ratio),
         }
 
 
@@ -60,6 +83,13 @@ def effective_config(overrides: Mapping[str, str], defaults: NodeConfig) -> Topi
         max_message_bytes=number(MAX_MESSAGE_BYTES, defaults.max_message_bytes),
         flush_messages=number(FLUSH_MESSAGES, defaults.flush_messages),
         min_insync_replicas=number(MIN_INSYNC_REPLICAS, defaults.min_insync_replicas),
-        cleanup_policy=overrides.get(CLEANUP_POLICY, "delete"),
+        cleanup_policy=overrides.get(CLEANUP_POLICY, DELETE),
         unclean_leader_election=overrides.get(UNCLEAN_LEADER_ELECTION_ENABLE) == "true",
+        delete_retention_ms=number(DELETE_RETENTION_MS, defaults.delete_retention_ms),
+        min_compaction_lag_ms=number(MIN_COMPACTION_LAG_MS, defaults.min_compaction_lag_ms),
+        min_cleanable_dirty_ratio=(
+            float(overrides[MIN_CLEANABLE_DIRTY_RATIO])
+            if MIN_CLEANABLE_DIRTY_RATIO in overrides
+            else defaults.min_cleanable_dirty_ratio
+        ),
     )

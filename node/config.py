@@ -59,6 +59,12 @@ class NodeConfig:
     flush_messages: int = 0  # 0: never fsync per append (WAL only); 1: fsync every append
     min_insync_replicas: int = 1
     retention_check_interval_ms: int = 30_000
+    # Compaction (Kafka's log.cleaner.* settings; topics override the first three by their
+    # Kafka keys delete.retention.ms, min.compaction.lag.ms and min.cleanable.dirty.ratio).
+    delete_retention_ms: int = 86_400_000  # a tombstone is kept this long after its cleaning
+    min_compaction_lag_ms: int = 0  # a record younger than this is never cleaned
+    min_cleanable_dirty_ratio: float = 0.5  # a partition is cleaned once this share of it is dirty
+    log_cleaner_backoff_ms: int = 15_000  # the longest the cleaner waits between passes
     # Kafka's producer.id.expiration.ms: a producer silent this long (by its batches' timestamps) is
     # forgotten by each partition on the retention pass; a producer with an open transaction never is.
     producer_id_expiration_ms: int = 86_400_000
@@ -190,6 +196,12 @@ def validate(config: NodeConfig) -> None:
         raise ConfigError("producer_id_expiration_ms must be >= 1")
     if config.transaction_state_num_partitions < 1:
         raise ConfigError("transaction_state_num_partitions must be >= 1")
+    if config.delete_retention_ms < 0 or config.min_compaction_lag_ms < 0:
+        raise ConfigError("delete_retention_ms and min_compaction_lag_ms must be >= 0")
+    if not 0.0 <= config.min_cleanable_dirty_ratio <= 1.0:
+        raise ConfigError(f"min_cleanable_dirty_ratio must be from 0 to 1, got {config.min_cleanable_dirty_ratio}")
+    if config.log_cleaner_backoff_ms < 1:
+        raise ConfigError("log_cleaner_backoff_ms must be >= 1")  # Kafka allows 0: a cleaner that never rests
     if config.transaction_max_timeout_ms < 1:
         raise ConfigError("transaction_max_timeout_ms must be >= 1")
     if not 0 < config.group_min_session_timeout_ms <= config.group_max_session_timeout_ms:
