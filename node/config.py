@@ -138,6 +138,8 @@ def _coerce(name: str, raw: Any) -> Any:
             if text in ("0", "false", "no", "off"):
                 return False
             raise ValueError(raw)
+        if isinstance(raw, bool) or (kind is int and isinstance(raw, float)):
+            raise ValueError(raw)  # from TOML: int() would take true as 1 and cut 1.5 to 1
         return kind(raw)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"setting {name}: {raw!r} is not a valid {kind.__name__}") from exc

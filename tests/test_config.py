@@ -77,3 +77,18 @@ def test_cleaner_settings_by_flag_env_and_file(tmp_path: Path) -> None:
     assert loaded.min_cleanable_dirty_ratio == 1.0 and isinstance(loaded.min_cleanable_dirty_ratio, float)
     assert (loaded.delete_retention_ms, loaded.min_compaction_lag_ms, loaded.log_cleaner_backoff_ms) == (1000, 5, 200)
     assert config.load(parse(["--min-cleanable-dirty-ratio", "0.01"]), {}).min_cleanable_dirty_ratio == 0.01
+
+
+@pytest.mark.parametrize(
+    ("line", "fragment"),
+    [
+        ("retention_ms = 1.5", "retention_ms: 1.5 is not a valid int"),
+        ("node_id = true", "node_id: True is not a valid int"),
+        ("min_cleanable_dirty_ratio = true", "min_cleanable_dirty_ratio: True is not a valid float"),
+    ],
+)
+def test_a_toml_value_of_another_type_is_refused_not_converted(tmp_path: Path, line: str, fragment: str) -> None:
+    file = tmp_path / "node.toml"
+    file.write_text(line + "\n")
+    with pytest.raises(config.ConfigError, match=fragment):
+        config.load(parse(["--config", str(file)]), {})
