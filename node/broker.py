@@ -216,13 +216,18 @@ class Broker:
         return topic is not None and effective_config(topic.configs, self.config).flush_messages == 1
 
     def apply_retention(self, now_ms: int) -> int:
+        """One retention pass: retention.ms and retention.bytes trim only topics whose cleanup.policy
+        has ``delete`` (Kafka never trims a compact-only topic by retention; its cleaner keeps each
+        key's latest record instead). Idle producers are forgotten on every partition."""
         removed = 0
         for tp, part in list(self._replicas.items()):
             topic = self.image.topics.get(tp.topic_id)
             if topic is None:
                 continue
             config = effective_config(topic.configs, self.config)
-            removed += part.log.apply_retention(RetentionPolicy(config.retention_ms, config.retention_bytes), now_ms)
+            if config.deletes:
+                policy = RetentionPolicy(config.retention_ms, config.retention_bytes)
+                removed += part.log.apply_retention(policy, now_ms)
             part.expire_producers(now_ms, self.config.producer_id_expiration_ms)  # KIP-98's producer state
         return removed
 

@@ -28,12 +28,15 @@ def make_batch(
     producer_epoch: int = -1,
     base_sequence: int = -1,
     transactional: bool = False,
+    keyed: bool = False,
 ) -> bytes:
-    """A batch of ``count`` records at ``base_offset`` (values padded by ``pad`` bytes)."""
+    """A batch of ``count`` records at ``base_offset`` (values padded by ``pad`` bytes); with
+    ``keyed`` every record's key is ``b"<tag>:<i>"``, else records have no key."""
     builder = DefaultRecordBatchBuilder(2, 0, int(transactional), producer_id, producer_epoch, base_sequence, 1 << 20)
     for i in range(count):
         value = f"{tag}:{i}".encode() + b"." * pad
-        builder.append(i, timestamp=timestamp_ms, key=None, value=value, headers=[])
+        key = f"{tag}:{i}".encode() if keyed else None
+        builder.append(i, timestamp=timestamp_ms, key=key, value=value, headers=[])
     return assign(bytes(builder.build()), base_offset, leader_epoch)
 
 

@@ -252,27 +252,48 @@ def test_data_survives_restart_and_a_second_node_on_the_same_dir_is_refused(
 
 
 def test_retention_by_time_moves_the_log_start(tmp_path: Path) -> None:
+    """retention.ms trims topics whose cleanup.policy has delete (also compact,delete), never a
+    compact-only one (Kafka's rule: its cleaner keeps each key's latest record instead)."""
     node = start_node(tmp_path, extra_args=["--retention-check-interval-ms", "100"])
     try:
         channel = grpc.insecure_channel(node.bootstrap)
         stub = ketch_pb2_grpc.KetchStub(channel)
+        policies = {"r": "delete", "rc": "compact", "rcd": "compact,delete"}
         stub.CreateTopics(
             pb.CreateTopicsRequest(
                 topics=[
-                    pb.NewTopic(name="r", num_partitions=1, replication_factor=1, configs={"retention.ms": "60000"})
+                    pb.NewTopic(
+                        name=name,
+                        num_partitions=1,
+                        replication_factor=1,
+                        configs={"retention.ms": "60000", "cleanup.policy": policy},
+                    )
+                    for name, policy in policies.items()
                 ]
             )
         )
         old, fresh = 1_000, int(time.time() * 1000)
-        produce(stub, make_batch(0, 3, timestamp_ms=old), topic="r")
-        produce(stub, make_batch(0, 2, timestamp_ms=fresh, tag="new"), topic="r")
-        earliest = pb.ListOffsetsRequest(partitions=[pb.ListOffsetsPartition(topic="r", partition=0, timestamp=-2)])
+        for name in policies:
+            assert produce(stub, make_batch(0, 3, timestamp_ms=old, keyed=True), topic=name).error_code == 0
+            assert (
+                produce(stub, make_batch(0, 2, timestamp_ms=fresh, tag="new", keyed=True), topic=name).error_code == 0
+            )
+
+        def earliest(topic: str) -> int:
+            request = pb.ListOffsetsRequest(
+                partitions=[pb.ListOffsetsPartition(topic=topic, partition=0, timestamp=-2)]
+            )
+            return int(stub.ListOffsets(request).partitions[0].offset)
+
         deadline = time.monotonic() + 10
-        while stub.ListOffsets(earliest).partitions[0].offset != 3 and time.monotonic() < deadline:
+        while (earliest("r"), earliest("rcd")) != (3, 3) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert stub.ListOffsets(earliest).partitions[0].offset == 3
+        assert (earliest("r"), earliest("rcd")) == (3, 3)
         assert values(fetch(stub, offset=3, topic="r").records) == [(3, b"new:0"), (4, b"new:1")]
         assert fetch(stub, offset=0, topic="r").error_code == ErrorCode.OFFSET_OUT_OF_RANGE
+        time.sleep(0.3)  # more retention passes: the compact-only topic keeps everything
+        assert earliest("rc") == 0
+        assert [v for _, v in values(fetch(stub, topic="rc").records)] == [b"v:0", b"v:1", b"v:2", b"new:0", b"new:1"]
         channel.close()
     finally:
         node.close()
