@@ -182,6 +182,15 @@ class Broker:
     def replicas(self) -> dict[TopicIdPartition, Partition]:
         return dict(self._replicas)
 
+    def replicas_with_config(self) -> list[tuple[Partition, TopicConfig]]:
+        """Each local replica with its topic's effective settings (the log cleaner's view)."""
+        out = []
+        for tp, part in list(self._replicas.items()):
+            topic = self.image.topics.get(tp.topic_id)
+            if topic is not None:
+                out.append((part, effective_config(topic.configs, self.config)))
+        return out
+
     def topic(self, name: str) -> tuple[TopicImage, TopicConfig]:
         validate_topic_name(name)
         topic = self.image.topic(name)

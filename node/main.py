@@ -17,7 +17,7 @@ and port; the voters' addresses are those ports.
    and the metrics, then the roles the config asks for, controller first.
 2. Start the server, then the roles in that order (Raft and the controller's
    ticks; the metadata follower, registration and heartbeats, the ISR,
-   retention and group loops), then the metrics endpoint; mark the standard
+   retention, log cleaner and group loops), then the metrics endpoint; mark the standard
    gRPC health service SERVING and print one ready line to stdout (the node
    is serving; the cluster may still be electing, see ``ketch cluster up``):
 

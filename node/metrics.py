@@ -32,6 +32,14 @@ On a transaction coordinator (transactional ids of the __transaction_state parti
     ketch_transactions_ended_total{outcome}       committed, aborted (markers written) and timed_out
     ketch_transactional_ids                       transactional ids held here
 
+The log cleaner (node/log_cleaner.py; Kafka's kafka.log:LogCleaner and LogCleanerManager):
+
+    ketch_log_cleaner_runs_total                  cleaning passes applied
+    ketch_log_cleaner_bytes_removed_total         bytes the cleaner removed
+    ketch_log_cleaner_records_removed_total       records the cleaner removed
+    ketch_log_cleaner_dirty_ratio{topic,partition}        dirty bytes / cleanable bytes at the last scan
+    ketch_log_cleaner_oldest_uncleaned_age_seconds{topic,partition}  age of the oldest uncleaned record
+
 On a controller (read from the quorum at scrape time):
 
     ketch_controller_active_count                 kafka.controller:KafkaController ActiveControllerCount
@@ -59,6 +67,7 @@ from prometheus_client.registry import Collector
 
 from coordinator.quorum import QuorumController
 from node.isr_manager import IsrManager
+from node.log_cleaner import CleanerStats
 from replication.partition import Partition
 
 R = TypeVar("R")
@@ -132,6 +141,30 @@ class _ControllerCollector(Collector):
         for name, doc, value in values:
             yield GaugeMetricFamily(name, doc, value=value)
         yield CounterMetricFamily("ketch_raft_leader_changes", "Raft leadership changes seen", value=q.leader_changes)
+
+
+class _CleanerCollector(Collector):
+    def __init__(self, stats: CleanerStats, clock_s: Callable[[], float]) -> None:
+        self._stats = stats
+        self._clock_s = clock_s
+
+    def collect(self) -> Iterator[Metric]:
+        s = self._stats
+        yield CounterMetricFamily("ketch_log_cleaner_runs", "Cleaning passes applied", value=s.runs)
+        yield CounterMetricFamily("ketch_log_cleaner_bytes_removed", "Bytes the cleaner removed", value=s.bytes_removed)
+        yield CounterMetricFamily(
+            "ketch_log_cleaner_records_removed", "Records the cleaner removed", value=s.records_removed
+        )
+        labels = ["topic", "partition"]
+        ratio = GaugeMetricFamily("ketch_log_cleaner_dirty_ratio", "Dirty bytes over cleanable bytes", labels=labels)
+        age = GaugeMetricFamily(
+            "ketch_log_cleaner_oldest_uncleaned_age_seconds", "Age of the oldest uncleaned record", labels=labels
+        )
+        now_s = self._clock_s()
+        for (topic, index), (dirty, oldest_ms) in list(s.dirty.items()):
+            ratio.add_metric([topic, str(index)], dirty)
+            age.add_metric([topic, str(index)], max(now_s - oldest_ms / 1000, 0.0) if oldest_ms is not None else 0.0)
+        yield from (ratio, age)
 
 
 class _IsrCollector(Collector):
@@ -223,6 +256,10 @@ class NodeMetrics:
         self.registry.register(_LogCollector(partitions))
         if isr is not None:
             self.registry.register(_IsrCollector(isr))
+
+    def watch_cleaner(self, stats: CleanerStats) -> None:
+        """Export the log cleaner's counters and per-partition gauges (read at scrape time)."""
+        self.registry.register(_CleanerCollector(stats, time.time))
 
     def watch_controller(self, quorum: QuorumController) -> None:
         """Export the controller's and its Raft node's gauges (read at scrape time)."""

@@ -47,6 +47,7 @@ from node.group_commit import GroupCommit
 from node.group_coordinator import GroupManager
 from node.isr_manager import IsrManager
 from node.lifecycle import BrokerEpoch, BrokerLifecycle
+from node.log_cleaner import LogCleaner
 from node.metadata_follower import MetadataFollower
 from node.metrics import NodeMetrics
 from node.producer_ids import ProducerIdManager
@@ -146,7 +147,7 @@ class ControllerRole:
 
 class BrokerRole:
     """A broker: follows the committed metadata log into its image, registers and heartbeats,
-    keeps its replicas (leading, fetching, proposing ISR changes, applying retention),
+    keeps its replicas (leading, fetching, proposing ISR changes, applying retention, compacting),
     coordinates consumer groups and serves the client API (Ketch)."""
 
     def __init__(
@@ -188,6 +189,8 @@ class BrokerRole:
         )
         self.isr = IsrManager(self.broker, self.controllers, epoch, config.isr_check_interval_ms)
         metrics.watch_replicas(self.broker.partitions, self.isr)
+        self.cleaner = LogCleaner(self.broker.replicas_with_config, config.log_cleaner_backoff_ms)
+        metrics.watch_cleaner(self.cleaner.stats)
         self.producer_ids = ProducerIdManager.with_controllers(config.node_id, epoch, self.controllers)
         self.channels = BrokerChannels(lambda: self.broker.image)
         self.transactions = TransactionManager(
@@ -234,6 +237,7 @@ class BrokerRole:
         self._tasks += [
             asyncio.create_task(self.isr.run(), name="isr-manager"),
             asyncio.create_task(_retention_loop(self.broker, retention_interval_s), name="retention"),
+            asyncio.create_task(self.cleaner.run(), name="log-cleaner"),
             asyncio.create_task(self.groups.run(), name="group-coordinator"),
             asyncio.create_task(self.transactions.run(), name="transaction-coordinator"),
         ]

@@ -7,18 +7,22 @@ appends the leader's bytes unchanged), so one interface serves both.
 
 Invariants every implementation keeps (tests/test_partition_log.py runs the
 same suite against each):
-- Batches are contiguous: each batch's base offset equals the previous batch's
-  last offset + 1; ``append`` refuses anything else with ``LogAppendError``.
+- Batches are in offset order: each batch's base offset is above the previous
+  batch's last offset (the leader appends contiguously; a follower copying a
+  compacted leader gets gaps); ``append`` refuses a batch that starts below
+  the log end with ``LogAppendError``.
 - ``log_start_offset <= log_end_offset``; both only move by ``append``,
   ``truncate_to`` (end, backwards), ``delete_before``/retention (start,
   forwards) and ``reset_to`` (both, to any offset). Offsets below the start
-  are gone; the start is always a batch boundary or the end.
+  are gone; the start is a batch boundary, the end, or (after compaction
+  removed the first batches) an offset in a gap.
 - ``append`` is atomic: after a crash, a reopened log holds every batch whose
   ``append`` returned, and for one that did not return, all of it or none.
   With ``sync=True`` it also survives power loss (the write is fsynced).
 - ``read(offset, max_bytes)`` returns whole batches starting with the batch
-  that holds ``offset``; at least one batch whenever ``offset`` is below the
-  end (KIP-74: a batch larger than ``max_bytes`` still makes progress), else b"".
+  that holds ``offset`` (inside a gap: the next batch); at least one batch
+  whenever a batch ends above ``offset`` (KIP-74: a batch larger than
+  ``max_bytes`` still makes progress), else b"".
 - Retention and ``delete_before`` remove whole batches from the front only.
   They may remove every batch; then ``log_start_offset == log_end_offset`` and
   the end offset is kept (it is state, not derived from the last batch).
@@ -91,6 +95,20 @@ producer state, on leader and follower alike:
   ``delete_before``/retention remove those whose marker is below the new
   start; ``reset_to`` removes all.
 - ``aborted_transactions(fetch_offset, upper)`` answers a read_committed fetch.
+
+Compaction (the rules are in ``replication/compaction.py``): the cleaner
+reads the log, plans a pass and applies it with ``apply_cleaning(generation,
+rewrites, checkpoint)``: in ONE synced write it replaces each rewritten batch
+(same base offset and last offset) and deletes each removed one, adjusts the
+size, and stores the ``CleanerCheckpoint`` when given. It applies only if
+``generation`` is still the log's: every truncation, front deletion,
+retention and reset moves it (a pass planned before one of those is
+dropped); appends do not (they never touch the cleaned range, which ends
+below the high watermark). The time index keeps its entries; a lookup that
+lands on a removed, rewritten or emptied batch scans forward to the first
+batch with records whose max timestamp reaches the target. ``truncate_to``
+clamps the checkpoint to the new end (nothing there was ever cleaned);
+``reset_to`` clears it.
 """
 
 from __future__ import annotations
@@ -99,6 +117,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from replication.compaction import CleanerCheckpoint, Rewrite
 from replication.epoch_cache import UNDEFINED_EPOCH, UNDEFINED_OFFSET
 from replication.producer_state import ProducerStateTable
 from replication.transactions import AbortedTxn
@@ -164,7 +183,7 @@ class PartitionLog(Protocol):
         """Remove every batch whose base offset is >= ``offset``'s batch.
 
         The end becomes the base offset of the batch that holds ``offset`` (or
-        ``offset`` itself when it is a batch boundary or the current end).
+        ``offset`` itself when it is a batch boundary, in a gap, or the current end).
         """
         ...
 
@@ -250,6 +269,22 @@ class PartitionLog(Protocol):
 
     def aborted_transactions(self, fetch_offset: int, upper: int) -> tuple[tuple[int, int], ...]:
         """(producer id, first offset) of aborted transactions overlapping ``[fetch_offset, upper)``."""
+        ...
+
+    # -- compaction -----------------------------------------------------------
+
+    @property
+    def generation(self) -> int:
+        """Moves on every truncation, front deletion, retention and reset (not on appends)."""
+        ...
+
+    @property
+    def cleaner_checkpoint(self) -> CleanerCheckpoint: ...
+
+    def apply_cleaning(
+        self, generation: int, rewrites: Sequence[Rewrite], checkpoint: CleanerCheckpoint | None
+    ) -> bool:
+        """Apply one chunk of a cleaning pass atomically (synced); False if ``generation`` is stale."""
         ...
 
     def close(self) -> None: ...

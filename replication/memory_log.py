@@ -6,18 +6,20 @@ and answers every query exactly as ``RocksPartitionLog`` does
 (tests/test_partition_log.py runs one suite against both and a Hypothesis
 test drives both with the same operations).
 
-Representation: three parallel lists (base offsets, batch bytes, each batch's
-max timestamp) holding the batches in ``[log_start_offset, log_end_offset)``,
-plus the start, the end and the byte total. Reads and truncation bisect the
-base offsets; ``batch_for_timestamp`` scans forward (fine for tests, where
-logs are small; the RocksDB log has a real time index).
+Representation: four parallel lists (base offsets, next offsets, batch bytes,
+each batch's max timestamp or ``None`` for an emptied batch) holding the
+batches in ``[log_start_offset, log_end_offset)``, plus the start, the end
+and the byte total. Reads and truncation bisect the base offsets;
+``batch_for_timestamp`` scans forward (fine for tests, where logs are small; the RocksDB log has a real time index).
 
 The leader-epoch cache is an ``EpochCache`` (replication/epoch_cache.py)
 changed by the same calls, and the high-watermark checkpoint a plain int.
 The producer state is a ``ProducerStateTable`` with its snapshots as a list
 of ``(offset, table)`` (rules in replication/log.py); ``snapshot_interval``
 is how many appended batches apart they are taken. The aborted-transactions
-index is a list of ``AbortedTxn`` in marker-offset order.
+index is a list of ``AbortedTxn`` in marker-offset order. Compaction keeps a
+``CleanerCheckpoint`` and a generation counter; ``apply_cleaning`` is durable
+at once (a synced write).
 
 Crash model (DESIGN.md §7, "a memory log that loses unsynced data on
 crash"): ``append(sync=False)`` and ``checkpoint_high_watermark`` are durable
@@ -41,6 +43,7 @@ import bisect
 from collections.abc import Sequence
 
 from ketch.recordbatch import BatchError, BatchHeader, parse_header
+from replication.compaction import CleanerCheckpoint, Rewrite
 from replication.epoch_cache import EpochCache
 from replication.log import PRODUCER_SNAPSHOT_INTERVAL, LogAppendError, LogOffsetError, RetentionPolicy
 from replication.producer_state import ProducerStateTable, rolled_back, table_at
@@ -50,9 +53,10 @@ from replication.transactions import AbortedTxn, aborted_by, overlapping
 def check_append(batches: Sequence[bytes], end: int) -> list[tuple[bytes, BatchHeader]]:
     """Headers of ``batches`` if they continue a log ending at ``end``.
 
-    Each batch must be exactly as long as its header says and start at the
-    offset after the previous one; anything else is ``LogAppendError`` (the
-    partition layer validates client input before it gets here).
+    Each batch must be exactly as long as its header says and start at or
+    after the offset after the previous one (a gap is what a compacted
+    leader's log has); anything else is ``LogAppendError`` (the partition
+    layer validates client input before it gets here).
     """
     out: list[tuple[bytes, BatchHeader]] = []
     expected = end
@@ -66,7 +70,7 @@ def check_append(batches: Sequence[bytes], end: int) -> list[tuple[bytes, BatchH
             raise LogAppendError(
                 f"batch at offset {header.base_offset} has {len(batch)} bytes but its header says {header.size}"
             )
-        if header.base_offset != expected or header.last_offset_delta < 0:
+        if header.base_offset < expected or header.last_offset_delta < 0:
             raise LogAppendError(
                 f"batch with base offset {header.base_offset} (last offset delta "
                 f"{header.last_offset_delta}) does not continue the log at offset {expected}"
@@ -119,8 +123,11 @@ class MemoryPartitionLog:
         self._aborted: list[AbortedTxn] = []
         self._synced_aborted: list[AbortedTxn] = []
         self._bases: list[int] = []
+        self._nexts: list[int] = []
         self._batches: list[bytes] = []
-        self._max_ts: list[int] = []
+        self._max_ts: list[int | None] = []
+        self._cleaner = CleanerCheckpoint()
+        self._generation = 0
         self._start = 0
         self._end = 0
         self._size = 0
@@ -196,7 +203,9 @@ class MemoryPartitionLog:
         self._check_open()
         if offset < 0:
             raise LogOffsetError(offset, 0, 2**63 - 1)
-        self._bases, self._batches, self._max_ts = [], [], []
+        self._bases, self._nexts, self._batches, self._max_ts = [], [], [], []
+        self._cleaner = CleanerCheckpoint()
+        self._generation += 1
         self._start = self._end = self._hw = offset
         self._size = 0
         self._epochs.clear()
@@ -217,8 +226,9 @@ class MemoryPartitionLog:
         self._aborted.extend(aborted)
         for batch, header in checked:
             self._bases.append(header.base_offset)
+            self._nexts.append(header.next_offset)
             self._batches.append(batch)
-            self._max_ts.append(header.max_timestamp)
+            self._max_ts.append(header.max_timestamp if header.records_count else None)
             self._size += len(batch)
             self._end = header.next_offset
         self._producers.apply(header for _, header in checked)
@@ -232,9 +242,9 @@ class MemoryPartitionLog:
     def read(self, offset: int, max_bytes: int) -> bytes:
         self._check_open()
         self._check_range(offset)
-        if offset == self._end:
+        i = self._first_ending_after(offset)
+        if i == len(self._bases):
             return b""
-        i = bisect.bisect_right(self._bases, offset) - 1
         out = [self._batches[i]]
         total = len(self._batches[i])
         for batch in self._batches[i + 1 :]:
@@ -253,11 +263,13 @@ class MemoryPartitionLog:
             if self._epochs.truncate_from_end(self._end):
                 self._mark_synced()
             return
-        i = bisect.bisect_right(self._bases, offset) - 1
+        i = self._first_ending_after(offset)
         self._size -= sum(len(b) for b in self._batches[i:])
-        self._end = self._bases[i]
+        self._end = min(self._bases[i], offset) if i < len(self._bases) else offset
         self._roll_back_producers(i)
-        del self._bases[i:], self._batches[i:], self._max_ts[i:]
+        del self._bases[i:], self._nexts[i:], self._batches[i:], self._max_ts[i:]
+        self._cleaner = self._cleaner.truncated(self._end)
+        self._generation += 1
         self._epochs.truncate_from_end(self._end)
         self._aborted = [t for t in self._aborted if t.last_offset < self._end]
         self._hw = min(self._hw, self._end)
@@ -267,9 +279,8 @@ class MemoryPartitionLog:
         self._check_open()
         if offset > self._end:
             raise LogOffsetError(offset, self._start, self._end)
-        # Batch i lies wholly below ``offset`` iff the next batch starts at or below it.
         n = 0
-        while n < len(self._bases) and self._next_offset(n) <= offset:
+        while n < len(self._bases) and self._nexts[n] <= offset:
             n += 1
         self._drop_front(n)
 
@@ -278,7 +289,7 @@ class MemoryPartitionLog:
         before = self._size
         n = 0
         if policy.retention_ms >= 0:
-            while n < len(self._bases) and now_ms - self._max_ts[n] > policy.retention_ms:
+            while n < len(self._bases) and now_ms - self._batch_max_ts(n) > policy.retention_ms:
                 n += 1
         if policy.retention_bytes >= 0:
             size = self._size - sum(len(b) for b in self._batches[:n])
@@ -291,9 +302,46 @@ class MemoryPartitionLog:
     def batch_for_timestamp(self, timestamp_ms: int) -> bytes | None:
         self._check_open()
         for batch, max_ts in zip(self._batches, self._max_ts, strict=True):
-            if max_ts >= timestamp_ms:
+            if max_ts is not None and max_ts >= timestamp_ms:
                 return batch
         return None
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    @property
+    def cleaner_checkpoint(self) -> CleanerCheckpoint:
+        return self._cleaner
+
+    def apply_cleaning(
+        self, generation: int, rewrites: Sequence[Rewrite], checkpoint: CleanerCheckpoint | None
+    ) -> bool:
+        self._check_open()
+        if generation != self._generation:
+            return False
+        fate = {r.base_offset: r.batch for r in rewrites}
+        kept = []
+        for base, nxt, batch, max_ts in zip(self._bases, self._nexts, self._batches, self._max_ts, strict=True):
+            if base not in fate:
+                kept.append((base, nxt, batch, max_ts))
+                continue
+            new = fate.pop(base)
+            self._size -= len(batch)
+            if new is not None:
+                header = parse_header(new)
+                kept.append((base, nxt, new, header.max_timestamp if header.records_count else None))
+                self._size += len(new)
+        if fate:
+            raise LogAppendError(f"cleaning rewrites batches the log does not hold: {sorted(fate)[:5]}")
+        self._bases = [k[0] for k in kept]
+        self._nexts = [k[1] for k in kept]
+        self._batches = [k[2] for k in kept]
+        self._max_ts = [k[3] for k in kept]
+        if checkpoint is not None:
+            self._cleaner = checkpoint
+        self._mark_synced()
+        return True
 
     def crash(self) -> None:
         """Lose what a power cut would: every unsynced write since the last synced one."""
@@ -301,7 +349,7 @@ class MemoryPartitionLog:
         if self._synced_end < self._end:
             i = bisect.bisect_left(self._bases, self._synced_end)
             self._size -= sum(len(b) for b in self._batches[i:])
-            del self._bases[i:], self._batches[i:], self._max_ts[i:]
+            del self._bases[i:], self._nexts[i:], self._batches[i:], self._max_ts[i:]
             self._end = self._synced_end
         self._epochs = self._synced_epochs.copy()
         table, snapshots = self._synced_producers
@@ -312,8 +360,16 @@ class MemoryPartitionLog:
     def close(self) -> None:
         self._closed = True
 
-    def _next_offset(self, i: int) -> int:
-        return self._bases[i + 1] if i + 1 < len(self._bases) else self._end
+    def _first_ending_after(self, offset: int) -> int:
+        """Index of the first batch whose last offset is >= ``offset`` (len: none)."""
+        i = bisect.bisect_right(self._bases, offset) - 1
+        if i < 0:
+            return 0
+        return i if self._nexts[i] > offset else i + 1
+
+    def _batch_max_ts(self, i: int) -> int:
+        max_ts = self._max_ts[i]
+        return max_ts if max_ts is not None else parse_header(self._batches[i]).max_timestamp
 
     def _roll_back_producers(self, i: int) -> None:
         """Truncation from batch ``i`` (the new end is its base): rebuild the producers it removes."""
@@ -343,8 +399,9 @@ class MemoryPartitionLog:
         at_start = table_at(self._producers, base, (parse_header(b) for b in self._batches[j:n]))
         self._snapshots = [(new_start, at_start), *((o, t) for o, t in self._snapshots if o > new_start)]
         self._size -= sum(len(b) for b in self._batches[:n])
-        del self._bases[:n], self._batches[:n], self._max_ts[:n]
+        del self._bases[:n], self._nexts[:n], self._batches[:n], self._max_ts[:n]
         self._start = self._bases[0] if self._bases else self._end
+        self._generation += 1
         self._epochs.truncate_from_start(self._start)
         self._aborted = [t for t in self._aborted if t.last_offset >= self._start]
         self._hw = max(self._hw, self._start)

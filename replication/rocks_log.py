@@ -12,6 +12,7 @@ Stored (key layout in ``replication/rocks_store.py``; integers big-endian):
             pid | b"epochs" bytes            leader-epoch cache, ``EpochCache.encode()``:
                                              (i32 epoch, u64 start offset) per entry
             pid | b"hw"     u64              high-watermark checkpoint
+            pid | b"cleaner" bytes           ``CleanerCheckpoint.encode()`` (compaction)
     tindex  pid | running max ts u64 | base u64 -> b""
 
     producers (the producer state: rows and snapshots, see ``replication/rocks_producers.py``)
@@ -60,6 +61,16 @@ higher. So:
 Timestamps outside i64 are clamped to it. A lookup never returns a batch
 below the start.
 
+Compaction (rules in replication/compaction.py): ``apply_cleaning`` puts each
+rewritten batch over its key and deletes each removed one, with the new size
+and the cleaner checkpoint, in one synced WriteBatch. The time index is left
+as it is: an entry may name a removed, rewritten or emptied batch, so a
+lookup that seeks the index scans forward from the entry's base offset to the
+first batch with records whose max timestamp reaches the target (every batch
+before the entry has a smaller max, removed or kept). Reads and truncation
+find "the batch holding an offset" as the first batch whose last offset is at
+or above it, which after compaction may start above it.
+
 Threads: changes to one log are serialized by a per-log lock (the node
 appends with fsync in a worker thread while retention runs on its event
 loop). Reads take no lock: each iterates a RocksDB snapshot, bounded by the
@@ -75,6 +86,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from ketch.recordbatch import BatchError, parse_header
+from replication.compaction import CleanerCheckpoint, Rewrite
 from replication.epoch_cache import EpochCache
 from replication.log import PRODUCER_SNAPSHOT_INTERVAL, LogAppendError, LogOffsetError, RetentionPolicy
 from replication.memory_log import check_append, check_assign, check_epochs
@@ -97,6 +109,7 @@ _OFFSET_FIELDS = (b"start", b"end", b"size")
 _TS_FIELDS = (b"maxts", b"floor")
 _EPOCHS = b"epochs"
 _HW = b"hw"
+_CLEANER = b"cleaner"
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
@@ -133,6 +146,8 @@ class RocksPartitionLog:
         # Lock-free readers need the cache and the end as one pair; every change
         # replaces the (never mutated) cache and republishes the pair.
         self._view = (self._epochs, self._end)
+        self._cleaner = CleanerCheckpoint.decode(state.get(self._prefix + _CLEANER) or b"")
+        self._generation = 0
 
     @property
     def log_start_offset(self) -> int:
@@ -235,9 +250,11 @@ class RocksPartitionLog:
         producer_ids: set[int] = set()
         for base, batch in self._batches(offset):
             if cut < 0:
-                cut = base
+                cut = min(base, offset)  # above ``offset``: it lies in a gap left by compaction
             removed += len(batch)
             producer_ids.add(parse_header(batch).producer_id)
+        if cut < 0:
+            cut = offset  # in a gap after the last batch
         wb, h = self._store.write_batch(), self._store.handle
         producers = self._producers.on_truncate(wb, producer_ids - {-1}, cut, self._start, self._batches)
         index = self._aborted.on_truncate(wb, cut)
@@ -260,10 +277,14 @@ class RocksPartitionLog:
         epochs = self._epochs.copy()
         if epochs.truncate_from_end(cut):
             self._put_epochs(wb, epochs)
+        cleaner = self._cleaner.truncated(cut)
+        if cleaner != self._cleaner:
+            wb.put(self._prefix + _CLEANER, cleaner.encode(), h["state"])
         self._store.write(wb, sync=True)
         producers()
         index()
-        self._end, self._size, self._maxts, self._hw = cut, size, maxts, hw
+        self._end, self._size, self._maxts, self._hw, self._cleaner = cut, size, maxts, hw, cleaner
+        self._generation += 1
         self._publish(epochs)
 
     @_locked
@@ -320,6 +341,7 @@ class RocksPartitionLog:
         producers()
         index()
         self._start, self._size, self._floor, self._hw = new_start, size, floor, hw
+        self._generation += 1
         self._publish(epochs)
 
     @_locked
@@ -330,6 +352,7 @@ class RocksPartitionLog:
         wb, h = self._store.write_batch(), self._store.handle
         for cf in ("log", "tindex"):
             wb.delete_range(self._prefix, self._hi, h[cf])
+        wb.delete(self._prefix + _CLEANER, h["state"])
         self._put_state(wb, start=offset, end=offset, size=0, hw=offset, maxts=NO_TIMESTAMP, floor=NO_TIMESTAMP)
         epochs = EpochCache()
         self._put_epochs(wb, epochs)
@@ -340,7 +363,42 @@ class RocksPartitionLog:
         index()
         self._start = self._end = self._hw = offset
         self._size, self._maxts, self._floor = 0, NO_TIMESTAMP, NO_TIMESTAMP
+        self._cleaner = CleanerCheckpoint()
+        self._generation += 1
         self._publish(epochs)
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    @property
+    def cleaner_checkpoint(self) -> CleanerCheckpoint:
+        return self._cleaner
+
+    @_locked
+    def apply_cleaning(
+        self, generation: int, rewrites: Sequence[Rewrite], checkpoint: CleanerCheckpoint | None
+    ) -> bool:
+        self._check_open()
+        if generation != self._generation:
+            return False
+        wb, h = self._store.write_batch(), self._store.handle
+        size = self._size
+        for rewrite in rewrites:
+            key = self._log_key(rewrite.base_offset)
+            if rewrite.batch is None:
+                wb.delete(key, h["log"])
+            else:
+                wb.put(key, rewrite.batch, h["log"])
+            size -= rewrite.bytes_removed
+        self._put_state(wb, size=size)
+        if checkpoint is not None:
+            wb.put(self._prefix + _CLEANER, checkpoint.encode(), h["state"])
+        self._store.write(wb, sync=True)
+        self._size = size
+        if checkpoint is not None:
+            self._cleaner = checkpoint
+        return True
 
     @_locked
     def assign_epoch(self, epoch: int, start_offset: int) -> None:
@@ -389,27 +447,30 @@ class RocksPartitionLog:
         if timestamp_ms > MAX_TIMESTAMP or self._start == self._end:
             return None
         ts = max(timestamp_ms, NO_TIMESTAMP)
-        if ts <= self._floor:
-            for _, batch in self._batches(self._start):
-                if parse_header(batch).max_timestamp >= ts:
-                    return batch
-            return None
-        it = self._store.cf["tindex"].iter()
-        it.seek(self._prefix + _U64.pack(ts + _TS_BIAS))
-        key: bytes | None = it.key() if it.valid() else None
-        del it
-        if key is None or not key.startswith(self._prefix):
-            return None
-        found: bytes | None = self._store.cf["log"].get(self._log_key(_TINDEX_KEY.unpack(key)[2]))
-        return found
+        offset = self._start
+        if ts > self._floor:
+            it = self._store.cf["tindex"].iter()
+            it.seek(self._prefix + _U64.pack(ts + _TS_BIAS))
+            key: bytes | None = it.key() if it.valid() else None
+            del it
+            if key is None or not key.startswith(self._prefix):
+                return None
+            offset = max(_TINDEX_KEY.unpack(key)[2], self._start)
+        for _, batch in self._batches(offset):
+            header = parse_header(batch)
+            if header.records_count and header.max_timestamp >= ts:
+                return batch
+        return None
 
     def _batches(self, offset: int) -> Iterator[tuple[int, bytes]]:
-        """(base offset, bytes) of each batch from the one holding ``offset``
-        (``start <= offset``) up to the end; nothing when ``offset == end``."""
+        """(base offset, bytes) of each batch from the first whose last offset is >= ``offset``
+        (the one holding it, or after a gap the next) up to the end; nothing when ``offset == end``."""
         if offset >= self._end:
             return
         it = self._store.cf["log"].iter()
         it.seek_for_prev(self._log_key(offset))
+        if not (it.valid() and it.key().startswith(self._prefix) and parse_header(it.value()).next_offset > offset):
+            it.seek(self._log_key(offset) + b"\x00")  # nothing holds it: the first batch after it
         while it.valid():
             pid, base = _LOG_KEY.unpack(it.key())
             if pid != self.pid or base >= self._end:

@@ -47,3 +47,35 @@ def values(data: bytes) -> list[tuple[int, bytes | None]]:
     while (batch := records.next_batch()) is not None:
         out.extend((record.offset, record.value) for record in batch)
     return out
+
+
+def keyed_batch(
+    base_offset: int,
+    records: list[tuple[bytes, bytes | None]],
+    *,
+    timestamp_ms: int = 0,
+    compression: int = 0,
+    producer_id: int = -1,
+    producer_epoch: int = -1,
+    base_sequence: int = -1,
+    transactional: bool = False,
+) -> bytes:
+    """A batch of ``(key, value)`` records (value None: a tombstone) at ``base_offset``."""
+    builder = DefaultRecordBatchBuilder(
+        2, compression, int(transactional), producer_id, producer_epoch, base_sequence, 1 << 20
+    )
+    for i, (key, value) in enumerate(records):
+        builder.append(i, timestamp=timestamp_ms + i, key=key, value=value, headers=[])
+    return assign(bytes(builder.build()), base_offset, 0)
+
+
+def keyed_records(data: bytes) -> dict[int, tuple[bytes | None, bytes | None]]:
+    """offset -> (key, value) of every data record in back-to-back batches (markers skipped)."""
+    out: dict[int, tuple[bytes | None, bytes | None]] = {}
+    records = MemoryRecords(data)
+    while (batch := records.next_batch()) is not None:
+        if batch.is_control_batch:
+            continue
+        for record in batch:
+            out[record.offset] = (record.key, record.value)
+    return out

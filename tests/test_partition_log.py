@@ -73,15 +73,28 @@ def test_append_read_round_trip(env: Env) -> None:
 
 def test_append_refuses_what_does_not_continue_the_log(env: Env) -> None:
     log = env.log
-    with pytest.raises(LogAppendError):
-        log.append([make_batch(1)])
     batches = fill(log, [3])
-    for bad in ([make_batch(2)], [make_batch(4)], [make_batch(3)[:-1]], [b"short"], [make_batch(3) + b"x"]):
+    for bad in ([make_batch(2)], [make_batch(0)], [make_batch(3)[:-1]], [b"short"], [make_batch(3) + b"x"]):
         with pytest.raises(LogAppendError):
             log.append(bad)
     with pytest.raises(LogAppendError):  # all or nothing: the good first batch is not stored
-        log.append([make_batch(3, 2), make_batch(6)])
+        log.append([make_batch(3, 2), make_batch(4)])
     assert log.log_end_offset == 3 and log.read(0, 1 << 20) == batches[0]
+
+
+def test_a_gap_left_by_compaction_is_appended_read_past_and_truncated_into(env: Env) -> None:
+    """A follower copying a compacted leader appends batches with gaps between them."""
+    log = env.log
+    first = fill(log, [3])[0]
+    after_gap = make_batch(10, 2, tag="g")
+    log.append([after_gap])
+    assert log.log_end_offset == 12
+    assert log.read(1, 1 << 20) == first + after_gap
+    for inside in (3, 7, 9):  # a read inside the gap starts at the next batch
+        assert log.read(inside, 1) == after_gap
+    log.truncate_to(7)  # into the gap: the end is the offset itself
+    assert (log.log_end_offset, log.read(0, 1 << 20)) == (7, first)
+    assert log.read(5, 1 << 20) == b""
 
 
 def test_read_from_mid_batch_and_max_bytes(env: Env) -> None:
