@@ -13,7 +13,7 @@ Stored (key layout in ``replication/rocks_store.py``; integers big-endian):
                                              (i32 epoch, u64 start offset) per entry
             pid | b"hw"     u64              high-watermark checkpoint
             pid | b"cleaner" bytes           ``CleanerCheckpoint.encode()`` (compaction)
-    tindex  pid | running max ts u64 | base u64 -> b""
+    tindex  pid | running max ts u64 | base u64 -> b""   (replication/rocks_time_index.py)
 
     producers (the producer state: rows and snapshots, see ``replication/rocks_producers.py``)
     txnindex  (the aborted-transactions index, see ``replication/rocks_producers.py``)
@@ -39,27 +39,7 @@ Rules:
 - Ranges are removed with ``delete_range``; removing batches reads them once
   first (their sizes, and from the front their max timestamps for ``floor``).
 
-Time index. An entry is written when an appended batch raises the running
-max timestamp ``maxts``; its key is the new max, biased by 2**63 so signed
-order is byte order (``ts + 2**63`` as u64), then the base offset. Entries
-are sorted by max and by offset at once, because the running max only grows.
-The first batch whose own max timestamp is >= ts is exactly the first batch
-where the running max reaches >= ts, which is an indexed batch; so
-``batch_for_timestamp(ts)`` is one seek, when nothing was removed from the
-front. Removing batches from the front changes that: a kept batch may have a
-max >= ts that never raised the running max, because a removed batch was
-higher. So:
-- ``delete_before``/retention raise ``floor`` to the removed batches' max and
-  delete every entry with running max <= floor (exactly the entries of the
-  removed batches: a kept indexed batch raised the max above all before it);
-- a lookup with ts <= floor scans forward from the start for the first batch
-  with max >= ts; the scan ends at the latest at the first indexed batch
-  (its max is above floor); a lookup with ts > floor seeks the index, since
-  every batch before that entry, removed or kept, has max < ts;
-- ``truncate_to`` deletes the entries of removed batches (a suffix of the
-  index) and sets ``maxts`` to the last kept entry's max (or ``floor``).
-Timestamps outside i64 are clamped to it. A lookup never returns a batch
-below the start.
+Time index: ``replication/rocks_time_index.py`` (its rules, and the ``floor`` field's).
 
 Compaction (rules in replication/compaction.py): ``apply_cleaning`` puts each
 rewritten batch over its key and deletes each removed one, with the new size
@@ -92,6 +72,7 @@ from replication.log import PRODUCER_SNAPSHOT_INTERVAL, LogAppendError, LogOffse
 from replication.memory_log import check_append, check_assign, check_epochs
 from replication.producer_state import ProducerStateTable
 from replication.rocks_producers import RocksAbortedIndex, RocksProducerState
+from replication.rocks_time_index import RocksTimeIndex
 from replication.transactions import AbortedTxn, aborted_by, overlapping
 
 if TYPE_CHECKING:
@@ -99,12 +80,10 @@ if TYPE_CHECKING:
 
 NO_TIMESTAMP = -(2**63)
 MAX_TIMESTAMP = 2**63 - 1
-_TS_BIAS = 2**63
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 _I64 = struct.Struct(">q")
 _LOG_KEY = struct.Struct(">IQ")
-_TINDEX_KEY = struct.Struct(">IQQ")
 _OFFSET_FIELDS = (b"start", b"end", b"size")
 _TS_FIELDS = (b"maxts", b"floor")
 _EPOCHS = b"epochs"
@@ -132,6 +111,7 @@ class RocksPartitionLog:
         self._hi = _U32.pack(pid + 1)
         self._producers = RocksProducerState(store, self._prefix, self._hi, snapshot_interval)
         self._aborted = RocksAbortedIndex(store, self._prefix, self._hi)
+        self._tindex = RocksTimeIndex(store, self._prefix, self._hi)
         self._closed = False
         self._lock = threading.Lock()
         state = store.cf["state"]
@@ -219,7 +199,7 @@ class RocksPartitionLog:
             size += len(batch)
             if header.max_timestamp > maxts:
                 maxts = header.max_timestamp
-                wb.put(self._tindex_key(maxts, header.base_offset), b"", h["tindex"])
+                self._tindex.put(wb, maxts, header.base_offset)
         end = checked[-1][1].next_offset
         self._put_state(wb, end=end, size=size, maxts=maxts)
         if epochs is not None:
@@ -259,18 +239,7 @@ class RocksPartitionLog:
         producers = self._producers.on_truncate(wb, producer_ids - {-1}, cut, self._start, self._batches)
         index = self._aborted.on_truncate(wb, cut)
         wb.delete_range(self._log_key(cut), self._hi, h["log"])
-        # The index is sorted by offset too: pop entries from its end while they are >= cut.
-        maxts, keep_key = self._floor, self._prefix
-        it = self._store.cf["tindex"].iter()
-        it.seek_for_prev(self._hi)
-        while it.valid() and it.key().startswith(self._prefix):
-            _, biased, base = _TINDEX_KEY.unpack(it.key())
-            if base < cut:
-                maxts, keep_key = biased - _TS_BIAS, it.key() + b"\x00"
-                break
-            it.prev()
-        del it
-        wb.delete_range(keep_key, self._hi, h["tindex"])
+        maxts = self._tindex.cut_from(wb, cut, self._floor)
         size = self._size - removed
         hw = min(self._hw, cut)
         self._put_state(wb, end=cut, size=size, maxts=maxts, hw=hw)
@@ -326,9 +295,7 @@ class RocksPartitionLog:
         floor = max(self._floor, removed_max)
         wb, h = self._store.write_batch(), self._store.handle
         wb.delete_range(self._log_key(self._start), self._log_key(new_start), h["log"])
-        biased = floor + _TS_BIAS
-        upper = self._prefix + _U64.pack(biased + 1) if biased + 1 < 2**64 else self._hi
-        wb.delete_range(self._prefix, upper, h["tindex"])
+        self._tindex.drop_through(wb, floor)
         size = self._size - removed
         hw = max(self._hw, new_start)
         self._put_state(wb, start=new_start, size=size, floor=floor, hw=hw)
@@ -449,13 +416,10 @@ class RocksPartitionLog:
         ts = max(timestamp_ms, NO_TIMESTAMP)
         offset = self._start
         if ts > self._floor:
-            it = self._store.cf["tindex"].iter()
-            it.seek(self._prefix + _U64.pack(ts + _TS_BIAS))
-            key: bytes | None = it.key() if it.valid() else None
-            del it
-            if key is None or not key.startswith(self._prefix):
+            indexed = self._tindex.seek(ts)
+            if indexed is None:
                 return None
-            offset = max(_TINDEX_KEY.unpack(key)[2], self._start)
+            offset = max(indexed, self._start)
         for _, batch in self._batches(offset):
             header = parse_header(batch)
             if header.records_count and header.max_timestamp >= ts:
@@ -496,9 +460,6 @@ class RocksPartitionLog:
 
     def _log_key(self, offset: int) -> bytes:
         return _LOG_KEY.pack(self.pid, offset)
-
-    def _tindex_key(self, timestamp: int, base: int) -> bytes:
-        return _TINDEX_KEY.pack(self.pid, timestamp + _TS_BIAS, base)
 
     def _check_range(self, offset: int) -> None:
         if not self._start <= offset <= self._end:
