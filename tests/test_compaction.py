@@ -14,9 +14,11 @@ steps and cleanings, and after every cleaning reads the whole log back:
 
 from __future__ import annotations
 
+import itertools
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -26,7 +28,7 @@ from ketch.recordbatch import assign, build_marker_batch, iter_headers, parse_he
 from ketch.records import decode_batches
 from node.log_cleaner import Bounds, CleanerStats, clean_once
 from replication.compaction import CleanerCheckpoint, CleanerConfig
-from replication.log import PartitionLog
+from replication.log import PartitionLog, RetentionPolicy
 from replication.memory_log import MemoryPartitionLog
 from replication.rocks_store import NodeStore
 from tests.batches import keyed_batch, keyed_records
@@ -212,3 +214,42 @@ def test_checkpoint_round_trips_and_keeps_one_expired_horizon() -> None:
     assert cp.tombstone_removable(15, 1050, RETENTION) and not cp.tombstone_removable(25, 2999, RETENTION)
     with pytest.raises(ValueError):
         CleanerCheckpoint.decode(cp.encode()[:-1])
+
+
+def test_after_cleaning_truncation_retention_and_a_reopen_agree_on_both_kinds(tmp_path: Path) -> None:
+    """A cleaned log (gaps, an emptied batch) truncated into a gap, trimmed from the front and
+    reopened: the RocksDB log answers exactly as the memory log does."""
+    memory = MemoryPartitionLog()
+    store = NodeStore.open(str(tmp_path / "db"))
+    rocks: PartitionLog = store.partition_log(0)
+    try:
+        for log in (memory, rocks):
+            for i in range(12):
+                records = [(b"k%d" % (i % 3), b"%d" % i)] + ([(b"u%d" % i, b"x")] if i % 2 else [])
+                idem = {"producer_id": 5, "producer_epoch": 0, "base_sequence": 0} if i == 4 else {}
+                log.append([keyed_batch(log.log_end_offset, records, timestamp_ms=i, **idem)])  # type: ignore[arg-type]
+            assert clean(log, now=100, live=frozenset({5}))
+        assert everything(memory) == everything(rocks)
+        headers = iter_headers(everything(memory))
+        assert any(a.next_offset < b.base_offset for a, b in itertools.pairwise(headers))  # gaps
+        assert any(h.records_count == 0 and h.producer_id == 5 for h in headers)  # an emptied batch
+        store.close()
+        store = NodeStore.open(str(tmp_path / "db"))
+        rocks = store.partition_log(0)
+        assert rocks.cleaner_checkpoint == memory.cleaner_checkpoint
+        assert everything(memory) == everything(rocks) and rocks.size_bytes == memory.size_bytes
+        for log in (memory, rocks):
+            log.truncate_to(9)  # inside the gap left by batch [9]
+            log.delete_before(5)
+            log.apply_retention(RetentionPolicy(retention_ms=3), now_ms=9)
+        for offset in range(memory.log_start_offset, memory.log_end_offset + 1):
+            assert memory.read(offset, 1 << 20) == rocks.read(offset, 1 << 20), offset
+        assert (memory.log_start_offset, memory.log_end_offset, memory.size_bytes) == (
+            rocks.log_start_offset,
+            rocks.log_end_offset,
+            rocks.size_bytes,
+        )
+        assert memory.cleaner_checkpoint == rocks.cleaner_checkpoint
+        assert [memory.batch_for_timestamp(t) for t in range(12)] == [rocks.batch_for_timestamp(t) for t in range(12)]
+    finally:
+        store.close()
