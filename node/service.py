@@ -129,6 +129,7 @@ class KetchService(GroupHandlers, TxnHandlers, ketch_pb2_grpc.KetchServicer):
                     min_insync_replicas=config.min_insync_replicas,
                     sync=False,
                     transaction_verified=verified,
+                    require_keys=config.compacted,
                 )
                 appended = append()
                 if config.flush_messages == 1:

@@ -11,6 +11,8 @@ Produce (``append``, leader only):
   INVALID_RECORD / UNSUPPORTED_VERSION and nothing is stored.
 - Any batch larger than the topic's ``max.message.bytes`` refuses the whole
   request with MESSAGE_TOO_LARGE, naming both sizes; nothing is stored.
+- ``require_keys`` (a compacted topic): a record without a key refuses the whole
+  request with INVALID_RECORD (replication/record_keys.py); nothing is stored.
 - acks=all needs at least ``min.insync.replicas`` members in the committed
   ISR, else NOT_ENOUGH_REPLICAS before anything is appended.
 - Idempotent batches (producer id >= 0; KIP-98): a request entry holds at
@@ -30,7 +32,7 @@ Produce (``append``, leader only):
   (the driver asked the coordinator, KIP-890), else INVALID_TXN_STATE.
 - The leader assigns base offsets (continuing the log end offset) and its
   leader epoch in each header, in place, and appends all batches in one
-  atomic log write. Records are never decoded.
+  atomic log write. Records are decoded only for ``require_keys``.
 
 Markers (``write_marker``, leader only): the coordinator's marker of epoch E
 for a producer is written only by the marker rule (``marker_verdict``):
@@ -100,6 +102,7 @@ from replication.producer_state import (
     Refuse,
     starts_transaction,
 )
+from replication.record_keys import check_keys
 from replication.transactions import SkipMarker, last_stable_offset, marker_verdict, open_transactions
 
 
@@ -315,6 +318,7 @@ class Partition:
         min_insync_replicas: int,
         sync: bool,
         transaction_verified: bool = False,
+        require_keys: bool = False,
     ) -> AppendResult:
         leader = self._check_leader(acks, min_insync_replicas)
         try:
@@ -334,6 +338,8 @@ class Partition:
                 f"{where}: a produce request may not carry control batches (transaction markers)",
                 code=ErrorCode.INVALID_RECORD,
             )
+        if require_keys:
+            check_keys(where, [view for _, view in batches])
         idempotent = [b for header, _ in batches if (b := IdempotentBatch.of(header)) is not None]
         if len(idempotent) < len(batches) and any(header.is_transactional for header, _ in batches):
             raise KetchError(f"{where}: a transactional batch needs a producer id", code=ErrorCode.INVALID_RECORD)

@@ -130,6 +130,27 @@ def test_bad_input_is_refused_with_a_typed_error_and_stores_nothing(stub: ketch_
     assert produce(stub, make_batch(0, 1, tag="after")).base_offset == 2
 
 
+def test_a_keyless_record_to_a_compacted_topic_is_invalid_record_and_stores_nothing(
+    stub: ketch_pb2_grpc.KetchStub,
+) -> None:
+    created = stub.CreateTopics(
+        pb.CreateTopicsRequest(
+            topics=[
+                pb.NewTopic(name="c", num_partitions=1, replication_factor=1, configs={"cleanup.policy": "compact"})
+            ]
+        )
+    )
+    assert created.topics[0].error_code == 0, created
+    assert produce(stub, make_batch(0, 2, tag="k", keyed=True), topic="c").base_offset == 0
+    for records in (make_batch(0, 1), make_batch(0, 1, tag="ok", keyed=True) + make_batch(0, 3)):
+        refused = produce(stub, records, topic="c")
+        assert refused.error_code == ErrorCode.INVALID_RECORD, refused
+        assert "c-0 is compacted" in refused.error_message and "offset delta 0" in refused.error_message
+        assert values(fetch(stub, topic="c").records) == [(0, b"k:0"), (1, b"k:1")]
+    assert produce(stub, make_batch(0, 1, tag="k2", keyed=True), topic="c").base_offset == 2
+    assert produce(stub, make_batch(0, 1)).error_code == 0  # a delete topic takes keyless records
+
+
 def test_one_bad_partition_does_not_fail_the_others(stub: ketch_pb2_grpc.KetchStub) -> None:
     response = stub.Produce(
         pb.ProduceRequest(
