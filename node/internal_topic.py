@@ -9,8 +9,13 @@ from the records of a partition. The contract:
 - The topic is created on first use (``find_coordinator``), through the
   controller like any topic: ``num_partitions`` partitions, replication
   factor ``replication_factor`` (-1: the broker's ``default_replication_factor``),
-  retention forever. It is not compacted yet (compaction is not built): its
-  log grows with every write.
+  ``cleanup.policy=compact`` (and ``retention.ms=-1``, should the policy ever
+  gain ``delete``): the log cleaner keeps the latest record of every key (a group's metadata,
+  each committed offset, each transactional id) and removes a tombstone (a key
+  with a null value: a deleted offset or group) ``delete.retention.ms`` after
+  it cleans it, so a load reads about one record per live key, not every write.
+  Every record a coordinator writes has a key; ``append`` checks it, as the
+  produce path does for any compacted topic.
 - A key (group id, transactional id) lives on partition
   ``key_partition(key, partitions)``, Kafka's ``abs(hashCode) % partitions``.
 - Load: when this broker becomes the leader of partition P (checked on every
@@ -42,7 +47,7 @@ from typing import Any, Generic, TypeVar
 
 from coordinator.groups import offsets_partition as key_partition
 from coordinator.metadata import TopicIdPartition
-from coordinator.metadata.topic_config import RETENTION_MS
+from coordinator.metadata.topic_config import CLEANUP_POLICY, COMPACT, RETENTION_MS
 from ketch.api.v1 import ketch_pb2 as pb
 from ketch.errors import ErrorCode, KetchError
 from ketch.records import decode_batches
@@ -161,7 +166,7 @@ class InternalTopicCoordinators(Generic[C]):
             name=self.topic,
             num_partitions=self.num_partitions,
             replication_factor=rf if rf > 0 else self.config.default_replication_factor,
-            configs={RETENTION_MS: "-1"},
+            configs={CLEANUP_POLICY: COMPACT, RETENTION_MS: "-1"},
         )
         result = (await self.admin.create(request)).topics[0]
         if result.error_code not in (ErrorCode.NONE, ErrorCode.TOPIC_ALREADY_EXISTS):
@@ -212,6 +217,7 @@ class InternalTopicCoordinators(Generic[C]):
                 min_insync_replicas=config.min_insync_replicas,
                 sync=False,
                 transaction_verified=transaction_verified,
+                require_keys=config.compacted,
             )
         except KetchError as exc:
             self.drop(loaded, f"append failed: {exc.message}")

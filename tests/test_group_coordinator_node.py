@@ -6,7 +6,8 @@ stubs drive the classic group protocol — FindCoordinator (which creates
 OffsetFetch, DescribeGroups, ListGroups, LeaveGroup, DeleteGroups,
 ResetGroupOffsets — and the node is restarted to show committed offsets and
 group state come back from the offsets log. Bad input is refused with a typed
-error and changes nothing.
+error and changes nothing. Deleting an offset (a reset to none) or a group
+writes tombstones: its key with a null value, which compaction understands.
 """
 
 from __future__ import annotations
@@ -18,10 +19,13 @@ from pathlib import Path
 import grpc
 import pytest
 
+from coordinator.groups import offsets_partition
+from coordinator.groups.records import GroupMetadataKey, OffsetCommitKey, decode_record
 from ketch.api.v1 import ketch_pb2 as pb
 from ketch.api.v1 import ketch_pb2_grpc
 from ketch.assignors.base import MemberSubscription, TopicPartition
 from ketch.assignors.protocol import encode_assignment, encode_subscription
+from ketch.records import decode_batches
 from node.process import NodeProcess
 from tests.harness import start_node, wait_broker_alive
 
@@ -139,6 +143,21 @@ def test_a_group_lives_and_its_offsets_survive_a_restart(node: NodeProcess) -> N
             deleted = await stub.DeleteGroups(pb.DeleteGroupsRequest(group_ids=[GROUP]))
             assert pb.ErrorCode.Name(deleted.results[0].error_code) == "NONE"
             assert not (await stub.ListGroups(pb.ListGroupsRequest())).groups
+            # The reset's deleted offset and the deletion are tombstones: a key, no value.
+            index = offsets_partition(GROUP, 8)
+            read = pb.FetchRequest(
+                max_bytes=1 << 24,
+                partitions=[pb.FetchPartition(topic="__consumer_offsets", partition=index, fetch_offset=0)],
+            )
+            data = (await stub.Fetch(read)).partitions[0].records
+            records = decode_batches("__consumer_offsets", index, data).records
+            assert records and all(r.key is not None for r in records)
+            tombstones = [decode_record(r.key, r.value).key for r in records if r.key and r.value is None]
+            assert tombstones == [
+                OffsetCommitKey(GROUP, "t", 1),  # the reset to none
+                OffsetCommitKey(GROUP, "t", 0),  # the group's deletion: its offsets, then the group
+                GroupMetadataKey(GROUP),
+            ]
 
     asyncio.run(second_life())
 

@@ -10,7 +10,9 @@ TxnOffsetCommit, EndTxn. It checks that
   by KIP-890 verification and changes nothing;
 - a fenced session (older epoch) is refused;
 - after a restart the offsets log (transactional batches and markers) replays to the same offsets,
-  an open transaction's still pending.
+  an open transaction's still pending;
+- both internal topics are compacted (``cleanup.policy=compact``, ``retention.ms=-1``) and every
+  record the two coordinators wrote to them has a key, as compaction needs.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import pytest
 from ketch.api.v1 import ketch_pb2 as pb
 from ketch.api.v1 import ketch_pb2_grpc
 from ketch.errors import ErrorCode
+from ketch.records import ConsumerRecord, decode_batches
 from node.process import NodeProcess
 from tests.harness import retry, start_node
 
@@ -103,6 +106,16 @@ def stable(stub: ketch_pb2_grpc.KetchStub) -> int:
     return offset
 
 
+def whole_log(stub: ketch_pb2_grpc.KetchStub, topic: str) -> list[ConsumerRecord]:
+    """Every data record of ``topic``'s partition 0 (control batches are skipped)."""
+    request = pb.FetchRequest(
+        max_bytes=1 << 24, partitions=[pb.FetchPartition(topic=topic, partition=0, fetch_offset=0)]
+    )
+    result = stub.Fetch(request, timeout=30).partitions[0]
+    assert result.error_code == 0, result
+    return decode_batches(topic, 0, result.records).records
+
+
 def test_txn_offsets_pending_until_the_marker_and_replayed_after_restart(node: NodeProcess) -> None:
     stub = ketch_pb2_grpc.KetchStub(grpc.insecure_channel(node.bootstrap))
     ready(stub)
@@ -153,3 +166,10 @@ def test_txn_offsets_pending_until_the_marker_and_replayed_after_restart(node: N
     assert [o.offset for o in listing.offsets] == [30]
     end(stub, pid, epoch, commit=True)
     assert stable(stub) == 40
+
+    # Both internal topics are compacted, and compaction can keep them: every record has a key.
+    described = stub.DescribeTopics(pb.DescribeTopicsRequest(names=["__consumer_offsets", "__transaction_state"]))
+    for topic in described.topics:
+        assert (topic.configs["cleanup.policy"], topic.configs["retention.ms"]) == ("compact", "-1"), topic.name
+        records = whole_log(stub, topic.name)
+        assert records and all(r.key is not None for r in records), (topic.name, records)

@@ -1,10 +1,11 @@
 """The ``__transaction_state`` record: key = transactional id, value = its whole ``TransactionMetadata``.
 
 Every change to a transactional id is one record holding the id's complete
-new state, so loading keeps the latest record per id (the topic is kept
-forever; compaction by key would keep exactly that record). A value of
-``None`` would be a tombstone (an expired id); nothing writes one yet, and
-``decode_record`` refuses it.
+new state, so loading keeps the latest record per id, which is exactly the
+record the topic's compaction by key keeps. A value of ``None`` would be a
+tombstone (an expired id); nothing writes one yet (ids never expire, so the
+compacted topic keeps one record per id ever used), and ``decode_record``
+refuses it.
 
 Format (as coordinator/groups/records.py): UTF-8 JSON, keys sorted, no
 spaces, a version ``v`` in key and value. The key is a pure function of the
