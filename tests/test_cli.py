@@ -78,6 +78,39 @@ def test_errors_print_one_line_and_exit_nonzero(node: NodeProcess) -> None:
     assert ketch(node, "topic", "list").stdout.split() == ["ok"]  # node still serving
 
 
+def test_compacted_topic_configs_and_keys(node: NodeProcess) -> None:
+    created = ketch(
+        node, "topic", "create", "c", "--config", "cleanup.policy=compact", "--config", "min.cleanable.dirty.ratio=0.01"
+    )
+    assert created.returncode == 0, created.stderr
+    configs = json.loads(ketch(node, "topic", "describe", "c", "--json").stdout)["configs"]
+    assert {k: configs[k] for k in ("cleanup.policy", "min.cleanable.dirty.ratio")} == {
+        "cleanup.policy": "compact",
+        "min.cleanable.dirty.ratio": "0.01",
+    }
+    assert (configs["delete.retention.ms"], configs["min.compaction.lag.ms"]) == ("86400000", "0")  # node defaults
+    text = ketch(node, "topic", "describe", "c").stdout
+    assert "cleanup.policy=compact" in text and "min.cleanable.dirty.ratio=0.01" in text
+    assert "delete.retention.ms=86400000" in text and "min.compaction.lag.ms=0" in text
+    both = ketch(node, "topic", "create", "cd", "--config", "cleanup.policy=Delete, Compact")
+    assert both.returncode == 0, both.stderr
+    assert json.loads(ketch(node, "topic", "describe", "cd", "--json").stdout)["configs"]["cleanup.policy"] == (
+        "compact,delete"
+    )
+    for bad in ("min.cleanable.dirty.ratio=1.5", "min.cleanable.dirty.ratio=half", "cleanup.policy=forever"):
+        refused = ketch(node, "topic", "create", "bad", "--config", bad)
+        lines = refused.stderr.strip().splitlines()
+        assert refused.returncode != 0 and len(lines) == 1, refused.stderr
+        assert "INVALID_CONFIG" in lines[0] and bad.split("=")[0] in lines[0], lines
+    keyless = ketch(node, "produce", "c", stdin="no key\n")
+    assert keyless.returncode != 0 and "INVALID_RECORD" in keyless.stderr, keyless.stderr
+    keyed = ketch(node, "produce", "c", "--key-separator", ":", stdin="a:1\n")
+    assert keyed.returncode == 0, keyed.stderr
+    consumed = ketch(node, "consume", "c", "--from-beginning", "--max-messages", "1", "--print-key")
+    assert consumed.stdout == "a\t1\n"
+    assert sorted(ketch(node, "topic", "list").stdout.split()) == ["c", "cd"]
+
+
 def test_unreachable_node_is_one_readable_line(node: NodeProcess) -> None:
     env = {**os.environ, "KETCH_BOOTSTRAP": "127.0.0.1:1"}
     result = subprocess.run(
