@@ -147,6 +147,22 @@ class ControllerTopicsResponse(_message.Message):
     topics: _containers.RepeatedCompositeFieldContainer[_ketch_pb2.TopicResult]
     def __init__(self, status: _Optional[_Union[ControllerStatus, _Mapping]] = ..., topics: _Optional[_Iterable[_Union[_ketch_pb2.TopicResult, _Mapping]]] = ...) -> None: ...
 
+class ControllerAlterConfigsResponse(_message.Message):
+    __slots__ = ("status", "results")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    status: ControllerStatus
+    results: _containers.RepeatedCompositeFieldContainer[_ketch_pb2.AlterConfigsResult]
+    def __init__(self, status: _Optional[_Union[ControllerStatus, _Mapping]] = ..., results: _Optional[_Iterable[_Union[_ketch_pb2.AlterConfigsResult, _Mapping]]] = ...) -> None: ...
+
+class ControllerReassignmentsResponse(_message.Message):
+    __slots__ = ("status", "results")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    status: ControllerStatus
+    results: _containers.RepeatedCompositeFieldContainer[_ketch_pb2.ReassignmentResult]
+    def __init__(self, status: _Optional[_Union[ControllerStatus, _Mapping]] = ..., results: _Optional[_Iterable[_Union[_ketch_pb2.ReassignmentResult, _Mapping]]] = ...) -> None: ...
+
 class ElectLeadersRequest(_message.Message):
     __slots__ = ("partitions",)
     PARTITIONS_FIELD_NUMBER: _ClassVar[int]

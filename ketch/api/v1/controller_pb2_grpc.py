@@ -70,6 +70,21 @@ class KetchControllerStub:
                 request_serializer=ketch_dot_api_dot_v1_dot_controller__pb2.ElectLeadersRequest.SerializeToString,
                 response_deserializer=ketch_dot_api_dot_v1_dot_controller__pb2.ElectLeadersResponse.FromString,
                 _registered_method=True)
+        self.IncrementalAlterConfigs = channel.unary_unary(
+                '/ketch.v1.KetchController/IncrementalAlterConfigs',
+                request_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.IncrementalAlterConfigsRequest.SerializeToString,
+                response_deserializer=ketch_dot_api_dot_v1_dot_controller__pb2.ControllerAlterConfigsResponse.FromString,
+                _registered_method=True)
+        self.CreatePartitions = channel.unary_unary(
+                '/ketch.v1.KetchController/CreatePartitions',
+                request_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.CreatePartitionsRequest.SerializeToString,
+                response_deserializer=ketch_dot_api_dot_v1_dot_controller__pb2.ControllerTopicsResponse.FromString,
+                _registered_method=True)
+        self.AlterPartitionReassignments = channel.unary_unary(
+                '/ketch.v1.KetchController/AlterPartitionReassignments',
+                request_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.AlterPartitionReassignmentsRequest.SerializeToString,
+                response_deserializer=ketch_dot_api_dot_v1_dot_controller__pb2.ControllerReassignmentsResponse.FromString,
+                _registered_method=True)
         self.FetchMetadata = channel.unary_stream(
                 '/ketch.v1.KetchController/FetchMetadata',
                 request_serializer=ketch_dot_api_dot_v1_dot_controller__pb2.FetchMetadataRequest.SerializeToString,
@@ -132,6 +147,25 @@ class KetchControllerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def IncrementalAlterConfigs(self, request, context):
+        """Cluster operations (issue 16), forwarded by brokers.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreatePartitions(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AlterPartitionReassignments(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def FetchMetadata(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -188,6 +222,21 @@ def add_KetchControllerServicer_to_server(servicer, server):
                     servicer.ElectLeaders,
                     request_deserializer=ketch_dot_api_dot_v1_dot_controller__pb2.ElectLeadersRequest.FromString,
                     response_serializer=ketch_dot_api_dot_v1_dot_controller__pb2.ElectLeadersResponse.SerializeToString,
+            ),
+            'IncrementalAlterConfigs': grpc.unary_unary_rpc_method_handler(
+                    servicer.IncrementalAlterConfigs,
+                    request_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.IncrementalAlterConfigsRequest.FromString,
+                    response_serializer=ketch_dot_api_dot_v1_dot_controller__pb2.ControllerAlterConfigsResponse.SerializeToString,
+            ),
+            'CreatePartitions': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreatePartitions,
+                    request_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.CreatePartitionsRequest.FromString,
+                    response_serializer=ketch_dot_api_dot_v1_dot_controller__pb2.ControllerTopicsResponse.SerializeToString,
+            ),
+            'AlterPartitionReassignments': grpc.unary_unary_rpc_method_handler(
+                    servicer.AlterPartitionReassignments,
+                    request_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.AlterPartitionReassignmentsRequest.FromString,
+                    response_serializer=ketch_dot_api_dot_v1_dot_controller__pb2.ControllerReassignmentsResponse.SerializeToString,
             ),
             'FetchMetadata': grpc.unary_stream_rpc_method_handler(
                     servicer.FetchMetadata,
@@ -394,6 +443,87 @@ class KetchController:
             '/ketch.v1.KetchController/ElectLeaders',
             ketch_dot_api_dot_v1_dot_controller__pb2.ElectLeadersRequest.SerializeToString,
             ketch_dot_api_dot_v1_dot_controller__pb2.ElectLeadersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IncrementalAlterConfigs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ketch.v1.KetchController/IncrementalAlterConfigs',
+            ketch_dot_api_dot_v1_dot_ketch__pb2.IncrementalAlterConfigsRequest.SerializeToString,
+            ketch_dot_api_dot_v1_dot_controller__pb2.ControllerAlterConfigsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreatePartitions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ketch.v1.KetchController/CreatePartitions',
+            ketch_dot_api_dot_v1_dot_ketch__pb2.CreatePartitionsRequest.SerializeToString,
+            ketch_dot_api_dot_v1_dot_controller__pb2.ControllerTopicsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AlterPartitionReassignments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ketch.v1.KetchController/AlterPartitionReassignments',
+            ketch_dot_api_dot_v1_dot_ketch__pb2.AlterPartitionReassignmentsRequest.SerializeToString,
+            ketch_dot_api_dot_v1_dot_controller__pb2.ControllerReassignmentsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -164,6 +164,31 @@ class KetchStub:
                 request_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.ResetGroupOffsetsRequest.SerializeToString,
                 response_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.ResetGroupOffsetsResponse.FromString,
                 _registered_method=True)
+        self.DescribeConfigs = channel.unary_unary(
+                '/ketch.v1.Ketch/DescribeConfigs',
+                request_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.DescribeConfigsRequest.SerializeToString,
+                response_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.DescribeConfigsResponse.FromString,
+                _registered_method=True)
+        self.IncrementalAlterConfigs = channel.unary_unary(
+                '/ketch.v1.Ketch/IncrementalAlterConfigs',
+                request_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.IncrementalAlterConfigsRequest.SerializeToString,
+                response_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.IncrementalAlterConfigsResponse.FromString,
+                _registered_method=True)
+        self.CreatePartitions = channel.unary_unary(
+                '/ketch.v1.Ketch/CreatePartitions',
+                request_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.CreatePartitionsRequest.SerializeToString,
+                response_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.CreatePartitionsResponse.FromString,
+                _registered_method=True)
+        self.AlterPartitionReassignments = channel.unary_unary(
+                '/ketch.v1.Ketch/AlterPartitionReassignments',
+                request_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.AlterPartitionReassignmentsRequest.SerializeToString,
+                response_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.AlterPartitionReassignmentsResponse.FromString,
+                _registered_method=True)
+        self.ListPartitionReassignments = channel.unary_unary(
+                '/ketch.v1.Ketch/ListPartitionReassignments',
+                request_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.ListPartitionReassignmentsRequest.SerializeToString,
+                response_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.ListPartitionReassignmentsResponse.FromString,
+                _registered_method=True)
 
 
 class KetchServicer:
@@ -350,6 +375,44 @@ class KetchServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DescribeConfigs(self, request, context):
+        """Cluster operations (issue 16). Reads are answered from this broker's
+        metadata image; changes are forwarded to the active controller and
+        answered once this broker's image holds them (like CreateTopics).
+        Describe the configs of topics and brokers, each value with its source.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def IncrementalAlterConfigs(self, request, context):
+        """Set or delete config keys of topics and of the brokers (dynamic broker
+        configs: cluster-wide defaults, resource name ""), Kafka's KIP-339.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreatePartitions(self, request, context):
+        """Grow a topic to a new total partition count (never shrink), placed like creation.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AlterPartitionReassignments(self, request, context):
+        """Move partition replicas (KIP-455): start, or cancel, a reassignment per partition.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPartitionReassignments(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KetchServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -482,6 +545,31 @@ def add_KetchServicer_to_server(servicer, server):
                     servicer.ResetGroupOffsets,
                     request_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.ResetGroupOffsetsRequest.FromString,
                     response_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.ResetGroupOffsetsResponse.SerializeToString,
+            ),
+            'DescribeConfigs': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeConfigs,
+                    request_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.DescribeConfigsRequest.FromString,
+                    response_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.DescribeConfigsResponse.SerializeToString,
+            ),
+            'IncrementalAlterConfigs': grpc.unary_unary_rpc_method_handler(
+                    servicer.IncrementalAlterConfigs,
+                    request_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.IncrementalAlterConfigsRequest.FromString,
+                    response_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.IncrementalAlterConfigsResponse.SerializeToString,
+            ),
+            'CreatePartitions': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreatePartitions,
+                    request_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.CreatePartitionsRequest.FromString,
+                    response_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.CreatePartitionsResponse.SerializeToString,
+            ),
+            'AlterPartitionReassignments': grpc.unary_unary_rpc_method_handler(
+                    servicer.AlterPartitionReassignments,
+                    request_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.AlterPartitionReassignmentsRequest.FromString,
+                    response_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.AlterPartitionReassignmentsResponse.SerializeToString,
+            ),
+            'ListPartitionReassignments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPartitionReassignments,
+                    request_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.ListPartitionReassignmentsRequest.FromString,
+                    response_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.ListPartitionReassignmentsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1186,6 +1274,141 @@ class Ketch:
             '/ketch.v1.Ketch/ResetGroupOffsets',
             ketch_dot_api_dot_v1_dot_ketch__pb2.ResetGroupOffsetsRequest.SerializeToString,
             ketch_dot_api_dot_v1_dot_ketch__pb2.ResetGroupOffsetsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeConfigs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ketch.v1.Ketch/DescribeConfigs',
+            ketch_dot_api_dot_v1_dot_ketch__pb2.DescribeConfigsRequest.SerializeToString,
+            ketch_dot_api_dot_v1_dot_ketch__pb2.DescribeConfigsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IncrementalAlterConfigs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ketch.v1.Ketch/IncrementalAlterConfigs',
+            ketch_dot_api_dot_v1_dot_ketch__pb2.IncrementalAlterConfigsRequest.SerializeToString,
+            ketch_dot_api_dot_v1_dot_ketch__pb2.IncrementalAlterConfigsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreatePartitions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ketch.v1.Ketch/CreatePartitions',
+            ketch_dot_api_dot_v1_dot_ketch__pb2.CreatePartitionsRequest.SerializeToString,
+            ketch_dot_api_dot_v1_dot_ketch__pb2.CreatePartitionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AlterPartitionReassignments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ketch.v1.Ketch/AlterPartitionReassignments',
+            ketch_dot_api_dot_v1_dot_ketch__pb2.AlterPartitionReassignmentsRequest.SerializeToString,
+            ketch_dot_api_dot_v1_dot_ketch__pb2.AlterPartitionReassignmentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPartitionReassignments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ketch.v1.Ketch/ListPartitionReassignments',
+            ketch_dot_api_dot_v1_dot_ketch__pb2.ListPartitionReassignmentsRequest.SerializeToString,
+            ketch_dot_api_dot_v1_dot_ketch__pb2.ListPartitionReassignmentsResponse.FromString,
             options,
             channel_credentials,
             insecure,
