@@ -15,7 +15,8 @@ told that broker about. After every step:
   broker's view from local changes equals its replicas in that image;
 - the image survives a snapshot round trip (records; bytes at the end);
 - commands never change the image; a fresh topic's leaders are balanced
-  over the unfenced brokers and its replicas are distinct;
+  over the unfenced brokers and its replicas are distinct, and so are the
+  partitions added to a topic (which leave the old ones as they were);
 - producer id blocks whose entries committed (the only ones a broker is ever
   answered with) never overlap, across failover, and all lie below the
   committed ``next_producer_id``.
@@ -37,6 +38,7 @@ from coordinator.metadata import (
     Controller,
     ControllerConfig,
     ControllerResult,
+    CreatePartitionsResponse,
     CreateTopicResponse,
     MetadataDelta,
     MetadataImage,
@@ -234,6 +236,35 @@ class MetadataMachine(RuleBasedStateMachine):
             for p in t.partitions.values():
                 assert len(set(p.replicas)) == rf and all(image.is_usable(r) for r in p.replicas)
                 assert len({image.brokers[r].rack for r in p.replicas}) == min(rf, len(racks))
+
+    @rule(name=NAMES, more=st.integers(-2, 6))
+    def create_partitions(self, name: str, more: int) -> None:
+        image = self.ctl.image
+        t = image.topic(name)
+        current = len(t.partitions) if t is not None else 0
+        rf = len(t.partitions[0].replicas) if t is not None else 0
+
+        def command() -> ControllerResult[CreatePartitionsResponse]:
+            return self.ctl.create_partitions(name, current + more)
+
+        if t is None:
+            self.refused(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, command)
+        elif more < 1:
+            self.refused(ErrorCode.INVALID_PARTITIONS, command)
+        elif rf > len(image.usable_broker_ids):
+            self.refused(ErrorCode.INVALID_REPLICATION_FACTOR, command)
+        else:
+            response = self.propose(command)
+            after = self.ctl.image.topics[t.topic_id]
+            assert sorted(after.partitions) == list(range(current + more))
+            assert {i: after.partitions[i] for i in t.partitions} == dict(t.partitions)
+            assert dict(response.partitions) == {i: after.partitions[i] for i in range(current, current + more)}
+            leaders = Counter(p.leader for p in response.partitions.values())
+            counts = [leaders.get(b, 0) for b in image.usable_broker_ids]
+            assert max(counts) - min(counts) <= 1, f"unbalanced new leaders {counts}"
+            for p in response.partitions.values():
+                assert len(set(p.replicas)) == rf and all(image.is_usable(r) for r in p.replicas)
+                assert p.isr == p.replicas and p.leader == p.replicas[0]
 
     @rule(name=NAMES)
     def delete_topic(self, name: str) -> None:

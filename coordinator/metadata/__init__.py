@@ -17,7 +17,7 @@ The pieces, each a module with its own rules in its docstring:
                   replay/commit/resign, and the driver's contract.
 - brokers.py    — register, heartbeat, session expiry, controlled shutdown.
 - sessions.py   — in-memory broker session clocks (not replicated).
-- topics.py     — create/delete topics, AlterPartition, preferred election.
+- topics.py     — create/delete topics, add partitions, AlterPartition, preferred election.
 - topic_config.py — topic name and config rules; one constant per config key.
 - placement.py  — round-robin, rack-aware replica assignment.
 - producer_ids.py — blocks of producer ids for brokers (KIP-730).
@@ -53,6 +53,7 @@ from coordinator.metadata.results import (
     AlterPartitionResponse,
     ControllerConfig,
     ControllerResult,
+    CreatePartitionsResponse,
     CreateTopicResponse,
     DeleteTopicResponse,
     ElectLeadersResponse,
@@ -70,6 +71,7 @@ __all__ = [
     "Controller",
     "ControllerConfig",
     "ControllerResult",
+    "CreatePartitionsResponse",
     "CreateTopicResponse",
     "DeleteTopicResponse",
     "ElectLeadersResponse",

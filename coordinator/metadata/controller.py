@@ -73,6 +73,7 @@ from coordinator.metadata.results import (
     AlterPartitionResponse,
     ControllerConfig,
     ControllerResult,
+    CreatePartitionsResponse,
     CreateTopicResponse,
     DeleteTopicResponse,
     ElectLeadersResponse,
@@ -240,6 +241,12 @@ class Controller:
             start_index,
             self.config.max_request_bytes,
         )
+
+    def create_partitions(
+        self, name: str, total: int, validate_only: bool = False
+    ) -> ControllerResult[CreatePartitionsResponse]:
+        """Grow topic ``name`` to ``total`` partitions, placed like creation (topics.py)."""
+        return topics.create_partitions(self._image, name, total, validate_only)
 
     def delete_topic(self, name: str) -> ControllerResult[DeleteTopicResponse]:
         return topics.delete_topic(self._image, name)

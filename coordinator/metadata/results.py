@@ -82,6 +82,13 @@ class CreateTopicResponse:
 
 
 @dataclass(frozen=True)
+class CreatePartitionsResponse:
+    topic_id: str
+    name: str
+    partitions: Mapping[int, PartitionRegistration]  # the new partitions only
+
+
+@dataclass(frozen=True)
 class DeleteTopicResponse:
     topic_id: str
     name: str

@@ -1,4 +1,4 @@
-"""Topic and partition commands: create, delete, AlterPartition, preferred election.
+"""Topic and partition commands: create, add partitions, delete, AlterPartition, preferred election.
 
 Kafka's ``ReplicationControlManager`` (topic half). Each function reads an
 image and returns a ``ControllerResult`` or raises ``KetchError``.
@@ -12,6 +12,22 @@ Rules:
   placement's ``start_index`` are arguments (the driver draws them).
   Records: one TopicRecord, then one PartitionRecord per partition with
   ISR = replicas and the preferred replica as leader, epochs 0.
+- Add partitions (Kafka's CreatePartitions), in this order: the topic exists
+  (UNKNOWN_TOPIC_OR_PARTITION); it is not one of Ketch's internal topics,
+  whose keys are hashed over their partition count (INVALID_REQUEST); the
+  new total exceeds the current count (INVALID_PARTITIONS naming both); the
+  topic's replication factor — the replica count of its lowest partition —
+  is at most the unfenced brokers (INVALID_REPLICATION_FACTOR naming the
+  counts). The new partitions are placed by the same code as creation
+  (placement.py over the unfenced brokers), continuing the topic's
+  round-robin: the start index is the position of partition 0's preferred
+  replica among those brokers (Kafka's rule; when that broker is fenced, the
+  first one with an id at least as high), so with an unchanged broker set
+  the topic ends up placed exactly as if it had been created with the new
+  total. Records: one PartitionRecord per new partition, as at creation, all
+  in one batch. Partitions of the topic under reassignment do not matter:
+  new partitions are independent of them. ``validate_only`` runs every check
+  and returns the response with no records.
 - Delete: RemoveTopicRecord, or UNKNOWN_TOPIC_OR_PARTITION.
 - AlterPartition (an ISR change proposed by a partition leader) is accepted
   only from the registered broker's current epoch (STALE_BROKER_EPOCH), for
@@ -38,11 +54,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from coordinator.metadata import records as rec
 from coordinator.metadata.election import Election, build_change, change_result
 from coordinator.metadata.image import MetadataImage, PartitionRegistration, frozen_map
-from coordinator.metadata.placement import assign_replicas
+from coordinator.metadata.placement import assign_replicas, rack_alternated
 from coordinator.metadata.records import MetadataRecord
 from coordinator.metadata.results import (
     AlterPartitionResponse,
     ControllerResult,
+    CreatePartitionsResponse,
     CreateTopicResponse,
     DeleteTopicResponse,
     ElectLeadersResponse,
@@ -66,24 +83,80 @@ def create_topic(
         raise KetchError(f"topic {name!r} already exists", code=ErrorCode.TOPIC_ALREADY_EXISTS)
     if partitions < 1:
         raise KetchError(f"number of partitions must be >= 1, got {partitions}", code=ErrorCode.INVALID_PARTITIONS)
-    usable = image.usable_broker_ids
-    if not 1 <= replication_factor <= len(usable):
-        raise KetchError(
-            f"replication factor {replication_factor} is not possible: {len(usable)} of {len(image.brokers)} "
-            f"registered broker(s) are unfenced; use 1..{len(usable)}",
-            code=ErrorCode.INVALID_REPLICATION_FACTOR,
-        )
+    racks = _placement_brokers(image, replication_factor, f"replication factor {replication_factor}")
     overrides = validate_topic_configs(configs, max_request_bytes)
     if not topic_id or topic_id in image.topics:
         raise KetchError(f"topic id {topic_id!r} is empty or in use", code=ErrorCode.INVALID_REQUEST)
-    racks = {b: image.brokers[b].rack for b in usable}
     assignment = assign_replicas(racks, partitions, replication_factor, start_index)
-    out: list[MetadataRecord] = [rec.topic(name, topic_id, overrides)]
-    states: dict[int, PartitionRegistration] = {}
-    for index, replicas in enumerate(assignment):
-        states[index] = PartitionRegistration(replicas=replicas, isr=replicas, leader=replicas[0])
-        out.append(rec.partition(topic_id, index, replicas, replicas, replicas[0]))
+    records, states = _new_partitions(topic_id, 0, assignment)
+    out: list[MetadataRecord] = [rec.topic(name, topic_id, overrides), *records]
     return ControllerResult(out, CreateTopicResponse(topic_id, name, frozen_map(overrides), frozen_map(states)))
+
+
+# Ketch's internal topics (node/group_coordinator.py, node/txn_coordinator.py): a group or
+# transactional id lives on partition hash(id) % count, so a new count would move every id
+# away from its state.
+INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state"})
+
+
+def create_partitions(
+    image: MetadataImage, name: str, total: int, validate_only: bool = False
+) -> ControllerResult[CreatePartitionsResponse]:
+    t = image.topic(name)
+    if t is None:
+        raise KetchError(f"topic {name!r} does not exist", code=ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
+    if name in INTERNAL_TOPICS:
+        raise KetchError(
+            f"the internal topic {name!r} keeps its partition count: its keys are hashed over it",
+            code=ErrorCode.INVALID_REQUEST,
+        )
+    current = len(t.partitions)
+    if total <= current:
+        raise KetchError(
+            f"topic {name!r} has {current} partition(s); the new total {total} must be larger "
+            "(partitions can be added, never removed)",
+            code=ErrorCode.INVALID_PARTITIONS,
+        )
+    first = t.partitions[min(t.partitions)].replicas
+    replication_factor = len(first)
+    racks = _placement_brokers(image, replication_factor, f"topic {name!r} has replication factor {replication_factor}")
+    arranged = rack_alternated(racks)
+    preferred = first[0]
+    start = arranged.index(preferred) if preferred in arranged else _first_at_least(arranged, preferred)
+    assignment = assign_replicas(racks, total, replication_factor, start)[current:]
+    records, states = _new_partitions(t.topic_id, current, assignment)
+    response = CreatePartitionsResponse(t.topic_id, name, frozen_map(states))
+    return ControllerResult([] if validate_only else records, response)
+
+
+def _placement_brokers(image: MetadataImage, replication_factor: int, what: str) -> dict[int, str]:
+    """The brokers that may get new replicas, with their racks (placement.py's input), when there
+    are enough of them for ``replication_factor`` replicas; else INVALID_REPLICATION_FACTOR."""
+    usable = image.usable_broker_ids
+    if not 1 <= replication_factor <= len(usable):
+        raise KetchError(
+            f"{what}: not possible, {len(usable)} of {len(image.brokers)} registered broker(s) are unfenced; "
+            f"new partitions need 1..{len(usable)} replicas",
+            code=ErrorCode.INVALID_REPLICATION_FACTOR,
+        )
+    return {b: image.brokers[b].rack for b in usable}
+
+
+def _first_at_least(arranged: list[int], broker_id: int) -> int:
+    return next((i for i, b in enumerate(arranged) if b >= broker_id), 0)
+
+
+def _new_partitions(
+    topic_id: str, first_index: int, assignment: Sequence[tuple[int, ...]]
+) -> tuple[list[MetadataRecord], dict[int, PartitionRegistration]]:
+    """One PartitionRecord per new partition from ``first_index`` on: ISR = replicas, the preferred replica
+    leads, epochs 0."""
+    records: list[MetadataRecord] = []
+    states: dict[int, PartitionRegistration] = {}
+    for index, replicas in enumerate(assignment, start=first_index):
+        states[index] = PartitionRegistration(replicas=replicas, isr=replicas, leader=replicas[0])
+        records.append(rec.partition(topic_id, index, replicas, replicas, replicas[0]))
+    return records, states
 
 
 def delete_topic(image: MetadataImage, name: str) -> ControllerResult[DeleteTopicResponse]:
