@@ -156,37 +156,15 @@ class ControllerService(controller_pb2_grpc.KetchControllerServicer):
             isr=list(state.isr),
         )
 
-    async def CreateTopics(self, request: pb.CreateTopicsRequest, context: Any) -> cpb.ControllerTopicsResponse:
+    async def _each_topic(
+        self, commands: Iterable[tuple[str, Callable[[Controller], ControllerResult[Any]]]]
+    ) -> cpb.ControllerTopicsResponse:
+        """One command per topic, in order, each with its own result; NOT_CONTROLLER stops them all.
+        The status carries the offset of the last command that succeeded."""
         out = cpb.ControllerTopicsResponse()
         last = cpb.ControllerStatus(leader_id=self.quorum.node_id)
-        for topic in request.topics:
-            configs: Mapping[str, str] = dict(topic.configs)
-            topic_id = uuid.uuid4().hex
-            start = random.randrange(1 << 16)
-
-            create = functools.partial(
-                _create_topic,
-                topic=topic,
-                configs=configs,
-                topic_id=topic_id,
-                start=start,
-                validate_only=request.validate_only,
-            )
-            _, status = await self._run(create)
-            out.topics.add(name=topic.name, error_code=status.error_code, error_message=status.error_message)
-            if status.error_code == ErrorCode.NOT_CONTROLLER:
-                out.status.CopyFrom(status)
-                return out
-            if status.error_code == 0:
-                last = status
-        out.status.CopyFrom(last)
-        return out
-
-    async def DeleteTopics(self, request: pb.DeleteTopicsRequest, context: Any) -> cpb.ControllerTopicsResponse:
-        out = cpb.ControllerTopicsResponse()
-        last = cpb.ControllerStatus(leader_id=self.quorum.node_id)
-        for name in request.names:
-            _, status = await self._run(functools.partial(Controller.delete_topic, name=name))
+        for name, command in commands:
+            _, status = await self._run(command)
             out.topics.add(name=name, error_code=status.error_code, error_message=status.error_message)
             if status.error_code == ErrorCode.NOT_CONTROLLER:
                 out.status.CopyFrom(status)
@@ -195,6 +173,41 @@ class ControllerService(controller_pb2_grpc.KetchControllerServicer):
                 last = status
         out.status.CopyFrom(last)
         return out
+
+    async def CreateTopics(self, request: pb.CreateTopicsRequest, context: Any) -> cpb.ControllerTopicsResponse:
+        return await self._each_topic(
+            (
+                topic.name,
+                functools.partial(
+                    _create_topic,
+                    topic=topic,
+                    configs=dict(topic.configs),
+                    topic_id=uuid.uuid4().hex,
+                    start=random.randrange(1 << 16),
+                    validate_only=request.validate_only,
+                ),
+            )
+            for topic in request.topics
+        )
+
+    async def DeleteTopics(self, request: pb.DeleteTopicsRequest, context: Any) -> cpb.ControllerTopicsResponse:
+        return await self._each_topic(
+            (name, functools.partial(Controller.delete_topic, name=name)) for name in request.names
+        )
+
+    async def CreatePartitions(self, request: pb.CreatePartitionsRequest, context: Any) -> cpb.ControllerTopicsResponse:
+        return await self._each_topic(
+            (
+                topic.name,
+                functools.partial(
+                    Controller.create_partitions,
+                    name=topic.name,
+                    total=topic.count,
+                    validate_only=request.validate_only,
+                ),
+            )
+            for topic in request.topics
+        )
 
     async def AllocateProducerIds(
         self, request: cpb.AllocateProducerIdsRequest, context: Any

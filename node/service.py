@@ -276,6 +276,10 @@ class KetchService(GroupHandlers, TxnHandlers, ketch_pb2_grpc.KetchServicer):
     async def CreateTopics(self, request: pb.CreateTopicsRequest, context: Any) -> pb.CreateTopicsResponse:
         return await self.admin.create(request)
 
+    @timed("CreatePartitions")
+    async def CreatePartitions(self, request: pb.CreatePartitionsRequest, context: Any) -> pb.CreatePartitionsResponse:
+        return await self.admin.create_partitions(request)
+
     @timed("DeleteTopics")
     async def DeleteTopics(self, request: pb.DeleteTopicsRequest, context: Any) -> pb.DeleteTopicsResponse:
         return await self.admin.delete(request)

@@ -1,7 +1,7 @@
 """Topic metadata and administration as a broker answers it.
 
 Reads (Metadata, DescribeTopics) are answered from this broker's metadata
-image; writes (CreateTopics, DeleteTopics) are forwarded to the active
+image; writes (CreateTopics, CreatePartitions, DeleteTopics) are forwarded to the active
 controller, and the answer waits until this broker's own image has reached
 the offset that holds the change, so a client that created a topic through
 a broker can use it through that broker at once (read-your-writes).
@@ -130,6 +130,11 @@ class TopicAdmin:
             )
         out = pb.CreateTopicsResponse()
         await self._forward("CreateTopics", forwarded, [t.name for t in request.topics], out)
+        return out
+
+    async def create_partitions(self, request: pb.CreatePartitionsRequest) -> pb.CreatePartitionsResponse:
+        out = pb.CreatePartitionsResponse()
+        await self._forward("CreatePartitions", request, [t.name for t in request.topics], out)
         return out
 
     async def delete(self, request: pb.DeleteTopicsRequest) -> pb.DeleteTopicsResponse:
