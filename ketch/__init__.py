@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ketch.aio.admin import BrokerDescription as BrokerDescription
     from ketch.aio.admin import ClusterDescription as ClusterDescription
+    from ketch.aio.admin import NewPartitions as NewPartitions
     from ketch.aio.admin import NewTopic as NewTopic
     from ketch.aio.admin import PartitionDescription as PartitionDescription
     from ketch.aio.admin import TopicDescription as TopicDescription
@@ -37,6 +38,7 @@ _EXPORTS = {
     "Producer": "ketch.sync",
     "BrokerDescription": "ketch.aio.admin",
     "ClusterDescription": "ketch.aio.admin",
+    "NewPartitions": "ketch.aio.admin",
     "NewTopic": "ketch.aio.admin",
     "PartitionDescription": "ketch.aio.admin",
     "TopicDescription": "ketch.aio.admin",

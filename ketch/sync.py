@@ -33,6 +33,7 @@ from ketch.aio.admin import (
     ClusterDescription,
     ConsumerGroupDescription,
     ConsumerGroupListing,
+    NewPartitions,
     NewTopic,
     TopicDescription,
 )
@@ -321,6 +322,9 @@ class Admin(_SyncClient):
 
     def create_topics(self, topics: Iterable[NewTopic], validate_only: bool = False) -> None:
         self._run(self._aio.create_topics(list(topics), validate_only))
+
+    def create_partitions(self, topic_partitions: Mapping[str, NewPartitions], validate_only: bool = False) -> None:
+        self._run(self._aio.create_partitions(topic_partitions, validate_only))
 
     def delete_topics(self, names: Iterable[str]) -> None:
         self._run(self._aio.delete_topics(list(names)))

@@ -9,6 +9,11 @@ Rules:
   broker has processed all of them; the others' outcomes stand. The error
   names the topic.
 - ``num_partitions`` / ``replication_factor`` of -1 mean the broker default.
+- ``create_partitions({topic: NewPartitions(total_count)})`` grows each topic
+  to ``total_count`` partitions (Kafka's shape; explicit replica assignments
+  are not offered: the controller places new partitions like a new topic's).
+  It raises like ``create_topics`` (a ``KetchError`` with code
+  INVALID_PARTITIONS for a total not above the current count).
 - ``list_offsets`` asks each partition's leader (ListOffsets, offsets.py),
   on freshly refreshed metadata: "earliest" is the log start offset,
   "latest" the high watermark (the log end offset a consumer can reach), a
@@ -60,6 +65,7 @@ __all__ = [
     "ConsumerGroupListing",
     "GroupMemberDescription",
     "GroupPartitionOffset",
+    "NewPartitions",
     "NewTopic",
     "PartitionDescription",
     "TopicDescription",
@@ -75,6 +81,13 @@ class NewTopic:
     num_partitions: int = -1
     replication_factor: int = -1
     configs: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NewPartitions:
+    """The new total number of partitions of a topic (Kafka's ``NewPartitions.increaseTo``)."""
+
+    total_count: int
 
 
 @dataclass(frozen=True)
@@ -198,6 +211,17 @@ class Admin(TransactionAdmin):
         )
         response = await self._conn.call_any("CreateTopics", request)
         assert isinstance(response, ketch_pb2.CreateTopicsResponse)
+        _raise_first(response.topics)
+
+    async def create_partitions(
+        self, topic_partitions: Mapping[str, NewPartitions], validate_only: bool = False
+    ) -> None:
+        request = ketch_pb2.CreatePartitionsRequest(
+            topics=[ketch_pb2.CreatePartitionsTopic(name=n, count=p.total_count) for n, p in topic_partitions.items()],
+            validate_only=validate_only,
+        )
+        response = await self._conn.call_any("CreatePartitions", request)
+        assert isinstance(response, ketch_pb2.CreatePartitionsResponse)
         _raise_first(response.topics)
 
     async def delete_topics(self, names: list[str]) -> None:

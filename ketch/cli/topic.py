@@ -1,4 +1,4 @@
-"""``ketch topic create|list|describe|delete`` (kafka-topics.sh, rpk topic)."""
+"""``ketch topic create|list|describe|delete|add-partitions`` (kafka-topics.sh, rpk topic)."""
 
 from __future__ import annotations
 
@@ -41,13 +41,18 @@ def register(commands: Any) -> None:
     delete.add_argument("names", nargs="+")
     delete.set_defaults(handler=delete_topics)
 
+    grow = sub.add_parser("add-partitions", help="grow a topic to a new total number of partitions")
+    grow.add_argument("name")
+    grow.add_argument("--total", type=int, required=True, help="the new partition count (more than now)")
+    grow.set_defaults(handler=add_partitions)
+
     elect = sub.add_parser("elect-leaders", help="move leadership back to each partition's preferred (first) replica")
     elect.add_argument("names", nargs="*", help="topics (default: every partition of every topic)")
     elect.add_argument("--partition", type=int, help="only this partition of the given topic")
     elect.add_argument("--json", action="store_true")
     elect.set_defaults(handler=elect_leaders)
 
-    for parser in (create, listing, describe, delete, elect):
+    for parser in (create, listing, describe, delete, grow, elect):
         bootstrap_arg(parser)
 
 
@@ -127,6 +132,15 @@ def delete_topics(args: argparse.Namespace) -> int:
         admin.delete_topics(args.names)
     for name in args.names:
         print(f"deleted topic {name}")
+    return 0
+
+
+def add_partitions(args: argparse.Namespace) -> int:
+    from ketch import Admin, NewPartitions
+
+    with Admin(bootstrap_servers=args.bootstrap) as admin:
+        admin.create_partitions({args.name: NewPartitions(args.total)})
+    print(f"topic {args.name} now has {args.total} partitions")
     return 0
 
 
