@@ -192,11 +192,13 @@ def test_a_failed_batch_with_no_retries_left_still_refreshes_metadata() -> None:
 
 def test_unknown_topic_fails_without_producing() -> None:
     async def body(fake: FakeBroker) -> None:
-        async with producer(fake) as p:
+        async with producer(fake, max_block_ms=300) as p:
             with pytest.raises(UnknownTopicOrPartitionError, match="no such"):
                 await p.send_and_wait("missing", b"v")
+            started = time.monotonic()
             with pytest.raises(UnknownTopicOrPartitionError, match=r"partitions 0\.\.1"):
-                await p.send_and_wait("t", b"v", partition=7)
+                await p.send_and_wait("t", b"v", partition=7)  # waited for in metadata until max_block_ms
+            assert 0.25 < time.monotonic() - started < 5
         assert fake.produce_calls == 0
 
     run(body)

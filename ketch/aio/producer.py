@@ -5,7 +5,11 @@ Rules:
   ``RecordMetadata``; it never waits for the network unless the topic's
   metadata is unknown (one Metadata call) or the buffer is full
   (back-pressure, up to ``max_block_ms``). Errors about the record itself
-  (too large, unknown topic, bad partition) fail the returned future.
+  (too large, unknown topic, bad partition) fail the returned future. A
+  record for a partition number the cached metadata does not have yet
+  refreshes it until the partition appears (one just added) or
+  ``max_block_ms`` passes (Kafka's ``waitOnMetadata``). Partitions added to a
+  topic are used from the next refresh, at most ``metadata_max_age_ms`` away.
 - Idempotence (KIP-98/KIP-679), on by default: ``enable_idempotence`` needs
   acks=all, ``retries`` > 0 and ``max_in_flight_requests_per_connection`` <= 5;
   naming it True with other settings raises ``ValueError`` (Kafka's
@@ -358,10 +362,10 @@ class Producer:
         record = self._prepare(key, value, headers, fut)
         if record is None:
             return fut
-        info = self._cached(topic)
+        info = self._cached(topic, partition)
         if info is None:
             try:
-                info = await self.topic_info(topic)
+                info = await self.topic_info(topic, partition)
             except KetchError as e:
                 fut.set_exception(e)
                 return fut
@@ -393,10 +397,10 @@ class Producer:
         record = self._prepare(key, value, headers, fut)
         if record is None:
             return
-        info = self._cached(topic)
+        info = self._cached(topic, partition)
         if info is None:
             try:
-                info = run(self.topic_info(topic))
+                info = run(self.topic_info(topic, partition))
             except KetchError as e:
                 fut.set_exception(e)
                 return
@@ -422,10 +426,12 @@ class Producer:
             return None
         return key, value, hdrs
 
-    def _cached(self, topic: str) -> TopicInfo | None:
-        """The cached metadata of ``topic`` if it can take records now."""
+    def _cached(self, topic: str, partition: int | None = None) -> TopicInfo | None:
+        """The cached metadata of ``topic`` if it can take records now (and knows ``partition``)."""
         info = self._conn.cluster.topics.get(topic)
-        return None if info is None or info.error_code or not info.num_partitions else info
+        if info is None or info.error_code or not info.num_partitions:
+            return None
+        return None if partition is not None and partition >= info.num_partitions else info
 
     def _too_large(self, key: bytes | None, value: bytes | None, headers: Headers) -> MessageTooLargeError:
         return MessageTooLargeError(
@@ -433,14 +439,18 @@ class Producer:
             f"than max_request_size {self.max_request_size}; raise max_request_size or send smaller records"
         )
 
-    async def topic_info(self, topic: str) -> TopicInfo:
-        """Metadata for ``topic``, fetched if not cached; typed error if unusable."""
+    async def topic_info(self, topic: str, partition: int | None = None) -> TopicInfo:
+        """Metadata for ``topic``, fetched if not cached; typed error if unusable. A ``partition``
+        it lacks is waited for until ``max_block_ms``, then left to the accumulator to refuse."""
         self._conn.track([topic])
         deadline = time.monotonic() + self.max_block
         while True:
             info = (await self._conn.refresh()).topics.get(topic)
             if info is not None and info.error_code == 0 and info.num_partitions:
-                return info
+                if partition is None or partition < info.num_partitions or time.monotonic() + self.backoff > deadline:
+                    return info
+                await asyncio.sleep(self.backoff)
+                continue
             code = info.error_code if info is not None else ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
             message = info.error_message if info is not None else ""
             if code == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION:
