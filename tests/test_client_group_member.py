@@ -500,6 +500,25 @@ def test_more_partitions_or_a_new_matching_topic_rejoin() -> None:
     run(main)
 
 
+@pytest.mark.parametrize("strategy", ["range", "cooperative-sticky"])
+def test_partitions_added_to_a_subscribed_topic_are_shared_after_the_next_refresh(strategy: str) -> None:
+    async def main() -> None:
+        broker = FakeBroker({"t": 2})
+        pair = [make_member(broker, strategy, metadata_max_age_ms=100) for _ in range(2)]
+        members = [m for m, _, _ in pair]
+        await eventually(lambda: covers(members, 2) and all(len(m.assigned) == 1 for m in members), what="1 each")
+        generation = members[0].generation
+        broker.topics["t"] = 4
+        await eventually(lambda: covers(members, 4) and all(len(m.assigned) == 2 for m in members), what="2 each")
+        assert all(m.generation > generation for m in members)
+        for m, assignee, _ in pair:
+            assert set(assignee.positions) == m.assigned
+        for m in members:
+            await m.close(None)
+
+    run(main)
+
+
 def test_a_fetch_sent_for_a_replaced_partition_state_is_dropped() -> None:
     """A partition revoked and assigned again (to the same consumer) gets a new state at the committed offset;
     a Fetch still in flight for the old state must not land in it (that skipped records before the fix)."""
