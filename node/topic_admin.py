@@ -113,7 +113,16 @@ class TopicAdmin:
         if answer.status.error_code == 0 and not await self.follower.wait_for(
             answer.status.metadata_offset, VISIBILITY_TIMEOUT_S
         ):
-            answer.status.error_code = ErrorCode.REQUEST_TIMED_OUT
+            # Committed, but this broker's image has not caught up: say so per topic (the status
+            # alone never reaches the client), so it does not act on a change it cannot see yet.
+            message = (
+                f"the controller committed the change at metadata offset {answer.status.metadata_offset}, "
+                f"but this broker's image has not reached it within {VISIBILITY_TIMEOUT_S:.0f} s"
+            )
+            for result in answer.topics:
+                if result.error_code == ErrorCode.NONE:
+                    result.error_code = ErrorCode.REQUEST_TIMED_OUT
+                    result.error_message = message
         out.topics.extend(answer.topics)
 
     async def create(self, request: pb.CreateTopicsRequest) -> pb.CreateTopicsResponse:
