@@ -180,7 +180,7 @@ def test_snapshot_round_trip_keeps_epochs_fencing_and_configs() -> None:
     assert image.brokers[2].shut_down and image.brokers[3].fenced and not image.brokers[3].shut_down
     assert image.brokers[1].epoch == c.image.brokers[1].epoch != image.offset
     orders = image.topic("orders")
-    assert orders is not None and orders.unclean_leader_election
+    assert orders is not None and image.unclean_leader_election(orders)
     check_snapshot(MetadataImage())
     check_snapshot(MetadataImage(offset=42))
     with pytest.raises(ValueError, match="not a metadata snapshot"):

@@ -19,7 +19,11 @@ told that broker about. After every step:
   partitions added to a topic (which leave the old ones as they were);
 - producer id blocks whose entries committed (the only ones a broker is ever
   answered with) never overlap, across failover, and all lie below the
-  committed ``next_producer_id``.
+  committed ``next_producer_id``;
+- altered configs (topic overrides and cluster-wide values of
+  ``unclean.leader.election.enable``, ``min.insync.replicas``,
+  ``retention.ms``) keep every invariant above with the floors and election
+  rules they imply, and survive snapshots and failover.
 """
 
 from __future__ import annotations
@@ -48,6 +52,8 @@ from coordinator.metadata import (
     image_from_records,
     image_to_records,
 )
+from coordinator.metadata.configs import BROKER_KEY_OF, AlterConfigsResource, ConfigChange, ConfigResource
+from coordinator.metadata.records import BROKER_RESOURCE, CLUSTER_WIDE, TOPIC_RESOURCE
 from ketch.errors import ErrorCode, KetchError
 from tests.test_metadata_support import check_invariants, check_snapshot
 
@@ -297,6 +303,8 @@ class MetadataMachine(RuleBasedStateMachine):
         elif kind == "shrink":
             followers = [r for r in p.isr if r != p.leader]
             new_isr = [r for r in p.isr if not followers or r != followers[-1]]
+            if len(new_isr) < min(t.min_isr(p, image.min_isr_default(1)), len(p.isr)):
+                expect = ErrorCode.INVALID_REQUEST  # below the floor an altered min.insync.replicas sets
         elif kind == "expand":
             outside = [r for r in p.replicas if r not in p.isr]
             if outside:
@@ -350,6 +358,43 @@ class MetadataMachine(RuleBasedStateMachine):
         assert block.first == before and block.size > 0 and block.broker_id == broker
         assert self.ctl.image.next_producer_id == block.next_block_first
         self.blocks_pending.append((self.next_index - 1, range(block.first, block.next_block_first)))
+
+    @rule(
+        resource_name=st.sampled_from(["a", "b", "c", CLUSTER_WIDE]),
+        key=st.sampled_from(["unclean.leader.election.enable", "min.insync.replicas", "retention.ms"]),
+        choice=st.integers(0, 4),
+        validate_only=st.booleans(),
+    )
+    def alter_configs(self, resource_name: str, key: str, choice: int, validate_only: bool) -> None:
+        value = {
+            "unclean.leader.election.enable": [None, "true", "false", "true", "bad"],
+            "min.insync.replicas": [None, "1", "2", "3", "bad"],
+            "retention.ms": [None, "60000", "-1", "5", "bad"],
+        }[key][choice]
+
+        def configs() -> dict[str, str] | None:
+            if resource_name == CLUSTER_WIDE:
+                return dict(self.ctl.image.broker_configs.get(resource_name, {}))
+            t = self.ctl.image.topic(resource_name)
+            return None if t is None else dict(t.configs)
+
+        wide = resource_name == CLUSTER_WIDE
+        name = BROKER_KEY_OF[key] if wide else key
+        resource = ConfigResource(BROKER_RESOURCE if wide else TOPIC_RESOURCE, resource_name)
+        before = configs()
+        change = AlterConfigsResource(resource, (ConfigChange(name, value),))
+        (result,) = self.propose(lambda: self.ctl.incremental_alter_configs([change], validate_only)).results
+        after = configs()
+        if before is None:
+            assert result.error_code == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+            return
+        assert after is not None
+        valid = value != "bad"
+        assert (result.error_code == ErrorCode.NONE) == valid, result
+        if valid and not validate_only:
+            assert after.get(name) == value
+        else:
+            assert after == before
 
     # -- invariants --
 

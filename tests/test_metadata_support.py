@@ -108,11 +108,12 @@ def check_invariants(image: MetadataImage, min_isr: int = 1) -> None:
         assert all(r in image.brokers for r in p.replicas), f"{where}: unknown replica in {p.replicas}"
         if p.leader != NO_LEADER:
             assert image.is_usable(p.leader), f"{where}: leader {p.leader} is fenced"
-            assert len(p.isr) <= t.min_isr(p, min_isr) or all(image.is_usable(r) for r in p.isr), (
+            floor = t.min_isr(p, image.min_isr_default(min_isr))
+            assert len(p.isr) <= floor or all(image.is_usable(r) for r in p.isr), (
                 f"{where}: fenced broker in the ISR {p.isr} of a live partition, above the floor"
             )
         elif not p.recovering:  # offline only while nobody may lead it
-            eligible = p.replicas if t.unclean_leader_election else p.isr
+            eligible = p.replicas if image.unclean_leader_election(t) else p.isr
             assert not any(image.is_usable(r) for r in eligible), f"{where}: offline with {eligible} eligible"
     for b in image.brokers.values():
         assert b.epoch <= image.offset

@@ -19,6 +19,7 @@ The pieces, each a module with its own rules in its docstring:
 - sessions.py   — in-memory broker session clocks (not replicated).
 - topics.py     — create/delete topics, add partitions, AlterPartition, preferred election.
 - topic_config.py — topic name and config rules; one constant per config key.
+- configs.py    — incrementally altered topic and dynamic broker configs, their sources.
 - placement.py  — round-robin, rack-aware replica assignment.
 - producer_ids.py — blocks of producer ids for brokers (KIP-730).
 - election.py   — leader election from the ISR, unclean opt-in, epochs.

@@ -89,15 +89,16 @@ def fence_records(
         if fencing.isdisjoint(p.isr):
             continue
         rest = [b for b in p.isr if b not in unclean]
+        allow_unclean = image.unclean_leader_election(t)
         change: MetadataRecord | None
         if not rest:
             leader = NO_LEADER if p.leader != NO_LEADER else None
             change = None if p.recovering else rec.partition_change(t.topic_id, index, leader, recovering=True)
         elif len(rest) < len(p.isr):
-            change = build_change(t.topic_id, index, p, acceptable, rest, unclean=t.unclean_leader_election)
+            change = build_change(t.topic_id, index, p, acceptable, rest, unclean=allow_unclean)
         else:
             floor = t.min_isr(p, min_isr)
-            change = build_change(t.topic_id, index, p, acceptable, unclean=t.unclean_leader_election, min_isr=floor)
+            change = build_change(t.topic_id, index, p, acceptable, unclean=allow_unclean, min_isr=floor)
         if change is not None:
             out.append(change)
     return out
@@ -114,7 +115,8 @@ def unfence_records(image: MetadataImage, broker_id: int, min_isr: int = 1) -> l
     for t, index, p in image.partitions_of_broker(broker_id):
         if p.offline:
             floor = t.min_isr(p, min_isr)
-            change = build_change(t.topic_id, index, p, acceptable, unclean=t.unclean_leader_election, min_isr=floor)
+            allow_unclean = image.unclean_leader_election(t)
+            change = build_change(t.topic_id, index, p, acceptable, unclean=allow_unclean, min_isr=floor)
             if change is not None:
                 out.append(change)
     return out

@@ -49,7 +49,9 @@ The driver's contract (what coordinator's asyncio driver must do):
 Broker sessions and the replicas' reported log ends (recovery.py) are the
 only unreplicated state; both start empty when a controller becomes active.
 ``config.min_insync_replicas`` is the ISR floor for topics without their own
-``min.insync.replicas``: run every controller with the brokers' default.
+``min.insync.replicas``: run every controller with the brokers' default. A
+cluster-wide dynamic ``min.insync.replicas`` (configs.py) overrides it, and
+``unclean.leader.election.enable`` is read the same way (image.py).
 
 The broker epoch returned to a registering broker is the Raft index of the
 entry holding its ``RegisterBrokerRecord``: the ``index`` in step 2.
@@ -62,8 +64,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from coordinator.metadata import brokers, producer_ids, topics
+from coordinator.metadata import brokers, configs, producer_ids, topics
 from coordinator.metadata import records as rec
+from coordinator.metadata.configs import AlterConfigsResource, AlterConfigsResponse
 from coordinator.metadata.delta import MetadataDelta
 from coordinator.metadata.image import MetadataImage
 from coordinator.metadata.producer_ids import ProducerIdsBlock
@@ -102,6 +105,12 @@ class Controller:
     @property
     def committed_image(self) -> MetadataImage:
         return self._committed
+
+    @property
+    def _min_isr(self) -> int:
+        """The ISR floor for topics without their own min.insync.replicas: the cluster-wide dynamic
+        value, else this controller's setting."""
+        return self._image.min_isr_default(self.config.min_insync_replicas)
 
     # -- replay --
 
@@ -175,7 +184,7 @@ class Controller:
             now_ms,
             clean_shutdown=clean_shutdown,
             replica_logs=replica_logs or {},
-            min_isr=self.config.min_insync_replicas,
+            min_isr=self._min_isr,
         )
 
     def broker_heartbeat(
@@ -196,20 +205,16 @@ class Controller:
             metadata_offset,
             now_ms,
             replica_logs=replica_logs or {},
-            min_isr=self.config.min_insync_replicas,
+            min_isr=self._min_isr,
         )
 
     def tick(self, now_ms: int) -> ControllerResult[TickResponse]:
         """Fence brokers whose session expired; elect leaders for recovering partitions. Call it every few
         hundred ms."""
-        return brokers.tick(
-            self._image, self.sessions, self.replica_logs, now_ms, min_isr=self.config.min_insync_replicas
-        )
+        return brokers.tick(self._image, self.sessions, self.replica_logs, now_ms, min_isr=self._min_isr)
 
     def shutdown_broker(self, broker_id: int, broker_epoch: int) -> ControllerResult[ShutdownResponse]:
-        return brokers.shutdown(
-            self._image, self.sessions, broker_id, broker_epoch, min_isr=self.config.min_insync_replicas
-        )
+        return brokers.shutdown(self._image, self.sessions, broker_id, broker_epoch, min_isr=self._min_isr)
 
     def allocate_producer_ids(self, broker_id: int, broker_epoch: int) -> ControllerResult[ProducerIdsBlock]:
         """The next block of producer ids for a broker (producer_ids.py)."""
@@ -273,10 +278,24 @@ class Controller:
             partition_epoch,
             new_isr,
             isr_broker_epochs,
-            self.config.min_insync_replicas,
+            self._min_isr,
         )
 
     def elect_preferred_leaders(
         self, partitions: Iterable[tuple[str, int]] | None = None
     ) -> ControllerResult[ElectLeadersResponse]:
-        return topics.elect_preferred_leaders(self._image, partitions, self.config.min_insync_replicas)
+        return topics.elect_preferred_leaders(self._image, partitions, self._min_isr)
+
+    # -- configs --
+
+    def incremental_alter_configs(
+        self, resources: Sequence[AlterConfigsResource], validate_only: bool = False
+    ) -> ControllerResult[AlterConfigsResponse]:
+        """Set or delete topic and dynamic broker configs; a result per resource (configs.py)."""
+        return configs.incremental_alter(
+            self._image,
+            resources,
+            validate_only,
+            max_request_bytes=self.config.max_request_bytes,
+            static_min_isr=self.config.min_insync_replicas,
+        )

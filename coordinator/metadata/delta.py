@@ -24,6 +24,10 @@ Rules (what each record does):
   sets the leader and bumps the leader epoch; a present ``isr`` replaces the
   ISR; the partition epoch is bumped once per record.
 - ``ProducerIdsRecord`` sets ``next_producer_id``; it must move it forward.
+- ``ConfigRecord`` sets (value present) or deletes (absent) one key: of a
+  topic's overrides (type 2, the topic by name; it must exist), or of the
+  dynamic broker configs (type 4, ``""`` or a node id; a resource left with
+  no keys disappears). Values are stored as the controller normalised them.
 - ``NoOpRecord``, and a batch with no records (a Raft no-op entry), only
   advance the offset.
 - Offsets never go backwards; the records of one batch share its offset.
@@ -49,7 +53,7 @@ from coordinator.metadata.image import (
     frozen_map,
 )
 from coordinator.metadata.local import LocalReplicaChanges, local_changes
-from coordinator.metadata.records import MetadataRecord, describe
+from coordinator.metadata.records import BROKER_RESOURCE, TOPIC_RESOURCE, MetadataRecord, describe
 from ketch.api.v1 import metadata_pb2 as pb
 
 
@@ -81,6 +85,7 @@ class MetadataDelta:
         self._topics: dict[str, _TopicChange] = {}  # created or changed, by id
         self._removed: dict[str, TopicImage] = {}  # removed topics that the base image had
         self._next_producer_id = image.next_producer_id
+        self._broker_configs: dict[str, dict[str, str]] | None = None  # copied on the first change
         self._applied: MetadataImage | None = None
 
     @property
@@ -117,6 +122,13 @@ class MetadataDelta:
         change = _TopicChange(topic_id, base.name, base.configs, base)
         self._topics[topic_id] = change
         return change
+
+    def _topic_named(self, name: str) -> _TopicChange | None:
+        for change in self._topics.values():
+            if change.name == name:
+                return change
+        base = self.image.topics_by_name.get(name)
+        return None if base is None else self._topic(base.topic_id)
 
     def _name_taken(self, name: str) -> bool:
         base = self.image.topics_by_name.get(name)
@@ -156,6 +168,8 @@ class MetadataDelta:
             self._remove_topic(record.remove_topic)
         elif kind == "producer_ids":
             self._producer_ids(record.producer_ids)
+        elif kind == "config":
+            self._config(record.config)
         elif kind != "no_op":
             raise MetadataReplayError(f"unknown record at offset {offset}: {describe(record)}")
         self._offset = offset
@@ -247,6 +261,29 @@ class MetadataDelta:
             )
         self._next_producer_id = rec.next_producer_id
 
+    def _config(self, rec: pb.ConfigRecord) -> None:
+        if not rec.name:
+            raise MetadataReplayError("config record without a key")
+        value = rec.value if rec.HasField("value") else None
+        if rec.resource_type == TOPIC_RESOURCE:
+            change = self._topic_named(rec.resource_name)
+            if change is None:
+                raise MetadataReplayError(f"config record for unknown topic {rec.resource_name!r}")
+            configs = dict(change.configs)
+            _set_or_delete(configs, rec.name, value)
+            change.configs = frozen_map(configs)
+        elif rec.resource_type == BROKER_RESOURCE:
+            if rec.resource_name and not rec.resource_name.isdecimal():
+                raise MetadataReplayError(f'broker config record for {rec.resource_name!r}: not a node id or ""')
+            if self._broker_configs is None:
+                self._broker_configs = {name: dict(keys) for name, keys in self.image.broker_configs.items()}
+            keys = self._broker_configs.setdefault(rec.resource_name, {})
+            _set_or_delete(keys, rec.name, value)
+            if not keys:
+                del self._broker_configs[rec.resource_name]
+        else:
+            raise MetadataReplayError(f"config record for resource type {rec.resource_type}: not 2 or 4")
+
     # -- results --
 
     def apply(self) -> MetadataImage:
@@ -260,21 +297,33 @@ class MetadataDelta:
         if self._topics or self._removed:
             new_topics = {tid: t for tid, t in self.image.topics.items() if tid not in self._removed}
             for tid, change in self._topics.items():
-                if change.base is not None and not change.partitions:
+                if change.base is not None and not change.partitions and change.configs is change.base.configs:
                     new_topics[tid] = change.base
                     continue
                 parts = dict(change.base.partitions) if change.base is not None else {}
                 parts.update(change.partitions)
                 new_topics[tid] = TopicImage(tid, change.name, change.configs, parts)
             topics = new_topics
+        configs = self.image.broker_configs if self._broker_configs is None else self._broker_configs
         self._applied = MetadataImage(
-            offset=self._offset, brokers=brokers, topics=topics, next_producer_id=self._next_producer_id
+            offset=self._offset,
+            brokers=brokers,
+            topics=topics,
+            next_producer_id=self._next_producer_id,
+            broker_configs=configs,
         )
         return self._applied
 
     def local_changes(self, broker_id: int) -> LocalReplicaChanges:
         """What ``broker_id`` must do about its own replicas after this delta."""
         return local_changes(self.image, self.apply(), broker_id, self.changed_topic_ids)
+
+
+def _set_or_delete(keys: dict[str, str], name: str, value: str | None) -> None:
+    if value is None:
+        keys.pop(name, None)
+    else:
+        keys[name] = value
 
 
 def replay_batch(image: MetadataImage, offset: int, records: Iterable[MetadataRecord]) -> MetadataImage:

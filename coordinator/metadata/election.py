@@ -13,7 +13,8 @@ Rules:
 - A preferred election first tries the first replica (the preferred
   leader), with the same conditions; if it cannot lead, the rules above apply.
 - If no ISR member can lead, the partition goes offline (leader -1) —
-  unless the topic sets ``unclean.leader.election.enable=true``; then the
+  unless ``unclean.leader.election.enable`` is true (the topic's, else the
+  cluster-wide dynamic value: ``MetadataImage.unclean_leader_election``); then the
   first acceptable replica in replica order leads and the ISR becomes just
   that replica. This may lose acknowledged records; it is an opt-in.
 - The ISR floor (KIP-966): fencing never shrinks an ISR below
@@ -31,6 +32,8 @@ Rules:
 - A partition in unclean recovery (``recovering``) gets no leader here —
   recovery.py elects it from the replicas' reported logs — unless its topic
   allows unclean elections: then the first acceptable replica leads alone.
+  Allowing them after the partition went offline (an altered config) runs
+  these rules again at once (configs.py ``reaction_records``).
 - A leader change, including to -1, bumps the leader epoch; every record
   bumps the partition epoch (replay does both, see image.py).
 """

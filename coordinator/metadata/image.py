@@ -24,6 +24,13 @@ Rules and invariants:
   partition epoch never decrease (see election.py for when they move).
 - ``next_producer_id``: every producer id below it was handed to a broker
   (producer_ids.py); it only grows.
+- Configs: a topic's overrides live in its ``TopicImage`` (they go when the
+  topic goes); dynamic broker configs (configs.py) live in ``broker_configs``,
+  by resource name: ``""`` for every broker, else a node id. The controller
+  reads ``min.insync.replicas`` and ``unclean.leader.election.enable`` as the
+  topic's override, else the cluster-wide dynamic value, else its own static
+  setting (``min_isr_default``, ``unclean_leader_election``); a per-broker
+  value is for that broker's own uses only (Kafka's rule too).
 - Derived figures for metrics (fenced brokers, offline and under-replicated
   partitions, leaders per broker) are computed once per image, on first use.
 """
@@ -36,7 +43,7 @@ from functools import cached_property
 from types import MappingProxyType
 from typing import TypeVar
 
-from coordinator.metadata.records import NO_LEADER, TopicIdPartition
+from coordinator.metadata.records import CLUSTER_WIDE, NO_LEADER, TopicIdPartition
 from coordinator.metadata.topic_config import MIN_INSYNC_REPLICAS, UNCLEAN_LEADER_ELECTION_ENABLE
 
 K = TypeVar("K")
@@ -125,10 +132,6 @@ class TopicImage:
             if not isinstance(value, MappingProxyType):
                 object.__setattr__(self, name, frozen_map(value))
 
-    @property
-    def unclean_leader_election(self) -> bool:
-        return self.configs.get(UNCLEAN_LEADER_ELECTION_ENABLE, "false") == "true"
-
     def min_isr(self, partition: PartitionRegistration, default: int) -> int:
         """The ISR floor: ``min.insync.replicas`` (the topic's, else ``default``), at most the replica count."""
         return min(int(self.configs.get(MIN_INSYNC_REPLICAS, default)), len(partition.replicas))
@@ -140,6 +143,8 @@ class MetadataImage:
     brokers: Mapping[int, BrokerRegistration] = field(default_factory=frozen_map)
     topics: Mapping[str, TopicImage] = field(default_factory=frozen_map)  # by topic id
     next_producer_id: int = 0
+    # Dynamic broker configs (Kafka broker keys -> values) by resource name: "" every broker, else a node id.
+    broker_configs: Mapping[str, Mapping[str, str]] = field(default_factory=frozen_map)
     topics_by_name: Mapping[str, TopicImage] = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -147,7 +152,28 @@ class MetadataImage:
             value = getattr(self, name)
             if not isinstance(value, MappingProxyType):
                 object.__setattr__(self, name, frozen_map(value))
+        if not isinstance(self.broker_configs, MappingProxyType):
+            frozen = {name: frozen_map(keys) for name, keys in self.broker_configs.items() if keys}
+            object.__setattr__(self, "broker_configs", frozen_map(frozen))
         object.__setattr__(self, "topics_by_name", frozen_map({t.name: t for t in self.topics.values()}))
+
+    # -- configs the controller reads --
+
+    def dynamic_default(self, key: str) -> str | None:
+        """The cluster-wide dynamic broker config ``key`` (``ketch cluster config --set``), or None."""
+        return self.broker_configs.get(CLUSTER_WIDE, {}).get(key)
+
+    def min_isr_default(self, static: int) -> int:
+        """``min.insync.replicas`` for topics without their own: the cluster-wide dynamic value, else ``static``."""
+        value = self.dynamic_default(MIN_INSYNC_REPLICAS)  # the broker key is the topic key's name
+        return static if value is None else int(value)
+
+    def unclean_leader_election(self, topic: TopicImage) -> bool:
+        """``unclean.leader.election.enable``: the topic's, else the cluster-wide dynamic value, else false."""
+        value = topic.configs.get(UNCLEAN_LEADER_ELECTION_ENABLE) or self.dynamic_default(
+            UNCLEAN_LEADER_ELECTION_ENABLE
+        )
+        return value == "true"
 
     # -- brokers --
 

@@ -15,6 +15,9 @@ Rules:
   snapshots are equal bytes.
 - Decoding never runs code: it is protobuf parsing only. Bytes that do not
   parse raise ``ValueError``.
+- A ``ConfigRecord`` names its resource by Kafka's ConfigResource type
+  number (``TOPIC_RESOURCE`` 2: a topic name; ``BROKER_RESOURCE`` 4: a node
+  id, or ``CLUSTER_WIDE`` "" for every broker); a value of None deletes the key.
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ from ketch.api.v1 import metadata_pb2 as pb
 MetadataRecord = pb.MetadataRecord
 
 NO_LEADER = -1
+TOPIC_RESOURCE = 2  # Kafka's ConfigResource.Type.TOPIC
+BROKER_RESOURCE = 4  # Kafka's ConfigResource.Type.BROKER
+CLUSTER_WIDE = ""  # the broker resource name that means every broker (a dynamic default)
 
 
 class TopicIdPartition(NamedTuple):
@@ -119,6 +125,14 @@ def producer_ids(broker_id: int, broker_epoch: int, next_producer_id: int) -> Me
             broker_id=broker_id, broker_epoch=broker_epoch, next_producer_id=next_producer_id
         )
     )
+
+
+def config(resource_type: int, resource_name: str, name: str, value: str | None) -> MetadataRecord:
+    """Set (``value``) or delete (None) one config key of a topic or of the brokers."""
+    rec = pb.ConfigRecord(resource_type=resource_type, resource_name=resource_name, name=name)
+    if value is not None:
+        rec.value = value
+    return MetadataRecord(config=rec)
 
 
 def encode_batch(records: Iterable[MetadataRecord]) -> bytes:

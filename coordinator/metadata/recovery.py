@@ -29,7 +29,10 @@ Rules:
   reported, nobody leads: a replica that never comes back keeps the
   partition offline (KIP-966's "balanced" recovery). Ties go to replica
   order. A topic with ``unclean.leader.election.enable=true`` does not wait:
-  any usable replica leads (election.py), as it would after any failure.
+  any usable replica leads (election.py), as it would after any failure —
+  also when the config is switched on while the partition waits here
+  (``ketch topic alter-config T --set unclean.leader.election.enable=true``:
+  the same batch elects it, configs.py).
 - What is lost: recovery only runs after a second failure (the ISR had
   ``min.insync.replicas`` members and all but one restarted uncleanly or were
   fenced and restarted uncleanly). Records only the lost tails held are gone.

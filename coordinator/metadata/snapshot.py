@@ -16,7 +16,9 @@ Rules:
   order) as a TopicRecord followed by one PartitionRecord per partition
   with its full state (epochs included); then, when any producer id was
   handed out, one ProducerIdsRecord with ``next_producer_id`` (its broker
-  fields are 0: only the high-water mark matters).
+  fields are 0: only the high-water mark matters); then one ConfigRecord per
+  dynamic broker config key (resource name order, then key order). A topic's
+  overrides travel in its TopicRecord.
 - The bytes are a protobuf ``MetadataSnapshot`` serialised
   deterministically: equal images give equal bytes. No pickle: decoding
   parses data, never runs code.
@@ -52,6 +54,9 @@ def image_to_records(image: MetadataImage) -> list[MetadataRecord]:
             )
     if image.next_producer_id > 0:
         out.append(rec.producer_ids(0, 0, image.next_producer_id))
+    for name in sorted(image.broker_configs):
+        keys = image.broker_configs[name]
+        out += [rec.config(rec.BROKER_RESOURCE, name, key, keys[key]) for key in sorted(keys)]
     return out
 
 
