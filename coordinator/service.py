@@ -10,6 +10,9 @@ Rules:
   controller, active or not, can serve it).
 - Topic ids and placement start indexes are drawn here, the one place
   randomness is allowed (the command itself is pure).
+- IncrementalAlterConfigs answers one result per resource (configs.py); a
+  refusal of the whole command (NOT_CONTROLLER, a timeout) is the status and
+  every resource's result.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from coordinator.metadata import Controller, ControllerResult
+from coordinator.metadata.configs import AlterConfigsResource, ConfigChange, ConfigResource
 from coordinator.metadata.records import MetadataRecord, TopicIdPartition
 from coordinator.metadata.recovery import LogEnd
 from coordinator.metadata.snapshot import image_to_records
@@ -66,6 +70,18 @@ def _replica_logs(reports: Iterable[cpb.ReplicaLogReport]) -> dict[TopicIdPartit
                 code=ErrorCode.INVALID_REQUEST,
             )
         out[TopicIdPartition(r.topic_id, r.partition)] = (r.latest_epoch, r.log_end_offset)
+    return out
+
+
+def _alter_resources(request: pb.IncrementalAlterConfigsRequest) -> list[AlterConfigsResource]:
+    out = []
+    for r in request.resources:
+        changes = []
+        for c in r.configs:
+            if c.op not in (pb.ALTER_CONFIG_SET, pb.ALTER_CONFIG_DELETE):
+                raise KetchError(f"config {c.name!r}: unknown operation {c.op}", code=ErrorCode.INVALID_REQUEST)
+            changes.append(ConfigChange(c.name, None if c.op == pb.ALTER_CONFIG_DELETE else c.value))
+        out.append(AlterConfigsResource(ConfigResource(r.resource.type, r.resource.name), tuple(changes)))
     return out
 
 
@@ -208,6 +224,21 @@ class ControllerService(controller_pb2_grpc.KetchControllerServicer):
             )
             for topic in request.topics
         )
+
+    async def IncrementalAlterConfigs(
+        self, request: pb.IncrementalAlterConfigsRequest, context: Any
+    ) -> cpb.ControllerAlterConfigsResponse:
+        response, status = await self._run(
+            lambda c: c.incremental_alter_configs(_alter_resources(request), request.validate_only)
+        )
+        out = cpb.ControllerAlterConfigsResponse(status=status)
+        if response is None:
+            for r in request.resources:
+                out.results.add(resource=r.resource, error_code=status.error_code, error_message=status.error_message)
+            return out
+        for result, r in zip(response.results, request.resources, strict=True):
+            out.results.add(resource=r.resource, error_code=result.error_code, error_message=result.error_message)
+        return out
 
     async def AllocateProducerIds(
         self, request: cpb.AllocateProducerIdsRequest, context: Any

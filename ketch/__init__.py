@@ -18,6 +18,10 @@ if TYPE_CHECKING:
     from ketch.aio.admin import NewTopic as NewTopic
     from ketch.aio.admin import PartitionDescription as PartitionDescription
     from ketch.aio.admin import TopicDescription as TopicDescription
+    from ketch.aio.admin_configs import ConfigEntry as ConfigEntry
+    from ketch.aio.admin_configs import ConfigResource as ConfigResource
+    from ketch.aio.admin_configs import ConfigResourceType as ConfigResourceType
+    from ketch.aio.admin_configs import ConfigSource as ConfigSource
     from ketch.group_rules import CommitFailedError as CommitFailedError
     from ketch.group_rules import ConsumerGroupMetadata as ConsumerGroupMetadata
     from ketch.group_rules import ConsumerRebalanceListener as ConsumerRebalanceListener
@@ -42,6 +46,10 @@ _EXPORTS = {
     "NewTopic": "ketch.aio.admin",
     "PartitionDescription": "ketch.aio.admin",
     "TopicDescription": "ketch.aio.admin",
+    "ConfigEntry": "ketch.aio.admin_configs",
+    "ConfigResource": "ketch.aio.admin_configs",
+    "ConfigResourceType": "ketch.aio.admin_configs",
+    "ConfigSource": "ketch.aio.admin_configs",
     "CommitFailedError": "ketch.group_rules",
     "ConsumerGroupMetadata": "ketch.group_rules",
     "ConsumerRebalanceListener": "ketch.group_rules",

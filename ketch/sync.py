@@ -37,6 +37,7 @@ from ketch.aio.admin import (
     NewTopic,
     TopicDescription,
 )
+from ketch.aio.admin_configs import ConfigEntry, ConfigResource
 from ketch.aio.admin_transactions import TransactionDescription, TransactionListing
 from ketch.group_rules import ConsumerGroupMetadata, OffsetAndMetadata
 from ketch.records import ConsumerRecord, Headers, OffsetAndTimestamp, RecordMetadata, TopicPartition
@@ -372,6 +373,15 @@ class Admin(_SyncClient):
         ids = [transactional_ids] if isinstance(transactional_ids, str) else list(transactional_ids)
         result: list[TransactionDescription] = self._run(self._aio.describe_transactions(ids))
         return result
+
+    def describe_configs(self, resources: Iterable[ConfigResource]) -> dict[ConfigResource, dict[str, ConfigEntry]]:
+        result: dict[ConfigResource, dict[str, ConfigEntry]] = self._run(self._aio.describe_configs(list(resources)))
+        return result
+
+    def incremental_alter_configs(
+        self, configs: Mapping[ConfigResource, Mapping[str, str | int | float | None]], validate_only: bool = False
+    ) -> None:
+        self._run(self._aio.incremental_alter_configs(configs, validate_only))
 
     def close(self) -> None:
         if self._closed:

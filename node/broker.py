@@ -13,6 +13,11 @@ and, for each new image, acts only on the changes to its own replicas
 - delete: the replica is gone (topic deleted or reassigned): close and drop
   its whole key range.
 
+Topic settings are read from the current image at the moment of use
+(node/catalog.py): a topic's overrides, then this broker's dynamic defaults
+(``dynamic``, kept per image), then the node's settings. A leader's
+``min.insync.replicas`` floor follows an altered config with the next image.
+
 Nothing is applied until the image has reached this process's own broker
 registration (see ``catch_up``). Applying a change is idempotent: the state comes whole from the image, so
 replaying an image the broker already applied does nothing new. Each local
@@ -27,9 +32,10 @@ from __future__ import annotations
 import logging
 import struct
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from coordinator.metadata import MetadataImage, TopicIdPartition, local_changes
+from coordinator.metadata.configs import dynamic_topic_defaults
 from coordinator.metadata.image import TopicImage
 from coordinator.metadata.topic_config import validate_topic_name
 from ketch.errors import ErrorCode, KetchError, UnknownTopicOrPartitionError
@@ -69,12 +75,31 @@ class Broker:
         self._replicas: dict[TopicIdPartition, Partition] = {}
         self._on_partition_change = on_partition_change
         self._first_image = True
+        self._dynamic: tuple[Mapping[str, Mapping[str, str]], Mapping[str, str]] = (self.image.broker_configs, {})
 
     # -- metadata -------------------------------------------------------------
+
+    @property
+    def dynamic(self) -> Mapping[str, str]:
+        """This broker's dynamic topic defaults (its own, then the cluster-wide ones), by topic config key."""
+        configs, defaults = self._dynamic
+        if configs is not self.image.broker_configs:
+            configs = self.image.broker_configs
+            defaults = dynamic_topic_defaults(self.image, self.node_id)
+            self._dynamic = (configs, defaults)
+        return defaults
 
     def on_metadata(self, old: MetadataImage, new: MetadataImage) -> None:
         self.image = new
         self.catch_up()
+        for tp, part in list(self._replicas.items()):  # an altered min.insync.replicas reaches the leaders
+            topic = new.topics.get(tp.topic_id)
+            if part.leader is not None and topic is not None:
+                part.leader.set_min_isr(self.topic_config(topic).min_insync_replicas)
+
+    def topic_config(self, topic: TopicImage | None) -> TopicConfig:
+        """The settings this broker applies to ``topic`` (a topic not in the image: its defaults alone)."""
+        return effective_config(topic.configs if topic is not None else {}, self.config, self.dynamic)
 
     def catch_up(self) -> None:
         """Apply the local changes from the last acted-on image to the current one — but only
@@ -91,7 +116,7 @@ class Broker:
         for tp, change in changes.leaders.items():
             state = change.state
             topic = new.topics.get(tp.topic_id)
-            min_isr = effective_config(topic.configs, self.config).min_insync_replicas if topic else 1
+            min_isr = self.topic_config(topic).min_insync_replicas if topic else 1
             self._open(tp, change.topic_name).become_leader(
                 self.node_id,
                 state.replicas,
@@ -188,7 +213,7 @@ class Broker:
         for tp, part in list(self._replicas.items()):
             topic = self.image.topics.get(tp.topic_id)
             if topic is not None:
-                out.append((part, effective_config(topic.configs, self.config)))
+                out.append((part, self.topic_config(topic)))
         return out
 
     def topic(self, name: str) -> tuple[TopicImage, TopicConfig]:
@@ -196,7 +221,7 @@ class Broker:
         topic = self.image.topic(name)
         if topic is None:
             raise UnknownTopicOrPartitionError(f"topic {name!r} does not exist")
-        return topic, effective_config(topic.configs, self.config)
+        return topic, self.topic_config(topic)
 
     def partition(self, name: str, index: int) -> tuple[Partition, TopicConfig]:
         """The local leader replica of ``name``-``index``, or the typed reason there is none."""
@@ -222,7 +247,7 @@ class Broker:
     def flush_on_append(self, part: Partition) -> bool:
         """Whether appends to ``part`` are fsynced (the topic's flush.messages=1)."""
         topic = self.image.topic(part.topic)
-        return topic is not None and effective_config(topic.configs, self.config).flush_messages == 1
+        return topic is not None and self.topic_config(topic).flush_messages == 1
 
     def apply_retention(self, now_ms: int) -> int:
         """One retention pass: retention.ms and retention.bytes trim only topics whose cleanup.policy
@@ -233,7 +258,7 @@ class Broker:
             topic = self.image.topics.get(tp.topic_id)
             if topic is None:
                 continue
-            config = effective_config(topic.configs, self.config)
+            config = self.topic_config(topic)
             if config.deletes:
                 policy = RetentionPolicy(config.retention_ms, config.retention_bytes)
                 removed += part.log.apply_retention(policy, now_ms)

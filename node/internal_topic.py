@@ -52,7 +52,6 @@ from ketch.api.v1 import ketch_pb2 as pb
 from ketch.errors import ErrorCode, KetchError
 from ketch.records import decode_batches
 from node.broker import Broker
-from node.catalog import effective_config
 from node.fetch_waiters import FetchWaiters
 from node.metrics import NodeMetrics
 from node.produce_purgatory import await_replication
@@ -208,7 +207,7 @@ class InternalTopicCoordinators(Generic[C]):
         if batch is None:
             return
         topic = self.broker.image.topic(self.topic)
-        config = effective_config(topic.configs if topic is not None else {}, self.config)
+        config = self.broker.topic_config(topic)
         try:
             loaded.part.append(
                 batch,
@@ -231,7 +230,7 @@ class InternalTopicCoordinators(Generic[C]):
 
     def min_insync_replicas(self) -> int:
         topic = self.broker.image.topic(self.topic)
-        return effective_config(topic.configs if topic is not None else {}, self.config).min_insync_replicas
+        return self.broker.topic_config(topic).min_insync_replicas
 
     async def committed(self, loaded: LoadedPartition[C]) -> None:
         """Wait until the high watermark passes everything this coordinator appended."""

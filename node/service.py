@@ -33,7 +33,8 @@ This is a thin driver. Rules:
   whole response, ``partition_max_bytes`` each partition; the first partition
   with data always returns at least one batch.
 - Metadata and topic administration are delegated to node/topic_admin.py
-  (answered from the metadata image; writes forwarded to the controller);
+  (answered from the metadata image; writes forwarded to the controller),
+  DescribeConfigs and IncrementalAlterConfigs to node/config_admin.py;
   consumer groups to node/group_service.py (the group coordinator).
 - InitProducerId (KIP-98): without a transactional id, a new producer id with
   epoch 0 from this broker's block (node/producer_ids.py); with one, the
@@ -54,6 +55,7 @@ from ketch.api.v1 import ketch_pb2 as pb
 from ketch.api.v1 import ketch_pb2_grpc
 from ketch.errors import ErrorCode, KetchError
 from node.broker import Broker
+from node.config_admin import ConfigAdmin
 from node.fetch_waiters import FetchWaiters
 from node.group_commit import GroupCommit
 from node.group_coordinator import OFFSETS_TOPIC, GroupManager
@@ -98,6 +100,7 @@ class KetchService(GroupHandlers, TxnHandlers, ketch_pb2_grpc.KetchServicer):
         self.group_commit = group_commit
         self.broker = broker
         self.admin = admin
+        self.configs = ConfigAdmin(broker, admin.controllers, admin.follower)
         self.cluster_id = cluster_id
         self.metrics = metrics
         self.waiters = waiters
@@ -283,6 +286,16 @@ class KetchService(GroupHandlers, TxnHandlers, ketch_pb2_grpc.KetchServicer):
     @timed("DeleteTopics")
     async def DeleteTopics(self, request: pb.DeleteTopicsRequest, context: Any) -> pb.DeleteTopicsResponse:
         return await self.admin.delete(request)
+
+    @timed("DescribeConfigs")
+    async def DescribeConfigs(self, request: pb.DescribeConfigsRequest, context: Any) -> pb.DescribeConfigsResponse:
+        return self.configs.describe(request)
+
+    @timed("IncrementalAlterConfigs")
+    async def IncrementalAlterConfigs(
+        self, request: pb.IncrementalAlterConfigsRequest, context: Any
+    ) -> pb.IncrementalAlterConfigsResponse:
+        return await self.configs.alter(request)
 
     # -- Idempotent and transactional producers ----------------------------------
 

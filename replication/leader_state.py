@@ -109,6 +109,10 @@ class LeaderState:
                 state.followers[broker] = FollowerProgress(broker, last_caught_up_ms=now_ms, last_fetch_ms=now_ms)
         return state
 
+    def set_min_isr(self, min_isr: int) -> None:
+        """The topic's min.insync.replicas changed (an altered config); capped at the replica count as in ``start``."""
+        self.min_isr = min(min_isr, len(self.replicas))
+
     @property
     def maximal_isr(self) -> tuple[int, ...]:
         if self.pending is None:

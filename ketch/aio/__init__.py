@@ -22,6 +22,7 @@ from ketch.aio.admin import (
     PartitionDescription,
     TopicDescription,
 )
+from ketch.aio.admin_configs import ConfigEntry, ConfigResource, ConfigResourceType, ConfigSource
 from ketch.aio.consumer import Consumer
 from ketch.aio.producer import Producer
 from ketch.group_rules import CommitFailedError, ConsumerGroupMetadata, ConsumerRebalanceListener, OffsetAndMetadata
@@ -32,6 +33,10 @@ __all__ = [
     "BrokerDescription",
     "ClusterDescription",
     "CommitFailedError",
+    "ConfigEntry",
+    "ConfigResource",
+    "ConfigResourceType",
+    "ConfigSource",
     "Consumer",
     "ConsumerGroupMetadata",
     "ConsumerRebalanceListener",

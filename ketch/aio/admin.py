@@ -38,6 +38,8 @@ Rules:
   failed group's error after the others were deleted.
 - Transactions: ``list_transactions`` and ``describe_transactions``
   (admin_transactions.py).
+- Configs: ``describe_configs`` and ``incremental_alter_configs``
+  (admin_configs.py).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from ketch.aio.admin_configs import ConfigsAdmin
 from ketch.aio.admin_transactions import TransactionAdmin
 from ketch.aio.connection import Connection
 from ketch.aio.coordinator_client import CoordinatorClient, group_error, status_of
@@ -177,8 +180,8 @@ def _raise_first(results: Iterable[ketch_pb2.TopicResult]) -> None:
             raise err
 
 
-class Admin(TransactionAdmin):
-    """Topic administration and cluster description."""
+class Admin(TransactionAdmin, ConfigsAdmin):
+    """Topic administration, configs and cluster description."""
 
     def __init__(
         self,
