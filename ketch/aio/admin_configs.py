@@ -28,7 +28,7 @@ from enum import IntEnum
 
 from ketch.aio.connection import Connection
 from ketch.api.v1 import ketch_pb2
-from ketch.errors import error_for
+from ketch.errors import KetchError, error_for
 
 __all__ = ["ConfigEntry", "ConfigResource", "ConfigResourceType", "ConfigSource", "ConfigsAdmin"]
 
@@ -80,6 +80,11 @@ def _pb(resource: ConfigResource) -> ketch_pb2.ConfigResource:
     return ketch_pb2.ConfigResource(type=int(resource.type), name=resource.name)  # type: ignore[arg-type]
 
 
+def _error(code: int, resource: ConfigResource, message: str) -> KetchError:
+    """The typed error, its message naming the resource."""
+    return error_for(code, message if str(resource) in message else f"{resource}: {message}")
+
+
 class ConfigsAdmin:
     _conn: Connection
 
@@ -109,7 +114,7 @@ class ConfigsAdmin:
             for result in response.results:
                 resource = ConfigResource(ConfigResourceType(result.resource.type), result.resource.name)
                 if result.error_code:
-                    raise error_for(result.error_code, f"{resource}: {result.error_message}")
+                    raise _error(result.error_code, resource, result.error_message)
                 found[resource] = {
                     e.name: ConfigEntry(e.name, e.value, ConfigSource(e.source), e.read_only) for e in result.entries
                 }
@@ -132,4 +137,4 @@ class ConfigsAdmin:
         for result in response.results:
             if result.error_code:
                 resource = ConfigResource(ConfigResourceType(result.resource.type), result.resource.name)
-                raise error_for(result.error_code, f"{resource}: {result.error_message}")
+                raise _error(result.error_code, resource, result.error_message)

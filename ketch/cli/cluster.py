@@ -14,7 +14,8 @@ min.insync.replicas 2 when that is 3 (the producer defaults to acks=all).
 
 ``cluster describe`` asks the bootstrap node's controller for each broker
 (id, address, alive or fenced), the active controller, the Raft term and
-commit index.
+commit index. ``cluster config`` shows and changes the dynamic broker
+configs (ketch/cli/configs.py).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ketch.bootstrap import bootstrap_arg
+from ketch.cli import configs as config_cli
 from ketch.cli.output import dump_json, table
 from ketch.errors import ErrorCode, KetchError
 
@@ -57,6 +59,8 @@ def register(commands: Any) -> None:
     describe.add_argument("--json", action="store_true")
     bootstrap_arg(describe)
     describe.set_defaults(handler=describe_cluster)
+
+    config_cli.register_cluster(sub)
 
 
 def cluster_up(args: argparse.Namespace) -> int:

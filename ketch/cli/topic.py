@@ -1,4 +1,9 @@
-"""``ketch topic create|list|describe|delete|add-partitions`` (kafka-topics.sh, rpk topic)."""
+"""``ketch topic create|list|describe|delete|add-partitions|alter-config`` (kafka-topics.sh, kafka-configs.sh,
+rpk topic).
+
+``describe`` shows each config's value and where it comes from, and marks
+partitions that are offline or in unclean recovery (ketch/cli/configs.py).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import argparse
 from typing import Any
 
 from ketch.bootstrap import bootstrap_arg
+from ketch.cli import configs as config_cli
 from ketch.cli.output import dump_json, table
 from ketch.errors import ErrorCode, KetchError
 
@@ -54,6 +60,7 @@ def register(commands: Any) -> None:
 
     for parser in (create, listing, describe, delete, grow, elect):
         bootstrap_arg(parser)
+    config_cli.register_topic(sub)
 
 
 def parse_configs(pairs: list[str]) -> dict[str, str]:
@@ -84,12 +91,16 @@ def list_topics(args: argparse.Namespace) -> int:
     return 0
 
 
-def describe_json(description: Any) -> dict[str, Any]:
+def describe_json(
+    description: Any, sources: dict[str, str] | None = None, recovering: set[tuple[str, int]] | None = None
+) -> dict[str, Any]:
+    """``sources``: each config's Kafka source name; ``recovering``: partitions in unclean recovery (None: unknown)."""
     return {
         "name": description.name,
         "topic_id": description.topic_id,
         "replication_factor": description.replication_factor,
         "configs": dict(description.configs),
+        "config_sources": dict(sources or {}),
         "partitions": [
             {
                 "partition": p.partition,
@@ -97,6 +108,7 @@ def describe_json(description: Any) -> dict[str, Any]:
                 "leader_epoch": p.leader_epoch,
                 "replicas": list(p.replicas),
                 "isr": list(p.isr),
+                "recovering": None if recovering is None else (description.name, p.partition) in recovering,
             }
             for p in description.partitions
         ],
@@ -107,21 +119,37 @@ def describe_topics(args: argparse.Namespace) -> int:
     from ketch import Admin
 
     with Admin(bootstrap_servers=args.bootstrap) as admin:
-        found = [describe_json(d) for d in admin.describe_topics(args.names or None)]
+        descriptions = admin.describe_topics(args.names or None)
+        sources = config_cli.topic_sources(admin, [d.name for d in descriptions])
+    recovering = config_cli.recovering_partitions(args.bootstrap)
+    found = [describe_json(d, sources.get(d.name), recovering) for d in descriptions]
     if args.json:
         print(dump_json(found[0] if len(args.names) == 1 else found))
         return 0
     for i, topic in enumerate(found):
         if i:
             print()
-        configs = " ".join(f"{k}={v}" for k, v in sorted(topic["configs"].items()))
         print(
             f"Topic: {topic['name']}  id: {topic['topic_id']}  partitions: {len(topic['partitions'])}  "
             f"replication factor: {topic['replication_factor']}"
         )
-        print(f"Configs: {configs}")
-        rows = [(p["partition"], p["leader"], p["leader_epoch"], p["replicas"], p["isr"]) for p in topic["partitions"]]
-        print(table(("PARTITION", "LEADER", "EPOCH", "REPLICAS", "ISR"), rows))
+        configs = [(f"{k}={v}", topic["config_sources"].get(k, "")) for k, v in sorted(topic["configs"].items())]
+        width = max((len(pair) for pair, _ in configs), default=0)
+        print("Configs:")
+        for pair, source in configs:
+            print(f"  {pair.ljust(width)}  {config_cli.SHORT_SOURCE.get(source, '')}".rstrip())
+        rows = [
+            (
+                p["partition"],
+                p["leader"],
+                p["leader_epoch"],
+                p["replicas"],
+                p["isr"],
+                config_cli.partition_status(p["leader"], p["recovering"]),
+            )
+            for p in topic["partitions"]
+        ]
+        print(table(("PARTITION", "LEADER", "EPOCH", "REPLICAS", "ISR", "STATUS"), rows))
     return 0
 
 
