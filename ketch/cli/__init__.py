@@ -1,12 +1,13 @@
 """The ``ketch`` command line, modelled on Kafka's console tools and ``rpk``.
 
     ketch node [--node-id N --data-dir DIR --listen HOST:PORT --metrics-port P ...]
-    ketch topic create|list|describe|delete ...
+    ketch topic create|list|describe|delete|alter-config ...
     ketch produce TOPIC            one record per stdin line
     ketch consume TOPIC            records to stdout (``--group G``: in consumer group G)
     ketch group list|describe|reset-offsets|delete ...   consumer groups
     ketch transactions list|describe ...                  transactions (kafka-transactions.sh)
     ketch cluster describe         brokers of the cluster
+    ketch cluster config           dynamic broker configs (show, --set, --delete)
     ketch perf produce|consume     benchmarks (bench/)
 
 Conventions: ``--bootstrap`` (default ``$KETCH_BOOTSTRAP``, else
