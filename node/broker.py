@@ -92,9 +92,13 @@ class Broker:
     def on_metadata(self, old: MetadataImage, new: MetadataImage) -> None:
         self.image = new
         self.catch_up()
-        for tp, part in list(self._replicas.items()):  # an altered min.insync.replicas reaches the leaders
-            topic = new.topics.get(tp.topic_id)
-            if part.leader is not None and topic is not None:
+        # An altered min.insync.replicas reaches the leaders (configs unchanged keep their objects).
+        every = old.broker_configs is not new.broker_configs
+        for tp, part in list(self._replicas.items()):
+            topic, before = new.topics.get(tp.topic_id), old.topics.get(tp.topic_id)
+            if part.leader is None or topic is None:
+                continue
+            if every or before is None or before.configs is not topic.configs:
                 part.leader.set_min_isr(self.topic_config(topic).min_insync_replicas)
 
     def topic_config(self, topic: TopicImage | None) -> TopicConfig:

@@ -36,7 +36,8 @@ class ControllerConfig:
     broker_session_timeout_ms: int = 9000
     # The node's max_request_bytes: the ceiling for a topic's max.message.bytes.
     max_request_bytes: int = 64 * 1024 * 1024
-    # The brokers' min.insync.replicas default: the ISR floor (election.py) for topics without their own.
+    # The brokers' min.insync.replicas default: the ISR floor (election.py) for topics without their own,
+    # unless a cluster-wide dynamic min.insync.replicas is set (configs.py).
     min_insync_replicas: int = 1
 
 
