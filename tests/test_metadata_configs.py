@@ -273,3 +273,22 @@ def test_per_broker_values_do_not_move_the_controller() -> None:
     alter(c, brokers("1", {"unclean.leader.election.enable": "true", "min.insync.replicas": "3"}))
     assert c.offset == before + 1 and [r.WhichOneof("record") for r in c.batches[-1][1]] == ["config", "config"]
     assert not c.image.unclean_leader_election(c.image.topics[tid]) and c.image.min_isr_default(1) == 1
+
+
+def test_the_service_refuses_an_unknown_operation() -> None:
+    import pytest
+
+    from coordinator.service import _alter_resources
+    from ketch.api.v1 import ketch_pb2 as pb
+    from ketch.errors import KetchError
+
+    request = pb.IncrementalAlterConfigsRequest()
+    item = request.resources.add(resource=pb.ConfigResource(type=pb.CONFIG_RESOURCE_TOPIC, name="t"))
+    item.configs.add(name="retention.ms", op=pb.ALTER_CONFIG_SET, value="5")
+    item.configs.add(name="flush.messages", op=pb.ALTER_CONFIG_DELETE, value="ignored")
+    (resource,) = _alter_resources(request)
+    assert resource == topic("t", retention_ms="5", flush_messages=None)
+    item.configs.add(name="x", op=7)
+    with pytest.raises(KetchError) as err:
+        _alter_resources(request)
+    assert err.value.code == ErrorCode.INVALID_REQUEST
