@@ -59,13 +59,13 @@ class ConfigAdmin:
             raise KetchError(
                 f"resource type {resource.type} is not a topic (2) or brokers (4)", code=ErrorCode.INVALID_REQUEST
             )
-        if resource.name and resource.name != str(config.node_id):
+        if resource.name and not (resource.name.isdecimal() and int(resource.name) == config.node_id):
             raise KetchError(
                 f"broker {resource.name}'s configs are described by broker {resource.name} itself; "
                 f'this is broker {config.node_id} ("" names the cluster-wide ones)',
                 code=ErrorCode.INVALID_REQUEST,
             )
-        return broker_entries(resource.name, config, image)
+        return broker_entries(resource.name and str(config.node_id), config, image)
 
     async def alter(self, request: pb.IncrementalAlterConfigsRequest) -> pb.IncrementalAlterConfigsResponse:
         out = pb.IncrementalAlterConfigsResponse()

@@ -95,7 +95,7 @@ class ConfigsAdmin:
         wanted = list(dict.fromkeys(resources))
         by_node: dict[int | None, list[ConfigResource]] = {}
         for r in wanted:
-            node = int(r.name) if r.type == ConfigResourceType.BROKER and r.name else None
+            node = int(r.name) if r.type == ConfigResourceType.BROKER and r.name.isdecimal() else None
             by_node.setdefault(node, []).append(r)
         if any(node is not None for node in by_node):
             await self._conn.refresh()  # the addresses of the brokers named
