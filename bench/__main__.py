@@ -1,4 +1,5 @@
-"""``python -m bench``: the benchmark suite (bench/run.py); ``python -m bench produce|consume ...`` for one tool."""
+"""``python -m bench``: the benchmark suite (bench/run.py); ``python -m bench produce|consume|group-load ...``
+for one tool."""
 
 import sys
 

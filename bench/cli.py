@@ -5,13 +5,16 @@
                        [--partitions P] [--json]
     ketch perf consume --topic T [--messages N] [--from-beginning] [--timeout-ms 10000] [--json]
     ketch perf suite   [--workload 500000x100 --workload 200000x1024 ...]
+    ketch perf group-load [--commits 1000000] [--keys 1000] [--groups 10] [--json]
 
 The options are kafka-producer-perf-test's and kafka-consumer-perf-test's;
 what each tool measures (and what "latency" means) is in bench/produce.py and
 bench/consume.py, the suite in bench/run.py. ``--json`` prints the final
 figures once more, as one JSON object on the last line of stdout. The same
-commands run as ``python -m bench produce|consume|suite``; plain
-``python -m bench`` runs the suite.
+commands run as ``python -m bench produce|consume|suite|group-load``; plain
+``python -m bench`` runs the suite. ``group-load`` (bench/group_load.py) needs
+no node: it times a group coordinator's load of ``__consumer_offsets`` before
+and after compaction.
 """
 
 from __future__ import annotations
@@ -95,9 +98,10 @@ def add_actions(sub: Any) -> None:
     bootstrap_arg(consume)
     consume.set_defaults(handler=consume_handler)
 
-    from bench import run
+    from bench import group_load, run
 
     run.add_arguments(sub.add_parser("suite", help=run.SUMMARY, description=run.SUMMARY))
+    group_load.add_arguments(sub.add_parser("group-load", help=group_load.SUMMARY, description=group_load.SUMMARY))
 
 
 def register(commands: Any) -> None:

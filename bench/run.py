@@ -264,12 +264,12 @@ def suite_handler(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m bench``: the suite; ``python -m bench produce|consume|suite ...`` for one tool."""
+    """``python -m bench``: the suite; ``python -m bench produce|consume|suite|group-load ...`` for one tool."""
     from bench.cli import add_actions
     from ketch.errors import KetchError
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in ("produce", "consume", "suite", "-h", "--help"):
+    if not argv or argv[0] not in ("produce", "consume", "suite", "group-load", "-h", "--help"):
         argv.insert(0, "suite")
     parser = argparse.ArgumentParser(prog="python -m bench", description="Ketch benchmarks: " + SUMMARY)
     add_actions(parser.add_subparsers(dest="perf_command", required=True, metavar="ACTION"))
