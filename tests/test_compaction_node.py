@@ -106,7 +106,7 @@ CI = Workload(
     keys=2000, share=0.7, versions=3, tombstones=0.05, batch_size=60, min_cycles=2, max_cycles=6, between_writes=2
 )
 SLOW = Workload(
-    keys=5000, share=0.7, versions=4, tombstones=0.05, batch_size=60, min_cycles=10, max_cycles=30, between_writes=10
+    keys=4000, share=0.7, versions=3, tombstones=0.05, batch_size=60, min_cycles=8, max_cycles=25, between_writes=8
 )
 
 
@@ -274,6 +274,10 @@ class Killer:
     before_writes: int = 0  # kills after a pass's scan and before any of its writes landed
     lines: list[str] = field(default_factory=list)
 
+    def note(self, line: str) -> None:
+        print(line, flush=True)
+        self.lines.append(line)
+
     def measure_pass(self, timeout_s: float) -> None:
         """Cycle 0, not killed: how long its pass and its writes take, as seen from here."""
         assert wait_for_pass(self.node, timeout_s), "the pass after the commit did not start"
@@ -284,21 +288,21 @@ class Killer:
             time.sleep(0.001)
         ended = time.monotonic()
         self.pass_s, self.write_window_s = ended - started, ended - writing
-        self.lines.append(
+        self.note(
             f"cycle 0: not killed; its pass was seen for {self.pass_s * 1000:.0f} ms, writing for the last "
             f"{self.write_window_s * 1000:.0f} ms"
         )
 
     def kill_during_pass(self, what: str, timeout_s: float) -> None:
         if not wait_for_pass(self.node, timeout_s):
-            self.lines.append(f"{what}: no pass started within {timeout_s} s; not killed")
+            self.note(f"{what}: no pass started within {timeout_s} s; not killed")
             return
         waited = wait_for_write(self.node, 2 * self.pass_s + 1)
         delay = self.rng.uniform(0, self.write_window_s / 2)  # the window varies from pass to pass
         time.sleep(delay)
         self.node.kill()
         where = self.look(what)
-        self.lines.append(
+        self.note(
             f"{what}: killed {waited * 1000:.0f} + {delay * 1000:.0f} ms after the pass was seen starting: {where}"
         )
         self.node.start()
@@ -348,7 +352,6 @@ def kill_mid_clean(tmp_path: Path, load: Workload, seed: int) -> None:
             if cycle >= load.min_cycles and killer.between_writes >= load.between_writes:
                 break
         report = "\n".join(killer.lines)
-        print(report)
         assert killer.between_writes >= load.between_writes, "too few kills landed inside a pass:\n" + report
 
         before = max(written) + 1
@@ -377,6 +380,7 @@ def test_kill_9_in_the_middle_of_cleaning_keeps_every_latest_record(tmp_path: Pa
 
 @pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("KETCH_SLOW"), reason="long kill -9 run: set KETCH_SLOW=1")
+@pytest.mark.timeout(1200)
 def test_kill_9_in_the_middle_of_cleaning_slow(tmp_path: Path) -> None:
     kill_mid_clean(tmp_path, SLOW, seed=int(os.environ.get("KETCH_SEED", "1414")))
 
