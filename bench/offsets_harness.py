@@ -102,7 +102,7 @@ class OffsetsPartition:
         """One cleaner round for this replica, as LogCleaner.clean_round reads it (the topic compacted,
         the rest node defaults); its seconds."""
         plog = self.part.log
-        topic_config = effective_config({CLEANUP_POLICY: COMPACT}, self.config)
+        topic_config = effective_config({CLEANUP_POLICY: COMPACT}, self.config, {})
         bounds = Bounds(
             self.part.high_watermark,
             self.part.last_stable_offset,

@@ -48,9 +48,10 @@ Rules of a pass:
    ``[log start, cleanable end)``; a pass runs when it reaches
    ``min.cleanable.dirty.ratio`` (and there is something dirty).
 
-A pass (``CleaningPass``) is applied in chunks (``CHUNK_BATCHES`` batch rewrites per atomic
-log write), in offset order. Any prefix of the chunks is a valid log: a
-removed record's key has a kept later record (rules 2-3), and a tombstone
+A pass (``CleaningPass``) is applied in chunks (``CHUNK_BATCHES`` rewrites per
+atomic log write; a run of neighbouring removed batches is one rewrite), in
+offset order. Any prefix of the chunks is a valid log: a removed record's key
+has a kept later record (rules 2-3), and a tombstone
 goes only after every older record of its key, which lies in the same or
 an earlier chunk. The cleaner checkpoint (cleaned offset and horizons) is
 written with the last chunk.
@@ -200,16 +201,35 @@ class OffsetMap:
 
 @dataclass(frozen=True, slots=True)
 class Rewrite:
-    """One batch's fate: ``batch`` None = removed, else its new bytes (same base offset)."""
+    """One batch's fate: ``batch`` None = removed, else its new bytes (same base offset). A removal
+    may cover a run of neighbouring batches, ``base_offset`` to ``last_base`` (no batch between
+    them stays), so the log can drop the run with one range delete instead of a tombstone per batch
+    that every later read would step over."""
 
     base_offset: int
     batch: bytes | None
     old_size: int
     records_removed: int
+    last_base: int = -1  # a removal: base offset of the run's last batch (-1: just this one)
 
     @property
     def bytes_removed(self) -> int:
         return self.old_size - (len(self.batch) if self.batch is not None else 0)
+
+    @property
+    def through(self) -> int:
+        """Base offset of the last batch this rewrite covers."""
+        return max(self.last_base, self.base_offset)
+
+    def joined(self, later: Rewrite) -> Rewrite:
+        """This removal run extended by the next batch's removal."""
+        return Rewrite(
+            self.base_offset,
+            None,
+            self.old_size + later.old_size,
+            self.records_removed + later.records_removed,
+            later.through,
+        )
 
 
 def clean_batch(
@@ -319,18 +339,27 @@ class CleaningPass:
         for batch in self.source():
             offsets.add(batch, parse_header(batch), self.aborted)
         chunk: list[Rewrite] = []
+        run: Rewrite | None = None  # neighbouring removals, joined into one
         for batch in self.source():
             header = parse_header(batch)
             rewrite = clean_batch(
                 batch, header, offsets, self.aborted, self.before, self.config, self.now_ms, self.live_producers
             )
-            if rewrite is None:
+            if rewrite is not None:
+                self.records_removed += rewrite.records_removed
+                self.bytes_removed += rewrite.bytes_removed
+            if rewrite is not None and rewrite.batch is None:
+                run = rewrite if run is None else run.joined(rewrite)
                 continue
-            self.records_removed += rewrite.records_removed
-            self.bytes_removed += rewrite.bytes_removed
-            chunk.append(rewrite)
+            if run is not None:
+                chunk.append(run)
+                run = None
+            if rewrite is not None:
+                chunk.append(rewrite)
             if len(chunk) >= CHUNK_BATCHES:
                 yield chunk
                 chunk = []
+        if run is not None:
+            chunk.append(run)
         if chunk:
             yield chunk

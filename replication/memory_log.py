@@ -320,20 +320,25 @@ class MemoryPartitionLog:
         self._check_open()
         if generation != self._generation:
             return False
-        fate = {r.base_offset: r.batch for r in rewrites}
+        fate: dict[int, bytes | None] = {}
+        for r in rewrites:
+            covered = self._bases[
+                bisect.bisect_left(self._bases, r.base_offset) : bisect.bisect_right(self._bases, r.through)
+            ]
+            if not covered or covered[0] != r.base_offset:
+                raise LogAppendError(f"cleaning rewrites a batch the log does not hold: {r.base_offset}")
+            fate.update((base, r.batch if base == r.base_offset else None) for base in covered)
         kept = []
         for base, nxt, batch, max_ts in zip(self._bases, self._nexts, self._batches, self._max_ts, strict=True):
             if base not in fate:
                 kept.append((base, nxt, batch, max_ts))
                 continue
-            new = fate.pop(base)
+            new = fate[base]
             self._size -= len(batch)
             if new is not None:
                 header = parse_header(new)
                 kept.append((base, nxt, new, header.max_timestamp if header.records_count else None))
                 self._size += len(new)
-        if fate:
-            raise LogAppendError(f"cleaning rewrites batches the log does not hold: {sorted(fate)[:5]}")
         self._bases = [k[0] for k in kept]
         self._nexts = [k[1] for k in kept]
         self._batches = [k[2] for k in kept]
