@@ -14,6 +14,8 @@ told that broker about. After every step:
 - the follower's image equals the controller's committed image, and each
   broker's view from local changes equals its replicas in that image;
 - the image survives a snapshot round trip (records; bytes at the end);
+- a reassignment (start, replace, cancel; completed by an ISR change or a
+  tick) lands on its target, or is refused and changes nothing;
 - commands never change the image; a fresh topic's leaders are balanced
   over the unfenced brokers and its replicas are distinct, and so are the
   partitions added to a topic (which leave the old ones as they were);
@@ -54,6 +56,7 @@ from coordinator.metadata import (
 )
 from coordinator.metadata.configs import BROKER_KEY_OF, AlterConfigsResource, ConfigChange, ConfigResource
 from coordinator.metadata.records import BROKER_RESOURCE, CLUSTER_WIDE, TOPIC_RESOURCE
+from coordinator.metadata.reassignment import original_replicas, target_replicas
 from ketch.errors import ErrorCode, KetchError
 from tests.test_metadata_support import check_invariants, check_snapshot
 
@@ -61,6 +64,7 @@ R = TypeVar("R")
 TIMEOUT = 9000
 BROKERS = st.integers(0, 4)
 NAMES = st.sampled_from(["a", "b", "c"])
+TARGETS = st.lists(BROKERS, max_size=4)  # may be empty or repeat a broker: refused
 
 
 class MetadataMachine(RuleBasedStateMachine):
@@ -334,7 +338,29 @@ class MetadataMachine(RuleBasedStateMachine):
             return
         self.propose(command)
         now = self.ctl.image.partition(t.topic_id, index)
-        assert now is not None and list(now.isr) == new_isr and now.leader == p.leader
+        assert now is not None
+        if p.reassigning and not now.reassigning:  # the new ISR completed a move (reassignment.py)
+            assert now.replicas == target_replicas(p) and set(now.isr) == set(now.replicas) <= set(new_isr)
+        else:
+            assert list(now.isr) == new_isr and now.leader == p.leader
+
+    @precondition(lambda self: self.ctl.image.partition_count > 0)
+    @rule(pick=st.integers(0, 100), to=st.none() | st.lists(BROKERS, min_size=1, max_size=4, unique=True) | TARGETS)
+    def reassign(self, pick: int, to: list[int] | None) -> None:
+        """Start, replace or cancel a move; a refusal changes nothing, a start or cancel lands on its target."""
+        parts = list(self.ctl.image.all_partitions())
+        t, index, p = parts[pick % len(parts)]
+        response = self.propose(lambda: self.ctl.alter_partition_reassignments([(t.name, index, to)]))
+        (result,) = response.results
+        now = self.ctl.image.partition(t.topic_id, index)
+        assert now is not None
+        if result.error != ErrorCode.NONE:
+            assert now == p, result
+        elif to is None:
+            assert now.replicas == original_replicas(p) and not now.reassigning
+        else:
+            assert target_replicas(now) == tuple(to)
+            assert set(now.adding) == set(to) - set(original_replicas(p))
 
     @rule(one=st.booleans(), name=NAMES, index=st.integers(0, 7))
     def preferred_election(self, one: bool, name: str, index: int) -> None:

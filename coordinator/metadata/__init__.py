@@ -18,6 +18,7 @@ The pieces, each a module with its own rules in its docstring:
 - brokers.py    — register, heartbeat, session expiry, controlled shutdown.
 - sessions.py   — in-memory broker session clocks (not replicated).
 - topics.py     — create/delete topics, add partitions, AlterPartition, preferred election.
+- reassignment.py — partition moves (KIP-455): start, replace, cancel, complete.
 - topic_config.py — topic name and config rules; one constant per config key.
 - configs.py    — incrementally altered topic and dynamic broker configs, their sources.
 - placement.py  — round-robin, rack-aware replica assignment.

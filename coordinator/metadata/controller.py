@@ -64,12 +64,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from coordinator.metadata import brokers, configs, producer_ids, topics
+from coordinator.metadata import brokers, configs, producer_ids, reassignment, topics
 from coordinator.metadata import records as rec
 from coordinator.metadata.configs import AlterConfigsResource, AlterConfigsResponse
 from coordinator.metadata.delta import MetadataDelta
 from coordinator.metadata.image import MetadataImage
 from coordinator.metadata.producer_ids import ProducerIdsBlock
+from coordinator.metadata.reassignment import Reassignment, ReassignmentsResponse
 from coordinator.metadata.records import MetadataRecord, TopicIdPartition
 from coordinator.metadata.recovery import LogEnd, ReplicaLogs
 from coordinator.metadata.results import (
@@ -209,9 +210,13 @@ class Controller:
         )
 
     def tick(self, now_ms: int) -> ControllerResult[TickResponse]:
-        """Fence brokers whose session expired; elect leaders for recovering partitions. Call it every few
+        """Fence brokers whose session expired; elect leaders for recovering partitions; on a tick that
+        does neither, complete the reassignments that may complete (reassignment.py). Call it every few
         hundred ms."""
-        return brokers.tick(self._image, self.sessions, self.replica_logs, now_ms, min_isr=self._min_isr)
+        result = brokers.tick(self._image, self.sessions, self.replica_logs, now_ms, min_isr=self._min_isr)
+        if result.records:
+            return result
+        return ControllerResult(reassignment.completions(self._image, self._min_isr), result.response)
 
     def shutdown_broker(self, broker_id: int, broker_epoch: int) -> ControllerResult[ShutdownResponse]:
         return brokers.shutdown(self._image, self.sessions, broker_id, broker_epoch, min_isr=self._min_isr)
@@ -268,7 +273,7 @@ class Controller:
         new_isr: Sequence[int],
         isr_broker_epochs: Mapping[int, int] | None = None,
     ) -> ControllerResult[AlterPartitionResponse]:
-        return topics.alter_partition(
+        result = topics.alter_partition(
             self._image,
             broker_id,
             broker_epoch,
@@ -280,6 +285,7 @@ class Controller:
             isr_broker_epochs,
             self._min_isr,
         )
+        return reassignment.with_completion(self._image, result, self._min_isr)
 
     def elect_preferred_leaders(
         self, partitions: Iterable[tuple[str, int]] | None = None
@@ -299,3 +305,11 @@ class Controller:
             max_request_bytes=self.config.max_request_bytes,
             static_min_isr=self.config.min_insync_replicas,
         )
+
+    # -- reassignments --
+
+    def alter_partition_reassignments(
+        self, reassignments: Iterable[Reassignment]
+    ) -> ControllerResult[ReassignmentsResponse]:
+        """Start, replace (a target list) or cancel (None) partition moves (reassignment.py)."""
+        return reassignment.alter(self._image, reassignments, self._min_isr)

@@ -22,7 +22,9 @@ Rules (what each record does):
   one partition with its full state; ``RemoveTopicRecord`` drops a topic.
 - ``PartitionChangeRecord``: a present ``leader`` (even -1 or the same id)
   sets the leader and bumps the leader epoch; a present ``isr`` replaces the
-  ISR; the partition epoch is bumped once per record.
+  ISR; present ``replicas``, ``adding_replicas`` and ``removing_replicas``
+  replace those (a reassignment, reassignment.py); the partition epoch is
+  bumped once per record.
 - ``ProducerIdsRecord`` sets ``next_producer_id``; it must move it forward.
 - ``ConfigRecord`` sets (value present) or deletes (absent) one key: of a
   topic's overrides (type 2, the topic by name; it must exist), or of the
@@ -224,6 +226,8 @@ class MetadataDelta:
             leader_epoch=rec.leader_epoch,
             partition_epoch=rec.partition_epoch,
             recovering=rec.recovering,
+            adding=tuple(rec.adding_replicas),
+            removing=tuple(rec.removing_replicas),
         )
         self._set_partition(change, rec.partition, state)
 
@@ -236,6 +240,9 @@ class MetadataDelta:
             leader=rec.leader if rec.HasField("leader") else None,
             isr=list(rec.isr.values) if rec.HasField("isr") else None,
             recovering=rec.recovering if rec.HasField("recovering") else None,
+            replicas=list(rec.replicas.values) if rec.HasField("replicas") else None,
+            adding=list(rec.adding_replicas.values) if rec.HasField("adding_replicas") else None,
+            removing=list(rec.removing_replicas.values) if rec.HasField("removing_replicas") else None,
         )
         self._set_partition(change, rec.partition, state)
 

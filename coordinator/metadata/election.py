@@ -131,4 +131,7 @@ def change_result(current: PartitionRegistration, record: MetadataRecord | None)
         leader=change.leader if change.HasField("leader") else None,
         isr=list(change.isr.values) if change.HasField("isr") else None,
         recovering=change.recovering if change.HasField("recovering") else None,
+        replicas=list(change.replicas.values) if change.HasField("replicas") else None,
+        adding=list(change.adding_replicas.values) if change.HasField("adding_replicas") else None,
+        removing=list(change.removing_replicas.values) if change.HasField("removing_replicas") else None,
     )

@@ -22,6 +22,8 @@ Rules and invariants:
   or ``NO_LEADER`` (-1) when the partition is offline; a partition in unclean
   recovery (``recovering``, see election.py) is offline. Leader epoch and
   partition epoch never decrease (see election.py for when they move).
+  During a reassignment (reassignment.py) ``adding`` and ``removing`` are
+  disjoint sets of replicas and ``removing`` leaves at least one replica.
 - ``next_producer_id``: every producer id below it was handed to a broker
   (producer_ids.py); it only grows.
 - Configs: a topic's overrides live in its ``TopicImage`` (they go when the
@@ -81,27 +83,44 @@ class PartitionRegistration:
     partition_epoch: int = 0
     # Unclean recovery (KIP-966): offline until the controller picks the longest log.
     recovering: bool = False
+    # An ongoing reassignment (KIP-455; reassignment.py): ``replicas`` is the target followed by
+    # ``removing``; ``adding`` are the target replicas that are new.
+    adding: tuple[int, ...] = ()
+    removing: tuple[int, ...] = ()
 
     @property
     def offline(self) -> bool:
         return self.leader == NO_LEADER
 
     @property
+    def reassigning(self) -> bool:
+        return bool(self.adding or self.removing)
+
+    @property
     def under_replicated(self) -> bool:
         return len(self.isr) < len(self.replicas)
 
     def changed(
-        self, leader: int | None = None, isr: Sequence[int] | None = None, recovering: bool | None = None
+        self,
+        leader: int | None = None,
+        isr: Sequence[int] | None = None,
+        recovering: bool | None = None,
+        *,
+        replicas: Sequence[int] | None = None,
+        adding: Sequence[int] | None = None,
+        removing: Sequence[int] | None = None,
     ) -> PartitionRegistration:
         """The state after one change: a new leader (even the same id, or
         NO_LEADER) bumps the leader epoch; every change bumps the partition epoch."""
         return PartitionRegistration(
-            replicas=self.replicas,
+            replicas=self.replicas if replicas is None else tuple(replicas),
             isr=self.isr if isr is None else tuple(isr),
             leader=self.leader if leader is None else leader,
             leader_epoch=self.leader_epoch if leader is None else self.leader_epoch + 1,
             partition_epoch=self.partition_epoch + 1,
             recovering=self.recovering if recovering is None else recovering,
+            adding=self.adding if adding is None else tuple(adding),
+            removing=self.removing if removing is None else tuple(removing),
         )
 
     def check(self) -> str | None:
@@ -116,6 +135,11 @@ class PartitionRegistration:
             return f"leader {self.leader} is not in the ISR {list(self.isr)}"
         if self.recovering and self.leader != NO_LEADER:
             return f"leader {self.leader} while in unclean recovery (must be offline)"
+        moving = self.adding + self.removing
+        if len(set(moving)) != len(moving) or not set(moving) <= set(self.replicas):
+            return f"adding {list(self.adding)} and removing {list(self.removing)} must be distinct replicas"
+        if len(self.removing) >= len(self.replicas):
+            return f"removing {list(self.removing)} would leave no replica of {list(self.replicas)}"
         return None
 
 
@@ -222,6 +246,10 @@ class MetadataImage:
     @cached_property
     def offline_partition_count(self) -> int:
         return sum(1 for t in self.topics.values() for p in t.partitions.values() if p.offline)
+
+    @cached_property
+    def reassigning_partition_count(self) -> int:
+        return sum(1 for t in self.topics.values() for p in t.partitions.values() if p.reassigning)
 
     @cached_property
     def under_replicated_partition_count(self) -> int:

@@ -79,6 +79,8 @@ def partition(
     leader_epoch: int = 0,
     partition_epoch: int = 0,
     recovering: bool = False,
+    adding: Sequence[int] = (),
+    removing: Sequence[int] = (),
 ) -> MetadataRecord:
     return MetadataRecord(
         partition=pb.PartitionRecord(
@@ -90,6 +92,8 @@ def partition(
             leader_epoch=leader_epoch,
             partition_epoch=partition_epoch,
             recovering=recovering,
+            adding_replicas=list(adding),
+            removing_replicas=list(removing),
         )
     )
 
@@ -100,6 +104,10 @@ def partition_change(
     leader: int | None = None,
     isr: Sequence[int] | None = None,
     recovering: bool | None = None,
+    *,
+    replicas: Sequence[int] | None = None,
+    adding: Sequence[int] | None = None,
+    removing: Sequence[int] | None = None,
 ) -> MetadataRecord:
     rec = pb.PartitionChangeRecord(topic_id=topic_id, partition=partition)
     if leader is not None:
@@ -108,6 +116,9 @@ def partition_change(
         rec.isr.CopyFrom(pb.IntList(values=list(isr)))
     if recovering is not None:
         rec.recovering = recovering
+    for name, values in (("replicas", replicas), ("adding_replicas", adding), ("removing_replicas", removing)):
+        if values is not None:
+            getattr(rec, name).CopyFrom(pb.IntList(values=list(values)))
     return MetadataRecord(partition_change=rec)
 
 

@@ -14,7 +14,7 @@ Rules:
   offset, which a snapshot does not preserve), followed by a
   BrokerFenceRecord when it is unfenced or shut down; then each topic (name
   order) as a TopicRecord followed by one PartitionRecord per partition
-  with its full state (epochs included); then, when any producer id was
+  with its full state (epochs and an ongoing reassignment included); then, when any producer id was
   handed out, one ProducerIdsRecord with ``next_producer_id`` (its broker
   fields are 0: only the high-water mark matters); then one ConfigRecord per
   dynamic broker config key (resource name order, then key order). A topic's
@@ -49,7 +49,16 @@ def image_to_records(image: MetadataImage) -> list[MetadataRecord]:
             p = t.partitions[index]
             out.append(
                 rec.partition(
-                    t.topic_id, index, p.replicas, p.isr, p.leader, p.leader_epoch, p.partition_epoch, p.recovering
+                    t.topic_id,
+                    index,
+                    p.replicas,
+                    p.isr,
+                    p.leader,
+                    p.leader_epoch,
+                    p.partition_epoch,
+                    p.recovering,
+                    adding=p.adding,
+                    removing=p.removing,
                 )
             )
     if image.next_producer_id > 0:
