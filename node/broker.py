@@ -10,8 +10,16 @@ and, for each new image, acts only on the changes to its own replicas
 - follower: open (or create) the log, stop serving produce (a request for
   it gets NOT_LEADER_OR_FOLLOWER naming the leader) and let the replica
   fetcher (node/replica_fetcher.py) copy the leader's log;
-- delete: the replica is gone (topic deleted or reassigned): close and drop
-  its whole key range.
+- delete: the replica is gone (topic deleted or reassigned): stop it (a
+  produce waiting for acks=all answers NOT_LEADER_OR_FOLLOWER; a fetch
+  answer still in flight is ignored), close it and drop its whole key range.
+
+The replica SET of a partition may change (a reassignment, KIP-455): a
+broker added to it sees a new follower (an empty log that fetches from the
+leader's log start), the leader sees a new state of the epoch it leads
+(``Partition.become_leader`` takes the new replicas with the ISR), a broker
+removed sees a delete. The leader throttles what it sends to adding replicas
+(``throttle``, node/replication_throttle.py).
 
 Topic settings are read from the current image at the moment of use
 (node/catalog.py): a topic's overrides, then this broker's dynamic defaults
@@ -42,6 +50,7 @@ from ketch.errors import ErrorCode, KetchError, UnknownTopicOrPartitionError
 from node.catalog import TopicConfig, effective_config
 from node.config import NodeConfig
 from node.lifecycle import BrokerEpoch
+from node.replication_throttle import ReplicationThrottle
 from replication.log import RetentionPolicy
 from replication.partition import Partition, caught_up_to_registration
 from replication.rocks_store import NodeStore
@@ -76,6 +85,7 @@ class Broker:
         self._on_partition_change = on_partition_change
         self._first_image = True
         self._dynamic: tuple[Mapping[str, Mapping[str, str]], Mapping[str, str]] = (self.image.broker_configs, {})
+        self.throttle = ReplicationThrottle(config.reassignment_throttle_bytes, clock_ms)
 
     # -- metadata -------------------------------------------------------------
 
@@ -161,6 +171,7 @@ class Broker:
     def _drop(self, tp: TopicIdPartition) -> None:
         part = self._replicas.pop(tp, None)
         if part is not None:
+            part.become_follower(-1, -1)  # no epoch: waiting acks=all produce fails over, late fetch answers drop
             part.log.close()
         raw = self.store.meta_get(_pid_key(tp))
         if raw is not None:

@@ -73,6 +73,9 @@ class NodeConfig:
     # Kafka's replica.lag.time.max.ms: an ISR member not caught up for this long is dropped.
     replica_lag_time_max_ms: int = 10_000
     replica_fetch_max_wait_ms: int = 500
+    # Kafka's leader.replication.throttled.rate: bytes/s a leader sends to replicas a reassignment is
+    # adding (not yet in the ISR), for the whole broker; 0 = unlimited.
+    reassignment_throttle_bytes: int = 50 * 1024 * 1024
     isr_check_interval_ms: int = 500
     # Kafka's leader.imbalance.check.interval.seconds, in ms; 0 disables.
     preferred_election_interval_ms: int = 300_000
@@ -204,6 +207,8 @@ def validate(config: NodeConfig) -> None:
         raise ConfigError(f"min_cleanable_dirty_ratio must be from 0 to 1, got {config.min_cleanable_dirty_ratio}")
     if config.log_cleaner_backoff_ms < 1:
         raise ConfigError("log_cleaner_backoff_ms must be >= 1")  # Kafka allows 0: a cleaner that never rests
+    if config.reassignment_throttle_bytes < 0:
+        raise ConfigError("reassignment_throttle_bytes must be >= 0 (0 = unlimited)")
     if config.transaction_max_timeout_ms < 1:
         raise ConfigError("transaction_max_timeout_ms must be >= 1")
     if not 0 < config.group_min_session_timeout_ms <= config.group_max_session_timeout_ms:

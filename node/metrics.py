@@ -48,6 +48,13 @@ On a controller (read from the quorum at scrape time):
     ketch_raft_leader_changes_total               leadership changes this node has seen
     ketch_controller_fenced_broker_count          ... FencedBrokerCount
     ketch_controller_offline_partitions_count     ... OfflinePartitionsCount
+    ketch_reassignments_in_progress               ... ActiveReassignmentCount (partitions being moved)
+
+A partition leader's reassignment throttle (node/replication_throttle.py):
+
+    ketch_replication_throttled_bytes_total       bytes sent to replicas a reassignment is adding
+    ketch_replication_throttled_fetches_total     their reads answered empty (the bucket was empty)
+    ketch_replication_throttle_rate_bytes         the configured bytes/s (0: unlimited)
 
 Per-partition gauges are read at scrape time by a collector, so the produce and
 fetch paths pay only for the counters. Each node has its own registry (no
@@ -68,6 +75,7 @@ from prometheus_client.registry import Collector
 from coordinator.quorum import QuorumController
 from node.isr_manager import IsrManager
 from node.log_cleaner import CleanerStats
+from node.replication_throttle import ReplicationThrottle
 from replication.partition import Partition
 
 R = TypeVar("R")
@@ -137,6 +145,7 @@ class _ControllerCollector(Collector):
                 "Partitions without a leader",
                 image.offline_partition_count,
             ),
+            ("ketch_reassignments_in_progress", "Partitions being moved", image.reassigning_partition_count),
         ]
         for name, doc, value in values:
             yield GaugeMetricFamily(name, doc, value=value)
@@ -165,6 +174,21 @@ class _CleanerCollector(Collector):
             ratio.add_metric([topic, str(index)], dirty)
             age.add_metric([topic, str(index)], max(now_s - oldest_ms / 1000, 0.0) if oldest_ms is not None else 0.0)
         yield from (ratio, age)
+
+
+class _ThrottleCollector(Collector):
+    def __init__(self, throttle: ReplicationThrottle) -> None:
+        self._throttle = throttle
+
+    def collect(self) -> Iterator[Metric]:
+        t = self._throttle
+        yield CounterMetricFamily(
+            "ketch_replication_throttled_bytes", "Bytes sent to replicas being added", value=t.throttled_bytes
+        )
+        yield CounterMetricFamily(
+            "ketch_replication_throttled_fetches", "Throttled reads answered empty", value=t.delayed_fetches
+        )
+        yield GaugeMetricFamily("ketch_replication_throttle_rate_bytes", "Throttle rate, bytes/s", value=t.rate_bytes)
 
 
 class _IsrCollector(Collector):
@@ -256,6 +280,10 @@ class NodeMetrics:
         self.registry.register(_LogCollector(partitions))
         if isr is not None:
             self.registry.register(_IsrCollector(isr))
+
+    def watch_throttle(self, throttle: ReplicationThrottle) -> None:
+        """Export the reassignment throttle's counters (read at scrape time)."""
+        self.registry.register(_ThrottleCollector(throttle))
 
     def watch_cleaner(self, stats: CleanerStats) -> None:
         """Export the log cleaner's counters and per-partition gauges (read at scrape time)."""

@@ -189,6 +189,7 @@ class BrokerRole:
         )
         self.isr = IsrManager(self.broker, self.controllers, epoch, config.isr_check_interval_ms)
         metrics.watch_replicas(self.broker.partitions, self.isr)
+        metrics.watch_throttle(self.broker.throttle)
         self.cleaner = LogCleaner(self.broker.replicas_with_config, config.log_cleaner_backoff_ms)
         metrics.watch_cleaner(self.cleaner.stats)
         self.producer_ids = ProducerIdManager.with_controllers(config.node_id, epoch, self.controllers)

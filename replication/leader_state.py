@@ -33,6 +33,11 @@ Rules:
   is in flight at a time, made against the current partition epoch; the
   controller's commit (``on_isr_committed``) or refusal (``on_isr_rejected``)
   clears it.
+- Replica set changes (a reassignment, coordinator/metadata/reassignment.py)
+  arrive within the leader epoch with the committed ISR
+  (``on_replicas_changed``): a new replica starts unknown and outside the ISR
+  (so the high watermark does not wait for it) and joins by the expand rule
+  once it has caught up; a removed one is forgotten with its progress.
 """
 
 from __future__ import annotations
@@ -204,6 +209,22 @@ class LeaderState:
             reason = f"expand: {joining} caught up to {self.high_watermark}"
         self.pending = IsrProposal(new_isr, self.partition_epoch, reason)
         return self.pending
+
+    def on_replicas_changed(self, replicas: Iterable[int], min_isr: int, now_ms: int) -> None:
+        """The controller changed the replica set within this leader epoch (a reassignment): a new
+        replica is a follower whose offset is not known yet (it is outside the ISR, so it holds
+        nothing back); a removed one is forgotten. Call it before ``on_isr_committed``."""
+        replicas = tuple(replicas)
+        self.min_isr = min(min_isr, len(replicas))
+        if replicas == self.replicas:
+            return
+        self.replicas = replicas
+        for broker in replicas:
+            if broker != self.local_id and broker not in self.followers:
+                self.followers[broker] = FollowerProgress(broker, last_caught_up_ms=now_ms, last_fetch_ms=now_ms)
+        for broker in list(self.followers):
+            if broker not in replicas:
+                del self.followers[broker]
 
     def on_isr_committed(self, isr: Iterable[int], partition_epoch: int) -> bool:
         """The controller committed a new ISR (ours or not); returns True if the HW moved."""

@@ -178,8 +178,9 @@ class Partition:
         now_ms: int,
         min_insync_replicas: int = 1,
     ) -> None:
-        """Lead ``leader_epoch`` (or take a new ISR within the epoch already led)."""
+        """Lead ``leader_epoch`` (or take a new ISR and replica set within the epoch already led)."""
         if self.leader is not None and self.leader_epoch == leader_epoch:
+            self.leader.on_replicas_changed(replicas, min_insync_replicas, now_ms)
             if self.leader.on_isr_committed(isr, partition_epoch):
                 self.log.checkpoint_high_watermark(self.leader.high_watermark)
             return

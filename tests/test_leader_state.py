@@ -123,3 +123,21 @@ def test_a_shrink_keeps_min_insync_members() -> None:
     s.on_follower_fetch(3, 10, 3100)  # 3 caught up: it joins and takes 2's place
     proposal = s.propose_isr_change(3200)
     assert proposal is not None and proposal.new_isr == (1, 3)
+
+
+def test_a_changed_replica_set_adds_an_unknown_follower_outside_the_isr_and_forgets_removed_ones() -> None:
+    s = leader(end=10)
+    s.on_follower_fetch(2, 10, 1)
+    s.on_follower_fetch(3, 10, 1)
+    assert s.high_watermark == 10
+    s.on_replicas_changed((2, 3, 4, 1), 2, now_ms=2)  # a reassignment adds 4 (and will remove 1)
+    assert set(s.followers) == {2, 3, 4} and s.followers[4].log_end_offset == -1 and s.min_isr == 2
+    assert s.on_local_append(20) is False and not s.on_isr_committed((1, 2, 3), 8)
+    s.on_follower_fetch(2, 20, 3)
+    assert s.on_follower_fetch(3, 20, 3) and s.high_watermark == 20  # the new replica holds nothing back
+    s.on_follower_fetch(4, 20, 4)
+    proposal = s.propose_isr_change(5)
+    assert proposal is not None and proposal.new_isr == (1, 2, 3, 4)
+    s.on_replicas_changed((1, 2, 4), 2, now_ms=6)  # 3 removed (this leader stays)
+    s.on_isr_committed((1, 2, 4), 9)
+    assert set(s.followers) == {2, 4} and s.pending is None and s.propose_isr_change(7) is None
