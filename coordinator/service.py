@@ -258,6 +258,20 @@ class ControllerService(controller_pb2_grpc.KetchControllerServicer):
                 out.results.add(topic=topic, partition=partition, error_code=code)
         return out
 
+    async def AlterPartitionReassignments(
+        self, request: pb.AlterPartitionReassignmentsRequest, context: Any
+    ) -> cpb.ControllerReassignmentsResponse:
+        wanted = [(p.topic, p.partition, None if p.cancel else list(p.replicas)) for p in request.partitions]
+        response, status = await self._run(lambda c: c.alter_partition_reassignments(wanted))
+        out = cpb.ControllerReassignmentsResponse(status=status)
+        if response is not None:
+            for r in response.results:
+                out.results.add(topic=r.topic, partition=r.partition, error_code=r.error, error_message=r.message)
+            started = [f"{r.topic}-{r.partition}" for r in response.results if r.error == ErrorCode.NONE]
+            if started:
+                log.info("reassignments started or cancelled: %s", started)
+        return out
+
     async def FetchMetadata(self, request: cpb.FetchMetadataRequest, context: Any) -> AsyncIterator[cpb.MetadataUpdate]:
         async for kind, item in self.quorum.follow(request.offset):
             if kind == "snapshot":

@@ -27,6 +27,9 @@ This is a thin driver. Rules:
   transactions; every fetch answer carries the last stable offset; ListOffsets
   LATEST under read_committed answers it. A marker moves the LSO: it notifies
   the fetch waiters like any append.
+- A follower fetch of a replica a reassignment is adding is throttled
+  (node/replication_throttle.py): it reads at most what the leader's bucket
+  allows, nothing when it is empty (the fetch then long-polls like any other).
 - Fetch long-polls: it reads, and while the total is below ``min_bytes`` and
   ``max_wait_ms`` has not passed, it waits in the fetch purgatory for an
   append to one of its partitions, then reads again. ``max_bytes`` bounds the
@@ -35,6 +38,7 @@ This is a thin driver. Rules:
 - Metadata and topic administration are delegated to node/topic_admin.py
   (answered from the metadata image; writes forwarded to the controller),
   DescribeConfigs and IncrementalAlterConfigs to node/config_admin.py;
+  partition reassignments to node/reassignment_admin.py;
   consumer groups to node/group_service.py (the group coordinator).
 - InitProducerId (KIP-98): without a transactional id, a new producer id with
   epoch 0 from this broker's block (node/producer_ids.py); with one, the
@@ -54,6 +58,7 @@ from typing import Any, TypeVar
 from ketch.api.v1 import ketch_pb2 as pb
 from ketch.api.v1 import ketch_pb2_grpc
 from ketch.errors import ErrorCode, KetchError
+from node import reassignment_admin
 from node.broker import Broker
 from node.config_admin import ConfigAdmin
 from node.fetch_waiters import FetchWaiters
@@ -182,9 +187,14 @@ class KetchService(GroupHandlers, TxnHandlers, ketch_pb2_grpc.KetchServicer):
                 max_bytes = 0 if total > 0 and limit <= 0 else max(limit, 1)
                 if request.HasField("replica_id"):
                     last_epoch = item.last_fetched_epoch if item.HasField("last_fetched_epoch") else -1
+                    max_bytes, throttled = self.broker.throttle.fetch_limit(
+                        self.broker.image, item.topic, item.partition, request.replica_id, max_bytes
+                    )
                     fetch = part.serve_follower_fetch(
                         request.replica_id, request.replica_epoch, item.fetch_offset, last_epoch, max_bytes, _now_ms()
                     )
+                    if throttled:
+                        self.broker.throttle.served(len(fetch.read.records))
                     if fetch.high_watermark_moved:
                         self.waiters.notify((item.topic, item.partition))  # acks=all waiters, consumers
                     if fetch.error is not None:
@@ -296,6 +306,20 @@ class KetchService(GroupHandlers, TxnHandlers, ketch_pb2_grpc.KetchServicer):
         self, request: pb.IncrementalAlterConfigsRequest, context: Any
     ) -> pb.IncrementalAlterConfigsResponse:
         return await self.configs.alter(request)
+
+    # -- Partition reassignments (node/reassignment_admin.py) -------------------
+
+    @timed("AlterPartitionReassignments")
+    async def AlterPartitionReassignments(
+        self, request: pb.AlterPartitionReassignmentsRequest, context: Any
+    ) -> pb.AlterPartitionReassignmentsResponse:
+        return await reassignment_admin.alter(self.admin, request)
+
+    @timed("ListPartitionReassignments")
+    async def ListPartitionReassignments(
+        self, request: pb.ListPartitionReassignmentsRequest, context: Any
+    ) -> pb.ListPartitionReassignmentsResponse:
+        return reassignment_admin.list_ongoing(self.admin, request)
 
     # -- Idempotent and transactional producers ----------------------------------
 
