@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from ketch.aio.admin_configs import ConfigResource as ConfigResource
     from ketch.aio.admin_configs import ConfigResourceType as ConfigResourceType
     from ketch.aio.admin_configs import ConfigSource as ConfigSource
+    from ketch.aio.admin_reassignments import PartitionReassignment as PartitionReassignment
     from ketch.group_rules import CommitFailedError as CommitFailedError
     from ketch.group_rules import ConsumerGroupMetadata as ConsumerGroupMetadata
     from ketch.group_rules import ConsumerRebalanceListener as ConsumerRebalanceListener
@@ -50,6 +51,7 @@ _EXPORTS = {
     "ConfigResource": "ketch.aio.admin_configs",
     "ConfigResourceType": "ketch.aio.admin_configs",
     "ConfigSource": "ketch.aio.admin_configs",
+    "PartitionReassignment": "ketch.aio.admin_reassignments",
     "CommitFailedError": "ketch.group_rules",
     "ConsumerGroupMetadata": "ketch.group_rules",
     "ConsumerRebalanceListener": "ketch.group_rules",

@@ -38,6 +38,7 @@ from ketch.aio.admin import (
     TopicDescription,
 )
 from ketch.aio.admin_configs import ConfigEntry, ConfigResource
+from ketch.aio.admin_reassignments import PartitionReassignment
 from ketch.aio.admin_transactions import TransactionDescription, TransactionListing
 from ketch.group_rules import ConsumerGroupMetadata, OffsetAndMetadata
 from ketch.records import ConsumerRecord, Headers, OffsetAndTimestamp, RecordMetadata, TopicPartition
@@ -382,6 +383,16 @@ class Admin(_SyncClient):
         self, configs: Mapping[ConfigResource, Mapping[str, str | int | float | None]], validate_only: bool = False
     ) -> None:
         self._run(self._aio.incremental_alter_configs(configs, validate_only))
+
+    def alter_partition_reassignments(self, reassignments: Mapping[TopicPartition, Iterable[int] | None]) -> None:
+        moves = {tp: None if r is None else list(r) for tp, r in reassignments.items()}
+        self._run(self._aio.alter_partition_reassignments(moves))
+
+    def list_partition_reassignments(
+        self, topics: Iterable[str] | None = None
+    ) -> dict[TopicPartition, PartitionReassignment]:
+        result: dict[TopicPartition, PartitionReassignment] = self._run(self._aio.list_partition_reassignments(topics))
+        return result
 
     def close(self) -> None:
         if self._closed:

@@ -40,6 +40,8 @@ Rules:
   (admin_transactions.py).
 - Configs: ``describe_configs`` and ``incremental_alter_configs``
   (admin_configs.py).
+- Partition reassignments: ``alter_partition_reassignments`` and
+  ``list_partition_reassignments`` (admin_reassignments.py).
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from ketch.aio.admin_configs import ConfigsAdmin
+from ketch.aio.admin_reassignments import ReassignmentAdmin
 from ketch.aio.admin_transactions import TransactionAdmin
 from ketch.aio.connection import Connection
 from ketch.aio.coordinator_client import CoordinatorClient, group_error, status_of
@@ -180,8 +183,8 @@ def _raise_first(results: Iterable[ketch_pb2.TopicResult]) -> None:
             raise err
 
 
-class Admin(TransactionAdmin, ConfigsAdmin):
-    """Topic administration, configs and cluster description."""
+class Admin(TransactionAdmin, ConfigsAdmin, ReassignmentAdmin):
+    """Topic administration, configs, reassignments and cluster description."""
 
     def __init__(
         self,

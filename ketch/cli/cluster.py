@@ -15,7 +15,8 @@ min.insync.replicas 2 when that is 3 (the producer defaults to acks=all).
 ``cluster describe`` asks the bootstrap node's controller for each broker
 (id, address, alive or fenced), the active controller, the Raft term and
 commit index. ``cluster config`` shows and changes the dynamic broker
-configs (ketch/cli/configs.py).
+configs (ketch/cli/configs.py). ``cluster decommission --node N``
+moves every replica off a node (reassign.py).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any
 
 from ketch.bootstrap import bootstrap_arg
 from ketch.cli import configs as config_cli
+from ketch.cli import reassign
 from ketch.cli.output import dump_json, table
 from ketch.errors import ErrorCode, KetchError
 
@@ -61,6 +63,7 @@ def register(commands: Any) -> None:
     describe.set_defaults(handler=describe_cluster)
 
     config_cli.register_cluster(sub)
+    reassign.register_cluster(sub)
 
 
 def cluster_up(args: argparse.Namespace) -> int:

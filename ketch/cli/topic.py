@@ -1,8 +1,9 @@
-"""``ketch topic create|list|describe|delete|add-partitions|alter-config`` (kafka-topics.sh, kafka-configs.sh,
-rpk topic).
+"""``ketch topic create|list|describe|delete|add-partitions|alter-config|reassign`` (kafka-topics.sh,
+kafka-configs.sh, rpk topic).
 
 ``describe`` shows each config's value and where it comes from, and marks
-partitions that are offline or in unclean recovery (ketch/cli/configs.py).
+partitions that are offline or in unclean recovery (ketch/cli/configs.py);
+``reassign`` is in ketch/cli/reassign.py.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 from ketch.bootstrap import bootstrap_arg
 from ketch.cli import configs as config_cli
+from ketch.cli import reassign
 from ketch.cli.output import dump_json, table
 from ketch.errors import ErrorCode, KetchError
 
@@ -61,6 +63,7 @@ def register(commands: Any) -> None:
     for parser in (create, listing, describe, delete, grow, elect):
         bootstrap_arg(parser)
     config_cli.register_topic(sub)
+    reassign.register_topic(sub)
 
 
 def parse_configs(pairs: list[str]) -> dict[str, str]:
