@@ -39,8 +39,9 @@ Rules:
    refused (INVALID_REPLICA_ASSIGNMENT) when no original replica is in the ISR:
    they may lack committed records, and the adding replicas holding them would
    be deleted. Wait, or replace the target instead.
-3. Completion, checked after every ISR change (AlterPartition) and on every
-   controller tick (so a newly active controller finishes what an old one
+3. Completion, checked after every AlterPartition (in the same entry) and on
+   every controller tick that fences nobody (which also sees ISR changes made
+   by fencing, and lets a newly active controller finish what an old one
    started): when every target replica is in the ISR, one PartitionChangeRecord
    sets replicas = target, clears adding and removing, sets ISR = ISR ∩ target,
    and — only if the leader is not in the target — a new leader from target ∩
@@ -270,7 +271,9 @@ def completion(
 
 def completions(image: MetadataImage, min_isr: int = 1) -> list[MetadataRecord]:
     """Completion records for every move that may complete now (the controller's tick)."""
-    out = []
+    out: list[MetadataRecord] = []
+    if not image.reassigning_partition_count:  # the common tick: nothing moves
+        return out
     for t, index, p in image.all_partitions():
         done = completion(image, t, index, p, min_isr) if p.reassigning else None
         if done is not None:
