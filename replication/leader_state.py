@@ -214,17 +214,14 @@ class LeaderState:
         """The controller changed the replica set within this leader epoch (a reassignment): a new
         replica is a follower whose offset is not known yet (it is outside the ISR, so it holds
         nothing back); a removed one is forgotten. Call it before ``on_isr_committed``."""
-        replicas = tuple(replicas)
-        self.min_isr = min(min_isr, len(replicas))
-        if replicas == self.replicas:
-            return
-        self.replicas = replicas
-        for broker in replicas:
+        self.replicas = tuple(replicas)
+        for broker in self.replicas:
             if broker != self.local_id and broker not in self.followers:
                 self.followers[broker] = FollowerProgress(broker, last_caught_up_ms=now_ms, last_fetch_ms=now_ms)
         for broker in list(self.followers):
-            if broker not in replicas:
+            if broker not in self.replicas:
                 del self.followers[broker]
+        self.set_min_isr(min_isr)
 
     def on_isr_committed(self, isr: Iterable[int], partition_epoch: int) -> bool:
         """The controller committed a new ISR (ours or not); returns True if the HW moved."""

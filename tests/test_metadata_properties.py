@@ -55,8 +55,8 @@ from coordinator.metadata import (
     image_to_records,
 )
 from coordinator.metadata.configs import BROKER_KEY_OF, AlterConfigsResource, ConfigChange, ConfigResource
-from coordinator.metadata.records import BROKER_RESOURCE, CLUSTER_WIDE, TOPIC_RESOURCE
 from coordinator.metadata.reassignment import original_replicas, target_replicas
+from coordinator.metadata.records import BROKER_RESOURCE, CLUSTER_WIDE, TOPIC_RESOURCE
 from ketch.errors import ErrorCode, KetchError
 from tests.test_metadata_support import check_invariants, check_snapshot
 
