@@ -34,6 +34,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
 
+import grpc
 import pytest
 
 import ketch
@@ -135,6 +136,7 @@ def kill_active_controller(c: LocalCluster, admin: ketch.Admin, step: str) -> th
     later (in the returned thread)."""
     victim = c.active_controller()
     assert victim is not None
+    epoch = broker_epoch(c, victim, via=victim)
     moving = admin.list_partition_reassignments()
     assert moving, f"{step}: no move in progress any more when the controller was to be killed"
     c.nodes[victim].kill()
@@ -143,10 +145,22 @@ def kill_active_controller(c: LocalCluster, admin: ketch.Admin, step: str) -> th
     def restart() -> None:
         time.sleep(2)
         c.nodes[victim].start(60)
+        # Back means registered again (a new broker epoch) and unfenced, as committed: before that the
+        # old registration may still look alive, then the new one is fenced until it caught up.
+        wait_until(f"node {victim} registered again", lambda: broker_epoch(c, victim, via=victim) > epoch, 60)
 
     t = threading.Thread(target=restart, name=f"restart-{victim}")
     t.start()
     return t
+
+
+def broker_epoch(c: LocalCluster, broker: int, via: int) -> int:
+    """``broker``'s epoch while it is unfenced in ``via``'s committed image, else -1."""
+    try:
+        found = [b for b in c.describe_quorum(via).brokers if b.broker_id == broker]
+    except grpc.RpcError:
+        return -1
+    return found[0].broker_epoch if found and not found[0].fenced else -1
 
 
 def wait_until(what: str, check: object, timeout_s: float = 90.0) -> None:
@@ -154,7 +168,7 @@ def wait_until(what: str, check: object, timeout_s: float = 90.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not check():
         assert time.monotonic() < deadline, f"not within {timeout_s}s: {what}"
-        time.sleep(0.3)
+        time.sleep(0.1)
 
 
 def placement(admin: ketch.Admin) -> dict[TopicPartition, list[int]]:
@@ -216,7 +230,16 @@ def scenario(c: LocalCluster, *, kill: bool, rate: int, preload: int = PRELOAD_R
         )
         try:
             if kill:
-                wait_until("the decommission started", lambda: bool(admin.list_partition_reassignments()), 30)
+                try:
+                    wait_until(
+                        "the decommission started",
+                        lambda: bool(admin.list_partition_reassignments()) or cli.poll() is not None,
+                        30,
+                    )
+                    assert cli.poll() is None, "the decommission ended before the controller was killed"
+                except AssertionError as exc:
+                    cli.kill()
+                    raise AssertionError(f"{exc}; its output:\n{cli.communicate()}") from None
                 restarts.append(kill_active_controller(c, admin, "decommission"))
             out, err = cli.communicate(timeout=150)
         finally:

@@ -127,7 +127,10 @@ def cluster_decommission(args: argparse.Namespace) -> int:
         try:
             plan = plan_decommission(targets, live, node)
         except ValueError as exc:
-            raise KetchError(str(exc), code=ErrorCode.INVALID_REPLICA_ASSIGNMENT) from None
+            raise KetchError(
+                f"{exc}; only live (unfenced) brokers take replicas: run it again once the others are back",
+                code=ErrorCode.INVALID_REPLICA_ASSIGNMENT,
+            ) from None
         if plan:
             admin.alter_partition_reassignments({TopicPartition(*key): target for key, target in plan.items()})
             for (topic, index), target in sorted(plan.items()):
