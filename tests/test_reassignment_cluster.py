@@ -18,9 +18,9 @@ one gaining them, or neither). At the end every send must have succeeded (none f
 while leaders moved and the controller was gone), node 1 must hold no replica, and every
 acknowledged record must be read back at its acknowledged offset.
 
-The CI runs both variants (20-40 s each); ``KETCH_SLOW=1`` adds longer runs: 10 MB per partition
-to copy at 512 KB/s (about 20 s per move) under a heavier load (``KETCH_REASSIGN_SLOW_RECORDS``
-records per second, default 1000).
+The CI runs both variants (30-70 s for the two here, cluster starts included); ``KETCH_SLOW=1``
+adds longer runs: 10 MB per partition to copy at 512 KB/s (about 20 s per move) under a heavier
+load (``KETCH_REASSIGN_SLOW_RECORDS`` records per second, default 1000).
 """
 
 from __future__ import annotations
