@@ -22,6 +22,7 @@ import logging
 from typing import Any
 
 from coordinator.metadata.image import TopicImage
+from coordinator.metadata.reassignment import target_replicas
 from ketch.api.v1 import ketch_pb2 as pb
 from ketch.errors import ErrorCode, KetchError
 from node.broker import Broker
@@ -52,6 +53,7 @@ def partition_metadata(topic: TopicImage) -> list[pb.PartitionMetadata]:
                 leader_epoch=state.leader_epoch,
                 replicas=list(state.replicas),
                 isr=list(state.isr),
+                recovering=state.recovering,
             )
         )
     return out
@@ -69,7 +71,7 @@ class TopicAdmin:
             topic, config = self.broker.topic(name)
             out.topic_id = topic.topic_id
             first = topic.partitions.get(0)
-            out.replication_factor = len(first.replicas) if first is not None else 0
+            out.replication_factor = len(target_replicas(first)) if first is not None else 0  # not those leaving
             out.partitions.extend(partition_metadata(topic))
             out.configs.update(config.as_kafka())
         except Exception as exc:

@@ -166,3 +166,14 @@ def test_brokers_see_the_new_partitions_as_local_changes() -> None:
         assert set(fresh.leaders) | set(fresh.followers) == {
             TopicIdPartition(tid, i) for i, p in new.topics[tid].partitions.items() if b in p.replicas
         }
+
+
+def test_a_topic_whose_partition_0_is_moving_grows_with_its_target_replication_factor() -> None:
+    c = Cluster()
+    c.add_brokers([1, 2, 3, 4])
+    tid = c.create("t", 1, 3)
+    c.run(c.ctl.alter_partition_reassignments([("t", 0, [2, 3, 4])]))
+    moving = c.image.topics[tid].partitions[0]
+    assert len(moving.replicas) == 4 and moving.removing  # the target plus the replica leaving
+    result = c.ctl.create_partitions("t", 2)
+    assert [len(r.partition.replicas) for r in result.records] == [3]

@@ -55,6 +55,7 @@ from coordinator.metadata import records as rec
 from coordinator.metadata.election import Election, build_change, change_result
 from coordinator.metadata.image import MetadataImage, PartitionRegistration, frozen_map
 from coordinator.metadata.placement import assign_replicas, rack_alternated
+from coordinator.metadata.reassignment import target_replicas
 from coordinator.metadata.records import MetadataRecord
 from coordinator.metadata.results import (
     AlterPartitionResponse,
@@ -117,7 +118,7 @@ def create_partitions(
             "(partitions can be added, never removed)",
             code=ErrorCode.INVALID_PARTITIONS,
         )
-    first = t.partitions[min(t.partitions)].replicas
+    first = target_replicas(t.partitions[min(t.partitions)])  # a moving partition: its target replicas
     replication_factor = len(first)
     racks = _placement_brokers(image, replication_factor, f"topic {name!r} has replication factor {replication_factor}")
     arranged = rack_alternated(racks)

@@ -103,6 +103,7 @@ class PartitionDescription:
     replicas: list[int]
     isr: list[int]
     leader_epoch: int
+    recovering: bool = False  # offline in unclean recovery (KIP-966)
 
 
 @dataclass(frozen=True)
@@ -254,7 +255,9 @@ class Admin(TransactionAdmin, ConfigsAdmin, ReassignmentAdmin):
                     name=t.name,
                     topic_id=t.topic_id,
                     partitions=[
-                        PartitionDescription(p.partition, p.leader_id, list(p.replicas), list(p.isr), p.leader_epoch)
+                        PartitionDescription(
+                            p.partition, p.leader_id, list(p.replicas), list(p.isr), p.leader_epoch, p.recovering
+                        )
                         for p in sorted(t.partitions, key=lambda p: p.partition)
                     ],
                     replication_factor=t.replication_factor,

@@ -11,11 +11,8 @@ at runtime for that broker), ``cluster`` (set at runtime for every broker),
 ``node`` (the node's own setting), ``default`` (Ketch's); ``--json`` gives
 Kafka's names (DYNAMIC_TOPIC_CONFIG, ...).
 
-Whether a partition is in unclean recovery is not in the client API's
-partition metadata, so ``topic describe`` reads it from a controller's
-metadata image (the FetchMetadata stream's first message, a snapshot of the
-image) at a bootstrap node; when no bootstrap node serves the controller API
-(broker-only nodes) it is left out (None in ``--json``).
+Whether a partition is in unclean recovery comes with its metadata
+(``PartitionMetadata.recovering``, from the broker's image).
 """
 
 from __future__ import annotations
@@ -123,38 +120,7 @@ def topic_sources(admin: Any, names: list[str]) -> dict[str, dict[str, str]]:
     return {r.name: {k: e.source.name for k, e in entries.items()} for r, entries in described.items()}
 
 
-def recovering_partitions(bootstrap: str) -> set[tuple[str, int]] | None:
-    """(topic, partition) of every partition in unclean recovery, from the first bootstrap node that
-    serves a controller's metadata image; None when none does."""
-    import grpc
-
-    from ketch.api.v1 import controller_pb2 as cpb
-    from ketch.api.v1 import controller_pb2_grpc
-
-    for address in [a.strip() for a in bootstrap.split(",") if a.strip()]:
-        with grpc.insecure_channel(address) as channel:
-            stream = controller_pb2_grpc.KetchControllerStub(channel).FetchMetadata(
-                cpb.FetchMetadataRequest(broker_id=-1, offset=-1), timeout=10
-            )
-            try:
-                first = next(stream)
-            except (grpc.RpcError, StopIteration):
-                continue
-            finally:
-                stream.cancel()
-        if not first.HasField("snapshot"):
-            continue
-        records = first.snapshot.records
-        names = {r.topic.topic_id: r.topic.name for r in records if r.HasField("topic")}
-        return {
-            (names[r.partition.topic_id], r.partition.partition)
-            for r in records
-            if r.HasField("partition") and r.partition.recovering
-        }
-    return None
-
-
-def partition_status(leader: int, recovering: bool | None) -> str:
+def partition_status(leader: int, recovering: bool) -> str:
     if recovering:
         return "unclean recovery"
     return "offline" if leader == -1 else ""

@@ -94,10 +94,8 @@ def list_topics(args: argparse.Namespace) -> int:
     return 0
 
 
-def describe_json(
-    description: Any, sources: dict[str, str] | None = None, recovering: set[tuple[str, int]] | None = None
-) -> dict[str, Any]:
-    """``sources``: each config's Kafka source name; ``recovering``: partitions in unclean recovery (None: unknown)."""
+def describe_json(description: Any, sources: dict[str, str] | None = None) -> dict[str, Any]:
+    """``sources``: each config's Kafka source name."""
     return {
         "name": description.name,
         "topic_id": description.topic_id,
@@ -111,7 +109,7 @@ def describe_json(
                 "leader_epoch": p.leader_epoch,
                 "replicas": list(p.replicas),
                 "isr": list(p.isr),
-                "recovering": None if recovering is None else (description.name, p.partition) in recovering,
+                "recovering": p.recovering,
             }
             for p in description.partitions
         ],
@@ -124,8 +122,7 @@ def describe_topics(args: argparse.Namespace) -> int:
     with Admin(bootstrap_servers=args.bootstrap) as admin:
         descriptions = admin.describe_topics(args.names or None)
         sources = config_cli.topic_sources(admin, [d.name for d in descriptions])
-    recovering = config_cli.recovering_partitions(args.bootstrap)
-    found = [describe_json(d, sources.get(d.name), recovering) for d in descriptions]
+    found = [describe_json(d, sources.get(d.name)) for d in descriptions]
     if args.json:
         print(dump_json(found[0] if len(args.names) == 1 else found))
         return 0
