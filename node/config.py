@@ -65,6 +65,7 @@ class NodeConfig:
     min_compaction_lag_ms: int = 0  # a record younger than this is never cleaned
     min_cleanable_dirty_ratio: float = 0.5  # a partition is cleaned once this share of it is dirty
     log_cleaner_backoff_ms: int = 15_000  # the longest the cleaner waits between passes
+    log_cleaner_chunk_rewrites: int = 1000  # batch rewrites per atomic write of a cleaning pass
     # Kafka's producer.id.expiration.ms: a producer silent this long (by its batches' timestamps) is
     # forgotten by each partition on the retention pass; a producer with an open transaction never is.
     producer_id_expiration_ms: int = 86_400_000
@@ -205,6 +206,8 @@ def validate(config: NodeConfig) -> None:
         raise ConfigError("delete_retention_ms and min_compaction_lag_ms must be >= 0")
     if not 0.0 <= config.min_cleanable_dirty_ratio <= 1.0:
         raise ConfigError(f"min_cleanable_dirty_ratio must be from 0 to 1, got {config.min_cleanable_dirty_ratio}")
+    if config.log_cleaner_chunk_rewrites < 1:
+        raise ConfigError("log_cleaner_chunk_rewrites must be >= 1")
     if config.log_cleaner_backoff_ms < 1:
         raise ConfigError("log_cleaner_backoff_ms must be >= 1")  # Kafka allows 0: a cleaner that never rests
     if config.reassignment_throttle_bytes < 0:

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 
 from ketch.recordbatch import iter_headers
 from node.catalog import TopicConfig
-from replication.compaction import CleanerConfig, CleaningPass, cleanable_end, dirty_ratio
+from replication.compaction import CHUNK_BATCHES, CleanerConfig, CleaningPass, cleanable_end, dirty_ratio
 from replication.log import LogOffsetError, PartitionLog
 from replication.partition import Partition
 
@@ -71,6 +71,7 @@ class Bounds:
     generation: int
     live_producers: frozenset[int]
     config: CleanerConfig
+    chunk_rewrites: int = CHUNK_BATCHES
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +128,7 @@ def clean_once(plog: PartitionLog, bounds: Bounds, now_ms: int, stats: CleanerSt
         bounds.config,
         now_ms,
         bounds.live_producers,
+        bounds.chunk_rewrites,
     )
     pending = None
     for chunk in cleaning.chunks():
@@ -162,8 +164,10 @@ class LogCleaner:
         replicas: Callable[[], Iterable[tuple[Partition, TopicConfig]]],
         backoff_ms: int,
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+        chunk_rewrites: int = CHUNK_BATCHES,
     ) -> None:
         self.replicas = replicas
+        self.chunk_rewrites = chunk_rewrites
         self.backoff_s = backoff_ms / 1000
         self.clock_ms = clock_ms
         self.stats = CleanerStats()
@@ -189,6 +193,7 @@ class LogCleaner:
                 plog.generation,
                 frozenset(plog.producer_state.entries),
                 cleaner_config(config),
+                self.chunk_rewrites,
             )
             try:
                 cleaned |= await asyncio.to_thread(clean_once, plog, bounds, self.clock_ms(), self.stats, key)

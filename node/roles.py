@@ -190,7 +190,11 @@ class BrokerRole:
         self.isr = IsrManager(self.broker, self.controllers, epoch, config.isr_check_interval_ms)
         metrics.watch_replicas(self.broker.partitions, self.isr)
         metrics.watch_throttle(self.broker.throttle)
-        self.cleaner = LogCleaner(self.broker.replicas_with_config, config.log_cleaner_backoff_ms)
+        self.cleaner = LogCleaner(
+            self.broker.replicas_with_config,
+            config.log_cleaner_backoff_ms,
+            chunk_rewrites=config.log_cleaner_chunk_rewrites,
+        )
         metrics.watch_cleaner(self.cleaner.stats)
         self.producer_ids = ProducerIdManager.with_controllers(config.node_id, epoch, self.controllers)
         self.channels = BrokerChannels(lambda: self.broker.image)

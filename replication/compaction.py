@@ -70,7 +70,7 @@ from aiokafka.record.default_records import DefaultRecordBatch, DefaultRecordBat
 from ketch.recordbatch import ATTR_CONTROL, COMPRESSION_MASK, HEADER_SIZE, LENGTH_PREFIX, BatchHeader, parse_header
 from replication.transactions import AbortedTxn
 
-CHUNK_BATCHES = 1000  # batch rewrites per atomic log write
+CHUNK_BATCHES = 1000  # rewrites per atomic log write (the node's log_cleaner_chunk_rewrites)
 HORIZON_SPACING = 100  # record a pass at most every delete.retention.ms / 100
 
 _CHECKPOINT = struct.Struct(">QI")
@@ -322,8 +322,10 @@ class CleaningPass:
         config: CleanerConfig,
         now_ms: int,
         live_producers: frozenset[int] | set[int],
+        chunk_rewrites: int = CHUNK_BATCHES,
     ) -> None:
         self.source = source
+        self.chunk_rewrites = chunk_rewrites
         self.end = end
         self.aborted = AbortedRanges.of(aborted)
         self.before = checkpoint
@@ -356,7 +358,7 @@ class CleaningPass:
                 run = None
             if rewrite is not None:
                 chunk.append(rewrite)
-            if len(chunk) >= CHUNK_BATCHES:
+            if len(chunk) >= self.chunk_rewrites:
                 yield chunk
                 chunk = []
         if run is not None:

@@ -1,6 +1,7 @@
 """A real node killed with -9 in the middle of log cleaning keeps every record it must (issue 14).
 
-One ``ketch node`` (``--log-cleaner-backoff-ms 200``) and one topic with
+One ``ketch node`` (``--log-cleaner-backoff-ms 200``, and ``--log-cleaner-chunk-rewrites
+100`` so that a pass is many atomic writes) and one topic with
 ``cleanup.policy=compact``, ``min.cleanable.dirty.ratio=0.01`` and
 ``min.compaction.lag.ms=0`` (``delete.retention.ms`` is the default 24 h, so
 no tombstone may go). Every write goes through ``ketch.Producer`` with
@@ -336,7 +337,7 @@ class Killer:
 def kill_mid_clean(tmp_path: Path, load: Workload, seed: int) -> None:
     rng = random.Random(seed)
     written: Written = {}
-    node = start_node(tmp_path, extra_args=["--log-cleaner-backoff-ms", "200"])
+    node = start_node(tmp_path, extra_args=["--log-cleaner-backoff-ms", "200", "--log-cleaner-chunk-rewrites", "100"])
     try:
         with Admin(bootstrap_servers=node.bootstrap) as admin:
             admin.create_topics([NewTopic(TOPIC, 1, 1, CONFIGS)])

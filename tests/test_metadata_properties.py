@@ -252,7 +252,7 @@ class MetadataMachine(RuleBasedStateMachine):
         image = self.ctl.image
         t = image.topic(name)
         current = len(t.partitions) if t is not None else 0
-        rf = len(t.partitions[0].replicas) if t is not None else 0
+        rf = len(target_replicas(t.partitions[0])) if t is not None else 0  # a moving partition: its target
 
         def command() -> ControllerResult[CreatePartitionsResponse]:
             return self.ctl.create_partitions(name, current + more)
