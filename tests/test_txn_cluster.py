@@ -78,7 +78,12 @@ def batch(pid: int, epoch: int, seq: int, values: list[bytes]) -> bytes:
 def produce(cluster: LocalCluster, partition: int, records: bytes, tid: str = TID) -> pb.PartitionProduceResult:
     request = pb.ProduceRequest(acks=-1, timeout_ms=10000, transactional_id=tid)
     request.partitions.add(topic=TOPIC, partition=partition, records=records)
-    return leader(cluster, partition).Produce(request, timeout=30).partitions[0]
+    # NOT_COORDINATOR is retriable (the leader could not reach the coordinator to verify; nothing
+    # was stored), as a client retries it: seen once in a full-suite run while channels came up.
+    return retry(
+        lambda: leader(cluster, partition).Produce(request, timeout=30).partitions[0],
+        lambda r: r.error_code != ErrorCode.NOT_COORDINATOR,
+    )
 
 
 def fetch(cluster: LocalCluster, partition: int, committed: bool) -> tuple[list[bytes | None], Any]:
