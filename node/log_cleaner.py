@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from ketch.recordbatch import iter_headers
+from ketch.recordbatch import iter_headers, parse_header
 from node.catalog import TopicConfig
 from replication.compaction import CHUNK_BATCHES, CleanerConfig, CleaningPass, cleanable_end, dirty_ratio
 from replication.log import LogOffsetError, PartitionLog
@@ -89,7 +89,7 @@ def scan(plog: PartitionLog, bounds: Bounds, now_ms: int) -> Scan:
     sizes: list[tuple[int, int]] = []
     last_base, lag_bound, oldest = end, end, None
     for batch in read_batches(plog, first_dirty, end):
-        header = iter_headers(batch)[0]
+        header = parse_header(batch)
         sizes.append((header.base_offset, header.size))
         last_base = header.base_offset
         if oldest is None and header.records_count:

@@ -67,7 +67,15 @@ from dataclasses import dataclass, field
 import crc32c
 from aiokafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
 
-from ketch.recordbatch import ATTR_CONTROL, COMPRESSION_MASK, HEADER_SIZE, LENGTH_PREFIX, BatchHeader, parse_header
+from ketch.recordbatch import (
+    ATTR_CONTROL,
+    COMPRESSION_MASK,
+    HEADER_SIZE,
+    LENGTH_PREFIX,
+    BatchHeader,
+    assign,
+    parse_header,
+)
 from replication.transactions import AbortedTxn
 
 CHUNK_BATCHES = 1000  # rewrites per atomic log write (the node's log_cleaner_chunk_rewrites)
@@ -299,12 +307,10 @@ def _emptied(batch: bytes, header: BatchHeader, removed: int, keep_empty: bool) 
 
 def _restamp(built: bytearray, header: BatchHeader) -> bytes:
     """The original base offset, leader epoch, attributes and last offset delta on a rebuilt batch."""
-    struct.pack_into(">q", built, 0, header.base_offset)
-    _I32.pack_into(built, 12, header.leader_epoch)
     _U16.pack_into(built, _ATTRIBUTES_AT, header.attributes & 0xFFFF & ~ATTR_CONTROL)
     _I32.pack_into(built, _LAST_DELTA_AT, header.last_offset_delta)
     _U32.pack_into(built, _CRC_AT, crc32c.crc32c(bytes(built[_ATTRIBUTES_AT:])))
-    return bytes(built)
+    return assign(memoryview(built), header.base_offset, header.leader_epoch)  # both outside the CRC
 
 
 class CleaningPass:
