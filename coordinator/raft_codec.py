@@ -14,13 +14,18 @@ Rules:
   unknown message type or entry kind (proto3 enums are open, a newer peer may
   send values we do not know) raises ``ValueError``; the transport drops that
   one message and keeps the rest of the batch.
+- Voter sets (CONF entries, snapshots) travel as ``RaftVoter``s. A snapshot
+  stored before directory ids existed has only ``voters`` (ids); it decodes to
+  unbound voters. A CONF entry with no voters is refused (``ValueError``).
 - Storage uses the same messages (``RaftEntry``, ``RaftHardState``,
   ``RaftSnapshot``) serialized to bytes, via the ``*_bytes`` helpers.
 """
 
 from __future__ import annotations
 
-from coordinator.raft import Entry, EntryKind, HardState, Message, MessageType, Snapshot
+from collections.abc import Iterable
+
+from coordinator.raft import Entry, EntryKind, HardState, Message, MessageType, Snapshot, Voter
 from ketch.api.v1 import raft_pb2
 
 # Looked up by name, so a core enum without its proto twin (or with another number) fails at import.
@@ -45,14 +50,26 @@ def entry_to_pb(e: Entry, out: raft_pb2.RaftEntry | None = None) -> raft_pb2.Raf
     pb.index = e.index
     pb.data = e.data
     pb.kind = _KIND_TO_PB[e.kind]
+    for v in e.voters:
+        pb.voters.add(id=v.id, directory=v.directory, address=v.address)
     return pb
+
+
+def _voters_from_pb(voters: Iterable[raft_pb2.RaftVoter]) -> tuple[Voter, ...]:
+    out = tuple(Voter(v.id, v.directory, v.address) for v in voters)
+    if any(v.id == 0 for v in out) or len({v.id for v in out}) != len(out):
+        raise ValueError(f"a Raft voter set needs distinct positive ids, got {[v.id for v in out]}")
+    return out
 
 
 def entry_from_pb(pb: raft_pb2.RaftEntry) -> Entry:
     kind = int(pb.kind)
     if kind not in _ENTRY_KINDS:
         raise ValueError(f"unknown Raft entry kind {kind}")
-    return Entry(term=pb.term, index=pb.index, data=pb.data, kind=EntryKind(kind))
+    voters = _voters_from_pb(pb.voters)
+    if kind == EntryKind.CONF and not voters:
+        raise ValueError("a Raft CONF entry without voters")
+    return Entry(term=pb.term, index=pb.index, data=pb.data, kind=EntryKind(kind), voters=voters)
 
 
 # -- hard state and snapshot ---------------------------------------------------------------
@@ -70,13 +87,16 @@ def snapshot_to_pb(s: Snapshot, out: raft_pb2.RaftSnapshot | None = None) -> raf
     pb = raft_pb2.RaftSnapshot() if out is None else out
     pb.index = s.index
     pb.term = s.term
-    pb.voters[:] = s.voters
+    pb.voters[:] = [v.id for v in s.voters]
+    for v in s.voters:
+        pb.voter_set.add(id=v.id, directory=v.directory, address=v.address)
     pb.data = s.data
     return pb
 
 
 def snapshot_from_pb(pb: raft_pb2.RaftSnapshot) -> Snapshot:
-    return Snapshot(index=pb.index, term=pb.term, voters=tuple(pb.voters), data=pb.data)
+    voters = _voters_from_pb(pb.voter_set) if pb.voter_set else tuple(Voter(i) for i in pb.voters)
+    return Snapshot(index=pb.index, term=pb.term, voters=voters, data=pb.data)
 
 
 # -- messages ------------------------------------------------------------------------------
@@ -94,6 +114,8 @@ def message_to_pb(m: Message) -> raft_pb2.RaftMessage:
         reject=m.reject,
         reject_hint=m.reject_hint,
         context=m.context,
+        directory=m.directory,
+        to_directory=m.to_directory,
     )
     for e in m.entries:
         entry_to_pb(e, pb.entries.add())
@@ -119,6 +141,8 @@ def message_from_pb(pb: raft_pb2.RaftMessage) -> Message:
         reject_hint=pb.reject_hint,
         snapshot=snapshot_from_pb(pb.snapshot) if pb.HasField("snapshot") else None,
         context=pb.context,
+        directory=pb.directory,
+        to_directory=pb.to_directory,
     )
 
 

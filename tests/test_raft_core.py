@@ -32,11 +32,14 @@ from coordinator.raft import (
     Role,
     Snapshot,
     TransferInProgress,
+    Voter,
 )
 from coordinator.raft.config import SplitMix64
 from coordinator.raft.log import RaftLog
 from coordinator.raft.progress import Progress, ProgressState
 from coordinator.raft.storage import MemoryStorage
+
+VOTERS_123 = (Voter(1), Voter(2), Voter(3))
 
 
 class Net:
@@ -109,7 +112,7 @@ def elected(n: int = 3, **opts: object) -> Net:
 
 def test_config_is_validated() -> None:
     with pytest.raises(ValueError):
-        Config(4, (1, 2, 3))
+        Config(1, ())
     with pytest.raises(ValueError):
         Config(1, (1, 1, 2))
     with pytest.raises(ValueError):
@@ -291,7 +294,7 @@ def test_stale_or_matching_snapshot_only_moves_commit() -> None:
     net.node(1).propose(b"x")
     net.deliver()
     follower = net.node(2)
-    old = Snapshot(1, 1, (1, 2, 3), b"old")
+    old = Snapshot(1, 1, VOTERS_123, b"old")
     follower.step(Message(MessageType.SNAP, 1, 2, 1, snapshot=old))
     net.process()
     assert follower.log.pending_snapshot is None and net.sent[-1].index == 2
@@ -363,7 +366,7 @@ def test_conflicting_entries_restart_from_the_conflict_index() -> None:
 
 def test_restart_resumes_term_vote_commit_and_applies_once() -> None:
     entries = tuple(Entry(1, i, b"%d" % i) for i in range(4, 8))
-    state = PersistedState(HardState(3, 2, 6), Snapshot(3, 1, (1, 2, 3), b"s"), entries)
+    state = PersistedState(HardState(3, 2, 6), Snapshot(3, 1, VOTERS_123, b"s"), entries)
     node = RaftNode(Config(1, (1, 2, 3)), state)
     assert (node.role, node.term, node.vote, node.log.committed) == (Role.FOLLOWER, 3, 2, 6)
     rd = node.ready()

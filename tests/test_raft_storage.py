@@ -32,6 +32,7 @@ from coordinator.raft import (
     Ready,
     Snapshot,
     SoftState,
+    Voter,
 )
 from coordinator.raft.storage import MemoryStorage
 from coordinator.raft_codec import (
@@ -48,6 +49,8 @@ from coordinator.raft_codec import (
 from coordinator.raft_storage import LOG_CF, CorruptRaftStorage, RaftStorage, index_key
 from ketch.api.v1 import raft_pb2
 from replication.rocks_store import NodeStore
+
+VOTERS_123 = (Voter(1), Voter(2), Voter(3))
 
 
 def entries(term: int, lo: int, hi: int) -> tuple[Entry, ...]:
@@ -110,7 +113,7 @@ def test_conflicting_suffix_is_replaced(store: NodeStore) -> None:
 def test_snapshot_drops_the_whole_log(store: NodeStore) -> None:
     rs = RaftStorage(store)
     rs.persist(ready(hard_state=HardState(1, 1, 3), entries=entries(1, 1, 8), must_sync=True))
-    snap = Snapshot(index=5, term=2, voters=(1, 2, 3), data=b"state@5")
+    snap = Snapshot(index=5, term=2, voters=VOTERS_123, data=b"state@5")
     # entries below AND above the snapshot index go; entries after it in the same Ready stay
     rs.persist(ready(hard_state=HardState(2, 0, 5), snapshot=snap, entries=(Entry(2, 6, b"y6"),), must_sync=True))
     state = rs.load()
@@ -123,7 +126,7 @@ def test_snapshot_drops_the_whole_log(store: NodeStore) -> None:
 def test_compaction_deletes_the_prefix(store: NodeStore) -> None:
     rs = RaftStorage(store)
     rs.persist(ready(hard_state=HardState(3, 1, 9), entries=entries(3, 1, 10), must_sync=True))
-    snap = Snapshot(index=7, term=3, voters=(1,), data=b"s7")
+    snap = Snapshot(index=7, term=3, voters=(Voter(1),), data=b"s7")
     rs.compact(snap)
     assert stored_indexes(store) == [8, 9, 10]
     state = rs.load()
@@ -154,7 +157,7 @@ def test_gap_in_stored_log_is_refused(store: NodeStore) -> None:
 def test_wipe_forgets_everything(store: NodeStore) -> None:
     rs = RaftStorage(store)
     rs.persist(ready(hard_state=HardState(4, 2, 1), entries=entries(4, 1, 3), must_sync=True))
-    rs.compact(Snapshot(1, 4, (1, 2), b"s"))
+    rs.compact(Snapshot(1, 4, (Voter(1), Voter(2)), b"s"))
     rs.wipe()
     assert rs.load() == PersistedState()
 
@@ -176,7 +179,7 @@ def test_rocksdb_and_memory_storage_persist_alike(tmp_path: Path, ops: list[tupl
                 if last == snap_index:
                     continue
                 snap_index += 1 + a % (last - snap_index)
-                snap = Snapshot(snap_index, term, (1, 2, 3), b"c%d" % term)
+                snap = Snapshot(snap_index, term, VOTERS_123, b"c%d" % term)
                 rocks.compact(snap)
                 memory.compact(snap)
             else:
@@ -187,7 +190,7 @@ def test_rocksdb_and_memory_storage_persist_alike(tmp_path: Path, ops: list[tupl
                     last = first + b
                 elif op == "snapshot":  # a snapshot from the leader, maybe with entries after it
                     snap_index = snap_index + 1 + a
-                    snap = Snapshot(snap_index, term, (1, 2, 3), b"s%d" % term)
+                    snap = Snapshot(snap_index, term, VOTERS_123, b"s%d" % term)
                     rd = ready(snapshot=snap, entries=entries(term, snap_index + 1, snap_index + b), must_sync=sync)
                     last = snap_index + b
                 assert rocks.persist(rd) == memory.persist(rd)
@@ -200,7 +203,7 @@ def test_rocksdb_and_memory_storage_persist_alike(tmp_path: Path, ops: list[tupl
 # -- codec ---------------------------------------------------------------------------------
 
 
-SNAP = Snapshot(index=9, term=3, voters=(1, 2, 3), data=b"\x00state\xff")
+SNAP = Snapshot(index=9, term=3, voters=VOTERS_123, data=b"\x00state\xff")
 
 
 @pytest.mark.parametrize("mtype", list(MessageType))

@@ -5,6 +5,7 @@ Modules, each with its own rules in its docstring:
 - ``messages``: wire and storage values (``Message``, ``Entry``, ``HardState``, ``Snapshot``).
 - ``config``: ``Config``, ``Role``, the errors, the deterministic election-timeout PRNG.
 - ``log``: ``RaftLog``, the in-memory log (snapshot offset, stable and unstable entries).
+- ``membership``: voters, observers, directory ids and single-server membership changes.
 - ``progress``: the leader's per-follower flow control (probe, replicate, snapshot).
 - ``leader``: replication, commit, check quorum, ReadIndex, leadership transfer.
 - ``core``: ``RaftNode``, the inputs (tick, step, propose, ...) and ``ready``/``advance``.
@@ -18,14 +19,16 @@ The package imports no asyncio, grpc, rocksdict, time, random, threading or I/O:
 same code runs under the production driver and inside the seeded simulation
 (tests/raft_sim.py), where a whole quorum lives in one process on a simulated clock.
 Design model: etcd-io/raft (RawNode, Ready, Progress); this is an independent
-implementation of the same protocol, without joint-consensus membership changes yet.
+implementation of the same protocol, with KIP-853's single-server membership changes.
 """
 
 from coordinator.raft.config import Config, NotLeader, RaftError, Role, TransferInProgress
 from coordinator.raft.core import RaftNode
+from coordinator.raft.membership import MembershipChangeRefused
 from coordinator.raft.messages import (
     EMPTY_HARD_STATE,
     EMPTY_SNAPSHOT,
+    JOIN_CONTEXT,
     NONE,
     Entry,
     EntryKind,
@@ -33,6 +36,7 @@ from coordinator.raft.messages import (
     Message,
     MessageType,
     Snapshot,
+    Voter,
     describe_entry,
     describe_message,
 )
@@ -41,11 +45,13 @@ from coordinator.raft.ready import PersistedState, ReadState, Ready, SoftState, 
 __all__ = [
     "EMPTY_HARD_STATE",
     "EMPTY_SNAPSHOT",
+    "JOIN_CONTEXT",
     "NONE",
     "Config",
     "Entry",
     "EntryKind",
     "HardState",
+    "MembershipChangeRefused",
     "Message",
     "MessageType",
     "NotLeader",
@@ -59,6 +65,7 @@ __all__ = [
     "SoftState",
     "Status",
     "TransferInProgress",
+    "Voter",
     "describe_entry",
     "describe_message",
 ]

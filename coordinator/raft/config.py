@@ -5,7 +5,12 @@ is a sensible choice for the controller), so ``election_timeout_ticks=10`` is th
 second. The core never reads a clock.
 
 Rules checked by ``Config``:
-- ``id`` is one of ``voters``; ids are positive (0 is ``NONE``); voters are distinct.
+- ``voters`` are the bootstrap voters: the voter set until the log or a snapshot
+  holds one (membership.py). ``id`` need not be among them: a controller added
+  at runtime starts as an observer. Ids are positive (0 is ``NONE``) and distinct.
+- ``directory`` is this replica's directory id ("" in tests that do not care:
+  it matches anything); ``auto_join`` makes an observer whose id is a bootstrap
+  voter ask to (re)join the voters (membership.py).
 - ``heartbeat_ticks < election_timeout_ticks``: a follower must hear several heartbeats
   per election timeout, or it campaigns against a healthy leader.
 - The randomized election timeout of a follower or candidate is drawn uniformly from
@@ -63,13 +68,13 @@ class Config:
     pre_vote: bool = True
     check_quorum: bool = True
     seed: int = 0
+    directory: str = ""
+    auto_join: bool = False
 
     def __post_init__(self) -> None:
         if self.id <= NONE:
             raise ValueError(f"node id must be positive, got {self.id}")
-        if self.id not in self.voters:
-            raise ValueError(f"node {self.id} is not among the voters {self.voters}")
-        if len(set(self.voters)) != len(self.voters) or min(self.voters) <= NONE:
+        if not self.voters or len(set(self.voters)) != len(self.voters) or min(self.voters) <= NONE:
             raise ValueError(f"voters must be distinct positive ids, got {self.voters}")
         if not 0 < self.heartbeat_ticks < self.election_timeout_ticks:
             raise ValueError("need 0 < heartbeat_ticks < election_timeout_ticks")

@@ -41,16 +41,26 @@ Restart: ``RaftNode(config, persisted, applied)`` resumes as a follower with the
 term, vote, log and commit index; ``applied`` (default: the snapshot index) is where the
 state machine stands, so committed entries after it are handed out again exactly once.
 
-Membership is fixed: ``config.voters`` is authoritative and ``Snapshot.voters`` is only
-recorded (for the membership changes to come, which will need joint consensus).
+Membership (membership.py has the rules): ``voters`` is the voter set in force (the
+newest CONF entry, else the snapshot's, else ``config.voters``); a replica outside
+it, or whose directory id it does not name, is an observer: it never campaigns or
+votes, and on an election timeout it sends OBSERVE to the voters instead, so a
+leader replicates to it. ``add_voter``/``remove_voter`` change the set one voter
+at a time; a message meant for another directory of this id is dropped (a
+leader's is answered with OBSERVE).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
+
+from coordinator.raft import membership
 from coordinator.raft.config import Config, NotLeader, Role, SplitMix64, TransferInProgress
 from coordinator.raft.leader import Leader
 from coordinator.raft.log import RaftLog
 from coordinator.raft.messages import (
+    JOIN_CONTEXT,
     NONE,
     TRANSFER_CONTEXT,
     Entry,
@@ -59,6 +69,7 @@ from coordinator.raft.messages import (
     Message,
     MessageType,
     Snapshot,
+    Voter,
     vote_response_type,
 )
 from coordinator.raft.ready import PersistedState, ReadState, Ready, SoftState, Status
@@ -73,10 +84,14 @@ class RaftNode:
         state = persisted or PersistedState()
         self.config = config
         self.id = config.id
-        self.quorum = len(config.voters) // 2 + 1
-        self._voters = frozenset(config.voters)
+        self.directory = config.directory
+        self._bootstrap = membership.bootstrap_voters(config.voters)
+        self._known_dirs: dict[int, str] = {}
         self._rng = SplitMix64(config.seed ^ (config.id * _GOLDEN))
         self.log = RaftLog(state.snapshot, state.entries, state.hard_state.commit)
+        self._conf_entry: Entry | None = None
+        self._lead: Leader | None = None
+        self._refresh_voters(recompute=True)
         start = state.snapshot.index if applied is None else applied
         if not state.snapshot.index <= start <= self.log.committed:
             raise ValueError(f"applied {start} outside [snapshot {state.snapshot.index}, commit {self.log.committed}]")
@@ -90,7 +105,6 @@ class RaftNode:
         self.votes: dict[int, bool] = {}
         self.outbox: list[Message] = []
         self.read_states: list[ReadState] = []
-        self._lead: Leader | None = None
         self._become_follower(self.term, NONE)
         self._prev_hard = HardState(self.term, self.vote, self.log.committed)
         self._prev_soft = SoftState()
@@ -107,11 +121,14 @@ class RaftNode:
         self.election_elapsed += 1
         if self.election_elapsed >= self.randomized_timeout:
             self.election_elapsed = 0
-            self.campaign()
+            if self.is_voter:
+                self.campaign()
+            else:
+                self._observe()
 
     def campaign(self) -> None:
-        """Start an election now (a pre-vote first, if configured); no-op on a leader."""
-        if self.role == Role.LEADER:
+        """Start an election now (a pre-vote first, if configured); no-op on a leader or observer."""
+        if self.role == Role.LEADER or not self.is_voter:
             return
         self._campaign(pre=self.config.pre_vote, transfer=False)
 
@@ -149,7 +166,7 @@ class RaftNode:
         """Hand leadership to voter ``to`` (controlled shutdown). Leader only."""
         if self._lead is None:
             raise NotLeader(self.leader)
-        if to not in self._voters:
+        if membership.find(self.voters, to) is None:
             raise ValueError(f"{to} is not a voter")
         if to != self.id:
             self._lead.transfer(to)
@@ -164,15 +181,28 @@ class RaftNode:
         term = self.log.term(index)
         if term is None:
             raise ValueError(f"cannot compact at {index}: not in the log")
-        snapshot = Snapshot(index, term, self.config.voters, data)
+        voters, _ = membership.voters_at(
+            self.log.snapshot, self.log.slice(self.log.first_index, index + 1), self._bootstrap
+        )
+        snapshot = Snapshot(index, term, voters, data)
         self.log.compact(snapshot)
         return snapshot
 
     def step(self, m: Message) -> None:
         """Feed one message from the network. Anything stale or misrouted is ignored."""
-        if m.to != self.id or m.frm == self.id or m.frm not in self._voters:
+        if m.to != self.id or m.frm == self.id:
             return
         t = m.type
+        if m.directory:
+            self._known_dirs[m.frm] = m.directory
+        if m.to_directory and self.directory and m.to_directory != self.directory:
+            if t in _FROM_LEADER:
+                self._observe(m.frm)  # meant for an earlier replica of this id: tell the leader
+            return
+        if t == MessageType.OBSERVE:
+            if self._lead is not None:
+                self._lead.on_observe(m)
+            return
         if m.term > self.term:
             if t in _VOTES:
                 in_lease = self.config.check_quorum and self.leader != NONE
@@ -206,6 +236,8 @@ class RaftNode:
             raise RuntimeError("advance() the previous Ready before asking for another")
         if self._lead is not None:
             self._lead.flush()
+            if not self.is_voter and self.log.committed >= self.conf_index:
+                self._become_follower(self.term, NONE)  # our removal committed: step down
         log = self.log
         hard = HardState(self.term, self.vote, log.committed)
         soft = SoftState(self.leader, self.role)
@@ -267,6 +299,9 @@ class RaftNode:
             last_term=log.last_term,
             snapshot_index=log.offset,
             match=match,
+            voters=self.voters,
+            observers=self._lead.observers() if self._lead else (),
+            directory=self.directory,
         )
 
     def entry(self, index: int) -> Entry | None:
@@ -275,7 +310,87 @@ class RaftNode:
         return self.log.entries[k - 1] if 0 < k <= len(self.log.entries) else None
 
     def send(self, m: Message) -> None:
+        to_dir = self._to_directory(m)
+        if self.directory or to_dir:
+            m = replace(m, directory=self.directory, to_directory=to_dir)
         self.outbox.append(m)
+
+    def _to_directory(self, m: Message) -> str:
+        """The recipient's directory as we know it; for a vote request, the voter set's."""
+        if m.type in _VOTES:
+            voter = membership.find(self.voters, m.to)
+            return voter.directory if voter else ""
+        if self._lead is not None:
+            pr = self._lead.progress.get(m.to)
+            if pr is not None:
+                return pr.directory
+        return self._known_dirs.get(m.to, "")
+
+    # -- membership ----------------------------------------------------------------------
+
+    def add_voter(self, node_id: int, address: str = "") -> int:
+        """Propose adding the observer ``node_id`` (caught up) as a voter; returns the CONF index."""
+        lead = self._leader_for_change()
+        pr = lead.progress.get(node_id)
+        if pr is None or node_id == self.id:
+            raise membership.MembershipChangeRefused(f"node {node_id} is not an observer of leader {self.id}")
+        if pr.match < self.log.committed:
+            raise membership.MembershipChangeRefused(
+                f"node {node_id} has not caught up (holds up to {pr.match}, committed {self.log.committed})"
+            )
+        return self._propose_voters(membership.with_voter(self.voters, Voter(node_id, pr.directory, address)))
+
+    def remove_voter(self, node_id: int) -> int:
+        """Propose removing voter ``node_id``; returns the CONF index."""
+        self._leader_for_change()
+        return self._propose_voters(membership.without_voter(self.voters, node_id))
+
+    def _leader_for_change(self) -> Leader:
+        lead = self._lead
+        if lead is None:
+            raise NotLeader(self.leader)
+        if lead.transferee != NONE:
+            raise TransferInProgress(lead.transferee)
+        why = lead.change_blocked()
+        if why:
+            raise membership.MembershipChangeRefused(why)
+        return lead
+
+    def _propose_voters(self, voters: tuple[Voter, ...]) -> int:
+        lead = self._lead
+        assert lead is not None
+        index = self.log.last_index + 1
+        entry = Entry(self.term, index, kind=EntryKind.CONF, voters=voters)
+        self.log.append((entry,))
+        self._refresh_voters(recompute=True)
+        lead.appended(index)
+        return index
+
+    def _refresh_voters(self, appended: Sequence[Entry] = (), recompute: bool = False) -> None:
+        """Keep ``voters`` equal to the set in force after a change of the log."""
+        conf = self._conf_entry
+        if conf is not None and conf.index > self.log.offset and self.entry(conf.index) is not conf:
+            recompute = True  # the CONF entry we followed was truncated away
+        if not (recompute or any(e.kind == EntryKind.CONF for e in appended)):
+            return
+        log = self.log
+        voters, index = membership.voters_at(log.snapshot, log.entries, self._bootstrap)
+        self._conf_entry = self.entry(index) if index else None
+        self.voters = voters
+        self.conf_index = index
+        self.quorum = membership.quorum_size(voters)
+        self.is_voter = membership.is_voter(voters, self.id, self.directory)
+        if self._lead is not None:
+            self._lead.voters_changed()
+
+    def _observe(self, to: int = NONE) -> None:
+        """Ask the leader (``to``, or every voter we know) to replicate to this replica."""
+        join = self.config.auto_join and self.id in self.config.voters and not self.is_voter
+        context = JOIN_CONTEXT if join else b""
+        targets = (to,) if to else sorted({v.id for v in self.voters} | set(self.config.voters))
+        for peer in targets:
+            if peer != self.id:
+                self.send(Message(MessageType.OBSERVE, self.id, peer, self.term, context=context))
 
     # -- roles ---------------------------------------------------------------------------
 
@@ -320,10 +435,10 @@ class RaftNode:
             return
         context = TRANSFER_CONTEXT if transfer else b""
         log = self.log
-        for v in self.config.voters:
-            if v != self.id:
+        for v in self.voters:
+            if v.id != self.id:
                 self.send(
-                    Message(kind, self.id, v, term, log_term=log.last_term, index=log.last_index, context=context)
+                    Message(kind, self.id, v.id, term, log_term=log.last_term, index=log.last_index, context=context)
                 )
 
     def _poll(self, frm: int, granted: bool) -> bool:
@@ -346,6 +461,9 @@ class RaftNode:
     def _handle_vote(self, m: Message) -> None:
         pre = m.type == MessageType.PRE_VOTE
         can_vote = self.vote == m.frm or (self.vote == NONE and self.leader == NONE) or (pre and m.term > self.term)
+        candidate = membership.find(self.voters, m.frm)
+        if candidate is not None and not membership.matches(candidate, m.directory):
+            can_vote = False  # an earlier replica of that voter's id: not a voter any more
         resp = vote_response_type(m.type)
         if can_vote and self.log.is_up_to_date(m.index, m.log_term):
             self.send(Message(resp, self.id, m.frm, m.term))
@@ -371,9 +489,9 @@ class RaftNode:
         if t in _FROM_LEADER:
             self._become_follower(self.term, m.frm)
             self._step_follower(m)
-        elif (t == MessageType.VOTE_RESP and self.role == Role.CANDIDATE) or (
-            t == MessageType.PRE_VOTE_RESP and self.role == Role.PRE_CANDIDATE
-        ):
+        elif t == (
+            MessageType.VOTE_RESP if self.role == Role.CANDIDATE else MessageType.PRE_VOTE_RESP
+        ) and membership.is_voter(self.voters, m.frm, m.directory):
             self._poll(m.frm, not m.reject)
 
     def _step_follower(self, m: Message) -> None:
@@ -388,7 +506,7 @@ class RaftNode:
                 self.send(Message(MessageType.HEARTBEAT_RESP, self.id, m.frm, self.term, context=m.context))
             else:
                 self._handle_snapshot(m)
-        elif t == MessageType.TIMEOUT_NOW:
+        elif t == MessageType.TIMEOUT_NOW and self.is_voter:
             self._campaign(pre=False, transfer=True)
         elif t == MessageType.READ_INDEX_RESP:
             self.read_states.append(ReadState(m.index, m.context))
@@ -399,6 +517,7 @@ class RaftNode:
             self.send(Message(MessageType.APP_RESP, self.id, m.frm, self.term, index=log.committed))
             return
         last_new = log.maybe_append(m.index, m.log_term, m.commit, m.entries)
+        self._refresh_voters(m.entries)
         if last_new is not None:
             self.send(Message(MessageType.APP_RESP, self.id, m.frm, self.term, index=last_new))
             return
@@ -426,4 +545,5 @@ class RaftNode:
             log.commit_to(snap.index)
         else:
             log.restore(snap)
+            self._refresh_voters(recompute=True)
         self.send(Message(MessageType.APP_RESP, self.id, m.frm, self.term, index=log.committed))

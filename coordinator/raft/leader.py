@@ -35,6 +35,17 @@ until an entry of its own term commits, so reads wait for its NOOP to commit. A 
 voter answers at once. Reads pending when the leader steps down are dropped; the
 driver times its read requests out and retries.
 
+Voters and observers (membership.py): the leader keeps a ``Progress`` for every voter
+and for every observer that sent OBSERVE, and replicates to all of them; only a
+voter's progress whose directory matches the voter set counts toward commit, check
+quorum and ReadIndex acknowledgements (the leader counts itself only while it is a
+voter). A response or OBSERVE from another directory of a tracked id replaces that
+progress (a new replica, probed from scratch). An observer not heard from during a
+check-quorum round is forgotten; it sends OBSERVE again after an election timeout.
+On each tick, once a change is allowed, the leader binds the directories of unbound
+voters it has heard from, then carries out auto-join requests (remove the old
+replica of the id, then add the new one) — one CONF entry at a time.
+
 Leadership transfer: the leader stops accepting proposals, brings the transferee up to
 date, then sends it TIMEOUT_NOW; the transferee campaigns at once (no pre-vote) with
 ``TRANSFER_CONTEXT`` so voters in a lease still answer. The transfer is abandoned after
@@ -45,7 +56,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from coordinator.raft.messages import NONE, Message, MessageType
+from coordinator.raft import membership
+from coordinator.raft.messages import JOIN_CONTEXT, NONE, Message, MessageType, Voter
 from coordinator.raft.progress import Progress, ProgressState
 from coordinator.raft.ready import ReadState
 
@@ -60,7 +72,7 @@ class _PendingRead:
         self.context = context
         self.index = index
         self.requester = requester
-        self.acks = {me}
+        self.acks = {me} if me != NONE else set()
 
 
 class Leader:
@@ -80,17 +92,90 @@ class Leader:
         self.node = node
         cfg = node.config
         last = node.log.last_index
-        self.peers = tuple(v for v in cfg.voters if v != cfg.id)
-        self.progress = {v: Progress(last + 1, cfg.max_inflight_msgs) for v in cfg.voters}
-        me = self.progress[cfg.id]
+        self.progress: dict[int, Progress] = {node.id: Progress(last + 1, cfg.max_inflight_msgs, node.directory)}
+        me = self.progress[node.id]
         me.match = last
         me.become_replicate()
+        self.peers: tuple[int, ...] = ()
+        self.voters_changed()
         self.heartbeat_elapsed = 0
         self.dirty = False
         self.transferee = NONE
         self.read_queue: list[_PendingRead] = []
         self.reads: dict[bytes, _PendingRead] = {}
         self.reads_before_commit: list[tuple[bytes, int]] = []
+
+    # -- voters and observers ------------------------------------------------------------
+
+    def voters_changed(self) -> None:
+        """The voter set changed (or the leader started): track every voter."""
+        node = self.node
+        for v in node.voters:
+            if v.id not in self.progress:
+                self.progress[v.id] = Progress(node.log.last_index + 1, node.config.max_inflight_msgs, v.directory)
+        self.peers = tuple(sorted(k for k in self.progress if k != node.id))
+        if self.maybe_commit():
+            self.broadcast_append()
+
+    def counts(self, node_id: int) -> bool:
+        """Whether this replica's progress counts toward a quorum (a matching voter)."""
+        voter = membership.find(self.node.voters, node_id)
+        return voter is not None and membership.matches(voter, self.progress[node_id].directory)
+
+    def observers(self) -> tuple[int, ...]:
+        return tuple(k for k in self.peers if not self.counts(k))
+
+    def _track(self, m: Message) -> Progress | None:
+        """The progress of the replica that sent ``m``; a new one if it is another directory."""
+        pr = self.progress.get(m.frm)
+        if pr is None and m.type != MessageType.OBSERVE:
+            return None
+        if pr is None or (m.directory and pr.directory and pr.directory != m.directory):
+            pr = self.progress[m.frm] = Progress(self.node.log.last_index + 1, self.node.config.max_inflight_msgs)
+            self.peers = tuple(sorted(k for k in self.progress if k != self.node.id))
+        if m.directory and not pr.directory:
+            pr.directory = m.directory
+        pr.recent_active = True
+        return pr
+
+    def on_observe(self, m: Message) -> None:
+        pr = self._track(m)
+        assert pr is not None
+        pr.wants_join = m.context == JOIN_CONTEXT
+        pr.probe_sent = False
+        self.send_append(m.frm)
+
+    def change_blocked(self) -> str:
+        """Why a membership change cannot be proposed now ("" if it can)."""
+        node = self.node
+        log = node.log
+        if log.term(log.committed) != node.term:
+            return "the leader has not committed an entry of its term yet; retry shortly"
+        if node.conf_index > log.committed:
+            return f"the membership change at index {node.conf_index} is not committed yet; retry shortly"
+        return ""
+
+    def _change_membership(self) -> None:
+        """Bind unbound voters' directories, then serve one auto-join request."""
+        node = self.node
+        if self.transferee != NONE or self.change_blocked():
+            return
+        known = {k: pr.directory for k, pr in self.progress.items() if pr.directory}
+        voters = membership.bound(node.voters, known)
+        if voters != node.voters:
+            node._propose_voters(voters)
+            return
+        for k in self.peers:
+            pr = self.progress[k]
+            if not (pr.wants_join and pr.directory and pr.match >= node.log.committed):
+                continue
+            voter = membership.find(node.voters, k)
+            if voter is None:
+                node._propose_voters(membership.with_voter(node.voters, Voter(k, pr.directory)))
+                return
+            if voter.directory != pr.directory and len(node.voters) > 1:
+                node._propose_voters(membership.without_voter(node.voters, k))
+                return
 
     # -- ticks ---------------------------------------------------------------------------
 
@@ -104,6 +189,7 @@ class Leader:
             if cfg.check_quorum and not self._quorum_active():
                 return False
             self.transferee = NONE
+        self._change_membership()
         for peer in self.peers:
             pr = self.progress[peer]
             if pr.state == ProgressState.SNAPSHOT:
@@ -118,13 +204,17 @@ class Leader:
         return True
 
     def _quorum_active(self) -> bool:
-        active = 1
+        node = self.node
+        active = 1 if node.is_voter else 0
         for peer in self.peers:
             pr = self.progress[peer]
-            if pr.recent_active:
-                active += 1
+            if self.counts(peer):
+                active += pr.recent_active
+            elif not pr.recent_active:
+                del self.progress[peer]  # an observer that went quiet
             pr.recent_active = False
-        return active >= self.node.quorum
+        self.peers = tuple(sorted(k for k in self.progress if k != node.id))
+        return active >= node.quorum
 
     # -- sending -------------------------------------------------------------------------
 
@@ -195,7 +285,9 @@ class Leader:
     def maybe_commit(self) -> bool:
         node = self.node
         log = node.log
-        matches = sorted((pr.match for pr in self.progress.values()), reverse=True)
+        matches = sorted((pr.match for k, pr in self.progress.items() if self.counts(k)), reverse=True)
+        if len(matches) < node.quorum:
+            return False
         index = matches[node.quorum - 1]
         if index <= log.committed or log.term(index) != node.term:
             return False
@@ -210,8 +302,9 @@ class Leader:
 
     def on_append_response(self, m: Message) -> None:
         node = self.node
-        pr = self.progress[m.frm]
-        pr.recent_active = True
+        pr = self._track(m)
+        if pr is None:
+            return
         if m.reject:
             hint = m.reject_hint
             if m.log_term > 0:
@@ -240,8 +333,9 @@ class Leader:
             node.send(Message(MessageType.TIMEOUT_NOW, node.id, m.frm, node.term))
 
     def on_heartbeat_response(self, m: Message) -> None:
-        pr = self.progress[m.frm]
-        pr.recent_active = True
+        pr = self._track(m)
+        if pr is None:
+            return
         pr.probe_sent = False
         if pr.state == ProgressState.REPLICATE and pr.is_paused():
             pr.free_first()
@@ -258,19 +352,19 @@ class Leader:
         if log.term(log.committed) != node.term:
             self.reads_before_commit.append((context, requester))
             return
-        if node.quorum == 1:
+        if node.quorum == 1 and node.is_voter:
             self._answer_read(context, log.committed, requester)
             return
         if context in self.reads:
             return
-        read = _PendingRead(context, log.committed, requester, node.id)
+        read = _PendingRead(context, log.committed, requester, node.id if node.is_voter else NONE)
         self.reads[context] = read
         self.read_queue.append(read)
         self.broadcast_heartbeat()
 
     def _acknowledge_read(self, context: bytes, frm: int) -> None:
         read = self.reads.get(context)
-        if read is None:
+        if read is None or not self.counts(frm):
             return
         read.acks.add(frm)
         if len(read.acks) < self.node.quorum:

@@ -32,6 +32,14 @@ Conventions:
   - ``READ_INDEX``: a follower forwards a client read; ``context`` identifies it.
     ``READ_INDEX_RESP``: ``index`` is the read index for ``context``.
   - ``TIMEOUT_NOW``: the leader tells a caught-up follower to campaign at once.
+  - ``OBSERVE``: a replica that is not a voter (or whose directory is not the one
+    the voter set names) asks the leader to replicate to it; term-less, only a
+    leader acts on it. ``context`` is ``JOIN_CONTEXT`` when the replica asks to be
+    made a voter (auto-join, membership.py).
+- Every message carries ``directory``, the sender's directory id (KIP-853: a
+  replica's storage identity, new after a disk is wiped), and ``to_directory``,
+  the recipient's directory as the sender knows it ("" when unknown). A replica
+  drops a message addressed to another directory of its id (membership.py).
 """
 
 from __future__ import annotations
@@ -44,6 +52,9 @@ NONE = 0
 
 TRANSFER_CONTEXT = b"transfer"
 """``Message.context`` of a vote caused by leadership transfer (bypasses the lease)."""
+
+JOIN_CONTEXT = b"join"
+"""``Message.context`` of an OBSERVE from a replica that asks to become a voter."""
 
 
 class MessageType(enum.IntEnum):
@@ -59,12 +70,27 @@ class MessageType(enum.IntEnum):
     READ_INDEX = 10
     READ_INDEX_RESP = 11
     TIMEOUT_NOW = 12
+    OBSERVE = 13
 
 
 class EntryKind(enum.IntEnum):
     NORMAL = 0
     NOOP = 1
     """Appended by every new leader (Raft §5.4.2); the state machine skips it."""
+    CONF = 2
+    """A new voter set (``Entry.voters``), in force from the moment it is appended."""
+
+
+@dataclass(frozen=True, slots=True)
+class Voter:
+    """A voter of the quorum: node id, directory id ("" = not bound yet), address.
+
+    The address is opaque to the core ("" = the driver's static address book).
+    """
+
+    id: int
+    directory: str = ""
+    address: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +99,8 @@ class Entry:
     index: int
     data: bytes = b""
     kind: EntryKind = EntryKind.NORMAL
+    voters: tuple[Voter, ...] = ()
+    """Only in CONF entries: the whole new voter set."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +118,8 @@ class Snapshot:
 
     index: int = 0
     term: int = 0
-    voters: tuple[int, ...] = ()
+    voters: tuple[Voter, ...] = ()
+    """The voter set in force at ``index`` (empty: the bootstrap voters of ``Config``)."""
     data: bytes = b""
 
 
@@ -112,6 +141,8 @@ class Message:
     reject_hint: int = 0
     snapshot: Snapshot | None = None
     context: bytes = b""
+    directory: str = ""
+    to_directory: str = ""
 
 
 _VOTE_RESPONSES = {MessageType.VOTE_RESP: MessageType.VOTE, MessageType.PRE_VOTE_RESP: MessageType.PRE_VOTE}
@@ -126,8 +157,15 @@ def describe_entry(e: Entry) -> str:
     """``term/index`` plus the payload, e.g. ``2/5 "put x"`` or ``2/4 noop``."""
     if e.kind == EntryKind.NOOP:
         return f"{e.term}/{e.index} noop"
+    if e.kind == EntryKind.CONF:
+        return f"{e.term}/{e.index} conf " + ",".join(describe_voter(v) for v in e.voters)
     text = e.data.decode("utf-8", "backslashreplace")
     return f'{e.term}/{e.index} "{text}"'
+
+
+def describe_voter(v: Voter) -> str:
+    """``3`` or ``3:dir`` (the directory id's first 8 characters)."""
+    return f"{v.id}:{v.directory[:8]}" if v.directory else str(v.id)
 
 
 def describe_message(m: Message) -> str:
@@ -152,6 +190,10 @@ def describe_message(m: Message) -> str:
         parts.append(f"index={m.index}")
     elif t == MessageType.SNAP and m.snapshot is not None:
         parts.append(f"snapshot={m.snapshot.term}/{m.snapshot.index}")
+    if m.directory:
+        parts.append(f"dir={m.directory[:8]}")
+    if m.to_directory:
+        parts.append(f"to_dir={m.to_directory[:8]}")
     if m.context:
         parts.append("ctx=" + m.context.decode("utf-8", "backslashreplace"))
     return " ".join(parts)

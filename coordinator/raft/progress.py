@@ -19,7 +19,9 @@ Each follower is in one of three states (etcd-io/raft's tracker, simplified):
 Invariants: ``match < next``; ``match`` never decreases within a term (a stale
 response is ignored); ``inflight`` holds the last index of each unacknowledged APP in
 increasing order and is empty outside REPLICATE. ``recent_active`` is set by any
-response and cleared by each check-quorum round. ``sent_commit`` is the highest commit
+response and cleared by each check-quorum round. ``directory`` is the directory
+id of the replica this progress describes ("" until heard); ``wants_join`` is
+set by an OBSERVE that asks to join the voters (membership.py). ``sent_commit`` is the highest commit
 index sent to the follower, so a follower that acknowledges after the commit moved
 (and would otherwise wait for the next heartbeat) is told at once.
 """
@@ -38,6 +40,7 @@ class ProgressState(enum.IntEnum):
 
 class Progress:
     __slots__ = (
+        "directory",
         "inflight",
         "match",
         "max_inflight",
@@ -48,9 +51,12 @@ class Progress:
         "snapshot_index",
         "snapshot_ticks",
         "state",
+        "wants_join",
     )
 
-    def __init__(self, next_index: int, max_inflight: int) -> None:
+    def __init__(self, next_index: int, max_inflight: int, directory: str = "") -> None:
+        self.directory = directory
+        self.wants_join = False
         self.match = 0
         self.next = next_index
         self.state = ProgressState.PROBE

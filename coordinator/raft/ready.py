@@ -37,7 +37,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from coordinator.raft.config import Role
-from coordinator.raft.messages import EMPTY_HARD_STATE, EMPTY_SNAPSHOT, NONE, Entry, HardState, Message, Snapshot
+from coordinator.raft.messages import EMPTY_HARD_STATE, EMPTY_SNAPSHOT, NONE, Entry, HardState, Message, Snapshot, Voter
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,3 +92,8 @@ class Status:
     snapshot_index: int
     match: tuple[tuple[int, int], ...] = ()
     """``(follower id, match index)`` pairs; only a leader knows them."""
+    voters: tuple[Voter, ...] = ()
+    """The voter set in force on this node."""
+    observers: tuple[int, ...] = ()
+    """Replicas a leader replicates to that are not (matching) voters."""
+    directory: str = ""

@@ -24,29 +24,31 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17ketch/api/v1/raft.proto\x12\x08ketch.v1\"]\n\tRaftEntry\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\r\n\x05index\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12%\n\x04kind\x18\x04 \x01(\x0e\x32\x17.ketch.v1.RaftEntryKind\";\n\rRaftHardState\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x0c\n\x04vote\x18\x02 \x01(\x04\x12\x0e\n\x06\x63ommit\x18\x03 \x01(\x04\"I\n\x0cRaftSnapshot\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x0e\n\x06voters\x18\x03 \x03(\x04\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"\x94\x02\n\x0bRaftMessage\x12\'\n\x04type\x18\x01 \x01(\x0e\x32\x19.ketch.v1.RaftMessageType\x12\x0b\n\x03\x66rm\x18\x02 \x01(\x04\x12\n\n\x02to\x18\x03 \x01(\x04\x12\x0c\n\x04term\x18\x04 \x01(\x04\x12\x10\n\x08log_term\x18\x05 \x01(\x04\x12\r\n\x05index\x18\x06 \x01(\x04\x12$\n\x07\x65ntries\x18\x07 \x03(\x0b\x32\x13.ketch.v1.RaftEntry\x12\x0e\n\x06\x63ommit\x18\x08 \x01(\x04\x12\x0e\n\x06reject\x18\t \x01(\x08\x12\x13\n\x0breject_hint\x18\n \x01(\x04\x12(\n\x08snapshot\x18\x0b \x01(\x0b\x32\x16.ketch.v1.RaftSnapshot\x12\x0f\n\x07\x63ontext\x18\x0c \x01(\x0c\"4\n\tRaftBatch\x12\'\n\x08messages\x18\x01 \x03(\x0b\x32\x15.ketch.v1.RaftMessage\"\t\n\x07StepAck*\xc0\x03\n\x0fRaftMessageType\x12!\n\x1dRAFT_MESSAGE_TYPE_UNSPECIFIED\x10\x00\x12\x19\n\x15RAFT_MESSAGE_TYPE_APP\x10\x01\x12\x1e\n\x1aRAFT_MESSAGE_TYPE_APP_RESP\x10\x02\x12\x1a\n\x16RAFT_MESSAGE_TYPE_VOTE\x10\x03\x12\x1f\n\x1bRAFT_MESSAGE_TYPE_VOTE_RESP\x10\x04\x12\x1e\n\x1aRAFT_MESSAGE_TYPE_PRE_VOTE\x10\x05\x12#\n\x1fRAFT_MESSAGE_TYPE_PRE_VOTE_RESP\x10\x06\x12\x1f\n\x1bRAFT_MESSAGE_TYPE_HEARTBEAT\x10\x07\x12$\n RAFT_MESSAGE_TYPE_HEARTBEAT_RESP\x10\x08\x12\x1a\n\x16RAFT_MESSAGE_TYPE_SNAP\x10\t\x12 \n\x1cRAFT_MESSAGE_TYPE_READ_INDEX\x10\n\x12%\n!RAFT_MESSAGE_TYPE_READ_INDEX_RESP\x10\x0b\x12!\n\x1dRAFT_MESSAGE_TYPE_TIMEOUT_NOW\x10\x0c*E\n\rRaftEntryKind\x12\x1a\n\x16RAFT_ENTRY_KIND_NORMAL\x10\x00\x12\x18\n\x14RAFT_ENTRY_KIND_NOOP\x10\x01\x32;\n\tKetchRaft\x12.\n\x04Step\x12\x13.ketch.v1.RaftBatch\x1a\x11.ketch.v1.StepAckb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17ketch/api/v1/raft.proto\x12\x08ketch.v1\";\n\tRaftVoter\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x11\n\tdirectory\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\"\x82\x01\n\tRaftEntry\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\r\n\x05index\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12%\n\x04kind\x18\x04 \x01(\x0e\x32\x17.ketch.v1.RaftEntryKind\x12#\n\x06voters\x18\x05 \x03(\x0b\x32\x13.ketch.v1.RaftVoter\";\n\rRaftHardState\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x0c\n\x04vote\x18\x02 \x01(\x04\x12\x0e\n\x06\x63ommit\x18\x03 \x01(\x04\"q\n\x0cRaftSnapshot\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x0e\n\x06voters\x18\x03 \x03(\x04\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12&\n\tvoter_set\x18\x05 \x03(\x0b\x32\x13.ketch.v1.RaftVoter\"\xbd\x02\n\x0bRaftMessage\x12\'\n\x04type\x18\x01 \x01(\x0e\x32\x19.ketch.v1.RaftMessageType\x12\x0b\n\x03\x66rm\x18\x02 \x01(\x04\x12\n\n\x02to\x18\x03 \x01(\x04\x12\x0c\n\x04term\x18\x04 \x01(\x04\x12\x10\n\x08log_term\x18\x05 \x01(\x04\x12\r\n\x05index\x18\x06 \x01(\x04\x12$\n\x07\x65ntries\x18\x07 \x03(\x0b\x32\x13.ketch.v1.RaftEntry\x12\x0e\n\x06\x63ommit\x18\x08 \x01(\x04\x12\x0e\n\x06reject\x18\t \x01(\x08\x12\x13\n\x0breject_hint\x18\n \x01(\x04\x12(\n\x08snapshot\x18\x0b \x01(\x0b\x32\x16.ketch.v1.RaftSnapshot\x12\x0f\n\x07\x63ontext\x18\x0c \x01(\x0c\x12\x11\n\tdirectory\x18\r \x01(\t\x12\x14\n\x0cto_directory\x18\x0e \x01(\t\"\\\n\tRaftBatch\x12\'\n\x08messages\x18\x01 \x03(\x0b\x32\x15.ketch.v1.RaftMessage\x12\x0e\n\x06sender\x18\x02 \x01(\x04\x12\x16\n\x0esender_address\x18\x03 \x01(\t\"\t\n\x07StepAck*\xdf\x03\n\x0fRaftMessageType\x12!\n\x1dRAFT_MESSAGE_TYPE_UNSPECIFIED\x10\x00\x12\x19\n\x15RAFT_MESSAGE_TYPE_APP\x10\x01\x12\x1e\n\x1aRAFT_MESSAGE_TYPE_APP_RESP\x10\x02\x12\x1a\n\x16RAFT_MESSAGE_TYPE_VOTE\x10\x03\x12\x1f\n\x1bRAFT_MESSAGE_TYPE_VOTE_RESP\x10\x04\x12\x1e\n\x1aRAFT_MESSAGE_TYPE_PRE_VOTE\x10\x05\x12#\n\x1fRAFT_MESSAGE_TYPE_PRE_VOTE_RESP\x10\x06\x12\x1f\n\x1bRAFT_MESSAGE_TYPE_HEARTBEAT\x10\x07\x12$\n RAFT_MESSAGE_TYPE_HEARTBEAT_RESP\x10\x08\x12\x1a\n\x16RAFT_MESSAGE_TYPE_SNAP\x10\t\x12 \n\x1cRAFT_MESSAGE_TYPE_READ_INDEX\x10\n\x12%\n!RAFT_MESSAGE_TYPE_READ_INDEX_RESP\x10\x0b\x12!\n\x1dRAFT_MESSAGE_TYPE_TIMEOUT_NOW\x10\x0c\x12\x1d\n\x19RAFT_MESSAGE_TYPE_OBSERVE\x10\r*_\n\rRaftEntryKind\x12\x1a\n\x16RAFT_ENTRY_KIND_NORMAL\x10\x00\x12\x18\n\x14RAFT_ENTRY_KIND_NOOP\x10\x01\x12\x18\n\x14RAFT_ENTRY_KIND_CONF\x10\x02\x32;\n\tKetchRaft\x12.\n\x04Step\x12\x13.ketch.v1.RaftBatch\x1a\x11.ketch.v1.StepAckb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ketch.api.v1.raft_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RAFTMESSAGETYPE']._serialized_start=613
-  _globals['_RAFTMESSAGETYPE']._serialized_end=1061
-  _globals['_RAFTENTRYKIND']._serialized_start=1063
-  _globals['_RAFTENTRYKIND']._serialized_end=1132
-  _globals['_RAFTENTRY']._serialized_start=37
-  _globals['_RAFTENTRY']._serialized_end=130
-  _globals['_RAFTHARDSTATE']._serialized_start=132
-  _globals['_RAFTHARDSTATE']._serialized_end=191
-  _globals['_RAFTSNAPSHOT']._serialized_start=193
-  _globals['_RAFTSNAPSHOT']._serialized_end=266
-  _globals['_RAFTMESSAGE']._serialized_start=269
-  _globals['_RAFTMESSAGE']._serialized_end=545
-  _globals['_RAFTBATCH']._serialized_start=547
-  _globals['_RAFTBATCH']._serialized_end=599
-  _globals['_STEPACK']._serialized_start=601
-  _globals['_STEPACK']._serialized_end=610
-  _globals['_KETCHRAFT']._serialized_start=1134
-  _globals['_KETCHRAFT']._serialized_end=1193
+  _globals['_RAFTMESSAGETYPE']._serialized_start=833
+  _globals['_RAFTMESSAGETYPE']._serialized_end=1312
+  _globals['_RAFTENTRYKIND']._serialized_start=1314
+  _globals['_RAFTENTRYKIND']._serialized_end=1409
+  _globals['_RAFTVOTER']._serialized_start=37
+  _globals['_RAFTVOTER']._serialized_end=96
+  _globals['_RAFTENTRY']._serialized_start=99
+  _globals['_RAFTENTRY']._serialized_end=229
+  _globals['_RAFTHARDSTATE']._serialized_start=231
+  _globals['_RAFTHARDSTATE']._serialized_end=290
+  _globals['_RAFTSNAPSHOT']._serialized_start=292
+  _globals['_RAFTSNAPSHOT']._serialized_end=405
+  _globals['_RAFTMESSAGE']._serialized_start=408
+  _globals['_RAFTMESSAGE']._serialized_end=725
+  _globals['_RAFTBATCH']._serialized_start=727
+  _globals['_RAFTBATCH']._serialized_end=819
+  _globals['_STEPACK']._serialized_start=821
+  _globals['_STEPACK']._serialized_end=830
+  _globals['_KETCHRAFT']._serialized_start=1411
+  _globals['_KETCHRAFT']._serialized_end=1470
 # @@protoc_insertion_point(module_scope)
