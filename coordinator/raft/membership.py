@@ -70,6 +70,14 @@ class MembershipChangeRefused(RaftError):
     """The leader cannot make this membership change now; the reason says why (retry or fix)."""
 
 
+class DuplicateVoter(MembershipChangeRefused):
+    """The node to add is already a voter (Kafka's DUPLICATE_VOTER)."""
+
+
+class VoterNotFound(MembershipChangeRefused):
+    """The node to remove is not a voter (Kafka's VOTER_NOT_FOUND)."""
+
+
 def bootstrap_voters(ids: Iterable[int]) -> tuple[Voter, ...]:
     return tuple(Voter(i) for i in sorted(ids))
 
@@ -107,7 +115,7 @@ def quorum_size(voters: Sequence[Voter]) -> int:
 
 def with_voter(voters: Sequence[Voter], new: Voter) -> tuple[Voter, ...]:
     if find(voters, new.id) is not None:
-        raise MembershipChangeRefused(f"node {new.id} is already a voter; remove it first")
+        raise DuplicateVoter(f"node {new.id} is already a voter; remove it first")
     if not new.directory:
         raise MembershipChangeRefused(f"node {new.id}'s directory id is not known yet")
     return tuple(sorted((*voters, new), key=lambda v: v.id))
@@ -115,7 +123,7 @@ def with_voter(voters: Sequence[Voter], new: Voter) -> tuple[Voter, ...]:
 
 def without_voter(voters: Sequence[Voter], node_id: int) -> tuple[Voter, ...]:
     if find(voters, node_id) is None:
-        raise MembershipChangeRefused(f"node {node_id} is not a voter")
+        raise VoterNotFound(f"node {node_id} is not a voter")
     if len(voters) == 1:
         raise MembershipChangeRefused("the last voter cannot be removed")
     return tuple(v for v in voters if v.id != node_id)

@@ -216,7 +216,7 @@ class DescribeQuorumRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class DescribeQuorumResponse(_message.Message):
-    __slots__ = ("node_id", "leader_id", "term", "commit_index", "applied_index", "voters", "brokers")
+    __slots__ = ("node_id", "leader_id", "term", "commit_index", "applied_index", "voters", "brokers", "observers", "directory_id", "is_voter")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     LEADER_ID_FIELD_NUMBER: _ClassVar[int]
     TERM_FIELD_NUMBER: _ClassVar[int]
@@ -224,6 +224,9 @@ class DescribeQuorumResponse(_message.Message):
     APPLIED_INDEX_FIELD_NUMBER: _ClassVar[int]
     VOTERS_FIELD_NUMBER: _ClassVar[int]
     BROKERS_FIELD_NUMBER: _ClassVar[int]
+    OBSERVERS_FIELD_NUMBER: _ClassVar[int]
+    DIRECTORY_ID_FIELD_NUMBER: _ClassVar[int]
+    IS_VOTER_FIELD_NUMBER: _ClassVar[int]
     node_id: int
     leader_id: int
     term: int
@@ -231,17 +234,54 @@ class DescribeQuorumResponse(_message.Message):
     applied_index: int
     voters: _containers.RepeatedCompositeFieldContainer[QuorumVoter]
     brokers: _containers.RepeatedCompositeFieldContainer[BrokerState]
-    def __init__(self, node_id: _Optional[int] = ..., leader_id: _Optional[int] = ..., term: _Optional[int] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., voters: _Optional[_Iterable[_Union[QuorumVoter, _Mapping]]] = ..., brokers: _Optional[_Iterable[_Union[BrokerState, _Mapping]]] = ...) -> None: ...
+    observers: _containers.RepeatedCompositeFieldContainer[QuorumVoter]
+    directory_id: str
+    is_voter: bool
+    def __init__(self, node_id: _Optional[int] = ..., leader_id: _Optional[int] = ..., term: _Optional[int] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., voters: _Optional[_Iterable[_Union[QuorumVoter, _Mapping]]] = ..., brokers: _Optional[_Iterable[_Union[BrokerState, _Mapping]]] = ..., observers: _Optional[_Iterable[_Union[QuorumVoter, _Mapping]]] = ..., directory_id: _Optional[str] = ..., is_voter: _Optional[bool] = ...) -> None: ...
 
 class QuorumVoter(_message.Message):
-    __slots__ = ("node_id", "address", "match_index")
+    __slots__ = ("node_id", "address", "match_index", "directory_id")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     MATCH_INDEX_FIELD_NUMBER: _ClassVar[int]
+    DIRECTORY_ID_FIELD_NUMBER: _ClassVar[int]
     node_id: int
     address: str
     match_index: int
-    def __init__(self, node_id: _Optional[int] = ..., address: _Optional[str] = ..., match_index: _Optional[int] = ...) -> None: ...
+    directory_id: str
+    def __init__(self, node_id: _Optional[int] = ..., address: _Optional[str] = ..., match_index: _Optional[int] = ..., directory_id: _Optional[str] = ...) -> None: ...
+
+class AddRaftVoterRequest(_message.Message):
+    __slots__ = ("node_id", "address", "timeout_ms")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    node_id: int
+    address: str
+    timeout_ms: int
+    def __init__(self, node_id: _Optional[int] = ..., address: _Optional[str] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
+
+class RemoveRaftVoterRequest(_message.Message):
+    __slots__ = ("node_id", "timeout_ms")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    node_id: int
+    timeout_ms: int
+    def __init__(self, node_id: _Optional[int] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
+
+class RaftVoterChangeResponse(_message.Message):
+    __slots__ = ("error_code", "error_message", "leader_id", "index", "voters")
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    LEADER_ID_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    VOTERS_FIELD_NUMBER: _ClassVar[int]
+    error_code: int
+    error_message: str
+    leader_id: int
+    index: int
+    voters: _containers.RepeatedCompositeFieldContainer[QuorumVoter]
+    def __init__(self, error_code: _Optional[int] = ..., error_message: _Optional[str] = ..., leader_id: _Optional[int] = ..., index: _Optional[int] = ..., voters: _Optional[_Iterable[_Union[QuorumVoter, _Mapping]]] = ...) -> None: ...
 
 class BrokerState(_message.Message):
     __slots__ = ("broker_id", "host", "port", "rack", "broker_epoch", "fenced")

@@ -95,6 +95,16 @@ class KetchControllerStub:
                 request_serializer=ketch_dot_api_dot_v1_dot_controller__pb2.DescribeQuorumRequest.SerializeToString,
                 response_deserializer=ketch_dot_api_dot_v1_dot_controller__pb2.DescribeQuorumResponse.FromString,
                 _registered_method=True)
+        self.AddRaftVoter = channel.unary_unary(
+                '/ketch.v1.KetchController/AddRaftVoter',
+                request_serializer=ketch_dot_api_dot_v1_dot_controller__pb2.AddRaftVoterRequest.SerializeToString,
+                response_deserializer=ketch_dot_api_dot_v1_dot_controller__pb2.RaftVoterChangeResponse.FromString,
+                _registered_method=True)
+        self.RemoveRaftVoter = channel.unary_unary(
+                '/ketch.v1.KetchController/RemoveRaftVoter',
+                request_serializer=ketch_dot_api_dot_v1_dot_controller__pb2.RemoveRaftVoterRequest.SerializeToString,
+                response_deserializer=ketch_dot_api_dot_v1_dot_controller__pb2.RaftVoterChangeResponse.FromString,
+                _registered_method=True)
         self.AllocateProducerIds = channel.unary_unary(
                 '/ketch.v1.KetchController/AllocateProducerIds',
                 request_serializer=ketch_dot_api_dot_v1_dot_controller__pb2.AllocateProducerIdsRequest.SerializeToString,
@@ -178,6 +188,19 @@ class KetchControllerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AddRaftVoter(self, request, context):
+        """KIP-853: change the controller quorum's voters, one at a time (active controller only).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveRaftVoter(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def AllocateProducerIds(self, request, context):
         """A block of producer ids for a broker to hand out (Kafka's AllocateProducerIds, KIP-730).
         """
@@ -247,6 +270,16 @@ def add_KetchControllerServicer_to_server(servicer, server):
                     servicer.DescribeQuorum,
                     request_deserializer=ketch_dot_api_dot_v1_dot_controller__pb2.DescribeQuorumRequest.FromString,
                     response_serializer=ketch_dot_api_dot_v1_dot_controller__pb2.DescribeQuorumResponse.SerializeToString,
+            ),
+            'AddRaftVoter': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddRaftVoter,
+                    request_deserializer=ketch_dot_api_dot_v1_dot_controller__pb2.AddRaftVoterRequest.FromString,
+                    response_serializer=ketch_dot_api_dot_v1_dot_controller__pb2.RaftVoterChangeResponse.SerializeToString,
+            ),
+            'RemoveRaftVoter': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveRaftVoter,
+                    request_deserializer=ketch_dot_api_dot_v1_dot_controller__pb2.RemoveRaftVoterRequest.FromString,
+                    response_serializer=ketch_dot_api_dot_v1_dot_controller__pb2.RaftVoterChangeResponse.SerializeToString,
             ),
             'AllocateProducerIds': grpc.unary_unary_rpc_method_handler(
                     servicer.AllocateProducerIds,
@@ -578,6 +611,60 @@ class KetchController:
             '/ketch.v1.KetchController/DescribeQuorum',
             ketch_dot_api_dot_v1_dot_controller__pb2.DescribeQuorumRequest.SerializeToString,
             ketch_dot_api_dot_v1_dot_controller__pb2.DescribeQuorumResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddRaftVoter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ketch.v1.KetchController/AddRaftVoter',
+            ketch_dot_api_dot_v1_dot_controller__pb2.AddRaftVoterRequest.SerializeToString,
+            ketch_dot_api_dot_v1_dot_controller__pb2.RaftVoterChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveRaftVoter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ketch.v1.KetchController/RemoveRaftVoter',
+            ketch_dot_api_dot_v1_dot_controller__pb2.RemoveRaftVoterRequest.SerializeToString,
+            ketch_dot_api_dot_v1_dot_controller__pb2.RaftVoterChangeResponse.FromString,
             options,
             channel_credentials,
             insecure,
