@@ -56,6 +56,17 @@ Rules:
   would fire elections) and seeds the core's election jitter from ``os.urandom``
   unless a seed is given (tests).
 
+Membership (KIP-853; coordinator/raft/membership.py has the rules):
+- The replica's directory id comes from its storage (created with an empty
+  store), so a controller restarted on a wiped disk is a new replica: it starts
+  as an observer and, with ``auto_join``, the leader replaces its old self.
+- ``voters`` is the static address book (controller_quorum_voters). A peer's
+  address is, in order: the one the voter set records, the one the peer sent
+  with its own batches (an observer or a controller being added), the static
+  one. Peers are created when a message first needs one.
+- ``add_voter``/``remove_voter`` propose a CONF entry and resolve, like
+  ``propose``, once it is applied here (committed).
+
 Metrics: ``status()`` (term, commit, applied, leader, role, per-follower match),
 ``leader_changes``, ``compactions``, ``storage.syncs`` and ``peer_stats()``.
 """
@@ -73,9 +84,22 @@ from typing import Protocol
 
 import grpc
 
-from coordinator.raft import NONE, Config, Entry, Message, NotLeader, RaftNode, Ready, Role, Snapshot, SoftState, Status
+from coordinator.raft import (
+    NONE,
+    Config,
+    Entry,
+    Message,
+    NotLeader,
+    RaftNode,
+    Ready,
+    Role,
+    Snapshot,
+    SoftState,
+    Status,
+)
+from coordinator.raft.membership import ChangeNotReady, find
 from coordinator.raft_storage import RaftStorage
-from coordinator.raft_transport import RaftServicer, make_peers
+from coordinator.raft_transport import Peer, RaftServicer
 from coordinator.raft_waiters import Waiters
 from ketch.api.v1 import raft_pb2_grpc
 
@@ -134,12 +158,15 @@ class RaftDriver:
         rpc_timeout_s: float = 5.0,
         backoff_s: float = 0.05,
         max_backoff_s: float = 1.0,
+        address: str = "",
+        auto_join: bool = False,
         on_fatal: Callable[[BaseException], None] | None = None,
     ) -> None:
         if snapshot_every < 1 or tick_ms < 1:
             raise ValueError("snapshot_every and tick_ms must be >= 1")
         self.id = node_id
         self.voters = dict(voters)
+        self.address = address or self.voters.get(node_id, "")
         self.storage = storage
         self.state_machine = state_machine
         self.tick_s = tick_ms / 1000
@@ -154,6 +181,8 @@ class RaftDriver:
             pre_vote=pre_vote,
             check_quorum=check_quorum,
             seed=int.from_bytes(os.urandom(8), "big") if seed is None else seed,
+            directory=storage.directory_id(),
+            auto_join=auto_join,
         )
         persisted = storage.load()
         self._core = RaftNode(self.config, persisted)
@@ -162,11 +191,13 @@ class RaftDriver:
         self._compact_from = self._applied
         self._soft = SoftState()
         self._soft_term = persisted.hard_state.term
-        self._peers = make_peers(
-            node_id, self.voters, rpc_timeout_s=rpc_timeout_s, backoff_s=backoff_s, max_backoff_s=max_backoff_s
-        )
-        self.servicer = RaftServicer(self._deliver)
+        self._peer_timing = (rpc_timeout_s, backoff_s, max_backoff_s)
+        self._learned: dict[int, str] = {}
+        self._peers: dict[int, Peer] = {}
         self._state = _State.NEW
+        for pid in self.voters:
+            self._peer(pid)
+        self.servicer = RaftServicer(self._deliver)
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._tick_task: asyncio.Task[None] | None = None
@@ -249,6 +280,72 @@ class RaftDriver:
             self._waiters.forget_read(context)
         return index
 
+    async def add_voter(self, node_id: int, address: str = "", timeout_s: float = 10.0) -> int:
+        """Make observer ``node_id`` a voter once it caught up; returns the CONF index once applied here.
+
+        ``ChangeNotReady`` refusals (a change pending, not caught up yet) are retried
+        until ``timeout_s``; the last one is raised then. Other refusals raise at once.
+        """
+        return await self._change(
+            lambda: self._core.add_voter(node_id, address or self._address_of(node_id)), timeout_s
+        )
+
+    async def remove_voter(self, node_id: int, timeout_s: float = 10.0) -> int:
+        """Remove voter ``node_id``; returns the CONF index once applied here (retries as ``add_voter``)."""
+        return await self._change(lambda: self._core.remove_voter(node_id), timeout_s)
+
+    async def _change(self, propose: Callable[[], int], timeout_s: float) -> int:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            self._check_running()
+            try:
+                index = propose()
+                break
+            except ChangeNotReady:
+                if loop.time() + self.tick_s > deadline:
+                    raise
+                await asyncio.sleep(self.tick_s)
+        self._wake.set()
+        fut = self._waiters.proposal(index, self._core.term, self._core.leader)
+        try:
+            return await asyncio.wait_for(fut, max(deadline - loop.time(), self.tick_s))
+        finally:
+            self._waiters.forget_proposal(index, fut)
+
+    def address_of(self, node_id: int) -> str:
+        """Where this node reaches controller ``node_id`` ("" if it does not know)."""
+        return self._address_of(node_id)
+
+    def _address_of(self, node_id: int) -> str:
+        if node_id == self.id:
+            return self.address
+        voter = find(self._core.voters, node_id)
+        if voter is not None and voter.address:
+            return voter.address
+        return self._learned.get(node_id) or self.voters.get(node_id, "")
+
+    def _peer(self, node_id: int) -> Peer | None:
+        """The outbound peer for ``node_id``, created (and started, if running) on first need."""
+        peer = self._peers.get(node_id)
+        if peer is None and node_id != self.id:
+            address = self._address_of(node_id)
+            if not address:
+                return None
+            rpc_timeout_s, backoff_s, max_backoff_s = self._peer_timing
+            peer = self._peers[node_id] = Peer(
+                node_id,
+                address,
+                rpc_timeout_s=rpc_timeout_s,
+                backoff_s=backoff_s,
+                max_backoff_s=max_backoff_s,
+                sender=self.id,
+                sender_address=self.address,
+            )
+            if self._state == _State.RUNNING:
+                peer.start()
+        return peer
+
     def transfer_leadership(self, to: int) -> None:
         self._check_running()
         self._core.transfer_leadership(to)
@@ -292,13 +389,14 @@ class RaftDriver:
 
     # -- inputs --------------------------------------------------------------------------
 
-    def _deliver(self, messages: list[Message]) -> None:
+    def _deliver(self, messages: list[Message], sender: int = NONE, sender_address: str = "") -> None:
         if self._state != _State.RUNNING:
             return
+        if sender_address and sender not in (NONE, self.id) and sender not in self.voters:
+            self._learned[sender] = sender_address
         try:
             for m in messages:
-                if m.to == self.id and m.frm != self.id and m.frm in self.voters:
-                    self._core.step(m)
+                self._core.step(m)
         except Exception as exc:
             self._fatal(exc)
             return
@@ -350,7 +448,7 @@ class RaftDriver:
             self._applied = self._compact_from = rd.snapshot.index
         # 2. send
         for m in rd.messages:
-            peer = self._peers.get(m.to)
+            peer = self._peer(m.to)
             if peer is not None:
                 peer.send(m)
         term = rd.hard_state.term if rd.hard_state is not None else self._soft_term

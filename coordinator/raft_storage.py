@@ -8,6 +8,7 @@ node's ``NodeStore`` (replication/rocks_store.py), encoded with raft.proto:
     raft      index u64 BE     -> RaftEntry
     raftmeta  b"hard"          -> RaftHardState (term, vote, commit)
               b"snap"          -> RaftSnapshot (index, term, voters, data)
+              b"dir"           -> this replica's directory id (ASCII hex)
 
 Rules:
 - ``persist(ready)`` (step 1 of the Ready contract) and ``compact(snapshot)`` are
@@ -18,6 +19,9 @@ Rules:
 - ``load()`` reads it all back. Stored entries are contiguous and start after the
   snapshot index by construction; ``load`` checks that and raises
   ``CorruptRaftStorage`` instead of letting a damaged log pass as a shorter one.
+- ``directory_id()`` is created (random, synced) the first time a store without
+  one is opened and never changes after: a wiped store is a new replica
+  (KIP-853; coordinator/raft/membership.py). ``wipe`` deletes it too.
 - Indexes are below 2**64 - 1, so the 9-byte key ``b"\\xff" * 9`` bounds every
   range deletion from above.
 - Threads: ``persist`` and ``compact`` may run in a worker thread
@@ -29,6 +33,7 @@ Rules:
 from __future__ import annotations
 
 import struct
+import uuid
 
 from coordinator.raft import EMPTY_HARD_STATE, EMPTY_SNAPSHOT, Entry, HardState, PersistedState, Snapshot
 from coordinator.raft.storage import Storage, StorageWrite
@@ -46,6 +51,7 @@ LOG_CF = "raft"
 META_CF = "raftmeta"
 HARD_KEY = b"hard"
 SNAP_KEY = b"snap"
+DIR_KEY = b"dir"
 _U64 = struct.Struct(">Q")
 _END = b"\xff" * 9
 
@@ -65,6 +71,18 @@ class RaftStorage(Storage):
         self.store = store
 
     # -- restart ---------------------------------------------------------------------
+
+    def directory_id(self) -> str:
+        """This replica's directory id, created on first use (module rules)."""
+        meta = self.store.cf[META_CF]
+        raw: bytes | None = meta.get(DIR_KEY)
+        if raw is not None:
+            return raw.decode("ascii")
+        directory = uuid.uuid4().hex
+        wb = self.store.write_batch()
+        wb.put(DIR_KEY, directory.encode("ascii"), self.store.handle[META_CF])
+        self.store.write(wb, sync=True)
+        return directory
 
     def load(self) -> PersistedState:
         """Everything ``persist`` and ``compact`` made durable, for ``RaftNode(config, state)``."""
@@ -136,4 +154,5 @@ class RaftStorage(Storage):
         wb.delete_range(index_key(0), _END, store.handle[LOG_CF])
         wb.delete(HARD_KEY, store.handle[META_CF])
         wb.delete(SNAP_KEY, store.handle[META_CF])
+        wb.delete(DIR_KEY, store.handle[META_CF])
         store.write(wb, sync=True)

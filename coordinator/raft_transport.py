@@ -26,6 +26,9 @@ Outbound rules:
   restarted controller out of the quorum long after it came back. The
   receiving server must accept messages that large too (``server_options``).
 
+Every batch names its sender and the sender's advertised address, so a receiver
+can answer a peer that is not in its static voters (coordinator/raft_driver.py).
+
 Inbound rules: ``Step`` decodes each message (dropping, with a log line, one
 that does not decode), hands the batch to the driver's ``deliver`` callback, and
 returns at once. The callback steps the core; it never awaits I/O, so a slow
@@ -37,7 +40,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 import grpc
 
@@ -82,8 +85,12 @@ class Peer:
         max_backoff_s: float,
         max_queued: int = 4096,
         max_batch_bytes: int = MAX_MESSAGE_BYTES // 2,
+        sender: int = 0,
+        sender_address: str = "",
     ) -> None:
         self.id = peer_id
+        self.sender = sender
+        self.sender_address = sender_address
         self.address = address
         self.rpc_timeout_s = rpc_timeout_s
         self.backoff_s = backoff_s
@@ -120,7 +127,7 @@ class Peer:
         self.queue.clear()
 
     def _take_batch(self) -> raft_pb2.RaftBatch:
-        batch = raft_pb2.RaftBatch()
+        batch = raft_pb2.RaftBatch(sender=self.sender, sender_address=self.sender_address)
         size = 0
         while self.queue:
             m = self.queue[0]
@@ -167,7 +174,7 @@ class Peer:
 class RaftServicer(raft_pb2_grpc.KetchRaftServicer):
     """The inbound half: decode a batch, hand it to ``deliver``, answer at once."""
 
-    def __init__(self, deliver: Callable[[list[Message]], None]) -> None:
+    def __init__(self, deliver: Callable[[list[Message], int, str], None]) -> None:
         self._deliver = deliver
         self.undecodable = 0
 
@@ -180,15 +187,5 @@ class RaftServicer(raft_pb2_grpc.KetchRaftServicer):
                 self.undecodable += 1
                 log.warning("dropping undecodable raft message from %d: %s", pb.frm, exc)
         if messages:
-            self._deliver(messages)
+            self._deliver(messages, request.sender, request.sender_address)
         return raft_pb2.StepAck()
-
-
-def make_peers(
-    me: int, voters: Mapping[int, str], *, rpc_timeout_s: float, backoff_s: float, max_backoff_s: float
-) -> dict[int, Peer]:
-    return {
-        pid: Peer(pid, addr, rpc_timeout_s=rpc_timeout_s, backoff_s=backoff_s, max_backoff_s=max_backoff_s)
-        for pid, addr in voters.items()
-        if pid != me
-    }

@@ -44,6 +44,7 @@ class ListSM:
         self.noops = 0
         self.soft: list[tuple[SoftState, int]] = []
         self.fail_on: bytes | None = None
+        self.confs = 0
 
     def apply(self, entry: Entry) -> None:
         assert entry.index == self.applied + 1, (entry.index, self.applied)
@@ -52,6 +53,8 @@ class ListSM:
         self.applied = entry.index
         if entry.kind == EntryKind.NOOP:
             self.noops += 1
+        elif entry.kind == EntryKind.CONF:
+            self.confs += 1  # the first leader binds the voters' directory ids
         else:
             self.data.append(entry.data)
 
@@ -283,27 +286,99 @@ def test_node_behind_compaction_catches_up_by_snapshot(tmp_path: Path) -> None:
     run(tmp_path, body, snapshot_every=5)
 
 
-def test_wiped_node_fails_loudly_and_the_quorum_carries_on(tmp_path: Path) -> None:
-    """A voter that lost its store must not rejoin silently (it could vote twice, or count
-    toward commits it no longer holds); like etcd, the core refuses the leader's commit
-    index beyond its log and the driver fails. Rejoining needs a membership change."""
+def _voter_dirs(m: Member) -> dict[int, str]:
+    return {v.id: v.directory for v in m.d.status().voters}
+
+
+def test_wiped_node_rejoins_as_a_new_replica(tmp_path: Path) -> None:
+    """A voter that lost its store comes back with a new directory id (KIP-853): it is an
+    observer, never votes or counts as its old self, catches up, and becomes a voter again
+    only through a membership change (here the operator's remove + add)."""
 
     async def body(c: Cluster) -> None:
         lead = await c.leader()
         for k in range(3):
             await lead.d.propose(b"w%d" % k)
+        await until(lambda: all(_voter_dirs(lead).values()), 3.0, "the leader binds every directory id")
         f = next(m for m in c.members.values() if m is not lead)
         await c.converged(lead.d.applied_index)
+        old_dir = f.d.config.directory
         await c.stop(f.id, close_store=False)
         assert f.store is not None
         RaftStorage(f.store).wipe()
         await c.start(f.id)
-        assert f.d.term == 0 and f.d.last_index() == 0
-        await until(lambda: f.d.error is not None, 3.0, "wiped node refused")
-        assert isinstance(f.d.error, AssertionError) and "beyond the last index" in str(f.d.error)
+        new_dir = f.d.config.directory
+        assert new_dir != old_dir and f.d.term == 0 and f.d.last_index() == 0
+        await until(lambda: f.sm.data == lead.sm.data, 5.0, "the wiped node catches up as an observer")
+        assert f.d.error is None and not f.d.status().is_voter
+        assert _voter_dirs(f)[f.id] == old_dir  # it knows the voter set names its old self
+        assert f.id in lead.d.status().observers and f.d.status().vote == 0
         index = await lead.d.propose(b"still")
         await c.converged(index)
-        assert lead.sm.data[-1] == b"still" and f.sm.data == []
+        await lead.d.remove_voter(f.id, timeout_s=5.0)
+        await until(lambda: lead.d.status().observers == (f.id,), 3.0, "removed: an observer")
+        await lead.d.add_voter(f.id, timeout_s=5.0)
+        assert _voter_dirs(lead)[f.id] == new_dir
+        await until(lambda: _voter_dirs(f).get(f.id) == new_dir, 3.0, "the new replica knows it votes")
+        other = next(m for m in c.members.values() if m is not lead and m is not f)
+        await c.stop(other.id)  # the commit now needs the new replica's vote
+        index = await lead.d.propose(b"after")
+        await until(lambda: f.sm.data[-1:] == [b"after"], 3.0, "the new voter applies")
+
+    run(tmp_path, body)
+
+
+def test_auto_join_replaces_a_wiped_voter(tmp_path: Path) -> None:
+    async def body(c: Cluster) -> None:
+        lead = await c.leader()
+        await lead.d.propose(b"a")
+        await until(lambda: all(_voter_dirs(lead).values()), 3.0, "the leader binds every directory id")
+        f = next(m for m in c.members.values() if m is not lead)
+        await c.stop(f.id, close_store=False)
+        assert f.store is not None
+        RaftStorage(f.store).wipe()
+        await c.start(f.id)
+        new_dir = f.d.config.directory
+        await until(lambda: _voter_dirs(lead).get(f.id) == new_dir, 8.0, "auto-join made the new replica a voter")
+        assert f.d.error is None and f.sm.data == lead.sm.data == [b"a"]
+
+    run(tmp_path, body, auto_join=True)
+
+
+def test_add_and_remove_a_controller_at_runtime(tmp_path: Path) -> None:
+    """A fourth controller, unknown to the static voters, observes, is added (its address
+    learned from its own batches and recorded in the voter set), and the leader can then
+    remove itself: it steps down once that commits and the others elect a new leader."""
+
+    async def body(c: Cluster) -> None:
+        lead = await c.leader()
+        await lead.d.propose(b"x")
+        port = free_port()
+        fourth = Member(4, tmp_path / "n4")
+        c.members[4] = fourth
+        fourth.store = NodeStore.open(str(fourth.path))
+        address = f"127.0.0.1:{port}"
+        fourth.driver = RaftDriver(
+            4, c.voters, RaftStorage(fourth.store), fourth.sm, seed=99, address=address, **c.driver_kw
+        )
+        fourth.server = grpc.aio.server(options=[*server_options(), ("grpc.so_reuseport", 0)])
+        fourth.server.add_insecure_port(address)
+        fourth.d.add_to_server(fourth.server)
+        await fourth.server.start()
+        await fourth.d.start()
+        await until(lambda: fourth.sm.data == [b"x"], 5.0, "the new controller observes the log")
+        assert not fourth.d.is_leader and 4 not in _voter_dirs(lead)
+        await lead.d.add_voter(4, timeout_s=5.0)
+        voters = {v.id: v for v in lead.d.status().voters}
+        assert voters[4].address == address and voters[4].directory == fourth.d.config.directory
+        assert len(voters) == 4
+        old = lead
+        await old.d.remove_voter(old.id, timeout_s=5.0)
+        new = await c.leader(exclude=old.id, timeout_s=8.0)
+        assert new.id != old.id and old.id not in _voter_dirs(new)
+        index = await new.d.propose(b"y")
+        await until(lambda: all(m.sm.data[-1:] == [b"y"] for m in c.running()), 5.0, "everyone applies")
+        assert index > 0
 
     run(tmp_path, body)
 
@@ -338,9 +413,10 @@ def test_single_node_transfer_fatal_error_and_stop(tmp_path: Path) -> None:
     async def body(c: Cluster) -> None:
         m = c.members[1]
         await until(lambda: m.d.is_leader, 2.0, "single node leads")
-        assert await m.d.propose(b"one") == 2  # after its NOOP
-        assert await m.d.read_index(1.0) == 2
-        await m.d.wait_applied(2, 0.1)
+        await until(lambda: m.sm.confs == 1, 2.0, "the leader binds its directory id")
+        assert await m.d.propose(b"one") == 3  # after its NOOP and the binding CONF entry
+        assert await m.d.read_index(1.0) == 3
+        await m.d.wait_applied(3, 0.1)
         with pytest.raises(TimeoutError):
             await m.d.wait_applied(99, 0.05)
         m.d.transfer_leadership(1)  # to itself: nothing happens

@@ -91,7 +91,6 @@ class RaftNode:
         self.log = RaftLog(state.snapshot, state.entries, state.hard_state.commit)
         self._conf_entry: Entry | None = None
         self._lead: Leader | None = None
-        self._refresh_voters(recompute=True)
         start = state.snapshot.index if applied is None else applied
         if not state.snapshot.index <= start <= self.log.committed:
             raise ValueError(f"applied {start} outside [snapshot {state.snapshot.index}, commit {self.log.committed}]")
@@ -105,6 +104,7 @@ class RaftNode:
         self.votes: dict[int, bool] = {}
         self.outbox: list[Message] = []
         self.read_states: list[ReadState] = []
+        self._refresh_voters(recompute=True)
         self._become_follower(self.term, NONE)
         self._prev_hard = HardState(self.term, self.vote, self.log.committed)
         self._prev_soft = SoftState()
@@ -302,6 +302,7 @@ class RaftNode:
             voters=self.voters,
             observers=self._lead.observers() if self._lead else (),
             directory=self.directory,
+            is_voter=self.is_voter,
         )
 
     def entry(self, index: int) -> Entry | None:
@@ -332,10 +333,12 @@ class RaftNode:
         """Propose adding the observer ``node_id`` (caught up) as a voter; returns the CONF index."""
         lead = self._leader_for_change()
         pr = lead.progress.get(node_id)
-        if pr is None or node_id == self.id:
-            raise membership.MembershipChangeRefused(f"node {node_id} is not an observer of leader {self.id}")
+        if node_id == self.id:
+            raise membership.DuplicateVoter(f"node {node_id} leads: it is a voter")
+        if pr is None:
+            raise membership.ChangeNotReady(f"node {node_id} is not an observer of leader {self.id} (is it running?)")
         if pr.match < self.log.committed:
-            raise membership.MembershipChangeRefused(
+            raise membership.ChangeNotReady(
                 f"node {node_id} has not caught up (holds up to {pr.match}, committed {self.log.committed})"
             )
         return self._propose_voters(membership.with_voter(self.voters, Voter(node_id, pr.directory, address)))
@@ -353,7 +356,7 @@ class RaftNode:
             raise TransferInProgress(lead.transferee)
         why = lead.change_blocked()
         if why:
-            raise membership.MembershipChangeRefused(why)
+            raise membership.ChangeNotReady(why)
         return lead
 
     def _propose_voters(self, voters: tuple[Voter, ...]) -> int:
@@ -382,11 +385,15 @@ class RaftNode:
         self.is_voter = membership.is_voter(voters, self.id, self.directory)
         if self._lead is not None:
             self._lead.voters_changed()
+        elif not self.is_voter and self.leader != NONE and self._wants_join():
+            self._observe(self.leader)  # learned we are not a voter: ask to join now
+
+    def _wants_join(self) -> bool:
+        return self.config.auto_join and self.id in self.config.voters and not self.is_voter
 
     def _observe(self, to: int = NONE) -> None:
         """Ask the leader (``to``, or every voter we know) to replicate to this replica."""
-        join = self.config.auto_join and self.id in self.config.voters and not self.is_voter
-        context = JOIN_CONTEXT if join else b""
+        context = JOIN_CONTEXT if self._wants_join() else b""
         targets = (to,) if to else sorted({v.id for v in self.voters} | set(self.config.voters))
         for peer in targets:
             if peer != self.id:

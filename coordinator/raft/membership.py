@@ -70,6 +70,10 @@ class MembershipChangeRefused(RaftError):
     """The leader cannot make this membership change now; the reason says why (retry or fix)."""
 
 
+class ChangeNotReady(MembershipChangeRefused):
+    """Not now: a change is pending, the leader is new, or the node has not caught up; retry."""
+
+
 class DuplicateVoter(MembershipChangeRefused):
     """The node to add is already a voter (Kafka's DUPLICATE_VOTER)."""
 

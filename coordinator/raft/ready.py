@@ -97,3 +97,4 @@ class Status:
     observers: tuple[int, ...] = ()
     """Replicas a leader replicates to that are not (matching) voters."""
     directory: str = ""
+    is_voter: bool = True
