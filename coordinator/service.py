@@ -30,6 +30,7 @@ from coordinator.metadata.records import MetadataRecord, TopicIdPartition
 from coordinator.metadata.recovery import LogEnd
 from coordinator.metadata.snapshot import image_to_records
 from coordinator.quorum import NotController, QuorumController, RetainedEntry
+from coordinator.quorum_membership import QuorumMembership
 from ketch.api.v1 import controller_pb2 as cpb
 from ketch.api.v1 import controller_pb2_grpc, metadata_pb2
 from ketch.api.v1 import ketch_pb2 as pb
@@ -86,9 +87,9 @@ def _alter_resources(request: pb.IncrementalAlterConfigsRequest) -> list[AlterCo
 
 
 class ControllerService(controller_pb2_grpc.KetchControllerServicer):
-    def __init__(self, quorum: QuorumController, describe_voters: Callable[[], list[cpb.QuorumVoter]]) -> None:
+    def __init__(self, quorum: QuorumController, membership: QuorumMembership) -> None:
         self.quorum = quorum
-        self._describe_voters = describe_voters
+        self.membership = membership
 
     async def _run(self, command: Callable[[Controller], ControllerResult[Any]]) -> tuple[Any, cpb.ControllerStatus]:
         try:
@@ -294,7 +295,10 @@ class ControllerService(controller_pb2_grpc.KetchControllerServicer):
             term=status.term,
             commit_index=status.commit,
             applied_index=status.applied,
-            voters=self._describe_voters(),
+            voters=self.membership.describe_voters(),
+            observers=self.membership.describe_observers(),
+            directory_id=status.directory,
+            is_voter=status.is_voter,
         )
         for broker in sorted(image.brokers.values(), key=lambda b: b.broker_id):
             out.brokers.add(
@@ -306,3 +310,9 @@ class ControllerService(controller_pb2_grpc.KetchControllerServicer):
                 fenced=broker.fenced,
             )
         return out
+
+    async def AddRaftVoter(self, request: cpb.AddRaftVoterRequest, context: Any) -> cpb.RaftVoterChangeResponse:
+        return await self.membership.add_voter(request)
+
+    async def RemoveRaftVoter(self, request: cpb.RemoveRaftVoterRequest, context: Any) -> cpb.RaftVoterChangeResponse:
+        return await self.membership.remove_voter(request)

@@ -33,8 +33,15 @@ class NodeConfig:
     # "broker", "controller" or both (combined mode, KRaft's process.roles).
     roles: str = "broker,controller"
     # KRaft's controller.quorum.voters: "1@host:port,2@host:port,3@host:port".
-    # Empty: this node alone (must then have the controller role).
+    # Empty: this node alone (must then have the controller role). These are the
+    # bootstrap voters and the address book; the voter set itself lives in the Raft
+    # log (KIP-853): a controller not listed here starts as an observer until
+    # `ketch cluster add-controller --node ID`.
     controller_quorum_voters: str = ""
+    # A controller listed in controller_quorum_voters that is not a voter (its disk
+    # was wiped: a new directory id) asks to rejoin, replacing its old self
+    # (Kafka's controller.quorum.auto.join.enable).
+    controller_quorum_auto_join: bool = True
     # Same on every node of a cluster; empty: made once per data directory.
     cluster_id: str = ""
     data_dir: str = "./data"
@@ -222,10 +229,8 @@ def validate(config: NodeConfig) -> None:
         from node.controller_client import parse_voters
 
         try:
-            voters = parse_voters(config.controller_quorum_voters)
+            parse_voters(config.controller_quorum_voters)
         except ValueError as exc:
             raise ConfigError(f"controller_quorum_voters: {exc}") from None
-        if config.is_controller and config.node_id not in voters:
-            raise ConfigError(f"node {config.node_id} has the controller role but is not in the voters {voters}")
     elif not config.is_controller:
         raise ConfigError("a broker-only node needs controller_quorum_voters (ID@HOST:PORT,...)")

@@ -164,7 +164,10 @@ def build_roles(
     voters = parse_voters(config.controller_quorum_voters) or {config.node_id: f"{host}:{advertised_port}"}
     roles: list[Role] = []
     if config.is_controller:
-        roles.append(ControllerRole(config, store, voters, server, metrics, on_fatal=lambda exc: _fatal(stop, exc)))
+        address = f"{host}:{advertised_port}"
+        roles.append(
+            ControllerRole(config, store, voters, address, server, metrics, on_fatal=lambda exc: _fatal(stop, exc))
+        )
     if config.is_broker:
         advertised = (host, advertised_port)
         broker = BrokerRole(config, store, voters, advertised, server, metrics, previous_clean_shutdown)

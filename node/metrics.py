@@ -146,6 +146,21 @@ class _ControllerCollector(Collector):
                 image.offline_partition_count,
             ),
             ("ketch_reassignments_in_progress", "Partitions being moved", image.reassigning_partition_count),
+            (
+                "ketch_raft_voters",
+                "Voters of the controller quorum, as this node knows them",
+                len(status.voters) if status else 0,
+            ),
+            (
+                "ketch_raft_observers",
+                "Replicas the Raft leader replicates to that are not voters (0 elsewhere)",
+                len(status.observers) if status else 0,
+            ),
+            (
+                "ketch_raft_is_voter",
+                "1 if this controller is a voter, 0 if an observer",
+                int(status.is_voter) if status else 0,
+            ),
         ]
         for name, doc, value in values:
             yield GaugeMetricFamily(name, doc, value=value)

@@ -33,10 +33,10 @@ import grpc
 
 from coordinator.metadata import ControllerConfig, MetadataImage
 from coordinator.quorum import QuorumController
+from coordinator.quorum_membership import QuorumMembership
 from coordinator.raft_driver import RaftDriver
 from coordinator.raft_storage import RaftStorage
 from coordinator.service import ControllerService
-from ketch.api.v1 import controller_pb2 as cpb
 from ketch.api.v1 import controller_pb2_grpc, ketch_pb2_grpc
 from node.broker import Broker
 from node.broker_channels import BrokerChannels
@@ -88,6 +88,7 @@ class ControllerRole:
         config: NodeConfig,
         store: NodeStore,
         voters: dict[int, str],
+        advertised: str,
         server: grpc.aio.Server,
         metrics: NodeMetrics,
         on_fatal: Callable[[BaseException], None],
@@ -111,11 +112,13 @@ class ControllerRole:
             election_ticks=config.raft_election_ticks,
             heartbeat_ticks=config.raft_heartbeat_ticks,
             snapshot_every=config.raft_snapshot_every,
+            address=advertised,
+            auto_join=config.controller_quorum_auto_join,
             on_fatal=on_fatal,
         )
         self.quorum.raft = self.raft
         self.raft.add_to_server(server)
-        service = ControllerService(self.quorum, self.describe_voters)
+        service = ControllerService(self.quorum, QuorumMembership(self.raft))
         controller_pb2_grpc.add_KetchControllerServicer_to_server(service, server)
         metrics.watch_controller(self.quorum)
         self._tasks: list[asyncio.Task[None]] = []
@@ -123,13 +126,6 @@ class ControllerRole:
     @property
     def failed(self) -> bool:
         return self.raft.error is not None
-
-    def describe_voters(self) -> list[cpb.QuorumVoter]:
-        match = dict(self.raft.status().match)
-        return [
-            cpb.QuorumVoter(node_id=node, address=address, match_index=match.get(node, 0))
-            for node, address in sorted(self.voters.items())
-        ]
 
     async def start(self) -> None:
         await self.raft.start()

@@ -12,9 +12,11 @@ starts whichever nodes are not running, on their existing data and ports.
 Topics created without a replication factor get min(3, nodes), and
 min.insync.replicas 2 when that is 3 (the producer defaults to acks=all).
 
-``cluster describe`` asks the bootstrap node's controller for each broker
-(id, address, alive or fenced), the active controller, the Raft term and
-commit index. ``cluster config`` shows and changes the dynamic broker
+``cluster describe`` asks the first bootstrap node that answers for each
+broker (id, address, alive or fenced), the active controller, the Raft term
+and commit index, and the quorum's voters (with directory ids) and observers.
+``cluster add-controller`` / ``remove-controller`` change the voters
+(ketch/cli/quorum.py). ``cluster config`` shows and changes the dynamic broker
 configs (ketch/cli/configs.py). ``cluster decommission --node N``
 moves every replica off a node (reassign.py).
 """
@@ -30,6 +32,7 @@ from typing import Any
 
 from ketch.bootstrap import bootstrap_arg
 from ketch.cli import configs as config_cli
+from ketch.cli import quorum as quorum_cli
 from ketch.cli import reassign
 from ketch.cli.output import dump_json, table
 from ketch.errors import ErrorCode, KetchError
@@ -64,6 +67,7 @@ def register(commands: Any) -> None:
 
     config_cli.register_cluster(sub)
     reassign.register_cluster(sub)
+    quorum_cli.register_cluster(sub)
 
 
 def cluster_up(args: argparse.Namespace) -> int:
@@ -153,16 +157,7 @@ In another shell:
 
 
 def describe_cluster(args: argparse.Namespace) -> int:
-    import grpc
-
-    from ketch.api.v1 import controller_pb2 as cpb
-    from ketch.api.v1 import controller_pb2_grpc
-
-    address = args.bootstrap.split(",")[0].strip()
-    with grpc.insecure_channel(address) as channel:
-        quorum = controller_pb2_grpc.KetchControllerStub(channel).DescribeQuorum(
-            cpb.DescribeQuorumRequest(), timeout=10
-        )
+    quorum = quorum_cli.describe_quorum(args.bootstrap)
     brokers = [
         {
             "node_id": b.broker_id,
@@ -173,7 +168,11 @@ def describe_cluster(args: argparse.Namespace) -> int:
         }
         for b in quorum.brokers
     ]
-    voters = [{"node_id": v.node_id, "address": v.address, "match_index": v.match_index} for v in quorum.voters]
+    voters = [
+        {"node_id": v.node_id, "address": v.address, "match_index": v.match_index, "directory_id": v.directory_id}
+        for v in quorum.voters
+    ]
+    observers = [{"node_id": v.node_id, "address": v.address, "match_index": v.match_index} for v in quorum.observers]
     info = {
         "active_controller": quorum.leader_id,
         "raft_term": quorum.term,
@@ -182,6 +181,7 @@ def describe_cluster(args: argparse.Namespace) -> int:
         "asked_node": quorum.node_id,
         "brokers": brokers,
         "voters": voters,
+        "observers": observers,
     }
     if args.json:
         print(dump_json(info))
@@ -192,4 +192,7 @@ def describe_cluster(args: argparse.Namespace) -> int:
     )
     rows = [(b["node_id"], b["address"], b["rack"], b["state"], b["broker_epoch"]) for b in brokers]
     print(table(("BROKER", "ADDRESS", "RACK", "STATE", "EPOCH"), rows))
+    quorum_rows = [(v["node_id"], v["address"], "voter", v["directory_id"] or "-") for v in voters]
+    quorum_rows += [(o["node_id"], o["address"], "observer", "") for o in observers]
+    print(table(("CONTROLLER", "ADDRESS", "ROLE", "DIRECTORY"), quorum_rows))
     return 0

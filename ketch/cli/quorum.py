@@ -1,0 +1,112 @@
+"""``ketch cluster add-controller|remove-controller`` and the quorum part of ``cluster describe``.
+
+The controller quorum's voters change one at a time through the Raft log
+(KIP-853; coordinator/raft/membership.py has the rules):
+
+- ``add-controller --node N``: controller N must be running (it starts as an
+  observer when it is not a voter) and catch up; the active controller then
+  commits the new voter set. Its address is the one it advertises, or
+  ``--address``.
+- ``remove-controller --node N``: N stops being a voter (it keeps following the
+  log as an observer while it runs). Removing the active controller makes it
+  step down once the change commits. A controller listed in
+  ``controller_quorum_voters`` with ``controller_quorum_auto_join`` on (the
+  default) asks to rejoin only when its disk was wiped, never after a removal
+  of its current replica.
+
+Both find the active controller through any bootstrap server (each is tried in
+turn) and follow NOT_CONTROLLER to the leader. Errors are the node's typed
+errors: DUPLICATE_VOTER, VOTER_NOT_FOUND, REQUEST_TIMED_OUT (with the reason,
+e.g. the new controller is not running or has not caught up).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ketch.bootstrap import bootstrap_arg
+from ketch.errors import ErrorCode, KetchError
+
+
+def register_cluster(sub: Any) -> None:
+    add = sub.add_parser("add-controller", help="make a running controller a voter of the quorum (KIP-853)")
+    add.add_argument("--node", type=int, required=True, help="the controller's node id")
+    add.add_argument("--address", default="", help="HOST:PORT the other controllers reach it at (default: its own)")
+    add.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for it to catch up and commit")
+    bootstrap_arg(add)
+    add.set_defaults(handler=add_controller)
+    remove = sub.add_parser("remove-controller", help="remove a voter from the controller quorum (KIP-853)")
+    remove.add_argument("--node", type=int, required=True, help="the voter's node id")
+    remove.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the change to commit")
+    bootstrap_arg(remove)
+    remove.set_defaults(handler=remove_controller)
+
+
+def describe_quorum(bootstrap: str, timeout_s: float = 10.0) -> Any:
+    """``DescribeQuorumResponse`` from the first bootstrap server that answers it."""
+    import grpc
+
+    from ketch.api.v1 import controller_pb2 as cpb
+    from ketch.api.v1 import controller_pb2_grpc
+
+    errors: list[str] = []
+    for address in [a.strip() for a in bootstrap.split(",") if a.strip()]:
+        try:
+            with grpc.insecure_channel(address) as channel:
+                return controller_pb2_grpc.KetchControllerStub(channel).DescribeQuorum(
+                    cpb.DescribeQuorumRequest(), timeout=timeout_s
+                )
+        except grpc.RpcError as exc:
+            errors.append(f"{address}: {exc.code().name}")
+    raise KetchError(
+        "no bootstrap server answered as a controller (" + "; ".join(errors) + ")",
+        code=ErrorCode.NOT_CONTROLLER,
+    )
+
+
+def _change(args: argparse.Namespace, call: str, request: Any) -> Any:
+    import grpc
+
+    from ketch.api.v1 import controller_pb2_grpc
+
+    quorum = describe_quorum(args.bootstrap)
+    addresses = {v.node_id: v.address for v in quorum.voters}
+    leader = quorum.leader_id
+    for _ in range(5):
+        if leader not in addresses:
+            raise KetchError("no active controller is known; retry shortly", code=ErrorCode.NOT_CONTROLLER)
+        with grpc.insecure_channel(addresses[leader]) as channel:
+            stub = controller_pb2_grpc.KetchControllerStub(channel)
+            response = getattr(stub, call)(request, timeout=args.timeout + 5)
+        if response.error_code != ErrorCode.NOT_CONTROLLER or response.leader_id in (0, leader):
+            break
+        leader = response.leader_id
+    if response.error_code != ErrorCode.NONE:
+        raise KetchError(response.error_message, code=ErrorCode(response.error_code))
+    return response
+
+
+def _print_voters(response: Any) -> None:
+    voters = ", ".join(f"{v.node_id} ({v.address}, directory {v.directory_id or '-'})" for v in response.voters)
+    print(f"Committed at Raft index {response.index}. Voters: {voters}")
+
+
+def add_controller(args: argparse.Namespace) -> int:
+    from ketch.api.v1 import controller_pb2 as cpb
+
+    request = cpb.AddRaftVoterRequest(node_id=args.node, address=args.address, timeout_ms=int(args.timeout * 1000))
+    response = _change(args, "AddRaftVoter", request)
+    print(f"Controller {args.node} is a voter.")
+    _print_voters(response)
+    return 0
+
+
+def remove_controller(args: argparse.Namespace) -> int:
+    from ketch.api.v1 import controller_pb2 as cpb
+
+    request = cpb.RemoveRaftVoterRequest(node_id=args.node, timeout_ms=int(args.timeout * 1000))
+    response = _change(args, "RemoveRaftVoter", request)
+    print(f"Controller {args.node} is no longer a voter; it may be stopped.")
+    _print_voters(response)
+    return 0
