@@ -60,10 +60,9 @@ Membership (KIP-853; coordinator/raft/membership.py has the rules):
 - The replica's directory id comes from its storage (created with an empty
   store), so a controller restarted on a wiped disk is a new replica: it starts
   as an observer and, with ``auto_join``, the leader replaces its old self.
-- ``voters`` is the static address book (controller_quorum_voters). A peer's
-  address is, in order: the one the voter set records, the one the peer sent
-  with its own batches (an observer or a controller being added), the static
-  one. Peers are created when a message first needs one.
+- ``voters`` is the static address book (controller_quorum_voters); the
+  transport's ``PeerBook`` adds the voter set's and the peers' own addresses
+  (raft_transport.py).
 - ``add_voter``/``remove_voter`` propose a CONF entry and resolve, like
   ``propose``, once it is applied here (committed).
 
@@ -99,7 +98,7 @@ from coordinator.raft import (
 )
 from coordinator.raft.membership import ChangeNotReady, find
 from coordinator.raft_storage import RaftStorage
-from coordinator.raft_transport import Peer, RaftServicer
+from coordinator.raft_transport import PeerBook, RaftServicer
 from coordinator.raft_waiters import Waiters
 from ketch.api.v1 import raft_pb2_grpc
 
@@ -191,12 +190,16 @@ class RaftDriver:
         self._compact_from = self._applied
         self._soft = SoftState()
         self._soft_term = persisted.hard_state.term
-        self._peer_timing = (rpc_timeout_s, backoff_s, max_backoff_s)
-        self._learned: dict[int, str] = {}
-        self._peers: dict[int, Peer] = {}
         self._state = _State.NEW
-        for pid in self.voters:
-            self._peer(pid)
+        self._peers = PeerBook(
+            node_id,
+            self.address,
+            self.voters,
+            self._voter_address,
+            rpc_timeout_s=rpc_timeout_s,
+            backoff_s=backoff_s,
+            max_backoff_s=max_backoff_s,
+        )
         self.servicer = RaftServicer(self._deliver)
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
@@ -222,8 +225,7 @@ class RaftDriver:
             self.state_machine.restore(self._stored_snapshot)
             self._stored_snapshot = None
         self._state = _State.RUNNING
-        for peer in self._peers.values():
-            peer.start()
+        self._peers.start()
         self._loop_task = asyncio.create_task(self._run(), name=f"raft-loop-{self.id}")
         self._tick_task = asyncio.create_task(self._tick_loop(), name=f"raft-tick-{self.id}")
         self._wake.set()
@@ -239,7 +241,7 @@ class RaftDriver:
             await asyncio.gather(self._tick_task, return_exceptions=True)
         if self._loop_task is not None:
             await self._loop_task  # finishes the Ready in hand (and its fsync), then exits
-        await asyncio.gather(*(p.stop() for p in self._peers.values()))
+        await self._peers.stop()
         self._waiters.fail_all(RaftStopped())
 
     # -- API -----------------------------------------------------------------------------
@@ -287,7 +289,7 @@ class RaftDriver:
         until ``timeout_s``; the last one is raised then. Other refusals raise at once.
         """
         return await self._change(
-            lambda: self._core.add_voter(node_id, address or self._address_of(node_id)), timeout_s
+            lambda: self._core.add_voter(node_id, address or self._peers.address_of(node_id)), timeout_s
         )
 
     async def remove_voter(self, node_id: int, timeout_s: float = 10.0) -> int:
@@ -315,36 +317,11 @@ class RaftDriver:
 
     def address_of(self, node_id: int) -> str:
         """Where this node reaches controller ``node_id`` ("" if it does not know)."""
-        return self._address_of(node_id)
+        return self._peers.address_of(node_id)
 
-    def _address_of(self, node_id: int) -> str:
-        if node_id == self.id:
-            return self.address
+    def _voter_address(self, node_id: int) -> str:
         voter = find(self._core.voters, node_id)
-        if voter is not None and voter.address:
-            return voter.address
-        return self._learned.get(node_id) or self.voters.get(node_id, "")
-
-    def _peer(self, node_id: int) -> Peer | None:
-        """The outbound peer for ``node_id``, created (and started, if running) on first need."""
-        peer = self._peers.get(node_id)
-        if peer is None and node_id != self.id:
-            address = self._address_of(node_id)
-            if not address:
-                return None
-            rpc_timeout_s, backoff_s, max_backoff_s = self._peer_timing
-            peer = self._peers[node_id] = Peer(
-                node_id,
-                address,
-                rpc_timeout_s=rpc_timeout_s,
-                backoff_s=backoff_s,
-                max_backoff_s=max_backoff_s,
-                sender=self.id,
-                sender_address=self.address,
-            )
-            if self._state == _State.RUNNING:
-                peer.start()
-        return peer
+        return voter.address if voter is not None else ""
 
     def transfer_leadership(self, to: int) -> None:
         self._check_running()
@@ -384,7 +361,7 @@ class RaftDriver:
     def peer_stats(self) -> dict[int, dict[str, int]]:
         return {
             pid: {"sent_batches": p.sent_batches, "failed_batches": p.failed_batches, "dropped": p.dropped}
-            for pid, p in self._peers.items()
+            for pid, p in self._peers.peers.items()
         }
 
     # -- inputs --------------------------------------------------------------------------
@@ -392,8 +369,7 @@ class RaftDriver:
     def _deliver(self, messages: list[Message], sender: int = NONE, sender_address: str = "") -> None:
         if self._state != _State.RUNNING:
             return
-        if sender_address and sender not in (NONE, self.id) and sender not in self.voters:
-            self._learned[sender] = sender_address
+        self._peers.learn(sender, sender_address)
         try:
             for m in messages:
                 self._core.step(m)
@@ -448,7 +424,7 @@ class RaftDriver:
             self._applied = self._compact_from = rd.snapshot.index
         # 2. send
         for m in rd.messages:
-            peer = self._peer(m.to)
+            peer = self._peers.get(m.to)
             if peer is not None:
                 peer.send(m)
         term = rd.hard_state.term if rd.hard_state is not None else self._soft_term

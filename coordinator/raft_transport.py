@@ -27,7 +27,13 @@ Outbound rules:
   receiving server must accept messages that large too (``server_options``).
 
 Every batch names its sender and the sender's advertised address, so a receiver
-can answer a peer that is not in its static voters (coordinator/raft_driver.py).
+can answer a peer that is not in its static voters.
+
+Address book (``PeerBook``): a peer's address is, in order, the one the voter set
+records (KIP-853: a voter added at runtime), the one the peer sent with its own
+batches (an observer, a controller being added; a static voter's is never
+replaced this way), the static one (controller_quorum_voters). A ``Peer`` is
+created the first time a message needs one and keeps its address.
 
 Inbound rules: ``Step`` decodes each message (dropping, with a log line, one
 that does not decode), hands the batch to the driver's ``deliver`` callback, and
@@ -40,7 +46,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import grpc
 
@@ -103,6 +109,10 @@ class Peer:
         self._wake = asyncio.Event()
         self._channel: grpc.aio.Channel | None = None
         self._task: asyncio.Task[None] | None = None
+
+    @property
+    def started(self) -> bool:
+        return self._task is not None
 
     def start(self) -> None:
         self._channel = grpc.aio.insecure_channel(self.address, options=channel_options())
@@ -189,3 +199,70 @@ class RaftServicer(raft_pb2_grpc.KetchRaftServicer):
         if messages:
             self._deliver(messages, request.sender, request.sender_address)
         return raft_pb2.StepAck()
+
+
+class PeerBook:
+    """Every outbound ``Peer`` of one node, created on demand (module rules: Address book)."""
+
+    def __init__(
+        self,
+        me: int,
+        my_address: str,
+        static: Mapping[int, str],
+        voter_address: Callable[[int], str],
+        *,
+        rpc_timeout_s: float,
+        backoff_s: float,
+        max_backoff_s: float,
+    ) -> None:
+        self.me = me
+        self.my_address = my_address
+        self.static = dict(static)
+        self._voter_address = voter_address
+        self._timing = (rpc_timeout_s, backoff_s, max_backoff_s)
+        self.learned: dict[int, str] = {}
+        self.peers: dict[int, Peer] = {}
+        self._running = False
+
+    def address_of(self, node_id: int) -> str:
+        if node_id == self.me:
+            return self.my_address
+        return self._voter_address(node_id) or self.learned.get(node_id) or self.static.get(node_id, "")
+
+    def learn(self, sender: int, address: str) -> None:
+        """``sender`` says it is reachable at ``address`` (from its own batch)."""
+        if address and sender not in (0, self.me) and sender not in self.static:
+            self.learned[sender] = address
+
+    def get(self, node_id: int) -> Peer | None:
+        """The peer for ``node_id``, created (and started, if running) on first need."""
+        peer = self.peers.get(node_id)
+        if peer is None and node_id != self.me:
+            address = self.address_of(node_id)
+            if not address:
+                return None
+            rpc_timeout_s, backoff_s, max_backoff_s = self._timing
+            peer = self.peers[node_id] = Peer(
+                node_id,
+                address,
+                rpc_timeout_s=rpc_timeout_s,
+                backoff_s=backoff_s,
+                max_backoff_s=max_backoff_s,
+                sender=self.me,
+                sender_address=self.my_address,
+            )
+            if self._running:
+                peer.start()
+        return peer
+
+    def start(self) -> None:
+        self._running = True
+        for node_id in self.static:
+            self.get(node_id)
+        for peer in self.peers.values():
+            if not peer.started:
+                peer.start()
+
+    async def stop(self) -> None:
+        self._running = False
+        await asyncio.gather(*(p.stop() for p in self.peers.values()))

@@ -29,13 +29,7 @@ Term and vote rules (checked in ``step`` before a message reaches its role's han
   again on a quorum of rejections; a pre-candidate that wins its pre-vote starts the
   real election at term + 1. A single voter wins as soon as it campaigns.
 
-Followers: an APP is accepted only if the log matches at ``(index, log_term)``; an
-accepted APP never truncates entries that agree, so duplicates and reordering are
-harmless; a rejection carries a hint for fast backtracking. A SNAP older than the commit
-index is acknowledged without effect; one whose last entry is already in the log only
-advances the commit index; otherwise it replaces the log. Any APP, HEARTBEAT or SNAP of
-the current term resets the election timer and names the leader. Followers forward
-``read_index`` to the leader; ``propose`` on a non-leader raises ``NotLeader``.
+Followers and votes: follower.py (``handle_vote``, ``step_follower``).
 
 Restart: ``RaftNode(config, persisted, applied)`` resumes as a follower with the stored
 term, vote, log and commit index; ``applied`` (default: the snapshot index) is where the
@@ -55,7 +49,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-from coordinator.raft import membership
+from coordinator.raft import follower, membership
 from coordinator.raft.config import Config, NotLeader, Role, SplitMix64, TransferInProgress
 from coordinator.raft.leader import Leader
 from coordinator.raft.log import RaftLog
@@ -70,7 +64,6 @@ from coordinator.raft.messages import (
     MessageType,
     Snapshot,
     Voter,
-    vote_response_type,
 )
 from coordinator.raft.ready import PersistedState, ReadState, Ready, SoftState, Status
 
@@ -220,11 +213,11 @@ class RaftNode:
                 self.send(Message(MessageType.PRE_VOTE_RESP, self.id, m.frm, self.term, reject=True))
             return
         if t in _VOTES:
-            self._handle_vote(m)
+            follower.handle_vote(self, m)
         elif self._lead is not None:
             self._step_leader(m)
         elif self.role == Role.FOLLOWER:
-            self._step_follower(m)
+            follower.step_follower(self, m)
         else:
             self._step_candidate(m)
 
@@ -465,21 +458,6 @@ class RaftNode:
 
     # -- handlers ------------------------------------------------------------------------
 
-    def _handle_vote(self, m: Message) -> None:
-        pre = m.type == MessageType.PRE_VOTE
-        can_vote = self.vote == m.frm or (self.vote == NONE and self.leader == NONE) or (pre and m.term > self.term)
-        candidate = membership.find(self.voters, m.frm)
-        if candidate is not None and not membership.matches(candidate, m.directory):
-            can_vote = False  # an earlier replica of that voter's id: not a voter any more
-        resp = vote_response_type(m.type)
-        if can_vote and self.log.is_up_to_date(m.index, m.log_term):
-            self.send(Message(resp, self.id, m.frm, m.term))
-            if not pre:
-                self.election_elapsed = 0
-                self.vote = m.frm
-        else:
-            self.send(Message(resp, self.id, m.frm, self.term, reject=True))
-
     def _step_leader(self, m: Message) -> None:
         lead = self._lead
         assert lead is not None
@@ -495,62 +473,8 @@ class RaftNode:
         t = m.type
         if t in _FROM_LEADER:
             self._become_follower(self.term, m.frm)
-            self._step_follower(m)
+            follower.step_follower(self, m)
         elif t == (
             MessageType.VOTE_RESP if self.role == Role.CANDIDATE else MessageType.PRE_VOTE_RESP
         ) and membership.is_voter(self.voters, m.frm, m.directory):
             self._poll(m.frm, not m.reject)
-
-    def _step_follower(self, m: Message) -> None:
-        t = m.type
-        if t in _FROM_LEADER:
-            self.election_elapsed = 0
-            self.leader = m.frm
-            if t == MessageType.APP:
-                self._handle_append(m)
-            elif t == MessageType.HEARTBEAT:
-                self.log.commit_to(m.commit)
-                self.send(Message(MessageType.HEARTBEAT_RESP, self.id, m.frm, self.term, context=m.context))
-            else:
-                self._handle_snapshot(m)
-        elif t == MessageType.TIMEOUT_NOW and self.is_voter:
-            self._campaign(pre=False, transfer=True)
-        elif t == MessageType.READ_INDEX_RESP:
-            self.read_states.append(ReadState(m.index, m.context))
-
-    def _handle_append(self, m: Message) -> None:
-        log = self.log
-        if m.index < log.committed:
-            self.send(Message(MessageType.APP_RESP, self.id, m.frm, self.term, index=log.committed))
-            return
-        last_new = log.maybe_append(m.index, m.log_term, m.commit, m.entries)
-        self._refresh_voters(m.entries)
-        if last_new is not None:
-            self.send(Message(MessageType.APP_RESP, self.id, m.frm, self.term, index=last_new))
-            return
-        hint, hint_term = log.find_conflict_by_term(min(m.index, log.last_index), m.log_term)
-        self.send(
-            Message(
-                MessageType.APP_RESP,
-                self.id,
-                m.frm,
-                self.term,
-                index=m.index,
-                reject=True,
-                reject_hint=hint,
-                log_term=hint_term,
-            )
-        )
-
-    def _handle_snapshot(self, m: Message) -> None:
-        snap = m.snapshot
-        log = self.log
-        if snap is None or snap.index <= log.committed:
-            self.send(Message(MessageType.APP_RESP, self.id, m.frm, self.term, index=log.committed))
-            return
-        if log.match_term(snap.index, snap.term):
-            log.commit_to(snap.index)
-        else:
-            log.restore(snap)
-            self._refresh_voters(recompute=True)
-        self.send(Message(MessageType.APP_RESP, self.id, m.frm, self.term, index=log.committed))
