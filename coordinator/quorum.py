@@ -18,7 +18,10 @@ Rules:
 - Own entries: ``apply`` of an entry this controller proposed in its current
   term confirms it (``Controller.commit``) instead of replaying it twice. Any
   other entry, or any entry after leadership was lost (``resign``), is
-  replayed as committed.
+  replayed as committed; another entry while own ones are pending means ours
+  was replaced, and the controller resigns — except an entry without records
+  before the oldest pending proposal: that is Raft's own (a CONF entry the Raft
+  leader adds on its own, coordinator/raft/membership.py), with nothing to replay.
 - Soft state is handled before the committed entries of the same Ready (the
   Raft driver's order), so a deposed leader resigns before it applies the
   new leader's entries.
@@ -146,6 +149,8 @@ class QuorumController:
             self._own.popleft()
             self._confirmed.add(entry.index)
             self.controller.commit(entry.index)
+        elif self._own and entry.index < self._own[0][0] and not records:
+            pass  # Raft's own entry (a CONF) before our pending proposals: no metadata to replay
         else:
             if self._own:  # an entry we proposed was replaced: our pending view is void
                 self._resign()

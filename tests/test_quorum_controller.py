@@ -15,7 +15,7 @@ import pytest
 
 from coordinator.metadata.records import encode_batch
 from coordinator.quorum import NotController, QuorumController
-from coordinator.raft import Entry, EntryKind, Role, SoftState, Status
+from coordinator.raft import Entry, EntryKind, Role, SoftState, Status, Voter
 
 
 class ScriptedRaft:
@@ -102,6 +102,27 @@ def test_a_replaced_own_entry_resigns_and_replays_the_winner() -> None:
         image = q.controller.committed_image
         assert 8 in image.brokers and 7 not in image.brokers
         assert not q.active
+
+    asyncio.run(scenario())
+
+
+def test_a_raft_conf_entry_before_own_proposals_keeps_the_controller_active() -> None:
+    """The Raft leader appends CONF entries on its own (binding directory ids): one that
+    commits before this controller's pending proposal is not a replacement of it."""
+
+    async def scenario() -> None:
+        q, raft = make()
+        become_leader(q, raft)
+        raft.last += 1  # the core's own CONF entry, appended before our proposal
+        conf_index = raft.last
+        task = asyncio.create_task(q.run(lambda c: c.register_broker(7, "mine", "h", 1, now_ms=0)))
+        await asyncio.sleep(0)
+        index, data = raft.proposed[-1]
+        deliver(q, raft, Entry(raft.term, conf_index, kind=EntryKind.CONF, voters=(Voter(1, "d1"),)))
+        assert q.active
+        deliver(q, raft, Entry(raft.term, index, data))
+        _, offset = await task
+        assert offset == index and q.active and 7 in q.controller.committed_image.brokers
 
     asyncio.run(scenario())
 
