@@ -38,9 +38,9 @@ class NodeConfig:
     # log (KIP-853): a controller not listed here starts as an observer until
     # `ketch cluster add-controller --node ID`.
     controller_quorum_voters: str = ""
-    # A controller listed in controller_quorum_voters that is not a voter (its disk
-    # was wiped: a new directory id) asks to rejoin, replacing its old self
-    # (Kafka's controller.quorum.auto.join.enable).
+    # A controller whose disk was wiped (a new directory id) finds the voter set
+    # naming its old self and asks to take its place (like Kafka's
+    # controller.quorum.auto.join.enable, but never after remove-controller).
     controller_quorum_auto_join: bool = True
     # Same on every node of a cluster; empty: made once per data directory.
     cluster_id: str = ""

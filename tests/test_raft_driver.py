@@ -386,6 +386,7 @@ def test_add_and_remove_a_controller_at_runtime(tmp_path: Path) -> None:
 def test_read_index_needs_a_quorum(tmp_path: Path) -> None:
     async def body(c: Cluster) -> None:
         lead = await c.leader()
+        await until(lambda: all(_voter_dirs(lead).values()), 3.0, "no CONF entry is appended later")
         index = await lead.d.propose(b"x")
         assert await lead.d.read_index(2.0) >= index
         f = next(m for m in c.members.values() if m is not lead)

@@ -9,8 +9,8 @@ Rules checked by ``Config``:
   holds one (membership.py). ``id`` need not be among them: a controller added
   at runtime starts as an observer. Ids are positive (0 is ``NONE``) and distinct.
 - ``directory`` is this replica's directory id ("" in tests that do not care:
-  it matches anything); ``auto_join`` makes an observer whose id is a bootstrap
-  voter ask to (re)join the voters (membership.py).
+  it matches anything); ``auto_join`` makes a replica that replaced an earlier one of its
+  id (a wiped disk) ask to take its place among the voters (membership.py).
 - ``heartbeat_ticks < election_timeout_ticks``: a follower must hear several heartbeats
   per election timeout, or it campaigns against a healthy leader.
 - The randomized election timeout of a follower or candidate is drawn uniformly from

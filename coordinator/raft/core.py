@@ -83,6 +83,7 @@ class RaftNode:
         self._rng = SplitMix64(config.seed ^ (config.id * _GOLDEN))
         self.log = RaftLog(state.snapshot, state.entries, state.hard_state.commit)
         self._conf_entry: Entry | None = None
+        self._displaced = False
         self._lead: Leader | None = None
         start = state.snapshot.index if applied is None else applied
         if not state.snapshot.index <= start <= self.log.committed:
@@ -376,13 +377,16 @@ class RaftNode:
         self.conf_index = index
         self.quorum = membership.quorum_size(voters)
         self.is_voter = membership.is_voter(voters, self.id, self.directory)
+        mine = membership.find(voters, self.id)
+        if mine is not None and mine.directory and self.directory and mine.directory != self.directory:
+            self._displaced = True  # the voter set names an earlier replica of our id
         if self._lead is not None:
             self._lead.voters_changed()
         elif not self.is_voter and self.leader != NONE and self._wants_join():
             self._observe(self.leader)  # learned we are not a voter: ask to join now
 
     def _wants_join(self) -> bool:
-        return self.config.auto_join and self.id in self.config.voters and not self.is_voter
+        return self.config.auto_join and self._displaced and not self.is_voter
 
     def _observe(self, to: int = NONE) -> None:
         """Ask the leader (``to``, or every voter we know) to replicate to this replica."""

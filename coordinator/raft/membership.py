@@ -50,12 +50,15 @@ Double votes after a wiped disk (KIP-853's VoterDirectoryId):
   with the initial directory ids; Ketch's nodes format themselves, and the
   binding entry shrinks the window to the first election.
 
-Auto-join (``Config.auto_join``, Kafka's controller.quorum.auto.join.enable):
-an observer whose id is one of the bootstrap voters sends OBSERVE with
-``JOIN_CONTEXT``. Once it is caught up, the leader removes the voter that
-holds its id under another directory (the wiped replica's old self), and once
-that commits, adds it back with its new directory. An id that the operator
-removed and is not in the bootstrap voters never rejoins by itself.
+Auto-join (``Config.auto_join``, like Kafka's controller.quorum.auto.join.enable
+but only for a replaced replica): an observer that has seen the voter set name
+its id under another directory (it is a wiped replica's new self) sends OBSERVE
+with ``JOIN_CONTEXT``. Once it is caught up, the leader removes the voter that
+holds its id under the old directory, and once that commits, adds it back with
+its new directory. A replica the operator removed is not displaced, so it stays
+an observer until it is added again (unlike Kafka, where a running removed
+controller with auto-join rejoins at once). The "displaced" mark lives in memory:
+a replica restarted between the two changes needs ``add_voter``.
 """
 
 from __future__ import annotations

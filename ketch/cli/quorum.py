@@ -9,10 +9,9 @@ The controller quorum's voters change one at a time through the Raft log
   ``--address``.
 - ``remove-controller --node N``: N stops being a voter (it keeps following the
   log as an observer while it runs). Removing the active controller makes it
-  step down once the change commits. A controller listed in
-  ``controller_quorum_voters`` with ``controller_quorum_auto_join`` on (the
-  default) asks to rejoin only when its disk was wiped, never after a removal
-  of its current replica.
+  step down once the change commits. With ``controller_quorum_auto_join`` on
+  (the default) a controller rejoins by itself only when its disk was wiped
+  (the voter set names its old directory), never after a removal.
 
 Both find the active controller through any bootstrap server (each is tried in
 turn) and follow NOT_CONTROLLER to the leader. Errors are the node's typed
