@@ -6,6 +6,9 @@ Rules:
   moves it there at once; one without a hint, or a transport error, moves it
   to the next voter after a short backoff. Any other answer is returned to
   the caller as it is: refusals are the caller's to handle.
+- A hinted leader it has no address for is a controller added at runtime
+  (KIP-853): it asks the node that named it for the voter set
+  (DescribeQuorum) and adds the addresses it lacks.
 - A call gives up after ``timeout_s`` in total with REQUEST_TIMED_OUT, naming
   the voters it tried, so a quorum that has lost its majority shows up as a
   readable error and not a hang.
@@ -89,11 +92,24 @@ class ControllerClient:
                 self._leader = target
                 return response
             last_error = f"node {target}: {status.error_message}"
+            if status.leader_id > 0 and status.leader_id not in self.voters:
+                await self._learn_voters(target)
             if status.leader_id > 0 and status.leader_id in self.voters and status.leader_id != target:
                 target = status.leader_id
             else:
                 target = self._next(target)
                 await asyncio.sleep(self._backoff_s)
+
+    async def _learn_voters(self, node_id: int) -> None:
+        """Add the voters ``node_id`` knows (with their addresses) that this client does not."""
+        try:
+            quorum = await self.stub(node_id).DescribeQuorum(cpb.DescribeQuorumRequest(), timeout=2.0)
+        except grpc.aio.AioRpcError:
+            return
+        for voter in quorum.voters:
+            if voter.node_id not in self.voters and voter.address:
+                self.voters[voter.node_id] = voter.address
+        self._order = sorted(self.voters)
 
     async def close(self) -> None:
         for channel in self._channels.values():
