@@ -9,12 +9,13 @@ without timing.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from coordinator.metadata.records import encode_batch
 from coordinator.quorum import NotController, QuorumController
+from coordinator.quorum_membership import MembershipDriver, QuorumMembership
 from coordinator.raft import Entry, EntryKind, Role, SoftState, Status, Voter
 
 
@@ -172,7 +173,7 @@ def test_allocate_producer_ids_is_answered_after_its_entry_commits() -> None:
         index, data = raft.proposed[-1]
         deliver(q, raft, Entry(raft.term, index, data))
         await register
-        service = ControllerService(q, lambda: [])
+        service = ControllerService(q, QuorumMembership(cast(MembershipDriver, raft)))  # membership unused here
         calls = [
             asyncio.create_task(
                 service.AllocateProducerIds(cpb.AllocateProducerIdsRequest(broker_id=3, broker_epoch=index), None)
