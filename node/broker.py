@@ -27,7 +27,11 @@ Topic settings are read from the current image at the moment of use
 ``min.insync.replicas`` floor follows an altered config with the next image.
 
 Nothing is applied until the image has reached this process's own broker
-registration (see ``catch_up``). Applying a change is idempotent: the state comes whole from the image, so
+registration (see ``catch_up``); until then client Metadata requests are refused
+as UNAVAILABLE so a client asks another broker (``metadata_caught_up``): a
+restarted or wiped node's image may be old or empty, and a client would take
+its answer as the whole cluster (Kafka opens its client listeners only after
+this initial catch-up). Applying a change is idempotent: the state comes whole from the image, so
 replaying an image the broker already applied does nothing new. Each local
 replica has a node-local partition id (the u32 prefix of its RocksDB keys),
 kept in the store's ``meta`` family under ``pid/<topic id>/<partition>`` and
@@ -114,6 +118,10 @@ class Broker:
     def topic_config(self, topic: TopicImage | None) -> TopicConfig:
         """The settings this broker applies to ``topic`` (a topic not in the image: its defaults alone)."""
         return effective_config(topic.configs if topic is not None else {}, self.config, self.dynamic)
+
+    def metadata_caught_up(self) -> bool:
+        """Whether this broker's image includes its own registration (module rules)."""
+        return caught_up_to_registration(self.image.offset, self._broker_epoch.value)
 
     def catch_up(self) -> None:
         """Apply the local changes from the last acted-on image to the current one — but only

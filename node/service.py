@@ -55,6 +55,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import grpc
+
 from ketch.api.v1 import ketch_pb2 as pb
 from ketch.api.v1 import ketch_pb2_grpc
 from ketch.errors import ErrorCode, KetchError
@@ -247,6 +249,12 @@ class KetchService(GroupHandlers, TxnHandlers, ketch_pb2_grpc.KetchServicer):
 
     @timed("Metadata")
     async def Metadata(self, request: pb.MetadataRequest, context: Any) -> pb.MetadataResponse:
+        if not self.broker.metadata_caught_up():
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                f"broker {self.broker.node_id} is still catching up on the cluster metadata "
+                f"(its image is at offset {self.broker.image.offset}); ask another broker",
+            )
         return await self.admin.metadata(request, self.cluster_id)
 
     @timed("DescribeTopics")

@@ -351,17 +351,13 @@ def test_wiped_active_controller_rejoins_under_acks_all_load(cluster: LocalClust
     print(f"\n{sum(len(a) for a in acked.values())} acknowledged records ({flushed_s:.1f}s to flush), all read back")
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known bug: a wiped combined node answers Metadata from its empty image until its controller "
-    "has caught up (no brokers, UNKNOWN_TOPIC_OR_PARTITION); the client takes that answer as the cluster",
-)
 def test_wiped_node_never_says_an_existing_topic_does_not_exist(cluster: LocalCluster) -> None:
     """Right after its restart the wiped node serves gRPC while its controller is still an empty
-    observer, and its broker follows that controller. Kafka's broker accepts no client request
-    before its initial metadata catch-up; a Ketch client that asks this node for metadata then is
-    told the topic does not exist and that there are no brokers, and a producer fails the sends it
-    is making (UNKNOWN_TOPIC_OR_PARTITION is not retried)."""
+    observer, and its broker follows that controller. Like Kafka's broker before its initial
+    metadata catch-up, it refuses Metadata (UNAVAILABLE: the client asks another broker) until its
+    image holds its own registration; it never answers from the empty image (no brokers,
+    UNKNOWN_TOPIC_OR_PARTITION, which a producer would not retry). It must answer correctly once
+    caught up."""
     c = cluster
     with ketch.Admin(c.bootstrap) as admin:
         admin.create_topics([ketch.NewTopic(TOPIC, PARTITIONS, 3, {"min.insync.replicas": "2"})])
@@ -375,12 +371,20 @@ def test_wiped_node_never_says_an_existing_topic_does_not_exist(cluster: LocalCl
     started = time.monotonic()
     with grpc.insecure_channel(node.bootstrap) as channel:
         stub = ketch_pb2_grpc.KetchStub(channel)
+        refused = 0
         while time.monotonic() - started < 2:
-            r = stub.Metadata(pb.MetadataRequest(topics=[TOPIC]), timeout=2)
-            answers.append((time.monotonic() - started, [b.node_id for b in r.brokers], r.topics[0].error_code))
+            try:
+                r = stub.Metadata(pb.MetadataRequest(topics=[TOPIC]), timeout=2)
+            except grpc.RpcError as exc:
+                assert exc.code() == grpc.StatusCode.UNAVAILABLE, exc
+                refused += 1
+            else:
+                answers.append((time.monotonic() - started, [b.node_id for b in r.brokers], r.topics[0].error_code))
             time.sleep(0.01)
     wrong = [a for a in answers if a[2] == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION or not a[1]]
     assert not wrong, f"{len(wrong)} of {len(answers)} Metadata answers from the wiped node, e.g. {wrong[:3]}"
+    assert answers and answers[-1][2] == ErrorCode.NONE, f"never answered after catching up ({refused} refusals)"
+    print(f"\nthe wiped node refused Metadata {refused} times, then answered {len(answers)} times correctly")
 
 
 # -- 2. the operator's path: add-controller, remove-controller -----------------------------------
