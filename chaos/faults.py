@@ -183,10 +183,11 @@ async def partition_leader(ctx: Context) -> None:
 
 
 async def rolling_restart(ctx: Context) -> None:
-    """SIGTERM (controlled shutdown) of each node in turn, started again at once."""
+    """SIGTERM (controlled shutdown) of each node in turn, started again at once; at least one whole
+    round, so a short run restarts the partition's leader too."""
     order = list(ctx.cluster.ids)
     i = 0
-    while ctx.left() > 0:
+    while ctx.left() > 0 or i < len(order):
         node = order[i % len(order)]
         i += 1
         ctx.start("rolling-restart", node)
