@@ -310,6 +310,8 @@ def run_single_node(
 
 
 def test_members_split_partitions_and_a_killed_member_is_replaced(tmp_path: Path, node: NodeProcess) -> None:
+    """Suite time: kept as is (~8 s on 2 cores): the only test of a group of consumer processes
+    losing one to kill -9; most of it is the 3 s session timeout."""
     timings: dict[str, float] = {}
 
     def body(workers: Workers) -> None:
@@ -336,6 +338,9 @@ def test_members_split_partitions_and_a_killed_member_is_replaced(tmp_path: Path
 
 
 def test_at_least_once_across_consumer_crashes(tmp_path: Path, node: NodeProcess) -> None:
+    """Suite time: kept as is (~15 s on 2 cores): the only at-least-once check across consumer
+    crashes; two kills, each waiting out the 3 s session timeout and a rejoin."""
+
     def body(workers: Workers) -> None:
         for name in ("a", "b", "c"):
             workers.start(name)
@@ -359,6 +364,9 @@ def test_at_least_once_across_consumer_crashes(tmp_path: Path, node: NodeProcess
 
 
 def test_commits_survive_a_coordinator_kill(tmp_path: Path) -> None:
+    """Suite time: kept as is (~14 s on 2 cores): the only test of a group coordinator killed
+    with -9 under committing members; it starts its own three nodes (offsets topic, replication
+    factor 3), which no other test here needs."""
     cluster = LocalCluster(
         tmp_path / "cluster",
         3,

@@ -71,6 +71,7 @@ def test_a_failed_write_changes_nothing_and_only_reopening_recovers(small_disk: 
 
 
 def test_a_node_whose_disk_fills_stops_and_restarts_with_every_acknowledged_record(tmp_path: Path) -> None:
+    """Suite time: kept as is (~9 s on 2 cores): the only test of a real node on a full disk."""
     data_dir = tmp_path / "node-1"
     with tmpfs(data_dir / "rocksdb", 32), contextlib.ExitStack() as cleanup:  # node.log stays on the real disk
         node = start_node(tmp_path)
