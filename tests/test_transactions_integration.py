@@ -14,6 +14,11 @@
   ever visible to read_committed.
 - Admin: ``list_transactions`` and ``describe_transactions`` show the id,
   its producer id and its state; the CLI prints the same.
+
+One cluster for the module, a topic per test (named after it). Decision: the five tests
+shared nothing but the cluster and each started its own (three nodes, 3-6 s on 2 cores); each
+has its own topic and transactional ids, so none reads another's records, and nothing here
+kills or stops a node. What each test proves is unchanged.
 """
 
 from __future__ import annotations
@@ -24,7 +29,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,17 +38,24 @@ from ketch.errors import ErrorCode, KetchError
 from node.cluster import LocalCluster
 from tests.harness import ROOT, running_cluster
 
-TOPIC = "txn"
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    with running_cluster(
+        tmp_path_factory.mktemp("txn") / "cluster",
+        3,
+        ["--broker-session-timeout-ms", "2000", "--broker-heartbeat-interval-ms", "200"],
+    ) as c:
+        yield c
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    with running_cluster(
-        tmp_path / "cluster", 3, ["--broker-session-timeout-ms", "2000", "--broker-heartbeat-interval-ms", "200"]
-    ) as c:
-        with Admin(bootstrap_servers=c.bootstrap) as admin:
-            admin.create_topics([NewTopic(TOPIC, num_partitions=2, replication_factor=3)])
-        yield c
+def topic(cluster: LocalCluster, request: pytest.FixtureRequest) -> str:
+    """This test's own topic (two partitions, replication factor 3), named after the test."""
+    name = request.node.name.removeprefix("test_")[:100]
+    with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+        admin.create_topics([NewTopic(name, num_partitions=2, replication_factor=3)])
+    return name
 
 
 def read_values(cluster: LocalCluster, topic: str, isolation: str, expected: int, settle_s: float = 1.5) -> list[str]:
@@ -74,31 +85,33 @@ def transactional(cluster: LocalCluster, tid: str) -> Producer:
     return producer
 
 
-def test_commit_is_visible_to_read_committed_and_abort_only_to_read_uncommitted(cluster: LocalCluster) -> None:
+def test_commit_is_visible_to_read_committed_and_abort_only_to_read_uncommitted(
+    cluster: LocalCluster, topic: str
+) -> None:
     with transactional(cluster, "tx-visibility") as producer:
         producer.begin_transaction()
         for i in range(10):
-            producer.send(TOPIC, f"c{i:02d}".encode(), partition=i % 2)
+            producer.send(topic, f"c{i:02d}".encode(), partition=i % 2)
         producer.commit_transaction()
         producer.begin_transaction()
         for i in range(10):
-            producer.send(TOPIC, f"a{i:02d}".encode(), partition=i % 2)
+            producer.send(topic, f"a{i:02d}".encode(), partition=i % 2)
         producer.flush()  # stored, then aborted: abort_transaction drops what was not sent yet
         producer.abort_transaction()
         producer.begin_transaction()
-        producer.send(TOPIC, b"c10", partition=0)
+        producer.send(topic, b"c10", partition=0)
         producer.commit_transaction()
     committed = [f"c{i:02d}" for i in range(11)]
     aborted = [f"a{i:02d}" for i in range(10)]
-    assert read_values(cluster, TOPIC, "read_committed", 11) == committed
-    assert read_values(cluster, TOPIC, "read_uncommitted", 21) == sorted(committed + aborted)
+    assert read_values(cluster, topic, "read_committed", 11) == committed
+    assert read_values(cluster, topic, "read_uncommitted", 21) == sorted(committed + aborted)
 
 
-def test_an_open_transaction_holds_read_committed_back(cluster: LocalCluster) -> None:
-    tps = [TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)]
+def test_an_open_transaction_holds_read_committed_back(cluster: LocalCluster, topic: str) -> None:
+    tps = [TopicPartition(topic, 0), TopicPartition(topic, 1)]
     with transactional(cluster, "tx-open") as producer:
         producer.begin_transaction()
-        producer.send(TOPIC, b"pending", partition=0)
+        producer.send(topic, b"pending", partition=0)
         producer.flush()  # stored at the leader, the transaction still open
         with Consumer(bootstrap_servers=cluster.bootstrap, isolation_level="read_committed") as c:
             stable = c.end_offsets(tps)
@@ -113,12 +126,12 @@ def test_an_open_transaction_holds_read_committed_back(cluster: LocalCluster) ->
                 assert not c.poll(timeout_ms=200)  # nothing below the open transaction
             # Lag counts to the last stable offset (KIP-695), not to the high watermark.
             assert c.highwater(tps[0]) == high[tps[0]] and c.current_lag(tps[0]) == stable[tps[0]] == 0
-        assert read_values(cluster, TOPIC, "read_committed", 0, settle_s=1.0) == []
+        assert read_values(cluster, topic, "read_committed", 0, settle_s=1.0) == []
         producer.commit_transaction()
-    assert read_values(cluster, TOPIC, "read_committed", 1) == ["pending"]
+    assert read_values(cluster, topic, "read_committed", 1) == ["pending"]
 
 
-def test_consume_transform_produce_commits_offsets_with_the_output(cluster: LocalCluster) -> None:
+def test_consume_transform_produce_commits_offsets_with_the_output(cluster: LocalCluster, topic: str) -> None:
     with Admin(bootstrap_servers=cluster.bootstrap) as admin:
         admin.create_topics([NewTopic("src", num_partitions=2, replication_factor=3)])
     with Producer(bootstrap_servers=cluster.bootstrap) as plain:
@@ -146,7 +159,7 @@ def test_consume_transform_produce_commits_offsets_with_the_output(cluster: Loca
             producer.begin_transaction()
             for records in batch.values():
                 for r in records:
-                    producer.send(TOPIC, (r.value or b"").upper(), partition=r.partition)
+                    producer.send(topic, (r.value or b"").upper(), partition=r.partition)
             offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
             producer.send_offsets_to_transaction(offsets, consumer.group_metadata())
             if not aborted_once:
@@ -161,16 +174,16 @@ def test_consume_transform_produce_commits_offsets_with_the_output(cluster: Loca
             done += sum(len(records) for records in batch.values())
         assert done == 20
         assert {tp: consumer.committed(tp) for tp in src} == {src[0]: 10, src[1]: 10}
-    assert read_values(cluster, TOPIC, "read_committed", 20) == [f"V{i:02d}" for i in range(20)]
+    assert read_values(cluster, topic, "read_committed", 20) == [f"V{i:02d}" for i in range(20)]
 
 
-def test_a_fenced_zombie_never_becomes_visible(cluster: LocalCluster) -> None:
+def test_a_fenced_zombie_never_becomes_visible(cluster: LocalCluster, topic: str) -> None:
     zombie = transactional(cluster, "tx-zombie")
     try:
         zombie.begin_transaction()
-        zombie.send(TOPIC, b"zombie-1", partition=0).get(30)  # stored, in the open transaction
+        zombie.send(topic, b"zombie-1", partition=0).get(30)  # stored, in the open transaction
         with transactional(cluster, "tx-zombie") as successor:  # fences the zombie, aborting its transaction
-            zombie_late = zombie.send(TOPIC, b"zombie-2", partition=1)
+            zombie_late = zombie.send(topic, b"zombie-2", partition=1)
             with pytest.raises(KetchError):
                 zombie.commit_transaction()
             with pytest.raises(KetchError) as fenced:
@@ -181,16 +194,16 @@ def test_a_fenced_zombie_never_becomes_visible(cluster: LocalCluster) -> None:
                     call()
                 assert again.value.code == ErrorCode.PRODUCER_FENCED
             with pytest.raises(KetchError) as refused:
-                zombie.send(TOPIC, b"zombie-3", partition=0)
+                zombie.send(topic, b"zombie-3", partition=0)
             assert refused.value.code == ErrorCode.PRODUCER_FENCED
             with pytest.raises(KetchError):
                 zombie_late.get(30)
             successor.begin_transaction()
-            successor.send(TOPIC, b"successor", partition=0)
+            successor.send(topic, b"successor", partition=0)
             successor.commit_transaction()
     finally:
         zombie.close()
-    assert read_values(cluster, TOPIC, "read_committed", 1) == ["successor"]
+    assert read_values(cluster, topic, "read_committed", 1) == ["successor"]
 
 
 def described_when_complete(admin: Admin, tid: str) -> Any:
@@ -204,10 +217,10 @@ def described_when_complete(admin: Admin, tid: str) -> Any:
         time.sleep(0.1)
 
 
-def test_admin_and_cli_list_and_describe_transactions(cluster: LocalCluster) -> None:
+def test_admin_and_cli_list_and_describe_transactions(cluster: LocalCluster, topic: str) -> None:
     with transactional(cluster, "tx-admin") as producer:
         producer.begin_transaction()
-        producer.send(TOPIC, b"x", partition=1)
+        producer.send(topic, b"x", partition=1)
         producer.commit_transaction()
         producer_id = producer._aio._txn.manager.producer_id
     with Admin(bootstrap_servers=cluster.bootstrap) as admin:
