@@ -1,9 +1,16 @@
-"""The client library against a real ``ketch node`` process (tests/harness.py)."""
+"""The client library against a real ``ketch node`` process (tests/harness.py).
+
+One node for the module; every test has its own topics. Decision: the tests shared nothing but
+the node and each started its own (1-3 s each, a dozen of them); the two that change the node
+itself keep their own: the restart test and the one that needs ``--auto-create-topics``. What
+each test proves is unchanged.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +28,24 @@ from ketch.errors import (
 from ketch.partitioner import key_partition
 from ketch.records import ConsumerRecord
 from tests.harness import NodeProcess, start_node
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
+    n = start_node(tmp_path_factory.mktemp("client"))
+    try:
+        yield n
+    finally:
+        n.close()
+
+
+@pytest.fixture
+def own_node(tmp_path: Path) -> Iterator[NodeProcess]:
+    n = start_node(tmp_path)
+    try:
+        yield n
+    finally:
+        n.close()
 
 
 def create(node: NodeProcess, name: str, partitions: int = 1, **configs: str) -> None:
@@ -66,12 +91,13 @@ def test_sync_round_trip_keys_headers_offsets(node: NodeProcess) -> None:
 
 @pytest.mark.parametrize("codec", [None, "gzip", "snappy", "lz4", "zstd"])
 def test_every_compression_through_the_node(node: NodeProcess, codec: str | None) -> None:
-    create(node, "c", 1)
+    topic = f"c-{codec}"
+    create(node, topic, 1)
     with ketch.Producer(node.bootstrap, acks=1, compression_type=codec) as producer:
         for i in range(500):
-            producer.send("c", b"record %d " % i * 5, partition=0)
+            producer.send(topic, b"record %d " % i * 5, partition=0)
     with ketch.Consumer(bootstrap_servers=node.bootstrap, auto_offset_reset="earliest") as consumer:
-        consumer.assign([TopicPartition("c", 0)])
+        consumer.assign([TopicPartition(topic, 0)])
         records = consume_all(consumer, 500)
     assert [r.value for r in records] == [b"record %d " % i * 5 for i in range(500)]
     assert [r.offset for r in records] == list(range(500))
@@ -193,7 +219,8 @@ def test_auto_created_topic_and_late_subscription(tmp_path: Path) -> None:
         node.close()
 
 
-def test_producer_and_consumer_survive_a_node_restart(node: NodeProcess) -> None:
+def test_producer_and_consumer_survive_a_node_restart(own_node: NodeProcess) -> None:
+    node = own_node  # restarted below: not the module's
     create(node, "durable", 1)
     tp = TopicPartition("durable", 0)
     with (
