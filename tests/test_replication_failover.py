@@ -1,8 +1,9 @@
-"""acks=all across three real nodes while the partition leader is killed with -9, five times.
+"""acks=all across three real nodes while the partition leader is killed with -9, again and again.
 
 A producer thread sends unique values with acks=all (replication factor 3,
 min.insync.replicas 2) and records each acknowledgement (value → offset).
-Five times the partition's leader is killed with SIGKILL; the test waits
+``KETCH_LEADER_KILLS`` times (3 in CI, 10 with ``KETCH_SLOW=1``) the
+partition's leader is killed with SIGKILL; the test waits
 until writes are acknowledged again (the unavailability window), restarts
 the killed node and waits until it is back in the ISR, so at most one
 replica is ever down. At the end the whole partition is read back:
@@ -32,7 +33,7 @@ from ketch.errors import KetchError
 from node.cluster import LocalCluster
 from tests.harness import running_cluster
 
-KILLS = int(os.environ.get("KETCH_LEADER_KILLS", "5"))
+KILLS = int(os.environ.get("KETCH_LEADER_KILLS", "10" if os.environ.get("KETCH_SLOW") else "3"))
 TOPIC = "durable"
 
 
@@ -85,7 +86,11 @@ def wait_until(predicate: Any, timeout_s: float, what: str) -> None:
         time.sleep(0.1)
 
 
-def test_acks_all_survives_five_leader_kills(cluster: LocalCluster) -> None:
+def test_acks_all_survives_repeated_leader_kills(cluster: LocalCluster) -> None:
+    """Shortened: 3 kills in CI (was 5, about 6.5 s each), 10 with ``KETCH_SLOW=1``; chaos's kill-leader
+    scenario is the long run of the same fault (300 s with ``KETCH_SLOW=1``). Every kill is still
+    followed by a write acknowledged without the old leader, its restart and its return to the ISR,
+    and the whole partition is read back and checked at the end."""
     with Admin(bootstrap_servers=cluster.bootstrap) as admin:
         admin.create_topics([NewTopic(TOPIC, 1, 3, configs={"min.insync.replicas": "2"})])
     wait_until(lambda: len(describe(cluster)["isr"]) == 3, 30, "a full ISR")
