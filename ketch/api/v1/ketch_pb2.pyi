@@ -69,6 +69,8 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     BROKER_ID_NOT_REGISTERED: _ClassVar[ErrorCode]
     NEW_LEADER_ELECTED: _ClassVar[ErrorCode]
     INELIGIBLE_REPLICA: _ClassVar[ErrorCode]
+    DUPLICATE_VOTER: _ClassVar[ErrorCode]
+    VOTER_NOT_FOUND: _ClassVar[ErrorCode]
 
 class OffsetSpec(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -155,6 +157,8 @@ UNKNOWN_TOPIC_ID: ErrorCode
 BROKER_ID_NOT_REGISTERED: ErrorCode
 NEW_LEADER_ELECTED: ErrorCode
 INELIGIBLE_REPLICA: ErrorCode
+DUPLICATE_VOTER: ErrorCode
+VOTER_NOT_FOUND: ErrorCode
 OFFSET_SPEC_TIMESTAMP: OffsetSpec
 LATEST: OffsetSpec
 EARLIEST: OffsetSpec
