@@ -399,6 +399,52 @@ def test_a_leaders_message_to_the_old_directory_is_answered_with_observe() -> No
     assert wiped.log.last_index == net.node(1).log.last_index and not wiped.is_voter
 
 
+def test_auto_join_replaces_a_wiped_voter_in_two_conf_entries() -> None:
+    net = elected(auto_join=True)
+    leader = net.node(1)
+    leader.propose(b"x")
+    net.deliver()
+    before = len(net.conf_entries(1))
+    net.wipe(2)
+    net.tick(times=30)
+    assert JOIN_CONTEXT in [m.context for m in net.sent if m.type == MessageType.OBSERVE and m.frm == 2]
+    changes = [e.voters for e in net.conf_entries(1)[before:]]
+    assert changes == [
+        (Voter(1, "dir-1-0"), Voter(3, "dir-3-0")),  # the old replica of 2 goes first...
+        (Voter(1, "dir-1-0"), Voter(2, "dir-2-1"), Voter(3, "dir-3-0")),  # ...then the new one joins
+    ]
+    assert leader.log.committed == leader.log.last_index
+    assert net.node(2).is_voter and net.node(2).voters == changes[-1]
+    net.crash(3)  # the new 2 counts toward the quorum now
+    y = leader.propose(b"y")
+    net.deliver()
+    assert leader.log.committed >= y
+    assert [e.data for e in net.applied[2] if e.kind == EntryKind.NORMAL] == [b"x", b"y"]
+
+
+def test_auto_join_survives_a_lost_join_request() -> None:
+    # The replica asks once when it learns it was displaced; the leader keeps heartbeating
+    # it as an observer, so without a repeat it would never time out to ask again.
+    net = elected(auto_join=True)
+    net.wipe(2)
+    lost = 0
+    for _ in range(40):
+        for i in (1, 2, 3):
+            net.node(i).tick()
+        for _ in range(50):
+            net.process()
+            if not net.flight:
+                break
+            batch, net.flight = net.flight, []
+            for m in batch:
+                if m.type == MessageType.OBSERVE and m.context == JOIN_CONTEXT and not lost:
+                    lost += 1
+                    continue
+                net.node(m.to).step(m)
+    assert lost == 1 and net.node(2).is_voter
+    assert net.node(1).voters[1] == Voter(2, "dir-2-1")
+
+
 def test_without_auto_join_a_wiped_voter_waits_for_the_operator() -> None:
     net = elected()
     net.wipe(2)

@@ -17,7 +17,9 @@ the current term resets the election timer and names the leader. Followers forwa
 
 A follower applies every CONF entry as soon as it is appended and brings back the
 set before a truncated one (``RaftNode._refresh_voters``); TIMEOUT_NOW makes only a
-voter campaign.
+voter campaign. A displaced replica that wants to join (auto-join) repeats its
+OBSERVE with ``JOIN_CONTEXT`` on every heartbeat until it is a voter again: the
+leader keeps heartbeating an observer, so it never times out to ask again.
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ def step_follower(node: RaftNode, m: Message) -> None:
         elif t == MessageType.HEARTBEAT:
             node.log.commit_to(m.commit)
             node.send(Message(MessageType.HEARTBEAT_RESP, node.id, m.frm, node.term, context=m.context))
+            if node._wants_join():
+                node._observe(m.frm)  # again until it is a voter: one lost JOIN must not strand it
         else:
             handle_snapshot(node, m)
     elif t == MessageType.TIMEOUT_NOW and node.is_voter:
