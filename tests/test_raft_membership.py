@@ -299,6 +299,26 @@ def test_a_leader_that_removes_itself_leads_until_the_entry_commits_then_observe
     assert net.node(1).log.committed == net.node(new).log.committed
 
 
+def test_an_observer_that_no_longer_hears_from_its_leader_forgets_it_and_answers_votes() -> None:
+    # Leader 1 adds 2 and loses leadership before 2 hears of it: 1 needs 2's vote now,
+    # and 2, an observer in its own eyes, must not keep the lease of a leader that is gone.
+    net = elected(1, observers=(2,))
+    observed(net, 2)
+    leader, observer = net.node(1), net.node(2)
+    leader.add_voter(2)
+    for _ in range(3 * leader.config.election_timeout_ticks):
+        leader.tick()
+        net.process()
+        net.flight = []  # nothing reaches 2: 1 hears from no quorum of {1, 2} and steps down
+    assert leader.role != Role.LEADER and voter_ids(leader) == [1, 2]
+    assert not observer.is_voter and observer.leader == 1
+    for _ in range(observer.randomized_timeout):
+        observer.tick()
+    assert observer.leader == NONE
+    net.tick(times=50)
+    assert net.leader() == 1 and observer.is_voter
+
+
 # -- directory ids: binding, wiped replicas, auto-join ------------------------------------------
 
 

@@ -118,6 +118,7 @@ class RaftNode:
             if self.is_voter:
                 self.campaign()
             else:
+                self.leader = NONE  # a whole timeout without a word: no leader, and no lease to keep
                 self._observe()
 
     def campaign(self) -> None:
