@@ -403,6 +403,24 @@ def test_a_voter_refuses_a_candidate_with_another_directory_of_a_voters_id() -> 
     assert not net.sent[-1].reject and voter.vote == 2
 
 
+def test_a_stale_vote_request_is_answered_with_the_newer_term() -> None:
+    # Voter sets differ across replicas while a change is in flight, so the replica at the
+    # newer term may never ask this candidate for its vote: the rejection is how the candidate
+    # learns the term it must exceed (membership simulation, seed 197 of the stressed profile).
+    voter = RaftNode(Config(3, (1, 2, 3)), PersistedState(HardState(9, 0, 0)))
+    candidate = RaftNode(Config(1, (1, 2, 3), pre_vote=False), PersistedState(HardState(4, 0, 0)))
+    candidate.campaign()
+    rd = candidate.ready()
+    assert rd is not None
+    candidate.advance(rd)
+    voter.step(next(m for m in rd.messages if m.to == 3))
+    answer = voter.ready()
+    assert answer is not None
+    assert [(m.type, m.term, m.reject) for m in answer.messages] == [(MessageType.VOTE_RESP, 9, True)]
+    candidate.step(answer.messages[0])
+    assert candidate.role == Role.FOLLOWER and candidate.term == 9
+
+
 def test_a_leaders_message_to_the_old_directory_is_answered_with_observe() -> None:
     net, wiped = wiped_two()
     net.node(1).tick()

@@ -19,7 +19,8 @@ Term and vote rules (checked in ``step`` before a message reaches its role's han
     quorum, so it never raises its term.
 - A message from a lower term is dropped; a stale APP or HEARTBEAT is answered with an
   APP_RESP carrying our term (so an old leader learns it was deposed), a stale
-  PRE_VOTE with a rejection.
+  PRE_VOTE or VOTE with a rejection (while voter sets differ, a node at a newer term
+  may never ask that candidate for its vote: this is how the candidate learns it).
 - A node grants at most one VOTE per term: it grants if it already voted for that
   candidate, or has no vote and knows no leader in this term; and only if the
   candidate's log is at least as up to date (§5.4.1). The vote lands in the hard state,
@@ -64,6 +65,7 @@ from coordinator.raft.messages import (
     MessageType,
     Snapshot,
     Voter,
+    vote_response_type,
 )
 from coordinator.raft.ready import PersistedState, ReadState, Ready, SoftState, Status
 
@@ -211,8 +213,8 @@ class RaftNode:
         elif m.term < self.term:
             if t in (MessageType.APP, MessageType.HEARTBEAT):
                 self.send(Message(MessageType.APP_RESP, self.id, m.frm, self.term))
-            elif t == MessageType.PRE_VOTE:
-                self.send(Message(MessageType.PRE_VOTE_RESP, self.id, m.frm, self.term, reject=True))
+            elif t in _VOTES:
+                self.send(Message(vote_response_type(t), self.id, m.frm, self.term, reject=True))
             return
         if t in _VOTES:
             follower.handle_vote(self, m)
