@@ -3,9 +3,8 @@
 Functions of a ``RaftNode`` (core.py routes messages here after its term checks).
 
 Votes: a node grants at most one VOTE per term (core.py states the term rules and
-why the vote is persisted first). It also refuses a candidate whose id is a voter
-under another directory: that is an earlier replica of the id, not a voter any more
-(membership.py).
+why the vote is persisted first). It does not check the candidate's directory
+against its own voter set, which may be stale (membership.py).
 
 Followers: an APP is accepted only if the log matches at ``(index, log_term)``; an
 accepted APP never truncates entries that agree, so duplicates and reordering are
@@ -26,7 +25,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from coordinator.raft import membership
 from coordinator.raft.messages import NONE, Message, MessageType, vote_response_type
 from coordinator.raft.ready import ReadState
 
@@ -39,9 +37,6 @@ _FROM_LEADER = (MessageType.APP, MessageType.HEARTBEAT, MessageType.SNAP)
 def handle_vote(node: RaftNode, m: Message) -> None:
     pre = m.type == MessageType.PRE_VOTE
     can_vote = node.vote == m.frm or (node.vote == NONE and node.leader == NONE) or (pre and m.term > node.term)
-    candidate = membership.find(node.voters, m.frm)
-    if candidate is not None and not membership.matches(candidate, m.directory):
-        can_vote = False  # an earlier replica of that voter's id: not a voter any more
     resp = vote_response_type(m.type)
     if can_vote and node.log.is_up_to_date(m.index, m.log_term):
         node.send(Message(resp, node.id, m.frm, m.term))

@@ -39,8 +39,13 @@ Double votes after a wiped disk (KIP-853's VoterDirectoryId):
   expects the recipient to have. A replica drops a message meant for another
   directory of its id; a message from a leader is answered with OBSERVE, so the
   leader learns about the new replica. A vote is granted only when the
-  candidate's directory matches the voter set and the request was meant for
-  this directory; a vote response only counts from a matching voter.
+  request was meant for this directory; a vote response only counts from a
+  matching voter. The candidate's directory is not checked against the local
+  set, as in Kafka: that set may be stale (a voter that missed a wiped
+  replica's rejoin would refuse the rejoined voter forever). A wiped replica
+  whose log lacks the binding entry is behind every voter that holds it, so
+  the log rule refuses it; once its log holds the entry it is no voter and
+  does not campaign.
 - The leader binds each unbound voter's directory as soon as it has heard from
   it (one CONF entry, after its first commit of the term), so after a
   cluster's first election a wiped replica can no longer stand in for the
