@@ -244,6 +244,43 @@ def test_only_a_leader_changes_membership() -> None:
         net.node(2).remove_voter(3)
 
 
+def removed_and_failed(net: Net) -> RaftNode:
+    """Leader 1 removes itself, crashes before anyone gets the entry, and restarts with it."""
+    index = net.node(1).remove_voter(1)
+    net.process()
+    net.flight = []
+    net.crash(1)
+    net.restart(1)
+    removed = net.node(1)
+    assert removed.conf_index == index > removed.log.committed and not removed.is_voter
+    return removed
+
+
+def test_a_leader_that_removed_itself_and_failed_finishes_the_change() -> None:
+    # Under the old set {1, 2}, 2 needs the vote of 1, whose longer log refuses it. 1 is out
+    # of the set in force on its own log, but while that entry is uncommitted it may still
+    # campaign: elected by {2}, it commits its removal and steps down (membership
+    # simulation, stressed operator changes, seeds 25, 199 and 200: no leader ever again).
+    net = elected(2)
+    removed = removed_and_failed(net)
+    assert removed.electable
+    net.tick(times=60)
+    assert net.leader() == 2 and voter_ids(net.node(2)) == [2]
+    assert not removed.is_voter and not removed.electable
+
+
+def test_a_removed_leader_finishes_its_change_while_another_voter_is_down() -> None:
+    # Voter 4 is down for good (in the simulation, a wiped voter not replaced yet): the old
+    # set needs three of {1, 2, 3} and 1 refuses the others; the new set {2, 3, 4} needs two.
+    net = elected(4)
+    net.crash(4)
+    removed_and_failed(net)
+    net.tick(1, 2, 3, times=80)
+    new = net.leader()
+    assert new in (2, 3) and voter_ids(net.node(new)) == [2, 3, 4]
+    assert net.node(new).log.committed == net.node(new).log.last_index
+
+
 # -- the voter set in force ---------------------------------------------------------------------
 
 

@@ -38,11 +38,12 @@ state machine stands, so committed entries after it are handed out again exactly
 
 Membership (membership.py has the rules): ``voters`` is the voter set in force (the
 newest CONF entry, else the snapshot's, else ``config.voters``); a replica outside
-it, or whose directory id it does not name, is an observer: it never campaigns or
-votes, and on an election timeout it sends OBSERVE to the voters instead, so a
-leader replicates to it. ``add_voter``/``remove_voter`` change the set one voter
-at a time; a message meant for another directory of this id is dropped (a
-leader's is answered with OBSERVE).
+it, or whose directory id it does not name, is an observer: it does not campaign
+(unless the set's newest CONF entry removed it and is not committed yet: see
+membership.py), its vote responses do not count, and on an election timeout it
+sends OBSERVE to the voters instead, so a leader replicates to it.
+``add_voter``/``remove_voter`` change the set one voter at a time; a message meant
+for another directory of this id is dropped (a leader's is answered with OBSERVE).
 """
 
 from __future__ import annotations
@@ -117,7 +118,7 @@ class RaftNode:
         self.election_elapsed += 1
         if self.election_elapsed >= self.randomized_timeout:
             self.election_elapsed = 0
-            if self.is_voter:
+            if self.electable:
                 self.campaign()
             else:
                 self.leader = NONE  # a whole timeout without a word: no leader, and no lease to keep
@@ -125,7 +126,7 @@ class RaftNode:
 
     def campaign(self) -> None:
         """Start an election now (a pre-vote first, if configured); no-op on a leader or observer."""
-        if self.role == Role.LEADER or not self.is_voter:
+        if self.role == Role.LEADER or not self.electable:
             return
         self._campaign(pre=self.config.pre_vote, transfer=False)
 
@@ -388,6 +389,15 @@ class RaftNode:
         elif not self.is_voter and self.leader != NONE and self._wants_join():
             self._observe(self.leader)  # learned we are not a voter: ask to join now
 
+    @property
+    def electable(self) -> bool:
+        """Whether this replica may campaign: a voter, or one that an uncommitted CONF entry removed."""
+        log = self.log
+        if self.is_voter or self.conf_index <= log.committed:
+            return self.is_voter
+        before, _ = membership.voters_at(log.snapshot, log.slice(log.first_index, self.conf_index), self._bootstrap)
+        return membership.is_voter(before, self.id, self.directory)
+
     def _wants_join(self) -> bool:
         return self.config.auto_join and self._displaced and not self.is_voter
 
@@ -438,7 +448,7 @@ class RaftNode:
             self.role = Role.CANDIDATE
             self.vote = self.id
             kind, term = MessageType.VOTE, self.term
-        if self._poll(self.id, True):
+        if self.is_voter and self._poll(self.id, True):
             return
         context = TRANSFER_CONTEXT if transfer else b""
         log = self.log

@@ -33,6 +33,13 @@ Changes (leader only, ``RaftNode.add_voter`` / ``remove_voter``):
 - The last voter cannot be removed. A leader that removes itself keeps
   leading (without counting itself) until the entry commits, then steps down
   and stays an observer.
+- Who campaigns: a voter of the set in force, and also a replica that the
+  newest CONF entry removed while that entry is not committed (``electable``):
+  a leader that removed itself and failed (crash, or check quorum) before the
+  entry reached the new set must be able to finish the change, since the other
+  voters, still under the old set, may need its vote, which its longer log
+  refuses them (two voters, or a voter down: no leader ever again). Its votes
+  are counted under the set in force, without its own: the usual quorum.
 
 Double votes after a wiped disk (KIP-853's VoterDirectoryId):
 - Every message names its sender's directory and the directory the sender
