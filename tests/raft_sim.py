@@ -14,23 +14,38 @@ node's election jitter. A run is a discrete-event simulation on a millisecond cl
 - Clients propose entries to whoever they think leads, and issue ReadIndex reads.
 - Each node's state machine folds applied entries into a CRC chain; snapshots carry the
   chain value, and nodes compact their logs every ``compact_every`` applied entries.
+- Membership (half the seeds; the rules they respect are in tests/raft_sim_membership.py):
+  every replica has a directory id and the bootstrap voters auto-join. A *wipe* crashes
+  a node and restarts it with an EMPTY disk and a new directory id, at a random moment
+  or right after it granted a vote (its vote is gone with its disk), and only when every
+  voter set that may come into force binds its id; it must come back as a voter
+  through auto-join. An operator removes a voter or adds a replica back at the leader
+  (refusals are fine), and up to two extra nodes start as observers to be added.
 
 After every event the checker asserts:
 - election safety: at most one leader per term over the whole run;
 - leader completeness: a node that becomes leader holds every entry known committed;
 - committed entries never change: every node's log up to its commit index agrees with
   one global history of (index -> entry), and commit indexes never decrease except by
-  a restart (which restores the persisted one);
+  a restart (which restores the persisted one). A node's commit index counts where it
+  durably holds the entries: a set of one voter commits in memory before its fsync, and
+  a crash then loses what nobody saw (it is applied only after the fsync);
+- a new leader may campaign under its own voter set (``RaftNode.electable``: a voter,
+  or a leader finishing its own removal);
 - state machine safety: every node applies the same sequence (entry by entry, and
   the CRC chain after each index, snapshots included);
 - ReadIndex linearizability: a read's index is at least every commit index any node
   knew when the read was issued.
-At the end it heals the network, restarts every node and requires liveness: a leader
-is elected and a fresh proposal is applied on every node within ``LIVENESS_MS``.
+At the end it heals the network, restarts every node and requires liveness within
+``LIVENESS_MS``: a leader is elected, every wiped replica is a voter again, and a fresh
+proposal is applied on every voter of the newest leader's set (the voter set is not
+fixed: observers and removed nodes need not apply it).
 
 ``broken`` switches on a deliberately wrong driver (the control runs that prove the
 checker can fail): ``forget_vote`` loses the vote on restart, ``ack_before_persist``
-sends a Ready's messages before its entries and vote are durable.
+sends a Ready's messages before its entries and vote are durable, ``ignore_directory``
+makes a wiped node vote as its old self (the network hands it the vote requests meant
+for its former directory and its answers name that directory) until it rejoins.
 """
 
 from __future__ import annotations
@@ -48,8 +63,10 @@ from coordinator.raft import (
     NONE,
     Config,
     Entry,
+    EntryKind,
     HardState,
     Message,
+    MessageType,
     NotLeader,
     RaftError,
     RaftNode,
@@ -58,11 +75,17 @@ from coordinator.raft import (
     Snapshot,
     describe_message,
 )
+from coordinator.raft.membership import bootstrap_voters
 from coordinator.raft.storage import MemoryStorage
+from tests.raft_sim_membership import MembershipFaults
 
 TICK_MS = 10
 LIVENESS_MS = 5_000
-BROKEN_VARIANTS = ("forget_vote", "ack_before_persist")
+MEMBERSHIP_SHARE = 0.5
+"""The share of seeds with directory ids, wipes, operator changes and extra observers."""
+BROKEN_VARIANTS = ("forget_vote", "ack_before_persist", "ignore_directory")
+_VOTE_REQUESTS = (MessageType.VOTE, MessageType.PRE_VOTE)
+_VOTE_RESPONSES = (MessageType.VOTE_RESP, MessageType.PRE_VOTE_RESP)
 
 
 class SimFailure(AssertionError):
@@ -88,12 +111,19 @@ class SimParams:
     heartbeat_ticks: int
     pre_vote: bool
     check_quorum: bool
+    membership: bool
+    wipe_rate: float
+    wipe_after_vote: float
+    change_rate: float
+    extra_nodes: int
     chaos_ms: int
     broken: str | None = None
 
     @classmethod
     def from_seed(cls, seed: int, broken: str | None = None, chaos_ms: int = 3000) -> SimParams:
         r = random.Random(seed)
+        m = random.Random(-1 - seed)  # membership's own draws: a seed's other parameters stay as they were
+        membership = m.random() < MEMBERSHIP_SHARE
         return cls(
             seed=seed,
             nodes=r.choice((3, 5)),
@@ -112,6 +142,11 @@ class SimParams:
             heartbeat_ticks=r.choice((1, 2, 3)),
             pre_vote=r.random() < 0.75,
             check_quorum=r.random() < 0.75,
+            membership=membership,
+            wipe_rate=m.choice((0.005, 0.02)) if membership else 0.0,
+            wipe_after_vote=m.choice((0.0, 0.1, 0.5)) if membership else 0.0,
+            change_rate=m.choice((0.005, 0.02)) if membership else 0.0,
+            extra_nodes=m.choice((0, 1, 2)) if membership else 0,
             chaos_ms=chaos_ms,
             broken=broken,
         )
@@ -120,6 +155,8 @@ class SimParams:
 @dataclass
 class SimNode:
     id: int
+    directory: str
+    auto_join: bool
     disk: MemoryStorage = field(default_factory=MemoryStorage)
     raft: RaftNode | None = None
     pending: Ready | None = None
@@ -129,6 +166,8 @@ class SimNode:
     checked: int = 0
     last_commit: int = 0
     led_term: int = 0
+    former: str = ""
+    """The directory of the replica a wipe replaced, until the new one is a voter (see ``ignore_directory``)."""
 
 
 def _fold(digest: int, e: Entry) -> int:
@@ -140,7 +179,10 @@ class Simulation:
         self.p = params
         self.rng = random.Random(params.seed * 7919 + 17)
         self.voters = tuple(range(1, params.nodes + 1))
-        self.nodes = {i: SimNode(i) for i in self.voters}
+        self.bootstrap = bootstrap_voters(self.voters)
+        self.membership = MembershipFaults(self)
+        ids = range(1, params.nodes + params.extra_nodes + 1)
+        self.nodes = {i: SimNode(i, self.membership.directory_id(i, 0), auto_join=i in self.voters) for i in ids}
         self.now = 0
         self.queue: list[tuple[int, int, Callable[[Any], None], Any]] = []
         self.seq = 0
@@ -153,10 +195,13 @@ class Simulation:
         self.max_commit = 0
         self.proposals = 0
         self.final_index = self.liveness_ms = 0
+        self.final_voters: tuple[int, ...] = ()
         self.reads: dict[bytes, int] = {}
         self.stats = dict.fromkeys(("delivered", "crashes", "partitions", "snapshots", "transfers"), 0)
         self.stats |= {"reads": 0, "reads_answered": 0}
-        for i in self.voters:
+        for key in ("wipes", "wipes_after_vote", "removals", "additions", "observers_added", "auto_joins"):
+            self.stats[key] = 0
+        for i in self.nodes:
             self._start(self.nodes[i])
             self._at(self.rng.randrange(TICK_MS), self._on_tick, i)
         self._at(0, self._on_chaos, None)
@@ -203,15 +248,16 @@ class Simulation:
             max_entries_per_msg=8,
             max_inflight_msgs=4,
             seed=self.p.seed * 1_000_003 + n.incarnation * 101 + n.id,
+            directory=n.directory,
+            auto_join=n.auto_join,
         )
         n.raft = RaftNode(cfg, state)
         n.pending = None
         n.sm_index = state.snapshot.index
         n.sm_digest = int(state.snapshot.data or b"0")
-        n.checked = state.snapshot.index
-        n.last_commit = n.raft.log.committed
+        n.checked = n.last_commit = state.snapshot.index
 
-    def _crash(self, n: SimNode) -> None:
+    def crash(self, n: SimNode) -> None:
         self.trace.append((self.now, f"crash {n.id}"))
         self._at(self.now + self.rng.randint(20, self.p.max_downtime_ms), self._on_restart, n.id)
         self.stats["crashes"] += 1
@@ -223,11 +269,11 @@ class Simulation:
         if n.raft is None:
             self.trace.append((self.now, f"restart {n.id}"))
             self._start(n)
-            self._pump(n)
+            self.pump(n)
 
     # -- the driver ----------------------------------------------------------------------
 
-    def _pump(self, n: SimNode) -> None:
+    def pump(self, n: SimNode) -> None:
         raft = n.raft
         if raft is None or n.pending is not None:
             return
@@ -250,7 +296,9 @@ class Simulation:
         if self.p.broken != "ack_before_persist":
             self._send_all(rd.messages)
         if self.faults and rd.must_sync and self.rng.random() < self.p.crash_after_sync:
-            self._crash(n)  # right after the fsync and the sends: the most delicate moment
+            self.crash(n)  # right after the fsync and the sends: the most delicate moment
+            return
+        if self.membership.wiped_after_vote(n, rd):
             return
         if rd.snapshot is not None:
             self._restore(n, rd.snapshot)
@@ -266,7 +314,7 @@ class Simulation:
         if n.sm_index - raft.log.offset >= self.p.compact_every:
             snap = raft.compact(n.sm_index, b"%d" % n.sm_digest)
             n.disk.compact(snap)
-        self._pump(n)
+        self.pump(n)
 
     def _restore(self, n: SimNode, snap: Snapshot) -> None:
         self.stats["snapshots"] += 1
@@ -283,6 +331,8 @@ class Simulation:
     def _send_all(self, msgs: tuple[Message, ...]) -> None:
         p, rng = self.p, self.rng
         for m in msgs:
+            if p.broken == "ignore_directory" and m.type in _VOTE_RESPONSES and self.nodes[m.frm].former:
+                m = replace(m, directory=self.nodes[m.frm].former)  # a wiped replica answers as its old self
             if self.faults and p.drop and rng.random() < p.drop:
                 continue
             self._at(self.now + rng.randint(1, p.max_delay_ms), self._on_deliver, m)
@@ -295,7 +345,7 @@ class Simulation:
         n = self.nodes[node_id]
         if n.raft is not None:
             n.raft.tick()
-            self._pump(n)
+            self.pump(n)
         self._at(self.now + TICK_MS, self._on_tick, node_id)
 
     def _on_deliver(self, m: Message) -> None:
@@ -303,9 +353,11 @@ class Simulation:
         if n.raft is None or self.side.get(m.frm, 0) != self.side.get(m.to, 0):
             return
         self.stats["delivered"] += 1
+        if self.p.broken == "ignore_directory" and m.type in _VOTE_REQUESTS and n.former:
+            m = replace(m, to_directory="")  # ...and takes the vote requests meant for it
         self.trace.append((self.now, m))
         n.raft.step(m)
-        self._pump(n)
+        self.pump(n)
 
     def _on_persist(self, arg: tuple[int, int]) -> None:
         n = self.nodes[arg[0]]
@@ -326,19 +378,20 @@ class Simulation:
         up = [n for n in self.nodes.values() if n.raft is not None]
         if up and rng.random() < p.crash_rate:
             victim = rng.choice(up)
-            self._crash(victim)
+            self.crash(victim)
             up.remove(victim)
         if not self.side and rng.random() < p.partition_rate:
             self.stats["partitions"] += 1
-            self.side = {i: rng.randrange(2) for i in self.voters}
+            self.side = {i: rng.randrange(2) for i in self.nodes}
             self.trace.append((self.now, f"partition {self.side}"))
             self._at(self.now + rng.randint(50, 1500), self._on_heal, None)
         if up and rng.random() < p.propose_rate:
             self._propose(rng.choice(up), b"p%d" % self.proposals)
         if up and rng.random() < p.read_rate:
             self._read(rng.choice(up))
-        if rng.random() < p.transfer_rate:
-            self._transfer(rng.choice(self.voters))
+        if rng.random() < p.transfer_rate and (found := self.leader()):
+            self._transfer(found[0], rng.choice(found[1].voters).id)
+        self.membership.chaos(up)
         self._at(self.now + TICK_MS, self._on_chaos, None)
 
     def _propose(self, n: SimNode, data: bytes) -> int | None:
@@ -357,21 +410,26 @@ class Simulation:
             except RaftError:
                 return None
             self.proposals += 1
-            self._pump(n)
+            self.pump(n)
             return index
         return None
 
-    def _leader(self) -> tuple[SimNode, RaftNode] | None:
+    def leader(self) -> tuple[SimNode, RaftNode] | None:
+        """The node that leads the newest term (an older leader may not know it was deposed yet)."""
+        best: tuple[SimNode, RaftNode] | None = None
         for n in self.nodes.values():
-            if n.raft is not None and n.raft.role == Role.LEADER:
-                return n, n.raft
-        return None
+            if n.raft is not None and n.raft.role == Role.LEADER and (best is None or n.raft.term > best[1].term):
+                best = n, n.raft
+        return best
 
-    def _transfer(self, to: int) -> None:
-        if found := self._leader():
-            self.stats["transfers"] += 1
-            found[1].transfer_leadership(to)
-            self._pump(found[0])
+    def _transfer(self, n: SimNode, to: int) -> None:
+        assert n.raft is not None
+        self.stats["transfers"] += 1
+        n.raft.transfer_leadership(to)
+        self.pump(n)
+
+    def in_flight(self) -> list[Message]:
+        return [ev[3] for ev in self.queue if ev[2] == self._on_deliver]
 
     def _read(self, n: SimNode) -> None:
         raft = n.raft
@@ -384,7 +442,7 @@ class Simulation:
         except NotLeader:
             return
         self.reads[context] = self.max_commit
-        self._pump(n)
+        self.pump(n)
 
     # -- invariants ----------------------------------------------------------------------
 
@@ -402,6 +460,8 @@ class Simulation:
         known = self.history.get(e.index)
         if known is None:
             self.history[e.index] = e
+            if e.kind == EntryKind.CONF:
+                self.membership.committed(e)
         elif known != e:
             self._fail(f"node {n.id} has committed {e} but history has {known}")
 
@@ -416,16 +476,18 @@ class Simulation:
             if raft is None:
                 continue
             log = raft.log
-            commit = log.committed
-            if commit < n.last_commit:
-                self._fail(f"node {n.id} commit went back from {n.last_commit} to {commit}")
-            n.last_commit = commit
-            if commit > n.checked:
-                for i in range(max(n.checked, log.offset) + 1, commit + 1):
-                    self._check_entry(n, log.entries[i - log.offset - 1])
-                n.checked = commit
-                self.max_commit = max(self.max_commit, commit)
-            if raft.role == Role.LEADER and n.led_term != raft.term:
+            # Committed as far as this node durably holds it: a voter set of one commits before its fsync.
+            commit = log.committed if log.committed < log.stable else log.stable
+            if commit != n.last_commit:
+                if commit < n.last_commit:
+                    self._fail(f"node {n.id} commit went back from {n.last_commit} to {commit}")
+                n.last_commit = commit
+                if commit > n.checked:
+                    for i in range(max(n.checked, log.offset) + 1, commit + 1):
+                        self._check_entry(n, log.entries[i - log.offset - 1])
+                    n.checked = commit
+                    self.max_commit = max(self.max_commit, commit)
+            if raft.role is Role.LEADER and n.led_term != raft.term:
                 n.led_term = raft.term
                 self._check_new_leader(n, raft)
 
@@ -433,6 +495,8 @@ class Simulation:
         other = self.leader_of_term.setdefault(raft.term, n.id)
         if other != n.id:
             self._fail(f"two leaders in term {raft.term}: {other} and {n.id}")
+        if not raft.electable:
+            self._fail(f"new leader {n.id} (term {raft.term}) may not campaign under its set {raft.voters}")
         self.trace.append((self.now, f"{n.id} leads term {raft.term}"))
         for index, e in self.history.items():
             if index > raft.log.offset and raft.entry(index) != e:
@@ -462,14 +526,31 @@ class Simulation:
                 if target in self.history or raft is None or raft.term != term or raft.role != Role.LEADER:
                     target = None  # lost with its leader's term: propose again
             if target is None:
-                if found := self._leader():
+                if found := self.leader():
                     proposer, term = found[0].id, found[1].term
                     target = self._propose(found[0], data)
                 continue
-            if all(n.sm_index >= target for n in self.nodes.values()):
+            if self._settled(target):
                 self.final_index, self.liveness_ms = target, self.now - healed
                 return
-        self._fail(f"no progress within {LIVENESS_MS}ms after healing (final entry at {target})")
+        found = self.leader()
+        voters = [f"{v.id}:{v.directory}" for v in found[1].voters] if found else []
+        rejoining = sorted(self.membership.rejoining)
+        waiting = f", wiped replicas not voters again: {rejoining}" if rejoining else ""
+        self._fail(
+            f"no progress within {LIVENESS_MS}ms after healing (final entry at {target}, voters {voters}{waiting})"
+        )
+
+    def _settled(self, target: int) -> bool:
+        """Every voter of the newest leader applied ``target``, and every wiped replica is a voter again (auto-join)."""
+        found = self.leader()
+        if found is None:
+            return False
+        voters = found[1].voters
+        if not self.membership.settled(voters) or any(self.nodes[v.id].sm_index < target for v in voters):
+            return False
+        self.final_voters = tuple(v.id for v in voters)
+        return True
 
 
 def run_seed(seed: int, broken: str | None = None) -> Simulation:

@@ -1,9 +1,11 @@
 """The seeded simulation of the controller quorum (tests/raft_sim.py), run over many seeds.
 
 - ``test_seeds``: ``RAFT_SIM_SEEDS`` seeds (default 1,000, in chunks of 50), mixing
-  3- and 5-node quorums and fault profiles; each seed checks safety after every event
-  and liveness at the end. About 25 s on one core of the CI machine (10,000 seeds:
-  ``RAFT_SIM_SEEDS=10000``, about 4.5 min on one core).
+  3- and 5-node quorums and fault profiles, half of them with membership faults
+  (wiped disks, operator changes, extra observers); each seed checks safety after
+  every event and liveness at the end (every voter of the final set applies a fresh
+  entry, and no wiped replica is left standing in it). About 30 s on one core of
+  the CI machine (10,000 seeds: ``RAFT_SIM_SEEDS=10000``, about 5.5 min on one core).
 - ``test_replay``: one seed, ``RAFT_SIM_SEED`` (default 0), optionally with
   ``RAFT_SIM_BROKEN=<variant>`` — the command a failure message prints.
 - ``test_broken_variant_is_caught``: the control runs. A driver that forgets its vote
@@ -12,10 +14,15 @@
   must be caught by the checker's own election-safety invariant (two leaders in one
   term); early acknowledgements are caught either by the checker (a new leader lacks a
   committed entry) or by the core's fail-stop assertion (a leader's commit index
-  beyond the follower's log, i.e. the follower lost entries it acknowledged).
+  beyond the follower's log, i.e. the follower lost entries it acknowledged). A wiped
+  replica that votes as its old self (``ignore_directory``: the directory checks on
+  vote requests and responses undone) must produce two leaders in one term; on the
+  way it also lets lagging candidates win, which the checker catches as a new leader
+  that lacks committed entries.
 - ``test_simulation_is_deterministic`` and ``test_faults_are_exercised`` keep the
   simulation honest: the same seed replays exactly, and the fault paths (crashes,
-  partitions, snapshots, reads, transfers, elections) really happen.
+  partitions, snapshots, reads, transfers, elections, wipes, operator removals and
+  additions, auto-joins) really happen.
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ def test_seeds(first: int) -> None:
     for seed in range(first, min(first + CHUNK, SEEDS)):
         sim = run_seed(seed)
         assert sim.history[sim.final_index].data == b"final"
-        assert all(n.sm_index >= sim.final_index for n in sim.nodes.values())
+        assert sim.final_voters and all(sim.nodes[i].sm_index >= sim.final_index for i in sim.final_voters)
 
 
 def test_replay() -> None:
@@ -52,6 +59,8 @@ def test_broken_variant_is_caught(variant: str) -> None:
         try:
             run_seed(seed, variant)
         except SimFailure as failure:
+            if variant == "ignore_directory" and "two leaders in term" not in str(failure):
+                continue  # a lagging leader elected by the wiped replica: caught, but not yet a double vote
             if variant == "forget_vote":
                 assert "two leaders in term" in str(failure)
             assert f"seed {seed}" in str(failure)
@@ -78,7 +87,8 @@ def test_faults_are_exercised() -> None:
             totals[key] = totals.get(key, 0) + value
         terms += len(sim.leader_of_term)
         sizes |= 1 << len(sim.voters)
-    for key in ("crashes", "partitions", "snapshots", "reads_answered", "transfers"):
+    faults = ("crashes", "partitions", "snapshots", "reads_answered", "transfers")
+    for key in (*faults, "wipes", "wipes_after_vote", "removals", "additions", "observers_added", "auto_joins"):
         assert totals[key] > 0, f"no {key} in 40 seeds: the simulation is not testing them"
     assert terms > 80, "too few elections"
     assert sizes == (1 << 3) | (1 << 5)
