@@ -488,6 +488,22 @@ def test_a_leaders_message_to_the_old_directory_is_answered_with_observe() -> No
     assert wiped.log.last_index == net.node(1).log.last_index and not wiped.is_voter
 
 
+def test_the_leader_tracks_a_voter_whose_wiped_replica_went_quiet() -> None:
+    # The wiped replica's OBSERVE replaced voter 2's progress (another directory); when it went
+    # quiet, check quorum dropped that progress and voter 2 had none: a transfer to it raised
+    # KeyError (membership simulation, seed 556), and nothing was sent to its old directory.
+    net, _ = wiped_two()
+    leader = net.node(1)
+    net.tick(1, 2, 3, times=2)
+    assert 2 in leader.status().observers  # the new replica, tracked under dir-2-1
+    net.crash(2)
+    net.tick(1, 3, times=3 * leader.config.election_timeout_ticks)
+    assert leader.role == Role.LEADER and 2 in dict(leader.status().match)
+    leader.transfer_leadership(2)
+    net.tick(1, 3, times=2 * leader.config.election_timeout_ticks)
+    assert leader.role == Role.LEADER  # the transfer to a dead voter was abandoned
+
+
 def test_auto_join_replaces_a_wiped_voter_in_two_conf_entries() -> None:
     net = elected(auto_join=True)
     leader = net.node(1)

@@ -41,7 +41,8 @@ voter's progress whose directory matches the voter set counts toward commit, che
 quorum and ReadIndex acknowledgements (the leader counts itself only while it is a
 voter). A response or OBSERVE from another directory of a tracked id replaces that
 progress (a new replica, probed from scratch). An observer not heard from during a
-check-quorum round is forgotten; it sends OBSERVE again after an election timeout.
+check-quorum round is forgotten (if it held a voter's id, that voter is tracked
+again); it sends OBSERVE again after an election timeout.
 On each tick, once a change is allowed, the leader binds the directories of unbound
 voters it has heard from, then carries out auto-join requests (remove the old
 replica of the id, then add the new one) — one CONF entry at a time.
@@ -213,7 +214,7 @@ class Leader:
             elif not pr.recent_active:
                 del self.progress[peer]  # an observer that went quiet
             pr.recent_active = False
-        self.peers = tuple(sorted(k for k in self.progress if k != node.id))
+        self.voters_changed()  # a voter whose id that observer held (a wiped replica) is tracked again
         return active >= node.quorum
 
     # -- sending -------------------------------------------------------------------------
