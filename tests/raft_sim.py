@@ -37,9 +37,11 @@ After every event the checker asserts:
 - ReadIndex linearizability: a read's index is at least every commit index any node
   knew when the read was issued.
 At the end it heals the network, restarts every node and requires liveness within
-``LIVENESS_MS``: a leader is elected, every wiped replica is a voter again, and a fresh
-proposal is applied on every voter of the newest leader's set (the voter set is not
-fixed: observers and removed nodes need not apply it).
+``LIVENESS_MS``: a leader is elected, every wiped replica is a voter again (by
+auto-join; one restarted between auto-join's two changes is added back by the operator,
+as membership.py prescribes), and a fresh proposal is applied on every voter of the
+newest leader's set (the voter set is not fixed: observers and removed nodes need not
+apply it).
 
 ``broken`` switches on a deliberately wrong driver (the control runs that prove the
 checker can fail): ``forget_vote`` loses the vote on restart, ``ack_before_persist``
@@ -199,7 +201,8 @@ class Simulation:
         self.reads: dict[bytes, int] = {}
         self.stats = dict.fromkeys(("delivered", "crashes", "partitions", "snapshots", "transfers"), 0)
         self.stats |= {"reads": 0, "reads_answered": 0}
-        for key in ("wipes", "wipes_after_vote", "removals", "additions", "observers_added", "auto_joins"):
+        membership = ("wipes", "wipes_after_vote", "removals", "additions", "observers_added", "auto_joins")
+        for key in (*membership, "operator_rejoins"):
             self.stats[key] = 0
         for i in self.nodes:
             self._start(self.nodes[i])
@@ -521,6 +524,7 @@ class Simulation:
         proposer, term = 0, 0
         while self.now < deadline:
             self._run_until(self.now + TICK_MS)
+            self.membership.rejoin_by_hand()
             if target is not None and (target not in self.history or self.history[target].data != data):
                 raft = self.nodes[proposer].raft
                 if target in self.history or raft is None or raft.term != term or raft.role != Role.LEADER:

@@ -43,6 +43,9 @@ if TYPE_CHECKING:
     from tests.raft_sim import SimNode, Simulation
 
 
+OPERATOR_PATIENCE_MS = 1000
+
+
 def directory_id(seed: int, node_id: int, incarnation: int) -> str:
     return f"d{node_id}i{incarnation}s{seed}"
 
@@ -105,6 +108,8 @@ class MembershipFaults:
         """Wiped nodes whose new replica is not a voter yet: node id -> the new directory."""
         self.operator_confs: set[tuple[int, int]] = set()
         """(term, index) of the CONF entries the operator proposed, to tell auto-joins apart."""
+        self.out_since: dict[int, int] = {}
+        """When each wiped replica's id was first seen out of the voter set after healing (ms)."""
 
     def directory_id(self, node_id: int, incarnation: int) -> str:
         """Seeds without membership faults run as before membership existed: no directory ids."""
@@ -194,6 +199,35 @@ class MembershipFaults:
         self.operator_confs.add((raft.term, index))
         sim.trace.append((sim.now, f"operator: {kind[:-1]} {who} at {n.id}"))
         sim.pump(n)
+
+    def rejoin_by_hand(self) -> None:
+        """After healing: the operator adds back a wiped replica whose id has been no voter for a second.
+
+        Auto-join does it in two changes, and the "displaced" mark that drives it lives in
+        memory: a replica restarted between them stays an observer and needs ``add_voter``
+        (membership.py says so). While its old replica is still a voter, or for a second
+        after it left (auto-join's second change), the operator waits.
+        """
+        sim = self.sim
+        found = sim.leader()
+        if found is None:
+            return
+        n, raft = found
+        for node_id in sorted(self.rejoining):
+            if find(raft.voters, node_id) is not None:
+                self.out_since.pop(node_id, None)
+                continue
+            if sim.now - self.out_since.setdefault(node_id, sim.now) < OPERATOR_PATIENCE_MS:
+                continue
+            try:
+                index = raft.add_voter(node_id)
+            except RaftError:
+                continue
+            sim.stats["operator_rejoins"] += 1
+            self.operator_confs.add((raft.term, index))
+            sim.trace.append((sim.now, f"operator: add back {node_id} at {n.id}"))
+            sim.pump(n)
+            return
 
     # -- what the checker learns ---------------------------------------------------------
 
