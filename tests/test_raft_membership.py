@@ -566,12 +566,6 @@ def test_without_auto_join_a_wiped_voter_waits_for_the_operator() -> None:
     assert leader.voters[1] == Voter(2, "dir-2-1") and net.node(2).is_voter
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: a wiped replica whose id is out of the voter set, once the leader no longer tracks it, is never "
-    "contacted; its empty log says it is a voter (the bootstrap set), so it campaigns instead of sending OBSERVE, "
-    "and add_voter cannot find it",
-)
 def test_a_wiped_replica_of_a_removed_voter_can_be_added_back() -> None:
     # The operator's sequence for a dead disk: remove-controller, replace the disk, start it,
     # add-controller. (Not displaced, it does not auto-join: membership.py.)

@@ -120,6 +120,8 @@ class RaftNode:
             self.election_elapsed = 0
             if self.electable:
                 self.campaign()
+                if self.log.last_index == 0 and self.directory:
+                    self._observe()  # perhaps a wiped replica the voter set no longer names: find a leader
             else:
                 self.leader = NONE  # a whole timeout without a word: no leader, and no lease to keep
                 self._observe()
@@ -200,6 +202,8 @@ class RaftNode:
         if t == MessageType.OBSERVE:
             if self._lead is not None:
                 self._lead.on_observe(m)
+            elif self.leader not in (NONE, m.frm):  # the observer may not know the leader: pass it on
+                self.outbox.append(replace(m, to=self.leader, to_directory=""))
             return
         if m.term > self.term:
             if t in _VOTES:
@@ -329,17 +333,8 @@ class RaftNode:
 
     def add_voter(self, node_id: int, address: str = "") -> int:
         """Propose adding the observer ``node_id`` (caught up) as a voter; returns the CONF index."""
-        lead = self._leader_for_change()
-        pr = lead.progress.get(node_id)
-        if node_id == self.id:
-            raise membership.DuplicateVoter(f"node {node_id} leads: it is a voter")
-        if pr is None:
-            raise membership.ChangeNotReady(f"node {node_id} is not an observer of leader {self.id} (is it running?)")
-        if pr.match < self.log.committed:
-            raise membership.ChangeNotReady(
-                f"node {node_id} has not caught up (holds up to {pr.match}, committed {self.log.committed})"
-            )
-        return self._propose_voters(membership.with_voter(self.voters, Voter(node_id, pr.directory, address)))
+        voter = self._leader_for_change().caught_up_observer(node_id, address)
+        return self._propose_voters(membership.with_voter(self.voters, voter))
 
     def remove_voter(self, node_id: int) -> int:
         """Propose removing voter ``node_id``; returns the CONF index."""

@@ -146,6 +146,20 @@ class Leader:
         pr.probe_sent = False
         self.send_append(m.frm)
 
+    def caught_up_observer(self, node_id: int, address: str) -> Voter:
+        """The voter to add for observer ``node_id``, refused unless it holds everything committed."""
+        node = self.node
+        pr = self.progress.get(node_id)
+        if node_id == node.id:
+            raise membership.DuplicateVoter(f"node {node_id} leads: it is a voter")
+        if pr is None:
+            raise membership.ChangeNotReady(f"node {node_id} is not an observer of leader {node.id} (is it running?)")
+        if pr.match < node.log.committed:
+            raise membership.ChangeNotReady(
+                f"node {node_id} has not caught up (holds up to {pr.match}, committed {node.log.committed})"
+            )
+        return Voter(node_id, pr.directory, address)
+
     def change_blocked(self) -> str:
         """Why a membership change cannot be proposed now ("" if it can)."""
         node = self.node

@@ -41,6 +41,12 @@ Changes (leader only, ``RaftNode.add_voter`` / ``remove_voter``):
   refuses them (two voters, or a voter down: no leader ever again). Its votes
   are counted under the set in force, without its own: the usual quorum.
 
+Finding the leader: an observer sends OBSERVE to every voter it knows on each
+election timeout without a word from a leader, and so does a replica with a
+directory id and an empty log while it campaigns (it may be a wiped replica whose id the voters no
+longer hold: its bootstrap set says it votes, the others do not contact it).
+A follower that knows the leader passes an OBSERVE on to it.
+
 Double votes after a wiped disk (KIP-853's VoterDirectoryId):
 - Every message names its sender's directory and the directory the sender
   expects the recipient to have. A replica drops a message meant for another
