@@ -62,11 +62,16 @@ Double votes after a wiped disk (KIP-853's VoterDirectoryId):
 - The leader binds each unbound voter's directory as soon as it has heard from
   it (one CONF entry, after its first commit of the term), so after a
   cluster's first election a wiped replica can no longer stand in for the
-  voter it replaced. The remaining window: a replica wiped between its first
-  vote and that binding entry's commit, in the first seconds of a new
-  cluster, could vote twice. KIP-853 closes it by formatting every controller
-  with the initial directory ids; Ketch's nodes format themselves, and the
-  binding entry shrinks the window to the first election.
+  voter it replaced — as long as the candidate's log holds that entry. The
+  remaining window: a candidate whose log lacks the binding entry (it was
+  down or partitioned when the entry spread) asks for votes naming no
+  directory, and a wiped replica, whose empty log is behind anything,
+  grants one; with it that candidate can win a term another leader holds,
+  or lose a committed entry (the membership simulation's ignore_directory
+  control shows both). So the window lasts until every voter holds the
+  binding entry, normally the first seconds of a new cluster, longer if a
+  voter is down then. KIP-853 closes it by formatting every controller with
+  the initial directory ids; Ketch's nodes format themselves.
 
 Auto-join (``Config.auto_join``, like Kafka's controller.quorum.auto.join.enable
 but only for a replaced replica): an observer that has seen the voter set name
