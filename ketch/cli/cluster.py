@@ -12,8 +12,8 @@ starts whichever nodes are not running, on their existing data and ports.
 Topics created without a replication factor get min(3, nodes), and
 min.insync.replicas 2 when that is 3 (the producer defaults to acks=all).
 
-``cluster describe`` asks the first bootstrap node that answers for each
-broker (id, address, alive or fenced), the active controller, the Raft term
+``cluster describe`` asks the active controller (found through the first
+bootstrap node that answers) for each broker (id, address, alive or fenced), the active controller, the Raft term
 and commit index, and the quorum's voters (with directory ids) and observers.
 ``cluster add-controller`` / ``remove-controller`` change the voters
 (ketch/cli/quorum.py). ``cluster config`` shows and changes the dynamic broker
@@ -157,7 +157,7 @@ In another shell:
 
 
 def describe_cluster(args: argparse.Namespace) -> int:
-    quorum = quorum_cli.describe_quorum(args.bootstrap)
+    quorum = quorum_cli.describe_quorum_at_leader(args.bootstrap)
     brokers = [
         {
             "node_id": b.broker_id,

@@ -64,6 +64,19 @@ def describe_quorum(bootstrap: str, timeout_s: float = 10.0) -> Any:
     )
 
 
+def describe_quorum_at_leader(bootstrap: str, timeout_s: float = 10.0) -> Any:
+    """``DescribeQuorumResponse`` from the active controller when it can be reached (only it knows the
+    observers and every voter's progress), else from the first bootstrap server that answers."""
+    first = describe_quorum(bootstrap, timeout_s)
+    leader = {v.node_id: v.address for v in first.voters}.get(first.leader_id)
+    if first.leader_id == first.node_id or not leader:
+        return first
+    try:
+        return describe_quorum(leader, timeout_s)
+    except KetchError:
+        return first
+
+
 def _change(args: argparse.Namespace, call: str, request: Any) -> Any:
     import grpc
 
