@@ -14,7 +14,7 @@ The controller quorum's voters change one at a time through the Raft log
   (the voter set names its old directory), never after a removal.
 
 Both find the active controller through any bootstrap server (each is tried in
-turn) and follow NOT_CONTROLLER to the leader. Errors are the node's typed
+turn) and retry while there is none (an election) until ``--timeout``. Errors are the node's typed
 errors: DUPLICATE_VOTER, VOTER_NOT_FOUND, REQUEST_TIMED_OUT (with the reason,
 e.g. the new controller is not running or has not caught up).
 """
@@ -78,22 +78,30 @@ def describe_quorum_at_leader(bootstrap: str, timeout_s: float = 10.0) -> Any:
 
 
 def _change(args: argparse.Namespace, call: str, request: Any) -> Any:
+    """Send the change to the active controller, following NOT_CONTROLLER, until ``--timeout``
+    (an election after the active controller removed itself takes a moment)."""
+    import time
+
     import grpc
 
     from ketch.api.v1 import controller_pb2_grpc
 
-    quorum = describe_quorum(args.bootstrap)
-    addresses = {v.node_id: v.address for v in quorum.voters}
-    leader = quorum.leader_id
-    for _ in range(5):
-        if leader not in addresses:
-            raise KetchError("no active controller is known; retry shortly", code=ErrorCode.NOT_CONTROLLER)
-        with grpc.insecure_channel(addresses[leader]) as channel:
-            stub = controller_pb2_grpc.KetchControllerStub(channel)
-            response = getattr(stub, call)(request, timeout=args.timeout + 5)
-        if response.error_code != ErrorCode.NOT_CONTROLLER or response.leader_id in (0, leader):
-            break
-        leader = response.leader_id
+    deadline = time.monotonic() + args.timeout
+    while True:
+        quorum = describe_quorum_at_leader(args.bootstrap)
+        address = {v.node_id: v.address for v in quorum.voters}.get(quorum.leader_id)
+        if address:
+            with grpc.insecure_channel(address) as channel:
+                stub = controller_pb2_grpc.KetchControllerStub(channel)
+                response = getattr(stub, call)(request, timeout=args.timeout + 5)
+            if response.error_code != ErrorCode.NOT_CONTROLLER:
+                break
+            problem = response.error_message
+        else:
+            problem = "no active controller is known"
+        if time.monotonic() > deadline:
+            raise KetchError(f"{problem}; retry shortly", code=ErrorCode.NOT_CONTROLLER)
+        time.sleep(0.2)
     if response.error_code != ErrorCode.NONE:
         raise KetchError(response.error_message, code=ErrorCode(response.error_code))
     return response
