@@ -117,13 +117,25 @@ class BatchHeader:
 
 
 def parse_header(batch: bytes | bytearray | memoryview, at: int = 0) -> BatchHeader:
-    """Read the header of the batch starting at ``at`` (no checks beyond size)."""
+    """Read the header of the batch starting at ``at``; the only checks are that the header is
+    whole and that its ``batch_length`` covers the header (CORRUPT_MESSAGE otherwise).
+
+    The length check is what keeps every walk over back-to-back batches (``iter_headers``, a
+    follower's ``plan_append``, a coordinator's load, the log cleaner) moving forward: a length
+    below 49 would give a ``size`` of zero or less, and the walk would spin or step backwards."""
     if len(batch) - at < HEADER_SIZE:
         raise BatchError(
             ErrorCode.CORRUPT_MESSAGE,
             f"record batch truncated: {len(batch) - at} bytes, a header needs {HEADER_SIZE}",
         )
-    return BatchHeader(*_HEADER.unpack_from(batch, at))
+    header = BatchHeader(*_HEADER.unpack_from(batch, at))
+    if header.batch_length < HEADER_SIZE - LENGTH_PREFIX:
+        raise BatchError(
+            ErrorCode.CORRUPT_MESSAGE,
+            f"record batch at byte {at} claims length {header.batch_length}, "
+            f"less than the {HEADER_SIZE - LENGTH_PREFIX} bytes of its own header",
+        )
+    return header
 
 
 def _check(batch: memoryview, header: BatchHeader) -> None:
@@ -167,7 +179,7 @@ def split_batches(records: bytes | bytearray | memoryview) -> list[tuple[BatchHe
     while at < len(view):
         header = parse_header(view, at)
         end = at + header.size
-        if header.batch_length < HEADER_SIZE - LENGTH_PREFIX or end > len(view):
+        if end > len(view):
             raise BatchError(
                 ErrorCode.CORRUPT_MESSAGE,
                 f"record batch at byte {at} claims length {header.batch_length}, "

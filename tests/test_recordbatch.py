@@ -119,3 +119,17 @@ def test_any_single_byte_flip_in_the_crc_range_is_caught(position: int, seed: in
     raw[at] ^= 1 + seed % 255
     with pytest.raises(recordbatch.BatchError):
         recordbatch.split_batches(bytes(raw))
+
+
+@pytest.mark.parametrize("length", [48, 0, -12, -13, -(2**31)])
+def test_a_length_shorter_than_the_header_is_corrupt_message_in_every_walk(length: int) -> None:
+    """Found by tests/test_fuzz_decoders.py: ``iter_headers`` (a follower's ``plan_append``, the
+    log cleaner, a coordinator's load) advanced by ``header.size``, which a length of -12 makes 0
+    (the walk spun forever) and a lower one negative (it stepped backwards)."""
+    raw = bytearray(build(1))
+    struct.pack_into(">i", raw, 8, length)
+    for walk in (recordbatch.parse_header, recordbatch.iter_headers, recordbatch.split_batches):
+        with pytest.raises(recordbatch.BatchError) as err:
+            walk(bytes(raw))
+        assert err.value.code == ErrorCode.CORRUPT_MESSAGE
+        assert f"claims length {length}" in str(err.value)
