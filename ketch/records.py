@@ -23,6 +23,12 @@ Reading (consumer):
 - Control batches (transaction markers) carry no user records and are skipped.
 - read_committed: records of aborted transactions are dropped (``decode_batches``'s ``aborted``).
 - A trailing partial batch (never sent by Ketch, allowed by Kafka) is ignored.
+- Bytes from the network are untrusted: a batch whose length is shorter than its own header, or
+  whose records do not decode after a matching CRC (bad varints, a codec that refuses the
+  compressed bytes, invalid UTF-8 in a header key), raises ``CorruptMessageError`` naming the
+  offset, never the codec's own error. The length check comes first because aiokafka's compiled
+  ``DefaultRecordBatch`` reads its 61-byte header without a bounds check (a shorter buffer
+  crashed the process with a segmentation fault).
 """
 
 from __future__ import annotations
@@ -155,12 +161,22 @@ _MARKER_KEY = struct.Struct(">hh")
 
 def control_type(batch: DefaultRecordBatch) -> int | None:
     """The marker type (ABORT_MARKER / COMMIT_MARKER) of a control batch, None if unreadable."""
-    for r in batch:
-        key = r.key
-        if key is not None and len(key) >= _MARKER_KEY.size:
-            return int(_MARKER_KEY.unpack_from(key)[1])
+    try:
+        for r in batch:
+            key = r.key
+            if key is not None and len(key) >= _MARKER_KEY.size:
+                return int(_MARKER_KEY.unpack_from(key)[1])
+            return None
+    except Exception:  # the codec's own errors (aiokafka, struct): an unreadable marker
         return None
     return None
+
+
+def _corrupt(topic: str, partition: int, base_offset: int, why: str) -> CorruptMessageError:
+    return CorruptMessageError(
+        f"record batch at offset {base_offset} of {topic}-{partition} {why}; "
+        "the bytes were damaged in flight or at rest"
+    )
 
 
 def decode_batches(
@@ -195,9 +211,11 @@ def decode_batches(
     while end - at >= _HEADER_SIZE:
         (length,) = _BATCH_LENGTH.unpack_from(view, at + 8)
         size = length + _LENGTH_PREFIX
+        (base_offset,) = _BASE_OFFSET.unpack_from(view, at)
+        if size < _HEADER_SIZE:
+            raise _corrupt(topic, partition, base_offset, f"claims length {length}, shorter than its own header")
         if at + size > end:
             break  # partial trailing batch
-        (base_offset,) = _BASE_OFFSET.unpack_from(view, at)
         (last_delta,) = _LAST_OFFSET_DELTA.unpack_from(view, at + 23)
         batch_end_offset = base_offset + last_delta + 1
         skip = False
@@ -216,16 +234,17 @@ def decode_batches(
             if not skip:
                 batch = DefaultRecordBatch(view[at : at + size])
                 if not batch.validate_crc():
-                    raise CorruptMessageError(
-                        f"record batch at offset {base_offset} of {topic}-{partition} failed its "
-                        "CRC-32C check; the bytes were damaged in flight or at rest"
-                    )
+                    raise _corrupt(topic, partition, base_offset, "failed its CRC-32C check")
                 if not batch.is_control_batch:
-                    for r in batch:
-                        if r.offset >= min_offset:
-                            out.append(
-                                ConsumerRecord(topic, partition, r.offset, r.timestamp, r.key, r.value, r.headers)
-                            )
+                    try:
+                        for r in batch:
+                            if r.offset >= min_offset:
+                                out.append(
+                                    ConsumerRecord(topic, partition, r.offset, r.timestamp, r.key, r.value, r.headers)
+                                )
+                    except Exception as exc:  # the codecs raise their own types (aiokafka, cramjam, zlib, struct)
+                        why = f"has records that do not decode ({type(exc).__name__}: {exc})"
+                        raise _corrupt(topic, partition, base_offset, why) from None
             next_offset = max(next_offset, batch_end_offset)
         at += size
     return DecodedBatches(out, next_offset)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import struct
 
+import crc32c
 import pytest
 
 from ketch.errors import CorruptMessageError
@@ -114,3 +116,34 @@ def test_record_types_are_frozen_values() -> None:
     assert meta == RecordMetadata("t", 0, 5, 10)
     tp = TopicPartition("t", 1)
     assert tp == ("t", 1) and tp.topic == "t" and {tp: 1}[TopicPartition("t", 1)] == 1
+
+
+def _recrc(raw: bytearray) -> bytes:
+    struct.pack_into(">I", raw, 17, crc32c.crc32c(bytes(raw[21:])))
+    return bytes(raw)
+
+
+@pytest.mark.parametrize("length", [0, 8, 48, -12, -100])
+def test_decode_refuses_a_batch_shorter_than_its_header(length: int) -> None:
+    """Found by tests/test_fuzz_decoders.py: a length of 0 or 8 handed aiokafka's compiled reader
+    a buffer shorter than the 61-byte header it reads unchecked (a segmentation fault in the
+    consumer); -12 made the walk stand still."""
+    raw = bytearray(build_batch([(b"k", b"v")]))
+    struct.pack_into(">i", raw, 8, length)
+    with pytest.raises(CorruptMessageError, match=f"claims length {length}"):
+        decode_batches("t", 0, bytes(raw), min_offset=0)
+
+
+def test_records_that_do_not_decode_behind_a_good_crc_are_corrupt_message() -> None:
+    """Found by tests/test_fuzz_decoders.py: the codec's own errors escaped (aiokafka's
+    CorruptRecordException, UnicodeDecodeError, cramjam's DecompressionError), so the consumer's
+    fetcher, which turns a KetchError into the partition's error, was bypassed."""
+    too_many = bytearray(build_batch([(b"k", b"v")]))
+    struct.pack_into(">i", too_many, 57, 2)  # records_count 2, one record present
+    bad_header_key = bytearray(build_batch([(b"k", b"v")], headers=[("h", b"1")]))
+    bad_header_key[bad_header_key.index(b"h")] = 0xFF  # not UTF-8
+    bad_zstd = bytearray(build_batch([(b"k", b"v" * 50)], compression="zstd"))
+    bad_zstd[70] ^= 0xFF
+    for raw in (too_many, bad_header_key, bad_zstd):
+        with pytest.raises(CorruptMessageError, match="do not decode"):
+            decode_batches("t", 0, _recrc(raw), min_offset=0)
