@@ -23,6 +23,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from coordinator.groups.records import decode_record as decode_group_record
+from coordinator.transactions.records import decode_record as decode_txn_record
 from ketch.assignors import (
     ASSIGNORS,
     Assignment,
@@ -268,3 +270,25 @@ def test_sticky_settles_to_a_balanced_fixpoint_with_any_subscriptions(group: tup
     assert locally_balanced(members, final)
     again = {m: MemberSubscription(s.topics, tuple(final[m]), 99) for m, s in members.items()}
     assert STICKY.assign(again, counts_) == final  # nothing moves once settled
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"[" * 100_000 + b"]" * 100_000,  # RecursionError inside json
+        b'{"v":0,"topics":' + b"[" * 100_000 + b"}",
+        b'{"v":' + b"9" * 5000 + b"}",  # longer than int_max_str_digits
+        b'{"v":0,"topics":["\xff"]}',  # not UTF-8
+    ],
+)
+def test_json_nested_too_deep_or_too_long_is_value_error_in_every_json_decoder(data: bytes) -> None:
+    """Found by tests/test_fuzz_decoders.py: ``load_versioned`` (the consumer protocol, the offsets
+    log, the transaction log) let json's RecursionError through on deeply nested arrays."""
+    for decode in (
+        decode_subscription,
+        decode_assignment,
+        lambda raw: decode_group_record(raw, None),
+        lambda raw: decode_txn_record(raw, raw),
+    ):
+        with pytest.raises(ValueError, match="is not JSON"):
+            decode(data)

@@ -13,7 +13,8 @@ These are the bytes the consumer client writes and reads:
 Format: UTF-8 JSON with sorted keys and no spaces, a version field ``v``,
 partitions as ``[topic, partition]`` pairs sorted, bytes as base64. Equal
 values encode to equal bytes. Decoding never runs code; anything malformed
-raises ``ValueError``.
+raises ``ValueError`` (also a document nested deeper than the parser's recursion limit, which
+``json`` reports as ``RecursionError``).
 """
 
 from __future__ import annotations
@@ -97,8 +98,10 @@ def load_versioned(data: bytes, version: int, what: str) -> dict[str, Any]:
     """The JSON object in ``data``; ``ValueError`` naming ``what`` if it is not one, or not of ``version``."""
     try:
         obj = json.loads(data.decode())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{what} is not JSON") from e
+    except (ValueError, RecursionError) as e:
+        # ValueError covers invalid UTF-8, invalid JSON and integers longer than Python's
+        # int_max_str_digits; RecursionError, arrays or objects nested deeper than the stack allows.
+        raise ValueError(f"{what} is not JSON ({type(e).__name__}: {str(e)[:100]})") from None
     if not isinstance(obj, dict) or obj.get("v") != version:
         raise ValueError(f"unsupported {what} version")
     return obj
