@@ -18,12 +18,18 @@ Rules:
   stored before directory ids existed has only ``voters`` (ids); it decodes to
   unbound voters. A CONF entry with no voters is refused (``ValueError``).
 - Storage uses the same messages (``RaftEntry``, ``RaftHardState``,
-  ``RaftSnapshot``) serialized to bytes, via the ``*_bytes`` helpers.
+  ``RaftSnapshot``) serialized to bytes, via the ``*_bytes`` helpers. Bytes that
+  are not the message raise ``ValueError`` naming it (protobuf's ``DecodeError``
+  is not one), as every other refusal here does.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TypeVar
+
+from google.protobuf.message import DecodeError
+from google.protobuf.message import Message as ProtoMessage
 
 from coordinator.raft import Entry, EntryKind, HardState, Message, MessageType, Snapshot, Voter
 from ketch.api.v1 import raft_pb2
@@ -159,8 +165,18 @@ def entry_to_bytes(e: Entry) -> bytes:
     return entry_to_pb(e).SerializeToString()
 
 
+P = TypeVar("P", bound=ProtoMessage)
+
+
+def _parse(cls: type[P], data: bytes) -> P:
+    try:
+        return cls.FromString(data)
+    except DecodeError as exc:
+        raise ValueError(f"{len(data)} bytes are not a {cls.DESCRIPTOR.name}: {exc}") from None
+
+
 def entry_from_bytes(data: bytes) -> Entry:
-    return entry_from_pb(raft_pb2.RaftEntry.FromString(data))
+    return entry_from_pb(_parse(raft_pb2.RaftEntry, data))
 
 
 def hard_state_to_bytes(hs: HardState) -> bytes:
@@ -168,7 +184,7 @@ def hard_state_to_bytes(hs: HardState) -> bytes:
 
 
 def hard_state_from_bytes(data: bytes) -> HardState:
-    return hard_state_from_pb(raft_pb2.RaftHardState.FromString(data))
+    return hard_state_from_pb(_parse(raft_pb2.RaftHardState, data))
 
 
 def snapshot_to_bytes(s: Snapshot) -> bytes:
@@ -176,4 +192,4 @@ def snapshot_to_bytes(s: Snapshot) -> bytes:
 
 
 def snapshot_from_bytes(data: bytes) -> Snapshot:
-    return snapshot_from_pb(raft_pb2.RaftSnapshot.FromString(data))
+    return snapshot_from_pb(_parse(raft_pb2.RaftSnapshot, data))

@@ -18,7 +18,8 @@ Rules:
   (one WAL).
 - ``load()`` reads it all back. Stored entries are contiguous and start after the
   snapshot index by construction; ``load`` checks that and raises
-  ``CorruptRaftStorage`` instead of letting a damaged log pass as a shorter one.
+  ``CorruptRaftStorage`` instead of letting a damaged log pass as a shorter one,
+  and also when a stored value does not decode (the codec's ``ValueError``).
 - ``directory_id()`` is created (random, synced) the first time a store without
   one is opened and never changes after: a wiped store is a new replica
   (KIP-853; coordinator/raft/membership.py). ``wipe`` deletes it too.
@@ -90,9 +91,12 @@ class RaftStorage(Storage):
         meta = store.cf[META_CF]
         raw_hard: bytes | None = meta.get(HARD_KEY)
         raw_snap: bytes | None = meta.get(SNAP_KEY)
-        hard = hard_state_from_bytes(raw_hard) if raw_hard is not None else EMPTY_HARD_STATE
-        snap = snapshot_from_bytes(raw_snap) if raw_snap is not None else EMPTY_SNAPSHOT
-        entries = self._read_entries()
+        try:
+            hard = hard_state_from_bytes(raw_hard) if raw_hard is not None else EMPTY_HARD_STATE
+            snap = snapshot_from_bytes(raw_snap) if raw_snap is not None else EMPTY_SNAPSHOT
+            entries = self._read_entries()
+        except ValueError as exc:
+            raise CorruptRaftStorage(f"stored Raft state does not decode: {exc}") from exc
         expected = snap.index + 1
         for e in entries:
             if e.index != expected:

@@ -252,3 +252,18 @@ def test_unknown_enum_values_are_rejected() -> None:
         message_from_pb(pb)
     with pytest.raises(ValueError, match="entry kind 7"):
         entry_from_bytes(b"\x20\x07")
+
+
+def test_bytes_that_are_not_the_message_are_value_error_and_refused_by_load(store: NodeStore) -> None:
+    """Found by tests/test_fuzz_decoders.py: ``*_from_bytes`` let protobuf's DecodeError (not a
+    ValueError) through, so a damaged stored entry escaped ``load`` untyped."""
+    for decode in (entry_from_bytes, snapshot_from_bytes, hard_state_from_bytes):
+        with pytest.raises(ValueError, match="bytes are not a Raft"):
+            decode(b"\x00")
+    rs = RaftStorage(store)
+    rs.persist(ready(entries=entries(1, 1, 3), must_sync=True))
+    wb = store.write_batch()
+    wb.put(index_key(2), b"\x00", store.handle[LOG_CF])
+    store.write(wb, sync=True)
+    with pytest.raises(CorruptRaftStorage, match="not a RaftEntry"):
+        rs.load()
