@@ -20,7 +20,9 @@ Stored (key layout in ``replication/rocks_store.py``; integers big-endian):
 
 A missing field reads as 0 (offsets, size) or ``NO_TIMESTAMP`` = -2**63
 (timestamps), b"" (epochs: the empty cache), so a partition that was never
-written is an empty log at 0. Opening clamps ``hw`` to ``[start, end]``.
+written is an empty log at 0. Opening clamps ``hw`` to ``[start, end]``. A field
+(or producer row, or aborted-transaction row) whose bytes are damaged makes opening
+raise ``ValueError`` naming it.
 
 Rules:
 - Every change writes the batches and the state that describes them (start,
@@ -95,6 +97,16 @@ _CLEANER = b"cleaner"
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
+def _stored_int(state: Any, prefix: bytes, pid: int, name: bytes, fmt: struct.Struct, missing: int) -> int:
+    """One integer state field; ``missing`` when absent, ``ValueError`` when its bytes are damaged."""
+    raw: bytes | None = state.get(prefix + name)
+    if raw is None:
+        return missing
+    if len(raw) != fmt.size:
+        raise ValueError(f"partition {pid}: stored state field {name.decode()!r} has {len(raw)} bytes, not {fmt.size}")
+    return int(fmt.unpack(raw)[0])
+
+
 def _locked(method: _F) -> _F:
     @functools.wraps(method)
     def wrapper(self: RocksPartitionLog, *args: Any, **kwargs: Any) -> Any:
@@ -118,14 +130,11 @@ class RocksPartitionLog:
         self._closed = False
         self._lock = threading.Lock()
         state = store.cf["state"]
-        raw = {f: state.get(self._prefix + f) for f in _OFFSET_FIELDS + _TS_FIELDS}
-        offsets = [_U64.unpack(raw[f])[0] if raw[f] is not None else 0 for f in _OFFSET_FIELDS]
-        stamps = [_I64.unpack(raw[f])[0] if raw[f] is not None else NO_TIMESTAMP for f in _TS_FIELDS]
-        self._start, self._end, self._size = offsets
-        self._maxts, self._floor = stamps
+        field = functools.partial(_stored_int, state, self._prefix, pid)
+        self._start, self._end, self._size = (field(f, _U64, 0) for f in _OFFSET_FIELDS)
+        self._maxts, self._floor = (field(f, _I64, NO_TIMESTAMP) for f in _TS_FIELDS)
         self._epochs = EpochCache.decode(state.get(self._prefix + _EPOCHS) or b"")
-        hw = state.get(self._prefix + _HW)
-        self._hw = min(max(_U64.unpack(hw)[0] if hw is not None else 0, self._start), self._end)
+        self._hw = min(max(field(_HW, _U64, 0), self._start), self._end)
         # Lock-free readers need the cache and the end as one pair; every change
         # replaces the (never mutated) cache and republishes the pair.
         self._view = (self._epochs, self._end)

@@ -35,6 +35,13 @@ Batches = Callable[[int], Iterator[tuple[int, bytes]]]
 Commit = Callable[[], None]
 
 
+def _key_offset(key: bytes, at: int, what: str) -> int:
+    """The u64 offset that ends a stored key; ``ValueError`` when the key is damaged."""
+    if len(key) != at + _U64.size:
+        raise ValueError(f"stored {what} key {key.hex()} is not {at + _U64.size} bytes")
+    return int(_U64.unpack_from(key, at)[0])
+
+
 def _nothing() -> None:
     pass
 
@@ -53,7 +60,7 @@ class RocksProducerState:
                 entry = ProducerEntry.decode(it.value())
                 self.table.entries[entry.producer_id] = entry
             elif key[4:5] == b"s":
-                self.snapshots.append(_U64.unpack(key[5:])[0])
+                self.snapshots.append(_key_offset(key, 5, "producer snapshot"))
             it.next()
         del it
 
@@ -177,7 +184,7 @@ class RocksAbortedIndex:
         it = store.cf["txnindex"].iter()
         it.seek(prefix)
         while it.valid() and it.key().startswith(prefix):
-            self.entries.append(AbortedTxn.decode(_U64.unpack(it.key()[4:])[0], it.value()))
+            self.entries.append(AbortedTxn.decode(_key_offset(it.key(), 4, "aborted-transaction"), it.value()))
             it.next()
         del it
 

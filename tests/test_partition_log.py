@@ -525,3 +525,22 @@ def test_memory_crash_loses_the_producer_state_of_unsynced_appends() -> None:
     idem(log, 5, 2)
     log.crash()
     assert seqs(log, 5) == [(0, 1, 0)]
+
+
+@pytest.mark.parametrize(
+    ("cf", "key", "what"),
+    [
+        ("state", b"start", "field 'start' has 0 bytes"),
+        ("state", b"maxts", "field 'maxts' has 0 bytes"),
+        ("state", b"hw", "field 'hw' has 0 bytes"),
+        ("producers", b"s", "producer snapshot key"),
+        ("txnindex", b"", "aborted-transaction key"),
+    ],
+)
+def test_opening_over_a_damaged_stored_field_is_value_error(tmp_path: Path, cf: str, key: bytes, what: str) -> None:
+    """Found by tests/test_fuzz_decoders.py: an integer field or a row key of the wrong length
+    escaped ``partition_log`` as struct.error."""
+    with NodeStore.open(str(tmp_path / "db")) as store:
+        store.cf[cf][pid_prefix(7) + key] = b""
+        with pytest.raises(ValueError, match=what):
+            store.partition_log(7)
