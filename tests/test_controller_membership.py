@@ -56,7 +56,7 @@ from ketch.api.v1 import ketch_pb2_grpc
 from ketch.errors import ErrorCode
 from node.cluster import LocalCluster
 from node.process import NodeProcess
-from tests.harness import ROOT
+from tests.harness import ROOT, running_cluster
 from tests.test_reassignment_cluster import Load, read_back
 
 ARGS = [
@@ -78,13 +78,8 @@ TOPIC, PARTITIONS = "wiped", 3
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    c = LocalCluster(tmp_path / "cluster", 3, extra_args=ARGS)
-    try:
-        c.start()
-        c.wait_ready(60)
+    with running_cluster(tmp_path / "cluster", 3, ARGS) as c:
         yield c
-    finally:
-        c.close()
 
 
 # -- observing the quorum ----------------------------------------------------------------------

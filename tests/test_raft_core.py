@@ -13,6 +13,8 @@ duplicates, proposals, crashes and restarts:
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -28,7 +30,6 @@ from coordinator.raft import (
     NotLeader,
     PersistedState,
     RaftNode,
-    ReadState,
     Role,
     Snapshot,
     TransferInProgress,
@@ -37,69 +38,12 @@ from coordinator.raft import (
 from coordinator.raft.config import SplitMix64
 from coordinator.raft.log import RaftLog
 from coordinator.raft.progress import Progress, ProgressState
-from coordinator.raft.storage import MemoryStorage
+from tests.raft_net import Net
 
 VOTERS_123 = (Voter(1), Voter(2), Voter(3))
 
 
-class Net:
-    """Nodes 1..n with durable state (a ``MemoryStorage`` each), an in-flight message list and applied entries."""
-
-    def __init__(self, n: int = 3, **opts: object) -> None:
-        self.voters = tuple(range(1, n + 1))
-        self.opts = opts
-        self.disk: dict[int, MemoryStorage] = {i: MemoryStorage() for i in self.voters}
-        self.nodes: dict[int, RaftNode | None] = {i: self._make(i) for i in self.voters}
-        self.applied: dict[int, list[Entry]] = {i: [] for i in self.voters}
-        self.reads: dict[int, list[ReadState]] = {i: [] for i in self.voters}
-        self.flight: list[Message] = []
-        self.sent: list[Message] = []
-
-    def _make(self, i: int) -> RaftNode:
-        cfg = Config(i, self.voters, seed=i, **self.opts)  # type: ignore[arg-type]
-        return RaftNode(cfg, self.disk[i].load())
-
-    def node(self, i: int) -> RaftNode:
-        node = self.nodes[i]
-        assert node is not None
-        return node
-
-    def process(self) -> None:
-        for i, node in self.nodes.items():
-            while node is not None and (rd := node.ready()) is not None:
-                self.disk[i].persist(rd)
-                self.flight += rd.messages
-                self.sent += rd.messages
-                self.applied[i] += rd.committed_entries
-                self.reads[i] += rd.read_states
-                node.advance(rd)
-
-    def deliver(self, rounds: int = 50) -> None:
-        for _ in range(rounds):
-            self.process()
-            if not self.flight:
-                return
-            batch, self.flight = self.flight, []
-            for m in batch:
-                node = self.nodes[m.to]
-                if node is not None:
-                    node.step(m)
-        self.process()
-
-    def crash(self, i: int) -> None:
-        self.nodes[i] = None
-        self.applied[i] = []
-
-    def restart(self, i: int) -> None:
-        self.nodes[i] = self._make(i)
-
-    def leader(self) -> int:
-        leaders = [i for i, n in self.nodes.items() if n is not None and n.role == Role.LEADER]
-        assert len(leaders) == 1, leaders
-        return leaders[0]
-
-
-def elected(n: int = 3, **opts: object) -> Net:
+def elected(n: int = 3, **opts: Any) -> Net:
     net = Net(n, **opts)
     net.node(1).campaign()
     net.deliver()

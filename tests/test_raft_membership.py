@@ -45,7 +45,6 @@ from coordinator.raft import (
     Snapshot,
     Voter,
 )
-from coordinator.raft.storage import MemoryStorage
 from coordinator.raft_codec import (
     entry_from_bytes,
     entry_to_bytes,
@@ -56,9 +55,10 @@ from coordinator.raft_codec import (
     snapshot_to_bytes,
 )
 from ketch.api.v1 import raft_pb2
+from tests import raft_net
 
 
-class Net:
+class Net(raft_net.Net):
     """Bootstrap voters 1..n plus ``observers``, each with a disk and a directory; messages move by hand.
 
     ``bound_voters=False`` gives the bootstrap voters no directory ("" matches any), so
@@ -66,79 +66,13 @@ class Net:
     """
 
     def __init__(self, n: int = 3, observers: tuple[int, ...] = (), bound_voters: bool = True, **opts: object) -> None:
-        self.voters = tuple(range(1, n + 1))
         self.bound_voters = bound_voters
-        self.opts = opts
-        ids = self.voters + observers
-        self.incarnation = dict.fromkeys(ids, 0)
-        self.disk = {i: MemoryStorage() for i in ids}
-        self.nodes: dict[int, RaftNode | None] = {i: self._make(i) for i in ids}
-        self.applied: dict[int, list[Entry]] = {i: [] for i in ids}
-        self.flight: list[Message] = []
-        self.sent: list[Message] = []
+        super().__init__(n, observers=observers, **opts)
 
     def directory(self, i: int) -> str:
         if i in self.voters and not self.bound_voters:
             return ""
         return f"dir-{i}-{self.incarnation[i]}"
-
-    def _make(self, i: int) -> RaftNode:
-        cfg = Config(i, self.voters, seed=i, directory=self.directory(i), **self.opts)  # type: ignore[arg-type]
-        return RaftNode(cfg, self.disk[i].load())
-
-    def node(self, i: int) -> RaftNode:
-        node = self.nodes[i]
-        assert node is not None
-        return node
-
-    def process(self) -> None:
-        for i, node in self.nodes.items():
-            while node is not None and (rd := node.ready()) is not None:
-                self.disk[i].persist(rd)
-                self.flight += rd.messages
-                self.sent += rd.messages
-                self.applied[i] += rd.committed_entries
-                node.advance(rd)
-
-    def deliver(self, rounds: int = 50, only: tuple[int, ...] = ()) -> None:
-        """Deliver what is in flight (to ``only``, if given, dropping the rest), round by round."""
-        for _ in range(rounds):
-            self.process()
-            if not self.flight:
-                return
-            batch, self.flight = self.flight, []
-            for m in batch:
-                node = self.nodes[m.to]
-                if node is not None and (not only or m.to in only):
-                    node.step(m)
-        self.process()
-
-    def tick(self, *ids: int, times: int = 1) -> None:
-        for _ in range(times):
-            for i in ids or tuple(self.nodes):
-                node = self.nodes[i]
-                if node is not None:
-                    node.tick()
-            self.deliver()
-
-    def crash(self, i: int) -> None:
-        self.nodes[i] = None
-        self.applied[i] = []
-
-    def restart(self, i: int) -> None:
-        self.nodes[i] = self._make(i)
-
-    def wipe(self, i: int) -> None:
-        """Node ``i`` comes back with an empty disk, hence a new directory id: a new replica."""
-        self.incarnation[i] += 1
-        self.disk[i] = MemoryStorage()
-        self.applied[i] = []
-        self.nodes[i] = self._make(i)
-
-    def leader(self) -> int:
-        leaders = [i for i, n in self.nodes.items() if n is not None and n.role == Role.LEADER]
-        assert len(leaders) == 1, leaders
-        return leaders[0]
 
     def conf_entries(self, i: int) -> list[Entry]:
         return [e for e in self.node(i).log.entries if e.kind == EntryKind.CONF]
