@@ -116,6 +116,9 @@ def test_a_live_member_is_described_and_blocks_reset_and_delete(node: NodeProces
             stdout=out_file,
             stderr=err_file,
             env=env(node),
+            # Ctrl-C as in a terminal even when the suite runs in the background (`cmd &` starts
+            # with SIGINT ignored, and an ignored signal stays ignored across exec).
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
     try:
         deadline = time.monotonic() + 30
