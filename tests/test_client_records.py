@@ -141,7 +141,7 @@ def test_records_that_do_not_decode_behind_a_good_crc_are_corrupt_message() -> N
     too_many = bytearray(build_batch([(b"k", b"v")]))
     struct.pack_into(">i", too_many, 57, 2)  # records_count 2, one record present
     bad_header_key = bytearray(build_batch([(b"k", b"v")], headers=[("h", b"1")]))
-    bad_header_key[bad_header_key.index(b"h")] = 0xFF  # not UTF-8
+    bad_header_key[bad_header_key.rindex(b"h")] = 0xFF  # the header key, last but two: not UTF-8
     bad_zstd = bytearray(build_batch([(b"k", b"v" * 50)], compression="zstd"))
     bad_zstd[70] ^= 0xFF
     for raw in (too_many, bad_header_key, bad_zstd):
