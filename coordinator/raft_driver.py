@@ -101,6 +101,7 @@ from coordinator.raft_storage import RaftStorage
 from coordinator.raft_transport import PeerBook, RaftServicer
 from coordinator.raft_waiters import Waiters
 from ketch.api.v1 import raft_pb2_grpc
+from ketch.tls import PLAINTEXT, SecurityConfig
 
 log = logging.getLogger("ketch.raft")
 
@@ -160,6 +161,7 @@ class RaftDriver:
         address: str = "",
         auto_join: bool = False,
         on_fatal: Callable[[BaseException], None] | None = None,
+        security: SecurityConfig = PLAINTEXT,
     ) -> None:
         if snapshot_every < 1 or tick_ms < 1:
             raise ValueError("snapshot_every and tick_ms must be >= 1")
@@ -199,6 +201,7 @@ class RaftDriver:
             rpc_timeout_s=rpc_timeout_s,
             backoff_s=backoff_s,
             max_backoff_s=max_backoff_s,
+            security=security,
         )
         self.servicer = RaftServicer(self._deliver)
         self._wake = asyncio.Event()

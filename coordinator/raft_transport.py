@@ -53,6 +53,7 @@ import grpc
 from coordinator.raft import Message
 from coordinator.raft_codec import message_from_pb, message_to_pb
 from ketch.api.v1 import raft_pb2, raft_pb2_grpc
+from ketch.tls import PLAINTEXT, SecurityConfig, open_aio_channel
 
 log = logging.getLogger("ketch.raft.transport")
 
@@ -93,8 +94,10 @@ class Peer:
         max_batch_bytes: int = MAX_MESSAGE_BYTES // 2,
         sender: int = 0,
         sender_address: str = "",
+        security: SecurityConfig = PLAINTEXT,
     ) -> None:
         self.id = peer_id
+        self.security = security
         self.sender = sender
         self.sender_address = sender_address
         self.address = address
@@ -115,7 +118,7 @@ class Peer:
         return self._task is not None
 
     def start(self) -> None:
-        self._channel = grpc.aio.insecure_channel(self.address, options=channel_options())
+        self._channel = open_aio_channel(self.address, self.security, channel_options())
         self._task = asyncio.create_task(
             self._run(raft_pb2_grpc.KetchRaftStub(self._channel)), name=f"raft-send-{self.id}"
         )
@@ -214,8 +217,10 @@ class PeerBook:
         rpc_timeout_s: float,
         backoff_s: float,
         max_backoff_s: float,
+        security: SecurityConfig = PLAINTEXT,
     ) -> None:
         self.me = me
+        self.security = security
         self.my_address = my_address
         self.static = dict(static)
         self._voter_address = voter_address
@@ -250,6 +255,7 @@ class PeerBook:
                 max_backoff_s=max_backoff_s,
                 sender=self.me,
                 sender_address=self.my_address,
+                security=self.security,
             )
             if self._running:
                 peer.start()

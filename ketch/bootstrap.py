@@ -1,4 +1,5 @@
-"""How a command-line tool finds the cluster: ``--bootstrap``, else ``$KETCH_BOOTSTRAP``, else 127.0.0.1:9092.
+"""How a command-line tool finds the cluster: ``--bootstrap``, else ``$KETCH_BOOTSTRAP``, else 127.0.0.1:9092;
+and how it connects: ``KETCH_SECURITY_PROTOCOL`` and ``KETCH_SSL_*`` (ketch/tls.py).
 
 Shared by the ``ketch`` command line (ketch/cli) and the benchmarks (bench/).
 It lives outside ketch/cli because ``ketch perf`` loads bench/: bench/ must
@@ -9,6 +10,10 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import Any
+
+from ketch.errors import ErrorCode, KetchError
+from ketch.tls import SecurityConfig
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 
@@ -20,3 +25,26 @@ def bootstrap_arg(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("KETCH_BOOTSTRAP", DEFAULT_BOOTSTRAP),
         help="HOST:PORT[,HOST:PORT...] of any node (env KETCH_BOOTSTRAP; default %(default)s)",
     )
+
+
+def client_security() -> SecurityConfig:
+    """The transport security every command uses, from ``KETCH_SECURITY_PROTOCOL`` and ``KETCH_SSL_*``."""
+    try:
+        return SecurityConfig.from_env()
+    except ValueError as exc:
+        raise KetchError(
+            f"{exc} (from KETCH_SECURITY_PROTOCOL, KETCH_SSL_CAFILE, KETCH_SSL_CERTFILE, KETCH_SSL_KEYFILE)",
+            code=ErrorCode.INVALID_CONFIG,
+        ) from None
+
+
+def client_config(bootstrap: str) -> dict[str, Any]:
+    """Keyword arguments of a Producer, Consumer or Admin for a command: where and how to connect."""
+    security = client_security()
+    return {
+        "bootstrap_servers": bootstrap,
+        "security_protocol": security.security_protocol,
+        "ssl_cafile": security.ssl_cafile,
+        "ssl_certfile": security.ssl_certfile,
+        "ssl_keyfile": security.ssl_keyfile,
+    }

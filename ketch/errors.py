@@ -58,6 +58,7 @@ class ErrorCode(IntEnum):
     INVALID_TRANSACTION_TIMEOUT = 50
     CONCURRENT_TRANSACTIONS = 51
     KAFKA_STORAGE_ERROR = 56
+    SASL_AUTHENTICATION_FAILED = 58
     UNKNOWN_PRODUCER_ID = 59
     REASSIGNMENT_IN_PROGRESS = 60
     NON_EMPTY_GROUP = 68
@@ -156,6 +157,14 @@ class InvalidTopicError(KetchError):
     code = ErrorCode.INVALID_TOPIC_EXCEPTION
 
 
+class AuthenticationFailedError(KetchError):
+    """The node and the client could not authenticate each other (a TLS handshake refused: an
+    untrusted certificate, a host name the certificate does not name); not retriable: Kafka's
+    SslAuthenticationException."""
+
+    code = ErrorCode.SASL_AUTHENTICATION_FAILED
+
+
 class NotEnoughReplicasError(KetchError):
     code = ErrorCode.NOT_ENOUGH_REPLICAS
 
@@ -189,6 +198,7 @@ _BY_CODE: dict[ErrorCode, type[KetchError]] = {
         MessageTooLargeError,
         InvalidTopicError,
         NotEnoughReplicasError,
+        AuthenticationFailedError,
         TopicAlreadyExistsError,
         InvalidConfigError,
         InvalidRequestError,

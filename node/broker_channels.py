@@ -19,13 +19,15 @@ import grpc
 
 from coordinator.metadata import MetadataImage
 from ketch.api.v1 import ketch_pb2_grpc
+from ketch.tls import PLAINTEXT, SecurityConfig, open_aio_channel
 
 CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
 
 
 class BrokerChannels:
-    def __init__(self, image: Callable[[], MetadataImage]) -> None:
+    def __init__(self, image: Callable[[], MetadataImage], security: SecurityConfig = PLAINTEXT) -> None:
         self._image = image
+        self._security = security
         self._channels: dict[int, tuple[str, grpc.aio.Channel]] = {}
         self._replaced: list[grpc.aio.Channel] = []
 
@@ -38,7 +40,7 @@ class BrokerChannels:
         if held is None or held[0] != address:
             if held is not None:
                 self._replaced.append(held[1])  # closed with the rest: a call may still use it
-            held = (address, grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS))
+            held = (address, open_aio_channel(address, self._security, CHANNEL_OPTIONS))
             self._channels[broker_id] = held
         return ketch_pb2_grpc.KetchStub(held[1])
 

@@ -6,6 +6,7 @@ of its directory (``--data-dir``):
     cluster.json        {"cluster_id", "nodes": [{"node_id", "port", "metrics_port"}, ...]}
     node-<id>/          each node's data directory (RocksDB, node.log)
     node-<id>.pid       the node's pid while it runs detached
+    tls/                with ``tls=True``: the CA, node-<id>.pem and admin.pem (node/certificates.py)
 
 Rules:
 - The voters are every node: ``1@127.0.0.1:P1,2@127.0.0.1:P2,...``; ports are
@@ -15,6 +16,11 @@ Rules:
 - ``start()`` starts every node that is not running; ``wait_ready()`` returns
   once a controller is active and every broker is registered and unfenced
   (the Metadata response lists exactly the unfenced brokers).
+- ``tls=True`` (``ketch cluster up --tls``) makes a CA and a certificate per node (for
+  127.0.0.1 and localhost) and one for the admin client under ``tls/``, and starts every
+  node with mutual TLS: ``security_protocol SSL``, ``ssl_client_auth required``. The
+  choice is kept in cluster.json, so a cluster started again keeps it; ``security`` is
+  how a client (this harness, the admin) connects.
 - Tests end every process they start: ``close()`` kills what is left.
 """
 
@@ -32,6 +38,9 @@ import grpc
 from ketch.api.v1 import controller_pb2 as cpb
 from ketch.api.v1 import controller_pb2_grpc, ketch_pb2_grpc
 from ketch.api.v1 import ketch_pb2 as pb
+from ketch.tls import PLAINTEXT, SecurityConfig, open_channel
+from node import certificates
+from node.certificates import tls_dir
 from node.process import NodeProcess, free_ports
 
 LAYOUT = "cluster.json"
@@ -47,6 +56,7 @@ class LocalCluster:
         base_metrics_port: int | None = None,
         extra_args: list[str] | None = None,
         detach: bool = False,
+        tls: bool = False,
     ) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
@@ -59,22 +69,48 @@ class LocalCluster:
             layout = {
                 "cluster_id": uuid.uuid4().hex,
                 "nodes": [{"node_id": i + 1, "port": ports[i], "metrics_port": metrics[i]} for i in range(nodes)],
+                "tls": tls,
             }
             layout_path.write_text(json.dumps(layout, indent=2))
         self.cluster_id: str = layout["cluster_id"]
+        self.tls: bool = layout.get("tls", False)
+        self.tls_dir = tls_dir(root)
+        self.security = self.client_security("admin") if self.tls else PLAINTEXT
         self.voters = ",".join(f"{n['node_id']}@127.0.0.1:{n['port']}" for n in layout["nodes"])
         args = ["--controller-quorum-voters", self.voters, "--cluster-id", self.cluster_id, *(extra_args or [])]
         self.nodes = {
             n["node_id"]: NodeProcess(
                 root / f"node-{n['node_id']}",
                 n["node_id"],
-                args,
+                [*args, *self._tls_args(n["node_id"])],
                 port=n["port"],
                 metrics_port=n["metrics_port"],
                 detach=detach,
+                security=self.security,
             )
             for n in layout["nodes"]
         }
+
+    def client_security(self, name: str) -> SecurityConfig:
+        """Mutual TLS as principal User:NAME, its certificate issued on first use."""
+        cert, key = self.tls_dir / f"{name}.pem", self.tls_dir / f"{name}-key.pem"
+        if not (cert.exists() and key.exists()):
+            cert, key = certificates.issue(self.tls_dir, name)
+        return SecurityConfig("SSL", str(self.tls_dir / "ca.pem"), str(cert), str(key))
+
+    def _tls_args(self, node_id: int) -> list[str]:
+        if not self.tls:
+            return []
+        name = f"node-{node_id}"
+        if not (self.tls_dir / f"{name}.pem").exists():
+            certificates.issue(self.tls_dir, name, certificates.LOCAL_HOSTS)
+        return [
+            "--security-protocol=SSL",
+            "--ssl-client-auth=required",
+            f"--ssl-cafile={self.tls_dir / 'ca.pem'}",
+            f"--ssl-certfile={self.tls_dir / name}.pem",
+            f"--ssl-keyfile={self.tls_dir / name}-key.pem",
+        ]
 
     @property
     def bootstrap(self) -> str:
@@ -111,14 +147,14 @@ class LocalCluster:
         return started
 
     def describe_quorum(self, node_id: int, timeout_s: float = 2.0) -> cpb.DescribeQuorumResponse:
-        with grpc.insecure_channel(self.nodes[node_id].bootstrap) as channel:
+        with open_channel(self.nodes[node_id].bootstrap, self.security) as channel:
             response: cpb.DescribeQuorumResponse = controller_pb2_grpc.KetchControllerStub(channel).DescribeQuorum(
                 cpb.DescribeQuorumRequest(), timeout=timeout_s
             )
             return response
 
     def live_brokers(self, node_id: int, timeout_s: float = 2.0) -> list[int]:
-        with grpc.insecure_channel(self.nodes[node_id].bootstrap) as channel:
+        with open_channel(self.nodes[node_id].bootstrap, self.security) as channel:
             response = ketch_pb2_grpc.KetchStub(channel).Metadata(pb.MetadataRequest(), timeout=timeout_s)
             return sorted(b.node_id for b in response.brokers)
 

@@ -49,6 +49,15 @@ class NodeConfig:
     # Host:port clients should dial; defaults to `listen` (with 0.0.0.0 → 127.0.0.1).
     advertised_listener: str = ""
     # Prometheus /metrics port; 0 picks a free one, -1 disables.
+    # Transport security of the listener and of every channel to other nodes (Kafka's
+    # security.inter.broker.protocol follows it): "PLAINTEXT" or "SSL" (node/server_tls.py).
+    security_protocol: str = "PLAINTEXT"
+    ssl_cafile: str = ""  # CAs that sign the other nodes' and the clients' certificates
+    ssl_certfile: str = ""  # this node's certificate, as a server and as a client of other nodes
+    ssl_keyfile: str = ""
+    # Kafka's ssl.client.auth: "required" (mutual TLS) or "none".
+    ssl_client_auth: str = "none"
+    # Prometheus /metrics port; 0 picks a free one, -1 disables.
     metrics_port: int = 9644
     metrics_host: str = "127.0.0.1"
     rack: str = ""
@@ -196,6 +205,7 @@ def validate(config: NodeConfig) -> None:
     config.listen_host_port  # noqa: B018 - raises ConfigError when malformed
     if config.advertised_listener:
         split_host_port(config.advertised_listener)
+    validate_security(config)
     if config.max_message_bytes > config.max_request_bytes:
         raise ConfigError(
             f"max_message_bytes ({config.max_message_bytes}) must not exceed "
@@ -234,3 +244,18 @@ def validate(config: NodeConfig) -> None:
             raise ConfigError(f"controller_quorum_voters: {exc}") from None
     elif not config.is_controller:
         raise ConfigError("a broker-only node needs controller_quorum_voters (ID@HOST:PORT,...)")
+
+
+def validate_security(config: NodeConfig) -> None:
+    if config.security_protocol not in ("PLAINTEXT", "SSL"):
+        raise ConfigError(f"security_protocol must be PLAINTEXT or SSL, got {config.security_protocol!r}")
+    if config.ssl_client_auth not in ("none", "required"):
+        raise ConfigError(f"ssl_client_auth must be none or required, got {config.ssl_client_auth!r}")
+    if config.security_protocol == "SSL":
+        if not (config.ssl_certfile and config.ssl_keyfile and config.ssl_cafile):
+            raise ConfigError(
+                "security_protocol SSL needs ssl_certfile and ssl_keyfile (this node's certificate) and "
+                "ssl_cafile (the CA that signs the other nodes' certificates)"
+            )
+    elif config.ssl_client_auth != "none" or config.ssl_certfile or config.ssl_keyfile:
+        raise ConfigError("ssl_client_auth, ssl_certfile and ssl_keyfile need security_protocol SSL")

@@ -27,6 +27,7 @@ import grpc
 from ketch.api.v1 import controller_pb2 as cpb
 from ketch.api.v1 import controller_pb2_grpc
 from ketch.errors import ErrorCode, KetchError
+from ketch.tls import PLAINTEXT, SecurityConfig, open_aio_channel
 
 log = logging.getLogger("ketch.node.controller_client")
 
@@ -41,8 +42,9 @@ CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_sen
 
 
 class ControllerClient:
-    def __init__(self, voters: dict[int, str], *, backoff_s: float = 0.1) -> None:
+    def __init__(self, voters: dict[int, str], *, backoff_s: float = 0.1, security: SecurityConfig = PLAINTEXT) -> None:
         self.voters = dict(voters)
+        self._security = security
         self._order = sorted(self.voters)
         self._leader = self._order[0]
         self._backoff_s = backoff_s
@@ -51,7 +53,7 @@ class ControllerClient:
     def stub(self, node_id: int) -> controller_pb2_grpc.KetchControllerStub:
         channel = self._channels.get(node_id)
         if channel is None:
-            channel = grpc.aio.insecure_channel(self.voters[node_id], options=CHANNEL_OPTIONS)
+            channel = open_aio_channel(self.voters[node_id], self._security, CHANNEL_OPTIONS)
             self._channels[node_id] = channel
         return controller_pb2_grpc.KetchControllerStub(channel)
 

@@ -13,6 +13,9 @@ way the node reads it: ``KETCH_LISTEN`` (else 127.0.0.1:9092), with a
 wildcard host (0.0.0.0, ::, empty) replaced by 127.0.0.1. So the Docker
 image's HEALTHCHECK needs no per-node arguments. The empty service name
 (the default) is the whole server; ``ketch.v1.Ketch`` is the client API.
+A node with ``KETCH_SECURITY_PROTOCOL=SSL`` is probed over TLS with its own
+certificate (``KETCH_SSL_*``, the node's settings are also a client's), checking
+the certificate against the host of ``KETCH_ADVERTISED_LISTENER`` when it is set.
 One line goes to stdout either way, for ``docker inspect``'s health log.
 Kubernetes does not need this: its native ``grpc:`` probe asks the same service.
 """
@@ -26,6 +29,7 @@ import sys
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from ketch.tls import PLAINTEXT, SecurityConfig, open_channel
 from node.config import ConfigError, split_host_port
 
 SERVING = 0
@@ -42,9 +46,25 @@ def default_target(env: dict[str, str] | None = None) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def check(target: str, service: str = "", timeout_s: float = 3.0) -> tuple[int, str]:
+def probe_security(env: dict[str, str] | None = None) -> tuple[SecurityConfig, list[tuple[str, int | str]]]:
+    """How the probe connects: the node's own TLS settings, and the name its certificate must carry."""
+    env = dict(os.environ) if env is None else env
+    security = SecurityConfig.from_env(env)
+    advertised = env.get("KETCH_ADVERTISED_LISTENER")
+    if security.secure and advertised:
+        return security, [("grpc.ssl_target_name_override", split_host_port(advertised)[0])]
+    return security, []
+
+
+def check(
+    target: str,
+    service: str = "",
+    timeout_s: float = 3.0,
+    security: SecurityConfig = PLAINTEXT,
+    options: list[tuple[str, int | str]] | None = None,
+) -> tuple[int, str]:
     """(exit code, one line saying why) for one Health/Check call."""
-    with grpc.insecure_channel(target) as channel:
+    with open_channel(target, security, options or []) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             response = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout_s)
@@ -67,10 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         target = args.target or default_target()
-    except ConfigError as exc:
+        security, options = probe_security()
+    except (ConfigError, ValueError) as exc:
         print(f"healthcheck: {exc}")
         return UNREACHABLE
-    code, line = check(target, args.service, args.timeout)
+    code, line = check(target, args.service, args.timeout, security, options)
     print(line)
     return code
 

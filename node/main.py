@@ -69,6 +69,7 @@ from node.config import ConfigError, NodeConfig
 from node.controller_client import parse_voters
 from node.metrics import NodeMetrics
 from node.roles import BrokerRole, ControllerRole, Role
+from node.server_tls import ServerCertificates
 from replication.rocks_store import NodeStore
 
 log = logging.getLogger("ketch.node")
@@ -105,7 +106,10 @@ async def serve(config: NodeConfig) -> int:
 
     store.on_failure = on_storage_failure
     server = grpc.aio.server(options=grpc_server_options(config))
-    port = server.add_insecure_port(config.listen)
+    if config.security_protocol == "SSL":
+        port = server.add_secure_port(config.listen, ServerCertificates.from_config(config).credentials())
+    else:
+        port = server.add_insecure_port(config.listen)
     if port == 0:
         raise ConfigError(f"cannot listen on {config.listen}")
     health = health_aio.HealthServicer()

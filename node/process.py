@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+from ketch.tls import PLAINTEXT, SecurityConfig, open_channel
+
 READY = "KETCH_READY "
 
 
@@ -38,8 +40,10 @@ class NodeProcess:
         metrics_port: int = 0,
         host: str = "127.0.0.1",
         detach: bool = False,
+        security: SecurityConfig = PLAINTEXT,
     ) -> None:
         self.data_dir = data_dir
+        self.security = security  # how this harness reaches the node (TLS when the node serves TLS)
         self.node_id = node_id
         self.extra_args = list(extra_args or [])
         self.host = host
@@ -108,7 +112,7 @@ class NodeProcess:
         from ketch.api.v1 import ketch_pb2_grpc
 
         deadline = time.monotonic() + timeout_s
-        with grpc.insecure_channel(self.bootstrap) as channel:
+        with open_channel(self.bootstrap, self.security) as channel:
             stub = ketch_pb2_grpc.KetchStub(channel)
             while time.monotonic() < deadline:
                 try:

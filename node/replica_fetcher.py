@@ -29,6 +29,7 @@ import grpc
 from coordinator.metadata import TopicIdPartition
 from ketch.api.v1 import ketch_pb2 as pb
 from ketch.api.v1 import ketch_pb2_grpc
+from ketch.tls import PLAINTEXT, SecurityConfig, open_aio_channel
 from node.broker import Broker
 from node.group_commit import GroupCommit
 from node.lifecycle import BrokerEpoch
@@ -48,8 +49,10 @@ class ReplicaFetcher:
         on_progress: Callable[[str, int], None],
         group_commit: GroupCommit,
         max_wait_ms: int = 500,
+        security: SecurityConfig = PLAINTEXT,
     ) -> None:
         self.broker = broker
+        self._security = security
         self._group_commit = group_commit
         self._needs_sync = False
         self._broker_epoch = broker_epoch
@@ -93,7 +96,7 @@ class ReplicaFetcher:
                     if channel is not None:
                         await channel.close()
                     address = wanted
-                    channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) if address else None
+                    channel = open_aio_channel(address, self._security, CHANNEL_OPTIONS) if address else None
                 followed = self._followed(leader_id)
                 if channel is None or not followed:
                     await asyncio.sleep(0.1)

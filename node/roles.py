@@ -52,6 +52,7 @@ from node.metadata_follower import MetadataFollower
 from node.metrics import NodeMetrics
 from node.producer_ids import ProducerIdManager
 from node.replica_fetcher import ReplicaFetcher
+from node.server_tls import client_security
 from node.service import KetchService
 from node.topic_admin import TopicAdmin
 from node.txn_coordinator import TransactionManager
@@ -115,6 +116,7 @@ class ControllerRole:
             address=advertised,
             auto_join=config.controller_quorum_auto_join,
             on_fatal=on_fatal,
+            security=client_security(config),
         )
         self.quorum.raft = self.raft
         self.raft.add_to_server(server)
@@ -157,7 +159,8 @@ class BrokerRole:
         previous_clean_shutdown: bool,
     ) -> None:
         self.config = config
-        self.controllers = ControllerClient(voters)
+        security = client_security(config)
+        self.controllers = ControllerClient(voters, security=security)
         self.waiters = FetchWaiters()
         epoch = BrokerEpoch()
         group_commit = GroupCommit(store.sync_wal)
@@ -168,6 +171,7 @@ class BrokerRole:
             on_progress=self._wake_fetches,
             group_commit=group_commit,
             max_wait_ms=config.replica_fetch_max_wait_ms,
+            security=security,
         )
         # In combined mode the broker follows its own controller first.
         prefer = config.node_id if config.is_controller else None
@@ -193,7 +197,7 @@ class BrokerRole:
         )
         metrics.watch_cleaner(self.cleaner.stats)
         self.producer_ids = ProducerIdManager.with_controllers(config.node_id, epoch, self.controllers)
-        self.channels = BrokerChannels(lambda: self.broker.image)
+        self.channels = BrokerChannels(lambda: self.broker.image, security)
         self.transactions = TransactionManager(
             self.broker, admin, self.waiters, metrics, self.producer_ids, self.channels
         )

@@ -62,6 +62,7 @@ from ketch.aio.offsets import LATEST, OFFSET_SPECS, list_offsets
 from ketch.api.v1 import ketch_pb2
 from ketch.errors import ErrorCode, KetchError, error_for
 from ketch.records import TopicPartition
+from ketch.tls import SecurityConfig
 
 __all__ = [
     "Admin",
@@ -193,8 +194,17 @@ class Admin(TransactionAdmin, ConfigsAdmin, ReassignmentAdmin):
         *,
         client_id: str = "ketch-admin",
         request_timeout_ms: int = 30000,
+        security_protocol: str = "PLAINTEXT",
+        ssl_cafile: str | None = None,
+        ssl_certfile: str | None = None,
+        ssl_keyfile: str | None = None,
     ) -> None:
-        self._conn = Connection(bootstrap_servers, client_id, request_timeout_ms)
+        self._conn = Connection(
+            bootstrap_servers,
+            client_id,
+            request_timeout_ms,
+            security=SecurityConfig(security_protocol, ssl_cafile, ssl_certfile, ssl_keyfile),
+        )
         self._coordinators = CoordinatorClient(self._conn, backoff=RETRY_BACKOFF_S, max_backoff=MAX_RETRY_BACKOFF_S)
 
     async def __aenter__(self) -> Admin:

@@ -37,6 +37,7 @@ import grpc
 
 from ketch.api.v1 import ketch_pb2, ketch_pb2_grpc
 from ketch.errors import (
+    AuthenticationFailedError,
     ErrorCode,
     InvalidRequestError,
     KetchConnectionError,
@@ -44,6 +45,7 @@ from ketch.errors import (
     MessageTooLargeError,
 )
 from ketch.records import TopicPartition
+from ketch.tls import PLAINTEXT, SecurityConfig, open_aio_channel
 
 __all__ = [
     "Broker",
@@ -138,6 +140,17 @@ def topic_from_pb(t: ketch_pb2.TopicMetadata) -> TopicInfo:
     return TopicInfo.make(t.name, t.error_code, t.error_message, t.topic_id, parts)
 
 
+# gRPC's words for a TLS handshake this client refused (the node's certificate is not trusted or does
+# not name the host dialled): configuration errors that retrying cannot fix. A node refusing the
+# client's certificate only closes the socket, which a crash also does: that stays retriable.
+TLS_REFUSED = (
+    "Ssl handshake failed",
+    "Tls handshake failed",
+    "Hostname Verification Check failed",
+    "CERTIFICATE_VERIFY_FAILED",
+)
+
+
 def translate_rpc_error(err: grpc.aio.AioRpcError, where: str = "") -> KetchError:
     code = err.code()
     details = err.details() or ""
@@ -148,6 +161,13 @@ def translate_rpc_error(err: grpc.aio.AioRpcError, where: str = "") -> KetchErro
         return InvalidRequestError(f"{prefix}{details}")
     if code == grpc.StatusCode.UNIMPLEMENTED:
         return KetchError(f"{prefix}{details}", code=ErrorCode.UNSUPPORTED_VERSION)
+    if code == grpc.StatusCode.UNAVAILABLE and any(sign in details for sign in TLS_REFUSED):
+        return AuthenticationFailedError(f"{prefix}TLS handshake refused: {details}")
+    if code == grpc.StatusCode.UNAVAILABLE and "Socket closed" in details:
+        details += (
+            " (a node that requires TLS closes a plaintext connection, and one that requires client"
+            " certificates closes a connection without one: check security_protocol, ssl_certfile, ssl_keyfile)"
+        )
     return KetchConnectionError(f"{prefix}{code.name}: {details}")
 
 
@@ -171,8 +191,10 @@ class Connection:
         client_id: str = "ketch",
         request_timeout_ms: int = 30000,
         allow_auto_create_topics: bool = False,
+        security: SecurityConfig = PLAINTEXT,
     ) -> None:
         self.bootstrap = parse_bootstrap(bootstrap_servers)
+        self.security = security
         self.client_id = client_id
         self.request_timeout = request_timeout_ms / 1000
         self.allow_auto_create_topics = allow_auto_create_topics
@@ -190,7 +212,7 @@ class Connection:
         stub = self._stubs.get(addr)
         if stub is None:
             target = f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}"
-            channel = grpc.aio.insecure_channel(target, options=channel_options(self.client_id))
+            channel = open_aio_channel(target, self.security, channel_options(self.client_id))
             self._channels[addr] = channel
             stub = self._stubs[addr] = ketch_pb2_grpc.KetchStub(channel)
         return stub

@@ -66,6 +66,7 @@ from ketch.group_rules import (
     resolve_assignors,
 )
 from ketch.records import ConsumerRecord, TopicPartition
+from ketch.tls import SecurityConfig
 
 __all__ = ["Consumer"]
 
@@ -107,6 +108,10 @@ class Consumer(OffsetQueries):
         max_poll_interval_ms: int = 300000,
         rebalance_timeout_ms: int | None = None,
         isolation_level: str = "read_uncommitted",
+        security_protocol: str = "PLAINTEXT",
+        ssl_cafile: str | None = None,
+        ssl_certfile: str | None = None,
+        ssl_keyfile: str | None = None,
     ) -> None:
         if isolation_level not in ISOLATION_LEVELS:
             raise ValueError(f"isolation_level must be 'read_uncommitted' or 'read_committed', not {isolation_level!r}")
@@ -116,7 +121,13 @@ class Consumer(OffsetQueries):
         assignors = resolve_assignors(partition_assignment_strategy)
         if group_id is not None and not group_id:
             raise ValueError("group_id must be None or a non-empty string")
-        self._conn = Connection(bootstrap_servers, client_id, request_timeout_ms, allow_auto_create_topics)
+        self._conn = Connection(
+            bootstrap_servers,
+            client_id,
+            request_timeout_ms,
+            allow_auto_create_topics,
+            SecurityConfig(security_protocol, ssl_cafile, ssl_certfile, ssl_keyfile),
+        )
         self._fetcher = Fetcher(
             self._conn,
             auto_offset_reset=auto_offset_reset,

@@ -83,6 +83,7 @@ from ketch.records import (
     compression_code,
     estimate_record_size,
 )
+from ketch.tls import SecurityConfig
 from ketch.transaction_manager import DEFAULT_TRANSACTION_TIMEOUT_MS, TransactionManager
 
 __all__ = ["Producer"]
@@ -145,6 +146,10 @@ class Producer:
         enable_idempotence: bool | None = None,
         transactional_id: str | None = None,
         transaction_timeout_ms: int = DEFAULT_TRANSACTION_TIMEOUT_MS,
+        security_protocol: str = "PLAINTEXT",
+        ssl_cafile: str | None = None,
+        ssl_certfile: str | None = None,
+        ssl_keyfile: str | None = None,
     ) -> None:
         if acks not in _ACKS:
             raise ValueError(f"acks must be 'all', -1, 0 or 1, not {acks!r}")
@@ -163,7 +168,13 @@ class Producer:
         self.max_block = max_block_ms / 1000
         self.key_serializer = key_serializer
         self.value_serializer = value_serializer
-        self._conn = Connection(bootstrap_servers, client_id, request_timeout_ms, allow_auto_create_topics)
+        self._conn = Connection(
+            bootstrap_servers,
+            client_id,
+            request_timeout_ms,
+            allow_auto_create_topics,
+            SecurityConfig(security_protocol, ssl_cafile, ssl_certfile, ssl_keyfile),
+        )
         idempotence = None
         if self.enable_idempotence:
             idempotence = IdempotentProducerState(max_in_flight_requests_per_connection)

@@ -48,6 +48,11 @@ def register(commands: Any) -> None:
     up.add_argument("--metrics-port", type=int, default=9644, help="metrics port of node 1; node i gets +i-1")
     up.add_argument("--detach", action="store_true", help="return once ready; pids in DIR/node-<id>.pid")
     up.add_argument(
+        "--tls",
+        action="store_true",
+        help="mutual TLS on every connection: a local CA and certificates under DIR/tls/ (kept for later runs)",
+    )
+    up.add_argument(
         "--node-arg",
         action="append",
         default=[],
@@ -59,6 +64,12 @@ def register(commands: Any) -> None:
     down = sub.add_parser("down", help="stop a cluster started with --detach")
     down.add_argument("--data-dir", default=".ketch")
     down.set_defaults(handler=cluster_down)
+
+    issue = sub.add_parser("issue-cert", help="a client certificate from a --tls cluster's CA")
+    issue.add_argument("--data-dir", default=".ketch", help="the cluster's directory (default %(default)s)")
+    issue.add_argument("--name", required=True, help="the certificate's principal: User:NAME")
+    issue.add_argument("--host", action="append", default=[], help="a host name or IP it serves (for a node)")
+    issue.set_defaults(handler=issue_cert)
 
     describe = sub.add_parser("describe", help="brokers, the active controller, Raft term and commit index")
     describe.add_argument("--json", action="store_true")
@@ -88,6 +99,7 @@ def cluster_up(args: argparse.Namespace) -> int:
         base_metrics_port=args.metrics_port,
         extra_args=[*defaults, *args.node_arg],
         detach=args.detach,
+        tls=args.tls,
     )
     stop = threading.Event()
     if not args.detach:
@@ -109,6 +121,7 @@ def cluster_up(args: argparse.Namespace) -> int:
             bin=Path(sys.executable).parent,
             started=", ".join(map(str, started)) or "none (all were running)",
             replication=replication,
+            tls=TLS_BANNER.format(**vars(cluster.security)) if cluster.tls else "",
         ),
         flush=True,
     )
@@ -131,6 +144,28 @@ def cluster_up(args: argparse.Namespace) -> int:
     return 0
 
 
+TLS_BANNER = """
+  export KETCH_SECURITY_PROTOCOL=SSL KETCH_SSL_CAFILE={ssl_cafile}
+  export KETCH_SSL_CERTFILE={ssl_certfile} KETCH_SSL_KEYFILE={ssl_keyfile}"""
+
+
+def issue_cert(args: argparse.Namespace) -> int:
+    from node import certificates
+
+    directory = certificates.tls_dir(Path(args.data_dir).resolve())
+    if not (directory / "ca.pem").exists():
+        raise KetchError(
+            f"no CA in {directory}: start the cluster with `ketch cluster up --tls` first",
+            code=ErrorCode.INVALID_CONFIG,
+        )
+    try:
+        cert, key = certificates.issue(directory, args.name, args.host)
+    except ValueError as exc:
+        raise KetchError(str(exc), code=ErrorCode.INVALID_REQUEST) from None
+    print(f"{cert}\n{key}\nprincipal User:{args.name}; signed by {directory / 'ca.pem'}")
+    return 0
+
+
 def cluster_down(args: argparse.Namespace) -> int:
     from node.cluster import LAYOUT, LocalCluster
 
@@ -149,7 +184,7 @@ Ketch is up: bootstrap servers {bootstrap}
   metrics: http://127.0.0.1:{metrics}/metrics (node i: port +i-1)
 
 In another shell:
-  export PATH={bin}:$PATH KETCH_BOOTSTRAP={bootstrap}
+  export PATH={bin}:$PATH KETCH_BOOTSTRAP={bootstrap}{tls}
   ketch topic create demo --partitions 3     # replication factor {replication} by default
   seq 1 10 | ketch produce demo
   ketch consume demo --from-beginning --max-messages 10

@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ketch.bootstrap import bootstrap_arg
+from ketch.bootstrap import bootstrap_arg, client_config
 from ketch.cli.output import dump_json, table
 from ketch.errors import ErrorCode, KetchError
 
@@ -83,7 +83,7 @@ def _alter(args: argparse.Namespace, resource: Any, what: str) -> int:
     changes = _changes(args)
     if not changes:
         raise KetchError("nothing to change: give --set KEY=VALUE or --delete KEY", code=ErrorCode.INVALID_REQUEST)
-    with Admin(bootstrap_servers=args.bootstrap) as admin:
+    with Admin(**client_config(args.bootstrap)) as admin:
         admin.incremental_alter_configs({resource: changes}, validate_only=args.validate_only)
     done = ", ".join(f"{k}={v}" if v is not None else f"{k} deleted" for k, v in changes.items())
     print(f"{'valid, not applied' if args.validate_only else 'altered'}: {what}: {done}")
@@ -102,7 +102,7 @@ def cluster_config(args: argparse.Namespace) -> int:
     resource = ConfigResource.broker(args.node)
     if args.set or args.delete:
         return _alter(args, resource, str(resource))
-    with Admin(bootstrap_servers=args.bootstrap) as admin:
+    with Admin(**client_config(args.bootstrap)) as admin:
         entries = admin.describe_configs([resource])[resource]
     rows = [{"name": e.name, "value": e.value, "source": e.source.name} for e in entries.values()]
     if args.json:

@@ -30,7 +30,7 @@ import argparse
 from datetime import datetime
 from typing import Any
 
-from ketch.bootstrap import bootstrap_arg
+from ketch.bootstrap import bootstrap_arg, client_config
 from ketch.cli.output import dump_json, table
 from ketch.errors import ErrorCode, KetchError
 
@@ -77,7 +77,7 @@ def _dash(value: Any) -> Any:
 def list_groups(args: argparse.Namespace) -> int:
     from ketch import Admin
 
-    with Admin(bootstrap_servers=args.bootstrap) as admin:
+    with Admin(**client_config(args.bootstrap)) as admin:
         groups = admin.list_consumer_groups()
     if args.json:
         print(dump_json([{"group_id": g.group_id, "state": g.state, "protocol_type": g.protocol_type} for g in groups]))
@@ -122,7 +122,7 @@ def describe_json(d: Any) -> dict[str, Any]:
 def describe_group(args: argparse.Namespace) -> int:
     from ketch import Admin
 
-    with Admin(bootstrap_servers=args.bootstrap) as admin:
+    with Admin(**client_config(args.bootstrap)) as admin:
         (d,) = admin.describe_consumer_groups([args.group])
     if d.state == "Dead" and not d.offsets:
         raise KetchError(f"consumer group {args.group!r} does not exist", code=ErrorCode.GROUP_ID_NOT_FOUND)
@@ -213,7 +213,7 @@ def plan_reset(admin: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
 def reset_offsets(args: argparse.Namespace) -> int:
     from ketch import Admin, TopicPartition
 
-    with Admin(bootstrap_servers=args.bootstrap) as admin:
+    with Admin(**client_config(args.bootstrap)) as admin:
         plan = plan_reset(admin, args)
         if not args.dry_run:
             admin.alter_consumer_group_offsets(
@@ -232,7 +232,7 @@ def reset_offsets(args: argparse.Namespace) -> int:
 def delete_groups(args: argparse.Namespace) -> int:
     from ketch import Admin
 
-    with Admin(bootstrap_servers=args.bootstrap) as admin:
+    with Admin(**client_config(args.bootstrap)) as admin:
         admin.delete_consumer_groups(args.groups)
     for group_id in args.groups:
         print(f"deleted group {group_id}")

@@ -24,8 +24,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ketch.bootstrap import bootstrap_arg
+from ketch.bootstrap import bootstrap_arg, client_security
 from ketch.errors import ErrorCode, KetchError
+from ketch.tls import open_channel
 
 
 def register_cluster(sub: Any) -> None:
@@ -52,7 +53,7 @@ def describe_quorum(bootstrap: str, timeout_s: float = 10.0) -> Any:
     errors: list[str] = []
     for address in [a.strip() for a in bootstrap.split(",") if a.strip()]:
         try:
-            with grpc.insecure_channel(address) as channel:
+            with open_channel(address, client_security()) as channel:
                 return controller_pb2_grpc.KetchControllerStub(channel).DescribeQuorum(
                     cpb.DescribeQuorumRequest(), timeout=timeout_s
                 )
@@ -82,8 +83,6 @@ def _change(args: argparse.Namespace, call: str, request: Any) -> Any:
     (an election after the active controller removed itself takes a moment)."""
     import time
 
-    import grpc
-
     from ketch.api.v1 import controller_pb2_grpc
 
     deadline = time.monotonic() + args.timeout
@@ -91,7 +90,7 @@ def _change(args: argparse.Namespace, call: str, request: Any) -> Any:
         quorum = describe_quorum_at_leader(args.bootstrap)
         address = {v.node_id: v.address for v in quorum.voters}.get(quorum.leader_id)
         if address:
-            with grpc.insecure_channel(address) as channel:
+            with open_channel(address, client_security()) as channel:
                 stub = controller_pb2_grpc.KetchControllerStub(channel)
                 response = getattr(stub, call)(request, timeout=args.timeout + 5)
             if response.error_code != ErrorCode.NOT_CONTROLLER:

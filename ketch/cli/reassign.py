@@ -20,7 +20,7 @@ import argparse
 import time
 from typing import Any
 
-from ketch.bootstrap import bootstrap_arg
+from ketch.bootstrap import bootstrap_arg, client_config
 from ketch.cli.output import dump_json, table
 from ketch.errors import ErrorCode, KetchError
 
@@ -67,7 +67,7 @@ def topic_reassign(args: argparse.Namespace) -> int:
         )
     tp = TopicPartition(args.topic, args.partition)
     target = None if args.cancel else parse_replicas(args.replicas)
-    with Admin(bootstrap_servers=args.bootstrap) as admin:
+    with Admin(**client_config(args.bootstrap)) as admin:
         admin.alter_partition_reassignments({tp: target})
         moving = admin.list_partition_reassignments([args.topic]).get(tp)
         replicas = admin.describe_topics([args.topic])[0].partitions[args.partition].replicas
@@ -87,7 +87,7 @@ def topic_reassign(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     from ketch import Admin
 
-    with Admin(bootstrap_servers=args.bootstrap) as admin:
+    with Admin(**client_config(args.bootstrap)) as admin:
         moves = admin.list_partition_reassignments([args.topic] if args.topic else None)
         topics = sorted({tp.topic for tp in moves})
         isr = {
@@ -121,7 +121,7 @@ def cluster_decommission(args: argparse.Namespace) -> int:
     from ketch import Admin, TopicPartition
 
     node = args.node
-    with Admin(bootstrap_servers=args.bootstrap) as admin:
+    with Admin(**client_config(args.bootstrap)) as admin:
         live = {b.node_id: b.rack or "" for b in admin.describe_cluster().brokers}
         targets = _targets(admin)
         try:

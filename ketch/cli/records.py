@@ -47,7 +47,7 @@ from collections import deque
 from concurrent.futures import Future
 from typing import Any
 
-from ketch.bootstrap import bootstrap_arg
+from ketch.bootstrap import bootstrap_arg, client_config
 from ketch.errors import ErrorCode, KetchError
 
 MAX_PENDING = 50_000
@@ -107,7 +107,7 @@ def produce_lines(args: argparse.Namespace) -> int:
     idempotence = None if args.enable_idempotence is None else args.enable_idempotence == "true"
     try:
         producer = Producer(
-            bootstrap_servers=args.bootstrap,
+            **client_config(args.bootstrap),
             acks=acks,
             compression_type=compression,
             linger_ms=args.linger_ms,
@@ -218,7 +218,7 @@ def consume_records(args: argparse.Namespace) -> int:
             code=ErrorCode.INVALID_REQUEST,
         )
     start = _start_offset(args.offset) if args.offset is not None else None
-    with Admin(bootstrap_servers=args.bootstrap) as admin:
+    with Admin(**client_config(args.bootstrap)) as admin:
         (description,) = admin.describe_topics([args.topic])  # typed error for a missing topic
     partitions = [p.partition for p in description.partitions]
     if args.partition is not None and args.partition not in partitions:
@@ -233,7 +233,7 @@ def consume_records(args: argparse.Namespace) -> int:
     last = time.monotonic()
     group: dict[str, Any] = {} if args.group is None else {"group_id": args.group, "enable_auto_commit": False}
     group["isolation_level"] = args.isolation_level
-    with Consumer(bootstrap_servers=args.bootstrap, auto_offset_reset=reset, **group) as consumer:
+    with Consumer(**client_config(args.bootstrap), auto_offset_reset=reset, **group) as consumer:
         if args.group is not None:
             consumer.subscribe([args.topic])
         else:

@@ -11,11 +11,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ketch.bootstrap import bootstrap_arg
+from ketch.bootstrap import bootstrap_arg, client_config, client_security
 from ketch.cli import configs as config_cli
 from ketch.cli import reassign
 from ketch.cli.output import dump_json, table
 from ketch.errors import ErrorCode, KetchError
+from ketch.tls import open_channel
 
 
 def register(commands: Any) -> None:
@@ -79,7 +80,7 @@ def parse_configs(pairs: list[str]) -> dict[str, str]:
 def create_topic(args: argparse.Namespace) -> int:
     from ketch import Admin, NewTopic
 
-    with Admin(bootstrap_servers=args.bootstrap) as admin:
+    with Admin(**client_config(args.bootstrap)) as admin:
         admin.create_topics([NewTopic(args.name, args.partitions, args.replication_factor, parse_configs(args.config))])
     print(f"created topic {args.name}")
     return 0
@@ -88,7 +89,7 @@ def create_topic(args: argparse.Namespace) -> int:
 def list_topics(args: argparse.Namespace) -> int:
     from ketch import Admin
 
-    with Admin(bootstrap_servers=args.bootstrap) as admin:
+    with Admin(**client_config(args.bootstrap)) as admin:
         names = sorted(admin.list_topics())
     print(dump_json(names) if args.json else "\n".join(names))
     return 0
@@ -119,7 +120,7 @@ def describe_json(description: Any, sources: dict[str, str] | None = None) -> di
 def describe_topics(args: argparse.Namespace) -> int:
     from ketch import Admin
 
-    with Admin(bootstrap_servers=args.bootstrap) as admin:
+    with Admin(**client_config(args.bootstrap)) as admin:
         descriptions = admin.describe_topics(args.names or None)
         sources = config_cli.topic_sources(admin, [d.name for d in descriptions])
     found = [describe_json(d, sources.get(d.name)) for d in descriptions]
@@ -156,7 +157,7 @@ def describe_topics(args: argparse.Namespace) -> int:
 def delete_topics(args: argparse.Namespace) -> int:
     from ketch import Admin
 
-    with Admin(bootstrap_servers=args.bootstrap) as admin:
+    with Admin(**client_config(args.bootstrap)) as admin:
         admin.delete_topics(args.names)
     for name in args.names:
         print(f"deleted topic {name}")
@@ -166,7 +167,7 @@ def delete_topics(args: argparse.Namespace) -> int:
 def add_partitions(args: argparse.Namespace) -> int:
     from ketch import Admin, NewPartitions
 
-    with Admin(bootstrap_servers=args.bootstrap) as admin:
+    with Admin(**client_config(args.bootstrap)) as admin:
         admin.create_partitions({args.name: NewPartitions(args.total)})
     print(f"topic {args.name} now has {args.total} partitions")
     return 0
@@ -174,7 +175,6 @@ def add_partitions(args: argparse.Namespace) -> int:
 
 def elect_leaders(args: argparse.Namespace) -> int:
     """Preferred-leader election through the controller (kafka-leader-election.sh --election-type preferred)."""
-    import grpc
 
     from ketch.api.v1 import controller_pb2 as cpb
     from ketch.api.v1 import controller_pb2_grpc
@@ -183,7 +183,7 @@ def elect_leaders(args: argparse.Namespace) -> int:
     if args.names:
         from ketch import Admin
 
-        with Admin(bootstrap_servers=args.bootstrap) as admin:
+        with Admin(**client_config(args.bootstrap)) as admin:
             for description in admin.describe_topics(args.names):
                 for p in description.partitions:
                     if args.partition is None or p.partition == args.partition:
@@ -195,7 +195,7 @@ def elect_leaders(args: argparse.Namespace) -> int:
         if address in tried:
             continue
         tried.add(address)
-        with grpc.insecure_channel(address) as channel:
+        with open_channel(address, client_security()) as channel:
             stub = controller_pb2_grpc.KetchControllerStub(channel)
             response = stub.ElectLeaders(request, timeout=30)
             if response.status.error_code == ErrorCode.NOT_CONTROLLER:

@@ -18,7 +18,7 @@ import dataclasses
 import time
 from typing import Any
 
-from ketch.bootstrap import bootstrap_arg
+from ketch.bootstrap import bootstrap_arg, client_config
 from ketch.cli.output import dump_json, table
 
 
@@ -43,7 +43,7 @@ def register(commands: Any) -> None:
 def list_transactions(args: argparse.Namespace) -> int:
     from ketch import Admin
 
-    with Admin(bootstrap_servers=args.bootstrap) as admin:
+    with Admin(**client_config(args.bootstrap)) as admin:
         found = admin.list_transactions(args.state)
     if args.json:
         print(dump_json([dataclasses.asdict(t) for t in found]))
@@ -60,7 +60,7 @@ def list_transactions(args: argparse.Namespace) -> int:
 def describe_transaction(args: argparse.Namespace) -> int:
     from ketch import Admin
 
-    with Admin(bootstrap_servers=args.bootstrap) as admin:
+    with Admin(**client_config(args.bootstrap)) as admin:
         (d,) = admin.describe_transactions([args.transactional_id])
     open_ms = int(time.time() * 1000) - d.start_time_ms if d.start_time_ms >= 0 else None
     if args.json:
