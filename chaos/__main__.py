@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         help="retrying producers are idempotent (on: duplicates are an anomaly); off is the control run",
     )
     run.add_argument("--rate", type=float, default=100.0, help="sends per second per producer")
+    run.add_argument("--tls", action="store_true", help="mutual TLS on every connection (plain workload)")
     run.add_argument("--report", type=Path, help="write the result as JSON here")
     run.add_argument("--html", type=Path, help="write an HTML report with a timeline here")
     run.add_argument("--workdir", type=Path, help="cluster data and history.jsonl (default: a temp dir)")
@@ -87,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         acks=args.acks,
         rate=args.rate,
         idempotence=args.idempotence == "on",
+        tls=args.tls,
     )
     print(report.table([result]))
     for kind, examples in result["examples"].items():

@@ -11,6 +11,9 @@ Rules:
 - With ``grpc_proxy=True`` each inbound link forwards to a gRPC proxy port for the node
   (chaos/grpc_proxy.py: the delay-end-txn fault) and ``client_address`` maps advertised
   ports to those proxy ports for clients whose calls the fault should see.
+- ``tls=True``: mutual TLS on every connection (node/cluster.py makes the certificates;
+  the TCP fault proxy passes TLS through, every address is 127.0.0.1, which the node
+  certificates name); ``security`` is what the workload's clients present.
 - Optional per-node extras, both needing root or a system package and both undone
   by ``close()``: a small tmpfs as the data directory (the disk-full fault) and
   libfaketime preloaded with a per-node offset file (the clock-jump fault;
@@ -35,6 +38,7 @@ from chaos.grpc_proxy import GrpcProxy
 from chaos.proxy import Proxy
 from ketch.api.v1 import ketch_pb2 as pb
 from ketch.api.v1 import ketch_pb2_grpc
+from ketch.tls import open_channel
 from node.cluster import LocalCluster
 from node.process import NodeProcess, free_ports
 
@@ -87,9 +91,11 @@ class ChaosCluster:
         faketime: bool = False,
         extra_args: list[str] | None = None,
         grpc_proxy: bool = False,
+        tls: bool = False,
     ) -> None:
         self.root = root
-        self.cluster = LocalCluster(root, nodes, extra_args=[*NODE_ARGS, *(extra_args or [])])
+        self.cluster = LocalCluster(root, nodes, extra_args=[*NODE_ARGS, *(extra_args or [])], tls=tls)
+        self.security = self.cluster.security  # how the workload's clients connect
         self.ids = sorted(self.cluster.nodes)
         self.proxy = Proxy()
         pairs = [(i, j) for i in self.ids for j in self.ids if i != j]
@@ -179,7 +185,7 @@ class ChaosCluster:
             if not self.alive(i):
                 continue
             try:
-                with grpc.insecure_channel(self.node(i).bootstrap) as channel:
+                with open_channel(self.node(i).bootstrap, self.security) as channel:
                     response = ketch_pb2_grpc.KetchStub(channel).DescribeTopics(
                         pb.DescribeTopicsRequest(names=[topic]), timeout=1.0
                     )

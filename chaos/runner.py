@@ -46,12 +46,13 @@ async def run_async(
     producers: int = 3,
     idempotence: bool = True,
     warmup_s: float = 3.0,
+    tls: bool = False,
     log: Any = print,
 ) -> dict[str, Any]:
     spec = faults.SCENARIOS[scenario]
     rng = random.Random(seed)
     workdir.mkdir(parents=True, exist_ok=True)
-    cluster = ChaosCluster(workdir / "cluster", nodes, tmpfs_mb=spec.tmpfs_mb, faketime=spec.faketime)
+    cluster = ChaosCluster(workdir / "cluster", nodes, tmpfs_mb=spec.tmpfs_mb, faketime=spec.faketime, tls=tls)
     history = History(workdir / "history.jsonl")
     started = time.monotonic()
     drained = False
@@ -61,7 +62,9 @@ async def run_async(
         await asyncio.to_thread(cluster.start)
         log(f"cluster up in {time.monotonic() - started:.1f}s ({workdir})")
         rf = min(3, nodes)
-        async with direct(aio.Admin(cluster.bootstrap), cluster.real_address) as admin:
+        async with direct(
+            aio.Admin(cluster.bootstrap, **cluster.security.client_kwargs()), cluster.real_address
+        ) as admin:
             await admin.create_topics([aio.NewTopic(TOPIC, 1, rf, configs={MIN_INSYNC_REPLICAS: str(min(2, rf))})])
         ctx = faults.Context(cluster, history, TOPIC, rng, deadline=0.0, log=log)
         await faults.settle(ctx, 30)
@@ -74,6 +77,7 @@ async def run_async(
             producers=producers,
             rate=rate,
             idempotence=idempotence,
+            security=cluster.security,
         )
         settled, drained = await faults.run_window(
             ctx, workload, spec.fault, warmup_s=warmup_s, duration_s=duration_s, pause_s=1.0
@@ -88,6 +92,7 @@ async def run_async(
         "acks": acks,
         "idempotence": idempotence,
         "nodes": nodes,
+        "tls": tls,
         "duration_s": duration_s,
         "wall_s": round(time.monotonic() - started, 1),
         "settled": settled,

@@ -28,6 +28,7 @@ from chaos.history import History
 from ketch import aio
 from ketch.errors import ErrorCode, KetchError
 from ketch.records import TopicPartition
+from ketch.tls import PLAINTEXT, SecurityConfig
 
 # Refused before the append: nothing was written (replication/partition.py checks the ISR
 # before appending; LEADER_NOT_AVAILABLE and the others fail before a request is sent or
@@ -84,8 +85,10 @@ class Workload:
         rate: float = 100.0,
         in_flight: int = 4,
         idempotence: bool = True,
+        security: SecurityConfig = PLAINTEXT,
     ) -> None:
         self.bootstrap = bootstrap
+        self.security = security.client_kwargs()
         self.topic = topic
         self.history = history
         self.real_address = real_address
@@ -113,6 +116,7 @@ class Workload:
         producer = direct(
             aio.Producer(
                 self.bootstrap,
+                **self.security,
                 acks=self.acks,
                 linger_ms=2,
                 retries=retries,
@@ -184,7 +188,9 @@ class Workload:
     async def _consume(self, k: int) -> None:
         proc = f"consumer-{k}"
         consumer = direct(
-            aio.Consumer(bootstrap_servers=self.bootstrap, auto_offset_reset="earliest", fetch_max_wait_ms=200),
+            aio.Consumer(
+                bootstrap_servers=self.bootstrap, auto_offset_reset="earliest", fetch_max_wait_ms=200, **self.security
+            ),
             self.real_address,
         )
         try:
@@ -209,7 +215,9 @@ class Workload:
     async def drain(self, timeout_s: float = 60.0) -> bool:
         """Read every partition from 0 to its end offset as reader ``final``; True if complete."""
         consumer = direct(
-            aio.Consumer(bootstrap_servers=self.bootstrap, auto_offset_reset="earliest", fetch_max_wait_ms=200),
+            aio.Consumer(
+                bootstrap_servers=self.bootstrap, auto_offset_reset="earliest", fetch_max_wait_ms=200, **self.security
+            ),
             self.real_address,
         )
         deadline = time.monotonic() + timeout_s

@@ -40,11 +40,4 @@ def client_security() -> SecurityConfig:
 
 def client_config(bootstrap: str) -> dict[str, Any]:
     """Keyword arguments of a Producer, Consumer or Admin for a command: where and how to connect."""
-    security = client_security()
-    return {
-        "bootstrap_servers": bootstrap,
-        "security_protocol": security.security_protocol,
-        "ssl_cafile": security.ssl_cafile,
-        "ssl_certfile": security.ssl_certfile,
-        "ssl_keyfile": security.ssl_keyfile,
-    }
+    return {"bootstrap_servers": bootstrap, **client_security().client_kwargs()}

@@ -30,6 +30,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -73,6 +74,15 @@ class SecurityConfig:
     @property
     def secure(self) -> bool:
         return self.security_protocol == "SSL"
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """The options as keyword arguments of a Producer, Consumer or Admin."""
+        return {
+            "security_protocol": self.security_protocol,
+            "ssl_cafile": self.ssl_cafile,
+            "ssl_certfile": self.ssl_certfile,
+            "ssl_keyfile": self.ssl_keyfile,
+        }
 
     def channel_credentials(self) -> grpc.ChannelCredentials:
         """gRPC's TLS credentials from the files as they are now."""

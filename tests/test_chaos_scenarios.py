@@ -107,6 +107,14 @@ def test_scenario_with_acks_all_loses_nothing(scenario: str, tmp_path: Path) -> 
     assert_safe(result)
 
 
+def test_kill_leader_with_mutual_tls_on_every_connection_loses_nothing(tmp_path: Path) -> None:
+    """Issue 17: the leader killed with -9 while clients, replica fetching and Raft all use mutual
+    TLS; the restarted node re-handshakes on every link."""
+    result = runner.run("kill-leader", SECONDS, seed=3, workdir=tmp_path, acks="all", tls=True)
+    assert result["tls"] and result["faults"], result["faults"]
+    assert_safe(result)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("KETCH_SLOW"), reason="long chaos runs: set KETCH_SLOW=1")
 @pytest.mark.timeout(int(SLOW_SECONDS) + 300)
