@@ -26,7 +26,7 @@ from typing import Any
 
 from bench.consume import ConsumeConfig, ConsumeTimeout, run_consume
 from bench.produce import ACKS_CHOICES, COMPRESSION_CHOICES, ProduceConfig, run_produce
-from ketch.bootstrap import bootstrap_arg
+from ketch.bootstrap import bootstrap_arg, client_security
 from ketch.records import DEFAULT_BATCH_SIZE
 
 
@@ -129,6 +129,7 @@ def produce_handler(args: argparse.Namespace) -> int:
         enable_idempotence=None if args.enable_idempotence is None else args.enable_idempotence == "true",
         transactional_id=args.transactional_id,
         transaction_size=args.transaction_size,
+        security=client_security(),
     )
     try:
         result = asyncio.run(run_produce(cfg))
@@ -148,6 +149,7 @@ def consume_handler(args: argparse.Namespace) -> int:
         from_beginning=args.from_beginning,
         timeout_ms=args.timeout_ms,
         report_interval=args.report_interval,
+        security=client_security(),
     )
     try:
         result = asyncio.run(run_consume(cfg))

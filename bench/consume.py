@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from bench.stats import MB, ConsumeResult, consume_result
+from ketch.tls import PLAINTEXT, SecurityConfig
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class ConsumeConfig:
     from_beginning: bool = True
     timeout_ms: int = 10000
     report_interval: float = 5.0
+    security: SecurityConfig = PLAINTEXT
 
 
 class ConsumeTimeout(Exception):
@@ -59,11 +61,13 @@ async def run_consume(cfg: ConsumeConfig, out: TextIO | None = None) -> ConsumeR
     from ketch.records import TopicPartition
 
     out = out if out is not None else sys.stdout
-    async with Admin(bootstrap_servers=cfg.bootstrap) as admin:
+    async with Admin(bootstrap_servers=cfg.bootstrap, **cfg.security.client_kwargs()) as admin:
         (description,) = await admin.describe_topics([cfg.topic])  # typed error if missing
     tps = [TopicPartition(cfg.topic, p.partition) for p in description.partitions]
     consumer = Consumer(
-        bootstrap_servers=cfg.bootstrap, auto_offset_reset="earliest" if cfg.from_beginning else "latest"
+        bootstrap_servers=cfg.bootstrap,
+        auto_offset_reset="earliest" if cfg.from_beginning else "latest",
+        **cfg.security.client_kwargs(),
     )
     try:
         await consumer.start()

@@ -42,6 +42,7 @@ from typing import Any, TextIO
 from bench.stats import ProduceResult, ProduceStats
 from coordinator.metadata.topic_config import MIN_INSYNC_REPLICAS
 from ketch.records import DEFAULT_BATCH_SIZE
+from ketch.tls import PLAINTEXT, SecurityConfig
 
 ACKS_CHOICES = ("all", "-1", "1", "0")
 COMPRESSION_CHOICES = ("none", "gzip", "snappy", "lz4", "zstd")
@@ -66,6 +67,7 @@ class ProduceConfig:
     enable_idempotence: bool | None = None  # the producer's default: on unless acks is 0 or 1
     transactional_id: str | None = None  # set: every ``transaction_size`` records are one transaction
     transaction_size: int = 100
+    security: SecurityConfig = PLAINTEXT  # KETCH_SECURITY_PROTOCOL and KETCH_SSL_* for `ketch perf`
 
 
 def make_payload(size: int, seed: int = 0) -> bytes:
@@ -85,12 +87,13 @@ async def ensure_topic(
     out: TextIO,
     replication_factor: int = 1,
     min_insync_replicas: int | None = None,
+    security: SecurityConfig = PLAINTEXT,
 ) -> int:
     """Create ``topic`` if it is missing; returns its partition count."""
     from ketch.aio import Admin, NewTopic
     from ketch.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError
 
-    async with Admin(bootstrap_servers=bootstrap) as admin:
+    async with Admin(bootstrap_servers=bootstrap, **security.client_kwargs()) as admin:
         try:
             (found,) = await admin.describe_topics([topic])
         except UnknownTopicOrPartitionError:
@@ -136,13 +139,16 @@ async def run_produce(cfg: ProduceConfig, out: TextIO | None = None) -> ProduceR
         raise ValueError("--record-size must be >= 0")
     if cfg.transaction_size < 1:
         raise ValueError("--transaction-size must be >= 1")
-    await ensure_topic(cfg.bootstrap, cfg.topic, cfg.partitions, out, cfg.replication_factor, cfg.min_insync_replicas)
+    await ensure_topic(
+        cfg.bootstrap, cfg.topic, cfg.partitions, out, cfg.replication_factor, cfg.min_insync_replicas, cfg.security
+    )
     payload = make_payload(cfg.record_size)
     size = len(payload)
     topic = cfg.topic
     clock = time.perf_counter
     async with Producer(
         bootstrap_servers=cfg.bootstrap,
+        **cfg.security.client_kwargs(),
         acks=acks_value(cfg.acks),
         linger_ms=cfg.linger_ms,
         batch_size=cfg.batch_size,

@@ -15,6 +15,12 @@ What it does:
 4. prints the figures as a table, with the exact command of every step, and
    stops the node (the temporary directory is removed).
 
+``--tls`` runs the same against nodes with mutual TLS on every connection (the
+certificates of ``ketch cluster up --tls``; the steps get ``KETCH_SECURITY_PROTOCOL``
+and ``KETCH_SSL_*``). ``--compare-tls`` runs the suite twice in one go, plaintext
+then TLS, on fresh nodes, and adds a table of TLS's rate as a share of plaintext's:
+the cost of TLS, measured with both runs under the same machine load.
+
 Every step is a separate child process (``python -m ketch perf ...
 --json``), so each client starts cold, exactly as the printed command would,
 and the figures in the table are the ones that child printed as JSON. The
@@ -45,6 +51,7 @@ from typing import Any
 
 from bench.produce import ACKS_CHOICES, COMPRESSION_CHOICES
 from ketch.records import DEFAULT_BATCH_SIZE
+from ketch.tls import ENV
 
 SUMMARY = "start one local node, run produce and consume benchmarks, print a table"
 DEFAULT_WORKLOADS = ("500000x100", "200000x1024")
@@ -92,6 +99,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="producer batch.size (default 262144)"
     )
     parser.add_argument("--compression", default="none", choices=COMPRESSION_CHOICES, help="default: none")
+    parser.add_argument("--tls", action="store_true", help="nodes and clients with mutual TLS")
+    parser.add_argument("--compare-tls", action="store_true", help="run plaintext, then TLS; print the ratios")
     parser.add_argument("--quiet", "-q", action="store_true", help="hide the tools' own output lines")
     parser.add_argument("--json", action="store_true", help="also print every step's figures as one JSON line")
     parser.set_defaults(handler=suite_handler)
@@ -131,11 +140,11 @@ def _cpu_times() -> tuple[int, int]:
     return sum(fields[:8]), fields[3] + fields[4]
 
 
-def _run_step(number: int, argv: list[str], quiet: bool) -> dict[str, Any]:
+def _run_step(number: int, argv: list[str], quiet: bool, env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run ``python -m ketch ARGV --json``; its JSON figures (last stdout line)."""
     cmd = [sys.executable, "-m", "ketch", *argv, "--json"]
     print(f"\n[{number}] ketch {shlex.join(argv)}", flush=True)
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
     assert proc.stdout is not None
     last = ""
     for line in proc.stdout:
@@ -182,7 +191,7 @@ def report(steps: list[tuple[str, Workload, list[str], dict[str, Any]]]) -> str:
     return f"{_table(rows)}\n\nCommands (ketch = python -m ketch; each ran as its own process):\n{commands}"
 
 
-def run_suite(args: argparse.Namespace) -> list[tuple[str, Workload, list[str], dict[str, Any]]]:
+def run_suite(args: argparse.Namespace, tls: bool = False) -> list[tuple[str, Workload, list[str], dict[str, Any]]]:
     from node.cluster import LocalCluster
     from node.process import NodeProcess
 
@@ -192,7 +201,8 @@ def run_suite(args: argparse.Namespace) -> list[tuple[str, Workload, list[str], 
     print(f"before the node starts: {_load()}", flush=True)
     steps: list[tuple[str, Workload, list[str], dict[str, Any]]] = []
     with tempfile.TemporaryDirectory(prefix="ketch-bench-") as tmp:
-        cluster = LocalCluster(Path(tmp) / "cluster", args.nodes) if args.nodes > 1 else None
+        cluster = LocalCluster(Path(tmp) / "cluster", args.nodes, tls=tls) if args.nodes > 1 or tls else None
+        env = {ENV[k]: v for k, v in cluster.security.client_kwargs().items() if v} if cluster else {}
         if cluster is not None:
             cluster.start()
             cluster.wait_ready(60)
@@ -200,7 +210,8 @@ def run_suite(args: argparse.Namespace) -> list[tuple[str, Workload, list[str], 
             bootstrap = cluster.bootstrap
             print(
                 f"cluster: {args.nodes} combined ketch nodes at {bootstrap}, default settings "
-                f"(RocksDB WAL on, no fsync per append), replication factor {args.replication_factor}",
+                f"(RocksDB WAL on, no fsync per append), replication factor {args.replication_factor}"
+                + (", mutual TLS on every connection" if tls else ""),
                 flush=True,
             )
         else:
@@ -227,11 +238,12 @@ def run_suite(args: argparse.Namespace) -> list[tuple[str, Workload, list[str], 
                 argv += [f"--replication-factor={args.replication_factor}"]
                 if args.min_insync_replicas:
                     argv += [f"--min-insync-replicas={args.min_insync_replicas}"]
-                steps.append((f"produce acks={args.acks}", w, argv, _run_step(len(steps) + 1, argv, args.quiet)))
+                figures = _run_step(len(steps) + 1, argv, args.quiet, env)
+                steps.append((f"produce acks={args.acks}", w, argv, figures))
             for w in workloads:
                 argv = ["perf", "consume", f"--bootstrap={bootstrap}", f"--topic={w.topic}"]
                 argv += [f"--messages={w.records}", "--from-beginning"]
-                steps.append(("consume", w, argv, _run_step(len(steps) + 1, argv, args.quiet)))
+                steps.append(("consume", w, argv, _run_step(len(steps) + 1, argv, args.quiet, env)))
         finally:
             if cluster is not None:
                 cluster.stop()
@@ -242,10 +254,31 @@ def run_suite(args: argparse.Namespace) -> list[tuple[str, Workload, list[str], 
     return steps
 
 
+def tls_cost(
+    plain: list[tuple[str, Workload, list[str], dict[str, Any]]],
+    tls: list[tuple[str, Workload, list[str], dict[str, Any]]],
+) -> str:
+    """Each step's rate with TLS as a share of its rate in plaintext, from the same run."""
+    rows = [["step", "workload", "plaintext rec/s", "TLS rec/s", "TLS / plaintext"]]
+    for i, ((kind, w, _a, p), (_k, _w, _b, t)) in enumerate(zip(plain, tls, strict=True), 1):
+        ratio = t["records_per_sec"] / p["records_per_sec"] if p["records_per_sec"] else 0.0
+        rows.append(
+            [
+                f"[{i}]",
+                f"{kind}, {w.label}",
+                f"{p['records_per_sec']:,.0f}",
+                f"{t['records_per_sec']:,.0f}",
+                f"{ratio:.2f}",
+            ]
+        )
+    return "The cost of TLS (one run, same machine):\n" + _table(rows)
+
+
 def suite_handler(args: argparse.Namespace) -> int:
     started = time.monotonic()
     try:
-        steps = run_suite(args)
+        steps = run_suite(args, tls=args.tls and not args.compare_tls)
+        tls_steps = run_suite(args, tls=True) if args.compare_tls else []
     except RuntimeError as exc:  # a step failed or the node did not start; its output is above
         print(f"ketch perf suite: {exc}", file=sys.stderr, flush=True)
         return 1
@@ -257,6 +290,10 @@ def suite_handler(args: argparse.Namespace) -> int:
         "\nconsume: one consumer assigned every partition, from the earliest offset; rates from assign() "
         "to the last record. MB = 2**20 bytes of record values (and keys)."
     )
+    if tls_steps:
+        print("\nThe same with mutual TLS on every connection (nodes, replication, clients):\n")
+        print(report(tls_steps))
+        print("\n" + tls_cost(steps, tls_steps))
     print(f"\nsuite took {time.monotonic() - started:.1f} s in all; after it: {_load()}")
     if args.json:
         print(json.dumps([{"step": i, "workload": w.label, **f} for i, (_k, w, _a, f) in enumerate(steps, 1)]))

@@ -138,6 +138,16 @@ def test_suite_starts_a_node_and_prints_the_table(capsys: pytest.CaptureFixture[
     check_consume(consume, 400, 100)
 
 
+def test_compare_tls_runs_plaintext_then_mutual_tls_and_prints_the_cost(capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench_main(["--workload=300x100", "--quiet", "--compare-tls"]) == 0
+    out = capsys.readouterr().out
+    assert "mutual TLS on every connection" in out
+    assert "The cost of TLS (one run, same machine):" in out
+    rows = re.findall(r"^\[(\d)\] +(produce acks=1|consume), 300 x 100 B +([\d,]+) +([\d,]+) +([\d.]+)$", out, re.M)
+    assert [(r[0], r[1]) for r in rows] == [("1", "produce acks=1"), ("2", "consume")], out
+    assert all(float(r[4]) > 0 for r in rows)
+
+
 def test_transactional_produce_commits_every_transaction_size_records(
     node: NodeProcess, capsys: pytest.CaptureFixture[str]
 ) -> None:
