@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from coordinator.metadata import Controller, ControllerResult
+from coordinator.metadata.acls import AclBinding
 from coordinator.metadata.configs import AlterConfigsResource, ConfigChange, ConfigResource
 from coordinator.metadata.records import MetadataRecord, TopicIdPartition
 from coordinator.metadata.recovery import LogEnd
@@ -239,6 +240,23 @@ class ControllerService(controller_pb2_grpc.KetchControllerServicer):
             return out
         for result, r in zip(response.results, request.resources, strict=True):
             out.results.add(resource=r.resource, error_code=result.error_code, error_message=result.error_message)
+        return out
+
+    async def CreateAcls(self, request: pb.CreateAclsRequest, context: Any) -> cpb.ControllerCreateAclsResponse:
+        creations = [AclBinding.from_pb(b) for b in request.creations]
+        results, status = await self._run(lambda c: c.create_acls(creations))
+        out = cpb.ControllerCreateAclsResponse(status=status)
+        for code, message in results or [(status.error_code, status.error_message)] * len(creations):
+            out.results.add(error_code=code, error_message=message)
+        return out
+
+    async def DeleteAcls(self, request: pb.DeleteAclsRequest, context: Any) -> cpb.ControllerDeleteAclsResponse:
+        filters = [AclBinding.from_pb(f) for f in request.filters]
+        matched, status = await self._run(lambda c: c.delete_acls(filters))
+        out = cpb.ControllerDeleteAclsResponse(status=status)
+        for found in matched or [None] * len(filters):
+            result = out.results.add(error_code=status.error_code, error_message=status.error_message)
+            result.matching.extend(acl.to_pb() for acl in found or ())
         return out
 
     async def AllocateProducerIds(

@@ -12,6 +12,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ketch.acl import AclBinding as AclBinding
+    from ketch.acl import AclBindingFilter as AclBindingFilter
     from ketch.aio.admin import BrokerDescription as BrokerDescription
     from ketch.aio.admin import ClusterDescription as ClusterDescription
     from ketch.aio.admin import NewPartitions as NewPartitions
@@ -52,6 +54,8 @@ _EXPORTS = {
     "ConfigResourceType": "ketch.aio.admin_configs",
     "ConfigSource": "ketch.aio.admin_configs",
     "PartitionReassignment": "ketch.aio.admin_reassignments",
+    "AclBinding": "ketch.acl",
+    "AclBindingFilter": "ketch.acl",
     "CommitFailedError": "ketch.group_rules",
     "ConsumerGroupMetadata": "ketch.group_rules",
     "ConsumerRebalanceListener": "ketch.group_rules",

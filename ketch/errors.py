@@ -57,6 +57,11 @@ class ErrorCode(IntEnum):
     INVALID_PRODUCER_ID_MAPPING = 49
     INVALID_TRANSACTION_TIMEOUT = 50
     CONCURRENT_TRANSACTIONS = 51
+    TOPIC_AUTHORIZATION_FAILED = 29
+    GROUP_AUTHORIZATION_FAILED = 30
+    CLUSTER_AUTHORIZATION_FAILED = 31
+    TRANSACTIONAL_ID_AUTHORIZATION_FAILED = 53
+    SECURITY_DISABLED = 54
     KAFKA_STORAGE_ERROR = 56
     SASL_AUTHENTICATION_FAILED = 58
     UNKNOWN_PRODUCER_ID = 59
@@ -165,6 +170,22 @@ class AuthenticationFailedError(KetchError):
     code = ErrorCode.SASL_AUTHENTICATION_FAILED
 
 
+class TopicAuthorizationFailedError(KetchError):
+    code = ErrorCode.TOPIC_AUTHORIZATION_FAILED
+
+
+class GroupAuthorizationFailedError(KetchError):
+    code = ErrorCode.GROUP_AUTHORIZATION_FAILED
+
+
+class ClusterAuthorizationFailedError(KetchError):
+    code = ErrorCode.CLUSTER_AUTHORIZATION_FAILED
+
+
+class TransactionalIdAuthorizationFailedError(KetchError):
+    code = ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+
+
 class NotEnoughReplicasError(KetchError):
     code = ErrorCode.NOT_ENOUGH_REPLICAS
 
@@ -199,6 +220,10 @@ _BY_CODE: dict[ErrorCode, type[KetchError]] = {
         InvalidTopicError,
         NotEnoughReplicasError,
         AuthenticationFailedError,
+        TopicAuthorizationFailedError,
+        GroupAuthorizationFailedError,
+        ClusterAuthorizationFailedError,
+        TransactionalIdAuthorizationFailedError,
         TopicAlreadyExistsError,
         InvalidConfigError,
         InvalidRequestError,

@@ -29,6 +29,7 @@ from typing import Any
 from ketch import aio
 from ketch._future import FutureRecordMetadata
 from ketch._loop import LoopThread
+from ketch.acl import AclBinding, AclBindingFilter
 from ketch.aio.admin import (
     ClusterDescription,
     ConsumerGroupDescription,
@@ -383,6 +384,17 @@ class Admin(_SyncClient):
         self, configs: Mapping[ConfigResource, Mapping[str, str | int | float | None]], validate_only: bool = False
     ) -> None:
         self._run(self._aio.incremental_alter_configs(configs, validate_only))
+
+    def create_acls(self, acls: Iterable[AclBinding]) -> None:
+        self._run(self._aio.create_acls(list(acls)))
+
+    def describe_acls(self, acl_filter: AclBindingFilter | None = None) -> list[AclBinding]:
+        result: list[AclBinding] = self._run(self._aio.describe_acls(acl_filter))
+        return result
+
+    def delete_acls(self, filters: Iterable[AclBindingFilter]) -> list[AclBinding]:
+        result: list[AclBinding] = self._run(self._aio.delete_acls(list(filters)))
+        return result
 
     def alter_partition_reassignments(self, reassignments: Mapping[TopicPartition, Iterable[int] | None]) -> None:
         moves = {tp: None if r is None else list(r) for tp, r in reassignments.items()}

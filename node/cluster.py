@@ -18,9 +18,12 @@ Rules:
   (the Metadata response lists exactly the unfenced brokers).
 - ``tls=True`` (``ketch cluster up --tls``) makes a CA and a certificate per node (for
   127.0.0.1 and localhost) and one for the admin client under ``tls/``, and starts every
-  node with mutual TLS: ``security_protocol SSL``, ``ssl_client_auth required``. The
-  choice is kept in cluster.json, so a cluster started again keeps it; ``security`` is
-  how a client (this harness, the admin) connects.
+  node with mutual TLS: ``security_protocol SSL``, ``ssl_client_auth required``, and the
+  authorizer on (``authorizer_enabled``; the principal of a certificate is its CN, by
+  ``ssl_principal_mapping_rules`` ``RULE:^CN=([^,]+)$/$1/,DEFAULT``): User:admin and the nodes'
+  own User:node-<id> are the super users, anyone else needs ACLs. The choice is kept in
+  cluster.json, so a cluster started again keeps it; ``security`` is how a client (this
+  harness, the admin) connects.
 - Tests end every process they start: ``close()`` kills what is left.
 """
 
@@ -44,6 +47,7 @@ from node.certificates import tls_dir
 from node.process import NodeProcess, free_ports
 
 LAYOUT = "cluster.json"
+CN_RULE = "RULE:^CN=([^,]+)$/$1/,DEFAULT"  # a certificate's principal is User:<its CN>
 
 
 class LocalCluster:
@@ -76,6 +80,7 @@ class LocalCluster:
         self.tls: bool = layout.get("tls", False)
         self.tls_dir = tls_dir(root)
         self.security = self.client_security("admin") if self.tls else PLAINTEXT
+        self.super_users = ";".join(["User:admin", *(f"User:node-{n['node_id']}" for n in layout["nodes"])])
         self.voters = ",".join(f"{n['node_id']}@127.0.0.1:{n['port']}" for n in layout["nodes"])
         args = ["--controller-quorum-voters", self.voters, "--cluster-id", self.cluster_id, *(extra_args or [])]
         self.nodes = {
@@ -107,6 +112,9 @@ class LocalCluster:
         return [
             "--security-protocol=SSL",
             "--ssl-client-auth=required",
+            f"--ssl-principal-mapping-rules={CN_RULE}",
+            "--authorizer-enabled=true",
+            f"--super-users={self.super_users}",
             f"--ssl-cafile={self.tls_dir / 'ca.pem'}",
             f"--ssl-certfile={self.tls_dir / name}.pem",
             f"--ssl-keyfile={self.tls_dir / name}-key.pem",

@@ -48,6 +48,16 @@ class NodeConfig:
     listen: str = "127.0.0.1:9092"
     # Host:port clients should dial; defaults to `listen` (with 0.0.0.0 → 127.0.0.1).
     advertised_listener: str = ""
+    # Kafka's ssl.principal.mapping.rules: how a client certificate's subject (RFC 2253, "CN=alice,O=x")
+    # becomes the name in User:NAME; DEFAULT keeps the whole subject (node/principal.py).
+    ssl_principal_mapping_rules: str = "DEFAULT"
+    # Authorization (node/access.py): with the authorizer on, every call needs an ACL (Kafka's
+    # StandardAuthorizer; `ketch acl`), super users (Kafka's super.users, "User:a;User:b") pass, and
+    # the node-to-node calls (Raft, replica fetching, the controller's) need a super user or
+    # CLUSTER_ACTION on the cluster.
+    authorizer_enabled: bool = False
+    super_users: str = ""
+    allow_everyone_if_no_acl_found: bool = False
     # Prometheus /metrics port; 0 picks a free one, -1 disables.
     # Transport security of the listener and of every channel to other nodes (Kafka's
     # security.inter.broker.protocol follows it): "PLAINTEXT" or "SSL" (node/server_tls.py).

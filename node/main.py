@@ -13,7 +13,8 @@ and port; the voters' addresses are those ports.
    directory fails here with a clear error, RocksDB holds a lock) and take
    the clean-shutdown marker (node/clean_shutdown.py: the broker's
    registration says whether its previous process stopped cleanly, KIP-966);
-   bind the gRPC port (port 0 picks a free one); build the health service
+   bind the gRPC port (port 0 picks a free one; with ``authorizer_enabled`` every
+   call first passes node/access.py's check); build the health service
    and the metrics, then the roles the config asks for, controller first.
 2. Start the server, then the roles in that order (Raft and the controller's
    ticks; the metadata follower, registration and heartbeats, the ISR,
@@ -57,14 +58,17 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
+from coordinator.metadata.image import MetadataImage
 from ketch.errors import KetchError
 from node import clean_shutdown
+from node.access import AccessControl
 from node.config import ConfigError, NodeConfig
 from node.controller_client import parse_voters
 from node.metrics import NodeMetrics
@@ -105,7 +109,9 @@ async def serve(config: NodeConfig) -> int:
         loop.call_soon_threadsafe(_storage_failed, stop, exc)
 
     store.on_failure = on_storage_failure
-    server = grpc.aio.server(options=grpc_server_options(config))
+    access = AccessControl(config) if config.authorizer_enabled else None
+    interceptors = [access.interceptor()] if access is not None else []
+    server = grpc.aio.server(options=grpc_server_options(config), interceptors=interceptors)
     if config.security_protocol == "SSL":
         port = server.add_secure_port(config.listen, ServerCertificates.from_config(config).credentials())
     else:
@@ -116,6 +122,8 @@ async def serve(config: NodeConfig) -> int:
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     metrics = NodeMetrics()
     roles = build_roles(config, store, server, port, metrics, stop, previous_clean_shutdown)
+    if access is not None:
+        access.image = acl_image(roles)
 
     # 2. Start the server, then the roles in order; then health SERVING and the ready line.
     await server.start()
@@ -150,6 +158,16 @@ async def serve(config: NodeConfig) -> int:
     store.close()
     log.info("node %d stopped%s", config.node_id, " after a failure" if status else "")
     return status
+
+
+def acl_image(roles: list[Role]) -> Callable[[], MetadataImage]:
+    """Whose ACLs the authorizer enforces: the broker's image, or a controller-only node's."""
+    for role in roles:
+        if isinstance(role, BrokerRole):
+            broker = role.broker
+            return lambda: broker.image
+    controller = next(role for role in roles if isinstance(role, ControllerRole))
+    return lambda: controller.quorum.image
 
 
 def build_roles(

@@ -37,7 +37,8 @@ This is a thin driver. Rules:
   with data always returns at least one batch.
 - Metadata and topic administration are delegated to node/topic_admin.py
   (answered from the metadata image; writes forwarded to the controller),
-  DescribeConfigs and IncrementalAlterConfigs to node/config_admin.py;
+  DescribeConfigs and IncrementalAlterConfigs to node/config_admin.py; the ACL calls to
+  node/acl_admin.py;
   partition reassignments to node/reassignment_admin.py;
   consumer groups to node/group_service.py (the group coordinator).
 - InitProducerId (KIP-98): without a transactional id, a new producer id with
@@ -61,6 +62,7 @@ from ketch.api.v1 import ketch_pb2 as pb
 from ketch.api.v1 import ketch_pb2_grpc
 from ketch.errors import ErrorCode, KetchError
 from node import reassignment_admin
+from node.acl_admin import AclAdmin
 from node.broker import Broker
 from node.config_admin import ConfigAdmin
 from node.fetch_waiters import FetchWaiters
@@ -108,6 +110,7 @@ class KetchService(GroupHandlers, TxnHandlers, ketch_pb2_grpc.KetchServicer):
         self.broker = broker
         self.admin = admin
         self.configs = ConfigAdmin(broker, admin.controllers, admin.follower)
+        self.acls = AclAdmin(broker, admin.controllers, admin.follower)
         self.cluster_id = cluster_id
         self.metrics = metrics
         self.waiters = waiters
@@ -314,6 +317,20 @@ class KetchService(GroupHandlers, TxnHandlers, ketch_pb2_grpc.KetchServicer):
         self, request: pb.IncrementalAlterConfigsRequest, context: Any
     ) -> pb.IncrementalAlterConfigsResponse:
         return await self.configs.alter(request)
+
+    # -- ACLs (node/acl_admin.py) ------------------------------------------------
+
+    @timed("CreateAcls")
+    async def CreateAcls(self, request: pb.CreateAclsRequest, context: Any) -> pb.CreateAclsResponse:
+        return await self.acls.create(request)
+
+    @timed("DescribeAcls")
+    async def DescribeAcls(self, request: pb.DescribeAclsRequest, context: Any) -> pb.DescribeAclsResponse:
+        return self.acls.describe(request)
+
+    @timed("DeleteAcls")
+    async def DeleteAcls(self, request: pb.DeleteAclsRequest, context: Any) -> pb.DeleteAclsResponse:
+        return await self.acls.delete(request)
 
     # -- Partition reassignments (node/reassignment_admin.py) -------------------
 

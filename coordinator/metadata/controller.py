@@ -64,8 +64,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from coordinator.metadata import brokers, configs, producer_ids, reassignment, topics
+from coordinator.metadata import acl_changes, brokers, configs, producer_ids, reassignment, topics
 from coordinator.metadata import records as rec
+from coordinator.metadata.acls import AclBinding
 from coordinator.metadata.configs import AlterConfigsResource, AlterConfigsResponse
 from coordinator.metadata.delta import MetadataDelta
 from coordinator.metadata.image import MetadataImage
@@ -87,6 +88,7 @@ from coordinator.metadata.results import (
     TickResponse,
 )
 from coordinator.metadata.sessions import BrokerSessions
+from ketch.errors import ErrorCode
 
 
 class Controller:
@@ -305,6 +307,16 @@ class Controller:
             max_request_bytes=self.config.max_request_bytes,
             static_min_isr=self.config.min_insync_replicas,
         )
+
+    # -- ACLs --
+
+    def create_acls(self, creations: Sequence[AclBinding]) -> ControllerResult[list[tuple[ErrorCode, str]]]:
+        """Store the valid new ACLs; a result per creation (acl_changes.py)."""
+        return acl_changes.create(self._image.acls, creations)
+
+    def delete_acls(self, filters: Sequence[AclBinding]) -> ControllerResult[list[list[AclBinding]]]:
+        """Remove every ACL a filter matches; per filter, what it removed (acl_changes.py)."""
+        return acl_changes.delete(self._image.acls, filters)
 
     # -- reassignments --
 

@@ -30,6 +30,9 @@ Rules (what each record does):
   topic's overrides (type 2, the topic by name; it must exist), or of the
   dynamic broker configs (type 4, ``""`` or a node id; a resource left with
   no keys disappears). Values are stored as the controller normalised them.
+- ``AccessControlEntryRecord`` adds one ACL under its id (acls.py); a second record with the
+  same id replaces it. ``RemoveAccessControlEntryRecord`` drops the ACL with its id (an unknown
+  id is an error).
 - ``NoOpRecord``, and a batch with no records (a Raft no-op entry), only
   advance the offset.
 - Offsets never go backwards; the records of one batch share its offset.
@@ -47,6 +50,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
+from coordinator.metadata.acls import AclBinding
 from coordinator.metadata.image import (
     BrokerRegistration,
     MetadataImage,
@@ -88,6 +92,7 @@ class MetadataDelta:
         self._removed: dict[str, TopicImage] = {}  # removed topics that the base image had
         self._next_producer_id = image.next_producer_id
         self._broker_configs: dict[str, dict[str, str]] | None = None  # copied on the first change
+        self._acls: dict[str, AclBinding] | None = None  # copied on the first change
         self._applied: MetadataImage | None = None
 
     @property
@@ -172,10 +177,20 @@ class MetadataDelta:
             self._producer_ids(record.producer_ids)
         elif kind == "config":
             self._config(record.config)
+        elif kind == "acl":
+            self._changed_acls()[record.acl.id] = AclBinding.from_pb(record.acl)
+        elif kind == "remove_acl":
+            if self._changed_acls().pop(record.remove_acl.id, None) is None:
+                raise MetadataReplayError(f"remove_acl record for unknown ACL id {record.remove_acl.id!r}")
         elif kind != "no_op":
             raise MetadataReplayError(f"unknown record at offset {offset}: {describe(record)}")
         self._offset = offset
         self._applied = None
+
+    def _changed_acls(self) -> dict[str, AclBinding]:
+        if self._acls is None:
+            self._acls = dict(self.image.acls)
+        return self._acls
 
     def _register(self, offset: int, rec: pb.RegisterBrokerRecord) -> None:
         if rec.broker_id < 0:
@@ -318,6 +333,7 @@ class MetadataDelta:
             topics=topics,
             next_producer_id=self._next_producer_id,
             broker_configs=configs,
+            acls=self.image.acls if self._acls is None else self._acls,
         )
         return self._applied
 

@@ -45,6 +45,7 @@ from functools import cached_property
 from types import MappingProxyType
 from typing import TypeVar
 
+from coordinator.metadata.acls import AclBinding
 from coordinator.metadata.records import CLUSTER_WIDE, NO_LEADER, TopicIdPartition
 from coordinator.metadata.topic_config import MIN_INSYNC_REPLICAS, UNCLEAN_LEADER_ELECTION_ENABLE
 
@@ -169,10 +170,11 @@ class MetadataImage:
     next_producer_id: int = 0
     # Dynamic broker configs (Kafka broker keys -> values) by resource name: "" every broker, else a node id.
     broker_configs: Mapping[str, Mapping[str, str]] = field(default_factory=frozen_map)
+    acls: Mapping[str, AclBinding] = field(default_factory=frozen_map)  # by id (acls.py)
     topics_by_name: Mapping[str, TopicImage] = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        for name in ("brokers", "topics"):
+        for name in ("brokers", "topics", "acls"):
             value = getattr(self, name)
             if not isinstance(value, MappingProxyType):
                 object.__setattr__(self, name, frozen_map(value))

@@ -17,8 +17,8 @@ Rules:
   with its full state (epochs and an ongoing reassignment included); then, when any producer id was
   handed out, one ProducerIdsRecord with ``next_producer_id`` (its broker
   fields are 0: only the high-water mark matters); then one ConfigRecord per
-  dynamic broker config key (resource name order, then key order). A topic's
-  overrides travel in its TopicRecord.
+  dynamic broker config key (resource name order, then key order); then one
+  AccessControlEntryRecord per ACL (id order). A topic's overrides travel in its TopicRecord.
 - The bytes are a protobuf ``MetadataSnapshot`` serialised
   deterministically: equal images give equal bytes. No pickle: decoding
   parses data, never runs code.
@@ -66,6 +66,7 @@ def image_to_records(image: MetadataImage) -> list[MetadataRecord]:
     for name in sorted(image.broker_configs):
         keys = image.broker_configs[name]
         out += [rec.config(rec.BROKER_RESOURCE, name, key, keys[key]) for key in sorted(keys)]
+    out += [image.acls[acl_id].record(acl_id) for acl_id in sorted(image.acls)]
     return out
 
 

@@ -53,6 +53,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from ketch.aio.admin_acls import AclAdmin
 from ketch.aio.admin_configs import ConfigsAdmin
 from ketch.aio.admin_reassignments import ReassignmentAdmin
 from ketch.aio.admin_transactions import TransactionAdmin
@@ -185,7 +186,7 @@ def _raise_first(results: Iterable[ketch_pb2.TopicResult]) -> None:
             raise err
 
 
-class Admin(TransactionAdmin, ConfigsAdmin, ReassignmentAdmin):
+class Admin(TransactionAdmin, ConfigsAdmin, ReassignmentAdmin, AclAdmin):
     """Topic administration, configs, reassignments and cluster description."""
 
     def __init__(

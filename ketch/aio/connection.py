@@ -19,7 +19,8 @@ Rules:
 - One call path: every request goes through ``call_at`` (an address),
   ``call_node`` (a broker id from the metadata; unknown id:
   ``KetchConnectionError``) or ``call_any`` (the first broker that answers).
-- Transport failures become typed errors (``translate_rpc_error``):
+- Transport failures become typed errors (``translate_rpc_error``): PERMISSION_DENIED
+  (a node's authorizer, node/access.py) is the typed *_AUTHORIZATION_FAILED error its details name;
   RESOURCE_EXHAUSTED (a message over a size limit) is ``MessageTooLargeError``
   carrying gRPC's details, which name the limit; UNAVAILABLE, DEADLINE_EXCEEDED
   and other transport codes are the retriable ``KetchConnectionError``.
@@ -43,6 +44,7 @@ from ketch.errors import (
     KetchConnectionError,
     KetchError,
     MessageTooLargeError,
+    error_for,
 )
 from ketch.records import TopicPartition
 from ketch.tls import PLAINTEXT, SecurityConfig, open_aio_channel
@@ -151,10 +153,15 @@ TLS_REFUSED = (
 )
 
 
-def translate_rpc_error(err: grpc.aio.AioRpcError, where: str = "") -> KetchError:
+def translate_rpc_error(err: grpc.RpcError, where: str = "") -> KetchError:
+    """A failed call (grpc.aio's or a blocking channel's) as the typed error it stands for."""
     code = err.code()
     details = err.details() or ""
     prefix = f"{where}: " if where else ""
+    if code == grpc.StatusCode.PERMISSION_DENIED:  # node/access.py: "CODE: why"
+        name, _, why = details.partition(": ")
+        known = ErrorCode.__members__.get(name)
+        return error_for(known, f"{prefix}{why}") if known else KetchError(f"{prefix}{details}")
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         return MessageTooLargeError(f"{prefix}request refused by the broker: {details}")
     if code == grpc.StatusCode.INVALID_ARGUMENT:

@@ -155,6 +155,22 @@ class ControllerAlterConfigsResponse(_message.Message):
     results: _containers.RepeatedCompositeFieldContainer[_ketch_pb2.AlterConfigsResult]
     def __init__(self, status: _Optional[_Union[ControllerStatus, _Mapping]] = ..., results: _Optional[_Iterable[_Union[_ketch_pb2.AlterConfigsResult, _Mapping]]] = ...) -> None: ...
 
+class ControllerCreateAclsResponse(_message.Message):
+    __slots__ = ("status", "results")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    status: ControllerStatus
+    results: _containers.RepeatedCompositeFieldContainer[_ketch_pb2.AclResult]
+    def __init__(self, status: _Optional[_Union[ControllerStatus, _Mapping]] = ..., results: _Optional[_Iterable[_Union[_ketch_pb2.AclResult, _Mapping]]] = ...) -> None: ...
+
+class ControllerDeleteAclsResponse(_message.Message):
+    __slots__ = ("status", "results")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    status: ControllerStatus
+    results: _containers.RepeatedCompositeFieldContainer[_ketch_pb2.DeleteAclsFilterResult]
+    def __init__(self, status: _Optional[_Union[ControllerStatus, _Mapping]] = ..., results: _Optional[_Iterable[_Union[_ketch_pb2.DeleteAclsFilterResult, _Mapping]]] = ...) -> None: ...
+
 class ControllerReassignmentsResponse(_message.Message):
     __slots__ = ("status", "results")
     STATUS_FIELD_NUMBER: _ClassVar[int]

@@ -85,6 +85,16 @@ class KetchControllerStub:
                 request_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.AlterPartitionReassignmentsRequest.SerializeToString,
                 response_deserializer=ketch_dot_api_dot_v1_dot_controller__pb2.ControllerReassignmentsResponse.FromString,
                 _registered_method=True)
+        self.CreateAcls = channel.unary_unary(
+                '/ketch.v1.KetchController/CreateAcls',
+                request_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.CreateAclsRequest.SerializeToString,
+                response_deserializer=ketch_dot_api_dot_v1_dot_controller__pb2.ControllerCreateAclsResponse.FromString,
+                _registered_method=True)
+        self.DeleteAcls = channel.unary_unary(
+                '/ketch.v1.KetchController/DeleteAcls',
+                request_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.DeleteAclsRequest.SerializeToString,
+                response_deserializer=ketch_dot_api_dot_v1_dot_controller__pb2.ControllerDeleteAclsResponse.FromString,
+                _registered_method=True)
         self.FetchMetadata = channel.unary_stream(
                 '/ketch.v1.KetchController/FetchMetadata',
                 request_serializer=ketch_dot_api_dot_v1_dot_controller__pb2.FetchMetadataRequest.SerializeToString,
@@ -176,6 +186,18 @@ class KetchControllerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateAcls(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteAcls(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def FetchMetadata(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -260,6 +282,16 @@ def add_KetchControllerServicer_to_server(servicer, server):
                     servicer.AlterPartitionReassignments,
                     request_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.AlterPartitionReassignmentsRequest.FromString,
                     response_serializer=ketch_dot_api_dot_v1_dot_controller__pb2.ControllerReassignmentsResponse.SerializeToString,
+            ),
+            'CreateAcls': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateAcls,
+                    request_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.CreateAclsRequest.FromString,
+                    response_serializer=ketch_dot_api_dot_v1_dot_controller__pb2.ControllerCreateAclsResponse.SerializeToString,
+            ),
+            'DeleteAcls': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteAcls,
+                    request_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.DeleteAclsRequest.FromString,
+                    response_serializer=ketch_dot_api_dot_v1_dot_controller__pb2.ControllerDeleteAclsResponse.SerializeToString,
             ),
             'FetchMetadata': grpc.unary_stream_rpc_method_handler(
                     servicer.FetchMetadata,
@@ -557,6 +589,60 @@ class KetchController:
             '/ketch.v1.KetchController/AlterPartitionReassignments',
             ketch_dot_api_dot_v1_dot_ketch__pb2.AlterPartitionReassignmentsRequest.SerializeToString,
             ketch_dot_api_dot_v1_dot_controller__pb2.ControllerReassignmentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateAcls(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ketch.v1.KetchController/CreateAcls',
+            ketch_dot_api_dot_v1_dot_ketch__pb2.CreateAclsRequest.SerializeToString,
+            ketch_dot_api_dot_v1_dot_controller__pb2.ControllerCreateAclsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteAcls(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ketch.v1.KetchController/DeleteAcls',
+            ketch_dot_api_dot_v1_dot_ketch__pb2.DeleteAclsRequest.SerializeToString,
+            ketch_dot_api_dot_v1_dot_controller__pb2.ControllerDeleteAclsResponse.FromString,
             options,
             channel_credentials,
             insecure,

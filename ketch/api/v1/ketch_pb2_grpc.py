@@ -189,6 +189,21 @@ class KetchStub:
                 request_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.ListPartitionReassignmentsRequest.SerializeToString,
                 response_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.ListPartitionReassignmentsResponse.FromString,
                 _registered_method=True)
+        self.CreateAcls = channel.unary_unary(
+                '/ketch.v1.Ketch/CreateAcls',
+                request_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.CreateAclsRequest.SerializeToString,
+                response_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.CreateAclsResponse.FromString,
+                _registered_method=True)
+        self.DescribeAcls = channel.unary_unary(
+                '/ketch.v1.Ketch/DescribeAcls',
+                request_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.DescribeAclsRequest.SerializeToString,
+                response_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.DescribeAclsResponse.FromString,
+                _registered_method=True)
+        self.DeleteAcls = channel.unary_unary(
+                '/ketch.v1.Ketch/DeleteAcls',
+                request_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.DeleteAclsRequest.SerializeToString,
+                response_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.DeleteAclsResponse.FromString,
+                _registered_method=True)
 
 
 class KetchServicer:
@@ -413,6 +428,26 @@ class KetchServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateAcls(self, request, context):
+        """ACLs (Kafka's CreateAcls, DescribeAcls, DeleteAcls): kept in the metadata log; changes are
+        forwarded to the active controller and answered once this broker's image holds them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DescribeAcls(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteAcls(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KetchServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -570,6 +605,21 @@ def add_KetchServicer_to_server(servicer, server):
                     servicer.ListPartitionReassignments,
                     request_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.ListPartitionReassignmentsRequest.FromString,
                     response_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.ListPartitionReassignmentsResponse.SerializeToString,
+            ),
+            'CreateAcls': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateAcls,
+                    request_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.CreateAclsRequest.FromString,
+                    response_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.CreateAclsResponse.SerializeToString,
+            ),
+            'DescribeAcls': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeAcls,
+                    request_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.DescribeAclsRequest.FromString,
+                    response_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.DescribeAclsResponse.SerializeToString,
+            ),
+            'DeleteAcls': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteAcls,
+                    request_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.DeleteAclsRequest.FromString,
+                    response_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.DeleteAclsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1409,6 +1459,87 @@ class Ketch:
             '/ketch.v1.Ketch/ListPartitionReassignments',
             ketch_dot_api_dot_v1_dot_ketch__pb2.ListPartitionReassignmentsRequest.SerializeToString,
             ketch_dot_api_dot_v1_dot_ketch__pb2.ListPartitionReassignmentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateAcls(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ketch.v1.Ketch/CreateAcls',
+            ketch_dot_api_dot_v1_dot_ketch__pb2.CreateAclsRequest.SerializeToString,
+            ketch_dot_api_dot_v1_dot_ketch__pb2.CreateAclsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeAcls(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ketch.v1.Ketch/DescribeAcls',
+            ketch_dot_api_dot_v1_dot_ketch__pb2.DescribeAclsRequest.SerializeToString,
+            ketch_dot_api_dot_v1_dot_ketch__pb2.DescribeAclsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteAcls(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ketch.v1.Ketch/DeleteAcls',
+            ketch_dot_api_dot_v1_dot_ketch__pb2.DeleteAclsRequest.SerializeToString,
+            ketch_dot_api_dot_v1_dot_ketch__pb2.DeleteAclsResponse.FromString,
             options,
             channel_credentials,
             insecure,

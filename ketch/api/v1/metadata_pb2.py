@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bketch/api/v1/metadata.proto\x12\x08ketch.v1\"\xda\x03\n\x0eMetadataRecord\x12\x39\n\x0fregister_broker\x18\x01 \x01(\x0b\x32\x1e.ketch.v1.RegisterBrokerRecordH\x00\x12\x33\n\x0c\x62roker_fence\x18\x02 \x01(\x0b\x32\x1b.ketch.v1.BrokerFenceRecordH\x00\x12&\n\x05topic\x18\x03 \x01(\x0b\x32\x15.ketch.v1.TopicRecordH\x00\x12.\n\tpartition\x18\x04 \x01(\x0b\x32\x19.ketch.v1.PartitionRecordH\x00\x12;\n\x10partition_change\x18\x05 \x01(\x0b\x32\x1f.ketch.v1.PartitionChangeRecordH\x00\x12\x33\n\x0cremove_topic\x18\x06 \x01(\x0b\x32\x1b.ketch.v1.RemoveTopicRecordH\x00\x12%\n\x05no_op\x18\x07 \x01(\x0b\x32\x14.ketch.v1.NoOpRecordH\x00\x12\x33\n\x0cproducer_ids\x18\x08 \x01(\x0b\x32\x1b.ketch.v1.ProducerIdsRecordH\x00\x12(\n\x06\x63onfig\x18\t \x01(\x0b\x32\x16.ketch.v1.ConfigRecordH\x00\x42\x08\n\x06record\"\x97\x01\n\x14RegisterBrokerRecord\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x16\n\x0eincarnation_id\x18\x02 \x01(\t\x12\x0c\n\x04host\x18\x03 \x01(\t\x12\x0c\n\x04port\x18\x04 \x01(\x05\x12\x0c\n\x04rack\x18\x05 \x01(\t\x12\x19\n\x0c\x62roker_epoch\x18\x06 \x01(\x03H\x00\x88\x01\x01\x42\x0f\n\r_broker_epoch\"_\n\x11\x42rokerFenceRecord\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x14\n\x0c\x62roker_epoch\x18\x02 \x01(\x03\x12\x0e\n\x06\x66\x65nced\x18\x03 \x01(\x08\x12\x11\n\tshut_down\x18\x04 \x01(\x08\"\x92\x01\n\x0bTopicRecord\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08topic_id\x18\x02 \x01(\t\x12\x33\n\x07\x63onfigs\x18\x03 \x03(\x0b\x32\".ketch.v1.TopicRecord.ConfigsEntry\x1a.\n\x0c\x43onfigsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xdc\x01\n\x0fPartitionRecord\x12\x10\n\x08topic_id\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x10\n\x08replicas\x18\x03 \x03(\x05\x12\x0b\n\x03isr\x18\x04 \x03(\x05\x12\x0e\n\x06leader\x18\x05 \x01(\x05\x12\x14\n\x0cleader_epoch\x18\x06 \x01(\x05\x12\x17\n\x0fpartition_epoch\x18\x07 \x01(\x05\x12\x12\n\nrecovering\x18\x08 \x01(\x08\x12\x17\n\x0f\x61\x64\x64ing_replicas\x18\t \x03(\x05\x12\x19\n\x11removing_replicas\x18\n \x03(\x05\"\xf6\x02\n\x15PartitionChangeRecord\x12\x10\n\x08topic_id\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x13\n\x06leader\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12#\n\x03isr\x18\x04 \x01(\x0b\x32\x11.ketch.v1.IntListH\x01\x88\x01\x01\x12\x17\n\nrecovering\x18\x05 \x01(\x08H\x02\x88\x01\x01\x12(\n\x08replicas\x18\x06 \x01(\x0b\x32\x11.ketch.v1.IntListH\x03\x88\x01\x01\x12/\n\x0f\x61\x64\x64ing_replicas\x18\x07 \x01(\x0b\x32\x11.ketch.v1.IntListH\x04\x88\x01\x01\x12\x31\n\x11removing_replicas\x18\x08 \x01(\x0b\x32\x11.ketch.v1.IntListH\x05\x88\x01\x01\x42\t\n\x07_leaderB\x06\n\x04_isrB\r\n\x0b_recoveringB\x0b\n\t_replicasB\x12\n\x10_adding_replicasB\x14\n\x12_removing_replicas\"h\n\x0c\x43onfigRecord\x12\x15\n\rresource_type\x18\x01 \x01(\x05\x12\x15\n\rresource_name\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x12\n\x05value\x18\x04 \x01(\tH\x00\x88\x01\x01\x42\x08\n\x06_value\"\x19\n\x07IntList\x12\x0e\n\x06values\x18\x01 \x03(\x05\"%\n\x11RemoveTopicRecord\x12\x10\n\x08topic_id\x18\x01 \x01(\t\"#\n\nNoOpRecord\x12\x15\n\rcontroller_id\x18\x01 \x01(\x05\"V\n\x11ProducerIdsRecord\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x14\n\x0c\x62roker_epoch\x18\x02 \x01(\x03\x12\x18\n\x10next_producer_id\x18\x03 \x01(\x03\":\n\rMetadataBatch\x12)\n\x07records\x18\x01 \x03(\x0b\x32\x18.ketch.v1.MetadataRecord\"M\n\x10MetadataSnapshot\x12\x0e\n\x06offset\x18\x01 \x01(\x03\x12)\n\x07records\x18\x02 \x03(\x0b\x32\x18.ketch.v1.MetadataRecordb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bketch/api/v1/metadata.proto\x12\x08ketch.v1\"\xcd\x04\n\x0eMetadataRecord\x12\x39\n\x0fregister_broker\x18\x01 \x01(\x0b\x32\x1e.ketch.v1.RegisterBrokerRecordH\x00\x12\x33\n\x0c\x62roker_fence\x18\x02 \x01(\x0b\x32\x1b.ketch.v1.BrokerFenceRecordH\x00\x12&\n\x05topic\x18\x03 \x01(\x0b\x32\x15.ketch.v1.TopicRecordH\x00\x12.\n\tpartition\x18\x04 \x01(\x0b\x32\x19.ketch.v1.PartitionRecordH\x00\x12;\n\x10partition_change\x18\x05 \x01(\x0b\x32\x1f.ketch.v1.PartitionChangeRecordH\x00\x12\x33\n\x0cremove_topic\x18\x06 \x01(\x0b\x32\x1b.ketch.v1.RemoveTopicRecordH\x00\x12%\n\x05no_op\x18\x07 \x01(\x0b\x32\x14.ketch.v1.NoOpRecordH\x00\x12\x33\n\x0cproducer_ids\x18\x08 \x01(\x0b\x32\x1b.ketch.v1.ProducerIdsRecordH\x00\x12(\n\x06\x63onfig\x18\t \x01(\x0b\x32\x16.ketch.v1.ConfigRecordH\x00\x12\x31\n\x03\x61\x63l\x18\n \x01(\x0b\x32\".ketch.v1.AccessControlEntryRecordH\x00\x12>\n\nremove_acl\x18\x0b \x01(\x0b\x32(.ketch.v1.RemoveAccessControlEntryRecordH\x00\x42\x08\n\x06record\"\x97\x01\n\x14RegisterBrokerRecord\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x16\n\x0eincarnation_id\x18\x02 \x01(\t\x12\x0c\n\x04host\x18\x03 \x01(\t\x12\x0c\n\x04port\x18\x04 \x01(\x05\x12\x0c\n\x04rack\x18\x05 \x01(\t\x12\x19\n\x0c\x62roker_epoch\x18\x06 \x01(\x03H\x00\x88\x01\x01\x42\x0f\n\r_broker_epoch\"_\n\x11\x42rokerFenceRecord\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x14\n\x0c\x62roker_epoch\x18\x02 \x01(\x03\x12\x0e\n\x06\x66\x65nced\x18\x03 \x01(\x08\x12\x11\n\tshut_down\x18\x04 \x01(\x08\"\x92\x01\n\x0bTopicRecord\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08topic_id\x18\x02 \x01(\t\x12\x33\n\x07\x63onfigs\x18\x03 \x03(\x0b\x32\".ketch.v1.TopicRecord.ConfigsEntry\x1a.\n\x0c\x43onfigsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xdc\x01\n\x0fPartitionRecord\x12\x10\n\x08topic_id\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x10\n\x08replicas\x18\x03 \x03(\x05\x12\x0b\n\x03isr\x18\x04 \x03(\x05\x12\x0e\n\x06leader\x18\x05 \x01(\x05\x12\x14\n\x0cleader_epoch\x18\x06 \x01(\x05\x12\x17\n\x0fpartition_epoch\x18\x07 \x01(\x05\x12\x12\n\nrecovering\x18\x08 \x01(\x08\x12\x17\n\x0f\x61\x64\x64ing_replicas\x18\t \x03(\x05\x12\x19\n\x11removing_replicas\x18\n \x03(\x05\"\xf6\x02\n\x15PartitionChangeRecord\x12\x10\n\x08topic_id\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x13\n\x06leader\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12#\n\x03isr\x18\x04 \x01(\x0b\x32\x11.ketch.v1.IntListH\x01\x88\x01\x01\x12\x17\n\nrecovering\x18\x05 \x01(\x08H\x02\x88\x01\x01\x12(\n\x08replicas\x18\x06 \x01(\x0b\x32\x11.ketch.v1.IntListH\x03\x88\x01\x01\x12/\n\x0f\x61\x64\x64ing_replicas\x18\x07 \x01(\x0b\x32\x11.ketch.v1.IntListH\x04\x88\x01\x01\x12\x31\n\x11removing_replicas\x18\x08 \x01(\x0b\x32\x11.ketch.v1.IntListH\x05\x88\x01\x01\x42\t\n\x07_leaderB\x06\n\x04_isrB\r\n\x0b_recoveringB\x0b\n\t_replicasB\x12\n\x10_adding_replicasB\x14\n\x12_removing_replicas\"h\n\x0c\x43onfigRecord\x12\x15\n\rresource_type\x18\x01 \x01(\x05\x12\x15\n\rresource_name\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x12\n\x05value\x18\x04 \x01(\tH\x00\x88\x01\x01\x42\x08\n\x06_value\"\xb7\x01\n\x18\x41\x63\x63\x65ssControlEntryRecord\x12\n\n\x02id\x18\x01 \x01(\t\x12\x15\n\rresource_type\x18\x02 \x01(\x05\x12\x15\n\rresource_name\x18\x03 \x01(\t\x12\x14\n\x0cpattern_type\x18\x04 \x01(\x05\x12\x11\n\tprincipal\x18\x05 \x01(\t\x12\x0c\n\x04host\x18\x06 \x01(\t\x12\x11\n\toperation\x18\x07 \x01(\x05\x12\x17\n\x0fpermission_type\x18\x08 \x01(\x05\",\n\x1eRemoveAccessControlEntryRecord\x12\n\n\x02id\x18\x01 \x01(\t\"\x19\n\x07IntList\x12\x0e\n\x06values\x18\x01 \x03(\x05\"%\n\x11RemoveTopicRecord\x12\x10\n\x08topic_id\x18\x01 \x01(\t\"#\n\nNoOpRecord\x12\x15\n\rcontroller_id\x18\x01 \x01(\x05\"V\n\x11ProducerIdsRecord\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x14\n\x0c\x62roker_epoch\x18\x02 \x01(\x03\x12\x18\n\x10next_producer_id\x18\x03 \x01(\x03\":\n\rMetadataBatch\x12)\n\x07records\x18\x01 \x03(\x0b\x32\x18.ketch.v1.MetadataRecord\"M\n\x10MetadataSnapshot\x12\x0e\n\x06offset\x18\x01 \x01(\x03\x12)\n\x07records\x18\x02 \x03(\x0b\x32\x18.ketch.v1.MetadataRecordb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,31 +34,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TOPICRECORD_CONFIGSENTRY']._loaded_options = None
   _globals['_TOPICRECORD_CONFIGSENTRY']._serialized_options = b'8\001'
   _globals['_METADATARECORD']._serialized_start=42
-  _globals['_METADATARECORD']._serialized_end=516
-  _globals['_REGISTERBROKERRECORD']._serialized_start=519
-  _globals['_REGISTERBROKERRECORD']._serialized_end=670
-  _globals['_BROKERFENCERECORD']._serialized_start=672
-  _globals['_BROKERFENCERECORD']._serialized_end=767
-  _globals['_TOPICRECORD']._serialized_start=770
-  _globals['_TOPICRECORD']._serialized_end=916
-  _globals['_TOPICRECORD_CONFIGSENTRY']._serialized_start=870
-  _globals['_TOPICRECORD_CONFIGSENTRY']._serialized_end=916
-  _globals['_PARTITIONRECORD']._serialized_start=919
-  _globals['_PARTITIONRECORD']._serialized_end=1139
-  _globals['_PARTITIONCHANGERECORD']._serialized_start=1142
-  _globals['_PARTITIONCHANGERECORD']._serialized_end=1516
-  _globals['_CONFIGRECORD']._serialized_start=1518
-  _globals['_CONFIGRECORD']._serialized_end=1622
-  _globals['_INTLIST']._serialized_start=1624
-  _globals['_INTLIST']._serialized_end=1649
-  _globals['_REMOVETOPICRECORD']._serialized_start=1651
-  _globals['_REMOVETOPICRECORD']._serialized_end=1688
-  _globals['_NOOPRECORD']._serialized_start=1690
-  _globals['_NOOPRECORD']._serialized_end=1725
-  _globals['_PRODUCERIDSRECORD']._serialized_start=1727
-  _globals['_PRODUCERIDSRECORD']._serialized_end=1813
-  _globals['_METADATABATCH']._serialized_start=1815
-  _globals['_METADATABATCH']._serialized_end=1873
-  _globals['_METADATASNAPSHOT']._serialized_start=1875
-  _globals['_METADATASNAPSHOT']._serialized_end=1952
+  _globals['_METADATARECORD']._serialized_end=631
+  _globals['_REGISTERBROKERRECORD']._serialized_start=634
+  _globals['_REGISTERBROKERRECORD']._serialized_end=785
+  _globals['_BROKERFENCERECORD']._serialized_start=787
+  _globals['_BROKERFENCERECORD']._serialized_end=882
+  _globals['_TOPICRECORD']._serialized_start=885
+  _globals['_TOPICRECORD']._serialized_end=1031
+  _globals['_TOPICRECORD_CONFIGSENTRY']._serialized_start=985
+  _globals['_TOPICRECORD_CONFIGSENTRY']._serialized_end=1031
+  _globals['_PARTITIONRECORD']._serialized_start=1034
+  _globals['_PARTITIONRECORD']._serialized_end=1254
+  _globals['_PARTITIONCHANGERECORD']._serialized_start=1257
+  _globals['_PARTITIONCHANGERECORD']._serialized_end=1631
+  _globals['_CONFIGRECORD']._serialized_start=1633
+  _globals['_CONFIGRECORD']._serialized_end=1737
+  _globals['_ACCESSCONTROLENTRYRECORD']._serialized_start=1740
+  _globals['_ACCESSCONTROLENTRYRECORD']._serialized_end=1923
+  _globals['_REMOVEACCESSCONTROLENTRYRECORD']._serialized_start=1925
+  _globals['_REMOVEACCESSCONTROLENTRYRECORD']._serialized_end=1969
+  _globals['_INTLIST']._serialized_start=1971
+  _globals['_INTLIST']._serialized_end=1996
+  _globals['_REMOVETOPICRECORD']._serialized_start=1998
+  _globals['_REMOVETOPICRECORD']._serialized_end=2035
+  _globals['_NOOPRECORD']._serialized_start=2037
+  _globals['_NOOPRECORD']._serialized_end=2072
+  _globals['_PRODUCERIDSRECORD']._serialized_start=2074
+  _globals['_PRODUCERIDSRECORD']._serialized_end=2160
+  _globals['_METADATABATCH']._serialized_start=2162
+  _globals['_METADATABATCH']._serialized_end=2220
+  _globals['_METADATASNAPSHOT']._serialized_start=2222
+  _globals['_METADATASNAPSHOT']._serialized_end=2299
 # @@protoc_insertion_point(module_scope)
