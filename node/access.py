@@ -227,6 +227,7 @@ RULES: dict[str, Rule] = {
     RAFT + "Step": _cluster(A.CLUSTER_ACTION),
     "/grpc.health.v1.Health/Check": _nothing,
     "/grpc.health.v1.Health/Watch": _nothing,
+    "/grpc.health.v1.Health/List": _nothing,
 }
 # The controller's other calls are made by brokers (registration, heartbeats, ISR changes, the
 # metadata stream, forwarded admin commands): node to node.

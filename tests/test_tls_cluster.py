@@ -20,12 +20,26 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from cryptography import x509
 
 from ketch import aio
+from ketch.acl import AclBinding
 from ketch.aio.admin import NewTopic
-from ketch.errors import AuthenticationFailedError, KetchConnectionError
+from ketch.api.v1 import controller_pb2 as cpb
+from ketch.api.v1 import controller_pb2_grpc, ketch_pb2_grpc, raft_pb2, raft_pb2_grpc
+from ketch.api.v1 import ketch_pb2 as pb
+from ketch.errors import (
+    AuthenticationFailedError,
+    ClusterAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+    KetchConnectionError,
+    TopicAuthorizationFailedError,
+    TransactionalIdAuthorizationFailedError,
+)
+from ketch.records import TopicPartition
+from ketch.tls import open_channel
 from node import certificates
 from node.cluster import LocalCluster
 from tests.test_cluster_cli import consecutive_free_ports, ketch
@@ -82,13 +96,39 @@ def test_cluster_up_tls_prints_the_environment_every_command_reads(
         assert produced.returncode == 0, produced.stderr
         consumed = ketch("consume", "cli-demo", "--from-beginning", "--max-messages", "3", bootstrap=cluster.bootstrap)
         assert consumed.stdout.split() == ["a", "b", "c"], consumed.stderr
-        # A certificate issued for another principal is signed by the same CA: accepted.
+        # A certificate issued for another principal is signed by the same CA: accepted, but
+        # User:alice sees no topic until an ACL lets her (the authorizer is on).
         issued = ketch("cluster", "issue-cert", "--data-dir", str(cluster.root), "--name", "alice")
         assert issued.returncode == 0 and "User:alice" in issued.stdout, issued.stderr
         os.environ["KETCH_SSL_CERTFILE"] = str(cluster.tls_dir / "alice.pem")
         os.environ["KETCH_SSL_KEYFILE"] = str(cluster.tls_dir / "alice-key.pem")
         listed = ketch("topic", "list", bootstrap=cluster.bootstrap)
+        assert listed.returncode == 0 and "cli-demo" not in listed.stdout, listed.stderr
+        refused = _ketch_stdin("produce", "cli-demo", text="d\n", bootstrap=cluster.bootstrap)
+        assert refused.returncode != 0 and "TOPIC_AUTHORIZATION_FAILED" in refused.stderr, refused.stderr
+        os.environ["KETCH_SSL_CERTFILE"] = with_env["KETCH_SSL_CERTFILE"]  # the admin grants READ
+        os.environ["KETCH_SSL_KEYFILE"] = with_env["KETCH_SSL_KEYFILE"]
+        added = ketch(
+            "acl",
+            "add",
+            "--principal",
+            "User:alice",
+            "--operation",
+            "READ",
+            "--topic",
+            "cli-",
+            "--prefixed",
+            bootstrap=cluster.bootstrap,
+        )
+        assert added.returncode == 0 and "ALLOW User:alice READ on TOPIC 'cli-' (PREFIXED)" in added.stdout
+        acls = ketch("acl", "list", "--principal", "User:alice", bootstrap=cluster.bootstrap)
+        assert "User:alice" in acls.stdout and "PREFIXED" in acls.stdout, acls.stderr
+        os.environ["KETCH_SSL_CERTFILE"] = str(cluster.tls_dir / "alice.pem")
+        os.environ["KETCH_SSL_KEYFILE"] = str(cluster.tls_dir / "alice-key.pem")
+        listed = ketch("topic", "list", bootstrap=cluster.bootstrap)
         assert listed.returncode == 0 and "cli-demo" in listed.stdout, listed.stderr
+        consumed = ketch("consume", "cli-demo", "--from-beginning", "--max-messages", "3", bootstrap=cluster.bootstrap)
+        assert consumed.stdout.split() == ["a", "b", "c"], consumed.stderr
         # Without the certificate the same command is refused, with a hint, not a hang.
         os.environ["KETCH_SSL_CERTFILE"] = os.environ["KETCH_SSL_KEYFILE"] = ""
         refused = ketch("topic", "list", bootstrap=cluster.bootstrap, timeout=60)
@@ -229,3 +269,101 @@ def test_every_certificate_rotated_without_a_restart_then_a_node_killed(
     quorum = cluster.describe_quorum(2)
     assert quorum.leader_id in (1, 2, 3) and len(quorum.voters) == 3
     assert run(_consume(cluster, env, "tls-rotation", 101)) == [b"before", *values]
+
+
+def test_acls_decide_each_operation_with_kafkas_errors(tls_cluster: tuple[LocalCluster, dict[str, str]]) -> None:
+    """User:bob, with a certificate and no ACL, is refused per operation with the right typed
+    error; each ACL the admin adds lets exactly its operation through; a DENY wins; the node-to-node
+    calls stay closed to him."""
+    cluster, env = tls_cluster
+    bob = cluster.client_security("bob").client_kwargs()
+    admin_kwargs = security(env)
+
+    async def scenario() -> None:
+        async with aio.Admin(cluster.bootstrap, **admin_kwargs) as admin:
+            await admin.create_topics([NewTopic("bob-orders", 1, 3), NewTopic("bob-secret", 1, 3)])
+            async with aio.Producer(cluster.bootstrap, **admin_kwargs) as producer:
+                await producer.send("bob-secret", b"s")
+                await producer.flush()
+        async with aio.Admin(cluster.bootstrap, **bob) as bob_admin:
+            assert await bob_admin.list_topics() == []  # filtered, not refused
+            with pytest.raises(TopicAuthorizationFailedError, match="may not CREATE topic 'bob-new'"):
+                await bob_admin.create_topics([NewTopic("bob-new", 1, 3)])
+            with pytest.raises(ClusterAuthorizationFailedError, match="may not ALTER cluster"):
+                await bob_admin.create_acls([AclBinding("TOPIC", "*", "User:bob", "ALL")])
+            with pytest.raises(ClusterAuthorizationFailedError):
+                await bob_admin.alter_partition_reassignments({TopicPartition("bob-orders", 0): [1, 2, 3]})
+            with pytest.raises(GroupAuthorizationFailedError, match="may not DESCRIBE group 'bob-g'"):
+                await bob_admin.describe_consumer_groups(["bob-g"])
+        plain = {**bob, "acks": 1}  # no producer id needed: the send reaches Metadata and Produce
+        await _expect_refused_send(cluster, plain, "bob-orders", TopicAuthorizationFailedError)  # no DESCRIBE
+        async with aio.Admin(cluster.bootstrap, **admin_kwargs) as admin:  # DESCRIBE is not WRITE
+            await admin.create_acls([AclBinding("TOPIC", "bob-orders", "User:bob", "DESCRIBE")])
+        await _expect_refused_send(cluster, plain, "bob-orders", TopicAuthorizationFailedError)
+        # An idempotent producer needs WRITE somewhere for its producer id (KIP-679), and says so at once.
+        started = time.monotonic()
+        await _expect_refused_send(cluster, bob, "bob-orders", ClusterAuthorizationFailedError)
+        assert time.monotonic() - started < 10
+
+        async with aio.Admin(cluster.bootstrap, **admin_kwargs) as admin:
+            await admin.create_acls(
+                [
+                    AclBinding("TOPIC", "bob-", "User:bob", "WRITE", pattern_type="PREFIXED"),
+                    AclBinding("TOPIC", "bob-", "User:bob", "READ", pattern_type="PREFIXED"),
+                    AclBinding("TOPIC", "bob-secret", "User:bob", "READ", "DENY"),
+                    AclBinding("GROUP", "bob-g", "User:bob", "READ"),
+                    AclBinding("TRANSACTIONAL_ID", "bob-tx", "User:bob", "WRITE"),
+                ]
+            )
+        async with aio.Admin(cluster.bootstrap, **bob) as bob_admin:
+            assert await bob_admin.list_topics() == ["bob-orders", "bob-secret"]
+        async with aio.Producer(cluster.bootstrap, transactional_id="bob-tx", **bob) as producer:
+            await producer.init_transactions()
+            producer.begin_transaction()
+            await producer.send("bob-orders", b"o1")
+            await producer.commit_transaction()
+        async with aio.Consumer(
+            "bob-orders", bootstrap_servers=cluster.bootstrap, group_id="bob-g", auto_offset_reset="earliest", **bob
+        ) as consumer:
+            got: list[bytes | None] = []
+            deadline = time.monotonic() + 30
+            while not got and time.monotonic() < deadline:
+                for records in (await consumer.poll(timeout_ms=500)).values():
+                    got += [r.value for r in records]
+            assert got == [b"o1"]
+            await consumer.commit()
+        async with aio.Consumer(
+            bootstrap_servers=cluster.bootstrap, auto_offset_reset="earliest", fetch_max_wait_ms=100, **bob
+        ) as consumer:
+            await consumer.assign([TopicPartition("bob-secret", 0)])
+            with pytest.raises(TopicAuthorizationFailedError, match="may not READ topic 'bob-secret'"):
+                deadline = time.monotonic() + 15
+                while time.monotonic() < deadline:
+                    await consumer.poll(timeout_ms=300)
+        with pytest.raises(TransactionalIdAuthorizationFailedError, match="bob-other"):
+            async with aio.Producer(cluster.bootstrap, transactional_id="bob-other", **bob) as producer:
+                await producer.init_transactions()
+
+    run(scenario())
+    # Node-to-node calls: Raft, a follower's fetch, the controller's broker calls.
+    sec = cluster.client_security("bob")
+    with open_channel(cluster.nodes[1].bootstrap, sec) as channel:
+        with pytest.raises(grpc.RpcError) as raft:
+            raft_pb2_grpc.KetchRaftStub(channel).Step(raft_pb2.RaftBatch(), timeout=5)
+        assert raft.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "CLUSTER_AUTHORIZATION_FAILED" in (raft.value.details() or "")
+        with pytest.raises(grpc.RpcError) as fetch:
+            request = pb.FetchRequest(replica_id=2, partitions=[pb.FetchPartition(topic="bob-orders")])
+            ketch_pb2_grpc.KetchStub(channel).Fetch(request, timeout=5)
+        assert fetch.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        with pytest.raises(grpc.RpcError) as heartbeat:
+            controller_pb2_grpc.KetchControllerStub(channel).BrokerHeartbeat(
+                cpb.BrokerHeartbeatRequest(broker_id=1), timeout=5
+            )
+        assert heartbeat.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def _expect_refused_send(cluster: LocalCluster, config: dict[str, Any], topic: str, error: type) -> None:
+    async with aio.Producer(cluster.bootstrap, max_block_ms=10000, **config) as producer:
+        with pytest.raises(error):
+            await producer.send_and_wait(topic, b"x")

@@ -24,7 +24,8 @@ Rules:
 - Idempotence (the accumulator's ``idempotence`` bookkeeping): nothing is
   drained before the producer has an id; the sender gets one with
   InitProducerId from any broker (retrying with backoff) at the start and
-  whenever the epoch overflowed. Per batch answer: DUPLICATE_SEQUENCE_NUMBER
+  whenever the epoch overflowed; a refusal that is not retriable (the authorizer's
+  CLUSTER_AUTHORIZATION_FAILED) fails the queued batches with it at once. Per batch answer: DUPLICATE_SEQUENCE_NUMBER
   is a success (offset unknown, -1); OUT_OF_ORDER_SEQUENCE_NUMBER and
   UNKNOWN_PRODUCER_ID are reported to the bookkeeping (an epoch bump and a
   rewrite when the batch is the oldest unacknowledged) and the batch is
@@ -207,6 +208,8 @@ class Sender:
                 except KetchError as e:
                     self.init_error = e
                     attempts += 1
+                    if not e.retriable:  # e.g. CLUSTER_AUTHORIZATION_FAILED: waiting cannot help these records
+                        self.acc.abort_all(e)
                     await asyncio.sleep(min(self.backoff * 2 ** (attempts - 1), self.backoff_max))
                     continue
                 with self.acc.lock:
