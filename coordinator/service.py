@@ -29,6 +29,7 @@ from coordinator.metadata.acls import AclBinding
 from coordinator.metadata.configs import AlterConfigsResource, ConfigChange, ConfigResource
 from coordinator.metadata.records import MetadataRecord, TopicIdPartition
 from coordinator.metadata.recovery import LogEnd
+from coordinator.metadata.scram import ScramCredential
 from coordinator.metadata.snapshot import image_to_records
 from coordinator.quorum import NotController, QuorumController, RetainedEntry
 from coordinator.quorum_membership import QuorumMembership
@@ -257,6 +258,21 @@ class ControllerService(controller_pb2_grpc.KetchControllerServicer):
         for found in matched or [None] * len(filters):
             result = out.results.add(error_code=status.error_code, error_message=status.error_message)
             result.matching.extend(acl.to_pb() for acl in found or ())
+        return out
+
+    async def AlterUserScramCredentials(
+        self, request: pb.AlterUserScramCredentialsRequest, context: Any
+    ) -> cpb.ControllerScramResponse:
+        deletions = [(d.name, d.mechanism) for d in request.deletions]
+        upsertions = [
+            ScramCredential(u.name, u.mechanism, u.salt, u.stored_key, u.server_key, u.iterations)
+            for u in request.upsertions
+        ]
+        results, status = await self._run(lambda c: c.alter_scram_credentials(deletions, upsertions))
+        out = cpb.ControllerScramResponse(status=status)
+        names = [name for name, _ in deletions] + [u.name for u in upsertions]
+        for user, code, message in results or [(n, status.error_code, status.error_message) for n in names]:
+            out.results.add(user=user, error_code=code, error_message=message)
         return out
 
     async def AllocateProducerIds(

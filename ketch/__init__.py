@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from ketch.aio.admin import NewTopic as NewTopic
     from ketch.aio.admin import PartitionDescription as PartitionDescription
     from ketch.aio.admin import TopicDescription as TopicDescription
+    from ketch.aio.admin_acls import ScramDeletion as ScramDeletion
+    from ketch.aio.admin_acls import ScramUpsertion as ScramUpsertion
     from ketch.aio.admin_configs import ConfigEntry as ConfigEntry
     from ketch.aio.admin_configs import ConfigResource as ConfigResource
     from ketch.aio.admin_configs import ConfigResourceType as ConfigResourceType
@@ -55,6 +57,8 @@ _EXPORTS = {
     "ConfigSource": "ketch.aio.admin_configs",
     "PartitionReassignment": "ketch.aio.admin_reassignments",
     "AclBinding": "ketch.acl",
+    "ScramDeletion": "ketch.aio.admin_acls",
+    "ScramUpsertion": "ketch.aio.admin_acls",
     "AclBindingFilter": "ketch.acl",
     "CommitFailedError": "ketch.group_rules",
     "ConsumerGroupMetadata": "ketch.group_rules",

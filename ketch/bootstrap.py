@@ -41,3 +41,15 @@ def client_security() -> SecurityConfig:
 def client_config(bootstrap: str) -> dict[str, Any]:
     """Keyword arguments of a Producer, Consumer or Admin for a command: where and how to connect."""
     return {"bootstrap_servers": bootstrap, **client_security().client_kwargs()}
+
+
+def login_metadata(channel: Any, address: str) -> tuple[tuple[str, str], ...] | None:
+    """What a command's direct call to a node carries: a SASL session token when logging in with a
+    username and password (ketch/sasl.py), else nothing (a certificate, or no security)."""
+    security = client_security()
+    if not security.sasl:
+        return None
+    from ketch.api.v1 import ketch_pb2_grpc
+    from ketch.sasl import bearer, login_blocking
+
+    return bearer(login_blocking(ketch_pb2_grpc.KetchStub(channel), security, address, 30.0))

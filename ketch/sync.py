@@ -38,6 +38,7 @@ from ketch.aio.admin import (
     NewTopic,
     TopicDescription,
 )
+from ketch.aio.admin_acls import ScramDeletion, ScramUpsertion
 from ketch.aio.admin_configs import ConfigEntry, ConfigResource
 from ketch.aio.admin_reassignments import PartitionReassignment
 from ketch.aio.admin_transactions import TransactionDescription, TransactionListing
@@ -394,6 +395,13 @@ class Admin(_SyncClient):
 
     def delete_acls(self, filters: Iterable[AclBindingFilter]) -> list[AclBinding]:
         result: list[AclBinding] = self._run(self._aio.delete_acls(list(filters)))
+        return result
+
+    def alter_user_scram_credentials(self, alterations: Iterable[ScramUpsertion | ScramDeletion]) -> None:
+        self._run(self._aio.alter_user_scram_credentials(list(alterations)))
+
+    def describe_user_scram_credentials(self, users: Iterable[str] = ()) -> dict[str, list[tuple[str, int]]]:
+        result: dict[str, list[tuple[str, int]]] = self._run(self._aio.describe_user_scram_credentials(list(users)))
         return result
 
     def alter_partition_reassignments(self, reassignments: Mapping[TopicPartition, Iterable[int] | None]) -> None:

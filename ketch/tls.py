@@ -2,16 +2,19 @@
 
 The options have Kafka's client names and meanings:
 
-- ``security_protocol``: ``PLAINTEXT`` (the default) or ``SSL``. Kafka's ``SASL_*``
-  protocols are not built yet; they are refused by name.
+- ``security_protocol``: ``PLAINTEXT`` (the default), ``SSL``, or ``SASL_SSL``: TLS, and a
+  username and password checked by SCRAM (``sasl_mechanism`` SCRAM-SHA-256 or SCRAM-SHA-512,
+  ``sasl_plain_username``, ``sasl_plain_password``; kafka-python's names). Kafka's
+  ``SASL_PLAINTEXT`` is refused: a password travels over TLS only.
 - ``ssl_cafile``: PEM file of the certificate authorities trusted to sign the node's
   certificate. Without it an ``SSL`` client trusts gRPC's built-in roots (a public CA).
 - ``ssl_certfile`` / ``ssl_keyfile``: the client's own certificate and private key, for a
   node that requires client certificates (mutual TLS). Both or neither.
 
 Every ``ketch`` command reads them from ``KETCH_SECURITY_PROTOCOL``, ``KETCH_SSL_CAFILE``,
-``KETCH_SSL_CERTFILE`` and ``KETCH_SSL_KEYFILE`` (``SecurityConfig.from_env``); ``ketch
-cluster up --tls`` prints the four lines to export.
+``KETCH_SSL_CERTFILE``, ``KETCH_SSL_KEYFILE``, ``KETCH_SASL_MECHANISM``, ``KETCH_SASL_USERNAME``
+and ``KETCH_SASL_PASSWORD`` (``SecurityConfig.from_env``); ``ketch cluster up --tls`` prints the
+lines to export for its admin certificate.
 
 Rules:
 - The files are read when a channel is opened, never cached: a client or a node that
@@ -28,7 +31,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +39,16 @@ import grpc
 
 __all__ = ["PROTOCOLS", "SecurityConfig", "open_aio_channel", "open_channel"]
 
-PROTOCOLS = ("PLAINTEXT", "SSL")
+PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_SSL")
+SASL_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
 ENV = {
     "security_protocol": "KETCH_SECURITY_PROTOCOL",
     "ssl_cafile": "KETCH_SSL_CAFILE",
     "ssl_certfile": "KETCH_SSL_CERTFILE",
     "ssl_keyfile": "KETCH_SSL_KEYFILE",
+    "sasl_mechanism": "KETCH_SASL_MECHANISM",
+    "sasl_plain_username": "KETCH_SASL_USERNAME",
+    "sasl_plain_password": "KETCH_SASL_PASSWORD",
 }
 
 
@@ -51,6 +58,9 @@ class SecurityConfig:
     ssl_cafile: str | None = None
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
+    sasl_mechanism: str | None = None
+    sasl_plain_username: str | None = None
+    sasl_plain_password: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         protocol = self.security_protocol.upper()
@@ -58,12 +68,22 @@ class SecurityConfig:
         if protocol not in PROTOCOLS:
             raise ValueError(
                 f"security_protocol must be one of {', '.join(PROTOCOLS)}, not {self.security_protocol!r}"
-                + (" (SASL is not supported yet)" if protocol.startswith("SASL") else "")
+                + (" (SASL_PLAINTEXT is refused: passwords go over TLS only)" if protocol.startswith("SASL") else "")
             )
         if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
             raise ValueError("ssl_certfile and ssl_keyfile go together: give both or neither")
         if protocol == "PLAINTEXT" and (self.ssl_cafile or self.ssl_certfile):
             raise ValueError("ssl_cafile, ssl_certfile and ssl_keyfile need security_protocol='SSL'")
+        sasl = (self.sasl_mechanism, self.sasl_plain_username, self.sasl_plain_password)
+        if protocol == "SASL_SSL":
+            if not all(sasl):
+                raise ValueError("SASL_SSL needs sasl_mechanism, sasl_plain_username and sasl_plain_password")
+            mechanism = (self.sasl_mechanism or "").upper()
+            object.__setattr__(self, "sasl_mechanism", mechanism)
+            if mechanism not in SASL_MECHANISMS:
+                raise ValueError(f"sasl_mechanism must be {' or '.join(SASL_MECHANISMS)}, not {self.sasl_mechanism!r}")
+        elif any(sasl):
+            raise ValueError("sasl_mechanism, sasl_plain_username and sasl_plain_password need SASL_SSL")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> SecurityConfig:
@@ -73,7 +93,11 @@ class SecurityConfig:
 
     @property
     def secure(self) -> bool:
-        return self.security_protocol == "SSL"
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    @property
+    def sasl(self) -> bool:
+        return self.security_protocol == "SASL_SSL"
 
     def client_kwargs(self) -> dict[str, Any]:
         """The options as keyword arguments of a Producer, Consumer or Admin."""
@@ -82,6 +106,9 @@ class SecurityConfig:
             "ssl_cafile": self.ssl_cafile,
             "ssl_certfile": self.ssl_certfile,
             "ssl_keyfile": self.ssl_keyfile,
+            "sasl_mechanism": self.sasl_mechanism,
+            "sasl_plain_username": self.sasl_plain_username,
+            "sasl_plain_password": self.sasl_plain_password,
         }
 
     def channel_credentials(self) -> grpc.ChannelCredentials:

@@ -42,6 +42,7 @@ from ketch import acl as A
 from ketch.errors import ErrorCode
 from node.config import NodeConfig
 from node.principal import parse_rules, principal_of
+from node.sasl import SaslSessions
 
 log = logging.getLogger("ketch.access")
 
@@ -220,6 +221,9 @@ RULES: dict[str, Rule] = {
     KETCH + "CreateAcls": _cluster(A.ALTER),
     KETCH + "DescribeAcls": _cluster(A.DESCRIBE),
     KETCH + "DeleteAcls": _cluster(A.ALTER),
+    KETCH + "AlterUserScramCredentials": _cluster(A.ALTER),
+    KETCH + "DescribeUserScramCredentials": _cluster(A.DESCRIBE),
+    KETCH + "SaslAuthenticate": _nothing,  # anyone may log in
     CONTROLLER + "DescribeQuorum": _cluster(A.DESCRIBE),
     CONTROLLER + "ElectLeaders": _cluster(A.ALTER),
     CONTROLLER + "AddRaftVoter": _cluster(A.ALTER),
@@ -245,6 +249,7 @@ for _name in (
     "AllocateProducerIds",
     "CreateAcls",
     "DeleteAcls",
+    "AlterUserScramCredentials",
 ):
     RULES[CONTROLLER + _name] = _cluster(A.CLUSTER_ACTION)
 
@@ -285,7 +290,8 @@ FILTERS: dict[str, Callable[[Any, Any, Check], None]] = {
 class AccessControl:
     """The authorizer of one node: its settings, and the image whose ACLs it enforces."""
 
-    def __init__(self, config: NodeConfig) -> None:
+    def __init__(self, config: NodeConfig, sessions: SaslSessions | None = None) -> None:
+        self.sessions = sessions
         self.super_users = frozenset(p.strip() for p in config.super_users.split(";") if p.strip())
         self.allow_if_none = config.allow_everyone_if_no_acl_found
         self.rules = parse_rules(config.ssl_principal_mapping_rules)
@@ -298,16 +304,21 @@ class AccessControl:
             self._cached = (acls, Authorizer(acls.values(), self.super_users, self.allow_if_none))
         return self._cached[1]
 
-    def check(self, context: Any) -> Check:
-        return Check(principal_of(context, self.rules), self.authorizer())
+    def check(self, context: Any) -> Check | None:
+        """The decision for this call's caller; None when its SASL session is unknown or over."""
+        principal = principal_of(context, self.rules, self.sessions)
+        return None if principal is None else Check(principal, self.authorizer())
 
     def interceptor(self) -> grpc.aio.ServerInterceptor:
         return _Interceptor(self)
 
 
-def _deny(context: Any, denied: Denied) -> Awaitable[None]:
-    awaitable: Awaitable[None] = context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{denied.code.name}: {denied.why}")
-    return awaitable
+async def _deny(context: Any, denied: Denied | None, check: Check | None) -> None:
+    """End the call: UNAUTHENTICATED for a dead SASL session, else PERMISSION_DENIED ``CODE: why``."""
+    assert denied is not None
+    status = grpc.StatusCode.UNAUTHENTICATED if check is None else grpc.StatusCode.PERMISSION_DENIED
+    log.info("refused to %s: %s", check.principal if check else "a dead session", denied.why)
+    await context.abort(status, f"{denied.code.name}: {denied.why}")
 
 
 class _Interceptor(grpc.aio.ServerInterceptor):
@@ -327,8 +338,10 @@ class _Interceptor(grpc.aio.ServerInterceptor):
         post = FILTERS.get(method)
         access = self.access
 
-        def decide(request: Any, context: Any) -> tuple[Check, Denied | None]:
+        def decide(request: Any, context: Any) -> tuple[Check | None, Denied | None]:
             check = access.check(context)
+            if check is None:
+                return None, Denied(ErrorCode.SASL_AUTHENTICATION_FAILED, "session unknown or expired; log in again")
             if rule is None:
                 return check, Denied(CLUSTER_FAILED, f"{method} has no access rule; refused")
             if (
@@ -347,9 +360,9 @@ class _Interceptor(grpc.aio.ServerInterceptor):
 
             async def unary(request: Any, context: Any) -> Any:
                 check, denied = decide(request, context)
-                if denied is not None:
-                    log.info("refused %s to %s: %s", method, check.principal, denied.why)
-                    await _deny(context, denied)
+                if check is None or denied is not None:
+                    await _deny(context, denied, check)
+                assert check is not None
                 response = await inner(request, context)
                 if post is not None:
                     post(request, response, check)
@@ -361,9 +374,8 @@ class _Interceptor(grpc.aio.ServerInterceptor):
 
             async def stream(request: Any, context: Any) -> Any:
                 check, denied = decide(request, context)
-                if denied is not None:
-                    log.info("refused %s to %s: %s", method, check.principal, denied.why)
-                    await _deny(context, denied)
+                if check is None or denied is not None:
+                    await _deny(context, denied, check)
                 async for item in inner_stream(request, context):
                     yield item
 

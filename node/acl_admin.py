@@ -1,14 +1,16 @@
-"""CreateAcls, DescribeAcls and DeleteAcls as a broker answers them.
+"""CreateAcls, DescribeAcls and DeleteAcls, and the SCRAM users' calls, as a broker answers them.
 
 Reads come from this broker's metadata image; changes are forwarded to the active controller
-(coordinator/metadata/acl_changes.py decides them) and answered once this broker's own image
+(coordinator/metadata/security_changes.py decides them) and answered once this broker's own image
 holds them, like IncrementalAlterConfigs (node/config_admin.py): an ACL created through a broker
 is enforced by that broker when the call returns. Other brokers enforce it when their images
 reach the same metadata offset (milliseconds, as in Kafka).
 
 Rules:
-- A node without the authorizer (``authorizer_enabled`` false) answers SECURITY_DISABLED, as
-  Kafka does without an authorizer: ACLs it would not enforce are not taken.
+- A node without the authorizer (``authorizer_enabled`` false) answers SECURITY_DISABLED to the
+  ACL calls, as Kafka does without an authorizer: ACLs it would not enforce are not taken. The
+  SCRAM users' calls (AlterUserScramCredentials, DescribeUserScramCredentials) work either way;
+  a description never includes salts or keys.
 - Each creation and each delete filter gets its own result; a forwarded change that the
   controller could not take fails them all with that error; one committed but not yet visible
   here after ``VISIBILITY_TIMEOUT_S`` is REQUEST_TIMED_OUT (it is committed).
@@ -59,9 +61,29 @@ class AclAdmin:
                 out.results.add(error_code=code, error_message=message)
         return out
 
-    async def _forward(self, method: str, request: object, results: object) -> tuple[int | None, str]:
+    async def alter_users(self, request: pb.AlterUserScramCredentialsRequest) -> pb.AlterUserScramCredentialsResponse:
+        out = pb.AlterUserScramCredentialsResponse()
+        code, message = await self._forward("AlterUserScramCredentials", request, out.results, needs_authorizer=False)
+        if code is not None:
+            for name in [d.name for d in request.deletions] + [u.name for u in request.upsertions]:
+                out.results.add(user=name, error_code=code, error_message=message)
+        return out
+
+    def describe_users(
+        self, request: pb.DescribeUserScramCredentialsRequest
+    ) -> pb.DescribeUserScramCredentialsResponse:
+        wanted = set(request.users)
+        out = pb.DescribeUserScramCredentialsResponse()
+        for (name, mechanism), cred in sorted(self.broker.image.scram_credentials.items()):
+            if not wanted or name in wanted:
+                out.credentials.add(name=name, mechanism=mechanism, iterations=cred.iterations)
+        return out
+
+    async def _forward(
+        self, method: str, request: object, results: object, needs_authorizer: bool = True
+    ) -> tuple[int | None, str]:
         """Send to the controller and copy its results into ``results``; or the error for them all."""
-        if not self.enabled:
+        if needs_authorizer and not self.enabled:
             return ErrorCode.SECURITY_DISABLED, DISABLED
         try:
             answer = await self.controllers.call(lambda stub: getattr(stub, method), request)

@@ -21,7 +21,9 @@ Rules:
   node with mutual TLS: ``security_protocol SSL``, ``ssl_client_auth required``, and the
   authorizer on (``authorizer_enabled``; the principal of a certificate is its CN, by
   ``ssl_principal_mapping_rules`` ``RULE:^CN=([^,]+)$/$1/,DEFAULT``): User:admin and the nodes'
-  own User:node-<id> are the super users, anyone else needs ACLs. The choice is kept in
+  own User:node-<id> are the super users, anyone else needs ACLs; SCRAM logins are on
+  (``ketch user add``; such a client still presents a certificate of the CA, which mutual
+  TLS requires, and acts as its SCRAM user). The choice is kept in
   cluster.json, so a cluster started again keeps it; ``security`` is how a client (this
   harness, the admin) connects.
 - Tests end every process they start: ``close()`` kills what is left.
@@ -114,6 +116,7 @@ class LocalCluster:
             "--ssl-client-auth=required",
             f"--ssl-principal-mapping-rules={CN_RULE}",
             "--authorizer-enabled=true",
+            "--sasl-enabled-mechanisms=SCRAM-SHA-256,SCRAM-SHA-512",
             f"--super-users={self.super_users}",
             f"--ssl-cafile={self.tls_dir / 'ca.pem'}",
             f"--ssl-certfile={self.tls_dir / name}.pem",

@@ -56,6 +56,11 @@ class NodeConfig:
     # the node-to-node calls (Raft, replica fetching, the controller's) need a super user or
     # CLUSTER_ACTION on the cluster.
     authorizer_enabled: bool = False
+    # Kafka's sasl.enabled.mechanisms: "SCRAM-SHA-256,SCRAM-SHA-512" lets clients log in with a
+    # username and password (node/sasl.py), over TLS only; empty: no SASL.
+    sasl_enabled_mechanisms: str = ""
+    # Kafka's connections.max.reauth.ms: how long a SASL session lasts before the client logs in again.
+    sasl_session_lifetime_ms: int = 3_600_000
     super_users: str = ""
     allow_everyone_if_no_acl_found: bool = False
     # Prometheus /metrics port; 0 picks a free one, -1 disables.
@@ -127,6 +132,10 @@ class NodeConfig:
     @property
     def role_set(self) -> frozenset[str]:
         return frozenset(r.strip() for r in self.roles.split(",") if r.strip())
+
+    @property
+    def sasl_mechanisms(self) -> frozenset[str]:
+        return frozenset(m.strip().upper() for m in self.sasl_enabled_mechanisms.split(",") if m.strip())
 
     @property
     def is_broker(self) -> bool:
@@ -261,6 +270,11 @@ def validate_security(config: NodeConfig) -> None:
         raise ConfigError(f"security_protocol must be PLAINTEXT or SSL, got {config.security_protocol!r}")
     if config.ssl_client_auth not in ("none", "required"):
         raise ConfigError(f"ssl_client_auth must be none or required, got {config.ssl_client_auth!r}")
+    unknown = set(config.sasl_mechanisms) - {"SCRAM-SHA-256", "SCRAM-SHA-512"}
+    if unknown:
+        raise ConfigError(f"sasl_enabled_mechanisms: {', '.join(sorted(unknown))} not SCRAM-SHA-256 or SCRAM-SHA-512")
+    if config.sasl_mechanisms and config.security_protocol != "SSL":
+        raise ConfigError("sasl_enabled_mechanisms needs security_protocol SSL: passwords travel over TLS only")
     if config.security_protocol == "SSL":
         if not (config.ssl_certfile and config.ssl_keyfile and config.ssl_cafile):
             raise ConfigError(

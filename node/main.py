@@ -124,6 +124,7 @@ async def serve(config: NodeConfig) -> int:
     roles = build_roles(config, store, server, port, metrics, stop, previous_clean_shutdown)
     if access is not None:
         access.image = acl_image(roles)
+        access.sessions = next((role.sasl for role in roles if isinstance(role, BrokerRole)), None)
 
     # 2. Start the server, then the roles in order; then health SERVING and the ready line.
     await server.start()

@@ -8,6 +8,10 @@
   first group; ``L``/``U`` lower- or upper-case it); ``DEFAULT`` gives the subject unchanged. No
   rule matching is the same as ``DEFAULT``. ``ketch cluster up --tls`` uses
   ``RULE:^CN=([^,]+)$/$1/,DEFAULT``, so its certificate for NAME is ``User:NAME``.
+- A call carrying ``authorization: Bearer TOKEN`` of a live SASL session (node/sasl.py) is the
+  session's ``User:NAME``, before any certificate; a token the node does not know (expired, or
+  from before a restart) makes the principal None: the call is refused UNAUTHENTICATED and the
+  client logs in again.
 - Any other call (plaintext, or TLS without a client certificate) is ``User:ANONYMOUS``.
 
 A rule list that does not parse is a ``ConfigError`` when the node starts.
@@ -21,6 +25,7 @@ from typing import Any
 
 from coordinator.metadata.acls import ANONYMOUS
 from node.config import ConfigError
+from node.sasl import SaslSessions
 
 
 @dataclass(frozen=True)
@@ -74,8 +79,11 @@ def map_subject(rules: tuple[MappingRule, ...], subject: str) -> str:
     return subject
 
 
-def principal_of(context: Any, rules: tuple[MappingRule, ...]) -> str:
-    """``User:NAME`` for the caller of the call behind a gRPC servicer ``context``."""
+def principal_of(context: Any, rules: tuple[MappingRule, ...], sessions: SaslSessions | None = None) -> str | None:
+    """``User:NAME`` for the caller of the call behind a gRPC servicer ``context`` (None: a dead token)."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
+            return sessions.principal(value[len("Bearer ") :]) if sessions is not None else None
     auth = context.auth_context()
     subject = auth.get("x509_subject")
     if not subject or auth.get("transport_security_type") != [b"ssl"]:

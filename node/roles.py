@@ -52,6 +52,7 @@ from node.metadata_follower import MetadataFollower
 from node.metrics import NodeMetrics
 from node.producer_ids import ProducerIdManager
 from node.replica_fetcher import ReplicaFetcher
+from node.sasl import SaslSessions
 from node.server_tls import client_security
 from node.service import KetchService
 from node.topic_admin import TopicAdmin
@@ -205,6 +206,8 @@ class BrokerRole:
         metrics.watch_transactions(self.transactions.ongoing, self.transactions.transactional_ids)
         self.groups = GroupManager(self.broker, admin, self.waiters, metrics, verify_transaction=verifier)
         metrics.watch_groups(self.groups)
+        # Username/password logins (node/sasl.py) against the SCRAM credentials of this broker's image.
+        self.sasl = SaslSessions(config.sasl_mechanisms, lambda: self.broker.image, config.sasl_session_lifetime_ms)
         service = KetchService(
             self.broker,
             admin,
@@ -216,6 +219,7 @@ class BrokerRole:
             self.producer_ids,
             transactions=self.transactions,
             verify_transaction=verifier,
+            sasl=self.sasl,
         )
         ketch_pb2_grpc.add_KetchServicer_to_server(service, server)
         self._tasks: list[asyncio.Task[None]] = []

@@ -72,6 +72,7 @@ from node.group_service import GroupHandlers
 from node.metrics import NodeMetrics, timed
 from node.produce_purgatory import await_replication
 from node.producer_ids import ProducerIdManager
+from node.sasl import SaslSessions
 from node.topic_admin import TopicAdmin, error_fields
 from node.txn_coordinator import TransactionManager
 from node.txn_service import TxnHandlers
@@ -100,6 +101,7 @@ class KetchService(GroupHandlers, TxnHandlers, ketch_pb2_grpc.KetchServicer):
         producer_ids: ProducerIdManager | None = None,
         verify_transaction: VerifyTransaction | None = None,
         transactions: TransactionManager | None = None,
+        sasl: SaslSessions | None = None,
     ) -> None:
         if transactions is not None:
             self.transactions = transactions
@@ -111,6 +113,7 @@ class KetchService(GroupHandlers, TxnHandlers, ketch_pb2_grpc.KetchServicer):
         self.admin = admin
         self.configs = ConfigAdmin(broker, admin.controllers, admin.follower)
         self.acls = AclAdmin(broker, admin.controllers, admin.follower)
+        self.sasl = sasl or SaslSessions(frozenset())
         self.cluster_id = cluster_id
         self.metrics = metrics
         self.waiters = waiters
@@ -331,6 +334,22 @@ class KetchService(GroupHandlers, TxnHandlers, ketch_pb2_grpc.KetchServicer):
     @timed("DeleteAcls")
     async def DeleteAcls(self, request: pb.DeleteAclsRequest, context: Any) -> pb.DeleteAclsResponse:
         return await self.acls.delete(request)
+
+    @timed("AlterUserScramCredentials")
+    async def AlterUserScramCredentials(
+        self, request: pb.AlterUserScramCredentialsRequest, context: Any
+    ) -> pb.AlterUserScramCredentialsResponse:
+        return await self.acls.alter_users(request)
+
+    @timed("DescribeUserScramCredentials")
+    async def DescribeUserScramCredentials(
+        self, request: pb.DescribeUserScramCredentialsRequest, context: Any
+    ) -> pb.DescribeUserScramCredentialsResponse:
+        return self.acls.describe_users(request)
+
+    @timed("SaslAuthenticate")
+    async def SaslAuthenticate(self, request: pb.SaslAuthenticateRequest, context: Any) -> pb.SaslAuthenticateResponse:
+        return self.sasl.authenticate(request)
 
     # -- Partition reassignments (node/reassignment_admin.py) -------------------
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from grpc_health.v1 import health_pb2
 
-from coordinator.metadata import acl_changes
+from coordinator.metadata import security_changes
 from coordinator.metadata.acls import AclBinding as Acl
 from coordinator.metadata.acls import Authorizer
 from coordinator.metadata.delta import replay_batch
@@ -84,12 +84,12 @@ DELETE_ANY = 6  # Kafka's DELETE
 
 def test_create_is_idempotent_and_refuses_bad_bindings_alone() -> None:
     good = allow("User:alice", READ, TOPIC, "orders")
-    result = acl_changes.create({}, [good, good, Acl(TOPIC, "", LITERAL, "User:a", READ, ALLOW)])
+    result = security_changes.create({}, [good, good, Acl(TOPIC, "", LITERAL, "User:a", READ, ALLOW)])
     assert len(result.records) == 1
     assert [code for code, _ in result.response] == [ErrorCode.NONE, ErrorCode.NONE, ErrorCode.INVALID_REQUEST]
     image = replay_batch(MetadataImage(), 5, result.records)
     assert list(image.acls.values()) == [good]
-    assert acl_changes.create(image.acls, [good]).records == []  # already there
+    assert security_changes.create(image.acls, [good]).records == []  # already there
     bad = [
         Acl(9, "x", LITERAL, "User:a", READ, ALLOW),
         Acl(CLUSTER, "other", LITERAL, "User:a", ALTER, ALLOW),
@@ -98,7 +98,7 @@ def test_create_is_idempotent_and_refuses_bad_bindings_alone() -> None:
         Acl(TOPIC, "x", LITERAL, "User:a", 99, ALLOW),
         Acl(TOPIC, "x", LITERAL, "User:a", READ, ALLOW, host="10.0.0.1"),
     ]
-    codes = acl_changes.create({}, bad).response
+    codes = security_changes.create({}, bad).response
     assert all(code == ErrorCode.INVALID_REQUEST for code, _ in codes), codes
 
 
@@ -109,10 +109,10 @@ def test_delete_filters_replay_and_snapshot() -> None:
         allow("User:bob", READ, TOPIC, "*"),
         allow("User:bob", READ, GROUP, "g"),
     ]
-    image = replay_batch(MetadataImage(), 3, acl_changes.create({}, acls).records)
+    image = replay_batch(MetadataImage(), 3, security_changes.create({}, acls).records)
     assert decode_snapshot(encode_snapshot(image)) == image
     match = Acl(TOPIC, "orders", MATCH, "", 0, 0)
-    result = acl_changes.delete(image.acls, [match])
+    result = security_changes.delete(image.acls, [match])
     assert sorted(a.principal + a.resource_name for a in result.response[0]) == [
         "User:alice" + "ord",
         "User:alice" + "orders",
@@ -120,7 +120,7 @@ def test_delete_filters_replay_and_snapshot() -> None:
     ]
     after = replay_batch(image, 4, result.records)
     assert list(after.acls.values()) == [acls[3]]
-    by_principal = acl_changes.delete(after.acls, [Acl(0, "", 0, "User:bob", 0, 0)])
+    by_principal = security_changes.delete(after.acls, [Acl(0, "", 0, "User:bob", 0, 0)])
     assert replay_batch(after, 5, by_principal.records).acls == {}
 
 

@@ -23,8 +23,14 @@ from node.server_tls import ServerCertificates
 def test_security_options_are_checked_with_errors_that_name_the_fix(tmp_path: Path) -> None:
     assert not SecurityConfig().secure
     assert SecurityConfig("ssl").security_protocol == "SSL"
-    with pytest.raises(ValueError, match="SASL is not supported yet"):
-        SecurityConfig("SASL_SSL")
+    with pytest.raises(ValueError, match="SASL_PLAINTEXT is refused: passwords go over TLS only"):
+        SecurityConfig("SASL_PLAINTEXT")
+    with pytest.raises(ValueError, match="SASL_SSL needs sasl_mechanism, sasl_plain_username and sasl_plain_password"):
+        SecurityConfig("SASL_SSL", sasl_mechanism="SCRAM-SHA-256")
+    with pytest.raises(ValueError, match="sasl_mechanism must be SCRAM-SHA-256 or SCRAM-SHA-512"):
+        SecurityConfig("SASL_SSL", sasl_mechanism="PLAIN", sasl_plain_username="a", sasl_plain_password="b")
+    assert SecurityConfig("sasl_ssl", None, None, None, "scram-sha-512", "a", "b").sasl_mechanism == "SCRAM-SHA-512"
+    assert "b" not in repr(SecurityConfig("SASL_SSL", None, None, None, "SCRAM-SHA-256", "a", "b"))
     with pytest.raises(ValueError, match="give both or neither"):
         SecurityConfig("SSL", ssl_certfile="a.pem")
     with pytest.raises(ValueError, match="need security_protocol='SSL'"):
@@ -95,6 +101,8 @@ def test_a_listener_whose_files_are_missing_or_wrong_is_a_config_error(tmp_path:
         ({"security_protocol": "SSL"}, "needs ssl_certfile and ssl_keyfile"),
         ({"ssl_client_auth": "required"}, "need security_protocol SSL"),
         ({"security_protocol": "SSL", "ssl_certfile": "c", "ssl_keyfile": "k", "ssl_client_auth": "x"}, "none or"),
+        ({"sasl_enabled_mechanisms": "SCRAM-SHA-256"}, "needs security_protocol SSL"),
+        ({"sasl_enabled_mechanisms": "PLAIN"}, "not SCRAM-SHA-256 or SCRAM-SHA-512"),
     ],
 )
 def test_node_tls_settings_are_validated(settings: dict[str, str], words: str) -> None:

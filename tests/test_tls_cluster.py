@@ -367,3 +367,63 @@ async def _expect_refused_send(cluster: LocalCluster, config: dict[str, Any], to
     async with aio.Producer(cluster.bootstrap, max_block_ms=10000, **config) as producer:
         with pytest.raises(error):
             await producer.send_and_wait(topic, b"x")
+
+
+def test_scram_users_log_in_and_act_as_themselves(tls_cluster: tuple[LocalCluster, dict[str, str]]) -> None:
+    """``ketch user add`` stores a SCRAM credential (the password read from stdin, never sent); a
+    client logging in with it acts as User:carol, whatever certificate mutual TLS made it present;
+    a wrong password is refused at once with SASL_AUTHENTICATION_FAILED."""
+    cluster, env = tls_cluster
+    os.environ.update({k: v for k, v in env.items() if k.startswith("KETCH_")})
+    try:
+        added = _ketch_stdin(
+            "user", "add", "carol", "--mechanism", "SCRAM-SHA-512", text="pa55 word\n", bootstrap=cluster.bootstrap
+        )
+        assert added.returncode == 0, added.stderr
+        listed = ketch("user", "list", "--json", bootstrap=cluster.bootstrap)
+        assert '"carol"' in listed.stdout and "SCRAM-SHA-512" in listed.stdout and "pa55" not in listed.stdout
+        granted = ketch(
+            "acl",
+            "add",
+            "--principal",
+            "User:carol",
+            "--operation",
+            "ALL",
+            "--topic",
+            "carol-",
+            "--prefixed",
+            bootstrap=cluster.bootstrap,
+        )
+        assert granted.returncode == 0, granted.stderr
+    finally:
+        for key in env:
+            os.environ.pop(key, None)
+    certificate = cluster.client_security("carols-laptop").client_kwargs()  # a principal with no ACL
+    carol = {**certificate, "security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512"}
+    carol |= {"sasl_plain_username": "carol", "sasl_plain_password": "pa55 word"}
+
+    async def scenario() -> None:
+        async with aio.Admin(cluster.bootstrap, **carol) as admin:
+            await admin.create_topics([NewTopic("carol-events", 1, 3)])
+            assert await admin.list_topics() == ["carol-events"]
+        async with aio.Producer(cluster.bootstrap, **carol) as producer:
+            await producer.send_and_wait("carol-events", b"hello")
+        async with aio.Consumer(
+            bootstrap_servers=cluster.bootstrap, auto_offset_reset="earliest", fetch_max_wait_ms=100, **carol
+        ) as consumer:
+            await consumer.assign([TopicPartition("carol-events", 0)])
+            got: list[bytes | None] = []
+            deadline = time.monotonic() + 20
+            while not got and time.monotonic() < deadline:
+                for records in (await consumer.poll(timeout_ms=300)).values():
+                    got += [r.value for r in records]
+            assert got == [b"hello"]
+        async with aio.Admin(cluster.bootstrap, **certificate) as admin:  # the certificate alone: no ACL
+            assert await admin.list_topics() == []
+        started = time.monotonic()
+        with pytest.raises(AuthenticationFailedError, match=r"SASL_AUTHENTICATION_FAILED.*authentication failed"):
+            async with aio.Admin(cluster.bootstrap, **(carol | {"sasl_plain_password": "guess"})) as admin:
+                await admin.list_topics()
+        assert time.monotonic() - started < 10
+
+    run(scenario())

@@ -17,7 +17,7 @@ Rules of the decision (``Authorizer.authorize``):
 - Nothing matches: denied, unless ``allow_everyone_if_no_acl_found`` and no ACL at all exists for
   the resource (Kafka's ``allow.everyone.if.no.acl.found``).
 
-Rules of the commands (acl_changes.py):
+Rules of the commands (security_changes.py):
 - Each ACL has an id (a random uuid) in the log; creating an ACL equal to an existing one
   writes nothing and succeeds (Kafka's idempotent CreateAcls). A creation that is not valid
   (an unknown code, ANY in a binding, an empty name, a principal not ``TYPE:NAME``, a cluster

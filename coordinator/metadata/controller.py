@@ -64,7 +64,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from coordinator.metadata import acl_changes, brokers, configs, producer_ids, reassignment, topics
+from coordinator.metadata import brokers, configs, producer_ids, reassignment, security_changes, topics
 from coordinator.metadata import records as rec
 from coordinator.metadata.acls import AclBinding
 from coordinator.metadata.configs import AlterConfigsResource, AlterConfigsResponse
@@ -87,6 +87,7 @@ from coordinator.metadata.results import (
     ShutdownResponse,
     TickResponse,
 )
+from coordinator.metadata.scram import ScramCredential
 from coordinator.metadata.sessions import BrokerSessions
 from ketch.errors import ErrorCode
 
@@ -311,12 +312,18 @@ class Controller:
     # -- ACLs --
 
     def create_acls(self, creations: Sequence[AclBinding]) -> ControllerResult[list[tuple[ErrorCode, str]]]:
-        """Store the valid new ACLs; a result per creation (acl_changes.py)."""
-        return acl_changes.create(self._image.acls, creations)
+        """Store the valid new ACLs; a result per creation (security_changes.py)."""
+        return security_changes.create(self._image.acls, creations)
 
     def delete_acls(self, filters: Sequence[AclBinding]) -> ControllerResult[list[list[AclBinding]]]:
-        """Remove every ACL a filter matches; per filter, what it removed (acl_changes.py)."""
-        return acl_changes.delete(self._image.acls, filters)
+        """Remove every ACL a filter matches; per filter, what it removed (security_changes.py)."""
+        return security_changes.delete(self._image.acls, filters)
+
+    def alter_scram_credentials(
+        self, deletions: Sequence[tuple[str, str]], upsertions: Sequence[ScramCredential]
+    ) -> ControllerResult[list[tuple[str, ErrorCode, str]]]:
+        """Delete and set users' SCRAM credentials; a result each (security_changes.py)."""
+        return security_changes.alter_scram(self._image.scram_credentials, deletions, upsertions)
 
     # -- reassignments --
 

@@ -33,6 +33,8 @@ Rules (what each record does):
 - ``AccessControlEntryRecord`` adds one ACL under its id (acls.py); a second record with the
   same id replaces it. ``RemoveAccessControlEntryRecord`` drops the ACL with its id (an unknown
   id is an error).
+- ``UserScramCredentialRecord`` sets a user's credential for its mechanism (scram.py);
+  ``RemoveUserScramCredentialRecord`` drops it (an unknown one is an error).
 - ``NoOpRecord``, and a batch with no records (a Raft no-op entry), only
   advance the offset.
 - Offsets never go backwards; the records of one batch share its offset.
@@ -60,6 +62,7 @@ from coordinator.metadata.image import (
 )
 from coordinator.metadata.local import LocalReplicaChanges, local_changes
 from coordinator.metadata.records import BROKER_RESOURCE, TOPIC_RESOURCE, MetadataRecord, describe
+from coordinator.metadata.scram import ScramCredential
 from ketch.api.v1 import metadata_pb2 as pb
 
 
@@ -93,6 +96,7 @@ class MetadataDelta:
         self._next_producer_id = image.next_producer_id
         self._broker_configs: dict[str, dict[str, str]] | None = None  # copied on the first change
         self._acls: dict[str, AclBinding] | None = None  # copied on the first change
+        self._scram: dict[tuple[str, str], ScramCredential] | None = None  # copied on the first change
         self._applied: MetadataImage | None = None
 
     @property
@@ -179,6 +183,13 @@ class MetadataDelta:
             self._config(record.config)
         elif kind == "acl":
             self._changed_acls()[record.acl.id] = AclBinding.from_pb(record.acl)
+        elif kind == "scram_credential":
+            cred = ScramCredential.from_pb(record.scram_credential)
+            self._changed_scram()[cred.key] = cred
+        elif kind == "remove_scram_credential":
+            gone = record.remove_scram_credential
+            if self._changed_scram().pop((gone.name, gone.mechanism), None) is None:
+                raise MetadataReplayError(f"no {gone.mechanism} credential of user {gone.name!r} to remove")
         elif kind == "remove_acl":
             if self._changed_acls().pop(record.remove_acl.id, None) is None:
                 raise MetadataReplayError(f"remove_acl record for unknown ACL id {record.remove_acl.id!r}")
@@ -191,6 +202,11 @@ class MetadataDelta:
         if self._acls is None:
             self._acls = dict(self.image.acls)
         return self._acls
+
+    def _changed_scram(self) -> dict[tuple[str, str], ScramCredential]:
+        if self._scram is None:
+            self._scram = dict(self.image.scram_credentials)
+        return self._scram
 
     def _register(self, offset: int, rec: pb.RegisterBrokerRecord) -> None:
         if rec.broker_id < 0:
@@ -334,6 +350,7 @@ class MetadataDelta:
             next_producer_id=self._next_producer_id,
             broker_configs=configs,
             acls=self.image.acls if self._acls is None else self._acls,
+            scram_credentials=self.image.scram_credentials if self._scram is None else self._scram,
         )
         return self._applied
 

@@ -47,6 +47,7 @@ from typing import TypeVar
 
 from coordinator.metadata.acls import AclBinding
 from coordinator.metadata.records import CLUSTER_WIDE, NO_LEADER, TopicIdPartition
+from coordinator.metadata.scram import ScramCredential
 from coordinator.metadata.topic_config import MIN_INSYNC_REPLICAS, UNCLEAN_LEADER_ELECTION_ENABLE
 
 K = TypeVar("K")
@@ -171,10 +172,11 @@ class MetadataImage:
     # Dynamic broker configs (Kafka broker keys -> values) by resource name: "" every broker, else a node id.
     broker_configs: Mapping[str, Mapping[str, str]] = field(default_factory=frozen_map)
     acls: Mapping[str, AclBinding] = field(default_factory=frozen_map)  # by id (acls.py)
+    scram_credentials: Mapping[tuple[str, str], ScramCredential] = field(default_factory=frozen_map)  # scram.py
     topics_by_name: Mapping[str, TopicImage] = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        for name in ("brokers", "topics", "acls"):
+        for name in ("brokers", "topics", "acls", "scram_credentials"):
             value = getattr(self, name)
             if not isinstance(value, MappingProxyType):
                 object.__setattr__(self, name, frozen_map(value))

@@ -18,7 +18,8 @@ Rules:
   handed out, one ProducerIdsRecord with ``next_producer_id`` (its broker
   fields are 0: only the high-water mark matters); then one ConfigRecord per
   dynamic broker config key (resource name order, then key order); then one
-  AccessControlEntryRecord per ACL (id order). A topic's overrides travel in its TopicRecord.
+  AccessControlEntryRecord per ACL (id order); then one UserScramCredentialRecord per
+  credential (user, then mechanism order). A topic's overrides travel in its TopicRecord.
 - The bytes are a protobuf ``MetadataSnapshot`` serialised
   deterministically: equal images give equal bytes. No pickle: decoding
   parses data, never runs code.
@@ -67,6 +68,7 @@ def image_to_records(image: MetadataImage) -> list[MetadataRecord]:
         keys = image.broker_configs[name]
         out += [rec.config(rec.BROKER_RESOURCE, name, key, keys[key]) for key in sorted(keys)]
     out += [image.acls[acl_id].record(acl_id) for acl_id in sorted(image.acls)]
+    out += [image.scram_credentials[key].record() for key in sorted(image.scram_credentials)]
     return out
 
 

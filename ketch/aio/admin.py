@@ -199,12 +199,23 @@ class Admin(TransactionAdmin, ConfigsAdmin, ReassignmentAdmin, AclAdmin):
         ssl_cafile: str | None = None,
         ssl_certfile: str | None = None,
         ssl_keyfile: str | None = None,
+        sasl_mechanism: str | None = None,
+        sasl_plain_username: str | None = None,
+        sasl_plain_password: str | None = None,
     ) -> None:
         self._conn = Connection(
             bootstrap_servers,
             client_id,
             request_timeout_ms,
-            security=SecurityConfig(security_protocol, ssl_cafile, ssl_certfile, ssl_keyfile),
+            security=SecurityConfig(
+                security_protocol,
+                ssl_cafile,
+                ssl_certfile,
+                ssl_keyfile,
+                sasl_mechanism,
+                sasl_plain_username,
+                sasl_plain_password,
+            ),
         )
         self._coordinators = CoordinatorClient(self._conn, backoff=RETRY_BACKOFF_S, max_backoff=MAX_RETRY_BACKOFF_S)
 

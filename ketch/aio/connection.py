@@ -47,6 +47,7 @@ from ketch.errors import (
     error_for,
 )
 from ketch.records import TopicPartition
+from ketch.sasl import bearer, login_async
 from ketch.tls import PLAINTEXT, SecurityConfig, open_aio_channel
 
 __all__ = [
@@ -210,6 +211,8 @@ class Connection:
         self._channels: dict[tuple[str, int], grpc.aio.Channel] = {}
         self._stubs: dict[tuple[str, int], ketch_pb2_grpc.KetchStub] = {}
         self._refresh: asyncio.Task[Cluster] | None = None
+        self._tokens: dict[tuple[str, int], str] = {}  # SASL session per node
+        self._logins: dict[tuple[str, int], asyncio.Future[str]] = {}
         self._closed = False
 
     # -- channels ---------------------------------------------------------
@@ -241,11 +244,39 @@ class Connection:
         self, addr: tuple[str, int], method: str, request: object, timeout: float | None = None, where: str = ""
     ) -> Any:
         """The one way to call a broker: ``method`` at ``addr``, a transport failure raised as a typed
-        error (``translate_rpc_error``) that names ``where`` (default: the address)."""
+        error (``translate_rpc_error``) that names ``where`` (default: the address). With SASL_SSL the
+        call carries this node's session token, logging in first (ketch/sasl.py) and once more when
+        the node no longer knows the session (UNAUTHENTICATED: it expired, or the node restarted)."""
+        where = where or f"{addr[0]}:{addr[1]}"
+        for attempt in (1, 2):
+            metadata = bearer(await self._session(addr, where)) if self.security.sasl else None
+            try:
+                call = getattr(self.stub_at(addr), method)
+                return await call(request, timeout=timeout or self.request_timeout, metadata=metadata)
+            except grpc.aio.AioRpcError as e:
+                if e.code() == grpc.StatusCode.UNAUTHENTICATED and self.security.sasl and attempt == 1:
+                    self._tokens.pop(addr, None)
+                    continue
+                raise translate_rpc_error(e, where) from None
+        raise AssertionError("unreachable")
+
+    async def _session(self, addr: tuple[str, int], where: str) -> str:
+        """This node's session token, logging in once for concurrent callers."""
+        token = self._tokens.get(addr)
+        if token is not None:
+            return token
+        login = self._logins.get(addr)
+        if login is None:
+            login = self._logins[addr] = asyncio.ensure_future(
+                login_async(self.stub_at(addr), self.security, where, self.request_timeout)
+            )
+            login.add_done_callback(lambda _: self._logins.pop(addr, None))
         try:
-            return await getattr(self.stub_at(addr), method)(request, timeout=timeout or self.request_timeout)
+            token = await asyncio.shield(login)
         except grpc.aio.AioRpcError as e:
-            raise translate_rpc_error(e, where or f"{addr[0]}:{addr[1]}") from None
+            raise translate_rpc_error(e, where) from None
+        self._tokens[addr] = token
+        return token
 
     async def call_node(self, node_id: int, method: str, request: object, timeout: float | None = None) -> Any:
         """``method`` at broker ``node_id``; ``KetchConnectionError`` when the metadata does not know it."""

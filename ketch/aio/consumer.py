@@ -112,6 +112,9 @@ class Consumer(OffsetQueries):
         ssl_cafile: str | None = None,
         ssl_certfile: str | None = None,
         ssl_keyfile: str | None = None,
+        sasl_mechanism: str | None = None,
+        sasl_plain_username: str | None = None,
+        sasl_plain_password: str | None = None,
     ) -> None:
         if isolation_level not in ISOLATION_LEVELS:
             raise ValueError(f"isolation_level must be 'read_uncommitted' or 'read_committed', not {isolation_level!r}")
@@ -126,7 +129,15 @@ class Consumer(OffsetQueries):
             client_id,
             request_timeout_ms,
             allow_auto_create_topics,
-            SecurityConfig(security_protocol, ssl_cafile, ssl_certfile, ssl_keyfile),
+            SecurityConfig(
+                security_protocol,
+                ssl_cafile,
+                ssl_certfile,
+                ssl_keyfile,
+                sasl_mechanism,
+                sasl_plain_username,
+                sasl_plain_password,
+            ),
         )
         self._fetcher = Fetcher(
             self._conn,

@@ -150,6 +150,9 @@ class Producer:
         ssl_cafile: str | None = None,
         ssl_certfile: str | None = None,
         ssl_keyfile: str | None = None,
+        sasl_mechanism: str | None = None,
+        sasl_plain_username: str | None = None,
+        sasl_plain_password: str | None = None,
     ) -> None:
         if acks not in _ACKS:
             raise ValueError(f"acks must be 'all', -1, 0 or 1, not {acks!r}")
@@ -173,7 +176,15 @@ class Producer:
             client_id,
             request_timeout_ms,
             allow_auto_create_topics,
-            SecurityConfig(security_protocol, ssl_cafile, ssl_certfile, ssl_keyfile),
+            SecurityConfig(
+                security_protocol,
+                ssl_cafile,
+                ssl_certfile,
+                ssl_keyfile,
+                sasl_mechanism,
+                sasl_plain_username,
+                sasl_plain_password,
+            ),
         )
         idempotence = None
         if self.enable_idempotence:

@@ -7,6 +7,7 @@
     ketch group list|describe|reset-offsets|delete ...   consumer groups
     ketch transactions list|describe ...                  transactions (kafka-transactions.sh)
     ketch acl add|list|remove ...                         ACLs (kafka-acls.sh)
+    ketch user add|list|remove ...                        SCRAM users (username/password logins)
     ketch cluster describe         brokers of the cluster
     ketch cluster config           dynamic broker configs (show, --set, --delete)
     ketch perf produce|consume     benchmarks (bench/)
@@ -31,11 +32,11 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ketch.cli import acl, cluster, group, node, records, topic, transactions
+    from ketch.cli import acl, cluster, group, node, records, topic, transactions, users
 
     parser = argparse.ArgumentParser(prog="ketch", description="Ketch: a replicated commit log")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (node, topic, records, group, transactions, acl, cluster):
+    for module in (node, topic, records, group, transactions, acl, users, cluster):
         module.register(commands)
     try:  # the one direction: the command line loads bench/, never the reverse
         from bench import cli as perf

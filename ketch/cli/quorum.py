@@ -24,7 +24,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ketch.bootstrap import bootstrap_arg, client_security
+from ketch.aio.connection import translate_rpc_error
+from ketch.bootstrap import bootstrap_arg, client_security, login_metadata
 from ketch.errors import ErrorCode, KetchError
 from ketch.tls import open_channel
 
@@ -55,9 +56,11 @@ def describe_quorum(bootstrap: str, timeout_s: float = 10.0) -> Any:
         try:
             with open_channel(address, client_security()) as channel:
                 return controller_pb2_grpc.KetchControllerStub(channel).DescribeQuorum(
-                    cpb.DescribeQuorumRequest(), timeout=timeout_s
+                    cpb.DescribeQuorumRequest(), timeout=timeout_s, metadata=login_metadata(channel, address)
                 )
         except grpc.RpcError as exc:
+            if exc.code() in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
+                raise translate_rpc_error(exc, address) from None
             errors.append(f"{address}: {exc.code().name}")
     raise KetchError(
         "no bootstrap server answered as a controller (" + "; ".join(errors) + ")",
@@ -92,7 +95,9 @@ def _change(args: argparse.Namespace, call: str, request: Any) -> Any:
         if address:
             with open_channel(address, client_security()) as channel:
                 stub = controller_pb2_grpc.KetchControllerStub(channel)
-                response = getattr(stub, call)(request, timeout=args.timeout + 5)
+                response = getattr(stub, call)(
+                    request, timeout=args.timeout + 5, metadata=login_metadata(channel, address)
+                )
             if response.error_code != ErrorCode.NOT_CONTROLLER:
                 break
             problem = response.error_message

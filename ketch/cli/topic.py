@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ketch.bootstrap import bootstrap_arg, client_config, client_security
+from ketch.bootstrap import bootstrap_arg, client_config, client_security, login_metadata
 from ketch.cli import configs as config_cli
 from ketch.cli import reassign
 from ketch.cli.output import dump_json, table
@@ -197,9 +197,10 @@ def elect_leaders(args: argparse.Namespace) -> int:
         tried.add(address)
         with open_channel(address, client_security()) as channel:
             stub = controller_pb2_grpc.KetchControllerStub(channel)
-            response = stub.ElectLeaders(request, timeout=30)
+            metadata = login_metadata(channel, address)
+            response = stub.ElectLeaders(request, timeout=30, metadata=metadata)
             if response.status.error_code == ErrorCode.NOT_CONTROLLER:
-                voters = stub.DescribeQuorum(cpb.DescribeQuorumRequest(), timeout=10).voters
+                voters = stub.DescribeQuorum(cpb.DescribeQuorumRequest(), timeout=10, metadata=metadata).voters
                 leader = [v.address for v in voters if v.node_id == response.status.leader_id]
                 addresses = leader + [v.address for v in voters] + addresses
                 continue

@@ -171,6 +171,14 @@ class ControllerDeleteAclsResponse(_message.Message):
     results: _containers.RepeatedCompositeFieldContainer[_ketch_pb2.DeleteAclsFilterResult]
     def __init__(self, status: _Optional[_Union[ControllerStatus, _Mapping]] = ..., results: _Optional[_Iterable[_Union[_ketch_pb2.DeleteAclsFilterResult, _Mapping]]] = ...) -> None: ...
 
+class ControllerScramResponse(_message.Message):
+    __slots__ = ("status", "results")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    status: ControllerStatus
+    results: _containers.RepeatedCompositeFieldContainer[_ketch_pb2.AlterUserScramCredentialsResult]
+    def __init__(self, status: _Optional[_Union[ControllerStatus, _Mapping]] = ..., results: _Optional[_Iterable[_Union[_ketch_pb2.AlterUserScramCredentialsResult, _Mapping]]] = ...) -> None: ...
+
 class ControllerReassignmentsResponse(_message.Message):
     __slots__ = ("status", "results")
     STATUS_FIELD_NUMBER: _ClassVar[int]

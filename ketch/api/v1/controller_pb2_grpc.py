@@ -95,6 +95,11 @@ class KetchControllerStub:
                 request_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.DeleteAclsRequest.SerializeToString,
                 response_deserializer=ketch_dot_api_dot_v1_dot_controller__pb2.ControllerDeleteAclsResponse.FromString,
                 _registered_method=True)
+        self.AlterUserScramCredentials = channel.unary_unary(
+                '/ketch.v1.KetchController/AlterUserScramCredentials',
+                request_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.AlterUserScramCredentialsRequest.SerializeToString,
+                response_deserializer=ketch_dot_api_dot_v1_dot_controller__pb2.ControllerScramResponse.FromString,
+                _registered_method=True)
         self.FetchMetadata = channel.unary_stream(
                 '/ketch.v1.KetchController/FetchMetadata',
                 request_serializer=ketch_dot_api_dot_v1_dot_controller__pb2.FetchMetadataRequest.SerializeToString,
@@ -198,6 +203,12 @@ class KetchControllerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AlterUserScramCredentials(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def FetchMetadata(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -292,6 +303,11 @@ def add_KetchControllerServicer_to_server(servicer, server):
                     servicer.DeleteAcls,
                     request_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.DeleteAclsRequest.FromString,
                     response_serializer=ketch_dot_api_dot_v1_dot_controller__pb2.ControllerDeleteAclsResponse.SerializeToString,
+            ),
+            'AlterUserScramCredentials': grpc.unary_unary_rpc_method_handler(
+                    servicer.AlterUserScramCredentials,
+                    request_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.AlterUserScramCredentialsRequest.FromString,
+                    response_serializer=ketch_dot_api_dot_v1_dot_controller__pb2.ControllerScramResponse.SerializeToString,
             ),
             'FetchMetadata': grpc.unary_stream_rpc_method_handler(
                     servicer.FetchMetadata,
@@ -643,6 +659,33 @@ class KetchController:
             '/ketch.v1.KetchController/DeleteAcls',
             ketch_dot_api_dot_v1_dot_ketch__pb2.DeleteAclsRequest.SerializeToString,
             ketch_dot_api_dot_v1_dot_controller__pb2.ControllerDeleteAclsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AlterUserScramCredentials(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ketch.v1.KetchController/AlterUserScramCredentials',
+            ketch_dot_api_dot_v1_dot_ketch__pb2.AlterUserScramCredentialsRequest.SerializeToString,
+            ketch_dot_api_dot_v1_dot_controller__pb2.ControllerScramResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -204,6 +204,21 @@ class KetchStub:
                 request_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.DeleteAclsRequest.SerializeToString,
                 response_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.DeleteAclsResponse.FromString,
                 _registered_method=True)
+        self.AlterUserScramCredentials = channel.unary_unary(
+                '/ketch.v1.Ketch/AlterUserScramCredentials',
+                request_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.AlterUserScramCredentialsRequest.SerializeToString,
+                response_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.AlterUserScramCredentialsResponse.FromString,
+                _registered_method=True)
+        self.DescribeUserScramCredentials = channel.unary_unary(
+                '/ketch.v1.Ketch/DescribeUserScramCredentials',
+                request_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.DescribeUserScramCredentialsRequest.SerializeToString,
+                response_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.DescribeUserScramCredentialsResponse.FromString,
+                _registered_method=True)
+        self.SaslAuthenticate = channel.unary_unary(
+                '/ketch.v1.Ketch/SaslAuthenticate',
+                request_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.SaslAuthenticateRequest.SerializeToString,
+                response_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.SaslAuthenticateResponse.FromString,
+                _registered_method=True)
 
 
 class KetchServicer:
@@ -448,6 +463,27 @@ class KetchServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AlterUserScramCredentials(self, request, context):
+        """SCRAM users (Kafka's AlterUserScramCredentials / DescribeUserScramCredentials, KIP-554).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DescribeUserScramCredentials(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SaslAuthenticate(self, request, context):
+        """Username/password authentication (SASL SCRAM, RFC 5802) over TLS: two calls (client-first,
+        client-final) give a session token the client then sends as "authorization: Bearer TOKEN".
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KetchServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -620,6 +656,21 @@ def add_KetchServicer_to_server(servicer, server):
                     servicer.DeleteAcls,
                     request_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.DeleteAclsRequest.FromString,
                     response_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.DeleteAclsResponse.SerializeToString,
+            ),
+            'AlterUserScramCredentials': grpc.unary_unary_rpc_method_handler(
+                    servicer.AlterUserScramCredentials,
+                    request_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.AlterUserScramCredentialsRequest.FromString,
+                    response_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.AlterUserScramCredentialsResponse.SerializeToString,
+            ),
+            'DescribeUserScramCredentials': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeUserScramCredentials,
+                    request_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.DescribeUserScramCredentialsRequest.FromString,
+                    response_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.DescribeUserScramCredentialsResponse.SerializeToString,
+            ),
+            'SaslAuthenticate': grpc.unary_unary_rpc_method_handler(
+                    servicer.SaslAuthenticate,
+                    request_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.SaslAuthenticateRequest.FromString,
+                    response_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.SaslAuthenticateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1540,6 +1591,87 @@ class Ketch:
             '/ketch.v1.Ketch/DeleteAcls',
             ketch_dot_api_dot_v1_dot_ketch__pb2.DeleteAclsRequest.SerializeToString,
             ketch_dot_api_dot_v1_dot_ketch__pb2.DeleteAclsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AlterUserScramCredentials(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ketch.v1.Ketch/AlterUserScramCredentials',
+            ketch_dot_api_dot_v1_dot_ketch__pb2.AlterUserScramCredentialsRequest.SerializeToString,
+            ketch_dot_api_dot_v1_dot_ketch__pb2.AlterUserScramCredentialsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeUserScramCredentials(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ketch.v1.Ketch/DescribeUserScramCredentials',
+            ketch_dot_api_dot_v1_dot_ketch__pb2.DescribeUserScramCredentialsRequest.SerializeToString,
+            ketch_dot_api_dot_v1_dot_ketch__pb2.DescribeUserScramCredentialsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SaslAuthenticate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ketch.v1.Ketch/SaslAuthenticate',
+            ketch_dot_api_dot_v1_dot_ketch__pb2.SaslAuthenticateRequest.SerializeToString,
+            ketch_dot_api_dot_v1_dot_ketch__pb2.SaslAuthenticateResponse.FromString,
             options,
             channel_credentials,
             insecure,
