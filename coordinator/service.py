@@ -245,7 +245,8 @@ class ControllerService(controller_pb2_grpc.KetchControllerServicer):
 
     async def CreateAcls(self, request: pb.CreateAclsRequest, context: Any) -> cpb.ControllerCreateAclsResponse:
         creations = [AclBinding.from_pb(b) for b in request.creations]
-        results, status = await self._run(lambda c: c.create_acls(creations))
+        ids = [uuid.uuid4().hex for _ in creations]
+        results, status = await self._run(lambda c: c.create_acls(creations, ids))
         out = cpb.ControllerCreateAclsResponse(status=status)
         for code, message in results or [(status.error_code, status.error_message)] * len(creations):
             out.results.add(error_code=code, error_message=message)

@@ -221,3 +221,17 @@ class IdempotentProducerState:
     def in_flight(self, tp: Hashable) -> list[SequencedBatch]:
         p = self._partitions.get(tp)
         return list(p.in_flight) if p is not None else []
+
+
+def idempotence_enabled(enable: bool | None, acks: int, retries: int, max_in_flight: int) -> bool:
+    """Kafka's rule (KIP-679): on unless turned off, or left unset beside settings it cannot work with."""
+    conflicts = []
+    if acks != -1:
+        conflicts.append(f"acks={acks} (it needs acks='all')")
+    if retries <= 0:
+        conflicts.append(f"retries={retries} (it needs retries > 0)")
+    if max_in_flight > MAX_IN_FLIGHT:
+        conflicts.append(f"max_in_flight_requests_per_connection={max_in_flight} (it needs at most {MAX_IN_FLIGHT})")
+    if enable and conflicts:
+        raise ValueError("enable_idempotence=True conflicts with " + ", ".join(conflicts))
+    return not conflicts if enable is None else enable

@@ -84,12 +84,12 @@ DELETE_ANY = 6  # Kafka's DELETE
 
 def test_create_is_idempotent_and_refuses_bad_bindings_alone() -> None:
     good = allow("User:alice", READ, TOPIC, "orders")
-    result = security_changes.create({}, [good, good, Acl(TOPIC, "", LITERAL, "User:a", READ, ALLOW)])
+    result = security_changes.create({}, [good, good, Acl(TOPIC, "", LITERAL, "User:a", READ, ALLOW)], ["a", "b", "c"])
     assert len(result.records) == 1
     assert [code for code, _ in result.response] == [ErrorCode.NONE, ErrorCode.NONE, ErrorCode.INVALID_REQUEST]
     image = replay_batch(MetadataImage(), 5, result.records)
     assert list(image.acls.values()) == [good]
-    assert security_changes.create(image.acls, [good]).records == []  # already there
+    assert security_changes.create(image.acls, [good], ["d"]).records == []  # already there
     bad = [
         Acl(9, "x", LITERAL, "User:a", READ, ALLOW),
         Acl(CLUSTER, "other", LITERAL, "User:a", ALTER, ALLOW),
@@ -98,7 +98,7 @@ def test_create_is_idempotent_and_refuses_bad_bindings_alone() -> None:
         Acl(TOPIC, "x", LITERAL, "User:a", 99, ALLOW),
         Acl(TOPIC, "x", LITERAL, "User:a", READ, ALLOW, host="10.0.0.1"),
     ]
-    codes = security_changes.create({}, bad).response
+    codes = security_changes.create({}, bad, [str(i) for i in range(len(bad))]).response
     assert all(code == ErrorCode.INVALID_REQUEST for code, _ in codes), codes
 
 
@@ -109,7 +109,7 @@ def test_delete_filters_replay_and_snapshot() -> None:
         allow("User:bob", READ, TOPIC, "*"),
         allow("User:bob", READ, GROUP, "g"),
     ]
-    image = replay_batch(MetadataImage(), 3, security_changes.create({}, acls).records)
+    image = replay_batch(MetadataImage(), 3, security_changes.create({}, acls, ["1", "2", "3", "4"]).records)
     assert decode_snapshot(encode_snapshot(image)) == image
     match = Acl(TOPIC, "orders", MATCH, "", 0, 0)
     result = security_changes.delete(image.acls, [match])

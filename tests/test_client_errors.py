@@ -336,7 +336,7 @@ def test_producer_fenced_fails_the_batch() -> None:
 
 
 def test_idempotence_settings_follow_kip_679() -> None:
-    from ketch.aio.producer import idempotence_enabled
+    from ketch.idempotence import idempotence_enabled
 
     assert idempotence_enabled(None, -1, 5, 5)
     assert not idempotence_enabled(None, 1, 5, 5)  # acks=1 alone turns it off quietly

@@ -311,9 +311,11 @@ class Controller:
 
     # -- ACLs --
 
-    def create_acls(self, creations: Sequence[AclBinding]) -> ControllerResult[list[tuple[ErrorCode, str]]]:
-        """Store the valid new ACLs; a result per creation (security_changes.py)."""
-        return security_changes.create(self._image.acls, creations)
+    def create_acls(
+        self, creations: Sequence[AclBinding], ids: Sequence[str]
+    ) -> ControllerResult[list[tuple[ErrorCode, str]]]:
+        """Store the valid new ACLs under fresh ``ids``; a result per creation (security_changes.py)."""
+        return security_changes.create(self._image.acls, creations, ids)
 
     def delete_acls(self, filters: Sequence[AclBinding]) -> ControllerResult[list[list[AclBinding]]]:
         """Remove every ACL a filter matches; per filter, what it removed (security_changes.py)."""

@@ -3,7 +3,6 @@ acls.py), AlterUserScramCredentials (rules in scram.py)."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping, Sequence
 
 from coordinator.metadata.acls import AclBinding, invalid, select
@@ -15,20 +14,21 @@ from ketch.errors import ErrorCode
 
 
 def create(
-    acls: Mapping[str, AclBinding], creations: Sequence[AclBinding]
+    acls: Mapping[str, AclBinding], creations: Sequence[AclBinding], ids: Sequence[str]
 ) -> ControllerResult[list[tuple[ErrorCode, str]]]:
-    """Records for the valid, new creations; a result per creation."""
+    """Records for the valid, new creations, under ``ids`` (fresh, one per creation, from the
+    driver: a pure rule draws no random numbers); a result per creation."""
     existing = set(acls.values())
     records: list[mpb.MetadataRecord] = []
     results: list[tuple[ErrorCode, str]] = []
-    for binding in creations:
+    for binding, acl_id in zip(creations, ids, strict=True):
         problem = invalid(binding)
         if problem is not None:
             results.append((ErrorCode.INVALID_REQUEST, problem))
             continue
         if binding not in existing:
             existing.add(binding)
-            records.append(binding.record(uuid.uuid4().hex))
+            records.append(binding.record(acl_id))
         results.append((ErrorCode.NONE, ""))
     return ControllerResult(records, results)
 

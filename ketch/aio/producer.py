@@ -74,7 +74,7 @@ from ketch.errors import (
     error_for,
 )
 from ketch.group_rules import ConsumerGroupMetadata, OffsetAndMetadata
-from ketch.idempotence import MAX_IN_FLIGHT, IdempotentProducerState
+from ketch.idempotence import IdempotentProducerState, idempotence_enabled
 from ketch.records import (
     DEFAULT_BATCH_SIZE,
     Headers,
@@ -91,20 +91,6 @@ __all__ = ["Producer"]
 Serializer = Callable[[Any], bytes | None]
 _NO_HEADERS: Headers = []  # shared, read-only: saves a list per record
 _ACKS = {"all": -1, -1: -1, "-1": -1, 0: 0, "0": 0, 1: 1, "1": 1}
-
-
-def idempotence_enabled(enable: bool | None, acks: int, retries: int, max_in_flight: int) -> bool:
-    """Kafka's rule (KIP-679): on unless turned off, or left unset beside settings it cannot work with."""
-    conflicts = []
-    if acks != -1:
-        conflicts.append(f"acks={acks} (it needs acks='all')")
-    if retries <= 0:
-        conflicts.append(f"retries={retries} (it needs retries > 0)")
-    if max_in_flight > MAX_IN_FLIGHT:
-        conflicts.append(f"max_in_flight_requests_per_connection={max_in_flight} (it needs at most {MAX_IN_FLIGHT})")
-    if enable and conflicts:
-        raise ValueError("enable_idempotence=True conflicts with " + ", ".join(conflicts))
-    return not conflicts if enable is None else enable
 
 
 class Producer:
