@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 import scramp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from coordinator.metadata import security_changes
 from coordinator.metadata.delta import replay_batch
@@ -137,3 +139,20 @@ def test_the_controller_command_and_the_log() -> None:
     assert [code for _, code, _ in result.response] == [ErrorCode.RESOURCE_NOT_FOUND] + [ErrorCode.INVALID_REQUEST] * 4
     removed = security_changes.alter_scram(image.scram_credentials, [("alice", "SCRAM-SHA-256")], [])
     assert replay_batch(image, 8, removed.records).scram_credentials == {}
+
+
+@settings(max_examples=300, deadline=None)
+@given(first=st.binary(max_size=300), final=st.binary(max_size=300), session=st.text(max_size=40))
+def test_hostile_login_bytes_get_a_typed_refusal(first: bytes, final: bytes, session: str) -> None:
+    """A login's bytes come from anyone who can reach the port: whatever they are, the node answers
+    a refusal (or a well-formed first step), never an exception, and opens no session."""
+    image = image_with(credential("alice", "s3cret"))
+    sessions = SaslSessions(frozenset({"SCRAM-SHA-256"}), lambda: image)
+    answer = sessions.authenticate(pb.SaslAuthenticateRequest(mechanism="SCRAM-SHA-256", auth_bytes=first))
+    assert answer.error_code in (ErrorCode.NONE, ErrorCode.SASL_AUTHENTICATION_FAILED)
+    for session_id in {answer.session_id, session} - {""}:  # an empty id would be a new first step
+        closing = sessions.authenticate(
+            pb.SaslAuthenticateRequest(mechanism="SCRAM-SHA-256", session_id=session_id, auth_bytes=final)
+        )
+        assert closing.error_code == ErrorCode.SASL_AUTHENTICATION_FAILED and not closing.token
+    assert not sessions._sessions
