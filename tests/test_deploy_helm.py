@@ -24,7 +24,26 @@ and no cluster. Rules checked on the rendered manifests (parsed with PyYAML):
 - the rack init container, the ClusterRole that lets it read nodes (get, nothing
   else) and the KETCH_RACK export; its rendered command, run against a fake
   Kubernetes API over TLS, writes the node's zone label, an empty rack for a node
-  without one, and fails on a refused token or an unknown node.
+  without one, and fails on a refused token or an unknown node;
+- tls.enabled: every node of both StatefulSets gets KETCH_SECURITY_PROTOCOL=SSL,
+  KETCH_SSL_CLIENT_AUTH and KETCH_SSL_* paths into the Secret, mounted read-only as
+  a directory (no subPath, which never updates), and exec probes of
+  node/healthcheck.py with the grpc probes' timings; the cert-manager Certificate
+  (only with tls.certManager.enabled) validates against cert-manager's own CRD
+  schema (tests/schemas), names every pod of both StatefulSets through its
+  wildcard, the client Service and the advertised hosts, and is usable as server
+  and client; rendering refuses a Certificate without an issuer;
+- the rendered exec probe, run against a real node serving mutual TLS from a
+  directory laid out as the kubelet writes a Secret (files -> ..data -> a
+  timestamped directory): it passes; after the kubelet-style atomic swap to a new
+  certificate the node serves the new one on the next handshake without a restart,
+  and after a swap to a certificate not naming the pod the probe fails (2);
+- externalAccess.enabled: one Service per broker pod selecting it by pod name
+  (LoadBalancer on externalAccess.port, or NodePort on nodePorts[i]), the named
+  listener env strings exactly (the per-pod KETCH_ADVERTISED_LISTENERS from the
+  rendered command run for a given pod name), no external listener on dedicated
+  controllers, the single-listener env unchanged when off, and a render that fails
+  with a clear message when advertisedHosts (or nodePorts) has fewer entries than pods.
 """
 
 from __future__ import annotations
@@ -32,20 +51,29 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import helm_python as helm
+import jsonschema  # type: ignore[import-untyped]  # pinned through kubernetes-validate; ships no type information
 import kubernetes_validate  # type: ignore[import-untyped]  # ships no type information
 import pytest
 import yaml
+from cryptography import x509
 
-CHART = Path(__file__).resolve().parent.parent / "deploy" / "helm" / "ketch"
+from ketch.tls import SecurityConfig
+from node import certificates
+from node.process import NodeProcess, free_ports
+
+ROOT = Path(__file__).resolve().parent.parent
+CHART = ROOT / "deploy" / "helm" / "ketch"
 NS = "streaming"
 SUFFIX = f"rel-ketch-headless.{NS}.svc.cluster.local"
 
@@ -94,6 +122,19 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "serviceMonitor": {"enabled": True},
         "podAntiAffinity": "hard",
     },
+    "tls-cert-manager": {
+        "controllers": {"dedicated": True},
+        "tls": {"enabled": True, "certManager": {"enabled": True, "issuerRef": {"name": "ketch-ca"}}},
+        "externalAccess": {"enabled": True, "advertisedHosts": ["k0.example.com", "k1.example.com", "203.0.113.7"]},
+    },
+    "tls-own-secret": {
+        "tls": {"enabled": True, "secretName": "my-ketch-certs", "clientAuth": "none"},
+        "externalAccess": {
+            "enabled": True,
+            "advertisedHosts": ["192.0.2.10", "192.0.2.11", "192.0.2.12"],
+            "service": {"type": "NodePort", "nodePorts": [31090, 31091, 31092]},
+        },
+    },
 }
 
 
@@ -105,7 +146,8 @@ def test_lint_strict_passes(variant: str) -> None:
 
 
 # CRDs have no schema in kubernetes-validate; everything else the chart renders must validate.
-CRD_KINDS = {"ServiceMonitor"}
+# The Certificate is checked against cert-manager's own schema (test_cert_manager_certificate).
+CRD_KINDS = {"ServiceMonitor", "Certificate"}
 
 
 @pytest.mark.parametrize("kube", ["1.27.0", "1.37.0"])
@@ -358,3 +400,326 @@ def test_rack_script_reads_the_zone_label_from_the_api(tmp_path: Path) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+# -- TLS ------------------------------------------------------------------------------------------
+
+TLS_DIR = "/etc/ketch/tls"
+PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
+
+
+def statefulsets(docs: list[Manifest]) -> list[Manifest]:
+    return [d for d in docs if d["kind"] == "StatefulSet"]
+
+
+@pytest.mark.parametrize("variant", ["tls-cert-manager", "tls-own-secret"])
+def test_tls_env_secret_directory_and_exec_probes(variant: str) -> None:
+    values = VARIANTS[variant]
+    docs = render(values)
+    plain = {c["metadata"]["name"]: container(c) for c in statefulsets(render({"controllers": {"dedicated": True}}))}
+    secret = values["tls"].get("secretName") or "rel-ketch-tls"
+    client_auth = values["tls"].get("clientAuth", "required")
+    assert len(statefulsets(docs)) == (2 if values.get("controllers") else 1)
+    for sts in statefulsets(docs):
+        c, e = container(sts), env(sts)
+        assert e["KETCH_SECURITY_PROTOCOL"] == "SSL"
+        assert e["KETCH_SSL_CLIENT_AUTH"] == client_auth
+        assert (e["KETCH_SSL_CAFILE"], e["KETCH_SSL_CERTFILE"], e["KETCH_SSL_KEYFILE"]) == (
+            f"{TLS_DIR}/ca.crt",
+            f"{TLS_DIR}/tls.crt",
+            f"{TLS_DIR}/tls.key",
+        )
+        (mount,) = [m for m in c["volumeMounts"] if m["name"] == "tls"]
+        assert mount == {"name": "tls", "mountPath": TLS_DIR, "readOnly": True}, "a directory, never subPath"
+        assert not any("subPath" in m or "subPathExpr" in m for m in c["volumeMounts"])
+        (volume,) = [v for v in sts["spec"]["template"]["spec"]["volumes"] if v["name"] == "tls"]
+        assert volume["secret"]["secretName"] == secret and "items" not in volume["secret"]
+        assert volume["secret"]["defaultMode"] == 0o440
+        assert sts["spec"]["template"]["spec"]["securityContext"]["fsGroup"] == 10001, "the key is group-readable"
+        grpc_probes = plain["rel-ketch-controller" if "controller" in sts["metadata"]["name"] else "rel-ketch"]
+        for probe in PROBES:
+            assert "grpc" not in c[probe], "Kubernetes' grpc probe cannot do TLS"
+            shell, flag, script = c[probe]["exec"]["command"]
+            assert (shell, flag) == ("/bin/sh", "-c")
+            assert "exec python -m node.healthcheck 127.0.0.1:9092" in script
+            assert f'KETCH_ADVERTISED_LISTENER="${{POD_NAME}}.{SUFFIX}:9092"' in script
+            assert c[probe]["timeoutSeconds"] > 3
+            timings = {k: c[probe][k] for k in ("periodSeconds", "failureThreshold")}
+            assert timings == {k: grpc_probes[probe][k] for k in timings}, probe
+    certificates_rendered = [d for d in docs if d["kind"] == "Certificate"]
+    assert len(certificates_rendered) == (1 if values["tls"].get("certManager", {}).get("enabled") else 0)
+    text = notes(values)
+    assert "KETCH_SSL_CERTFILE" in text and f"get secret {secret}" in text and "No TLS" not in text
+
+
+def test_tls_off_keeps_grpc_probes_and_no_secret() -> None:
+    docs = render({"tls": {"certManager": {"enabled": True, "issuerRef": {"name": "x"}}}})
+    sts = one(docs, "StatefulSet", "rel-ketch")
+    assert not [k for k in env(sts) if k.startswith(("KETCH_SSL", "KETCH_SECURITY"))]
+    assert all(container(sts)[p]["grpc"] == {"port": 9092} for p in PROBES)
+    assert not [d for d in docs if d["kind"] == "Certificate"]
+    assert "No TLS" in notes()
+
+
+def strict_schema(schema: Any) -> Any:
+    """A CRD's structural schema as the API server applies it with strict field validation:
+    an object with properties refuses unknown fields, unless it preserves them."""
+    if isinstance(schema, dict):
+        out = {k: strict_schema(v) for k, v in schema.items()}
+        preserves = out.get("x-kubernetes-preserve-unknown-fields")
+        if "properties" in out and "additionalProperties" not in out and not preserves:
+            out["additionalProperties"] = False
+        return out
+    if isinstance(schema, list):
+        return [strict_schema(v) for v in schema]
+    return schema
+
+
+CERT_MANAGER_SCHEMA = Path(__file__).parent / "schemas" / "cert-manager-v1.21.1-certificate.json"
+
+
+def wildcard_matches(pattern: str, host: str) -> bool:
+    """RFC 6125: a leading * stands for exactly one whole label."""
+    if pattern.startswith("*."):
+        return host.split(".", 1)[1] == pattern[2:] and "." not in host.split(".", 1)[0]
+    return pattern == host
+
+
+def test_cert_manager_certificate() -> None:
+    docs = render(VARIANTS["tls-cert-manager"])
+    cert = one(docs, "Certificate", "rel-ketch")
+    schema = strict_schema(json.loads(CERT_MANAGER_SCHEMA.read_text()))
+    jsonschema.validate(cert, schema)
+    broken = json.loads(json.dumps(cert))
+    broken["spec"]["usage"] = broken["spec"].pop("usages")
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, schema)
+
+    spec = cert["spec"]
+    assert cert["apiVersion"] == "cert-manager.io/v1"
+    assert spec["secretName"] == "rel-ketch-tls"
+    assert spec["issuerRef"] == {"name": "ketch-ca", "kind": "Issuer", "group": "cert-manager.io"}
+    assert {"server auth", "client auth"} <= set(spec["usages"]), "a node is a server and a client of its peers"
+    assert spec["commonName"] == "rel-ketch"
+    names = spec["dnsNames"]
+    pods = [f"rel-ketch-{i}.{SUFFIX}" for i in range(3)] + [f"rel-ketch-controller-{i}.{SUFFIX}" for i in range(3)]
+    for pod in pods:
+        assert any(wildcard_matches(n, pod) for n in names), pod
+    service = [f"rel-ketch{s}" for s in ("", f".{NS}", f".{NS}.svc", f".{NS}.svc.cluster.local")]
+    assert set(service) <= set(names)
+    assert {"k0.example.com", "k1.example.com"} <= set(names) and "203.0.113.7" not in names
+    assert spec["ipAddresses"] == ["203.0.113.7"]
+    assert not any(wildcard_matches(n, f"rel-ketch-0.other-headless.{NS}.svc.cluster.local") for n in names)
+    for sts in statefulsets(docs):
+        (volume,) = [v for v in sts["spec"]["template"]["spec"]["volumes"] if v["name"] == "tls"]
+        assert volume["secret"]["secretName"] == spec["secretName"]
+
+
+def test_cert_manager_needs_an_issuer() -> None:
+    with pytest.raises(helm.HelmRenderError, match=r"tls.certManager.issuerRef.name"):
+        render({"tls": {"enabled": True, "certManager": {"enabled": True}}})
+
+
+def kubelet_secret_dir(mount: Path, files: dict[str, bytes], generation: int) -> None:
+    """Write a Secret volume as the kubelet's atomic writer does: the files in a timestamped
+    directory, ``..data`` a symlink to it (swapped by a rename), each key a symlink through ``..data``."""
+    target = mount / f"..2026_12_04_00_00_0{generation}.{generation}"
+    target.mkdir(parents=True)
+    for name, content in files.items():
+        (target / name).write_bytes(content)
+    tmp = mount / "..data_tmp"
+    tmp.symlink_to(target.name)
+    os.replace(tmp, mount / "..data")
+    for name in files:
+        if not (mount / name).is_symlink():
+            (mount / name).symlink_to(f"..data/{name}")
+
+
+def served_serial(port: int, client: tuple[Path, Path], ca: Path) -> int:
+    """The serial number of the certificate the node presents in a new TLS handshake."""
+    context = ssl.create_default_context(cafile=str(ca))
+    context.check_hostname = False
+    context.load_cert_chain(*client)
+    context.set_alpn_protocols(["h2"])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, context.wrap_socket(raw) as tls:
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der).serial_number
+
+
+def test_exec_probe_against_a_tls_node_through_a_rotated_secret(tmp_path: Path) -> None:
+    """The rendered probe against a real node whose certificate files sit where the chart mounts
+    the Secret (moved under tmp_path), through two kubelet-style Secret updates."""
+    (port,) = free_ports(1)
+    values = {**VARIANTS["tls-cert-manager"], "ports": {"client": port, "metrics": 9644}}
+    docs = render(values)
+    spec = one(docs, "Certificate", "rel-ketch")["spec"]
+    sts = one(docs, "StatefulSet", "rel-ketch")
+    e = env(sts)
+    ca_dir, mount = tmp_path / "ca", tmp_path / "secret"
+    mount.mkdir()
+
+    def issue(hosts: list[str]) -> dict[str, bytes]:
+        cert, key = certificates.issue(ca_dir, spec["commonName"], hosts)
+        return {"ca.crt": (ca_dir / "ca.pem").read_bytes(), "tls.crt": cert.read_bytes(), "tls.key": key.read_bytes()}
+
+    def serial(files: dict[str, bytes]) -> int:
+        return x509.load_pem_x509_certificate(files["tls.crt"]).serial_number
+
+    first = issue(spec["dnsNames"] + spec.get("ipAddresses", []))
+    kubelet_secret_dir(mount, first, 1)
+    client = certificates.issue(ca_dir, "alice")
+    local = {k: v.replace(TLS_DIR, str(mount)) for k, v in e.items() if k.startswith(("KETCH_SSL", "KETCH_SECURITY"))}
+    flags = [f"--{k.removeprefix('KETCH_').lower().replace('_', '-')}={v}" for k, v in local.items()]
+    node = NodeProcess(
+        tmp_path / "data",
+        port=port,
+        extra_args=flags,
+        security=SecurityConfig("SSL", str(mount / "ca.crt"), str(client[0]), str(client[1])),
+    )
+    # The image's `python` is its virtualenv's; here it is the test's (a symlink elsewhere would leave the venv).
+    bin_dir = Path(sys.executable).parent
+    assert (bin_dir / "python").exists()
+    probe_env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("KETCH_")},
+        **local,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "POD_NAME": "rel-ketch-0",
+    }
+
+    def probe(kind: str = "readinessProbe") -> int:
+        command = container(sts)[kind]["exec"]["command"]
+        result = subprocess.run(command, env=probe_env, capture_output=True, text=True, timeout=30, cwd=ROOT)
+        return result.returncode
+
+    try:
+        node.start()
+        assert [probe(p) for p in PROBES] == [0, 0, 0]
+        assert served_serial(port, client, mount / "ca.crt") == serial(first)
+        # cert-manager renews: the kubelet swaps ..data; the next handshake gets the new certificate.
+        second = issue(spec["dnsNames"])
+        kubelet_secret_dir(mount, second, 2)
+        assert served_serial(port, client, mount / "ca.crt") == serial(second)
+        assert probe() == 0
+        # A certificate that does not name the pod: the probe checks the name a peer would dial.
+        kubelet_secret_dir(mount, issue([n for n in spec["dnsNames"] if not n.startswith("*.")]), 3)
+        assert probe() == 2
+        assert node.proc is not None and node.proc.poll() is None, "rotations never restart the node"
+    finally:
+        node.kill()
+
+
+# -- external access ------------------------------------------------------------------------------
+
+
+def advertised_listeners(sts: Manifest, pod: str) -> str:
+    """Run the container's command for one pod name, with `ketch` a stub printing the listener env."""
+    with tempfile.TemporaryDirectory() as stub_dir:
+        stub = Path(stub_dir) / "ketch"
+        stub.write_text('#!/bin/sh\necho "$KETCH_NODE_ID|$KETCH_ADVERTISED_LISTENERS|$KETCH_ADVERTISED_LISTENER"\n')
+        stub.chmod(0o755)
+        out = subprocess.run(
+            ["/bin/sh", "-c", container(sts)["args"][0]],
+            env={"PATH": f"{stub_dir}:/usr/bin:/bin", "POD_NAME": pod},
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_external_access_load_balancer() -> None:
+    docs = render(VARIANTS["tls-cert-manager"])
+    brokers = one(docs, "StatefulSet", "rel-ketch")
+    e = env(brokers)
+    assert "KETCH_LISTEN" not in e
+    assert e["KETCH_LISTENERS"] == "INTERNAL://0.0.0.0:9092,EXTERNAL://0.0.0.0:19092"
+    assert e["KETCH_LISTENER_SECURITY_PROTOCOL_MAP"] == "INTERNAL:SSL,EXTERNAL:SSL"
+    assert e["KETCH_INTER_BROKER_LISTENER_NAME"] == "INTERNAL"
+    assert e["KETCH_CONTROLLER_LISTENER_NAMES"] == "INTERNAL"
+    assert {"name": "external", "containerPort": 19092} in container(brokers)["ports"]
+    hosts = VARIANTS["tls-cert-manager"]["externalAccess"]["advertisedHosts"]
+    for i, host in enumerate(hosts):
+        assert advertised_listeners(brokers, f"rel-ketch-{i}") == (
+            f"{i + 1}|INTERNAL://rel-ketch-{i}.{SUFFIX}:9092,EXTERNAL://{host}:19092|"
+        )
+    selector = brokers["spec"]["selector"]["matchLabels"]
+    for i in range(3):
+        service = one(docs, "Service", f"rel-ketch-{i}-external")["spec"]
+        assert service["type"] == "LoadBalancer"
+        assert service["selector"] == {**selector, "statefulset.kubernetes.io/pod-name": f"rel-ketch-{i}"}
+        assert service["ports"] == [{"name": "external", "port": 19092, "targetPort": "external"}]
+    assert len([d for d in docs if d["metadata"]["name"].endswith("-external")]) == 3
+    controllers = one(docs, "StatefulSet", "rel-ketch-controller")
+    c = env(controllers)
+    assert c["KETCH_LISTEN"] == "0.0.0.0:9092" and "KETCH_LISTENERS" not in c, "nothing outside dials a controller"
+    assert advertised_listeners(controllers, "rel-ketch-controller-2") == (
+        f"1003||rel-ketch-controller-2.{SUFFIX}:9092"
+    )
+    assert "k1.example.com:19092  (rel-ketch-1-external)" in notes(VARIANTS["tls-cert-manager"])
+
+
+def test_external_access_node_port_plaintext() -> None:
+    values = {
+        "externalAccess": {
+            "enabled": True,
+            "advertisedHosts": ["192.0.2.10", "192.0.2.11", "2001:db8::12"],
+            "service": {"type": "NodePort", "nodePorts": [31090, 31091, 31092]},
+        }
+    }
+    docs = render(values)
+    brokers = one(docs, "StatefulSet", "rel-ketch")
+    assert env(brokers)["KETCH_LISTENER_SECURITY_PROTOCOL_MAP"] == "INTERNAL:PLAINTEXT,EXTERNAL:PLAINTEXT"
+    assert "KETCH_SECURITY_PROTOCOL" not in env(brokers)
+    assert advertised_listeners(brokers, "rel-ketch-2") == (
+        f"3|INTERNAL://rel-ketch-2.{SUFFIX}:9092,EXTERNAL://[2001:db8::12]:31092|"
+    )
+    for i in range(3):
+        service = one(docs, "Service", f"rel-ketch-{i}-external")["spec"]
+        assert service["type"] == "NodePort"
+        port = {"name": "external", "port": 19092, "targetPort": "external", "nodePort": 31090 + i}
+        assert service["ports"] == [port]
+    # Scaled past the list (kubectl scale): that pod refuses to start, saying why.
+    (script,) = container(brokers)["args"]
+    out = subprocess.run(["/bin/sh", "-c", script], env={"POD_NAME": "rel-ketch-3"}, capture_output=True, text=True)
+    assert out.returncode == 1 and "advertisedHosts has no entry for pod rel-ketch-3" in out.stderr
+
+
+def test_external_access_off_keeps_the_single_listener() -> None:
+    docs = render({"externalAccess": {"advertisedHosts": ["a"]}})
+    sts = one(docs, "StatefulSet", "rel-ketch")
+    e = env(sts)
+    assert e["KETCH_LISTEN"] == "0.0.0.0:9092"
+    assert not [k for k in e if k.startswith(("KETCH_LISTENER", "KETCH_INTER_BROKER", "KETCH_CONTROLLER_LISTENER"))]
+    assert advertised_listeners(sts, "rel-ketch-1") == f"2||rel-ketch-1.{SUFFIX}:9092"
+    assert not [d for d in docs if d["metadata"]["name"].endswith("-external")]
+    assert [p["name"] for p in container(sts)["ports"]] == ["client", "metrics"]
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (
+            {"replicas": 5, "externalAccess": {"enabled": True, "advertisedHosts": ["a", "b", "c", "d"]}},
+            "externalAccess.advertisedHosts needs one host per broker pod: 5 pods (rel-ketch-0..4), 4 given",
+        ),
+        (
+            {"externalAccess": {"enabled": True}},
+            "externalAccess.advertisedHosts needs one host per broker pod: 3 pods (rel-ketch-0..2), 0 given",
+        ),
+        (
+            {
+                "externalAccess": {
+                    "enabled": True,
+                    "advertisedHosts": ["a", "b", "c"],
+                    "service": {"type": "NodePort", "nodePorts": [31000]},
+                }
+            },
+            "NodePort needs externalAccess.service.nodePorts, one per broker pod: 3 pods, 1 given",
+        ),
+    ],
+)
+def test_external_access_refuses_too_few_hosts(values: dict[str, Any], message: str) -> None:
+    with pytest.raises(helm.HelmRenderError, match=re.escape(message)):
+        render(values)

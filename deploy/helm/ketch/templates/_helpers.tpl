@@ -76,3 +76,83 @@ id@<statefulset>-<ordinal>.<headless>.<namespace>.svc.<clusterDomain>:<client po
 {{- fail (printf "terminationGracePeriodSeconds (%v) must exceed config.shutdown_grace_s (%v) + 5 s of controlled shutdown" .Values.terminationGracePeriodSeconds $grace) }}
 {{- end }}
 {{- end }}
+
+{{/*
+TLS: the Secret every pod mounts (cert-manager's layout: ca.crt, tls.crt, tls.key), as a directory
+at ketch.tlsDir, never with subPath: the kubelet swaps the whole directory when the Secret changes
+and the node reloads the files itself on its next handshake (node/server_tls.py).
+*/}}
+{{- define "ketch.tlsSecretName" -}}
+{{- default (printf "%s-tls" (include "ketch.fullname" .)) .Values.tls.secretName }}
+{{- end }}
+
+{{- define "ketch.tlsDir" -}}
+/etc/ketch/tls
+{{- end }}
+
+{{/* The security protocol of every listener: SSL with tls.enabled, else PLAINTEXT. */}}
+{{- define "ketch.securityProtocol" -}}
+{{- ternary "SSL" "PLAINTEXT" .Values.tls.enabled }}
+{{- end }}
+
+{{/*
+The names the one StatefulSet certificate carries: every pod of both StatefulSets through the
+wildcard *.<headless>.<ns>.svc.<domain>, the client Service under each of its names, and with
+externalAccess the advertised host names (IP addresses go to ketch.certificateIPs).
+*/}}
+{{- define "ketch.certificateDNSNames" -}}
+{{- $full := include "ketch.fullname" . }}
+{{- $ns := .Release.Namespace }}
+{{- $names := list (printf "*.%s" (include "ketch.dnsSuffix" .)) $full (printf "%s.%s" $full $ns) (printf "%s.%s.svc" $full $ns) (printf "%s.%s.svc.%s" $full $ns .Values.clusterDomain) }}
+{{- if .Values.externalAccess.enabled }}
+{{- range .Values.externalAccess.advertisedHosts }}
+{{- if not (include "ketch.isIP" .) }}{{ $names = append $names . }}{{ end }}
+{{- end }}
+{{- end }}
+{{- range .Values.tls.certManager.extraDnsNames }}{{ $names = append $names . }}{{ end }}
+{{- toJson (uniq $names) }}
+{{- end }}
+
+{{- define "ketch.certificateIPs" -}}
+{{- $ips := list }}
+{{- if .Values.externalAccess.enabled }}
+{{- range .Values.externalAccess.advertisedHosts }}
+{{- if include "ketch.isIP" . }}{{ $ips = append $ips . }}{{ end }}
+{{- end }}
+{{- end }}
+{{- toJson (uniq $ips) }}
+{{- end }}
+
+{{- define "ketch.isIP" -}}
+{{- if or (regexMatch "^[0-9]+\\.[0-9]+\\.[0-9]+\\.[0-9]+$" .) (contains ":" .) }}true{{ end }}
+{{- end }}
+
+{{/*
+External access: pod i of the broker StatefulSet is reached from outside at
+advertisedHosts[i]:<port>, the port being externalAccess.port through a LoadBalancer Service or
+externalAccess.service.nodePorts[i] through a NodePort one. Returns "host:port" for ordinal .i.
+*/}}
+{{- define "ketch.externalAddress" -}}
+{{- $e := .root.Values.externalAccess }}
+{{- $port := $e.port }}
+{{- if eq $e.service.type "NodePort" }}{{ $port = index $e.service.nodePorts .i }}{{ end }}
+{{- $host := index $e.advertisedHosts .i }}
+{{- printf "%s:%v" (ternary (printf "[%s]" $host) $host (contains ":" $host)) $port }}
+{{- end }}
+
+{{- define "ketch.checkValues" -}}
+{{- $v := .Values }}
+{{- if and $v.tls.enabled $v.tls.certManager.enabled (not $v.tls.certManager.issuerRef.name) }}
+{{- fail "tls.certManager.enabled needs tls.certManager.issuerRef.name: the cert-manager Issuer or ClusterIssuer that signs the nodes' certificate" }}
+{{- end }}
+{{- if $v.externalAccess.enabled }}
+{{- $e := $v.externalAccess }}
+{{- $n := int $v.replicas }}
+{{- if lt (len $e.advertisedHosts) $n }}
+{{- fail (printf "externalAccess.advertisedHosts needs one host per broker pod: %d pods (%s-0..%d), %d given. Entry i is the host name or IP address clients outside the cluster reach pod i at (its LoadBalancer address, or the address of a Kubernetes node for NodePort)" $n (include "ketch.fullname" .) (sub $n 1) (len $e.advertisedHosts)) }}
+{{- end }}
+{{- if and (eq $e.service.type "NodePort") (lt (len $e.service.nodePorts) $n) }}
+{{- fail (printf "externalAccess.service.type NodePort needs externalAccess.service.nodePorts, one per broker pod: %d pods, %d given (the port each pod's Service opens on every Kubernetes node, 30000-32767, advertised to clients)" $n (len $e.service.nodePorts)) }}
+{{- end }}
+{{- end }}
+{{- end }}

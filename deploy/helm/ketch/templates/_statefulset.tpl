@@ -5,12 +5,21 @@ One StatefulSet of Ketch nodes. Called with a dict:
   resources; size: PVC size.
 The node id and the advertised address are computed in the container from the pod name
 (<name>-<ordinal>), since a StatefulSet gives every pod the same spec.
+With tls.enabled every listener and every connection to another node is TLS (mutual TLS with
+tls.clientAuth required) and the probes are exec probes of node/healthcheck.py, which speaks TLS
+with the node's own certificate (Kubernetes' grpc probe cannot do TLS); the probe checks the
+node's certificate against the pod's DNS name, as a peer would.
+With externalAccess.enabled, brokers get two named listeners: INTERNAL (the pod DNS name, used by
+the other nodes and in-cluster clients) and EXTERNAL (externalAccess.advertisedHosts[ordinal]).
+Dedicated controllers keep the one listener: nothing outside the cluster dials them.
 */}}
 {{- define "ketch.statefulset" -}}
 {{- $root := .root -}}
 {{- $v := $root.Values -}}
 {{- /* The rack matters to replica placement, so only brokers (not dedicated controllers) read it. */ -}}
 {{- $rack := and $v.rack.fromNodeZone (ne .component "controller") -}}
+{{- $external := and $v.externalAccess.enabled (ne .component "controller") -}}
+{{- $internal := printf "${POD_NAME}.%s:%v" (include "ketch.dnsSuffix" $root) $v.ports.client -}}
 apiVersion: apps/v1
 kind: StatefulSet
 metadata:
@@ -123,7 +132,17 @@ spec:
               set -e
               ordinal="${POD_NAME##*-}"
               export KETCH_NODE_ID="$((ordinal + {{ add .idOffset 1 }}))"
-              export KETCH_ADVERTISED_LISTENER="${POD_NAME}.{{ include "ketch.dnsSuffix" $root }}:{{ $v.ports.client }}"
+              {{- if $external }}
+              case "$ordinal" in
+                {{- range $i := until (int .replicas) }}
+                {{ $i }}) external={{ include "ketch.externalAddress" (dict "root" $root "i" $i) | quote }} ;;
+                {{- end }}
+                *) echo "externalAccess.advertisedHosts has no entry for pod ${POD_NAME}: add one per pod" >&2; exit 1 ;;
+              esac
+              export KETCH_ADVERTISED_LISTENERS="INTERNAL://{{ $internal }},EXTERNAL://${external}"
+              {{- else }}
+              export KETCH_ADVERTISED_LISTENER="{{ $internal }}"
+              {{- end }}
               if [ -s /etc/ketch-rack/rack ]; then export KETCH_RACK="$(cat /etc/ketch-rack/rack)"; fi
               exec ketch node
           env:
@@ -137,8 +156,32 @@ spec:
               value: {{ include "ketch.clusterId" $root | quote }}
             - name: KETCH_CONTROLLER_QUORUM_VOTERS
               value: {{ include "ketch.voters" $root | quote }}
+            {{- if $external }}
+            {{- $protocol := include "ketch.securityProtocol" $root }}
+            - name: KETCH_LISTENERS
+              value: "INTERNAL://0.0.0.0:{{ $v.ports.client }},EXTERNAL://0.0.0.0:{{ $v.externalAccess.port }}"
+            - name: KETCH_LISTENER_SECURITY_PROTOCOL_MAP
+              value: "INTERNAL:{{ $protocol }},EXTERNAL:{{ $protocol }}"
+            - name: KETCH_INTER_BROKER_LISTENER_NAME
+              value: INTERNAL
+            - name: KETCH_CONTROLLER_LISTENER_NAMES
+              value: INTERNAL
+            {{- else }}
             - name: KETCH_LISTEN
               value: "0.0.0.0:{{ $v.ports.client }}"
+            {{- end }}
+            {{- if $v.tls.enabled }}
+            - name: KETCH_SECURITY_PROTOCOL
+              value: SSL
+            - name: KETCH_SSL_CLIENT_AUTH
+              value: {{ $v.tls.clientAuth | quote }}
+            - name: KETCH_SSL_CAFILE
+              value: {{ include "ketch.tlsDir" $root }}/ca.crt
+            - name: KETCH_SSL_CERTFILE
+              value: {{ include "ketch.tlsDir" $root }}/tls.crt
+            - name: KETCH_SSL_KEYFILE
+              value: {{ include "ketch.tlsDir" $root }}/tls.key
+            {{- end }}
             - name: KETCH_DATA_DIR
               value: /var/lib/ketch
             - name: KETCH_METRICS_HOST
@@ -154,22 +197,27 @@ spec:
               containerPort: {{ $v.ports.client }}
             - name: metrics
               containerPort: {{ $v.ports.metrics }}
+            {{- if $external }}
+            - name: external
+              containerPort: {{ $v.externalAccess.port }}
+            {{- end }}
           # The node's grpc.health.v1 service: SERVING once the node serves, NOT_SERVING while it shuts down.
-          startupProbe:
+          {{- range $probe := list "startup" "readiness" "liveness" }}
+          {{ $probe }}Probe:
+            {{- if $v.tls.enabled }}
+            exec:
+              command:
+                - /bin/sh
+                - -c
+                - KETCH_ADVERTISED_LISTENER="{{ $internal }}" exec python -m node.healthcheck 127.0.0.1:{{ $v.ports.client }} --timeout {{ $v.probes.execTimeoutSeconds }}
+            timeoutSeconds: {{ add $v.probes.execTimeoutSeconds 2 }}
+            {{- else }}
             grpc:
               port: {{ $v.ports.client }}
-            periodSeconds: {{ $v.probes.startup.periodSeconds }}
-            failureThreshold: {{ $v.probes.startup.failureThreshold }}
-          readinessProbe:
-            grpc:
-              port: {{ $v.ports.client }}
-            periodSeconds: {{ $v.probes.readiness.periodSeconds }}
-            failureThreshold: {{ $v.probes.readiness.failureThreshold }}
-          livenessProbe:
-            grpc:
-              port: {{ $v.ports.client }}
-            periodSeconds: {{ $v.probes.liveness.periodSeconds }}
-            failureThreshold: {{ $v.probes.liveness.failureThreshold }}
+            {{- end }}
+            periodSeconds: {{ (get $v.probes $probe).periodSeconds }}
+            failureThreshold: {{ (get $v.probes $probe).failureThreshold }}
+          {{- end }}
           resources:
             {{- toYaml .resources | nindent 12 }}
           securityContext:
@@ -184,9 +232,21 @@ spec:
               mountPath: /etc/ketch-rack
               readOnly: true
             {{- end }}
+            {{- if $v.tls.enabled }}
+            - name: tls
+              mountPath: {{ include "ketch.tlsDir" $root }}
+              readOnly: true
+            {{- end }}
       volumes:
         - name: tmp
           emptyDir: {}
+        {{- if $v.tls.enabled }}
+        - name: tls
+          secret:
+            secretName: {{ include "ketch.tlsSecretName" $root }}
+            # 0440: root and the pod's fsGroup (the node's group) may read the key.
+            defaultMode: 288
+        {{- end }}
         {{- if $rack }}
         - name: rack
           emptyDir: {}
