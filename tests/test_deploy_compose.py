@@ -19,6 +19,19 @@ Rules:
   and consume work again. The compose healthcheck command passes on a live node
   and fails on the killed one, and every metric the Grafana dashboard queries is
   exported by a live node. Every process is ended in ``finally``.
+- The TLS override (deploy/docker-compose.tls.yml, resolved together with the
+  base file) adds a one-shot ``ketch-certs`` service of the same image writing
+  into the ``ketch-tls`` volume; every node waits for it to complete, mounts that
+  volume read-only and sets KETCH_SECURITY_PROTOCOL=SSL, client auth required and
+  KETCH_SSL_* naming its own certificate in the volume; the base settings stay.
+- TLS emulation: each named volume becomes a directory (a service's mount path
+  in its command and environment is rewritten to it, hostnames to the loopback
+  addresses as above, in the certificates' names too). The ketch-certs command,
+  run as a process, issues the CA, a certificate per node (its host, localhost,
+  127.0.0.1) and admin's, and run again changes nothing. The nodes then form the
+  cluster over mutual TLS on those files: the healthcheck passes, the admin
+  certificate creates a topic and produces and consumes, a client without a
+  certificate is refused.
 """
 
 from __future__ import annotations
@@ -37,31 +50,45 @@ from typing import Any
 
 import pytest
 import yaml
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 from prometheus_client.parser import text_string_to_metric_families
 
 from ketch import Admin, Consumer, NewTopic, Producer, TopicPartition
+from ketch.errors import KetchConnectionError
+from ketch.tls import SecurityConfig
 from node.config import split_host_port
 from node.process import NodeProcess, free_ports
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 COMPOSE = DEPLOY / "docker-compose.yml"
+COMPOSE_TLS = DEPLOY / "docker-compose.tls.yml"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "ketch.json"
 TOPIC = "compose-demo"
 
 
-def docker_compose(*args: str, file: Path = COMPOSE) -> subprocess.CompletedProcess[str]:
+def docker_compose(
+    *args: str, file: Path = COMPOSE, overrides: tuple[Path, ...] = ()
+) -> subprocess.CompletedProcess[str]:
     exe = shutil.which("docker-compose")
     assert exe, "docker-compose is missing: run ./dev test (scripts/ensure_system_packages.py installs it)"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCKER_", "COMPOSE_", "KETCH_"))}
-    return subprocess.run(
-        [exe, "-f", str(file), *args], capture_output=True, text=True, timeout=60, env=env, cwd=file.parent
-    )
+    files = [arg for f in (file, *overrides) for arg in ("-f", str(f))]
+    return subprocess.run([exe, *files, *args], capture_output=True, text=True, timeout=60, env=env, cwd=file.parent)
 
 
 @pytest.fixture(scope="module")
 def resolved() -> dict[str, Any]:
     result = docker_compose("--profile", "monitoring", "config")
+    assert result.returncode == 0, result.stderr
+    config: dict[str, Any] = yaml.safe_load(result.stdout)
+    return config
+
+
+@pytest.fixture(scope="module")
+def resolved_tls() -> dict[str, Any]:
+    result = docker_compose("config", overrides=(COMPOSE_TLS,))
     assert result.returncode == 0, result.stderr
     config: dict[str, Any] = yaml.safe_load(result.stdout)
     return config
@@ -178,7 +205,11 @@ class ComposeService(NodeProcess):
     """One compose service run as a local process: its command and its (localized) environment."""
 
     def __init__(self, name: str, command: list[str], env: dict[str, str], host: str, port: int) -> None:
-        super().__init__(Path(env["KETCH_DATA_DIR"]), int(env["KETCH_NODE_ID"]), host=host, port=port)
+        # The harness reaches a TLS node as a client with the node's own certificate.
+        security = SecurityConfig.from_env(env)
+        super().__init__(
+            Path(env["KETCH_DATA_DIR"]), int(env["KETCH_NODE_ID"]), host=host, port=port, security=security
+        )
         self.name = name
         self.command = [sys.executable, "-m", "ketch", *command[1:]] if command[0] == "ketch" else command
         self.env = env
@@ -196,15 +227,38 @@ class ComposeService(NodeProcess):
         return self
 
 
+def loopback_hosts(resolved: dict[str, Any]) -> dict[str, str]:
+    """Each ketch service's hostname -> its own loopback address, 127.0.0.2 onwards."""
+    return {name: f"127.0.0.{i + 2}" for i, name in enumerate(sorted(ketch_services(resolved)))}
+
+
+def named_volumes(service: dict[str, Any], tmp_path: Path) -> dict[str, Path]:
+    """A service's mount paths of named volumes -> one directory per volume (shared by every service)."""
+    mounts = {}
+    for volume in service.get("volumes", []):
+        source, target = volume.split(":")[:2]
+        if not source.startswith(("/", ".")):
+            mounts[target] = tmp_path / "volumes" / source
+    return mounts
+
+
+def mount(value: str, mounts: dict[str, Path]) -> str:
+    """A path inside a container, as the path of the volume directory it lands in."""
+    for target, directory in mounts.items():
+        if value == target or value.startswith(target + "/"):
+            return str(directory) + value[len(target) :]
+    return value
+
+
 def localize(resolved: dict[str, Any], tmp_path: Path) -> dict[str, ComposeService]:
     """Map each compose hostname to its own loopback address and a free port there, and
-    rewrite every environment value that names a hostname, the wildcard address or the data volume."""
+    rewrite every environment value that names a hostname, the wildcard address, the data volume
+    (one directory per node) or a path in another named volume (KETCH_SSL_*)."""
     services = ketch_services(resolved)
     addresses: dict[tuple[str, int], str] = {}
-    hosts: dict[str, str] = {}
-    for i, (name, service) in enumerate(sorted(services.items())):
-        host = f"127.0.0.{i + 2}"
-        hosts[name] = host
+    hosts = loopback_hosts(resolved)
+    for name, service in sorted(services.items()):
+        host = hosts[name]
         _, port = split_host_port(service["environment"]["KETCH_LISTEN"])
         addresses[(name, port)] = f"{host}:{free_ports(1, host)[0]}"
     pattern = re.compile("|".join(rf"\b{re.escape(h)}:{p}\b" for h, p in addresses))
@@ -214,10 +268,10 @@ def localize(resolved: dict[str, Any], tmp_path: Path) -> dict[str, ComposeServi
         env = {k: pattern.sub(lambda m: addresses[split_host_port(m.group(0))], v) for k, v in env.items()}
         _, port = split_host_port(service["environment"]["KETCH_LISTEN"])
         own = addresses[(name, port)]
+        env = {k: mount(v, named_volumes(service, tmp_path)) for k, v in env.items()}
         env["KETCH_LISTEN"] = own
         env["KETCH_METRICS_HOST"] = hosts[name]
         env["KETCH_METRICS_PORT"] = "0"
-        env["KETCH_DATA_DIR"] = str(tmp_path / name / env["KETCH_DATA_DIR"].strip("/").replace("/", "-"))
         host, local_port = split_host_port(own)
         nodes[name] = ComposeService(name, service["command"], env, host, local_port)
     return nodes
@@ -312,3 +366,118 @@ def test_compose_services_form_a_cluster_that_survives_a_kill(
     wanted = set(re.findall(r"\bketch_[a-z_]+\b", DASHBOARD.read_text()))
     assert wanted and wanted <= exported, sorted(wanted - exported)
     print(f"\ncompose emulation: leader {victim.node_id} killed, 200 records; {time.monotonic() - started:.1f}s")
+
+
+# -- the TLS override ------------------------------------------------------------------------------
+
+TLS_ENV = {"KETCH_SECURITY_PROTOCOL": "SSL", "KETCH_SSL_CLIENT_AUTH": "required"}
+
+
+def test_tls_override_adds_certificates_and_the_ssl_env(resolved: dict[str, Any], resolved_tls: dict[str, Any]) -> None:
+    always = sorted(name for name, service in resolved_tls["services"].items() if not service.get("profiles"))
+    assert always == ["ketch-1", "ketch-2", "ketch-3", "ketch-certs"]
+    assert "ketch-tls" in resolved_tls["volumes"]
+    certs = resolved_tls["services"]["ketch-certs"]
+    nodes = ketch_services(resolved_tls)
+    assert sorted(nodes) == ["ketch-1", "ketch-2", "ketch-3"]
+    assert certs["image"] == next(iter(nodes.values()))["image"] and certs["build"] == nodes["ketch-1"]["build"]
+    assert certs.get("restart", "no") == "no" and "ports" not in certs
+    (certs_volume,) = certs["volumes"]
+    assert certs_volume.split(":")[:2] == ["ketch-tls", "/var/lib/ketch"], "the image's own (ketch-owned) directory"
+    for name, node in nodes.items():
+        env, plain = node["environment"], resolved["services"][name]["environment"]
+        assert node["depends_on"] == {"ketch-certs": {"condition": "service_completed_successfully"}}
+        assert {k: env[k] for k in TLS_ENV} == TLS_ENV
+        assert {k: v for k, v in env.items() if not k.startswith(("KETCH_SSL", "KETCH_SECURITY"))} == plain
+        mounts = {v.split(":")[1]: v.split(":") for v in node["volumes"]}
+        assert mounts["/etc/ketch"] == ["ketch-tls", "/etc/ketch", "ro"]
+        assert mounts["/var/lib/ketch"][0] == f"{name}-data"
+        assert env["KETCH_SSL_CAFILE"] == "/etc/ketch/tls/ca.pem"
+        assert env["KETCH_SSL_CERTFILE"] == f"/etc/ketch/tls/{name}.pem"
+        assert env["KETCH_SSL_KEYFILE"] == f"/etc/ketch/tls/{name}-key.pem"
+        assert node["healthcheck"] == resolved["services"][name]["healthcheck"]
+    script = certs["command"][-1]
+    for name in nodes:
+        assert f"--name {name} --host {name} --host localhost --host 127.0.0.1" in script
+    assert "--name admin" in script
+
+
+def certs_script(resolved_tls: dict[str, Any], tmp_path: Path) -> str:
+    """The ketch-certs command, its volume mounted at a directory and hostnames as loopback addresses."""
+    certs = resolved_tls["services"]["ketch-certs"]
+    assert certs["command"][:2] == ["/bin/sh", "-ec"]
+    script: str = certs["command"][2]
+    for target, directory in named_volumes(certs, tmp_path).items():
+        script = script.replace(target, str(directory))
+    for name, host in loopback_hosts(resolved_tls).items():
+        script = re.sub(rf"--host {re.escape(name)}\b", f"--host {host}", script)
+    return script
+
+
+def names_in(pem: Path) -> tuple[str, set[str]]:
+    cert = x509.load_pem_x509_certificate(pem.read_bytes())
+    common_name = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return str(common_name), set()
+    return str(common_name), {str(n.value) for n in san}
+
+
+def test_tls_services_run_mutual_tls(resolved_tls: dict[str, Any], tmp_path: Path) -> None:
+    started = time.monotonic()
+    script = certs_script(resolved_tls, tmp_path)
+    # The image's PATH: `ketch` and `python` are the installed package's.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KETCH_")}
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+
+    def run_certs() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["/bin/sh", "-ec", script], env=env, capture_output=True, text=True, timeout=60)
+
+    made = run_certs()
+    assert made.returncode == 0, made.stderr
+    volume = tmp_path / "volumes" / "ketch-tls" / "tls"
+    before = {p.name: p.read_bytes() for p in volume.iterdir()}
+    hosts = loopback_hosts(resolved_tls)
+    for name, host in hosts.items():
+        assert names_in(volume / f"{name}.pem") == (name, {host, "localhost", "127.0.0.1"})
+    assert names_in(volume / "admin.pem") == ("admin", set())
+    again = run_certs()
+    assert again.returncode == 0 and "already" in again.stdout
+    assert {p.name: p.read_bytes() for p in volume.iterdir()} == before, "made once"
+
+    nodes = localize(resolved_tls, tmp_path)
+    node_env = next(iter(nodes.values())).env
+    assert Path(node_env["KETCH_SSL_CAFILE"]) == volume / "ca.pem"
+    admin = SecurityConfig("SSL", str(volume / "ca.pem"), str(volume / "admin.pem"), str(volume / "admin-key.pem"))
+    try:
+        for node in nodes.values():
+            node.start()
+        for node in nodes.values():
+            node.wait_broker_alive(30)
+        assert all(healthcheck(resolved_tls, n) == 0 for n in nodes.values())
+        bootstrap = ",".join(n.bootstrap for n in nodes.values())
+        with Admin(bootstrap_servers=bootstrap, **admin.client_kwargs()) as client:
+            client.create_topics([NewTopic(TOPIC, 1)])
+        with Producer(bootstrap_servers=bootstrap, acks="all", **admin.client_kwargs()) as producer:
+            offsets = [producer.send(TOPIC, b"tls-%d" % i, partition=0).get(30).offset for i in range(20)]
+        assert offsets == list(range(20))
+        values: list[bytes] = []
+        consumer_options = {"auto_offset_reset": "earliest", **admin.client_kwargs()}
+        with Consumer(bootstrap_servers=bootstrap, **consumer_options) as consumer:
+            consumer.assign([TopicPartition(TOPIC, 0)])
+            deadline = time.monotonic() + 20
+            while len(values) < 20 and time.monotonic() < deadline:
+                for records in consumer.poll(timeout_ms=500).values():
+                    values.extend(r.value or b"" for r in records)
+        assert values == [b"tls-%d" % i for i in range(20)]
+        no_certificate = SecurityConfig("SSL", str(volume / "ca.pem"))
+        with (
+            pytest.raises(KetchConnectionError),
+            Admin(bootstrap_servers=bootstrap, request_timeout_ms=5000, **no_certificate.client_kwargs()) as client,
+        ):
+            client.describe_cluster()
+    finally:
+        for node in nodes.values():
+            node.kill()
+    print(f"\ncompose TLS emulation: certificates, 3 nodes, 20 records; {time.monotonic() - started:.1f}s")
