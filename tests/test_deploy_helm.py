@@ -176,6 +176,11 @@ def test_schema_validation_can_fail() -> None:
         ({"config": {"node_id": 7}}, "node_id"),
         ({"podAntiAffinity": "sometimes"}, "/podAntiAffinity"),
         ({"replica": 3}, "replica"),
+        ({"config": {"ssl_certfile": "/x.pem"}}, "ssl_certfile"),  # the chart's, from tls.*
+        ({"config": {"listeners": "A://:1"}}, "listeners"),  # the chart's, from externalAccess.*
+        ({"tls": {"clientAuth": "requested"}}, "/tls/clientAuth"),
+        ({"externalAccess": {"service": {"type": "ClusterIP"}}}, "/externalAccess/service/type"),
+        ({"externalAccess": {"service": {"nodePorts": [9092]}}}, "/externalAccess/service/nodePorts/0"),
     ],
 )
 def test_lint_reports_values_the_schema_refuses(values: dict[str, Any], where: str) -> None:
