@@ -181,6 +181,8 @@ def test_schema_validation_can_fail() -> None:
         ({"tls": {"clientAuth": "requested"}}, "/tls/clientAuth"),
         ({"externalAccess": {"service": {"type": "ClusterIP"}}}, "/externalAccess/service/type"),
         ({"externalAccess": {"service": {"nodePorts": [9092]}}}, "/externalAccess/service/nodePorts/0"),
+        # A host goes into the container's shell command: host-name and IP characters only.
+        ({"externalAccess": {"advertisedHosts": ["a.example.com", "$(reboot)"]}}, "/externalAccess/advertisedHosts/1"),
     ],
 )
 def test_lint_reports_values_the_schema_refuses(values: dict[str, Any], where: str) -> None:
