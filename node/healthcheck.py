@@ -17,7 +17,8 @@ A node with ``KETCH_SECURITY_PROTOCOL=SSL`` is probed over TLS with its own
 certificate (``KETCH_SSL_*``, the node's settings are also a client's), checking
 the certificate against the host of ``KETCH_ADVERTISED_LISTENER`` when it is set.
 One line goes to stdout either way, for ``docker inspect``'s health log.
-Kubernetes does not need this: its native ``grpc:`` probe asks the same service.
+Kubernetes needs it only with TLS (the Helm chart's exec probes): its native ``grpc:`` probe
+asks the same service but cannot speak TLS.
 """
 
 from __future__ import annotations
