@@ -249,10 +249,11 @@ class Connection:
         the node no longer knows the session (UNAUTHENTICATED: it expired, or the node restarted)."""
         where = where or f"{addr[0]}:{addr[1]}"
         for attempt in (1, 2):
-            metadata = bearer(await self._session(addr, where)) if self.security.sasl else None
+            options: dict[str, Any] = {"timeout": timeout or self.request_timeout}
+            if self.security.sasl:
+                options["metadata"] = bearer(await self._session(addr, where))
             try:
-                call = getattr(self.stub_at(addr), method)
-                return await call(request, timeout=timeout or self.request_timeout, metadata=metadata)
+                return await getattr(self.stub_at(addr), method)(request, **options)
             except grpc.aio.AioRpcError as e:
                 if e.code() == grpc.StatusCode.UNAUTHENTICATED and self.security.sasl and attempt == 1:
                     self._tokens.pop(addr, None)
