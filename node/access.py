@@ -22,7 +22,8 @@ Rules:
 - Listing calls are filtered instead of refused (Kafka): Metadata and DescribeTopics drop the
   topics the caller may not DESCRIBE (a topic named in the request gets
   TOPIC_AUTHORIZATION_FAILED instead), ListGroups and ListTransactions drop what the caller may not
-  DESCRIBE. Metadata's auto-creation is turned off for a caller without CREATE.
+  DESCRIBE (DESCRIBE on the cluster lists every group), and OffsetFetch answers only the topics
+  the caller may DESCRIBE. Metadata's auto-creation is turned off for a caller without CREATE.
 - InitProducerId without a transactional id (an idempotent producer) needs IDEMPOTENT_WRITE on the
   cluster or WRITE on some topic (KIP-679's rule).
 """
@@ -269,10 +270,17 @@ def _filter_topics(request: Any, response: Any, c: Check) -> None:
     response.topics.extend(keep)
 
 
-def _filter_list(field: str, key: str, resource_type: int) -> Callable[[Any, Any, Check], None]:
+def _filter_list(
+    field: str, key: str, resource_type: int, operation: int = A.DESCRIBE, all_by_cluster: bool = False
+) -> Callable[[Any, Any, Check], None]:
+    """Keep the items of ``response.<field>`` whose ``<key>`` the caller may ``operation``; with
+    ``all_by_cluster``, DESCRIBE on the cluster keeps them all (Kafka's ListGroups)."""
+
     def apply(request: Any, response: Any, c: Check) -> None:
+        if all_by_cluster and c.allowed(A.DESCRIBE, A.CLUSTER, A.CLUSTER_NAME):
+            return
         items = getattr(response, field)
-        keep = [item for item in items if c.allowed(A.DESCRIBE, resource_type, getattr(item, key))]
+        keep = [item for item in items if c.allowed(operation, resource_type, getattr(item, key))]
         del items[:]
         items.extend(keep)
 
@@ -282,7 +290,8 @@ def _filter_list(field: str, key: str, resource_type: int) -> Callable[[Any, Any
 FILTERS: dict[str, Callable[[Any, Any, Check], None]] = {
     KETCH + "Metadata": _filter_topics,
     KETCH + "DescribeTopics": _filter_topics,
-    KETCH + "ListGroups": _filter_list("groups", "group_id", A.GROUP),
+    KETCH + "ListGroups": _filter_list("groups", "group_id", A.GROUP, all_by_cluster=True),
+    KETCH + "OffsetFetch": _filter_list("offsets", "topic", A.TOPIC),  # all of a group's: only visible topics
     KETCH + "ListTransactions": _filter_list("transactions", "transactional_id", A.TRANSACTIONAL_ID),
 }
 

@@ -163,3 +163,28 @@ def test_every_method_of_every_service_has_an_access_rule() -> None:
     missing = [m for m in methods if m not in RULES]
     assert not missing, f"RPCs without an access rule (refused by default): {missing}"
     assert len(methods) > 45
+
+
+def test_listing_calls_are_filtered_not_refused() -> None:
+    from node.access import FILTERS, KETCH, Check
+
+    acls = [allow("User:alice", READ, TOPIC, "orders"), allow("User:alice", READ, GROUP, "billing")]
+    alice = Check("User:alice", Authorizer(acls, frozenset()))
+    groups = ketch_pb2.ListGroupsResponse(groups=[ketch_pb2.GroupListing(group_id=g) for g in ("billing", "other")])
+    FILTERS[KETCH + "ListGroups"](ketch_pb2.ListGroupsRequest(), groups, alice)
+    assert [g.group_id for g in groups.groups] == ["billing"]
+    ops = Check("User:ops", Authorizer([allow("User:ops", DESCRIBE, CLUSTER, CLUSTER_NAME)], frozenset()))
+    every = ketch_pb2.ListGroupsResponse(groups=[ketch_pb2.GroupListing(group_id=g) for g in ("billing", "other")])
+    FILTERS[KETCH + "ListGroups"](ketch_pb2.ListGroupsRequest(), every, ops)  # DESCRIBE on the cluster: all
+    assert len(every.groups) == 2
+    offsets = ketch_pb2.OffsetFetchResponse(
+        offsets=[ketch_pb2.CommittedPartitionOffset(topic=t, partition=0, offset=5) for t in ("orders", "secret")]
+    )
+    FILTERS[KETCH + "OffsetFetch"](ketch_pb2.OffsetFetchRequest(group_id="billing"), offsets, alice)
+    assert [o.topic for o in offsets.offsets] == ["orders"]
+    metadata = ketch_pb2.MetadataResponse(topics=[ketch_pb2.TopicMetadata(name=t) for t in ("orders", "secret", "x")])
+    FILTERS[KETCH + "Metadata"](ketch_pb2.MetadataRequest(topics=["secret"]), metadata, alice)
+    assert [(t.name, t.error_code) for t in metadata.topics] == [
+        ("orders", 0),
+        ("secret", ErrorCode.TOPIC_AUTHORIZATION_FAILED),  # named in the request: an error, not silence
+    ]
