@@ -63,10 +63,17 @@ class NodeConfig:
     sasl_session_lifetime_ms: int = 3_600_000
     super_users: str = ""
     allow_everyone_if_no_acl_found: bool = False
-    # Prometheus /metrics port; 0 picks a free one, -1 disables.
     # Transport security of the listener and of every channel to other nodes (Kafka's
     # security.inter.broker.protocol follows it): "PLAINTEXT" or "SSL" (node/server_tls.py).
+    # Only for a node without `listeners`: its one listener is named after it.
     security_protocol: str = "PLAINTEXT"
+    # Named listeners (Kafka's; node/listeners.py). Empty: one listener on `listen`, named
+    # after security_protocol, advertised as `advertised_listener`.
+    listeners: str = ""  # NAME://HOST:PORT,... e.g. INTERNAL://0.0.0.0:9092,EXTERNAL://0.0.0.0:19092
+    advertised_listeners: str = ""  # NAME://HOST:PORT,...; default: the bind address (0.0.0.0 → 127.0.0.1)
+    listener_security_protocol_map: str = ""  # NAME:PLAINTEXT|SSL,...; PLAINTEXT and SSL need no entry
+    inter_broker_listener_name: str = ""  # replica fetching, broker-to-broker calls; default: the first
+    controller_listener_names: str = ""  # Raft and controller RPCs, the voters' addresses; default: the first
     ssl_cafile: str = ""  # CAs that sign the other nodes' and the clients' certificates
     ssl_certfile: str = ""  # this node's certificate, as a server and as a client of other nodes
     ssl_keyfile: str = ""
@@ -224,7 +231,7 @@ def validate(config: NodeConfig) -> None:
     config.listen_host_port  # noqa: B018 - raises ConfigError when malformed
     if config.advertised_listener:
         split_host_port(config.advertised_listener)
-    validate_security(config)
+    validate_security(config)  # resolves the listeners (node/listeners.py), which raises on a bad one
     if config.max_message_bytes > config.max_request_bytes:
         raise ConfigError(
             f"max_message_bytes ({config.max_message_bytes}) must not exceed "
@@ -273,13 +280,18 @@ def validate_security(config: NodeConfig) -> None:
     unknown = set(config.sasl_mechanisms) - {"SCRAM-SHA-256", "SCRAM-SHA-512"}
     if unknown:
         raise ConfigError(f"sasl_enabled_mechanisms: {', '.join(sorted(unknown))} not SCRAM-SHA-256 or SCRAM-SHA-512")
-    if config.sasl_mechanisms and config.security_protocol != "SSL":
-        raise ConfigError("sasl_enabled_mechanisms needs security_protocol SSL: passwords travel over TLS only")
-    if config.security_protocol == "SSL":
+    from node.listeners import resolve
+
+    ssl_listeners = [listener.name for listener in resolve(config).all if listener.security_protocol == "SSL"]
+    if config.sasl_mechanisms and not ssl_listeners:
+        raise ConfigError("sasl_enabled_mechanisms needs an SSL listener: passwords travel over TLS only")
+    if ssl_listeners:
         if not (config.ssl_certfile and config.ssl_keyfile and config.ssl_cafile):
             raise ConfigError(
-                "security_protocol SSL needs ssl_certfile and ssl_keyfile (this node's certificate) and "
-                "ssl_cafile (the CA that signs the other nodes' certificates)"
+                f"the SSL listener {', '.join(ssl_listeners)} needs ssl_certfile and ssl_keyfile (this node's "
+                "certificate) and ssl_cafile (the CA that signs the other nodes' certificates)"
             )
     elif config.ssl_client_auth != "none" or config.ssl_certfile or config.ssl_keyfile:
-        raise ConfigError("ssl_client_auth, ssl_certfile and ssl_keyfile need security_protocol SSL")
+        raise ConfigError(
+            "ssl_client_auth, ssl_certfile and ssl_keyfile need security_protocol SSL (or an SSL listener)"
+        )

@@ -2,8 +2,10 @@
 
 Settings (node/config.py, Kafka's names): ``security_protocol = "SSL"`` turns TLS on for
 the node's one listener and for every channel it opens to other nodes (replica fetching,
-Raft, the controller); ``ssl_certfile`` / ``ssl_keyfile`` are the node's certificate and
-key, presented as a server and as a client; ``ssl_cafile`` holds the CAs trusted to sign
+Raft, the controller); with named listeners (node/listeners.py) each SSL listener gets its
+own ``ServerCertificates`` from the same files, and a channel to another node uses TLS when
+the listener it dials (inter-broker or controller) is SSL; ``ssl_certfile`` / ``ssl_keyfile``
+are the node's certificate and key, presented as a server and as a client; ``ssl_cafile`` holds the CAs trusted to sign
 the other nodes' and the clients' certificates; ``ssl_client_auth`` is ``required``
 (mutual TLS: a client without a certificate the CA signed is refused in the handshake)
 or ``none``.
@@ -35,9 +37,11 @@ from node.config import ConfigError, NodeConfig
 log = logging.getLogger("ketch.tls")
 
 
-def client_security(config: NodeConfig) -> SecurityConfig:
-    """How this node dials the other nodes: its listener's protocol, its own certificate."""
-    if config.security_protocol != "SSL":
+def client_security(config: NodeConfig, protocol: str | None = None) -> SecurityConfig:
+    """How this node dials other nodes on a listener of ``protocol`` (default: the node's one
+    listener's, ``security_protocol``): with TLS, its own certificate (node/listeners.py says
+    which listener each kind of call uses)."""
+    if (protocol or config.security_protocol) != "SSL":
         return SecurityConfig()
     return SecurityConfig("SSL", config.ssl_cafile or None, config.ssl_certfile, config.ssl_keyfile)
 
