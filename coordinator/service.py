@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 from coordinator.metadata import Controller, ControllerResult
 from coordinator.metadata.acls import AclBinding
 from coordinator.metadata.configs import AlterConfigsResource, ConfigChange, ConfigResource
-from coordinator.metadata.records import MetadataRecord, TopicIdPartition
+from coordinator.metadata.records import Endpoint, MetadataRecord, TopicIdPartition
 from coordinator.metadata.recovery import LogEnd
 from coordinator.metadata.scram import ScramCredential
 from coordinator.metadata.snapshot import image_to_records
@@ -112,6 +112,7 @@ class ControllerService(controller_pb2_grpc.KetchControllerServicer):
                 now_ms=now,
                 clean_shutdown=request.previous_clean_shutdown,
                 replica_logs=_replica_logs(request.replica_logs),
+                endpoints=[Endpoint(e.name, e.host, e.port, e.security_protocol) for e in request.endpoints],
             )
         )
         # The broker epoch is the offset of the entry holding the registration.

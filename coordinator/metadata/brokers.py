@@ -13,8 +13,10 @@ Lifecycle of one registration (one broker epoch):
     any ──controlled shutdown──► fenced + shut_down (final; register again)
 
 Rules:
-- Register (id, incarnation, host, port, rack) always writes a
-  ``RegisterBrokerRecord``: the broker epoch is that record's offset, so a
+- Register (id, incarnation, host, port, rack, endpoints) always writes a
+  ``RegisterBrokerRecord``; host/port are the inter-broker listener's, the endpoints
+  every advertised listener's (distinct names, valid addresses; none from a broker
+  older than listeners): the broker epoch is that record's offset, so a
   re-registration — a restarted process with a new incarnation id, or a
   retry — gets a new epoch, and the old epoch is stale from then on. If the
   old registration was unfenced, its leaderships move in the same batch (the
@@ -41,12 +43,12 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 
 from coordinator.metadata import records as rec
 from coordinator.metadata.election import build_change
 from coordinator.metadata.image import BrokerRegistration, MetadataImage
-from coordinator.metadata.records import NO_LEADER, MetadataRecord, TopicIdPartition
+from coordinator.metadata.records import NO_LEADER, Endpoint, MetadataRecord, TopicIdPartition
 from coordinator.metadata.recovery import LogEnd, ReplicaLogs, recovery_records
 from coordinator.metadata.results import (
     ControllerResult,
@@ -149,6 +151,7 @@ def register(
     clean_shutdown: bool,
     replica_logs: Mapping[TopicIdPartition, LogEnd],
     min_isr: int,
+    endpoints: Sequence[Endpoint] = (),
 ) -> ControllerResult[RegisterBrokerResponse]:
     if broker_id < 0:
         raise KetchError(f"broker id must be >= 0, got {broker_id}", code=ErrorCode.INVALID_REQUEST)
@@ -158,11 +161,12 @@ def register(
         raise KetchError(
             f"broker address {host!r}:{port} is not a host and a port 1..65535", code=ErrorCode.INVALID_REQUEST
         )
+    check_endpoints(endpoints)
     old = image.broker(broker_id)
     records = []
     if old is not None and (old.usable or not clean_shutdown):
         records = fence_records(image, [broker_id], min_isr=min_isr, unclean=() if clean_shutdown else [broker_id])
-    records.append(rec.register_broker(broker_id, incarnation_id, host, port, rack))
+    records.append(rec.register_broker(broker_id, incarnation_id, host, port, rack, endpoints=endpoints))
     sessions.touch(broker_id, now_ms)
     logs.forget(
         TopicIdPartition(r.partition_change.topic_id, r.partition_change.partition)
@@ -172,6 +176,19 @@ def register(
     logs.replace(broker_id, replica_logs)
     replaced = old.epoch if old is not None and old.usable else None
     return ControllerResult(records, RegisterBrokerResponse(broker_id, incarnation_id, replaced))
+
+
+def check_endpoints(endpoints: Sequence[Endpoint]) -> None:
+    """Distinct non-empty names, each with a host and a port 1..65535 (none: a broker from before listeners)."""
+    names = [e.name for e in endpoints]
+    if len(set(names)) != len(names) or not all(names):
+        raise KetchError(f"listener names {names} must be distinct and non-empty", code=ErrorCode.INVALID_REQUEST)
+    for e in endpoints:
+        if not e.host or not 0 < e.port < 65536:
+            raise KetchError(
+                f"listener {e.name}'s address {e.host!r}:{e.port} is not a host and a port 1..65535",
+                code=ErrorCode.INVALID_REQUEST,
+            )
 
 
 def heartbeat(

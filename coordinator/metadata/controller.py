@@ -72,7 +72,7 @@ from coordinator.metadata.delta import MetadataDelta
 from coordinator.metadata.image import MetadataImage
 from coordinator.metadata.producer_ids import ProducerIdsBlock
 from coordinator.metadata.reassignment import Reassignment, ReassignmentsResponse
-from coordinator.metadata.records import MetadataRecord, TopicIdPartition
+from coordinator.metadata.records import Endpoint, MetadataRecord, TopicIdPartition
 from coordinator.metadata.recovery import LogEnd, ReplicaLogs
 from coordinator.metadata.results import (
     AlterPartitionResponse,
@@ -173,6 +173,7 @@ class Controller:
         now_ms: int,
         clean_shutdown: bool = True,
         replica_logs: Mapping[TopicIdPartition, LogEnd] | None = None,
+        endpoints: Sequence[Endpoint] = (),
     ) -> ControllerResult[RegisterBrokerResponse]:
         """``clean_shutdown``: the broker's previous process shut down cleanly (false: it may have lost
         its unsynced tail); ``replica_logs``: (latest epoch, log end) of each local replica."""
@@ -189,6 +190,7 @@ class Controller:
             clean_shutdown=clean_shutdown,
             replica_logs=replica_logs or {},
             min_isr=self._min_isr,
+            endpoints=endpoints,
         )
 
     def broker_heartbeat(

@@ -61,7 +61,7 @@ from coordinator.metadata.image import (
     frozen_map,
 )
 from coordinator.metadata.local import LocalReplicaChanges, local_changes
-from coordinator.metadata.records import BROKER_RESOURCE, TOPIC_RESOURCE, MetadataRecord, describe
+from coordinator.metadata.records import BROKER_RESOURCE, TOPIC_RESOURCE, Endpoint, MetadataRecord, describe
 from coordinator.metadata.scram import ScramCredential
 from ketch.api.v1 import metadata_pb2 as pb
 
@@ -219,6 +219,7 @@ class MetadataDelta:
             host=rec.host,
             port=rec.port,
             rack=rec.rack,
+            endpoints=tuple(Endpoint(e.name, e.host, e.port, e.security_protocol) for e in rec.endpoints),
         )
 
     def _fence(self, rec: pb.BrokerFenceRecord) -> None:

@@ -12,6 +12,12 @@ Rules and invariants:
 - Mappings are read-only views (``MappingProxyType``) over dicts nobody else
   holds; the dataclasses are frozen. Two images are equal when their offset,
   brokers and topics are equal (the by-name index is derived).
+- A broker's registration carries every advertised listener (``endpoints``);
+  ``host``/``port`` are its inter-broker listener's, what replica fetching and
+  broker-to-broker channels dial. A registration recorded before listeners
+  has no endpoints: ``endpoint(name)`` then answers its one address for any
+  name (its broker had exactly one listener, so that is not another
+  listener's address).
 - A broker's epoch is the offset of its registration record. A registered
   broker starts fenced; it is unfenced once it heartbeats with that epoch and
   has caught up to it; it is fenced when its session expires; after a
@@ -46,7 +52,7 @@ from types import MappingProxyType
 from typing import TypeVar
 
 from coordinator.metadata.acls import AclBinding
-from coordinator.metadata.records import CLUSTER_WIDE, NO_LEADER, TopicIdPartition
+from coordinator.metadata.records import CLUSTER_WIDE, NO_LEADER, Endpoint, TopicIdPartition
 from coordinator.metadata.scram import ScramCredential
 from coordinator.metadata.topic_config import MIN_INSYNC_REPLICAS, UNCLEAN_LEADER_ELECTION_ENABLE
 
@@ -69,11 +75,21 @@ class BrokerRegistration:
     rack: str = ""
     fenced: bool = True
     shut_down: bool = False
+    endpoints: tuple[Endpoint, ...] = ()  # empty: registered before listeners
 
     @property
     def usable(self) -> bool:
         """May lead partitions, join ISRs and receive new replicas."""
         return not self.fenced
+
+    def endpoint(self, listener: str) -> tuple[str, int] | None:
+        """(host, port) of the broker's listener named ``listener``; None when it has none by that name."""
+        if not self.endpoints:
+            return self.host, self.port
+        for e in self.endpoints:
+            if e.name == listener:
+                return e.host, e.port
+        return None
 
 
 @dataclass(frozen=True)

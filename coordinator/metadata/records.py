@@ -44,6 +44,15 @@ class TopicIdPartition(NamedTuple):
     partition: int
 
 
+class Endpoint(NamedTuple):
+    """One advertised listener of a broker (node/listeners.py)."""
+
+    name: str
+    host: str
+    port: int
+    security_protocol: str
+
+
 def register_broker(
     broker_id: int,
     incarnation_id: str,
@@ -51,8 +60,11 @@ def register_broker(
     port: int,
     rack: str = "",
     broker_epoch: int | None = None,
+    endpoints: Sequence[Endpoint] = (),
 ) -> MetadataRecord:
     rec = pb.RegisterBrokerRecord(broker_id=broker_id, incarnation_id=incarnation_id, host=host, port=port, rack=rack)
+    for e in endpoints:
+        rec.endpoints.add(name=e.name, host=e.host, port=e.port, security_protocol=e.security_protocol)
     if broker_epoch is not None:
         rec.broker_epoch = broker_epoch
     return MetadataRecord(register_broker=rec)

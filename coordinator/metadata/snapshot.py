@@ -10,7 +10,8 @@ controllers; a broker diffs its old image against it with
 
 Rules:
 - Records, in this order: each broker (id order) as a RegisterBrokerRecord
-  carrying its ``broker_epoch`` explicitly (a log record's epoch is its own
+  carrying its endpoints (none for a registration from before listeners)
+  and its ``broker_epoch`` explicitly (a log record's epoch is its own
   offset, which a snapshot does not preserve), followed by a
   BrokerFenceRecord when it is unfenced or shut down; then each topic (name
   order) as a TopicRecord followed by one PartitionRecord per partition
@@ -40,7 +41,11 @@ def image_to_records(image: MetadataImage) -> list[MetadataRecord]:
     out: list[MetadataRecord] = []
     for broker_id in sorted(image.brokers):
         b = image.brokers[broker_id]
-        out.append(rec.register_broker(b.broker_id, b.incarnation_id, b.host, b.port, b.rack, broker_epoch=b.epoch))
+        out.append(
+            rec.register_broker(
+                b.broker_id, b.incarnation_id, b.host, b.port, b.rack, broker_epoch=b.epoch, endpoints=b.endpoints
+            )
+        )
         if not b.fenced or b.shut_down:
             out.append(rec.broker_fence(b.broker_id, b.epoch, fenced=b.fenced, shut_down=b.shut_down))
     for name in sorted(image.topics_by_name):

@@ -21,7 +21,7 @@ class ControllerStatus(_message.Message):
     def __init__(self, error_code: _Optional[_Union[_ketch_pb2.ErrorCode, str]] = ..., error_message: _Optional[str] = ..., leader_id: _Optional[int] = ..., metadata_offset: _Optional[int] = ...) -> None: ...
 
 class RegisterBrokerRequest(_message.Message):
-    __slots__ = ("broker_id", "incarnation_id", "host", "port", "rack", "previous_clean_shutdown", "replica_logs")
+    __slots__ = ("broker_id", "incarnation_id", "host", "port", "rack", "previous_clean_shutdown", "replica_logs", "endpoints")
     BROKER_ID_FIELD_NUMBER: _ClassVar[int]
     INCARNATION_ID_FIELD_NUMBER: _ClassVar[int]
     HOST_FIELD_NUMBER: _ClassVar[int]
@@ -29,6 +29,7 @@ class RegisterBrokerRequest(_message.Message):
     RACK_FIELD_NUMBER: _ClassVar[int]
     PREVIOUS_CLEAN_SHUTDOWN_FIELD_NUMBER: _ClassVar[int]
     REPLICA_LOGS_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
     broker_id: int
     incarnation_id: str
     host: str
@@ -36,7 +37,8 @@ class RegisterBrokerRequest(_message.Message):
     rack: str
     previous_clean_shutdown: bool
     replica_logs: _containers.RepeatedCompositeFieldContainer[ReplicaLogReport]
-    def __init__(self, broker_id: _Optional[int] = ..., incarnation_id: _Optional[str] = ..., host: _Optional[str] = ..., port: _Optional[int] = ..., rack: _Optional[str] = ..., previous_clean_shutdown: _Optional[bool] = ..., replica_logs: _Optional[_Iterable[_Union[ReplicaLogReport, _Mapping]]] = ...) -> None: ...
+    endpoints: _containers.RepeatedCompositeFieldContainer[_metadata_pb2.BrokerEndpoint]
+    def __init__(self, broker_id: _Optional[int] = ..., incarnation_id: _Optional[str] = ..., host: _Optional[str] = ..., port: _Optional[int] = ..., rack: _Optional[str] = ..., previous_clean_shutdown: _Optional[bool] = ..., replica_logs: _Optional[_Iterable[_Union[ReplicaLogReport, _Mapping]]] = ..., endpoints: _Optional[_Iterable[_Union[_metadata_pb2.BrokerEndpoint, _Mapping]]] = ...) -> None: ...
 
 class ReplicaLogReport(_message.Message):
     __slots__ = ("topic_id", "partition", "latest_epoch", "log_end_offset")
