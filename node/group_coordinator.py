@@ -64,6 +64,7 @@ from coordinator.groups import (
     encode_record,
 )
 from coordinator.groups.records import GroupRecord
+from coordinator.metadata import BrokerRegistration
 from ketch.assignors.base import TopicPartition
 from ketch.errors import ErrorCode, KetchError
 from ketch.recordbatch import LENGTH_PREFIX, marker_is_commit, parse_header
@@ -145,7 +146,7 @@ class GroupManager(InternalTopicCoordinators[GroupCoordinator]):
     def describe_loaded(self, coordinator: GroupCoordinator) -> str:
         return f", {len(coordinator.groups)} groups"
 
-    async def find_coordinator(self, key: str) -> tuple[int, str, int]:
+    async def find_coordinator(self, key: str) -> BrokerRegistration:
         if not key:
             raise KetchError("group id is empty", code=ErrorCode.INVALID_GROUP_ID)
         return await super().find_coordinator(key)

@@ -93,6 +93,7 @@ class GroupHandlers:
     groups: GroupManager
     transactions: TransactionManager
     metrics: NodeMetrics
+    listener: str  # the listener this servicer serves (node/listeners.py)
 
     @timed("FindCoordinator")
     async def FindCoordinator(self, request: pb.FindCoordinatorRequest, context: Any) -> pb.FindCoordinatorResponse:
@@ -103,10 +104,18 @@ class GroupHandlers:
                     code=ErrorCode.INVALID_REQUEST,
                 )
             manager = self.groups if request.key_type == 0 else self.transactions
-            node_id, host, port = await manager.find_coordinator(request.group_id)
+            coordinator = await manager.find_coordinator(request.group_id)
+            address = coordinator.endpoint(self.listener)
+            if address is None:  # never another listener's address (node/listeners.py)
+                raise KetchError(
+                    f"the coordinator of {request.group_id!r}, broker {coordinator.broker_id}, has no listener "
+                    f"{self.listener}, the one this request came in on",
+                    code=ErrorCode.COORDINATOR_NOT_AVAILABLE,
+                )
         except Exception as exc:
             return pb.FindCoordinatorResponse(status=_status(exc), node_id=-1)
-        return pb.FindCoordinatorResponse(status=_status(), node_id=node_id, host=host, port=port)
+        host, port = address
+        return pb.FindCoordinatorResponse(status=_status(), node_id=coordinator.broker_id, host=host, port=port)
 
     @timed("JoinGroup")
     async def JoinGroup(self, request: pb.JoinGroupRequest, context: Any) -> pb.JoinGroupResponse:

@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from coordinator.groups import offsets_partition as key_partition
-from coordinator.metadata import TopicIdPartition
+from coordinator.metadata import BrokerRegistration, TopicIdPartition
 from coordinator.metadata.topic_config import CLEANUP_POLICY, COMPACT, RETENTION_MS
 from ketch.api.v1 import ketch_pb2 as pb
 from ketch.errors import ErrorCode, KetchError
@@ -142,8 +142,8 @@ class InternalTopicCoordinators(Generic[C]):
     def index_of(self, key: str) -> int:
         return key_partition(key, self.partition_count())
 
-    async def find_coordinator(self, key: str) -> tuple[int, str, int]:
-        """(node id, host, port) of ``key``'s coordinator; creates the topic when missing."""
+    async def find_coordinator(self, key: str) -> BrokerRegistration:
+        """The registration of ``key``'s coordinator (its address per listener); creates the topic when missing."""
         if self.broker.image.topic(self.topic) is None:
             await self._create_topic()
         image = self.broker.image
@@ -156,7 +156,7 @@ class InternalTopicCoordinators(Generic[C]):
                 f"{self.topic}-{index}, which holds {self.what} {key!r}, has no leader right now",
                 code=ErrorCode.COORDINATOR_NOT_AVAILABLE,
             )
-        return leader.broker_id, leader.host, leader.port
+        return leader
 
     async def _create_topic(self) -> None:
         rf = self.replication_factor

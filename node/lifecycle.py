@@ -30,9 +30,10 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from coordinator.metadata import TopicIdPartition
+from coordinator.metadata.records import Endpoint
 from ketch.api.v1 import controller_pb2 as cpb
 from ketch.errors import ErrorCode
 from node.config import NodeConfig
@@ -76,7 +77,9 @@ class BrokerLifecycle:
         *,
         previous_clean_shutdown: bool = False,
         replica_logs: Callable[[bool], Mapping[TopicIdPartition, tuple[int, int]]] = lambda _: {},
+        endpoints: Sequence[Endpoint] = (),
     ) -> None:
+        self._endpoints = list(endpoints)  # every advertised listener; ``advertised`` is the inter-broker one
         self._on_registered = on_registered
         self._clean = previous_clean_shutdown
         self._replica_logs = replica_logs
@@ -109,6 +112,8 @@ class BrokerLifecycle:
             previous_clean_shutdown=self._clean,
             replica_logs=_reports(self._replica_logs(False)),
         )
+        for e in self._endpoints:
+            request.endpoints.add(name=e.name, host=e.host, port=e.port, security_protocol=e.security_protocol)
         response = await self.controllers.call(lambda s: s.RegisterBroker, request)
         if response.status.error_code:
             raise RuntimeError(f"registration refused: {response.status.error_message}")

@@ -4,8 +4,13 @@ Roles (KRaft's process.roles, node/roles.py): a ``controller`` runs a voter of
 the Raft quorum (coordinator/raft_driver.py) with the metadata state machine
 (coordinator/quorum.py) and serves KetchRaft and KetchController; a ``broker``
 follows the committed metadata log into its image, registers and heartbeats,
-and serves the client API (Ketch). Combined mode runs both on one gRPC server
-and port; the voters' addresses are those ports.
+and serves the client API (Ketch). Combined mode runs both on the same servers;
+the voters' addresses are on the controller listener.
+
+Listeners (node/listeners.py): one gRPC server per listener, each bound to its
+own address with its own credentials (SSL listeners each get their own
+``ServerCertificates`` over the shared ssl_* files), every one serving the same
+services. A node without ``listeners`` has one, named after ``security_protocol``.
 
 ``serve`` follows these steps, with the same numbers:
 
@@ -13,7 +18,7 @@ and port; the voters' addresses are those ports.
    directory fails here with a clear error, RocksDB holds a lock) and take
    the clean-shutdown marker (node/clean_shutdown.py: the broker's
    registration says whether its previous process stopped cleanly, KIP-966);
-   bind the gRPC port (port 0 picks a free one; with ``authorizer_enabled`` every
+   bind each listener's port (port 0 picks a free one; with ``authorizer_enabled`` every
    call first passes node/access.py's check); build the health service
    and the metrics, then the roles the config asks for, controller first.
 2. Start the server, then the roles in that order (Raft and the controller's
@@ -22,7 +27,10 @@ and port; the voters' addresses are those ports.
    gRPC health service SERVING and print one ready line to stdout (the node
    is serving; the cluster may still be electing, see ``ketch cluster up``):
 
-       KETCH_READY {"node_id": 1, "listen": "127.0.0.1:9092", "metrics_port": 9644, "pid": 123}
+       KETCH_READY {"node_id": 1, "listen": "127.0.0.1:9092", "listeners": {"PLAINTEXT": "127.0.0.1:9092"},
+                    "metrics_port": 9644, "pid": 123}
+
+   ``listen`` is the first listener's bound address, ``listeners`` every listener's.
 
 3. Run until SIGTERM or SIGINT, a storage failure or a raft driver failure.
    A second signal during shutdown does not cut it short; kill -9 is the
@@ -32,7 +40,8 @@ and port; the voters' addresses are those ports.
    by a timeout) is answered by its own controller still running. Each role
    first ends its long-lived calls (metadata streams, parked long-poll
    fetches); then health goes NOT_SERVING and the server stops taking new
-   calls and waits up to ``shutdown_grace_s`` for in-flight ones; then each
+   calls and waits up to ``shutdown_grace_s`` for in-flight ones (every
+   listener's server at once); then each
    role, again in reverse, awaits its loops and closes what it holds.
 5. Sync the WAL and write the clean-shutdown marker, unless the store
    failed; close the store. Exit status 0, or 1 after a failure.
@@ -66,11 +75,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
 from coordinator.metadata.image import MetadataImage
+from coordinator.metadata.records import Endpoint
 from ketch.errors import KetchError
 from node import clean_shutdown
+from node import listeners as node_listeners
 from node.access import AccessControl
 from node.config import ConfigError, NodeConfig
 from node.controller_client import parse_voters
+from node.listeners import Listener, Listeners
 from node.metrics import NodeMetrics
 from node.roles import BrokerRole, ControllerRole, Role
 from node.server_tls import ServerCertificates
@@ -109,32 +121,33 @@ async def serve(config: NodeConfig) -> int:
         loop.call_soon_threadsafe(_storage_failed, stop, exc)
 
     store.on_failure = on_storage_failure
+    listeners = node_listeners.resolve(config)
     access = AccessControl(config) if config.authorizer_enabled else None
     interceptors = [access.interceptor()] if access is not None else []
-    server = grpc.aio.server(options=grpc_server_options(config), interceptors=interceptors)
-    if config.security_protocol == "SSL":
-        port = server.add_secure_port(config.listen, ServerCertificates.from_config(config).credentials())
-    else:
-        port = server.add_insecure_port(config.listen)
-    if port == 0:
-        raise ConfigError(f"cannot listen on {config.listen}")
+    servers = {
+        listener.name: grpc.aio.server(options=grpc_server_options(config), interceptors=interceptors)
+        for listener in listeners.all
+    }
+    bound = {listener.name: bind(config, listener, servers[listener.name]) for listener in listeners.all}
     health = health_aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    for server in servers.values():
+        health_pb2_grpc.add_HealthServicer_to_server(health, server)
     metrics = NodeMetrics()
-    roles = build_roles(config, store, server, port, metrics, stop, previous_clean_shutdown)
+    roles = build_roles(config, store, listeners, servers, bound, metrics, stop, previous_clean_shutdown)
     if access is not None:
         access.image = acl_image(roles)
         access.sessions = next((role.sasl for role in roles if isinstance(role, BrokerRole)), None)
 
-    # 2. Start the server, then the roles in order; then health SERVING and the ready line.
-    await server.start()
+    # 2. Start the servers, then the roles in order; then health SERVING and the ready line.
+    for server in servers.values():
+        await server.start()
     for role in roles:
         await role.start()
     metrics_port = metrics.serve(config.metrics_host, config.metrics_port) if config.metrics_port >= 0 else -1
     await _set_health(health, health_pb2.HealthCheckResponse.SERVING)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    _announce_ready(config, port, metrics_port)
+    _announce_ready(config, listeners, bound, metrics_port)
 
     # 3. Run until a signal, or a storage or raft failure.
     def failed() -> bool:  # a failure, not a signal, is stopping the node
@@ -147,7 +160,7 @@ async def serve(config: NodeConfig) -> int:
     for role in reversed(roles):
         await role.begin_shutdown(failed())
     await _set_health(health, health_pb2.HealthCheckResponse.NOT_SERVING)
-    await server.stop(config.shutdown_grace_s)
+    await asyncio.gather(*(server.stop(config.shutdown_grace_s) for server in servers.values()))
     for role in reversed(roles):
         await role.stop()
 
@@ -171,29 +184,43 @@ def acl_image(roles: list[Role]) -> Callable[[], MetadataImage]:
     return lambda: controller.quorum.image
 
 
+def bind(config: NodeConfig, listener: Listener, server: grpc.aio.Server) -> int:
+    """Bind ``listener`` on ``server`` with its protocol's credentials; the port bound."""
+    if listener.security_protocol == "SSL":
+        port = server.add_secure_port(listener.bind, ServerCertificates.from_config(config).credentials())
+    else:
+        port = server.add_insecure_port(listener.bind)
+    if port == 0:
+        raise ConfigError(f"cannot listen on {listener.bind} (listener {listener.name})")
+    return port
+
+
 def build_roles(
     config: NodeConfig,
     store: NodeStore,
-    server: grpc.aio.Server,
-    port: int,
+    listeners: Listeners,
+    servers: dict[str, grpc.aio.Server],
+    bound: dict[str, int],
     metrics: NodeMetrics,
     stop: asyncio.Event,
     previous_clean_shutdown: bool,
 ) -> list[Role]:
     """The roles the config asks for, in start order: the controller, then the broker."""
-    host, advertised_port = config.advertised_host_port
-    if not config.advertised_listener or advertised_port == 0:
-        advertised_port = port
-    voters = parse_voters(config.controller_quorum_voters) or {config.node_id: f"{host}:{advertised_port}"}
+    endpoints = {
+        listener.name: Endpoint(listener.name, *listener.advertised(bound[listener.name]), listener.security_protocol)
+        for listener in listeners.all
+    }
+    controller = endpoints[listeners.controller[0]]
+    address = f"{controller.host}:{controller.port}"
+    voters = parse_voters(config.controller_quorum_voters) or {config.node_id: address}
     roles: list[Role] = []
     if config.is_controller:
-        address = f"{host}:{advertised_port}"
+        on_fatal = lambda exc: _fatal(stop, exc)  # noqa: E731
         roles.append(
-            ControllerRole(config, store, voters, address, server, metrics, on_fatal=lambda exc: _fatal(stop, exc))
+            ControllerRole(config, store, voters, address, list(servers.values()), metrics, on_fatal, listeners)
         )
     if config.is_broker:
-        advertised = (host, advertised_port)
-        broker = BrokerRole(config, store, voters, advertised, server, metrics, previous_clean_shutdown)
+        broker = BrokerRole(config, store, voters, endpoints, servers, metrics, previous_clean_shutdown, listeners)
         roles.append(broker)
     else:
         metrics.watch_replicas(list)  # a controller-only node exports the replica gauges too, empty
@@ -207,17 +234,20 @@ async def _set_health(
         await health.set(name, status)
 
 
-def _announce_ready(config: NodeConfig, port: int, metrics_port: int) -> None:
-    listen_host = config.listen_host_port[0]
+def _announce_ready(config: NodeConfig, listeners: Listeners, bound: dict[str, int], metrics_port: int) -> None:
+    addresses = {listener.name: f"{listener.bind_host}:{bound[listener.name]}" for listener in listeners.all}
+    first = addresses[listeners.first.name]
     ready = {
         "node_id": config.node_id,
-        "listen": f"{listen_host}:{port}",
+        "listen": first,
+        "listeners": addresses,
         "metrics_port": metrics_port,
         "roles": sorted(config.role_set),
         "pid": os.getpid(),
     }
     print("KETCH_READY " + json.dumps(ready), flush=True)
-    log.info("node %d (%s) serving on %s:%d", config.node_id, config.roles, listen_host, port)
+    where = ", ".join(f"{name} {address}" for name, address in addresses.items())
+    log.info("node %d (%s) serving on %s", config.node_id, config.roles, where)
 
 
 def _storage_failed(stop: asyncio.Event, exc: KetchError) -> None:

@@ -52,6 +52,7 @@ class NodeProcess:
         self.detach = detach
         self.proc: subprocess.Popen[str] | None = None
         self._log: IO[str] | None = None
+        self.listeners: dict[str, str] = {}  # listener name -> bound host:port, from the ready line
 
     @property
     def bootstrap(self) -> str:
@@ -82,6 +83,7 @@ class NodeProcess:
         )
         ready = self._await_ready(timeout_s)
         self.port = int(ready["listen"].rsplit(":", 1)[1])
+        self.listeners = dict(ready.get("listeners", {}))
         self.metrics_port = int(ready["metrics_port"])
         return self
 

@@ -1,8 +1,12 @@
 """The node's roles (KRaft's ``process.roles``): what each builds, starts and stops.
 
 A role is built whole before anything starts: its pieces are wired to each other in
-the constructor (no piece is looked up later), its gRPC services are added to the
-node's server and its metrics registered. node/main.py then drives every role
+the constructor (no piece is looked up later), its gRPC services are added to every
+listener's server (node/listeners.py; the broker adds one client-facing servicer per
+listener, which knows its listener's name) and its metrics registered. Channels to
+other nodes use the protocol of the listener they dial: the controller listener for
+Raft and the controller RPCs, the inter-broker listener for replica fetching and
+broker-to-broker calls. node/main.py then drives every role
 through the same three calls:
 
 1. ``start()``: start its loops. The controller starts before the broker.
@@ -26,12 +30,13 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 import grpc
 
 from coordinator.metadata import ControllerConfig, MetadataImage
+from coordinator.metadata.records import Endpoint
 from coordinator.quorum import QuorumController
 from coordinator.quorum_membership import QuorumMembership
 from coordinator.raft_driver import RaftDriver
@@ -47,6 +52,7 @@ from node.group_commit import GroupCommit
 from node.group_coordinator import GroupManager
 from node.isr_manager import IsrManager
 from node.lifecycle import BrokerEpoch, BrokerLifecycle
+from node.listeners import Listeners
 from node.log_cleaner import LogCleaner
 from node.metadata_follower import MetadataFollower
 from node.metrics import NodeMetrics
@@ -91,9 +97,10 @@ class ControllerRole:
         store: NodeStore,
         voters: dict[int, str],
         advertised: str,
-        server: grpc.aio.Server,
+        servers: Sequence[grpc.aio.Server],
         metrics: NodeMetrics,
         on_fatal: Callable[[BaseException], None],
+        listeners: Listeners,
     ) -> None:
         self.voters = dict(voters)
         self.quorum = QuorumController(
@@ -117,12 +124,13 @@ class ControllerRole:
             address=advertised,
             auto_join=config.controller_quorum_auto_join,
             on_fatal=on_fatal,
-            security=client_security(config),
+            security=client_security(config, listeners.controller_protocol),
         )
         self.quorum.raft = self.raft
-        self.raft.add_to_server(server)
         service = ControllerService(self.quorum, QuorumMembership(self.raft))
-        controller_pb2_grpc.add_KetchControllerServicer_to_server(service, server)
+        for server in servers:
+            self.raft.add_to_server(server)
+            controller_pb2_grpc.add_KetchControllerServicer_to_server(service, server)
         metrics.watch_controller(self.quorum)
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -154,14 +162,16 @@ class BrokerRole:
         config: NodeConfig,
         store: NodeStore,
         voters: dict[int, str],
-        advertised: tuple[str, int],
-        server: grpc.aio.Server,
+        endpoints: Mapping[str, Endpoint],
+        servers: Mapping[str, grpc.aio.Server],
         metrics: NodeMetrics,
         previous_clean_shutdown: bool,
+        listeners: Listeners,
     ) -> None:
         self.config = config
-        security = client_security(config)
-        self.controllers = ControllerClient(voters, security=security)
+        security = client_security(config, listeners.inter_broker_protocol)
+        self.controllers = ControllerClient(voters, security=client_security(config, listeners.controller_protocol))
+        inter_broker = endpoints[listeners.inter_broker]
         self.waiters = FetchWaiters()
         epoch = BrokerEpoch()
         group_commit = GroupCommit(store.sync_wal)
@@ -183,10 +193,11 @@ class BrokerRole:
             self.controllers,
             self.follower,
             epoch,
-            advertised,
+            (inter_broker.host, inter_broker.port),
             self._on_registered,
             previous_clean_shutdown=previous_clean_shutdown,
             replica_logs=self.broker.replica_logs,
+            endpoints=list(endpoints.values()),
         )
         self.isr = IsrManager(self.broker, self.controllers, epoch, config.isr_check_interval_ms)
         metrics.watch_replicas(self.broker.partitions, self.isr)
@@ -206,22 +217,25 @@ class BrokerRole:
         metrics.watch_transactions(self.transactions.ongoing, self.transactions.transactional_ids)
         self.groups = GroupManager(self.broker, admin, self.waiters, metrics, verify_transaction=verifier)
         metrics.watch_groups(self.groups)
-        # Username/password logins (node/sasl.py) against the SCRAM credentials of this broker's image.
+        # Username/password logins (node/sasl.py) against the SCRAM credentials of this broker's image,
+        # taken on TLS listeners only (a password never crosses a plaintext one).
         self.sasl = SaslSessions(config.sasl_mechanisms, lambda: self.broker.image, config.sasl_session_lifetime_ms)
-        service = KetchService(
-            self.broker,
-            admin,
-            metrics,
-            self.waiters,
-            cluster_id(config, store),
-            group_commit,
-            self.groups,
-            self.producer_ids,
-            transactions=self.transactions,
-            verify_transaction=verifier,
-            sasl=self.sasl,
-        )
-        ketch_pb2_grpc.add_KetchServicer_to_server(service, server)
+        for name, server in servers.items():
+            service = KetchService(
+                self.broker,
+                admin,
+                metrics,
+                self.waiters,
+                cluster_id(config, store),
+                group_commit,
+                self.groups,
+                self.producer_ids,
+                transactions=self.transactions,
+                verify_transaction=verifier,
+                listener=name,
+                sasl=self.sasl if listeners[name].security_protocol == "SSL" else None,
+            )
+            ketch_pb2_grpc.add_KetchServicer_to_server(service, server)
         self._tasks: list[asyncio.Task[None]] = []
 
     @property

@@ -74,7 +74,10 @@ class SaslSessions:
 
     def authenticate(self, request: pb.SaslAuthenticateRequest) -> pb.SaslAuthenticateResponse:
         if not self.mechanisms:
-            return _refuse(ErrorCode.UNSUPPORTED_SASL_MECHANISM, "SASL is not enabled on this node")
+            return _refuse(
+                ErrorCode.UNSUPPORTED_SASL_MECHANISM,
+                "SASL is not enabled here: it needs sasl_enabled_mechanisms on the node, and a TLS listener",
+            )
         if request.mechanism not in self.mechanisms:
             return _refuse(
                 ErrorCode.UNSUPPORTED_SASL_MECHANISM,

@@ -35,6 +35,9 @@ This is a thin driver. Rules:
   append to one of its partitions, then reads again. ``max_bytes`` bounds the
   whole response, ``partition_max_bytes`` each partition; the first partition
   with data always returns at least one batch.
+- One instance per listener (node/listeners.py), knowing its name: Metadata and
+  FindCoordinator answer each broker's address on that listener and leave out a
+  broker without it.
 - Metadata and topic administration are delegated to node/topic_admin.py
   (answered from the metadata image; writes forwarded to the controller),
   DescribeConfigs and IncrementalAlterConfigs to node/config_admin.py; the ACL calls to
@@ -102,7 +105,9 @@ class KetchService(GroupHandlers, TxnHandlers, ketch_pb2_grpc.KetchServicer):
         verify_transaction: VerifyTransaction | None = None,
         transactions: TransactionManager | None = None,
         sasl: SaslSessions | None = None,
+        listener: str = "PLAINTEXT",
     ) -> None:
+        self.listener = listener  # the one this instance serves: addresses in answers are on it
         if transactions is not None:
             self.transactions = transactions
         self.producer_ids = producer_ids
@@ -261,7 +266,7 @@ class KetchService(GroupHandlers, TxnHandlers, ketch_pb2_grpc.KetchServicer):
                 f"broker {self.broker.node_id} is still catching up on the cluster metadata "
                 f"(its image is at offset {self.broker.image.offset}); ask another broker",
             )
-        return await self.admin.metadata(request, self.cluster_id)
+        return await self.admin.metadata(request, self.cluster_id, self.listener)
 
     @timed("DescribeTopics")
     async def DescribeTopics(self, request: pb.DescribeTopicsRequest, context: Any) -> pb.DescribeTopicsResponse:

@@ -10,8 +10,10 @@ Rules:
 - Broker defaults fill what the request leaves out: ``num_partitions`` and
   ``replication_factor`` of -1 (or 0) become ``default_partitions`` and
   ``default_replication_factor``.
-- Metadata lists unfenced brokers only (Kafka's alive brokers); a partition
-  with no leader reports LEADER_NOT_AVAILABLE and leader -1.
+- Metadata lists unfenced brokers only (Kafka's alive brokers), each at its
+  address on the listener the request came in on; a broker without that
+  listener is left out (node/listeners.py). A partition with no leader reports
+  LEADER_NOT_AVAILABLE and leader -1.
 - Auto-creation happens only when the broker allows it AND the request asks
   for it (Kafka's ``allow_auto_topic_creation``), with the broker defaults.
 """
@@ -81,7 +83,7 @@ class TopicAdmin:
     def names(self) -> list[str]:
         return sorted(self.broker.image.topics_by_name)
 
-    async def metadata(self, request: pb.MetadataRequest, cluster_id: str) -> pb.MetadataResponse:
+    async def metadata(self, request: pb.MetadataRequest, cluster_id: str, listener: str) -> pb.MetadataResponse:
         names = list(request.topics) or self.names()
         if request.allow_auto_topic_creation and self.broker.config.auto_create_topics:
             missing = [n for n in names if self.broker.image.topic(n) is None]
@@ -91,8 +93,10 @@ class TopicAdmin:
         leader = self.controllers.leader_guess
         response = pb.MetadataResponse(cluster_id=cluster_id, controller_id=leader)
         for broker in sorted(image.brokers.values(), key=lambda b: b.broker_id):
-            if not broker.fenced:
-                response.brokers.add(node_id=broker.broker_id, host=broker.host, port=broker.port, rack=broker.rack)
+            address = broker.endpoint(listener)
+            if not broker.fenced and address is not None:
+                host, port = address
+                response.brokers.add(node_id=broker.broker_id, host=host, port=port, rack=broker.rack)
         for name in names:
             d = self.describe(name)
             response.topics.add(

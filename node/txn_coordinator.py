@@ -41,6 +41,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from coordinator.metadata import BrokerRegistration
 from coordinator.transactions import (
     MarkerJob,
     TransactionCoordinator,
@@ -113,7 +114,7 @@ class TransactionManager(InternalTopicCoordinators[TransactionCoordinator]):
             if key[0] == loaded.index:
                 task.cancel()
 
-    async def find_coordinator(self, key: str) -> tuple[int, str, int]:
+    async def find_coordinator(self, key: str) -> BrokerRegistration:
         if not key:
             raise KetchError("transactional id is empty", code=ErrorCode.INVALID_REQUEST)
         return await super().find_coordinator(key)

@@ -190,7 +190,7 @@ class TransactionVerifier:
                 code=ErrorCode.INVALID_TXN_STATE,
             )
         tp = TopicPartition(topic, partition)
-        coordinator_id, _, _ = await self.transactions.find_coordinator(tid)
+        coordinator_id = (await self.transactions.find_coordinator(tid)).broker_id
         if coordinator_id == self.node_id:
             answer = await self.transactions.verify(tid, producer_id, epoch, [tp])
             code, message = answer.error_code, answer.error_message

@@ -79,7 +79,7 @@ def test_mechanisms_the_node_does_not_take_are_named() -> None:
     with pytest.raises(KetchError, match="'SCRAM-SHA-512' is not enabled; this node takes SCRAM-SHA-256") as e:
         login(only_256, "alice", "s3cret", "SCRAM-SHA-512")
     assert e.value.code == ErrorCode.UNSUPPORTED_SASL_MECHANISM
-    with pytest.raises(KetchError, match="SASL is not enabled on this node"):
+    with pytest.raises(KetchError, match="SASL is not enabled here"):
         login(SaslSessions(frozenset(), lambda: image), "alice", "s3cret", "SCRAM-SHA-512")
 
 
