@@ -3,6 +3,8 @@ snapshots, and the controller's check of a registration's endpoints. Pure: no pr
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from coordinator.metadata import MetadataImage, decode_snapshot, encode_snapshot, replay_batch
@@ -13,7 +15,7 @@ from node.config import ConfigError, NodeConfig, validate
 from node.listeners import Listener, resolve
 from tests.test_metadata_support import Cluster, check_snapshot
 
-SSL_FILES = {"ssl_cafile": "ca.pem", "ssl_certfile": "n.pem", "ssl_keyfile": "n-key.pem"}
+SSL_FILES: dict[str, Any] = {"ssl_cafile": "ca.pem", "ssl_certfile": "n.pem", "ssl_keyfile": "n-key.pem"}
 
 
 def test_without_listeners_one_listener_is_named_after_security_protocol() -> None:
