@@ -9,13 +9,15 @@ served by node/main.py) and exits:
 - 2 when it cannot be asked (refused, timed out, bad address).
 
 Without an address it probes what the node itself listens on, read the same
-way the node reads it: ``KETCH_LISTEN`` (else 127.0.0.1:9092), with a
-wildcard host (0.0.0.0, ::, empty) replaced by 127.0.0.1. So the Docker
+way the node reads it: the first of ``KETCH_LISTENERS`` when set (node/listeners.py),
+else ``KETCH_LISTEN`` (else 127.0.0.1:9092), with a wildcard host (0.0.0.0, ::,
+empty) replaced by 127.0.0.1. So the Docker
 image's HEALTHCHECK needs no per-node arguments. The empty service name
 (the default) is the whole server; ``ketch.v1.Ketch`` is the client API.
-A node with ``KETCH_SECURITY_PROTOCOL=SSL`` is probed over TLS with its own
-certificate (``KETCH_SSL_*``, the node's settings are also a client's), checking
-the certificate against the host of ``KETCH_ADVERTISED_LISTENER`` when it is set.
+A node with ``KETCH_SECURITY_PROTOCOL=SSL`` (or whose first listener is SSL) is
+probed over TLS with its own certificate (``KETCH_SSL_*``, the node's settings are
+also a client's), checking the certificate against the host of
+``KETCH_ADVERTISED_LISTENER`` (or the first listener's advertised host) when it is set.
 One line goes to stdout either way, for ``docker inspect``'s health log.
 Kubernetes needs it only with TLS (the Helm chart's exec probes): its native ``grpc:`` probe
 asks the same service but cannot speak TLS.
@@ -31,17 +33,34 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ketch.tls import PLAINTEXT, SecurityConfig, open_channel
-from node.config import ConfigError, split_host_port
+from node.config import ConfigError, NodeConfig, split_host_port
+from node.listeners import Listener, resolve
 
 SERVING = 0
 NOT_SERVING = 1
 UNREACHABLE = 2
 
 
+def first_listener(env: dict[str, str]) -> Listener | None:
+    """The node's first named listener, when it has ``KETCH_LISTENERS``."""
+    if not env.get("KETCH_LISTENERS"):
+        return None
+    config = NodeConfig(
+        listeners=env["KETCH_LISTENERS"],
+        advertised_listeners=env.get("KETCH_ADVERTISED_LISTENERS", ""),
+        listener_security_protocol_map=env.get("KETCH_LISTENER_SECURITY_PROTOCOL_MAP", ""),
+    )
+    return resolve(config).first
+
+
 def default_target(env: dict[str, str] | None = None) -> str:
     """The address the node listens on, dialable from the same host."""
     env = dict(os.environ) if env is None else env
-    host, port = split_host_port(env.get("KETCH_LISTEN") or "127.0.0.1:9092")
+    listener = first_listener(env)
+    if listener is not None:
+        host, port = listener.bind_host, listener.bind_port
+    else:
+        host, port = split_host_port(env.get("KETCH_LISTEN") or "127.0.0.1:9092")
     if host in ("", "0.0.0.0", "::"):
         host = "127.0.0.1"
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -50,6 +69,12 @@ def default_target(env: dict[str, str] | None = None) -> str:
 def probe_security(env: dict[str, str] | None = None) -> tuple[SecurityConfig, list[tuple[str, int | str]]]:
     """How the probe connects: the node's own TLS settings, and the name its certificate must carry."""
     env = dict(os.environ) if env is None else env
+    listener = first_listener(env)
+    if listener is not None:
+        env = {**env, "KETCH_SECURITY_PROTOCOL": listener.security_protocol}
+        if listener.security_protocol != "SSL":  # the node's ssl files are for its other listeners
+            env = {k: v for k, v in env.items() if not k.startswith("KETCH_SSL_")}
+        env["KETCH_ADVERTISED_LISTENER"] = f"{listener.advertised_host}:{listener.advertised_port}"
     security = SecurityConfig.from_env(env)
     advertised = env.get("KETCH_ADVERTISED_LISTENER")
     if security.secure and advertised:
@@ -82,7 +107,7 @@ def check(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m node.healthcheck", description=__doc__.splitlines()[0])
-    parser.add_argument("target", nargs="?", help="HOST:PORT (default: from KETCH_LISTEN)")
+    parser.add_argument("target", nargs="?", help="HOST:PORT (default: from KETCH_LISTENERS or KETCH_LISTEN)")
     parser.add_argument("--service", default="", help="health service name (default: the whole server)")
     parser.add_argument("--timeout", type=float, default=3.0, help="seconds (default %(default)s)")
     args = parser.parse_args(argv)

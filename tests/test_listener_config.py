@@ -11,7 +11,9 @@ from coordinator.metadata import MetadataImage, decode_snapshot, encode_snapshot
 from coordinator.metadata import records as rec
 from coordinator.metadata.records import Endpoint
 from ketch.errors import ErrorCode, KetchError
+from ketch.tls import SecurityConfig
 from node.config import ConfigError, NodeConfig, validate
+from node.healthcheck import default_target, probe_security
 from node.listeners import Listener, resolve
 from tests.test_metadata_support import Cluster, check_snapshot
 
@@ -116,3 +118,18 @@ def test_the_controller_records_endpoints_and_refuses_bad_ones() -> None:
         with pytest.raises(KetchError) as refused:
             c.ctl.register_broker(2, "i2", "h", 1, now_ms=0, endpoints=bad)
         assert refused.value.code == ErrorCode.INVALID_REQUEST
+
+
+def test_the_health_probe_dials_the_first_named_listener_with_its_protocol() -> None:
+    env = {
+        "KETCH_LISTEN": "127.0.0.1:1",
+        "KETCH_LISTENERS": "INTERNAL://0.0.0.0:9092,EXTERNAL://0.0.0.0:19092",
+        "KETCH_ADVERTISED_LISTENERS": "INTERNAL://ketch-1:9092",
+        "KETCH_LISTENER_SECURITY_PROTOCOL_MAP": "INTERNAL:SSL,EXTERNAL:PLAINTEXT",
+        **{"KETCH_" + k.upper(): v for k, v in SSL_FILES.items()},
+    }
+    assert default_target(env) == "127.0.0.1:9092"
+    security, options = probe_security(env)
+    assert security.secure and options == [("grpc.ssl_target_name_override", "ketch-1")]
+    plain = {**env, "KETCH_LISTENER_SECURITY_PROTOCOL_MAP": "INTERNAL:PLAINTEXT,EXTERNAL:SSL"}
+    assert probe_security(plain) == (SecurityConfig(), [])
