@@ -7,14 +7,20 @@ Rules:
   anchors, merges and ``${VAR:-default}`` interpolation are compose's own.
   A deliberately broken copy must be rejected (the validator can fail).
 - The three ketch services are consistent: distinct node ids, one cluster id,
-  one voter list naming every node at its hostname and listen port, each
-  advertising hostname:listen-port, publishing that port 1:1, its own volume,
-  a healthcheck through node/healthcheck.py and a stop grace period longer than
-  the controlled shutdown.
+  the same two listeners (INTERNAL on 9092 for the voters, replication and the
+  controller; EXTERNAL on 19092), one voter list naming every node at its
+  hostname and INTERNAL port, each advertising INTERNAL as hostname:9092 and
+  EXTERNAL as localhost:PORT where PORT is the host port published for its
+  EXTERNAL listener, its own volume, a healthcheck through node/healthcheck.py
+  and a stop grace period longer than the controlled shutdown.
 - Emulation: each ketch service's command runs as a local process with its
   environment, compose hostnames mapped to loopback addresses 127.0.0.2/3/4
-  (one per "container") and ports to free ones. The cluster must form; a topic
-  created with the compose default replication factor (3) takes produce and
+  (one per "container"), each INTERNAL port to a free one there, and each
+  published EXTERNAL port to a free one on 127.0.0.1 (the "host"), still
+  advertised as ``localhost``. The cluster must form; clients reach it only
+  through the EXTERNAL listeners, and Metadata through them names only
+  localhost addresses, through INTERNAL only the nodes' own (ketch-N) ones; a
+  topic created with the compose default replication factor (3) takes produce and
   consume; after the partition leader is killed with SIGKILL, produce (acks=all)
   and consume work again. The compose healthcheck command passes on a live node
   and fails on the killed one, and every metric the Grafana dashboard queries is
@@ -55,9 +61,13 @@ from cryptography.x509.oid import NameOID
 from prometheus_client.parser import text_string_to_metric_families
 
 from ketch import Admin, Consumer, NewTopic, Producer, TopicPartition
+from ketch.api.v1 import ketch_pb2 as pb
+from ketch.api.v1 import ketch_pb2_grpc
 from ketch.errors import KetchConnectionError
-from ketch.tls import SecurityConfig
-from node.config import split_host_port
+from ketch.tls import PLAINTEXT, SecurityConfig, open_channel
+from node.config import NodeConfig, split_host_port
+from node.healthcheck import probe_security
+from node.listeners import Listeners, parse_endpoints, resolve
 from node.process import NodeProcess, free_ports
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,6 +112,18 @@ def ketch_services(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     }
 
 
+def listeners_of(env: dict[str, str]) -> Listeners:
+    """A service's listeners, read from its environment as the node reads them (node/listeners.py)."""
+    config = NodeConfig(
+        listeners=env["KETCH_LISTENERS"],
+        advertised_listeners=env.get("KETCH_ADVERTISED_LISTENERS", ""),
+        listener_security_protocol_map=env.get("KETCH_LISTENER_SECURITY_PROTOCOL_MAP", ""),
+        inter_broker_listener_name=env.get("KETCH_INTER_BROKER_LISTENER_NAME", ""),
+        controller_listener_names=env.get("KETCH_CONTROLLER_LISTENER_NAMES", ""),
+    )
+    return resolve(config)
+
+
 def seconds(duration: str) -> float:
     match = re.fullmatch(r"(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s)?", duration)
     assert match and duration, duration
@@ -141,14 +163,23 @@ def test_ketch_services_agree_on_cluster_voters_and_addresses(resolved: dict[str
     assert len({e["KETCH_CONTROLLER_QUORUM_VOTERS"] for e in envs.values()}) == 1
     voters = dict(v.split("@") for v in next(iter(envs.values()))["KETCH_CONTROLLER_QUORUM_VOTERS"].split(","))
     volumes = set()
+    published = set()
     for name, service in services.items():
         env = envs[name]
-        _, port = split_host_port(env["KETCH_LISTEN"])
+        listeners = listeners_of(env)
+        assert "KETCH_LISTEN" not in env and "KETCH_ADVERTISED_LISTENER" not in env
+        assert listeners.names == ["INTERNAL", "EXTERNAL"]
+        assert listeners.inter_broker == "INTERNAL" and listeners.controller == ("INTERNAL",)
+        internal, external = listeners["INTERNAL"], listeners["EXTERNAL"]
+        assert (internal.bind, external.bind) == ("0.0.0.0:9092", "0.0.0.0:19092")
         assert service["hostname"] == name
         assert env["KETCH_ROLES"] == "broker,controller"
-        assert voters[env["KETCH_NODE_ID"]] == f"{name}:{port}", "voter address must be the node's own listener"
-        assert env["KETCH_ADVERTISED_LISTENER"] == f"{name}:{port}"
-        assert [(p["published"], p["target"]) for p in service["ports"]] == [(port, port)]
+        assert voters[env["KETCH_NODE_ID"]] == f"{name}:9092", "voter address must be the node's INTERNAL listener"
+        assert internal.advertised(0) == (name, 9092)
+        ((host_port, target),) = [(int(p["published"]), int(p["target"])) for p in service["ports"]]
+        assert target == 19092, "only EXTERNAL is published"
+        assert external.advertised(0) == ("localhost", host_port)
+        published.add(host_port)
         assert env["KETCH_METRICS_HOST"] == "0.0.0.0"
         (volume,) = service["volumes"]
         assert volume.split(":")[1] == env["KETCH_DATA_DIR"] == "/var/lib/ketch"
@@ -158,6 +189,7 @@ def test_ketch_services_agree_on_cluster_voters_and_addresses(resolved: dict[str
         assert service["build"]["dockerfile"] == "deploy/docker/Dockerfile"
         assert Path(service["build"]["context"]).resolve() == ROOT
     assert len(volumes) == 3
+    assert published == {19092, 19093, 19094}
 
 
 def test_prometheus_scrapes_every_node_and_grafana_is_provisioned(resolved: dict[str, Any]) -> None:
@@ -205,14 +237,16 @@ class ComposeService(NodeProcess):
     """One compose service run as a local process: its command and its (localized) environment."""
 
     def __init__(self, name: str, command: list[str], env: dict[str, str], host: str, port: int) -> None:
-        # The harness reaches a TLS node as a client with the node's own certificate.
-        security = SecurityConfig.from_env(env)
+        # The harness reaches a node on its first listener as the node's own probe does (with the
+        # node's certificate when that listener is SSL).
+        security, _ = probe_security(env)
         super().__init__(
             Path(env["KETCH_DATA_DIR"]), int(env["KETCH_NODE_ID"]), host=host, port=port, security=security
         )
         self.name = name
         self.command = [sys.executable, "-m", "ketch", *command[1:]] if command[0] == "ketch" else command
         self.env = env
+        self.advertised: dict[str, str] = {}  # listener name -> advertised host:port
 
     def start(self, timeout_s: float = 30.0) -> ComposeService:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -251,29 +285,44 @@ def mount(value: str, mounts: dict[str, Path]) -> str:
 
 
 def localize(resolved: dict[str, Any], tmp_path: Path) -> dict[str, ComposeService]:
-    """Map each compose hostname to its own loopback address and a free port there, and
-    rewrite every environment value that names a hostname, the wildcard address, the data volume
-    (one directory per node) or a path in another named volume (KETCH_SSL_*)."""
+    """Map each compose hostname to its own loopback address, each unpublished listener port to a
+    free port there, each published host port to a free port on 127.0.0.1 (the host, still called
+    localhost), and rewrite every environment value that names one of them, the wildcard binds,
+    the data volume (one directory per node) or a path in another named volume (KETCH_SSL_*)."""
     services = ketch_services(resolved)
-    addresses: dict[tuple[str, int], str] = {}
+    addresses: dict[tuple[str, int], str] = {}  # (compose host, port) -> local address
+    binds: dict[str, dict[int, str]] = {}  # service -> container port -> local bind address
     hosts = loopback_hosts(resolved)
+    host_ports = iter(free_ports(len(services) * 2))
     for name, service in sorted(services.items()):
         host = hosts[name]
-        _, port = split_host_port(service["environment"]["KETCH_LISTEN"])
-        addresses[(name, port)] = f"{host}:{free_ports(1, host)[0]}"
+        published = {int(p["target"]): int(p["published"]) for p in service.get("ports", [])}
+        binds[name] = {}
+        own_ports = iter(free_ports(2, host))
+        for _, port in parse_endpoints("listeners", service["environment"]["KETCH_LISTENERS"]).values():
+            if port in published:
+                local_port = next(host_ports)
+                addresses[("localhost", published[port])] = f"localhost:{local_port}"
+                binds[name][port] = f"127.0.0.1:{local_port}"
+            else:
+                addresses[(name, port)] = binds[name][port] = f"{host}:{next(own_ports)}"
     pattern = re.compile("|".join(rf"\b{re.escape(h)}:{p}\b" for h, p in addresses))
     nodes = {}
     for name, service in services.items():
         env = {k: str(v) for k, v in service["environment"].items()}
         env = {k: pattern.sub(lambda m: addresses[split_host_port(m.group(0))], v) for k, v in env.items()}
-        _, port = split_host_port(service["environment"]["KETCH_LISTEN"])
-        own = addresses[(name, port)]
         env = {k: mount(v, named_volumes(service, tmp_path)) for k, v in env.items()}
-        env["KETCH_LISTEN"] = own
+        env["KETCH_LISTENERS"] = ",".join(
+            f"{n}://{binds[name][port]}"
+            for n, (_, port) in parse_endpoints("listeners", env["KETCH_LISTENERS"]).items()
+        )
         env["KETCH_METRICS_HOST"] = hosts[name]
         env["KETCH_METRICS_PORT"] = "0"
-        host, local_port = split_host_port(own)
-        nodes[name] = ComposeService(name, service["command"], env, host, local_port)
+        listeners = listeners_of(env)
+        host, local_port = split_host_port(listeners.first.bind)
+        node = ComposeService(name, service["command"], env, host, local_port)
+        node.advertised = {n: "{}:{}".format(*listeners[n].advertised(0)) for n in listeners.names}
+        nodes[name] = node
     return nodes
 
 
@@ -316,21 +365,30 @@ def produce(bootstrap: str, values: list[bytes]) -> list[int]:
         return [f.get(30).offset for f in futures]
 
 
+def metadata_addresses(address: str) -> dict[int, str]:
+    with open_channel(address, PLAINTEXT) as channel:
+        answer = ketch_pb2_grpc.KetchStub(channel).Metadata(pb.MetadataRequest(), timeout=5)
+    return {b.node_id: f"{b.host}:{b.port}" for b in answer.brokers}
+
+
 def test_compose_services_form_a_cluster_that_survives_a_kill(
     resolved: dict[str, Any], compose_cluster: dict[str, ComposeService]
 ) -> None:
     started = time.monotonic()
     nodes = compose_cluster
     by_id = {n.node_id: n for n in nodes.values()}
-    advertised = {n.node_id: n.env["KETCH_ADVERTISED_LISTENER"] for n in nodes.values()}
-    bootstrap = ",".join(n.bootstrap for n in nodes.values())
+    external = {n.node_id: n.advertised["EXTERNAL"] for n in nodes.values()}
+    internal = {n.node_id: n.advertised["INTERNAL"] for n in nodes.values()}
+    assert all(a.startswith("localhost:") for a in external.values())
+    assert sorted(internal.values()) == sorted(n.bootstrap for n in nodes.values())  # ketch-N, localized
+    # What a host client exports: the published EXTERNAL ports, nothing else.
+    bootstrap = ",".join(external.values())
     cluster_id = next(iter(nodes.values())).env["KETCH_CLUSTER_ID"]
-    assert sorted(advertised.values()) == sorted(n.bootstrap for n in nodes.values())
 
     with Admin(bootstrap_servers=bootstrap) as admin:
         described = admin.describe_cluster()
         assert described.cluster_id == cluster_id
-        assert {b.node_id: f"{b.host}:{b.port}" for b in described.brokers} == advertised
+        assert {b.node_id: f"{b.host}:{b.port}" for b in described.brokers} == external
         admin.create_topics([NewTopic(TOPIC, 1)])  # replication factor from KETCH_DEFAULT_REPLICATION_FACTOR
         deadline = time.monotonic() + 20
         while True:
@@ -339,6 +397,9 @@ def test_compose_services_form_a_cluster_that_survives_a_kill(
                 break
             time.sleep(0.2)
     assert sorted(partition.replicas) == [1, 2, 3] and sorted(partition.isr) == [1, 2, 3]
+    for node in nodes.values():  # each listener names every broker on itself only
+        assert metadata_addresses(node.advertised["EXTERNAL"]) == external
+        assert metadata_addresses(node.bootstrap) == internal
 
     first = [b"before-%03d" % i for i in range(100)]
     assert produce(bootstrap, first) == list(range(100))
@@ -349,7 +410,7 @@ def test_compose_services_form_a_cluster_that_survives_a_kill(
     victim.kill()
     assert healthcheck(resolved, victim) == 2
     survivors = [n for n in nodes.values() if n is not victim]
-    bootstrap = ",".join(n.bootstrap for n in survivors)
+    bootstrap = ",".join(n.advertised["EXTERNAL"] for n in survivors)
     second = [b"after-%03d" % i for i in range(100)]
     assert produce(bootstrap, second) == list(range(100, 200))
     assert read_all(bootstrap, 200) == first + second
@@ -370,7 +431,7 @@ def test_compose_services_form_a_cluster_that_survives_a_kill(
 
 # -- the TLS override ------------------------------------------------------------------------------
 
-TLS_ENV = {"KETCH_SECURITY_PROTOCOL": "SSL", "KETCH_SSL_CLIENT_AUTH": "required"}
+TLS_ENV = {"KETCH_LISTENER_SECURITY_PROTOCOL_MAP": "INTERNAL:SSL,EXTERNAL:SSL", "KETCH_SSL_CLIENT_AUTH": "required"}
 
 
 def test_tls_override_adds_certificates_and_the_ssl_env(resolved: dict[str, Any], resolved_tls: dict[str, Any]) -> None:
@@ -388,7 +449,10 @@ def test_tls_override_adds_certificates_and_the_ssl_env(resolved: dict[str, Any]
         env, plain = node["environment"], resolved["services"][name]["environment"]
         assert node["depends_on"] == {"ketch-certs": {"condition": "service_completed_successfully"}}
         assert {k: env[k] for k in TLS_ENV} == TLS_ENV
-        assert {k: v for k, v in env.items() if not k.startswith(("KETCH_SSL", "KETCH_SECURITY"))} == plain
+        tls_keys = ("KETCH_SSL", "KETCH_LISTENER_SECURITY")
+        assert {k: v for k, v in env.items() if not k.startswith(tls_keys)} == {
+            k: v for k, v in plain.items() if not k.startswith(tls_keys)
+        }
         mounts = {v.split(":")[1]: v.split(":") for v in node["volumes"]}
         assert mounts["/etc/ketch"] == ["ketch-tls", "/etc/ketch", "ro"]
         assert mounts["/var/lib/ketch"][0] == f"{name}-data"
