@@ -10,6 +10,14 @@ the file, which wins over the default. Unknown keys in the file are an error
 (a typo must not silently fall back to a default). Topic-level defaults use
 Kafka's names (``log.retention.ms`` etc. become ``retention_ms`` here) and can
 be overridden per topic with Kafka's topic config keys (see node/catalog.py).
+
+Listeners use Kafka's settings with underscores (rules in node/listeners.py):
+``listeners`` (``NAME://HOST:PORT,...``), ``advertised_listeners``,
+``listener_security_protocol_map`` (``NAME:PLAINTEXT|SSL,...``),
+``inter_broker_listener_name`` and ``controller_listener_names``. Without
+``listeners`` a node has one listener named after ``security_protocol`` on
+``listen``, advertised as ``advertised_listener``. The ssl_* files and
+``ssl_client_auth`` are shared by every SSL listener.
 """
 
 from __future__ import annotations
