@@ -84,13 +84,13 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             node.stop(10)
 
 
-def metadata(address: str, security: SecurityConfig) -> pb.MetadataResponse:
+def metadata(address: str, security: SecurityConfig, brokers: int = 3) -> pb.MetadataResponse:
     deadline = time.monotonic() + 20
     with open_channel(address, security) as channel:
         stub = ketch_pb2_grpc.KetchStub(channel)
         while True:  # until every broker's registration is visible here
             response = stub.Metadata(pb.MetadataRequest(), timeout=5)
-            if len(response.brokers) == 3 or time.monotonic() > deadline:
+            if len(response.brokers) == brokers or time.monotonic() > deadline:
                 return response
             time.sleep(0.1)
 
@@ -193,3 +193,25 @@ def test_a_node_with_an_unknown_listener_in_the_map_exits_2(tmp_path: Path) -> N
     )
     assert result.returncode == 2
     assert "listener_security_protocol_map names EXTRENAL, which is not among the listeners (INTERNAL)" in result.stderr
+
+
+def test_a_node_dials_its_controller_listener_with_that_listeners_protocol(tmp_path: Path) -> None:
+    """Plaintext for clients, SSL for the controller and inter-broker listener: the broker's registration
+    reaches the controller only if it dials the SSL listener over TLS with the node's certificate."""
+    tls = tmp_path / "tls"
+    cert, key = certificates.issue(tls, "node", ["localhost", "127.0.0.1"])
+    client, controller = free_ports(2)
+    args = [
+        *("--listeners", f"CLIENT://127.0.0.1:{client},SSL://127.0.0.1:{controller}"),
+        *("--listener-security-protocol-map", "CLIENT:PLAINTEXT"),
+        *("--inter-broker-listener-name", "SSL", "--controller-listener-names", "SSL"),
+        *("--ssl-cafile", str(tls / "ca.pem"), "--ssl-certfile", str(cert), "--ssl-keyfile", str(key)),
+        *("--ssl-client-auth", "required"),
+    ]
+    node = NodeProcess(tmp_path / "n1", 1, args, port=client, metrics_port=-1)
+    try:
+        node.start().wait_broker_alive(20)  # registered through the SSL controller listener
+        assert node.listeners == {"CLIENT": f"127.0.0.1:{client}", "SSL": f"127.0.0.1:{controller}"}
+        assert addresses(metadata(f"127.0.0.1:{client}", PLAINTEXT, brokers=1)) == {1: f"127.0.0.1:{client}"}
+    finally:
+        node.stop(10)
