@@ -344,6 +344,7 @@ class ControllerService(controller_pb2_grpc.KetchControllerServicer):
                 rack=broker.rack,
                 broker_epoch=broker.epoch,
                 fenced=broker.fenced,
+                endpoints=[metadata_pb2.BrokerEndpoint(**e._asdict()) for e in broker.endpoints],
             )
         return out
 

@@ -11,6 +11,8 @@ listener refuses a plaintext client; a node whose map names an unknown listener 
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import time
@@ -215,3 +217,19 @@ def test_a_node_dials_its_controller_listener_with_that_listeners_protocol(tmp_p
         assert addresses(metadata(f"127.0.0.1:{client}", PLAINTEXT, brokers=1)) == {1: f"127.0.0.1:{client}"}
     finally:
         node.stop(10)
+
+
+def test_cluster_describe_lists_every_listener_of_every_broker(cluster: Cluster) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "ketch", "cluster", "describe", "--json", "-b", f"127.0.0.1:{cluster.internal[2]}"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={k: v for k, v in os.environ.items() if not k.startswith("KETCH_")},
+    )
+    assert result.returncode == 0, result.stderr
+    brokers = {b["node_id"]: b for b in json.loads(result.stdout)["brokers"]}
+    for i in (1, 2, 3):
+        assert brokers[i]["address"] == f"127.0.0.1:{cluster.internal[i]}"  # the inter-broker listener
+        assert brokers[i]["listeners"]["EXTERNAL"] == f"localhost:{cluster.external[i]}"
+    assert brokers[1]["listeners"]["ONLY1"] == f"127.0.0.1:{cluster.only1}" and "ONLY1" not in brokers[2]["listeners"]

@@ -200,6 +200,7 @@ def describe_cluster(args: argparse.Namespace) -> int:
             "rack": b.rack,
             "state": "fenced" if b.fenced else "alive",
             "broker_epoch": b.broker_epoch,
+            "listeners": {e.name: f"{e.host}:{e.port}" for e in b.endpoints},  # "address" is the inter-broker one
         }
         for b in quorum.brokers
     ]
