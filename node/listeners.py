@@ -98,10 +98,6 @@ class Listeners:
     def controller_protocol(self) -> str:
         return self[self.controller[0]].security_protocol
 
-    @property
-    def any_ssl(self) -> bool:
-        return any(listener.security_protocol == "SSL" for listener in self.all)
-
 
 def parse_endpoints(setting: str, value: str) -> dict[str, tuple[str, int]]:
     """``NAME://HOST:PORT,...`` as {NAME: (host, port)}, in order; names upper-cased like Kafka's."""
