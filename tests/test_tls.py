@@ -101,7 +101,7 @@ def test_a_listener_whose_files_are_missing_or_wrong_is_a_config_error(tmp_path:
         ({"security_protocol": "SSL"}, "needs ssl_certfile and ssl_keyfile"),
         ({"ssl_client_auth": "required"}, "need security_protocol SSL"),
         ({"security_protocol": "SSL", "ssl_certfile": "c", "ssl_keyfile": "k", "ssl_client_auth": "x"}, "none or"),
-        ({"sasl_enabled_mechanisms": "SCRAM-SHA-256"}, "needs security_protocol SSL"),
+        ({"sasl_enabled_mechanisms": "SCRAM-SHA-256"}, "needs an SSL listener"),
         ({"sasl_enabled_mechanisms": "PLAIN"}, "not SCRAM-SHA-256 or SCRAM-SHA-512"),
     ],
 )
