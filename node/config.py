@@ -93,6 +93,9 @@ class NodeConfig:
     rack: str = ""
     # Largest gRPC message accepted, bytes (Kafka's socket.request.max.bytes).
     max_request_bytes: int = 64 * 1024 * 1024
+    # Cap of one produced batch's records once decompressed (gzip/zstd bombs); beyond it the produce
+    # is refused with INVALID_RECORD (ketch/decompression.py). Same default as max_request_bytes.
+    max_decompressed_batch_bytes: int = 64 * 1024 * 1024
     # Seconds SIGTERM waits for in-flight requests.
     shutdown_grace_s: float = 10.0
     auto_create_topics: bool = False

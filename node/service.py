@@ -151,6 +151,7 @@ class KetchService(GroupHandlers, TxnHandlers, ketch_pb2_grpc.KetchServicer):
                     sync=False,
                     transaction_verified=verified,
                     require_keys=config.compacted,
+                    max_decompressed_bytes=self.broker.config.max_decompressed_batch_bytes,
                 )
                 appended = append()
                 if config.flush_messages == 1:

@@ -11,6 +11,10 @@ Produce (``append``, leader only):
   INVALID_RECORD / UNSUPPORTED_VERSION and nothing is stored.
 - Any batch larger than the topic's ``max.message.bytes`` refuses the whole
   request with MESSAGE_TOO_LARGE, naming both sizes; nothing is stored.
+- Every batch's records must match its header (Kafka's ``LogValidator``,
+  ketch.recordbatch.check_records): exactly ``records_count`` records with offset
+  deltas 0..n-1, decompressing to at most ``max_decompressed_bytes``
+  (CORRUPT_MESSAGE / INVALID_RECORD naming the partition; nothing is stored).
 - ``require_keys`` (a compacted topic): a record without a key refuses the whole
   request with INVALID_RECORD (replication/record_keys.py); nothing is stored.
 - acks=all needs at least ``min.insync.replicas`` members in the committed
@@ -32,7 +36,7 @@ Produce (``append``, leader only):
   (the driver asked the coordinator, KIP-890), else INVALID_TXN_STATE.
 - The leader assigns base offsets (continuing the log end offset) and its
   leader epoch in each header, in place, and appends all batches in one
-  atomic log write. Records are decoded only for ``require_keys``.
+  atomic log write.
 
 Markers (``write_marker``, leader only): the coordinator's marker of epoch E
 for a producer is written only by the marker rule (``marker_verdict``):
@@ -91,6 +95,7 @@ from dataclasses import dataclass
 from aiokafka.record.default_records import DefaultRecordBatch
 
 from ketch import recordbatch
+from ketch.decompression import MAX_DECOMPRESSED_BATCH_BYTES
 from ketch.errors import ErrorCode, KetchError, OffsetOutOfRangeError
 from replication.follower import FetchAnswer, FollowerUpdate, divergence_truncation, plan_append
 from replication.leader_state import LeaderState
@@ -320,8 +325,10 @@ class Partition:
         sync: bool,
         transaction_verified: bool = False,
         require_keys: bool = False,
+        max_decompressed_bytes: int = MAX_DECOMPRESSED_BATCH_BYTES,
     ) -> AppendResult:
         leader = self._check_leader(acks, min_insync_replicas)
+        where = f"{self.topic}-{self.index}"
         try:
             batches = recordbatch.split_batches(records)
         except recordbatch.BatchError as exc:
@@ -333,7 +340,12 @@ class Partition:
                     f"of topic {self.topic!r}",
                     code=ErrorCode.MESSAGE_TOO_LARGE,
                 )
-        where = f"{self.topic}-{self.index}"
+        for i, (header, view) in enumerate(batches):
+            try:
+                recordbatch.check_records(header, view, max_decompressed_bytes)
+            except recordbatch.BatchError as exc:
+                in_batch = f" (batch {i})" if len(batches) > 1 else ""
+                raise KetchError(f"{where}{in_batch}: {exc}; nothing was stored", code=exc.code) from None
         if any(header.is_control for header, _ in batches):
             raise KetchError(
                 f"{where}: a produce request may not carry control batches (transaction markers)",

@@ -15,7 +15,7 @@ Two parts:
   escaped a handler. That parse failure should be INVALID_ARGUMENT; grpc.aio answers UNKNOWN, and
   changing it needs a deserializer wrapper on every servicer (not done here).
 After each: the node still produces and fetches, and every batch stored in the fuzz topic passes
-the broker's own header and CRC checks (``split_batches``), so nothing invalid was stored.
+the broker's own header, CRC and record checks (``split_batches``, ``check_records``), so nothing invalid was stored.
 """
 
 from __future__ import annotations
@@ -33,8 +33,9 @@ from hypothesis import strategies as st
 
 from ketch.api.v1 import ketch_pb2 as pb
 from ketch.api.v1 import ketch_pb2_grpc
+from ketch.decompression import MAX_DECOMPRESSED_BATCH_BYTES
 from ketch.errors import ErrorCode
-from ketch.recordbatch import split_batches
+from ketch.recordbatch import check_records, split_batches
 from node.process import NodeProcess
 from tests.batches import keyed_batch, make_batch
 from tests.fuzzing import FUZZ, TRIED, mutate, write_report
@@ -104,7 +105,8 @@ def assert_serving_and_nothing_invalid_stored(stub: ketch_pb2_grpc.KetchStub) ->
     for topic, partition in ((TOPIC, 0), (TOPIC, 1), (COMPACTED, 0)):
         data = fetch_all(stub, topic, partition)
         if data:
-            split_batches(data)  # raises BatchError if a stored batch fails the broker's own checks
+            for header, view in split_batches(data):  # BatchError if a stored batch fails the broker's checks
+                check_records(header, view, MAX_DECOMPRESSED_BATCH_BYTES)
 
 
 def no_unknown_server_error(message: Message, path: str = "") -> None:
@@ -124,10 +126,10 @@ def _recrc(raw: bytearray) -> bytes:
     return bytes(raw)
 
 
-def _lying_count() -> bytes:
+def _lying_count(claimed: int = 5) -> bytes:
     raw = bytearray(keyed_batch(0, [(b"k", b"v")]))
-    struct.pack_into(">i", raw, 57, 5)  # five records claimed, one present
-    struct.pack_into(">i", raw, 23, 4)
+    struct.pack_into(">i", raw, 57, claimed)  # claimed records, one present
+    struct.pack_into(">i", raw, 23, claimed - 1)
     return _recrc(raw)
 
 
@@ -148,6 +150,7 @@ def test_hostile_requests_get_typed_errors(stub: ketch_pb2_grpc.KetchStub) -> No
             lambda: produce(stub, _lying_count(), COMPACTED),
             ErrorCode.CORRUPT_MESSAGE,
         ),
+        ("count lies behind a good CRC", lambda: produce(stub, _lying_count(2**31 - 1)), ErrorCode.CORRUPT_MESSAGE),
         (
             "negative partition",
             lambda: produce(stub, make_batch(0, 1), partition=-1),

@@ -133,3 +133,71 @@ def test_a_length_shorter_than_the_header_is_corrupt_message_in_every_walk(lengt
             walk(bytes(raw))
         assert err.value.code == ErrorCode.CORRUPT_MESSAGE
         assert f"claims length {length}" in str(err.value)
+
+
+# -- check_records: the records must be what the header says (Kafka's LogValidator) ----------
+
+
+def _check(raw: bytes, limit: int = 1 << 26) -> None:
+    for header, view in recordbatch.split_batches(raw):
+        recordbatch.check_records(header, view, limit)
+
+
+@pytest.mark.parametrize("compression", [0, 1, 2, 3, 4])
+def test_honest_batches_pass_the_record_check(compression: int) -> None:
+    _check(build(1, compression) + build(50, compression))
+
+
+@pytest.mark.parametrize("compression", [0, 1, 3, 4])
+@pytest.mark.parametrize("claimed", [2, 2**31 - 1])
+def test_a_count_the_records_do_not_match_is_corrupt_message(compression: int, claimed: int) -> None:
+    raw = bytearray(build(1, compression))
+    struct.pack_into(">i", raw, 57, claimed)  # the header agrees with itself, the records do not
+    struct.pack_into(">i", raw, 23, claimed - 1)
+    with pytest.raises(recordbatch.BatchError) as err:
+        _check(_recrc(raw))
+    assert err.value.code == ErrorCode.CORRUPT_MESSAGE
+    assert f"{claimed} records" in str(err.value)
+
+
+def test_more_records_than_the_count_is_corrupt_message() -> None:
+    raw = bytearray(build(3))
+    struct.pack_into(">i", raw, 57, 2)
+    struct.pack_into(">i", raw, 23, 1)
+    with pytest.raises(recordbatch.BatchError) as err:
+        _check(_recrc(raw))
+    assert err.value.code == ErrorCode.CORRUPT_MESSAGE
+    assert "unconsumed" in str(err.value)
+
+
+def test_offset_deltas_out_of_order_are_invalid_record() -> None:
+    builder = DefaultRecordBatchBuilder(2, 0, 0, -1, -1, -1, 1 << 20)
+    for delta in (0, 2, 2):  # the header (count 3, last delta 2) agrees with itself
+        builder.append(delta, timestamp=1, key=None, value=b"v", headers=[])
+    with pytest.raises(recordbatch.BatchError) as err:
+        _check(bytes(builder.build()))
+    assert err.value.code == ErrorCode.INVALID_RECORD
+    assert "record 1 has offset delta 2" in str(err.value)
+
+
+@pytest.mark.parametrize("compression", [1, 2, 3, 4])
+def test_a_batch_inflating_past_the_cap_is_invalid_record(compression: int) -> None:
+    builder = DefaultRecordBatchBuilder(2, compression, 0, -1, -1, -1, 1 << 30)
+    builder.append(0, timestamp=1, key=None, value=bytes(4 << 20), headers=[])
+    raw = bytes(builder.build())
+    _check(raw, 5 << 20)
+    with pytest.raises(recordbatch.BatchError) as err:
+        _check(raw, 1 << 20)
+    assert err.value.code == ErrorCode.INVALID_RECORD
+    assert "max_decompressed_batch_bytes=1048576" in str(err.value)
+
+
+@given(st.binary(max_size=300), st.sampled_from([0, 1, 2, 3, 4]))
+def test_arbitrary_records_behind_a_good_crc_never_crash_the_record_check(body: bytes, codec: int) -> None:
+    raw = bytearray(build(1))[: recordbatch.HEADER_SIZE] + body
+    struct.pack_into(">i", raw, 8, len(raw) - recordbatch.LENGTH_PREFIX)
+    struct.pack_into(">h", raw, 21, codec)
+    try:
+        _check(_recrc(raw), 1 << 16)
+    except recordbatch.BatchError as exc:
+        assert exc.code in (ErrorCode.CORRUPT_MESSAGE, ErrorCode.INVALID_RECORD)
