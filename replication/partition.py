@@ -6,17 +6,12 @@ The replica manager (node/broker.py) sets the role from the metadata image:
 produce, whatever its history: the deposed leader stops at once.
 
 Produce (``append``, leader only):
-- The request's bytes must split into whole, valid RecordBatch v2 batches
-  (ketch.recordbatch.split_batches): otherwise CORRUPT_MESSAGE /
-  INVALID_RECORD / UNSUPPORTED_VERSION and nothing is stored.
-- Any batch larger than the topic's ``max.message.bytes`` refuses the whole
-  request with MESSAGE_TOO_LARGE, naming both sizes; nothing is stored.
-- Every batch's records must match its header (Kafka's ``LogValidator``,
-  ketch.recordbatch.check_records): exactly ``records_count`` records with offset
-  deltas 0..n-1, decompressing to at most ``max_decompressed_bytes``
-  (CORRUPT_MESSAGE / INVALID_RECORD naming the partition; nothing is stored).
-- ``require_keys`` (a compacted topic): a record without a key refuses the whole
-  request with INVALID_RECORD (replication/record_keys.py); nothing is stored.
+- The request's batches pass replication/log_validator.py (Kafka's ``LogValidator``):
+  whole valid batches, none over ``max.message.bytes``, records matching their
+  headers (decompressed under ``max_decompressed_bytes``), no control batch, keys
+  on a compacted topic (``require_keys``). Otherwise the whole request is refused
+  (CORRUPT_MESSAGE, INVALID_RECORD, MESSAGE_TOO_LARGE, UNSUPPORTED_VERSION) and
+  nothing is stored.
 - acks=all needs at least ``min.insync.replicas`` members in the committed
   ISR, else NOT_ENOUGH_REPLICAS before anything is appended.
 - Idempotent batches (producer id >= 0; KIP-98): a request entry holds at
@@ -100,6 +95,7 @@ from ketch.errors import ErrorCode, KetchError, OffsetOutOfRangeError
 from replication.follower import FetchAnswer, FollowerUpdate, divergence_truncation, plan_append
 from replication.leader_state import LeaderState
 from replication.log import PartitionLog
+from replication.log_validator import validate_batches
 from replication.producer_state import (
     PRODUCER_ID_EXPIRATION_MS,
     Duplicate,
@@ -107,7 +103,6 @@ from replication.producer_state import (
     Refuse,
     starts_transaction,
 )
-from replication.record_keys import check_keys
 from replication.transactions import SkipMarker, last_stable_offset, marker_verdict, open_transactions
 
 
@@ -329,30 +324,13 @@ class Partition:
     ) -> AppendResult:
         leader = self._check_leader(acks, min_insync_replicas)
         where = f"{self.topic}-{self.index}"
-        try:
-            batches = recordbatch.split_batches(records)
-        except recordbatch.BatchError as exc:
-            raise KetchError(str(exc), code=exc.code) from None
-        for header, _ in batches:
-            if header.size > max_message_bytes:
-                raise KetchError(
-                    f"record batch of {header.size} bytes exceeds max.message.bytes={max_message_bytes} "
-                    f"of topic {self.topic!r}",
-                    code=ErrorCode.MESSAGE_TOO_LARGE,
-                )
-        for i, (header, view) in enumerate(batches):
-            try:
-                recordbatch.check_records(header, view, max_decompressed_bytes)
-            except recordbatch.BatchError as exc:
-                in_batch = f" (batch {i})" if len(batches) > 1 else ""
-                raise KetchError(f"{where}{in_batch}: {exc}; nothing was stored", code=exc.code) from None
-        if any(header.is_control for header, _ in batches):
-            raise KetchError(
-                f"{where}: a produce request may not carry control batches (transaction markers)",
-                code=ErrorCode.INVALID_RECORD,
-            )
-        if require_keys:
-            check_keys(where, [view for _, view in batches])
+        batches = validate_batches(
+            where,
+            records,
+            max_message_bytes=max_message_bytes,
+            max_decompressed_bytes=max_decompressed_bytes,
+            require_keys=require_keys,
+        )
         idempotent = [b for header, _ in batches if (b := IdempotentBatch.of(header)) is not None]
         if len(idempotent) < len(batches) and any(header.is_transactional for header, _ in batches):
             raise KetchError(f"{where}: a transactional batch needs a producer id", code=ErrorCode.INVALID_RECORD)
