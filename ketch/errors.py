@@ -77,6 +77,7 @@ class ErrorCode(IntEnum):
     NO_REASSIGNMENT_IN_PROGRESS = 85
     INVALID_RECORD = 87
     UNSTABLE_OFFSET_COMMIT = 88
+    THROTTLING_QUOTA_EXCEEDED = 89
     PRODUCER_FENCED = 90
     INVALID_UPDATE_VERSION = 95
     UNKNOWN_TOPIC_ID = 100
@@ -105,6 +106,7 @@ RETRIABLE = frozenset(
         ErrorCode.NOT_COORDINATOR,
         ErrorCode.CONCURRENT_TRANSACTIONS,
         ErrorCode.UNSTABLE_OFFSET_COMMIT,
+        ErrorCode.THROTTLING_QUOTA_EXCEEDED,  # a node's request limit: back off and try again
     }
 )
 
@@ -204,6 +206,13 @@ class InvalidRequestError(KetchError):
     code = ErrorCode.INVALID_REQUEST
 
 
+class RequestLimitError(KetchError):
+    """The node refused the request because one of its in-flight limits is full
+    (node/request_limits.py; the message names the setting); retriable after a backoff."""
+
+    code = ErrorCode.THROTTLING_QUOTA_EXCEEDED
+
+
 class KetchConnectionError(KetchError):
     """No broker answered (transport level); retriable."""
 
@@ -229,6 +238,7 @@ _BY_CODE: dict[ErrorCode, type[KetchError]] = {
         TopicAlreadyExistsError,
         InvalidConfigError,
         InvalidRequestError,
+        RequestLimitError,
     )
 }
 

@@ -96,6 +96,23 @@ class NodeConfig:
     # Cap of one produced batch's records once decompressed (gzip/zstd bombs); beyond it the produce
     # is refused with INVALID_RECORD (ketch/decompression.py). Same default as max_request_bytes.
     max_decompressed_batch_bytes: int = 64 * 1024 * 1024
+    # Limits against greedy clients (node/request_limits.py; 0 = no limit). A refused request gets
+    # gRPC RESOURCE_EXHAUSTED naming the setting; the client raises RequestLimitError (retriable).
+    # Requests in flight in the whole node (Kafka's queued.max.requests); long-poll fetches count.
+    max_inflight_requests: int = 1000
+    # Requests in flight on one connection (one client channel; the broker side of Kafka's
+    # max.in.flight.requests.per.connection). A Ketch producer has at most 5 per partition.
+    max_inflight_requests_per_connection: int = 100
+    # Requests in flight from one client IP (Kafka's max.connections.per.ip, default unlimited as
+    # in Kafka: every node and client of a local cluster shares 127.0.0.1).
+    max_inflight_requests_per_ip: int = 0
+    # HTTP/2 streams open at once on one connection (SETTINGS_MAX_CONCURRENT_STREAMS): the client
+    # queues calls beyond it; a backstop above max_inflight_requests_per_connection, which also
+    # bounds server streams (FetchMetadata), which the in-flight counts leave out.
+    max_concurrent_streams: int = 200
+    # Bytes of records one Fetch response may carry, whatever the request asks (Kafka's broker
+    # fetch.max.bytes, 55 MiB there); a request's max_bytes above it, or 0, is cut to it.
+    fetch_max_bytes: int = 50 * 1024 * 1024
     # Seconds SIGTERM waits for in-flight requests.
     shutdown_grace_s: float = 10.0
     auto_create_topics: bool = False
@@ -248,6 +265,11 @@ def validate(config: NodeConfig) -> None:
             f"max_message_bytes ({config.max_message_bytes}) must not exceed "
             f"max_request_bytes ({config.max_request_bytes})"
         )
+    for name in ("max_inflight_requests", "max_inflight_requests_per_connection", "max_inflight_requests_per_ip"):
+        if getattr(config, name) < 0:
+            raise ConfigError(f"{name} must be >= 0 (0 = no limit), got {getattr(config, name)}")
+    if config.max_concurrent_streams < 1 or config.fetch_max_bytes < 1 or config.max_decompressed_batch_bytes < 1:
+        raise ConfigError("max_concurrent_streams, fetch_max_bytes and max_decompressed_batch_bytes must be >= 1")
     if config.default_partitions < 1:
         raise ConfigError("default_partitions must be >= 1")
     if config.offsets_topic_num_partitions < 1:

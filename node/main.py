@@ -84,6 +84,7 @@ from node.config import ConfigError, NodeConfig
 from node.controller_client import parse_voters
 from node.listeners import Listener, Listeners
 from node.metrics import NodeMetrics
+from node.request_limits import InflightInterceptor, InflightLimits
 from node.roles import BrokerRole, ControllerRole, Role
 from node.server_tls import ServerCertificates
 from replication.rocks_store import NodeStore
@@ -97,6 +98,7 @@ def grpc_server_options(config: NodeConfig) -> list[tuple[str, int]]:
         ("grpc.max_receive_message_length", config.max_request_bytes),
         ("grpc.max_send_message_length", config.max_request_bytes),
         ("grpc.so_reuseport", 0),
+        ("grpc.max_concurrent_streams", config.max_concurrent_streams),
     ]
 
 
@@ -122,8 +124,14 @@ async def serve(config: NodeConfig) -> int:
 
     store.on_failure = on_storage_failure
     listeners = node_listeners.resolve(config)
+    limits = InflightLimits(
+        config.max_inflight_requests, config.max_inflight_requests_per_connection, config.max_inflight_requests_per_ip
+    )
     access = AccessControl(config) if config.authorizer_enabled else None
-    interceptors = [access.interceptor()] if access is not None else []
+    # The limits first: a call over them is refused before any other work (node/request_limits.py).
+    interceptors: list[grpc.aio.ServerInterceptor] = [InflightInterceptor(limits)]
+    if access is not None:
+        interceptors.append(access.interceptor())
     servers = {
         listener.name: grpc.aio.server(options=grpc_server_options(config), interceptors=interceptors)
         for listener in listeners.all

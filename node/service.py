@@ -33,7 +33,8 @@ This is a thin driver. Rules:
 - Fetch long-polls: it reads, and while the total is below ``min_bytes`` and
   ``max_wait_ms`` has not passed, it waits in the fetch purgatory for an
   append to one of its partitions, then reads again. ``max_bytes`` bounds the
-  whole response, ``partition_max_bytes`` each partition; the first partition
+  whole response (cut to the node's ``fetch_max_bytes`` and ``max_request_bytes``; 0 means that cap),
+  ``partition_max_bytes`` each partition; the first partition
   with data always returns at least one batch.
 - One instance per listener (node/listeners.py), knowing its name: Metadata and
   FindCoordinator answer each broker's address on that listener and leave out a
@@ -187,7 +188,8 @@ class KetchService(GroupHandlers, TxnHandlers, ketch_pb2_grpc.KetchServicer):
 
     def _read_all(self, request: pb.FetchRequest) -> tuple[pb.FetchResponse, int, bool]:
         response = pb.FetchResponse()
-        budget = request.max_bytes if request.max_bytes > 0 else 50 * 1024 * 1024
+        cap = min(self.broker.config.fetch_max_bytes, self.broker.config.max_request_bytes)
+        budget = min(request.max_bytes, cap) if request.max_bytes > 0 else cap
         total = 0
         failed = False
         for item in request.partitions:

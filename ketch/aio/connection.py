@@ -21,8 +21,10 @@ Rules:
   ``KetchConnectionError``) or ``call_any`` (the first broker that answers).
 - Transport failures become typed errors (``translate_rpc_error``): PERMISSION_DENIED
   (a node's authorizer, node/access.py) is the typed *_AUTHORIZATION_FAILED error its details name;
-  RESOURCE_EXHAUSTED (a message over a size limit) is ``MessageTooLargeError``
-  carrying gRPC's details, which name the limit; UNAVAILABLE, DEADLINE_EXCEEDED
+  RESOURCE_EXHAUSTED is ``RequestLimitError`` (retriable) when the node's
+  in-flight limits refused the call (node/request_limits.py; the details name
+  the ``max_inflight_requests*`` setting), else (a message over a size limit)
+  ``MessageTooLargeError`` carrying gRPC's details, which name the limit; UNAVAILABLE, DEADLINE_EXCEEDED
   and other transport codes are the retriable ``KetchConnectionError``.
 """
 
@@ -44,6 +46,7 @@ from ketch.errors import (
     KetchConnectionError,
     KetchError,
     MessageTooLargeError,
+    RequestLimitError,
     error_for,
 )
 from ketch.records import TopicPartition
@@ -163,6 +166,8 @@ def translate_rpc_error(err: grpc.RpcError, where: str = "") -> KetchError:
         name, _, why = details.partition(": ")
         known = ErrorCode.__members__.get(name)
         return error_for(known, f"{prefix}{why}") if known else KetchError(f"{prefix}{details}")
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "max_inflight_requests" in details:
+        return RequestLimitError(f"{prefix}{details}")
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         return MessageTooLargeError(f"{prefix}request refused by the broker: {details}")
     if code == grpc.StatusCode.INVALID_ARGUMENT:
