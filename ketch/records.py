@@ -23,6 +23,8 @@ Reading (consumer):
 - Control batches (transaction markers) carry no user records and are skipped.
 - read_committed: records of aborted transactions are dropped (``decode_batches``'s ``aborted``).
 - A trailing partial batch (never sent by Ketch, allowed by Kafka) is ignored.
+- A compressed batch is decompressed under a cap (``max_decompressed_batch_bytes`` of the
+  consumer, 64 MiB by default) without holding more: ``CorruptMessageError`` beyond it.
 - Bytes from the network are untrusted: a batch whose length is shorter than its own header, or
   whose records do not decode after a matching CRC (bad varints, a codec that refuses the
   compressed bytes, invalid UTF-8 in a header key), raises ``CorruptMessageError`` naming the
@@ -40,7 +42,10 @@ from typing import NamedTuple
 
 from aiokafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
 
+from ketch import decompression
+from ketch.decompression import MAX_DECOMPRESSED_BATCH_BYTES
 from ketch.errors import CorruptMessageError
+from ketch.recordbatch import uncompressed_copy
 from ketch.topic_partition import TopicPartition
 
 __all__ = [
@@ -179,12 +184,28 @@ def _corrupt(topic: str, partition: int, base_offset: int, why: str) -> CorruptM
     )
 
 
+def _decompressed(topic: str, partition: int, whole: memoryview, limit: int) -> DefaultRecordBatch:
+    (base_offset,) = _BASE_OFFSET.unpack_from(whole, 0)
+    (attributes,) = _ATTRIBUTES.unpack_from(whole, 21)
+    try:
+        body = decompression.decompress(attributes & 0x07, whole[_HEADER_SIZE:], limit)
+    except decompression.DecompressedTooLarge as exc:
+        raise CorruptMessageError(
+            f"record batch at offset {base_offset} of {topic}-{partition}: {exc}, the consumer's cap "
+            "(max_decompressed_batch_bytes)"
+        ) from None
+    except decompression.CorruptBody as exc:
+        raise _corrupt(topic, partition, base_offset, f"has records that do not decode ({exc})") from None
+    return DefaultRecordBatch(uncompressed_copy(whole, body))
+
+
 def decode_batches(
     topic: str,
     partition: int,
     data: bytes | memoryview,
     min_offset: int = 0,
     aborted: Sequence[tuple[int, int]] | None = None,
+    max_decompressed_bytes: int = MAX_DECOMPRESSED_BATCH_BYTES,
 ) -> DecodedBatches:
     """Records at or above ``min_offset`` from back-to-back batches.
 
@@ -235,6 +256,8 @@ def decode_batches(
                 batch = DefaultRecordBatch(view[at : at + size])
                 if not batch.validate_crc():
                     raise _corrupt(topic, partition, base_offset, "failed its CRC-32C check")
+                if batch.compression_type and not batch.is_control_batch:
+                    batch = _decompressed(topic, partition, view[at : at + size], max_decompressed_bytes)
                 if not batch.is_control_batch:
                     try:
                         for r in batch:

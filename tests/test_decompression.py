@@ -55,3 +55,13 @@ def test_bytes_the_codec_refuses_are_corrupt(codec: int) -> None:
     packed[len(packed) // 2 :] = b"\xff" * (len(packed) - len(packed) // 2)
     with pytest.raises((decompression.CorruptBody, decompression.DecompressedTooLarge)):
         decompression.decompress(codec, bytes(packed), 1 << 20)
+
+
+def test_the_consumer_refuses_a_bomb_by_its_cap() -> None:
+    from ketch.errors import CorruptMessageError
+    from ketch.records import build_batch, decode_batches
+
+    batch = build_batch([(None, bytes(8 << 20))], compression="gzip")
+    assert decode_batches("t", 0, batch, max_decompressed_bytes=9 << 20).records[0].value == bytes(8 << 20)
+    with pytest.raises(CorruptMessageError, match="more than 1048576 bytes"):
+        decode_batches("t", 0, batch, max_decompressed_bytes=1 << 20)

@@ -38,6 +38,8 @@ Rules:
   transactions (and non-transactional ones), up to the last stable offset;
   control batches are never returned. ``group_metadata()`` is what a
   transactional producer's ``send_offsets_to_transaction`` needs.
+- ``max_decompressed_batch_bytes`` (64 MiB) caps what one compressed batch may inflate to
+  (ketch/decompression.py); a batch beyond it raises ``CorruptMessageError`` naming the cap.
 - ``seek`` is immediate; ``seek_to_beginning``/``seek_to_end`` are resolved
   lazily by the fetcher (or by ``position()``), as in kafka-python.
 """
@@ -57,6 +59,7 @@ from ketch.aio.consumer_offsets import OffsetQueries
 from ketch.aio.fetcher import Fetcher, PartitionState
 from ketch.aio.group_member import GroupMember
 from ketch.aio.offsets import EARLIEST, ISOLATION_LEVELS, LATEST
+from ketch.decompression import MAX_DECOMPRESSED_BATCH_BYTES
 from ketch.errors import ErrorCode, KetchError
 from ketch.group_rules import (
     ConsumerGroupMetadata,
@@ -115,6 +118,7 @@ class Consumer(OffsetQueries):
         sasl_mechanism: str | None = None,
         sasl_plain_username: str | None = None,
         sasl_plain_password: str | None = None,
+        max_decompressed_batch_bytes: int = MAX_DECOMPRESSED_BATCH_BYTES,
     ) -> None:
         if isolation_level not in ISOLATION_LEVELS:
             raise ValueError(f"isolation_level must be 'read_uncommitted' or 'read_committed', not {isolation_level!r}")
@@ -150,6 +154,7 @@ class Consumer(OffsetQueries):
             retry_backoff_ms=retry_backoff_ms,
             request_timeout_ms=request_timeout_ms,
             isolation_level=ISOLATION_LEVELS[isolation_level],
+            max_decompressed_batch_bytes=max_decompressed_batch_bytes,
         )
         self._fetcher.on_tick = self._tick
         self._states = self._fetcher.states

@@ -54,6 +54,7 @@ from collections.abc import Callable, Iterable, Mapping
 from ketch.aio.connection import Connection, TopicInfo
 from ketch.aio.offsets import EARLIEST, LATEST, READ_COMMITTED, READ_UNCOMMITTED, list_offsets
 from ketch.api.v1 import ketch_pb2
+from ketch.decompression import MAX_DECOMPRESSED_BATCH_BYTES
 from ketch.errors import ErrorCode, KetchError, OffsetOutOfRangeError, error_for
 from ketch.group_rules import OffsetAndMetadata
 from ketch.records import ConsumerRecord, TopicPartition, decode_batches
@@ -115,8 +116,10 @@ class Fetcher:
         retry_backoff_ms: int,
         request_timeout_ms: int,
         isolation_level: int = READ_UNCOMMITTED,
+        max_decompressed_batch_bytes: int = MAX_DECOMPRESSED_BATCH_BYTES,
     ) -> None:
         self.conn = conn
+        self.max_decompressed_bytes = max_decompressed_batch_bytes
         self.isolation_level = isolation_level
         self.auto_offset_reset = auto_offset_reset
         self.min_bytes = fetch_min_bytes
@@ -322,7 +325,9 @@ class Fetcher:
             aborted = None
             if self.isolation_level == READ_COMMITTED:
                 aborted = [(a.producer_id, a.first_offset) for a in r.aborted_transactions]
-            decoded = decode_batches(tp.topic, tp.partition, r.records, st.fetch_offset, aborted)
+            decoded = decode_batches(
+                tp.topic, tp.partition, r.records, st.fetch_offset, aborted, self.max_decompressed_bytes
+            )
         except KetchError as e:
             st.error = e
             self.data.set()
