@@ -1,4 +1,5 @@
-"""The in-flight counting rules (node/request_limits.py), over any sequence of arrivals and ends."""
+"""The in-flight counting rules (node/request_limits.py), over any sequence of arrivals and ends, and
+the error a client raises for a refusal."""
 
 from __future__ import annotations
 
@@ -53,3 +54,23 @@ def test_counts_never_pass_a_limit_and_return_to_zero(
     for peer in admitted:
         limits.release(peer)
     assert (limits.total, limits.by_connection, limits.by_ip) == (0, {}, {})
+
+
+def test_the_client_raises_a_retriable_request_limit_error_naming_the_setting() -> None:
+    import grpc
+
+    from ketch.aio.connection import translate_rpc_error
+    from ketch.errors import MessageTooLargeError, RequestLimitError
+
+    def refused(details: str) -> grpc.aio.AioRpcError:
+        return grpc.aio.AioRpcError(
+            grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.aio.Metadata(), grpc.aio.Metadata(), details
+        )
+
+    limits = InflightLimits(max_total=0, max_per_connection=1, max_per_ip=0)
+    limits.admit(PEERS[0])
+    err = translate_rpc_error(refused(f"request refused: {limits.admit(PEERS[0])}; try again later"), "Produce")
+    assert isinstance(err, RequestLimitError) and err.retriable
+    assert "max_inflight_requests_per_connection=1" in str(err)
+    too_big = translate_rpc_error(refused("Received message larger than max (3000000 vs. 2000000)"))
+    assert isinstance(too_big, MessageTooLargeError) and not too_big.retriable
