@@ -203,19 +203,13 @@ class Admin(TransactionAdmin, ConfigsAdmin, ReassignmentAdmin, AclAdmin):
         sasl_plain_username: str | None = None,
         sasl_plain_password: str | None = None,
     ) -> None:
+        tls = (security_protocol, ssl_cafile, ssl_certfile, ssl_keyfile)
+        sasl = (sasl_mechanism, sasl_plain_username, sasl_plain_password)
         self._conn = Connection(
             bootstrap_servers,
             client_id,
             request_timeout_ms,
-            security=SecurityConfig(
-                security_protocol,
-                ssl_cafile,
-                ssl_certfile,
-                ssl_keyfile,
-                sasl_mechanism,
-                sasl_plain_username,
-                sasl_plain_password,
-            ),
+            security=SecurityConfig(*tls, *sasl),
         )
         self._coordinators = CoordinatorClient(self._conn, backoff=RETRY_BACKOFF_S, max_backoff=MAX_RETRY_BACKOFF_S)
 

@@ -128,20 +128,14 @@ class Consumer(OffsetQueries):
         assignors = resolve_assignors(partition_assignment_strategy)
         if group_id is not None and not group_id:
             raise ValueError("group_id must be None or a non-empty string")
+        tls = (security_protocol, ssl_cafile, ssl_certfile, ssl_keyfile)
+        sasl = (sasl_mechanism, sasl_plain_username, sasl_plain_password)
         self._conn = Connection(
             bootstrap_servers,
             client_id,
             request_timeout_ms,
             allow_auto_create_topics,
-            SecurityConfig(
-                security_protocol,
-                ssl_cafile,
-                ssl_certfile,
-                ssl_keyfile,
-                sasl_mechanism,
-                sasl_plain_username,
-                sasl_plain_password,
-            ),
+            SecurityConfig(*tls, *sasl),
         )
         self._fetcher = Fetcher(
             self._conn,

@@ -157,20 +157,14 @@ class Producer:
         self.max_block = max_block_ms / 1000
         self.key_serializer = key_serializer
         self.value_serializer = value_serializer
+        tls = (security_protocol, ssl_cafile, ssl_certfile, ssl_keyfile)
+        sasl = (sasl_mechanism, sasl_plain_username, sasl_plain_password)
         self._conn = Connection(
             bootstrap_servers,
             client_id,
             request_timeout_ms,
             allow_auto_create_topics,
-            SecurityConfig(
-                security_protocol,
-                ssl_cafile,
-                ssl_certfile,
-                ssl_keyfile,
-                sasl_mechanism,
-                sasl_plain_username,
-                sasl_plain_password,
-            ),
+            SecurityConfig(*tls, *sasl),
         )
         idempotence = None
         if self.enable_idempotence:
