@@ -85,8 +85,11 @@ class NodeConfig:
     ssl_cafile: str = ""  # CAs that sign the other nodes' and the clients' certificates
     ssl_certfile: str = ""  # this node's certificate, as a server and as a client of other nodes
     ssl_keyfile: str = ""
-    # Kafka's ssl.client.auth: "required" (mutual TLS) or "none".
+    # Kafka's ssl.client.auth: "required" (mutual TLS) or "none", for every SSL listener unless
+    # listener_ssl_client_auth ("NAME:none|required,...", Kafka's listener.name.NAME.ssl.client.auth)
+    # says otherwise for a listener: e.g. mutual TLS inside, TLS with SCRAM logins outside.
     ssl_client_auth: str = "none"
+    listener_ssl_client_auth: str = ""
     # Prometheus /metrics port; 0 picks a free one, -1 disables.
     metrics_port: int = 9644
     metrics_host: str = "127.0.0.1"

@@ -24,7 +24,10 @@ protocol comes from the map (or its name) and ``security_protocol`` is not used.
 
 Rules:
 - Every listener serves the same gRPC services on its own server with its own credentials;
-  the ssl_* files and ``ssl_client_auth`` are shared by every SSL listener.
+  the ssl_* files are shared by every SSL listener, and so is ``ssl_client_auth`` except where
+  ``listener_ssl_client_auth`` (``NAME:none|required,...``, Kafka's
+  ``listener.name.NAME.ssl.client.auth``) sets a listener's own: mutual TLS on INTERNAL for the
+  nodes, TLS with SCRAM logins on EXTERNAL for clients without certificates.
 - A request knows the listener it came in on. Every answer that names broker addresses
   (Metadata, FindCoordinator) gives each broker's endpoint of that listener name, and leaves
   out a broker that has no such listener, never handing out another listener's address
@@ -57,6 +60,7 @@ class Listener:
     advertised_host: str
     advertised_port: int  # 0: the port actually bound
     security_protocol: str
+    client_auth: str = "none"  # an SSL listener: "required" (mutual TLS) or "none"
 
     @property
     def bind(self) -> str:
@@ -144,6 +148,25 @@ def parse_protocol_map(value: str) -> dict[str, str]:
     return out
 
 
+def parse_client_auth(config: NodeConfig, names: list[str]) -> dict[str, str]:
+    """Each listener's ssl client authentication: ``listener_ssl_client_auth``, else ``ssl_client_auth``."""
+    out = dict.fromkeys(names, config.ssl_client_auth)
+    seen: set[str] = set()
+    for entry in (e.strip() for e in config.listener_ssl_client_auth.split(",")):
+        if not entry:
+            continue
+        name, sep, value = (part.strip() for part in entry.partition(":"))
+        name, value = name.upper(), value.lower()
+        if not sep or value not in ("none", "required"):
+            raise ConfigError(f"listener_ssl_client_auth: expected NAME:none or NAME:required, got {entry!r}")
+        if name not in out or name in seen:
+            why = "appears twice" if name in seen else f"is not among the listeners ({', '.join(names)})"
+            raise ConfigError(f"listener_ssl_client_auth: {name} {why}")
+        seen.add(name)
+        out[name] = value
+    return out
+
+
 def _advertise(host: str, port: int) -> tuple[str, int]:
     return ("127.0.0.1" if host in WILDCARD_HOSTS else host), port
 
@@ -156,7 +179,8 @@ def _legacy(config: NodeConfig) -> Listeners:
         advertised = _advertise(*split_host_port(config.advertised_listener))
     else:
         advertised = _advertise(bind_host, 0)  # the bound port, as before listeners
-    listener = Listener(name, bind_host, bind_port, *advertised, security_protocol=name)
+    auth = parse_client_auth(config, [name])[name]
+    listener = Listener(name, bind_host, bind_port, *advertised, security_protocol=name, client_auth=auth)
     return _named(config, (listener,))
 
 
@@ -193,6 +217,7 @@ def resolve(config: NodeConfig) -> Listeners:
                 f"{setting} names {', '.join(unknown)}, which is not among the listeners ({', '.join(bound)})"
             )
     listeners = []
+    client_auth = parse_client_auth(config, list(bound))
     for name, (host, port) in bound.items():
         protocol = protocols.get(name) or (name if name in PROTOCOLS else "")
         if not protocol:
@@ -201,5 +226,5 @@ def resolve(config: NodeConfig) -> Listeners:
                 "listener_security_protocol_map (only listeners named PLAINTEXT or SSL need no entry)"
             )
         ad_host, ad_port = _advertise(*advertised.get(name, (host, 0)))
-        listeners.append(Listener(name, host, port, ad_host, ad_port, protocol))
+        listeners.append(Listener(name, host, port, ad_host, ad_port, protocol, client_auth[name]))
     return _named(config, tuple(listeners))

@@ -195,7 +195,8 @@ def acl_image(roles: list[Role]) -> Callable[[], MetadataImage]:
 def bind(config: NodeConfig, listener: Listener, server: grpc.aio.Server) -> int:
     """Bind ``listener`` on ``server`` with its protocol's credentials; the port bound."""
     if listener.security_protocol == "SSL":
-        port = server.add_secure_port(listener.bind, ServerCertificates.from_config(config).credentials())
+        credentials = ServerCertificates.from_config(config, listener.client_auth).credentials()
+        port = server.add_secure_port(listener.bind, credentials)
     else:
         port = server.add_insecure_port(listener.bind)
     if port == 0:

@@ -61,8 +61,10 @@ class ServerCertificates:
         self._refused: tuple[tuple[int, int], ...] | None = None
 
     @classmethod
-    def from_config(cls, config: NodeConfig) -> ServerCertificates:
-        return cls(config.ssl_cafile, config.ssl_certfile, config.ssl_keyfile, config.ssl_client_auth == "required")
+    def from_config(cls, config: NodeConfig, client_auth: str | None = None) -> ServerCertificates:
+        """The node's files; ``client_auth`` (a listener's own) over ``ssl_client_auth``."""
+        required = (client_auth or config.ssl_client_auth) == "required"
+        return cls(config.ssl_cafile, config.ssl_certfile, config.ssl_keyfile, required)
 
     def credentials(self) -> grpc.ServerCredentials:
         return grpc.dynamic_ssl_server_credentials(
