@@ -111,19 +111,19 @@ class InflightInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or handler.unary_unary is None:
             return handler
         behavior = handler.unary_unary
-        limits = self
+        interceptor = self
 
         async def limited(request: Any, context: grpc.aio.ServicerContext) -> Any:
             peer = context.peer()
-            refusal = limits.limits.admit(peer)
+            refusal = interceptor.limits.admit(peer)
             if refusal is not None:
-                limits.refused += 1
+                interceptor.refused += 1
                 await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"request refused: {refusal}; try again later")
             try:
                 answer = behavior(request, context)
                 return await answer if inspect.isawaitable(answer) else answer
             finally:
-                limits.limits.release(peer)
+                interceptor.limits.release(peer)
 
         return grpc.unary_unary_rpc_method_handler(
             limited,

@@ -220,13 +220,14 @@ class BrokerRole:
         # Username/password logins (node/sasl.py) against the SCRAM credentials of this broker's image,
         # taken on TLS listeners only (a password never crosses a plaintext one).
         self.sasl = SaslSessions(config.sasl_mechanisms, lambda: self.broker.image, config.sasl_session_lifetime_ms)
+        the_cluster_id = cluster_id(config, store)  # read (or made) once, not per listener
         for name, server in servers.items():
             service = KetchService(
                 self.broker,
                 admin,
                 metrics,
                 self.waiters,
-                cluster_id(config, store),
+                the_cluster_id,
                 group_commit,
                 self.groups,
                 self.producer_ids,

@@ -252,15 +252,25 @@ class Connection:
         error (``translate_rpc_error``) that names ``where`` (default: the address). With SASL_SSL the
         call carries this node's session token, logging in first (ketch/sasl.py) and once more when
         the node no longer knows the session (UNAUTHENTICATED: it expired, or the node restarted)."""
-        where = where or f"{addr[0]}:{addr[1]}"
+        timeout = timeout or self.request_timeout
+        if self.security.sasl:
+            return await self._call_in_session(addr, method, request, timeout, where or f"{addr[0]}:{addr[1]}")
+        try:
+            return await getattr(self.stub_at(addr), method)(request, timeout=timeout)
+        except grpc.aio.AioRpcError as e:
+            raise translate_rpc_error(e, where or f"{addr[0]}:{addr[1]}") from None
+
+    async def _call_in_session(
+        self, addr: tuple[str, int], method: str, request: object, timeout: float, where: str
+    ) -> Any:
+        """``call_at`` with SASL: the node's session token on the call; one new login when the node
+        answers UNAUTHENTICATED."""
         for attempt in (1, 2):
-            options: dict[str, Any] = {"timeout": timeout or self.request_timeout}
-            if self.security.sasl:
-                options["metadata"] = bearer(await self._session(addr, where))
+            metadata = bearer(await self._session(addr, where))
             try:
-                return await getattr(self.stub_at(addr), method)(request, **options)
+                return await getattr(self.stub_at(addr), method)(request, timeout=timeout, metadata=metadata)
             except grpc.aio.AioRpcError as e:
-                if e.code() == grpc.StatusCode.UNAUTHENTICATED and self.security.sasl and attempt == 1:
+                if e.code() == grpc.StatusCode.UNAUTHENTICATED and attempt == 1:
                     self._tokens.pop(addr, None)
                     continue
                 raise translate_rpc_error(e, where) from None

@@ -91,7 +91,8 @@ def add_acls(args: argparse.Namespace) -> int:
         for operation in args.operation
     ]
     try:
-        [acl.to_pb() for acl in acls]
+        for acl in acls:
+            acl.to_pb()  # ValueError naming an unknown operation or type, before any call
     except ValueError as exc:
         raise _invalid(str(exc)) from None
     with Admin(**client_config(args.bootstrap)) as admin:
@@ -111,7 +112,8 @@ def _filters(args: argparse.Namespace) -> list[AclBindingFilter]:
         for operation in (args.operation or [None])
     ]
     try:
-        [f.to_pb() for f in filters]
+        for f in filters:
+            f.to_pb()
     except ValueError as exc:
         raise _invalid(str(exc)) from None
     return filters
