@@ -14,7 +14,9 @@ figures once more, as one JSON object on the last line of stdout. The same
 commands run as ``python -m bench produce|consume|suite|group-load``; plain
 ``python -m bench`` runs the suite. ``group-load`` (bench/group_load.py) needs
 no node: it times a group coordinator's load of ``__consumer_offsets`` before
-and after compaction.
+and after compaction. ``compare`` (bench/compare.py) puts Ketch beside NATS
+JetStream; ``memory`` (bench/memory.py) reports the nodes' RSS, idle and with
+1,000 partitions.
 """
 
 from __future__ import annotations
@@ -102,6 +104,10 @@ def add_actions(sub: Any) -> None:
 
     run.add_arguments(sub.add_parser("suite", help=run.SUMMARY, description=run.SUMMARY))
     group_load.add_arguments(sub.add_parser("group-load", help=group_load.SUMMARY, description=group_load.SUMMARY))
+    from bench import compare, memory
+
+    compare.add_arguments(sub.add_parser("compare", help=compare.SUMMARY, description=compare.SUMMARY))
+    memory.add_arguments(sub.add_parser("memory", help=memory.SUMMARY, description=memory.SUMMARY))
 
 
 def register(commands: Any) -> None:
