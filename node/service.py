@@ -6,7 +6,10 @@ This is a thin driver. Rules:
   ``KetchError`` carries the code, anything unexpected becomes
   UNKNOWN_SERVER_ERROR with its text (and is logged) while the node keeps
   serving.
-- Produce: acks must be -1, 0 or 1 (INVALID_REQUIRED_ACKS otherwise). An
+- Produce: acks must be -1, 0 or 1 (INVALID_REQUIRED_ACKS otherwise). With
+  acks=all every partition of the request is appended before any of them
+  waits, and they wait for replication together (one round trip for the whole
+  request, as Kafka's DelayedProduce, not one per partition in turn). An
   idempotent producer's retry of a stored batch (``AppendResult.duplicate``)
   is answered with the original base offset; with acks=all it waits until
   the high watermark passes the original last offset. A topic
@@ -57,7 +60,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -86,6 +89,17 @@ R = TypeVar("R")
 LATEST, EARLIEST = -1, -2
 READ_COMMITTED = 1
 VerifyTransaction = Callable[[str, int, int, str, int], Awaitable[None]]
+
+
+async def _settle(waits: Sequence[Awaitable[None]]) -> list[BaseException | None]:
+    """Await every wait at once; each one's exception, or None (one alone needs no task)."""
+    if len(waits) == 1:
+        try:
+            await waits[0]
+        except Exception as exc:
+            return [exc]
+        return [None]
+    return await asyncio.gather(*waits, return_exceptions=True)
 
 
 def _now_ms() -> int:
@@ -133,6 +147,10 @@ class KetchService(GroupHandlers, TxnHandlers, ketch_pb2_grpc.KetchServicer):
     @timed("Produce")
     async def Produce(self, request: pb.ProduceRequest, context: Any) -> pb.ProduceResponse:
         response = pb.ProduceResponse()
+        # acks=all: every partition is appended first, then all wait for replication together
+        # (Kafka's DelayedProduce covers the whole request). Waiting inside the loop made a
+        # request of N partitions take N replication round trips, one after the other.
+        replicating: list[tuple[pb.PartitionProduceResult, Partition, AppendResult, int]] = []
         for item in request.partitions:
             result = response.partitions.add(topic=item.topic, partition=item.partition, base_offset=-1)
             try:
@@ -162,14 +180,25 @@ class KetchService(GroupHandlers, TxnHandlers, ketch_pb2_grpc.KetchServicer):
                     self.metrics.messages_in.labels(item.topic).inc(appended.last_offset - appended.base_offset + 1)
                     self.waiters.notify((item.topic, item.partition))
                 if request.acks == -1:  # a duplicate waits for its original batch, as the first attempt did
-                    await self._await_replication(
-                        part, appended.last_offset, request.timeout_ms, config.min_insync_replicas
-                    )
+                    replicating.append((result, part, appended, config.min_insync_replicas))
+                    continue
                 result.base_offset = appended.base_offset
                 result.log_start_offset = part.log.log_start_offset
             except Exception as exc:
                 result.error_code, result.error_message = error_fields(exc)
                 self._count_error("Produce", result.error_code)
+        if replicating:
+            waits = [self._await_replication(p, a.last_offset, request.timeout_ms, m) for _, p, a, m in replicating]
+            outcomes = await _settle(waits)
+            for (result, part, appended, _), outcome in zip(replicating, outcomes, strict=True):
+                if isinstance(outcome, Exception):
+                    result.error_code, result.error_message = error_fields(outcome)
+                    self._count_error("Produce", result.error_code)
+                elif isinstance(outcome, BaseException):
+                    raise outcome
+                else:
+                    result.base_offset = appended.base_offset
+                    result.log_start_offset = part.log.log_start_offset
         return response
 
     async def _verify(self, transactional_id: str, part: Partition, records: bytes) -> bool:
