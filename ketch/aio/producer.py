@@ -90,6 +90,11 @@ __all__ = ["Producer"]
 
 Serializer = Callable[[Any], bytes | None]
 _NO_HEADERS: Headers = []  # shared, read-only: saves a list per record
+# What a batch holding one record without headers adds to its key and value, at most: the
+# 61-byte batch header and the record's varints (length, timestamp and offset deltas, key and
+# value lengths, header count: 36 bytes at most) and its attributes byte, rounded up. Below
+# ``max_request_size`` minus this, send() skips the exact (and per-record costly) estimate.
+_ONE_RECORD_BATCH_BOUND = 128
 _ACKS = {"all": -1, -1: -1, "-1": -1, 0: 0, "0": 0, 1: 1, "1": 1}
 
 
@@ -423,7 +428,9 @@ class Producer:
         if self.value_serializer is not None:
             value = self.value_serializer(value)
         hdrs = list(headers) if headers else _NO_HEADERS
-        if estimate_record_size(key, value, hdrs) > self.max_request_size:
+        small = self.max_request_size - _ONE_RECORD_BATCH_BOUND  # clearly fits: no exact size needed
+        size = (len(key) if key else 0) + (len(value) if value else 0)
+        if (hdrs or size > small) and estimate_record_size(key, value, hdrs) > self.max_request_size:
             fut.set_exception(self._too_large(key, value, hdrs))
             return None
         return key, value, hdrs
