@@ -84,6 +84,11 @@ def server_version(binary: str) -> str:
     return (out.stdout or out.stderr).strip()
 
 
+async def _quiet(exc: Exception) -> None:
+    """nats-py's error callback while probing servers that are still starting: a refused
+    connection is expected then, and its default callback prints a traceback."""
+
+
 @dataclass
 class NatsCluster:
     """Three local JetStream servers in one cluster; ``stop()`` ends them."""
@@ -129,7 +134,9 @@ class NatsCluster:
                 if dead:
                     raise RuntimeError(f"nats-server exited: {dead}; see {self.root}/n*.log")
                 try:
-                    nc = await nats.connect(url, connect_timeout=1, max_reconnect_attempts=0)
+                    nc = await nats.connect(
+                        url, connect_timeout=1, allow_reconnect=False, max_reconnect_attempts=0, error_cb=_quiet
+                    )
                     try:
                         await nc.jetstream(timeout=1).account_info()
                         break

@@ -87,8 +87,8 @@ def memory_handler(args: argparse.Namespace) -> int:
             return 1
         finally:
             cluster.stop()
-    rows = [["RSS, MB", *(f"node {n}" for n in readings["idle"])]]
-    rows += [[label, *(f"{v / MB:.0f}" for v in by_node.values())] for label, by_node in readings.items()]
+    rows = [["RSS", "", *(f"node {n}" for n in readings["idle"])]]  # "": numbers right-aligned from column 2
+    rows += [[label, "", *(f"{v / MB:.0f} MB" for v in by_node.values())] for label, by_node in readings.items()]
     print()
     print(_table(rows))
     six, many = rates[6]["records_per_sec"], rates[args.partitions]["records_per_sec"]
