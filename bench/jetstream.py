@@ -121,7 +121,11 @@ class NatsCluster:
             conf.write_text(self._config(i, cluster_ports))
             log = open(self.root / f"n{i + 1}.log", "wb")  # noqa: SIM115 - the child keeps it
             self.procs.append(subprocess.Popen([self.binary, "-c", str(conf)], stdout=log, stderr=log))
-        asyncio.run(self._await_ready(timeout_s))
+        try:
+            asyncio.run(self._await_ready(timeout_s))
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     async def _await_ready(self, timeout_s: float) -> None:
