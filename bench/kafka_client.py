@@ -173,3 +173,30 @@ def run_consume(cfg: ConsumeConfig, out: TextIO | None = None) -> ConsumeResult:
             f"exiting after {count} of {target} records: no record arrived for {cfg.timeout_ms} ms (--timeout-ms)"
         )
     return result
+
+
+def compare_table(steps: list[tuple[str, Any, list[str], dict[str, Any]]]) -> str:
+    """``--compare-kafka-client``: each confluent-kafka step's rate as a share of the Ketch step before it.
+
+    ``steps`` are the suite's (kind, workload, argv, figures) in pairs: Ketch's client, then
+    confluent-kafka's, for the same workload."""
+    from bench.run import _table
+
+    rows = [["steps", "workload", "ketch gRPC rec/s", "confluent-kafka rec/s", "ratio", "p99 ms (ketch / ck)"]]
+    for i in range(0, len(steps) - 1, 2):
+        (kind, w, _a, ketch), (_k, _w, _b, kafka) = steps[i], steps[i + 1]
+        ratio = kafka["records_per_sec"] / ketch["records_per_sec"] if ketch["records_per_sec"] else 0.0
+        p99 = f"{ketch['p99_ms']:.1f} / {kafka['p99_ms']:.1f}" if "p99_ms" in ketch else "-"
+        rows.append(
+            [
+                f"[{i + 1}] / [{i + 2}]",
+                f"{kind.split(',')[0]}, {w.label}",
+                f"{ketch['records_per_sec']:,.0f}",
+                f"{kafka['records_per_sec']:,.0f}",
+                f"{ratio:.2f}",
+                p99,
+            ]
+        )
+    return "confluent-kafka through the Kafka listener vs Ketch's client over gRPC (one run, same cluster):\n" + (
+        _table(rows)
+    )

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 from node.cluster import LocalCluster
-from tests.harness import running_cluster
 
 DEADLINE_S = 30.0
 CLUSTER_ARGS = [
@@ -46,14 +45,20 @@ def values(prefix: str, count: int) -> list[bytes]:
 
 def kafka_bootstrap(cluster: LocalCluster) -> str:
     """Every node's Kafka listener address, as `ketch cluster up` prints it."""
-    bootstrap: str = cluster.kafka_bootstrap  # type: ignore[attr-defined]
-    return bootstrap
+    assert cluster.kafka_bootstrap, "the cluster was started without the Kafka listener"
+    return cluster.kafka_bootstrap
 
 
 @contextmanager
 def kafka_cluster(path: Path, extra_args: list[str] | None = None) -> Iterator[LocalCluster]:
-    with running_cluster(path, 3, [*CLUSTER_ARGS, *(extra_args or [])]) as cluster:
+    """Three nodes with the Kafka listener (``LocalCluster(kafka=True)``), ready; all end on exit."""
+    cluster = LocalCluster(path, 3, extra_args=[*CLUSTER_ARGS, *(extra_args or [])], kafka=True)
+    try:
+        cluster.start()
+        cluster.wait_ready(60)
         yield cluster
+    finally:
+        cluster.close()
 
 
 # --- kafka-python ---------------------------------------------------------------------------------

@@ -20,11 +20,11 @@ One kill in CI (~15 s); ``KETCH_SLOW=1`` adds a run of ``SLOW_KILLS`` kills.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -141,9 +141,7 @@ def read_back(bootstrap: str, topic: str, history: History) -> int:
     """Read partition 0 from the beginning to its high watermark through the Kafka listener."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-    consumer = Consumer(
-        kc.confluent_config(bootstrap, **{"group.id": "failover-reader", "enable.auto.commit": False})
-    )
+    consumer = Consumer(kc.confluent_config(bootstrap, **{"group.id": "failover-reader", "enable.auto.commit": False}))
     try:
         _low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
         consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
@@ -181,9 +179,9 @@ def run_kills(cluster: LocalCluster, topic: str, kills: int) -> Verdict:
         wait_until(lambda: len(producer.acks) > 300, 30, "first acknowledgements")
         for _ in range(kills):
             leader = partition_view(cluster, topic)["leader"]
-            killed_at = history.record("fault", "start", name="kill-leader", node=leader)["t"]
+            killed_at: float = history.record("fault", "start", name="kill-leader", node=leader)["t"]
             cluster.nodes[leader].kill()
-            wait_until(lambda t=killed_at: producer.acked_after(t), 60, "an acknowledged send after the kill")
+            wait_until(functools.partial(producer.acked_after, killed_at), 60, "an acknowledged send after the kill")
             cluster.nodes[leader].start()
             wait_until(lambda: len(partition_view(cluster, topic)["isr"]) == 3, 60, "the restarted node in the ISR")
             history.record("fault", "end", name="kill-leader", node=leader)
