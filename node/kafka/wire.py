@@ -25,7 +25,7 @@ import io
 import struct
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, TypeVar
@@ -154,3 +154,18 @@ def unsupported_answer(request: Request, api_versions: Callable[[], Any]) -> byt
     names = {f.name for f in dataclasses.fields(response_type)}
     values = {"error_code": code} if "error_code" in names else {}
     return encode_response(request.correlation_id, build(response_type, **values))
+
+
+def by_topic(results: Iterable[T], topic: Callable[[T], str]) -> list[tuple[str, list[T]]]:
+    """``results`` grouped by topic, topics and results in first-seen order (Kafka answers per topic)."""
+    grouped: dict[str, list[T]] = {}
+    for result in results:
+        grouped.setdefault(topic(result), []).append(result)
+    return list(grouped.items())
+
+
+def millis(value: datetime.timedelta | int) -> int:
+    """A kio ``timedelta`` field (max_wait, timeout) in whole milliseconds."""
+    if isinstance(value, datetime.timedelta):
+        return int(value.total_seconds() * 1000)
+    return int(value)
