@@ -125,8 +125,8 @@ def produce_aiokafka(bootstrap: str, topic: str, records: list[bytes]) -> list[t
 
     async def run() -> list[tuple[int, int]]:
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5)
-        await producer.start()
         try:
+            await producer.start()
             futures = [await producer.send(topic, key=v, value=v) for v in records]
             metadata = await asyncio.wait_for(asyncio.gather(*futures), DEADLINE_S)
             return [(m.partition, m.offset) for m in metadata]
@@ -143,9 +143,9 @@ def consume_aiokafka(bootstrap: str, topic: str, group: str, count: int) -> list
         consumer = AIOKafkaConsumer(
             topic, bootstrap_servers=bootstrap, group_id=group, auto_offset_reset="earliest", enable_auto_commit=False
         )
-        await consumer.start()
         read: list[bytes] = []
         try:
+            await consumer.start()
             deadline = time.monotonic() + DEADLINE_S
             while len(read) < count and time.monotonic() < deadline:
                 for batch in (await consumer.getmany(timeout_ms=500)).values():
@@ -165,8 +165,8 @@ def admin_aiokafka(bootstrap: str, topic: str, partitions: int) -> dict[str, Any
 
     async def run() -> dict[str, Any]:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        await admin.start()
         try:
+            await admin.start()
             await admin.create_topics([NewTopic(topic, partitions, 3)])
             listed = topic in await admin.list_topics()
             (described,) = await admin.describe_topics([topic])
