@@ -17,7 +17,8 @@ Listeners use Kafka's settings with underscores (rules in node/listeners.py):
 ``inter_broker_listener_name`` and ``controller_listener_names``. Without
 ``listeners`` a node has one listener named after ``security_protocol`` on
 ``listen``, advertised as ``advertised_listener``. The ssl_* files and
-``ssl_client_auth`` are shared by every SSL listener.
+``ssl_client_auth`` are shared by every SSL listener. ``kafka_listen`` adds the Kafka
+protocol listener, named KAFKA (``kafka_advertised_listener`` its advertised address).
 """
 
 from __future__ import annotations
@@ -90,6 +91,12 @@ class NodeConfig:
     # says otherwise for a listener: e.g. mutual TLS inside, TLS with SCRAM logins outside.
     ssl_client_auth: str = "none"
     listener_ssl_client_auth: str = ""
+    # The Kafka wire protocol listener (node/kafka/server.py), off when empty: "HOST:PORT" to bind
+    # (port 0: a free one). Its name is KAFKA, it is PLAINTEXT, and brokers register its advertised
+    # endpoint like any other listener's, so Metadata on it names each broker's Kafka address.
+    kafka_listen: str = ""
+    # Host:port Kafka clients should dial; default: kafka_listen (0.0.0.0 -> 127.0.0.1, port 0 -> bound).
+    kafka_advertised_listener: str = ""
     # Prometheus /metrics port; 0 picks a free one, -1 disables.
     metrics_port: int = 9644
     metrics_host: str = "127.0.0.1"
