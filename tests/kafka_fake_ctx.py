@@ -1,0 +1,77 @@
+"""A ``KafkaContext`` whose ``call`` answers from a table, for the Kafka handlers' translation tests.
+
+``FakeService`` records each (method, protobuf request) and answers with what the test put in
+``answers[method]`` (a protobuf message, or a function of the request), else the default message
+of the method's response type. ``encode`` serializes a kio response the way the listener does,
+so a field of the wrong type for its version fails there.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from kio.index import load_request_schema, load_response_schema
+from kio.serial import entity_writer
+
+from ketch.api.v1 import ketch_pb2 as pb
+from node.kafka.context import Api, KafkaContext
+
+RESPONSE_TYPES = {"SaslAuthenticate": pb.SaslAuthenticateResponse}
+
+
+@dataclass
+class FakeService:
+    answers: dict[str, Any] = field(default_factory=dict)
+    calls: list[tuple[str, Any]] = field(default_factory=list)
+
+    async def __call__(self, method: str, request: Any) -> Any:
+        self.calls.append((method, request))
+        answer = self.answers.get(method)
+        if callable(answer):
+            return answer(request)
+        if answer is not None:
+            return answer
+        return getattr(pb, f"{method}Response")()
+
+    def requests(self, method: str) -> list[Any]:
+        return [r for m, r in self.calls if m == method]
+
+
+def context(api: Api, version: int, service: FakeService, state: dict[str, Any] | None = None) -> KafkaContext:
+    return KafkaContext(
+        api_version=version,
+        client_id="test-client",
+        principal="User:ANONYMOUS",
+        response_type=load_response_schema(api.key, version),
+        call=service,
+        node_id=1,
+        connection_state={} if state is None else state,
+    )
+
+
+def request_type(api: Api, version: int) -> type[Any]:
+    found: type[Any] = load_request_schema(api.key, version)
+    return found
+
+
+def encode(response: Any) -> bytes:
+    buffer = io.BytesIO()
+    entity_writer(type(response))(buffer, response)
+    return buffer.getvalue()
+
+
+async def handle(api: Api, version: int, service: FakeService, state: dict[str, Any] | None = None, **fields: Any) -> Any:
+    """Run ``api``'s handler on a request of ``version`` built from ``fields``; check it encodes."""
+    request = request_type(api, version)(**fields)
+    response = await api.handler(request, context(api, version, service, state))
+    assert type(response) is load_response_schema(api.key, version)
+    encode(response)
+    return response
+
+
+def by_name(apis: list[Api]) -> Callable[[str], Api]:
+    table = {a.name: a for a in apis}
+    return table.__getitem__
