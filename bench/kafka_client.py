@@ -49,8 +49,8 @@ def ensure_topic(bootstrap: str, cfg: ProduceConfig, out: TextIO) -> int:
     from confluent_kafka.admin import AdminClient, NewTopic
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    topics = admin.list_topics(timeout=30).topics
-    if cfg.topic not in topics:
+    topics = admin.list_topics(cfg.topic, timeout=30).topics
+    if cfg.topic not in topics or topics[cfg.topic].error is not None:
         configs = {"min.insync.replicas": str(cfg.min_insync_replicas)} if cfg.min_insync_replicas else {}
         new = NewTopic(cfg.topic, cfg.partitions or 1, cfg.replication_factor, config=configs)
         try:

@@ -280,3 +280,71 @@ def kcat(bootstrap: str, *args: str, stdin: str | None = None, timeout_s: float 
             proc.wait()
     assert proc.returncode == 0, f"kcat {' '.join(args)} exited {proc.returncode}: {err[-2000:]}"
     return out
+
+
+# --- confluent-kafka transactions -------------------------------------------------------------------
+
+
+def produce_transactions(
+    bootstrap: str, topic: str, transactions: list[tuple[list[bytes], bool]], producer_per_transaction: bool = True
+) -> None:
+    """Each (values, commit) is one transaction of transactional id ``<topic>-producer``, committed
+    or aborted. ``producer_per_transaction``: a new producer (InitProducerId) for each one, as Ketch's
+    coordinator bumps the epoch at every EndTxn and these clients (EndTxn below v5) keep theirs
+    (node/kafka/txn.py); False: one producer for all, as a Kafka application would."""
+    from confluent_kafka import Producer
+
+    config = confluent_config(bootstrap, **{"transactional.id": f"{topic}-producer", "linger.ms": 5})
+    producer = None
+    for records, commit in transactions:
+        if producer is None or producer_per_transaction:
+            producer = Producer(config)
+            producer.init_transactions(DEADLINE_S)
+        producer.begin_transaction()
+        for v in records:
+            producer.produce(topic, key=v, value=v, partition=0)
+        producer.flush(DEADLINE_S)
+        if commit:
+            producer.commit_transaction(DEADLINE_S)
+        else:
+            producer.abort_transaction(DEADLINE_S)
+
+
+def copy_exactly_once(bootstrap: str, source: str, target: str, group: str, count: int) -> int:
+    """Consume-transform-produce: read ``count`` committed records of ``source`` in ``group``, write
+    each upper-cased to ``target`` and commit the group's offsets inside the same transaction
+    (AddOffsetsToTxn, TxnOffsetCommit, EndTxn); returns the offset committed for partition 0."""
+    from confluent_kafka import Consumer, Producer, TopicPartition
+
+    consumer = Consumer(
+        confluent_config(
+            bootstrap,
+            **{
+                "group.id": group,
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+            },
+        )
+    )
+    producer = Producer(confluent_config(bootstrap, **{"transactional.id": f"{group}-copier"}))
+    try:
+        producer.init_transactions(DEADLINE_S)
+        consumer.subscribe([source])
+        producer.begin_transaction()
+        read, deadline = 0, time.monotonic() + DEADLINE_S
+        while read < count and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error() is not None:
+                continue
+            producer.produce(target, key=msg.key(), value=msg.value().upper(), partition=0)
+            read += 1
+        assert read == count, f"copied {read} of {count}"
+        positions = consumer.position(consumer.assignment())
+        producer.send_offsets_to_transaction(positions, consumer.consumer_group_metadata(), DEADLINE_S)
+        producer.commit_transaction(DEADLINE_S)
+        (committed,) = consumer.committed([TopicPartition(source, 0)], timeout=DEADLINE_S)
+        offset: int = committed.offset
+        return offset
+    finally:
+        consumer.close()
