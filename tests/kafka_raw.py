@@ -93,3 +93,8 @@ class RawConnection:
 
 def request_type(api_key: int, api_version: int) -> type[Any]:
     return load_request_schema(api_key, api_version)
+
+
+def make(cls: Any, **fields: Any) -> Any:
+    """A kio entity from plain values (kio's phantom types are for its own checks, not ours)."""
+    return cls(**fields)

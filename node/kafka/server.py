@@ -141,6 +141,10 @@ class KafkaServer:
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.StreamWriter] = set()
 
+    def serve(self, service: Any, access: AccessControl | None) -> None:
+        """Serve ``service`` (the broker's ``KetchService`` for listener KAFKA) after ``access``'s rules."""
+        self.caller = ServiceCaller(service, access)
+
     async def bind(self) -> int:
         self._server = await asyncio.start_server(
             self._serve, self.listener.bind_host or None, self.listener.bind_port, start_serving=False
