@@ -27,6 +27,7 @@ Rules:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ketch.api.v1 import ketch_pb2 as pb
@@ -208,8 +209,11 @@ async def offset_commit(request: Any, ctx: KafkaContext) -> Any:
     return build(ctx.response_type, topics=commit_answers(ctx.response_type, "OffsetCommit", request.topics, answer))
 
 
-def commit_answers(response_type: type[Any], api: str, topics: Any, answer: Any) -> tuple[Any, ...]:
-    """Per topic and partition of an OffsetCommit or TxnOffsetCommit: its code, or the request's."""
+def commit_answers(
+    response_type: type[Any], api: str, topics: Any, answer: Any, translate: Callable[[int], int] = int
+) -> tuple[Any, ...]:
+    """Per topic and partition of an OffsetCommit or TxnOffsetCommit: its code, or the request's
+    (each through ``translate``, the version's view of a code)."""
     code, _ = status_of(answer)
     codes = {} if code else {(o.topic, o.partition): int(o.error_code) for o in answer.offsets}
     topic_type = nested(response_type, f"{api}ResponseTopic")
@@ -222,7 +226,7 @@ def commit_answers(response_type: type[Any], api: str, topics: Any, answer: Any)
                 build(
                     partition_type,
                     partition_index=p.partition_index,
-                    error_code=kafka_error(code or codes.get((t.name, p.partition_index), 0)),
+                    error_code=kafka_error(translate(code or codes.get((t.name, p.partition_index), 0))),
                 )
                 for p in t.partitions
             ),

@@ -1,4 +1,9 @@
-"""A ``KafkaContext`` whose ``call`` answers from a table, for the Kafka handlers' translation tests.
+"""Helpers of the Kafka handlers' tests: a fake service for translation tests, a raw Kafka call.
+
+``kafka_call(address, request)`` sends one kio request (any API, any version) over a new TCP
+connection to a real Kafka listener and returns the kio response: the versions and APIs a client
+library does not send (FindCoordinator v4, LeaveGroup v3, IncrementalAlterConfigs) are tested
+through it.
 
 ``FakeService`` records each (method, protobuf request) and answers with what the test put in
 ``answers[method]`` (a protobuf message, or a function of the request), else the default message
@@ -8,13 +13,15 @@ so a field of the wrong type for its version fails there.
 
 from __future__ import annotations
 
+import asyncio
 import io
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from kio.index import load_request_schema, load_response_schema
-from kio.serial import entity_writer
+from kio.serial import entity_reader, entity_writer
 
 from ketch.api.v1 import ketch_pb2 as pb
 from node.kafka.context import Api, KafkaContext
@@ -63,7 +70,9 @@ def encode(response: Any) -> bytes:
     return buffer.getvalue()
 
 
-async def handle(api: Api, version: int, service: FakeService, state: dict[str, Any] | None = None, **fields: Any) -> Any:
+async def handle(
+    api: Api, version: int, service: FakeService, state: dict[str, Any] | None = None, **fields: Any
+) -> Any:
     """Run ``api``'s handler on a request of ``version`` built from ``fields``; check it encodes."""
     request = request_type(api, version)(**fields)
     response = await api.handler(request, context(api, version, service, state))
@@ -75,3 +84,30 @@ async def handle(api: Api, version: int, service: FakeService, state: dict[str, 
 def by_name(apis: list[Api]) -> Callable[[str], Api]:
     table = {a.name: a for a in apis}
     return table.__getitem__
+
+
+async def kafka_call(address: str, request: Any, client_id: str = "ketch-test") -> Any:
+    """The kio response of ``request`` from the Kafka listener at ``address`` (HOST:PORT)."""
+    host, port = address.rsplit(":", 1)
+    header_type = request.__header_schema__
+    header = header_type(
+        request_api_key=request.__api_key__,
+        request_api_version=request.__version__,
+        correlation_id=7,
+        client_id=client_id,
+    )
+    body = io.BytesIO()
+    entity_writer(header_type)(body, header)
+    entity_writer(type(request))(body, request)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(struct.pack(">i", len(body.getvalue())) + body.getvalue())
+        await writer.drain()
+        (size,) = struct.unpack(">i", await reader.readexactly(4))
+        frame = await reader.readexactly(size)
+    finally:
+        writer.close()
+    response_type = load_response_schema(request.__api_key__, request.__version__)
+    _, used = entity_reader(response_type.__header_schema__)(frame, 0)
+    response, _ = entity_reader(response_type)(frame, used)
+    return response
