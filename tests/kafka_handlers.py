@@ -71,7 +71,7 @@ def encode(response: Any) -> bytes:
 
 
 async def handle(
-    api: Api, version: int, service: FakeService, state: dict[str, Any] | None = None, **fields: Any
+    api: Api, version: int, service: FakeService, *, state: dict[str, Any] | None = None, **fields: Any
 ) -> Any:
     """Run ``api``'s handler on a request of ``version`` built from ``fields``; check it encodes."""
     request = request_type(api, version)(**fields)
@@ -79,6 +79,11 @@ async def handle(
     assert type(response) is load_response_schema(api.key, version)
     encode(response)
     return response
+
+
+def make(cls: type[Any], **fields: Any) -> Any:
+    """A kio entity from plain values (kio's nominal types are plain ints and strings at run time)."""
+    return cls(**fields)
 
 
 def by_name(apis: list[Api]) -> Callable[[str], Api]:

@@ -15,6 +15,7 @@ import asyncio
 import datetime
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import aiokafka
 import pytest
@@ -34,7 +35,7 @@ from ketch.errors import ErrorCode
 from node.cluster import LocalCluster
 from node.kafka import groups, sasl, txn
 from node.sasl import SaslSessions
-from tests.kafka_handlers import FakeService, by_name, handle, kafka_call
+from tests.kafka_handlers import FakeService, by_name, handle, kafka_call, make
 
 ARGS = ["--group-initial-rebalance-delay-ms", "0", "--group-min-session-timeout-ms", "500"]
 GROUP_API = by_name(groups.APIS)
@@ -74,7 +75,7 @@ async def _produce(bootstrap: str, topic: str, values: list[bytes], partitions: 
         await producer.stop()
 
 
-def _consumer(bootstrap: str, group: str, *topics: str, **options: object) -> aiokafka.AIOKafkaConsumer:
+def _consumer(bootstrap: str, group: str, *topics: str, **options: Any) -> aiokafka.AIOKafkaConsumer:
     return aiokafka.AIOKafkaConsumer(
         *topics,
         bootstrap_servers=bootstrap,
@@ -83,7 +84,7 @@ def _consumer(bootstrap: str, group: str, *topics: str, **options: object) -> ai
         enable_auto_commit=False,
         heartbeat_interval_ms=100,
         session_timeout_ms=3000,
-        **options,  # type: ignore[arg-type]
+        **options,
     )
 
 
@@ -195,7 +196,7 @@ def test_batched_versions_find_coordinators_fetch_offsets_and_leave(cluster: Loc
     async def scenario() -> None:
         bootstrap = cluster.kafka_bootstrap
         any_node = cluster.kafka_address(1)
-        found = await kafka_call(any_node, FindCoordinatorV4(key_type=0, coordinator_keys=("vg-a", "vg-b")))
+        found = await kafka_call(any_node, make(FindCoordinatorV4, key_type=0, coordinator_keys=("vg-a", "vg-b")))
         assert [c.key for c in found.coordinators] == ["vg-a", "vg-b"]
         kafka_ports = {cluster.kafka_address(n) for n in cluster.nodes}
         for c in found.coordinators:
@@ -208,10 +209,13 @@ def test_batched_versions_find_coordinators_fetch_offsets_and_leave(cluster: Loc
             coordinator = next(f"{c.host}:{c.port}" for c in found.coordinators if c.key == "vg-a")
             fetched = await kafka_call(
                 coordinator,
-                OffsetFetchV8(
+                make(
+                    OffsetFetchV8,
                     groups=(
-                        OffsetFetchRequestGroup(
-                            group_id="vg-a", topics=(OffsetFetchRequestTopics(name="shared", partition_indexes=(1,)),)
+                        make(
+                            OffsetFetchRequestGroup,
+                            group_id="vg-a",
+                            topics=(make(OffsetFetchRequestTopics, name="shared", partition_indexes=(1,)),),
                         ),
                     ),
                     require_stable=True,
@@ -224,7 +228,8 @@ def test_batched_versions_find_coordinators_fetch_offsets_and_leave(cluster: Loc
             ]
             left = await kafka_call(
                 coordinator,
-                LeaveGroupV3(
+                make(
+                    LeaveGroupV3,
                     group_id="vg-a",
                     members=(
                         MemberIdentity(member_id=member._coordinator.member_id),
@@ -251,7 +256,7 @@ def _joined(request: pb.JoinGroupRequest) -> pb.JoinGroupResponse:
 
 
 def test_join_group_v0_rebalances_within_the_session_timeout_and_v1_within_its_own() -> None:
-    fields = {
+    fields: dict[str, Any] = {
         "group_id": "g",
         "session_timeout": datetime.timedelta(seconds=10),
         "member_id": "",
@@ -281,12 +286,12 @@ def test_offset_fetch_puts_a_group_error_where_each_version_has_room_for_it() ->
         from kio.schema.offset_fetch.v1.request import OffsetFetchRequestTopic
 
         service = FakeService({"OffsetFetch": not_coordinator})
-        topics = (OffsetFetchRequestTopic(name="t", partition_indexes=(0, 1)),)
+        topics = (make(OffsetFetchRequestTopic, name="t", partition_indexes=(0, 1)),)
         v1 = await handle(topic_v1, 1, service, group_id="g", topics=topics)
         assert [int(p.error_code) for t in v1.topics for p in t.partitions] == [ErrorCode.NOT_COORDINATOR] * 2
         v3 = await handle(topic_v1, 3, service, group_id="g", topics=topics)
         assert int(v3.error_code) == ErrorCode.NOT_COORDINATOR and v3.topics == ()
-        group = OffsetFetchRequestGroup(group_id="g", topics=None)
+        group = make(OffsetFetchRequestGroup, group_id="g", topics=None)
         v8 = await handle(topic_v1, 8, service, groups=(group,))
         assert [(g.group_id, int(g.error_code)) for g in v8.groups] == [("g", ErrorCode.NOT_COORDINATOR)]
 
@@ -294,7 +299,7 @@ def test_offset_fetch_puts_a_group_error_where_each_version_has_room_for_it() ->
 
 
 def test_end_txn_v5_answers_the_bumped_epoch_and_old_versions_get_the_fencing_code_they_know() -> None:
-    fields = {"transactional_id": "t", "producer_id": 7, "producer_epoch": 3, "committed": True}
+    fields: dict[str, Any] = {"transactional_id": "t", "producer_id": 7, "producer_epoch": 3, "committed": True}
 
     async def run() -> None:
         ok = FakeService({"EndTxn": pb.EndTxnResponse(producer_id=7, producer_epoch=4)})
@@ -323,12 +328,16 @@ def _sessions(password: str) -> SaslSessions:
 
 async def _login(sessions: SaslSessions, password: str, state: dict[str, object]) -> list[int]:
     service = FakeService({"SaslAuthenticate": sessions.authenticate})
-    handshake = await handle(SASL_API("SaslHandshake"), 1, service, state, mechanism="SCRAM-SHA-256")
+    handshake = await handle(SASL_API("SaslHandshake"), 1, service, state=state, mechanism="SCRAM-SHA-256")
     assert handshake.mechanisms == ("SCRAM-SHA-256",)
     client = scramp.ScramClient(["SCRAM-SHA-256"], "alice", password)
-    first = await handle(SASL_API("SaslAuthenticate"), 2, service, state, auth_bytes=client.get_client_first().encode())
+    first = await handle(
+        SASL_API("SaslAuthenticate"), 2, service, state=state, auth_bytes=client.get_client_first().encode()
+    )
     client.set_server_first(first.auth_bytes.decode())
-    final = await handle(SASL_API("SaslAuthenticate"), 2, service, state, auth_bytes=client.get_client_final().encode())
+    final = await handle(
+        SASL_API("SaslAuthenticate"), 2, service, state=state, auth_bytes=client.get_client_final().encode()
+    )
     if final.error_code == 0:
         client.set_server_final(final.auth_bytes.decode())  # the node proved it holds alice's key
     return [int(handshake.error_code), int(first.error_code), int(final.error_code)]
@@ -342,10 +351,10 @@ def test_sasl_scram_login_sets_the_principal_and_a_wrong_password_does_not() -> 
         refused: dict[str, object] = {}
         assert await _login(_sessions("secret"), "wrong", refused) == [0, 0, ErrorCode.SASL_AUTHENTICATION_FAILED]
         assert "principal" not in refused
-        early = await handle(SASL_API("SaslAuthenticate"), 0, FakeService(), {}, auth_bytes=b"n,,n=alice,r=x")
+        early = await handle(SASL_API("SaslAuthenticate"), 0, FakeService(), state={}, auth_bytes=b"n,,n=alice,r=x")
         assert int(early.error_code) == sasl.ILLEGAL_SASL_STATE
         unknown = FakeService({"SaslAuthenticate": _sessions("secret").authenticate})
-        refused_mechanism = await handle(SASL_API("SaslHandshake"), 1, unknown, {}, mechanism="PLAIN")
+        refused_mechanism = await handle(SASL_API("SaslHandshake"), 1, unknown, state={}, mechanism="PLAIN")
         assert int(refused_mechanism.error_code) == ErrorCode.UNSUPPORTED_SASL_MECHANISM
 
     asyncio.run(run())
