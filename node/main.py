@@ -72,6 +72,7 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -85,13 +86,15 @@ from node import listeners as node_listeners
 from node.access import AccessControl
 from node.config import ConfigError, NodeConfig
 from node.controller_client import parse_voters
-from node.kafka.server import KafkaServer, ServiceCaller
 from node.listeners import Listener, Listeners
 from node.metrics import NodeMetrics
 from node.request_limits import InflightInterceptor, InflightLimits
 from node.roles import BrokerRole, ControllerRole, Role
 from node.server_tls import ServerCertificates
 from replication.rocks_store import NodeStore
+
+if TYPE_CHECKING:
+    from node.kafka.server import KafkaServer
 
 log = logging.getLogger("ketch.node")
 SERVICE_NAME = "ketch.v1.Ketch"
@@ -154,7 +157,7 @@ async def serve(config: NodeConfig) -> int:
         access.sessions = next((role.sasl for role in roles if isinstance(role, BrokerRole)), None)
     if kafka is not None:
         broker = next(role for role in roles if isinstance(role, BrokerRole))
-        kafka.caller = ServiceCaller(broker.kafka_service, access)
+        kafka.serve(broker.kafka_service, access)
 
     # 2. Start the servers, then the roles in order; then health SERVING and the ready line.
     for server in servers.values():
@@ -224,6 +227,9 @@ def kafka_server(config: NodeConfig, listeners: Listeners) -> KafkaServer | None
         return None
     if not config.is_broker:
         raise ConfigError("kafka_listen needs the broker role: the Kafka listener serves the broker's API")
+    # Imported only when on: kio (and the Hypothesis it imports) adds seconds to a node's start.
+    from node.kafka.server import KafkaServer
+
     return KafkaServer(
         listeners.kafka, config.node_id, config.max_request_bytes, config.max_inflight_requests_per_connection
     )

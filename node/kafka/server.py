@@ -15,8 +15,10 @@ Rules:
   and SaslAuthenticate change who the connection is, so each waits for every earlier request and
   every later one waits for it.
 - Refused: an API key or version not in node/kafka/apis.py's registry gets UNSUPPORTED_VERSION
-  (ApiVersions: its v0 answer with the supported list, so a client downgrades; the connection
-  stays open). Produce with acks=0 gets no answer (Kafka's rule).
+  and the connection stays open (ApiVersions: its v0 answer with the supported list, so a client
+  downgrades; an API whose answer has no top-level error code, such as Metadata or Produce,
+  cannot say it, and its connection is closed as Kafka does; node/kafka/wire.py
+  ``unsupported_answer``). Produce with acks=0 gets no answer (Kafka's rule).
 - A handler runs ``KetchService`` methods through ``ctx.call`` (``ServiceCaller``): with
   ``authorizer_enabled`` node/access.py decides first, for the connection's principal
   (``User:ANONYMOUS``, or ``connection_state["principal"]`` once a SASL login set it), and a
@@ -139,6 +141,10 @@ class KafkaServer:
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.StreamWriter] = set()
 
+    def serve(self, service: Any, access: AccessControl | None) -> None:
+        """Serve ``service`` (the broker's ``KetchService`` for listener KAFKA) after ``access``'s rules."""
+        self.caller = ServiceCaller(service, access)
+
     async def bind(self) -> int:
         self._server = await asyncio.start_server(
             self._serve, self.listener.bind_host or None, self.listener.bind_port, start_serving=False
@@ -228,7 +234,14 @@ class KafkaServer:
                 request.api_key,
                 request.api_version,
             )
-            return unsupported_answer(request, self.registry.unsupported_api_versions)
+            answer = unsupported_answer(request, self.registry.unsupported_api_versions)
+            if answer is None:
+                raise KetchError(
+                    f"api {request.api_key} v{request.api_version} is not served and its answer has no "
+                    "error code to say so",
+                    code=ErrorCode.UNSUPPORTED_VERSION,
+                )
+            return answer
         api = self.registry.handler(request.api_key)
         assert self.caller is not None
         caller = self.caller

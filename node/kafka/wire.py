@@ -7,7 +7,7 @@ Rules:
   for every ApiVersions answer so that a client can read it whatever version it asked for).
 - ``parse_request`` reads the fixed start (api key, api version, correlation id) first; a
   version the listener does not serve is returned without a body (``Request.body`` None) and
-  answered UNSUPPORTED_VERSION (``unsupported_answer``). A served version decodes with kio's
+  answered UNSUPPORTED_VERSION where the answer can say it (``unsupported_answer``). A served version decodes with kio's
   ``entity_reader`` for (api key, version) and must use the whole frame; a frame too short, that
   does not decode, or that leaves bytes over is ``MalformedFrame`` (the server closes that
   connection).
@@ -136,14 +136,16 @@ def nested(cls: type[Any], name: str) -> type[Any]:
     return found
 
 
-def unsupported_answer(request: Request, api_versions: Callable[[], Any]) -> bytes:
-    """UNSUPPORTED_VERSION for a request whose (key, version) is not served.
+def unsupported_answer(request: Request, api_versions: Callable[[], Any]) -> bytes | None:
+    """UNSUPPORTED_VERSION for a request whose (key, version) is not served; None: close instead.
 
     ApiVersions of any version gets ApiVersions v0 with the error and the served list (Kafka's
     behaviour, so that a newer client downgrades). Another API at a version kio knows gets that
-    version's response with its top-level error code set, if it has one, and nothing else. An API
-    key or version kio does not know gets the header v0 and the error code alone (the start of
-    every error answer)."""
+    version's response with its top-level error code set, when the response has one; when it has
+    none (Metadata, Produce, ListOffsets...) there is no way to say it, and the connection is
+    closed, as Kafka does for a version it does not support. An API key kio does not know gets
+    the correlation id and the error code alone (header v0 and the first field of every error
+    answer): a client cannot parse an answer to an API it has no schema for anyway."""
     code = kafka_error(35)  # UNSUPPORTED_VERSION
     if request.api_key == API_VERSIONS_KEY:
         return encode_response(request.correlation_id, api_versions())
@@ -151,9 +153,9 @@ def unsupported_answer(request: Request, api_versions: Callable[[], Any]) -> byt
         response_type = load_response_schema(request.api_key, request.api_version)
     except KioIndexError:
         return SIZE.pack(6) + struct.pack(">ih", request.correlation_id, code)
-    names = {f.name for f in dataclasses.fields(response_type)}
-    values = {"error_code": code} if "error_code" in names else {}
-    return encode_response(request.correlation_id, build(response_type, **values))
+    if "error_code" not in {f.name for f in dataclasses.fields(response_type)}:
+        return None
+    return encode_response(request.correlation_id, build(response_type, error_code=code))
 
 
 def by_topic(results: Iterable[T], topic: Callable[[T], str]) -> list[tuple[str, list[T]]]:
