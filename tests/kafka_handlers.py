@@ -1,7 +1,7 @@
 """Helpers of the Kafka handlers' tests: a fake service for translation tests, a raw Kafka call.
 
 ``kafka_call(address, request)`` sends one kio request (any API, any version) over a new TCP
-connection to a real Kafka listener and returns the kio response: the versions and APIs a client
+connection (tests/kafka_raw.py) to a real Kafka listener and returns the kio response: the versions and APIs a client
 library does not send (FindCoordinator v4, LeaveGroup v3, IncrementalAlterConfigs) are tested
 through it.
 
@@ -15,16 +15,18 @@ from __future__ import annotations
 
 import asyncio
 import io
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from kio.index import load_request_schema, load_response_schema
-from kio.serial import entity_reader, entity_writer
+from kio.serial import entity_writer
 
 from ketch.api.v1 import ketch_pb2 as pb
 from node.kafka.context import Api, KafkaContext
+from tests.kafka_raw import RawConnection, make
+
+__all__ = ["FakeService", "by_name", "context", "encode", "handle", "kafka_call", "make", "request_type"]
 
 RESPONSE_TYPES = {"SaslAuthenticate": pb.SaslAuthenticateResponse}
 
@@ -81,38 +83,20 @@ async def handle(
     return response
 
 
-def make(cls: type[Any], **fields: Any) -> Any:
-    """A kio entity from plain values (kio's nominal types are plain ints and strings at run time)."""
-    return cls(**fields)
-
-
 def by_name(apis: list[Api]) -> Callable[[str], Api]:
     table = {a.name: a for a in apis}
     return table.__getitem__
 
 
-async def kafka_call(address: str, request: Any, client_id: str = "ketch-test") -> Any:
-    """The kio response of ``request`` from the Kafka listener at ``address`` (HOST:PORT)."""
-    host, port = address.rsplit(":", 1)
-    header_type = request.__header_schema__
-    header = header_type(
-        request_api_key=request.__api_key__,
-        request_api_version=request.__version__,
-        correlation_id=7,
-        client_id=client_id,
-    )
-    body = io.BytesIO()
-    entity_writer(header_type)(body, header)
-    entity_writer(type(request))(body, request)
-    reader, writer = await asyncio.open_connection(host, int(port))
-    try:
-        writer.write(struct.pack(">i", len(body.getvalue())) + body.getvalue())
-        await writer.drain()
-        (size,) = struct.unpack(">i", await reader.readexactly(4))
-        frame = await reader.readexactly(size)
-    finally:
-        writer.close()
-    response_type = load_response_schema(request.__api_key__, request.__version__)
-    _, used = entity_reader(response_type.__header_schema__)(frame, 0)
-    response, _ = entity_reader(response_type)(frame, used)
-    return response
+async def kafka_call(address: str, request: Any) -> Any:
+    """The kio response of ``request`` from the Kafka listener at ``address`` (HOST:PORT), over
+    tests/kafka_raw.py's connection, run in a thread so the test's event loop (aiokafka) goes on."""
+
+    def blocking() -> Any:
+        connection = RawConnection(address)
+        try:
+            return connection.call(request)
+        finally:
+            connection.close()
+
+    return await asyncio.to_thread(blocking)
