@@ -18,6 +18,7 @@ import aiokafka
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment, ConsumerProtocolMemberMetadata
 from aiokafka.errors import InvalidPartitionsError
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
@@ -208,7 +209,14 @@ def test_groups_are_listed_described_and_deleted_only_when_empty(cluster: LocalC
                 "consumer",
                 "roundrobin",
             )
-            assert [m[1] for m in members] == ["admin-test-consumer"]
+            ((_, client_id, _, subscription, assignment),) = members
+            assert client_id == "admin-test-consumer"
+            # the members' own bytes, as Kafka's tools decode them
+            assert ConsumerProtocolMemberMetadata.decode(subscription).subscription == ["admin-groups"]
+            assert sorted(ConsumerProtocolMemberAssignment.decode(assignment).partitions()) == [
+                aiokafka.TopicPartition("admin-groups", 0),
+                aiokafka.TopicPartition("admin-groups", 1),
+            ]
             busy = await kafka_call(address, delete)
             assert [(r.group_id, int(r.error_code)) for r in busy.results] == [
                 ("admin-group", ErrorCode.NON_EMPTY_GROUP)

@@ -19,10 +19,10 @@ Rules:
   OffsetCommit; OffsetFetch puts it in the top-level error code (v2+; v1 has none, so in each
   partition). UNSTABLE_OFFSET_COMMIT (a transaction holds the offset) is per partition only.
   OffsetCommit's retention time (v2-4) is ignored: offsets are kept as long as the group is.
-- ListGroups v0-4 (v4 filters by state here); DescribeGroups v0-5: the group coordinator keeps no
-  member subscriptions and decodes only Ketch's own assignments, so ``member_metadata`` and
-  ``member_assignment`` are empty (states, members, client ids and hosts are exact); an unknown
-  group is state Dead with no error, as in Kafka. DeleteGroups v0-2: per group.
+- ListGroups v0-4 (v4 filters by state here); DescribeGroups v0-5: each member's metadata (its
+  subscription for the group's protocol) and assignment are the bytes the members sent, which
+  Kafka's tools decode; an unknown group is state Dead with no error, as in Kafka. DeleteGroups
+  v0-2: per group.
 """
 
 from __future__ import annotations
@@ -341,8 +341,8 @@ async def describe_groups(request: Any, ctx: KafkaContext) -> Any:
                         member_id=m.member_id,
                         client_id=m.client_id,
                         client_host=m.client_host,
-                        member_metadata=b"",
-                        member_assignment=b"",
+                        member_metadata=m.member_metadata,
+                        member_assignment=m.member_assignment,
                     )
                     for m in g.members
                 ),
