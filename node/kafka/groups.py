@@ -19,14 +19,15 @@ Rules:
   OffsetCommit; OffsetFetch puts it in the top-level error code (v2+; v1 has none, so in each
   partition). UNSTABLE_OFFSET_COMMIT (a transaction holds the offset) is per partition only.
   OffsetCommit's retention time (v2-4) is ignored: offsets are kept as long as the group is.
-- ListGroups v0-4 (v4 filters by state here); DescribeGroups v0-5: the group coordinator keeps no
-  member subscriptions and decodes only Ketch's own assignments, so ``member_metadata`` and
-  ``member_assignment`` are empty (states, members, client ids and hosts are exact); an unknown
-  group is state Dead with no error, as in Kafka. DeleteGroups v0-2: per group.
+- ListGroups v0-4 (v4 filters by state here); DescribeGroups v0-5: each member's metadata (its
+  subscription for the group's protocol) and assignment are the bytes the members sent, which
+  Kafka's tools decode; an unknown group is state Dead with no error, as in Kafka. DeleteGroups
+  v0-2: per group.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ketch.api.v1 import ketch_pb2 as pb
@@ -208,8 +209,11 @@ async def offset_commit(request: Any, ctx: KafkaContext) -> Any:
     return build(ctx.response_type, topics=commit_answers(ctx.response_type, "OffsetCommit", request.topics, answer))
 
 
-def commit_answers(response_type: type[Any], api: str, topics: Any, answer: Any) -> tuple[Any, ...]:
-    """Per topic and partition of an OffsetCommit or TxnOffsetCommit: its code, or the request's."""
+def commit_answers(
+    response_type: type[Any], api: str, topics: Any, answer: Any, translate: Callable[[int], int] = int
+) -> tuple[Any, ...]:
+    """Per topic and partition of an OffsetCommit or TxnOffsetCommit: its code, or the request's
+    (each through ``translate``, the version's view of a code)."""
     code, _ = status_of(answer)
     codes = {} if code else {(o.topic, o.partition): int(o.error_code) for o in answer.offsets}
     topic_type = nested(response_type, f"{api}ResponseTopic")
@@ -222,7 +226,7 @@ def commit_answers(response_type: type[Any], api: str, topics: Any, answer: Any)
                 build(
                     partition_type,
                     partition_index=p.partition_index,
-                    error_code=kafka_error(code or codes.get((t.name, p.partition_index), 0)),
+                    error_code=kafka_error(translate(code or codes.get((t.name, p.partition_index), 0))),
                 )
                 for p in t.partitions
             ),
@@ -337,8 +341,8 @@ async def describe_groups(request: Any, ctx: KafkaContext) -> Any:
                         member_id=m.member_id,
                         client_id=m.client_id,
                         client_host=m.client_host,
-                        member_metadata=b"",
-                        member_assignment=b"",
+                        member_metadata=m.member_metadata,
+                        member_assignment=m.member_assignment,
                     )
                     for m in g.members
                 ),

@@ -18,6 +18,9 @@ Rules:
   transaction of that producer is refused PRODUCER_FENCED: such a producer runs one transaction
   per InitProducerId. This is the coordinator's rule, not the translation's; see the module
   docstring of coordinator/transactions/coordinator.py.
+- PRODUCER_FENCED (90, KIP-588) is INVALID_PRODUCER_EPOCH (47) for the versions before it
+  (AddPartitionsToTxn, AddOffsetsToTxn and EndTxn below v2, TxnOffsetCommit below v3): an older
+  client knows only 47 as "fenced" (aiokafka takes an unknown code for a bug and stops).
 """
 
 from __future__ import annotations
@@ -25,15 +28,26 @@ from __future__ import annotations
 from typing import Any
 
 from ketch.api.v1 import ketch_pb2 as pb
+from ketch.errors import ErrorCode
 from node.kafka.answers import Refused, call
 from node.kafka.context import Api, KafkaContext
 from node.kafka.groups import commit_answers
 from node.kafka.wire import build, kafka_error, nested
 
+# The first version of each API whose clients know PRODUCER_FENCED (KIP-588).
+KNOWS_PRODUCER_FENCED = {"AddPartitionsToTxn": 2, "AddOffsetsToTxn": 2, "EndTxn": 2, "TxnOffsetCommit": 3}
+
 
 def code_of(answer: Any) -> int:
     """The code of a transaction call: the refusal's, or the answer's ``error_code``."""
     return answer.code if isinstance(answer, Refused) else int(answer.error_code)
+
+
+def for_version(code: int, api: str, version: int) -> int:
+    """``code`` as a client of ``api`` at ``version`` understands it (KIP-588's fencing code)."""
+    if code == ErrorCode.PRODUCER_FENCED and version < KNOWS_PRODUCER_FENCED[api]:
+        return int(ErrorCode.INVALID_PRODUCER_EPOCH)
+    return code
 
 
 async def add_partitions_to_txn(request: Any, ctx: KafkaContext) -> Any:
@@ -48,7 +62,7 @@ async def add_partitions_to_txn(request: Any, ctx: KafkaContext) -> Any:
             partitions=[pb.TopicPartitionRef(topic=t.name, partition=p) for t in topics for p in t.partitions or ()],
         ),
     )
-    code = kafka_error(code_of(answer))
+    code = kafka_error(for_version(code_of(answer), "AddPartitionsToTxn", ctx.api_version))
     topic_type = nested(ctx.response_type, "AddPartitionsToTxnTopicResult")
     partition_type = nested(ctx.response_type, "AddPartitionsToTxnPartitionResult")
     return build(
@@ -77,7 +91,9 @@ async def add_offsets_to_txn(request: Any, ctx: KafkaContext) -> Any:
             group_id=request.group_id,
         ),
     )
-    return build(ctx.response_type, error_code=kafka_error(code_of(answer)))
+    return build(
+        ctx.response_type, error_code=kafka_error(for_version(code_of(answer), "AddOffsetsToTxn", ctx.api_version))
+    )
 
 
 async def txn_offset_commit(request: Any, ctx: KafkaContext) -> Any:
@@ -105,7 +121,15 @@ async def txn_offset_commit(request: Any, ctx: KafkaContext) -> Any:
             offsets=offsets,
         ),
     )
-    return build(ctx.response_type, topics=commit_answers(ctx.response_type, "TxnOffsetCommit", request.topics, answer))
+    version = ctx.api_version
+    topics = commit_answers(
+        ctx.response_type,
+        "TxnOffsetCommit",
+        request.topics,
+        answer,
+        lambda c: for_version(c, "TxnOffsetCommit", version),
+    )
+    return build(ctx.response_type, topics=topics)
 
 
 async def end_txn(request: Any, ctx: KafkaContext) -> Any:
@@ -119,7 +143,7 @@ async def end_txn(request: Any, ctx: KafkaContext) -> Any:
             commit=request.committed,
         ),
     )
-    code = code_of(answer)
+    code = for_version(code_of(answer), "EndTxn", ctx.api_version)
     if code:
         return build(ctx.response_type, error_code=kafka_error(code), producer_id=-1, producer_epoch=-1)
     return build(

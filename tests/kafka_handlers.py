@@ -1,4 +1,9 @@
-"""A ``KafkaContext`` whose ``call`` answers from a table, for the Kafka handlers' translation tests.
+"""Helpers of the Kafka handlers' tests: a fake service for translation tests, a raw Kafka call.
+
+``kafka_call(address, request)`` sends one kio request (any API, any version) over a new TCP
+connection (tests/kafka_raw.py) to a real Kafka listener and returns the kio response: the versions and APIs a client
+library does not send (FindCoordinator v4, LeaveGroup v3, IncrementalAlterConfigs) are tested
+through it.
 
 ``FakeService`` records each (method, protobuf request) and answers with what the test put in
 ``answers[method]`` (a protobuf message, or a function of the request), else the default message
@@ -8,6 +13,7 @@ so a field of the wrong type for its version fails there.
 
 from __future__ import annotations
 
+import asyncio
 import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +24,9 @@ from kio.serial import entity_writer
 
 from ketch.api.v1 import ketch_pb2 as pb
 from node.kafka.context import Api, KafkaContext
+from tests.kafka_raw import RawConnection, make
+
+__all__ = ["FakeService", "by_name", "context", "encode", "handle", "kafka_call", "make", "request_type"]
 
 RESPONSE_TYPES = {"SaslAuthenticate": pb.SaslAuthenticateResponse}
 
@@ -63,7 +72,9 @@ def encode(response: Any) -> bytes:
     return buffer.getvalue()
 
 
-async def handle(api: Api, version: int, service: FakeService, state: dict[str, Any] | None = None, **fields: Any) -> Any:
+async def handle(
+    api: Api, version: int, service: FakeService, *, state: dict[str, Any] | None = None, **fields: Any
+) -> Any:
     """Run ``api``'s handler on a request of ``version`` built from ``fields``; check it encodes."""
     request = request_type(api, version)(**fields)
     response = await api.handler(request, context(api, version, service, state))
@@ -75,3 +86,17 @@ async def handle(api: Api, version: int, service: FakeService, state: dict[str, 
 def by_name(apis: list[Api]) -> Callable[[str], Api]:
     table = {a.name: a for a in apis}
     return table.__getitem__
+
+
+async def kafka_call(address: str, request: Any) -> Any:
+    """The kio response of ``request`` from the Kafka listener at ``address`` (HOST:PORT), over
+    tests/kafka_raw.py's connection, run in a thread so the test's event loop (aiokafka) goes on."""
+
+    def blocking() -> Any:
+        connection = RawConnection(address)
+        try:
+            return connection.call(request)
+        finally:
+            connection.close()
+
+    return await asyncio.to_thread(blocking)
