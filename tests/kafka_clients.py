@@ -23,7 +23,7 @@ import asyncio
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from typing import Any
 from node.cluster import LocalCluster
 
 DEADLINE_S = 30.0
+SETTLE_S = 10.0
 CLUSTER_ARGS = [
     "--default-replication-factor=3",
     "--min-insync-replicas=2",
@@ -59,6 +60,19 @@ def kafka_cluster(path: Path, extra_args: list[str] | None = None) -> Iterator[L
         yield cluster
     finally:
         cluster.close()
+
+
+def settled(look: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``look()`` until the topic is listed without error, for up to ``SETTLE_S``; the last answer.
+
+    CreateTopics answers once the controller has the topic; the broker answering the next
+    Metadata may not have it yet (UNKNOWN_TOPIC_OR_PARTITION for a moment), as with Kafka."""
+    deadline = time.monotonic() + SETTLE_S
+    while True:
+        answer = look()
+        if (answer["listed"] and answer["error"] == 0) or time.monotonic() > deadline:
+            return answer
+        time.sleep(0.1)
 
 
 # --- kafka-python ---------------------------------------------------------------------------------
@@ -106,13 +120,17 @@ def admin_kafka_python(bootstrap: str, topic: str, partitions: int) -> dict[str,
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     try:
         admin.create_topics([NewTopic(topic, partitions, 3)])
-        listed = topic in admin.list_topics()
-        (described,) = admin.describe_topics([topic])
-        return {
-            "listed": listed,
-            "error": described["error_code"],
-            "partitions": {p["partition_index"]: sorted(p["replica_nodes"]) for p in described["partitions"]},
-        }
+
+        def look() -> dict[str, Any]:
+            listed = topic in admin.list_topics()
+            (described,) = admin.describe_topics([topic])
+            return {
+                "listed": listed,
+                "error": described["error_code"],
+                "partitions": {p["partition_index"]: sorted(p["replica_nodes"]) for p in described["partitions"]},
+            }
+
+        return settled(look)
     finally:
         admin.close()
 
@@ -168,13 +186,17 @@ def admin_aiokafka(bootstrap: str, topic: str, partitions: int) -> dict[str, Any
         try:
             await admin.start()
             await admin.create_topics([NewTopic(topic, partitions, 3)])
-            listed = topic in await admin.list_topics()
-            (described,) = await admin.describe_topics([topic])
-            return {
-                "listed": listed,
-                "error": described["error_code"],
-                "partitions": {p["partition"]: sorted(p["replicas"]) for p in described["partitions"]},
-            }
+            deadline = time.monotonic() + SETTLE_S
+            while True:
+                listed = topic in await admin.list_topics()
+                (described,) = await admin.describe_topics([topic])
+                if (listed and described["error_code"] == 0) or time.monotonic() > deadline:
+                    return {
+                        "listed": listed,
+                        "error": described["error_code"],
+                        "partitions": {p["partition"]: sorted(p["replicas"]) for p in described["partitions"]},
+                    }
+                await asyncio.sleep(0.1)
         finally:
             await admin.close()
 
@@ -240,18 +262,27 @@ def consume_confluent(bootstrap: str, topic: str, group: str, count: int, **extr
 
 
 def admin_confluent(bootstrap: str, topic: str, partitions: int) -> dict[str, Any]:
-    from confluent_kafka import TopicCollection
+    from confluent_kafka import KafkaException, TopicCollection
     from confluent_kafka.admin import AdminClient, NewTopic
 
     admin = AdminClient(confluent_config(bootstrap))
     admin.create_topics([NewTopic(topic, partitions, 3)])[topic].result(DEADLINE_S)
-    listed = topic in admin.list_topics(timeout=DEADLINE_S).topics
-    described = admin.describe_topics(TopicCollection([topic]))[topic].result(DEADLINE_S)
-    return {
-        "listed": listed,
-        "error": 0,
-        "partitions": {p.id: sorted(r.id for r in p.replicas) for p in described.partitions},
-    }
+    # Asked by name: librdkafka's all-topics Metadata request closes the connection (see
+    # test_kafka_clients.py's test_confluent_lists_every_topic).
+
+    def look() -> dict[str, Any]:
+        found = admin.list_topics(topic, timeout=DEADLINE_S).topics.get(topic)
+        try:
+            described = admin.describe_topics(TopicCollection([topic]))[topic].result(DEADLINE_S)
+        except KafkaException as exc:
+            return {"listed": False, "error": exc.args[0].code(), "partitions": {}}
+        return {
+            "listed": found is not None and found.error is None,
+            "error": 0,
+            "partitions": {p.id: sorted(r.id for r in p.replicas) for p in described.partitions},
+        }
+
+    return settled(look)
 
 
 # --- kcat -----------------------------------------------------------------------------------------
