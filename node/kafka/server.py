@@ -18,7 +18,8 @@ Rules:
   and the connection stays open (ApiVersions: its v0 answer with the supported list, so a client
   downgrades; an API whose answer has no top-level error code, such as Metadata or Produce,
   cannot say it, and its connection is closed as Kafka does; node/kafka/wire.py
-  ``unsupported_answer``). Produce with acks=0 gets no answer (Kafka's rule).
+  ``unsupported_answer``). Produce with acks=0 gets no answer (Kafka's rule); when a partition
+  of it failed, the connection is closed instead, so the producer learns (as Kafka does).
 - TLS (``kafka_security_protocol`` SSL): the node's ssl_* files, loaded when the node starts (a
   rotated certificate takes a restart here, unlike gRPC's listeners); client auth ``required`` is
   mutual TLS. SASL logins need it: the broker's service for this listener gets the node's SASL
@@ -295,6 +296,9 @@ class KafkaServer:
         )
         response = await api.handler(request.body, ctx)
         if request.api_key == PRODUCE and request.body.acks == 0:
+            failed = [p for t in response.responses for p in t.partition_responses if p.error_code != 0]
+            if failed:  # the producer hears of it only this way, and refreshes its metadata
+                raise KetchError(f"acks=0 produce failed ({failed[0].error_code.name}); closing, as Kafka does")
             return None
         return encode_response(request.correlation_id, response)
 
