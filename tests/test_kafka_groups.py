@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import importlib
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -100,6 +101,18 @@ async def _drain(consumer: aiokafka.AIOKafkaConsumer, want: int, timeout_s: floa
 # -- Through the real listener ---------------------------------------------------------
 
 
+async def _fetched(cluster: LocalCluster, version: int) -> tuple[int, int]:
+    """(offset, error) of txn-0 for txn-group by OffsetFetch ``version`` (v7: require_stable)."""
+    module = importlib.import_module(f"kio.schema.offset_fetch.v{version}.request")
+    topic = make(module.OffsetFetchRequestTopic, name="txn", partition_indexes=(0,))
+    stable = {"require_stable": True} if version >= 7 else {}
+    answer = await kafka_call(
+        cluster.kafka_address(1), make(module.OffsetFetchRequest, group_id="txn-group", topics=(topic,), **stable)
+    )
+    ((partition,),) = [t.partitions for t in answer.topics]
+    return partition.committed_offset, int(partition.error_code)
+
+
 def test_two_consumers_share_the_partitions_and_a_restarted_one_resumes_from_the_commit(cluster: LocalCluster) -> None:
     async def scenario() -> None:
         bootstrap = cluster.kafka_bootstrap
@@ -153,6 +166,9 @@ def test_transactions_commit_and_abort_and_read_committed_sees_only_the_committe
                     await committing.send_and_wait("txn", f"kept{i}".encode())
                 # consume-transform-produce: the group's offset commits with the transaction
                 await committing.send_offsets_to_transaction({aiokafka.TopicPartition("txn", 0): 42}, "txn-group")
+                # pending in the transaction: unstable for require_stable (v7), not yet committed for v3
+                assert await _fetched(cluster, 7) == (-1, ErrorCode.UNSTABLE_OFFSET_COMMIT)
+                assert await _fetched(cluster, 3) == (-1, 0)
             await aborting.begin_transaction()
             for i in range(2):
                 await aborting.send_and_wait("txn", f"dropped{i}".encode())
@@ -294,6 +310,33 @@ def test_offset_fetch_puts_a_group_error_where_each_version_has_room_for_it() ->
         group = make(OffsetFetchRequestGroup, group_id="g", topics=None)
         v8 = await handle(topic_v1, 8, service, groups=(group,))
         assert [(g.group_id, int(g.error_code)) for g in v8.groups] == [("g", ErrorCode.NOT_COORDINATOR)]
+
+    asyncio.run(run())
+
+
+def test_offset_fetch_without_require_stable_answers_the_committed_offsets_as_they_are() -> None:
+    from kio.schema.offset_fetch.v3.request import OffsetFetchRequestTopic as TopicV3
+    from kio.schema.offset_fetch.v7.request import OffsetFetchRequestTopic as TopicV7
+
+    committed = pb.OffsetFetchResponse(
+        offsets=[
+            pb.CommittedPartitionOffset(topic="t", partition=0, offset=5, leader_epoch=2),
+            pb.CommittedPartitionOffset(topic="other", partition=9, offset=1),
+        ]
+    )
+
+    async def run() -> None:
+        service = FakeService({"OffsetFetch": committed})
+        topics = (make(TopicV3, name="t", partition_indexes=(0, 1)),)
+        v3 = await handle(GROUP_API("OffsetFetch"), 3, service, group_id="g", topics=topics)
+        assert list(service.requests("OffsetFetch")[0].partitions) == []  # the group's offsets as they are
+        assert [(t.name, p.partition_index, p.committed_offset) for t in v3.topics for p in t.partitions] == [
+            ("t", 0, 5),
+            ("t", 1, -1),
+        ]
+        stable = (make(TopicV7, name="t", partition_indexes=(0,)),)
+        await handle(GROUP_API("OffsetFetch"), 7, service, group_id="g", topics=stable, require_stable=True)
+        assert [(p.topic, p.partition) for p in service.requests("OffsetFetch")[1].partitions] == [("t", 0)]
 
     asyncio.run(run())
 
