@@ -124,6 +124,16 @@ def test_topics_are_created_with_defaults_and_configs_grown_and_deleted(cluster:
             (resource,) = described.resources
             entries = {entry[0]: (entry[1], entry[3]) for entry in resource[4]}
             assert entries["retention.ms"] == ("123456", 1)  # DYNAMIC_TOPIC_CONFIG
+            # AlterConfigs (aiokafka's alter_configs) replaces the topic's overrides as a whole
+            (altered,) = (
+                await client.alter_configs(
+                    [ConfigResource(ConfigResourceType.TOPIC, "admin-a", configs={"retention.bytes": "1000000"})]
+                )
+            )[0].resources
+            assert altered[0] == 0, altered
+            address = cluster.kafka_address(1)
+            assert await _topic_config(address, "admin-a", "retention.bytes") == ("1000000", 1)
+            assert (await _topic_config(address, "admin-a", "retention.ms"))[1] != 1  # no override any more
             deleted = await client.delete_topics(["admin-defaults", "admin-none"])
             assert dict(deleted.topic_error_codes) == {
                 "admin-defaults": 0,
