@@ -183,6 +183,7 @@ def test_describe_cluster_answers_the_kafka_listener_and_refuses_controller_endp
         answer = await kafka_call(address, make(DescribeClusterV1, include_cluster_authorized_operations=False))
         assert answer.error_code == 0 and answer.cluster_id == cluster.cluster_id
         assert [(b.broker_id, f"{b.host}:{b.port}") for b in answer.brokers] == [(1, address)]
+        assert answer.controller_id == 1
         controllers = await kafka_call(
             address, make(DescribeClusterV1, include_cluster_authorized_operations=False, endpoint_type=2)
         )

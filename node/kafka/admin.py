@@ -24,9 +24,11 @@ Rules:
   set (a null value deletes), the others of that layer are deleted. It is DescribeConfigs then
   IncrementalAlterConfigs, so the caller needs DESCRIBE_CONFIGS too, and a change made between
   the two by someone else may be kept or lost (Kafka's own AlterConfigs is one step).
-- DescribeCluster v0-1: the brokers and cluster id of Metadata on this listener, the controller
-  id Ketch knows (-1 if none); endpoint type 2 (controllers, KIP-919) is
-  UNSUPPORTED_ENDPOINT_TYPE. Authorized operations are never computed (Kafka's "not requested").
+- DescribeCluster v0-1: the brokers and cluster id of Metadata on this listener; the controller
+  id is the active controller's when it is one of those brokers, else the lowest broker id (as
+  KRaft answers a random broker: clients send controller-bound requests to it). Endpoint type 2
+  (controllers, KIP-919) is UNSUPPORTED_ENDPOINT_TYPE. Authorized operations are never computed
+  (Kafka's "not requested").
 """
 
 from __future__ import annotations
@@ -101,6 +103,13 @@ async def create_topics(request: Any, ctx: KafkaContext) -> Any:
             build(result, name=t.name, error_code=kafka_error(code), error_message=message or None, configs=(), **extra)
         )
     return build(ctx.response_type, topics=tuple(out))
+
+
+def _controller_broker(answer: pb.MetadataResponse) -> int:
+    """The active controller if it is a broker here, else a broker (KRaft's answer): a client sends
+    controller-bound requests to that id, and only brokers are reachable on this listener."""
+    ids = [b.node_id for b in answer.brokers]
+    return answer.controller_id if answer.controller_id in ids else min(ids, default=-1)
 
 
 def _uuid(text: str) -> uuid.UUID:
@@ -292,7 +301,7 @@ async def describe_cluster(request: Any, ctx: KafkaContext) -> Any:
         error_message=None,
         endpoint_type=BROKERS_ENDPOINT,
         cluster_id=answer.cluster_id,
-        controller_id=answer.controller_id,
+        controller_id=_controller_broker(answer),
         brokers=tuple(
             build(broker, broker_id=b.node_id, host=b.host, port=b.port, rack=b.rack or None) for b in answer.brokers
         ),
