@@ -275,6 +275,20 @@ def test_create_topics_passes_the_defaults_on_refuses_manual_assignments_and_ans
     asyncio.run(run())
 
 
+def test_describe_cluster_names_a_broker_as_controller_when_the_controller_is_not_one() -> None:
+    brokers = [pb.BrokerInfo(node_id=3, host="b3", port=9), pb.BrokerInfo(node_id=2, host="b2", port=9)]
+
+    async def run(controller: int) -> int:
+        service = FakeService(
+            {"Metadata": pb.MetadataResponse(cluster_id="c", controller_id=controller, brokers=brokers)}
+        )
+        answer = await handle(ADMIN_API("DescribeCluster"), 1, service, include_cluster_authorized_operations=False)
+        return int(answer.controller_id)
+
+    assert asyncio.run(run(3)) == 3  # a combined node: the active controller is a broker
+    assert asyncio.run(run(9)) == 2  # a dedicated controller: not reachable here, a broker instead
+
+
 ALL_APIS = [*groups.APIS, *admin.APIS, *txn.APIS, *sasl.APIS]
 
 
