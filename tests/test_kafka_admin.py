@@ -124,6 +124,16 @@ def test_topics_are_created_with_defaults_and_configs_grown_and_deleted(cluster:
             (resource,) = described.resources
             entries = {entry[0]: (entry[1], entry[3]) for entry in resource[4]}
             assert entries["retention.ms"] == ("123456", 1)  # DYNAMIC_TOPIC_CONFIG
+            # AlterConfigs (aiokafka's alter_configs) replaces the topic's overrides as a whole
+            (altered,) = (
+                await client.alter_configs(
+                    [ConfigResource(ConfigResourceType.TOPIC, "admin-a", configs={"retention.bytes": "1000000"})]
+                )
+            )[0].resources
+            assert altered[0] == 0, altered
+            address = cluster.kafka_address(1)
+            assert await _topic_config(address, "admin-a", "retention.bytes") == ("1000000", 1)
+            assert (await _topic_config(address, "admin-a", "retention.ms"))[1] != 1  # no override any more
             deleted = await client.delete_topics(["admin-defaults", "admin-none"])
             assert dict(deleted.topic_error_codes) == {
                 "admin-defaults": 0,
@@ -173,6 +183,7 @@ def test_describe_cluster_answers_the_kafka_listener_and_refuses_controller_endp
         answer = await kafka_call(address, make(DescribeClusterV1, include_cluster_authorized_operations=False))
         assert answer.error_code == 0 and answer.cluster_id == cluster.cluster_id
         assert [(b.broker_id, f"{b.host}:{b.port}") for b in answer.brokers] == [(1, address)]
+        assert answer.controller_id == 1
         controllers = await kafka_call(
             address, make(DescribeClusterV1, include_cluster_authorized_operations=False, endpoint_type=2)
         )
@@ -262,6 +273,20 @@ def test_create_topics_passes_the_defaults_on_refuses_manual_assignments_and_ans
         assert int(by_name["m"].error_code) == ErrorCode.INVALID_REQUEST
 
     asyncio.run(run())
+
+
+def test_describe_cluster_names_a_broker_as_controller_when_the_controller_is_not_one() -> None:
+    brokers = [pb.BrokerInfo(node_id=3, host="b3", port=9), pb.BrokerInfo(node_id=2, host="b2", port=9)]
+
+    async def run(controller: int) -> int:
+        service = FakeService(
+            {"Metadata": pb.MetadataResponse(cluster_id="c", controller_id=controller, brokers=brokers)}
+        )
+        answer = await handle(ADMIN_API("DescribeCluster"), 1, service, include_cluster_authorized_operations=False)
+        return int(answer.controller_id)
+
+    assert asyncio.run(run(3)) == 3  # a combined node: the active controller is a broker
+    assert asyncio.run(run(9)) == 2  # a dedicated controller: not reachable here, a broker instead
 
 
 ALL_APIS = [*groups.APIS, *admin.APIS, *txn.APIS, *sasl.APIS]

@@ -5,7 +5,8 @@
 the layout), waits until a controller is active and every broker is
 unfenced, prints the bootstrap servers and how to produce and consume (and a line
 ``Kafka bootstrap servers: HOST:PORT,...`` for Kafka clients: every node's Kafka protocol
-listener, on ``--kafka-port`` + i, kept in cluster.json as ``kafka_bootstrap``; not with
+listener, on ``--kafka-port`` + i (29092 + i with the default ``--port``, else free ports), kept in
+cluster.json as ``kafka_bootstrap``; not with
 ``--tls``, the Kafka listener being plaintext), and
 stays in the foreground: Ctrl-C or SIGTERM stops every node with SIGTERM
 (controlled shutdown) and waits for them. ``--detach`` returns once the
@@ -40,6 +41,8 @@ from ketch.cli import reassign
 from ketch.cli.output import dump_json, table
 from ketch.errors import ErrorCode, KetchError
 
+DEFAULT_PORT, DEFAULT_KAFKA_PORT = 9092, 29092
+
 
 def register(commands: Any) -> None:
     cluster = commands.add_parser("cluster", help="run a local cluster; describe a cluster")
@@ -47,13 +50,14 @@ def register(commands: Any) -> None:
     up = sub.add_parser("up", help="start a local cluster (foreground; Ctrl-C stops it)")
     up.add_argument("--nodes", type=int, default=3, help="number of combined nodes (default %(default)s)")
     up.add_argument("--data-dir", default=".ketch", help="where the nodes keep their data (default %(default)s)")
-    up.add_argument("--port", type=int, default=9092, help="client port of node 1; node i gets port+i-1")
+    up.add_argument("--port", type=int, default=DEFAULT_PORT, help="client port of node 1; node i gets port+i-1")
     up.add_argument("--metrics-port", type=int, default=9644, help="metrics port of node 1; node i gets +i-1")
     up.add_argument(
         "--kafka-port",
         type=int,
-        default=29092,
-        help="Kafka protocol port of node 1; node i gets +i-1 (default %(default)s; not with --tls)",
+        default=None,
+        help="Kafka protocol port of node 1; node i gets +i-1 (default 29092 with the default --port, "
+        "else free ports; not with --tls)",
     )
     up.add_argument("--detach", action="store_true", help="return once ready; pids in DIR/node-<id>.pid")
     up.add_argument(
@@ -110,7 +114,7 @@ def cluster_up(args: argparse.Namespace) -> int:
         detach=args.detach,
         tls=args.tls,
         kafka=True,
-        base_kafka_port=args.kafka_port,
+        base_kafka_port=args.kafka_port or (DEFAULT_KAFKA_PORT if args.port == DEFAULT_PORT else None),
     )
     stop = threading.Event()
     if not args.detach:

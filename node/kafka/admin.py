@@ -18,9 +18,17 @@ Rules:
   here. Sources are Kafka's numbers. Synonyms and documentation are not given (empty, null).
 - IncrementalAlterConfigs v0-1: SET (0) and DELETE (1). APPEND (2) and SUBTRACT (3), which only
   list-valued configs use, are INVALID_REQUEST for that resource: no Ketch config is a list.
-- DescribeCluster v0-1: the brokers and cluster id of Metadata on this listener, the controller
-  id Ketch knows (-1 if none); endpoint type 2 (controllers, KIP-919) is
-  UNSUPPORTED_ENDPOINT_TYPE. Authorized operations are never computed (Kafka's "not requested").
+- AlterConfigs v0-2 (not in the issue's list, but aiokafka's and kafka-python's alter_configs
+  send it): Kafka's whole-resource form. The resource's own layer (a topic's overrides, the
+  cluster-wide or one broker's dynamic configs) becomes exactly the request's keys: those given are
+  set (a null value deletes), the others of that layer are deleted. It is DescribeConfigs then
+  IncrementalAlterConfigs, so the caller needs DESCRIBE_CONFIGS too, and a change made between
+  the two by someone else may be kept or lost (Kafka's own AlterConfigs is one step).
+- DescribeCluster v0-1: the brokers and cluster id of Metadata on this listener; the controller
+  id is the active controller's when it is one of those brokers, else the lowest broker id (as
+  KRaft answers a random broker: clients send controller-bound requests to it). Endpoint type 2
+  (controllers, KIP-919) is UNSUPPORTED_ENDPOINT_TYPE. Authorized operations are never computed
+  (Kafka's "not requested").
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from node.kafka.wire import build, kafka_error, nested
 
 MANUAL_ASSIGNMENT = "manual replica assignments are not supported: Ketch places replicas (leave assignments empty)"
 SET, DELETE = 0, 1
+TOPIC = 2
 BROKERS_ENDPOINT = 1
 UNSUPPORTED_ENDPOINT_TYPE = 114
 
@@ -94,6 +103,13 @@ async def create_topics(request: Any, ctx: KafkaContext) -> Any:
             build(result, name=t.name, error_code=kafka_error(code), error_message=message or None, configs=(), **extra)
         )
     return build(ctx.response_type, topics=tuple(out))
+
+
+def _controller_broker(answer: pb.MetadataResponse) -> int:
+    """The active controller if it is a broker here, else a broker (KRaft's answer): a client sends
+    controller-bound requests to that id, and only brokers are reachable on this listener."""
+    ids = [b.node_id for b in answer.brokers]
+    return answer.controller_id if answer.controller_id in ids else min(ids, default=-1)
 
 
 def _uuid(text: str) -> uuid.UUID:
@@ -174,13 +190,13 @@ async def describe_configs(request: Any, ctx: KafkaContext) -> Any:
 
 
 async def incremental_alter_configs(request: Any, ctx: KafkaContext) -> Any:
-    refused: dict[int, tuple[int, str]] = {}
+    results: dict[int, tuple[int, str]] = {}
     forwarded = pb.IncrementalAlterConfigsRequest(validate_only=bool(request.validate_only))
     sent: list[int] = []  # indexes of the request's resources that were forwarded, in order
     for i, r in enumerate(request.resources):
         bad = [c.name for c in r.configs if c.config_operation not in (SET, DELETE)]
         if bad:
-            refused[i] = (
+            results[i] = (
                 ErrorCode.INVALID_REQUEST,
                 f"APPEND and SUBTRACT are for list configs, and no Ketch config is a list ({', '.join(bad)}); use SET",
             )
@@ -190,25 +206,67 @@ async def incremental_alter_configs(request: Any, ctx: KafkaContext) -> Any:
             op = pb.ALTER_CONFIG_SET if c.config_operation == SET else pb.ALTER_CONFIG_DELETE
             item.configs.add(name=c.name, op=op, value=c.value or "")
         sent.append(i)
+    return await _alter(ctx, request.resources, forwarded, sent, results)
+
+
+async def alter_configs(request: Any, ctx: KafkaContext) -> Any:
+    """AlterConfigs, the older whole-resource form (aiokafka's and kafka-python's alter_configs)."""
+    resources = [pb.ConfigResource(type=r.resource_type, name=r.resource_name) for r in request.resources]
+    described = await call(ctx, "DescribeConfigs", pb.DescribeConfigsRequest(resources=resources))
+    results: dict[int, tuple[int, str]] = {}
+    forwarded = pb.IncrementalAlterConfigsRequest(validate_only=bool(request.validate_only))
+    sent: list[int] = []
+    for i, r in enumerate(request.resources):
+        code, message, entries = (
+            (described.code, described.message, []) if isinstance(described, Refused) else _nth(described.results, i)
+        )
+        if code:
+            results[i] = (code, message)
+            continue
+        given = {c.name: c.value for c in r.configs}
+        own = _own_layer(r.resource_type, r.resource_name)
+        item = forwarded.resources.add(resource=pb.ConfigResource(type=r.resource_type, name=r.resource_name))
+        for name, value in given.items():
+            op = pb.ALTER_CONFIG_DELETE if value is None else pb.ALTER_CONFIG_SET
+            item.configs.add(name=name, op=op, value=value or "")
+        for e in entries:  # what the request leaves out of this resource's own layer goes
+            if int(e.source) == own and e.name not in given:
+                item.configs.add(name=e.name, op=pb.ALTER_CONFIG_DELETE)
+        sent.append(i)
+    return await _alter(ctx, request.resources, forwarded, sent, results)
+
+
+def _own_layer(resource_type: int, name: str) -> int:
+    """The config source a resource's own settings have (what AlterConfigs replaces)."""
+    if resource_type == TOPIC:
+        return pb.DYNAMIC_TOPIC_CONFIG
+    return pb.DYNAMIC_DEFAULT_BROKER_CONFIG if name == "" else pb.DYNAMIC_BROKER_CONFIG
+
+
+async def _alter(
+    ctx: KafkaContext,
+    resources: Any,
+    forwarded: pb.IncrementalAlterConfigsRequest,
+    sent: list[int],
+    results: dict[int, tuple[int, str]],
+) -> Any:
+    """Forward the resources ``sent`` (their indexes in ``resources``) and answer every resource."""
     if sent:
         answer = await call(ctx, "IncrementalAlterConfigs", forwarded)
         for n, i in enumerate(sent):
-            if isinstance(answer, Refused):
-                refused[i] = (answer.code, answer.message)
-            else:
-                refused[i] = _nth(answer.results, n)[:2]
+            results[i] = (answer.code, answer.message) if isinstance(answer, Refused) else _nth(answer.results, n)[:2]
     entry = nested(ctx.response_type, "AlterConfigsResourceResponse")
     return build(
         ctx.response_type,
         responses=tuple(
             build(
                 entry,
-                error_code=kafka_error(refused[i][0]),
-                error_message=refused[i][1] or None,
+                error_code=kafka_error(results[i][0]),
+                error_message=results[i][1] or None,
                 resource_type=r.resource_type,
                 resource_name=r.resource_name,
             )
-            for i, r in enumerate(request.resources)
+            for i, r in enumerate(resources)
         ),
     )
 
@@ -243,7 +301,7 @@ async def describe_cluster(request: Any, ctx: KafkaContext) -> Any:
         error_message=None,
         endpoint_type=BROKERS_ENDPOINT,
         cluster_id=answer.cluster_id,
-        controller_id=answer.controller_id,
+        controller_id=_controller_broker(answer),
         brokers=tuple(
             build(broker, broker_id=b.node_id, host=b.host, port=b.port, rack=b.rack or None) for b in answer.brokers
         ),
@@ -256,5 +314,6 @@ APIS = [
     Api(37, "CreatePartitions", 0, 3, create_partitions),
     Api(32, "DescribeConfigs", 1, 4, describe_configs),
     Api(44, "IncrementalAlterConfigs", 0, 1, incremental_alter_configs),
+    Api(33, "AlterConfigs", 0, 2, alter_configs),
     Api(60, "DescribeCluster", 0, 1, describe_cluster),
 ]

@@ -19,6 +19,11 @@ Rules:
   OffsetCommit; OffsetFetch puts it in the top-level error code (v2+; v1 has none, so in each
   partition). UNSTABLE_OFFSET_COMMIT (a transaction holds the offset) is per partition only.
   OffsetCommit's retention time (v2-4) is ignored: offsets are kept as long as the group is.
+- OffsetFetch's ``require_stable`` (v7+, KIP-447; what a read_committed consumer sends) is
+  honoured: with it, a partition a transaction holds pending answers UNSTABLE_OFFSET_COMMIT
+  (retriable); without it (and on v1-6, whose clients do not know that code) the committed
+  offset is answered as it is, as Kafka does. A topic the caller may not DESCRIBE is then
+  answered -1 (the listing is filtered by node/access.py) rather than TOPIC_AUTHORIZATION_FAILED.
 - ListGroups v0-4 (v4 filters by state here); DescribeGroups v0-5: each member's metadata (its
   subscription for the group's protocol) and assignment are the bytes the members sent, which
   Kafka's tools decode; an unknown group is state Dead with no error, as in Kafka. DeleteGroups
@@ -237,34 +242,46 @@ def commit_answers(
 
 async def offset_fetch(request: Any, ctx: KafkaContext) -> Any:
     if ctx.api_version < 8:
-        code, topics = await _fetch_offsets(ctx, request.group_id, request.topics, "")
+        stable = bool(getattr(request, "require_stable", False))
+        code, topics = await _fetch_offsets(ctx, request.group_id, request.topics, "", stable)
         if ctx.api_version < 2:  # no top-level error code: each partition carries it
             return build(ctx.response_type, topics=topics if not code else _with_error(ctx, request.topics, code, ""))
         return build(ctx.response_type, error_code=kafka_error(code), topics=() if code else topics)
     group_type = nested(ctx.response_type, "OffsetFetchResponseGroup")
     groups = []
     for g in request.groups:
-        code, topics = await _fetch_offsets(ctx, g.group_id, g.topics, "s")
+        code, topics = await _fetch_offsets(ctx, g.group_id, g.topics, "s", bool(request.require_stable))
         groups.append(
             build(group_type, group_id=g.group_id, error_code=kafka_error(code), topics=() if code else topics)
         )
     return build(ctx.response_type, groups=tuple(groups))
 
 
-async def _fetch_offsets(ctx: KafkaContext, group_id: str, topics: Any, plural: str) -> tuple[int, tuple[Any, ...]]:
-    """(group-level code, the topics' answers); ``topics`` None asks for every committed offset."""
-    wanted = [pb.TopicPartitionRef(topic=t.name, partition=p) for t in topics or () for p in t.partition_indexes or ()]
-    answer = await call(ctx, "OffsetFetch", pb.OffsetFetchRequest(group_id=group_id, partitions=wanted))
+async def _fetch_offsets(
+    ctx: KafkaContext, group_id: str, topics: Any, plural: str, stable: bool
+) -> tuple[int, tuple[Any, ...]]:
+    """(group-level code, the topics' answers); ``topics`` None asks for every committed offset.
+
+    Named partitions with ``stable`` are asked by name (a pending transactional offset answers
+    UNSTABLE_OFFSET_COMMIT); without it the group's committed offsets are asked as they are (the
+    ketch.v1 call without partitions) and the named ones picked, -1 where none is committed."""
+    wanted = [(t.name, p) for t in topics or () for p in t.partition_indexes or ()]
+    asked = [pb.TopicPartitionRef(topic=t, partition=p) for t, p in wanted] if stable else []
+    answer = await call(ctx, "OffsetFetch", pb.OffsetFetchRequest(group_id=group_id, partitions=asked))
     code, _ = status_of(answer)
     if code and code != ErrorCode.UNSTABLE_OFFSET_COMMIT:
         return code, ()
+    offsets = {(o.topic, o.partition): o for o in answer.offsets}
+    if wanted and not stable:
+        none = pb.CommittedPartitionOffset(offset=-1, leader_epoch=-1)
+        offsets = {tp: offsets.get(tp, none) for tp in wanted}
     by_topic: dict[str, list[Any]] = {}
     partition_type = nested(ctx.response_type, f"OffsetFetchResponsePartition{plural}")
-    for o in answer.offsets:
-        by_topic.setdefault(o.topic, []).append(
+    for (topic, partition), o in offsets.items():
+        by_topic.setdefault(topic, []).append(
             build(
                 partition_type,
-                partition_index=o.partition,
+                partition_index=partition,
                 committed_offset=o.offset,
                 committed_leader_epoch=o.leader_epoch,
                 metadata=o.metadata,
