@@ -27,6 +27,7 @@ Quix Streams is not here: quixstreams 3.28.1 requires confluent-kafka<2.13 and w
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -182,8 +183,34 @@ def compatibility_table(readme: str) -> dict[str, tuple[int, int]]:
     return {name: (int(lo), int(hi or lo)) for name, _key, lo, hi in rows}
 
 
+def table_rows(apis: list[Any]) -> list[str]:
+    """The table's rows for ``apis`` (node/kafka/context.py ``Api``), by key."""
+    rows = []
+    for api in sorted(apis, key=lambda a: a.key):
+        versions = f"v{api.min_version}" + (f"-v{api.max_version}" if api.max_version != api.min_version else "")
+        rows.append(f"| {api.name} | {api.key} | {versions} | `{api.handler.__module__.replace('.', '/')}.py` |")
+    return rows
+
+
+def rewrite_table(readme: str, rows: list[str]) -> str:
+    """``readme`` with the "Kafka APIs" table's rows (after its ``|---|`` line) replaced by ``rows``."""
+    head, rest = readme.split("### Kafka APIs", 1)
+    lines = rest.split("\n")
+    start = lines.index("|---|---|---|---|") + 1
+    end = start
+    while end < len(lines) and lines[end].startswith("|"):
+        end += 1
+    return head + "### Kafka APIs" + "\n".join(lines[:start] + rows + lines[end:])
+
+
 def test_readme_table_lists_exactly_the_advertised_versions() -> None:
+    """``REWRITE=1`` rewrites the table's rows from the registry (review the diff)."""
     from node.kafka.apis import REGISTRY
 
+    path = ROOT / "README.md"
+    readme = path.read_text()
+    if os.environ.get("REWRITE"):
+        readme = rewrite_table(readme, table_rows(list(REGISTRY.by_key.values())))
+        path.write_text(readme)
     advertised = {api.name: (api.min_version, api.max_version) for api in REGISTRY.by_key.values()}
-    assert compatibility_table((ROOT / "README.md").read_text()) == advertised
+    assert compatibility_table(readme) == advertised, "README's Kafka API table is stale: run with REWRITE=1"
