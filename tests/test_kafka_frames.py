@@ -49,14 +49,14 @@ def body_of(frame: bytes) -> bytes:
     return frame[4:]  # without the size prefix
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(served_requests(), st.integers(-(2**31), 2**31 - 1))
 def test_every_served_version_decodes_what_kio_encodes(body: Any, correlation_id: int) -> None:
     parsed = parse_request(body_of(request_frame(body, correlation_id, "c")), REGISTRY.served)
     assert parsed == Request(body.__api_key__, body.__version__, correlation_id, "c", body)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(served_requests(), st.data())
 def test_truncated_frames_are_malformed_and_bytes_after_the_body_are_ignored(body: Any, data: st.DataObject) -> None:
     frame = body_of(request_frame(body))
