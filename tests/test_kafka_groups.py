@@ -341,6 +341,21 @@ def test_offset_fetch_without_require_stable_answers_the_committed_offsets_as_th
     asyncio.run(run())
 
 
+def test_list_groups_v4_filters_by_state_ignoring_case() -> None:
+    listing = pb.ListGroupsResponse(
+        groups=[pb.GroupListing(group_id="a", state="Stable"), pb.GroupListing(group_id="b", state="Empty")]
+    )
+
+    async def run() -> None:
+        service = FakeService({"ListGroups": listing})
+        v4 = await handle(GROUP_API("ListGroups"), 4, service, states_filter=("stable",))
+        assert [(g.group_id, g.group_state) for g in v4.groups] == [("a", "Stable")]
+        v3 = await handle(GROUP_API("ListGroups"), 3, service)
+        assert [g.group_id for g in v3.groups] == ["a", "b"]
+
+    asyncio.run(run())
+
+
 def test_end_txn_v5_answers_the_bumped_epoch_and_old_versions_get_the_fencing_code_they_know() -> None:
     fields: dict[str, Any] = {"transactional_id": "t", "producer_id": 7, "producer_epoch": 3, "committed": True}
 
