@@ -18,7 +18,8 @@ Listeners use Kafka's settings with underscores (rules in node/listeners.py):
 ``listeners`` a node has one listener named after ``security_protocol`` on
 ``listen``, advertised as ``advertised_listener``. The ssl_* files and
 ``ssl_client_auth`` are shared by every SSL listener. ``kafka_listen`` adds the Kafka
-protocol listener, named KAFKA (``kafka_advertised_listener`` its advertised address).
+protocol listener, named KAFKA (``kafka_advertised_listener`` its advertised address,
+``kafka_security_protocol`` PLAINTEXT or SSL).
 """
 
 from __future__ import annotations
@@ -97,6 +98,9 @@ class NodeConfig:
     kafka_listen: str = ""
     # Host:port Kafka clients should dial; default: kafka_listen (0.0.0.0 -> 127.0.0.1, port 0 -> bound).
     kafka_advertised_listener: str = ""
+    # PLAINTEXT or SSL (the ssl_* files; client auth from listener_ssl_client_auth "KAFKA:..." or
+    # ssl_client_auth). SASL logins on the Kafka listener need SSL, as on gRPC.
+    kafka_security_protocol: str = "PLAINTEXT"
     # Prometheus /metrics port; 0 picks a free one, -1 disables.
     metrics_port: int = 9644
     metrics_host: str = "127.0.0.1"
@@ -325,7 +329,7 @@ def validate_security(config: NodeConfig) -> None:
         raise ConfigError(f"sasl_enabled_mechanisms: {', '.join(sorted(unknown))} not SCRAM-SHA-256 or SCRAM-SHA-512")
     from node.listeners import resolve
 
-    ssl_listeners = [listener.name for listener in resolve(config).all if listener.security_protocol == "SSL"]
+    ssl_listeners = [listener.name for listener in resolve(config).registered if listener.security_protocol == "SSL"]
     if config.sasl_mechanisms and not ssl_listeners:
         raise ConfigError("sasl_enabled_mechanisms needs an SSL listener: passwords travel over TLS only")
     if ssl_listeners:

@@ -228,11 +228,12 @@ def kafka_server(config: NodeConfig, listeners: Listeners) -> KafkaServer | None
     if not config.is_broker:
         raise ConfigError("kafka_listen needs the broker role: the Kafka listener serves the broker's API")
     # Imported only when on: kio (and the Hypothesis it imports) adds seconds to a node's start.
-    from node.kafka.server import KafkaServer
+    from node.kafka.server import kafka_server as build
 
-    return KafkaServer(
-        listeners.kafka, config.node_id, config.max_request_bytes, config.max_inflight_requests_per_connection
-    )
+    try:
+        return build(config, listeners.kafka)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"the Kafka listener's TLS: {exc}") from None
 
 
 def build_roles(

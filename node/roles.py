@@ -241,8 +241,9 @@ class BrokerRole:
         for name, server in servers.items():
             sasl = self.sasl if listeners[name].security_protocol == "SSL" else None
             ketch_pb2_grpc.add_KetchServicer_to_server(service(name, sasl), server)
-        # The Kafka protocol listener's (node/kafka/server.py): plaintext, so no SASL logins.
-        self.kafka_service = service(KAFKA, None)
+        # The Kafka protocol listener's (node/kafka/server.py): SASL logins on SSL only, as above.
+        kafka_ssl = listeners.kafka is not None and listeners.kafka.security_protocol == "SSL"
+        self.kafka_service = service(KAFKA, self.sasl if kafka_ssl else None)
         self._tasks: list[asyncio.Task[None]] = []
 
     @property

@@ -261,6 +261,28 @@ def test_pipelined_requests_are_answered_in_order_and_acks_0_gets_no_answer(clus
         conn.close()
 
 
+def test_a_failed_acks_0_produce_closes_its_connection(cluster: LocalCluster) -> None:
+    conn = RawConnection(cluster.kafka_address(1))
+    try:
+        produce = make(
+            ProduceRequest,
+            transactional_id=None,
+            acks=0,
+            timeout=timedelta(seconds=5),
+            topic_data=(
+                make(
+                    TopicProduceData,
+                    name="pipeline",
+                    partition_data=(make(PartitionProduceData, index=7, records=Records(build_batch([(b"k", b"v")]))),),
+                ),
+            ),
+        )
+        conn.send(request_frame(produce, 1))  # partition 7 does not exist: the producer must hear of it
+        assert conn.closed_by_server()
+    finally:
+        conn.close()
+
+
 def test_the_authorizer_decides_for_the_anonymous_kafka_caller(cluster: LocalCluster) -> None:
     async def produce_to_secret() -> None:
         producer = AIOKafkaProducer(bootstrap_servers=cluster.kafka_bootstrap, acks=1)

@@ -18,10 +18,16 @@ Rules:
   and the connection stays open (ApiVersions: its v0 answer with the supported list, so a client
   downgrades; an API whose answer has no top-level error code, such as Metadata or Produce,
   cannot say it, and its connection is closed as Kafka does; node/kafka/wire.py
-  ``unsupported_answer``). Produce with acks=0 gets no answer (Kafka's rule).
+  ``unsupported_answer``). Produce with acks=0 gets no answer (Kafka's rule); when a partition
+  of it failed, the connection is closed instead, so the producer learns (as Kafka does).
+- TLS (``kafka_security_protocol`` SSL): the node's ssl_* files, loaded when the node starts (a
+  rotated certificate takes a restart here, unlike gRPC's listeners); client auth ``required`` is
+  mutual TLS. SASL logins need it: the broker's service for this listener gets the node's SASL
+  sessions only on SSL, as on gRPC (passwords travel over TLS only).
 - A handler runs ``KetchService`` methods through ``ctx.call`` (``ServiceCaller``): with
   ``authorizer_enabled`` node/access.py decides first, for the connection's principal
-  (``User:ANONYMOUS``, or ``connection_state["principal"]`` once a SASL login set it), and a
+  (``connection_state["principal"]`` once a SASL login set it, else the TLS client certificate's
+  by ``ssl_principal_mapping_rules``, else ``User:ANONYMOUS``), and a
   refusal raises ``KetchError`` with the rule's code; list answers are filtered the same way as
   on gRPC. The servicer gets a small context whose ``abort`` raises ``KetchError`` (Metadata while
   the broker catches up) and whose ``done()`` says the connection closed (a parked fetch ends).
@@ -37,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -45,10 +52,12 @@ from kio.index import load_response_schema
 
 from ketch.errors import ErrorCode, KetchError
 from node.access import KETCH, AccessControl
+from node.config import NodeConfig
 from node.kafka.apis import REGISTRY, Registry
 from node.kafka.context import KafkaContext
 from node.kafka.wire import SIZE, MalformedFrame, Request, encode_response, parse_request, unsupported_answer
 from node.listeners import Listener
+from node.principal import MappingRule, certificate_principal, parse_rules
 
 log = logging.getLogger("ketch.kafka")
 ANONYMOUS = "User:ANONYMOUS"
@@ -68,6 +77,7 @@ class Connection:
     """One client connection: its address, what APIs keep on it, and whether it closed."""
 
     peer: str
+    certificate_principal: str = ANONYMOUS  # from its TLS client certificate, if any
     state: dict[str, Any] = field(default_factory=dict)
     closed: bool = False
     pending: set[asyncio.Task[bytes | None]] = field(default_factory=set)
@@ -75,7 +85,7 @@ class Connection:
 
     @property
     def principal(self) -> str:
-        return str(self.state.get("principal", ANONYMOUS))
+        return str(self.state.get("principal", self.certificate_principal))
 
 
 class ServicerAbort(KetchError):
@@ -119,6 +129,27 @@ class ServiceCaller:
         return response
 
 
+def server_tls(config: NodeConfig, client_auth: str) -> ssl.SSLContext:
+    """The TLS of an SSL Kafka listener: the node's ssl_* files; ``required``: mutual TLS."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=config.ssl_cafile or None)
+    context.load_cert_chain(config.ssl_certfile, config.ssl_keyfile)
+    context.verify_mode = ssl.CERT_REQUIRED if client_auth == "required" else ssl.CERT_NONE
+    return context
+
+
+def kafka_server(config: NodeConfig, listener: Listener) -> KafkaServer:
+    """The Kafka listener of ``config`` (not yet bound)."""
+    tls = server_tls(config, listener.client_auth) if listener.security_protocol == "SSL" else None
+    return KafkaServer(
+        listener,
+        config.node_id,
+        config.max_request_bytes,
+        config.max_inflight_requests_per_connection,
+        tls=tls,
+        principal_rules=parse_rules(config.ssl_principal_mapping_rules),
+    )
+
+
 class KafkaServer:
     """The KAFKA listener: ``bind()`` (the port), ``start()``, then ``stop()``.
 
@@ -131,12 +162,16 @@ class KafkaServer:
         max_request_bytes: int,
         max_inflight_per_connection: int,
         registry: Registry = REGISTRY,
+        tls: ssl.SSLContext | None = None,
+        principal_rules: tuple[MappingRule, ...] = (),
     ) -> None:
         self.listener = listener
         self.node_id = node_id
         self.max_request_bytes = max_request_bytes
         self.max_inflight = max(1, max_inflight_per_connection)
         self.registry = registry
+        self.tls = tls
+        self.principal_rules = principal_rules
         self.caller: ServiceCaller | None = None
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.StreamWriter] = set()
@@ -147,7 +182,7 @@ class KafkaServer:
 
     async def bind(self) -> int:
         self._server = await asyncio.start_server(
-            self._serve, self.listener.bind_host or None, self.listener.bind_port, start_serving=False
+            self._serve, self.listener.bind_host or None, self.listener.bind_port, start_serving=False, ssl=self.tls
         )
         port: int = self._server.sockets[0].getsockname()[1]
         return port
@@ -169,7 +204,12 @@ class KafkaServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
-        connection = Connection(f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer))
+        tls = writer.get_extra_info("ssl_object")
+        certificate = tls.getpeercert(binary_form=True) if tls is not None else None
+        connection = Connection(
+            f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer),
+            certificate_principal(certificate, self.principal_rules),
+        )
         answers: asyncio.Queue[asyncio.Task[bytes | None]] = asyncio.Queue(self.max_inflight)
         sender = asyncio.create_task(self._send(connection, answers, writer), name=f"kafka-send-{connection.peer}")
         self._connections.add(writer)
@@ -256,6 +296,9 @@ class KafkaServer:
         )
         response = await api.handler(request.body, ctx)
         if request.api_key == PRODUCE and request.body.acks == 0:
+            failed = [p for t in response.responses for p in t.partition_responses if p.error_code != 0]
+            if failed:  # the producer hears of it only this way, and refreshes its metadata
+                raise KetchError(f"acks=0 produce failed ({failed[0].error_code.name}); closing, as Kafka does")
             return None
         return encode_response(request.correlation_id, response)
 
