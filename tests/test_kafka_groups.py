@@ -28,6 +28,7 @@ from kio.schema.leave_group.v3.request import LeaveGroupRequest as LeaveGroupV3
 from kio.schema.leave_group.v3.request import MemberIdentity
 from kio.schema.offset_fetch.v8.request import OffsetFetchRequest as OffsetFetchV8
 from kio.schema.offset_fetch.v8.request import OffsetFetchRequestGroup, OffsetFetchRequestTopics
+from kio.schema.sasl_handshake.v1.request import SaslHandshakeRequest as SaslHandshakeV1
 
 from coordinator.metadata.image import MetadataImage
 from coordinator.metadata.scram import ScramCredential
@@ -262,6 +263,12 @@ def test_batched_versions_find_coordinators_fetch_offsets_and_leave(cluster: Loc
             await member.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_plaintext_kafka_listener_offers_no_sasl_mechanism(cluster: LocalCluster) -> None:
+    """Passwords travel over TLS only: the plaintext listener's service has no SASL sessions."""
+    answer = asyncio.run(kafka_call(cluster.kafka_address(1), make(SaslHandshakeV1, mechanism="SCRAM-SHA-256")))
+    assert (int(answer.error_code), answer.mechanisms) == (ErrorCode.UNSUPPORTED_SASL_MECHANISM, ())
 
 
 # -- Translation rules by version (fake service) -----------------------------------------
