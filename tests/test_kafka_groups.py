@@ -348,6 +348,33 @@ def test_offset_fetch_without_require_stable_answers_the_committed_offsets_as_th
     asyncio.run(run())
 
 
+def test_leave_group_v3_answers_a_group_level_error_once_and_member_errors_per_member() -> None:
+    def left(request: pb.LeaveGroupRequest) -> pb.LeaveGroupResponse:
+        code = "UNKNOWN_MEMBER_ID" if request.member_id == "gone" else "NONE"
+        return pb.LeaveGroupResponse(status=pb.GroupStatus(error_code=code))
+
+    moved = pb.LeaveGroupResponse(status=pb.GroupStatus(error_code="NOT_COORDINATOR"))
+    members = (make(MemberIdentity, member_id="here"), make(MemberIdentity, member_id="gone"))
+
+    async def run() -> None:
+        per_member = await handle(
+            GROUP_API("LeaveGroup"), 3, FakeService({"LeaveGroup": left}), group_id="g", members=members
+        )
+        assert int(per_member.error_code) == 0
+        assert [(m.member_id, int(m.error_code)) for m in per_member.members] == [
+            ("here", 0),
+            ("gone", ErrorCode.UNKNOWN_MEMBER_ID),
+        ]
+        group_level = await handle(
+            GROUP_API("LeaveGroup"), 3, FakeService({"LeaveGroup": moved}), group_id="g", members=members
+        )
+        assert (int(group_level.error_code), group_level.members) == (ErrorCode.NOT_COORDINATOR, ())
+        v0 = await handle(GROUP_API("LeaveGroup"), 0, FakeService({"LeaveGroup": moved}), group_id="g", member_id="m")
+        assert int(v0.error_code) == ErrorCode.NOT_COORDINATOR
+
+    asyncio.run(run())
+
+
 def test_list_groups_v4_filters_by_state_ignoring_case() -> None:
     listing = pb.ListGroupsResponse(
         groups=[pb.GroupListing(group_id="a", state="Stable"), pb.GroupListing(group_id="b", state="Empty")]
