@@ -30,9 +30,10 @@ Rules:
 - ``kafka=True`` (``ketch cluster up``) gives every node the Kafka protocol listener
   (``--kafka-listen 127.0.0.1:K``, node/kafka/server.py) on ``base_kafka_port`` + i or a free
   port, kept in cluster.json as ``kafka_port`` with ``kafka_bootstrap`` (the Kafka clients'
-  bootstrap servers); a cluster started again on the directory keeps them. Not with ``tls``:
-  the Kafka listener is plaintext and the TLS cluster's authorizer would refuse its anonymous
-  callers.
+  bootstrap servers); a cluster started again on the directory keeps them. With ``tls`` it is
+  SSL with mutual TLS like the rest (``kafka_security_protocol`` SSL): a Kafka client presents a
+  certificate of the cluster's CA (``tls/admin.pem``, or one from ``ketch cluster issue-cert``)
+  and acts as its CN, or logs in with SCRAM over it.
 - Tests end every process they start: ``close()`` kills what is left.
 """
 
@@ -86,7 +87,7 @@ class LocalCluster:
                 "nodes": [{"node_id": i + 1, "port": ports[i], "metrics_port": metrics[i]} for i in range(nodes)],
                 "tls": tls,
             }
-        if kafka and not layout.get("tls") and "kafka_bootstrap" not in layout:
+        if kafka and "kafka_bootstrap" not in layout:
             count = len(layout["nodes"])
             taken = {n["port"] for n in layout["nodes"]}
             free = [p for p in free_ports(2 * count) if p not in taken][:count]  # none of the gRPC ports
@@ -107,7 +108,7 @@ class LocalCluster:
             n["node_id"]: NodeProcess(
                 root / f"node-{n['node_id']}",
                 n["node_id"],
-                [*args, *self._tls_args(n["node_id"]), *_kafka_args(n)],
+                [*args, *self._tls_args(n["node_id"]), *_kafka_args(n, self.tls)],
                 port=n["port"],
                 metrics_port=n["metrics_port"],
                 detach=detach,
@@ -253,5 +254,7 @@ class LocalCluster:
             self.pid_file(node_id).unlink(missing_ok=True)
 
 
-def _kafka_args(node: dict[str, int]) -> list[str]:
-    return [f"--kafka-listen=127.0.0.1:{node['kafka_port']}"] if "kafka_port" in node else []
+def _kafka_args(node: dict[str, int], tls: bool) -> list[str]:
+    if "kafka_port" not in node:
+        return []
+    return [f"--kafka-listen=127.0.0.1:{node['kafka_port']}", *(["--kafka-security-protocol=SSL"] if tls else [])]

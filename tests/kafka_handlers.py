@@ -23,7 +23,7 @@ from kio.index import load_request_schema, load_response_schema
 from kio.serial import entity_writer
 
 from ketch.api.v1 import ketch_pb2 as pb
-from node.kafka.context import Api, KafkaContext
+from node.kafka.context import Api, KafkaContext, ServiceCall
 from tests.kafka_raw import RawConnection, make
 
 __all__ = ["FakeService", "by_name", "context", "encode", "handle", "kafka_call", "make", "request_type"]
@@ -49,7 +49,7 @@ class FakeService:
         return [r for m, r in self.calls if m == method]
 
 
-def context(api: Api, version: int, service: FakeService, state: dict[str, Any] | None = None) -> KafkaContext:
+def context(api: Api, version: int, service: ServiceCall, state: dict[str, Any] | None = None) -> KafkaContext:
     return KafkaContext(
         api_version=version,
         client_id="test-client",

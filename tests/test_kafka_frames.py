@@ -1,10 +1,11 @@
 """The Kafka listener's framing (node/kafka/wire.py, node/kafka/server.py).
 
-Pure: every served (api, version) decodes what kio encodes; truncated, extended and random
-frames are ``MalformedFrame`` and nothing else; unsupported versions are answered as the module
-rules say; response headers follow the body's version (v0 for ApiVersions). Then a fuzz loop
-of random, truncated and mutated frames against a real node's Kafka listener: each connection
-is closed (or answered), and the node still answers ApiVersions and Metadata afterwards.
+Pure: every served (api, version) decodes what kio encodes; truncated and random frames are
+``MalformedFrame`` and nothing else, bytes after a body are ignored (as Kafka does);
+unsupported versions are answered as the module rules say; response headers follow the body's
+version (v0 for ApiVersions). Then a fuzz loop of random, truncated and mutated frames against
+a real node's Kafka listener: each connection is closed (or answered), and the node still
+answers ApiVersions and Metadata afterwards.
 """
 
 from __future__ import annotations
@@ -48,23 +49,22 @@ def body_of(frame: bytes) -> bytes:
     return frame[4:]  # without the size prefix
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(served_requests(), st.integers(-(2**31), 2**31 - 1))
 def test_every_served_version_decodes_what_kio_encodes(body: Any, correlation_id: int) -> None:
     parsed = parse_request(body_of(request_frame(body, correlation_id, "c")), REGISTRY.served)
     assert parsed == Request(body.__api_key__, body.__version__, correlation_id, "c", body)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(served_requests(), st.data())
-def test_truncated_and_extended_frames_are_malformed(body: Any, data: st.DataObject) -> None:
+def test_truncated_frames_are_malformed_and_bytes_after_the_body_are_ignored(body: Any, data: st.DataObject) -> None:
     frame = body_of(request_frame(body))
     cut = data.draw(st.integers(0, len(frame) - 1))
     with pytest.raises(MalformedFrame):
         parse_request(frame[:cut], REGISTRY.served)
-    extra = data.draw(st.binary(min_size=1, max_size=8))
-    with pytest.raises(MalformedFrame):
-        parse_request(frame + extra, REGISTRY.served)
+    extra = data.draw(st.binary(min_size=1, max_size=8))  # Kafka ignores them; librdkafka 2.16 sends some
+    assert parse_request(frame + extra, REGISTRY.served).body == body
 
 
 @settings(max_examples=500, deadline=None)

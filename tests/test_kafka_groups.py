@@ -28,6 +28,7 @@ from kio.schema.leave_group.v3.request import LeaveGroupRequest as LeaveGroupV3
 from kio.schema.leave_group.v3.request import MemberIdentity
 from kio.schema.offset_fetch.v8.request import OffsetFetchRequest as OffsetFetchV8
 from kio.schema.offset_fetch.v8.request import OffsetFetchRequestGroup, OffsetFetchRequestTopics
+from kio.schema.sasl_handshake.v1.request import SaslHandshakeRequest as SaslHandshakeV1
 
 from coordinator.metadata.image import MetadataImage
 from coordinator.metadata.scram import ScramCredential
@@ -264,6 +265,12 @@ def test_batched_versions_find_coordinators_fetch_offsets_and_leave(cluster: Loc
     asyncio.run(scenario())
 
 
+def test_a_plaintext_kafka_listener_offers_no_sasl_mechanism(cluster: LocalCluster) -> None:
+    """Passwords travel over TLS only: the plaintext listener's service has no SASL sessions."""
+    answer = asyncio.run(kafka_call(cluster.kafka_address(1), make(SaslHandshakeV1, mechanism="SCRAM-SHA-256")))
+    assert (int(answer.error_code), answer.mechanisms) == (ErrorCode.UNSUPPORTED_SASL_MECHANISM, ())
+
+
 # -- Translation rules by version (fake service) -----------------------------------------
 
 
@@ -337,6 +344,48 @@ def test_offset_fetch_without_require_stable_answers_the_committed_offsets_as_th
         stable = (make(TopicV7, name="t", partition_indexes=(0,)),)
         await handle(GROUP_API("OffsetFetch"), 7, service, group_id="g", topics=stable, require_stable=True)
         assert [(p.topic, p.partition) for p in service.requests("OffsetFetch")[1].partitions] == [("t", 0)]
+
+    asyncio.run(run())
+
+
+def test_leave_group_v3_answers_a_group_level_error_once_and_member_errors_per_member() -> None:
+    def left(request: pb.LeaveGroupRequest) -> pb.LeaveGroupResponse:
+        code = "UNKNOWN_MEMBER_ID" if request.member_id == "gone" else "NONE"
+        return pb.LeaveGroupResponse(status=pb.GroupStatus(error_code=code))
+
+    moved = pb.LeaveGroupResponse(status=pb.GroupStatus(error_code="NOT_COORDINATOR"))
+    members = (make(MemberIdentity, member_id="here"), make(MemberIdentity, member_id="gone"))
+
+    async def run() -> None:
+        per_member = await handle(
+            GROUP_API("LeaveGroup"), 3, FakeService({"LeaveGroup": left}), group_id="g", members=members
+        )
+        assert int(per_member.error_code) == 0
+        assert [(m.member_id, int(m.error_code)) for m in per_member.members] == [
+            ("here", 0),
+            ("gone", ErrorCode.UNKNOWN_MEMBER_ID),
+        ]
+        group_level = await handle(
+            GROUP_API("LeaveGroup"), 3, FakeService({"LeaveGroup": moved}), group_id="g", members=members
+        )
+        assert (int(group_level.error_code), group_level.members) == (ErrorCode.NOT_COORDINATOR, ())
+        v0 = await handle(GROUP_API("LeaveGroup"), 0, FakeService({"LeaveGroup": moved}), group_id="g", member_id="m")
+        assert int(v0.error_code) == ErrorCode.NOT_COORDINATOR
+
+    asyncio.run(run())
+
+
+def test_list_groups_v4_filters_by_state_ignoring_case() -> None:
+    listing = pb.ListGroupsResponse(
+        groups=[pb.GroupListing(group_id="a", state="Stable"), pb.GroupListing(group_id="b", state="Empty")]
+    )
+
+    async def run() -> None:
+        service = FakeService({"ListGroups": listing})
+        v4 = await handle(GROUP_API("ListGroups"), 4, service, states_filter=("stable",))
+        assert [(g.group_id, g.group_state) for g in v4.groups] == [("a", "Stable")]
+        v3 = await handle(GROUP_API("ListGroups"), 3, service)
+        assert [g.group_id for g in v3.groups] == ["a", "b"]
 
     asyncio.run(run())
 

@@ -1,15 +1,12 @@
 """SASL SCRAM through the Kafka listener (node/kafka/sasl.py) on one real node, with aiokafka.
 
-The node: mutual TLS on its gRPC listener (the admin), the authorizer on, SCRAM-SHA-256 enabled,
-and the Kafka listener. alice logs in over the Kafka listener with SaslHandshake and
-SaslAuthenticate frames and produces to a topic only her ACL allows; a wrong password is
-SASL_AUTHENTICATION_FAILED; an anonymous Kafka client is refused the topic.
-
-Expected to fail until the Kafka listener gets the node's ``SaslSessions``: node/roles.py builds
-the KAFKA listener's service with ``sasl=None`` (the listener is PLAINTEXT and Ketch takes
-passwords over TLS only), so the handshake answers UNSUPPORTED_SASL_MECHANISM with no mechanism.
-With ``service(KAFKA, self.sasl)`` there (and TLS on the Kafka listener) it passes; ``strict``
-makes it fail then, so that the mark is removed.
+The node: mutual TLS on its gRPC listener (the admin), TLS without client certificates on the
+Kafka listener (``listener_ssl_client_auth KAFKA:none``: SCRAM logins instead), the authorizer on,
+SCRAM-SHA-256 enabled. alice logs in over the Kafka listener with SaslHandshake and
+SaslAuthenticate frames (SASL_SSL) and produces to a topic only her ACL allows; a wrong password
+is SASL_AUTHENTICATION_FAILED; a client without a login is User:ANONYMOUS and refused the topic.
+A plaintext Kafka listener has no SASL sessions (passwords travel over TLS only): its handshake
+answers UNSUPPORTED_SASL_MECHANISM (tests/test_kafka_groups.py shows the answer).
 """
 
 from __future__ import annotations
@@ -22,6 +19,7 @@ from typing import Any
 import aiokafka
 import pytest
 from aiokafka.errors import KafkaConnectionError, TopicAuthorizationFailedError
+from aiokafka.helpers import create_ssl_context
 
 from ketch import aio
 from ketch.acl import AclBinding
@@ -49,8 +47,10 @@ class Node:
             f"--ssl-principal-mapping-rules={CN_RULE}",
             *("--authorizer-enabled", "true", "--super-users", "User:admin;User:node-1"),
             *("--sasl-enabled-mechanisms", "SCRAM-SHA-256", "--offsets-topic-num-partitions", "1"),
-            f"--kafka-listen={self.kafka}",
+            *(f"--kafka-listen={self.kafka}", "--kafka-security-protocol=SSL"),
+            "--listener-ssl-client-auth=KAFKA:none",
         ]
+        self.ca = str(tls / "ca.pem")
         self.admin = SecurityConfig("SSL", str(tls / "ca.pem"), str(tls / "admin.pem"), str(tls / "admin-key.pem"))
         self.process = NodeProcess(root / "n1", 1, args, port=self.port, metrics_port=-1, security=self.admin)
 
@@ -66,11 +66,12 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
         n.process.close()
 
 
-@pytest.mark.xfail(strict=True, reason="the KAFKA listener's service has no SaslSessions (node/roles.py)")
 def test_scram_login_on_the_kafka_listener_acts_as_the_user(node: Node) -> None:
+    tls = {"ssl_context": create_ssl_context(cafile=node.ca)}
     alice: dict[str, Any] = {
         "bootstrap_servers": node.kafka,
-        "security_protocol": "SASL_PLAINTEXT",
+        **tls,
+        "security_protocol": "SASL_SSL",
         "sasl_mechanism": "SCRAM-SHA-256",
         "sasl_plain_username": "alice",
         "sasl_plain_password": "s3cret",
@@ -93,7 +94,9 @@ def test_scram_login_on_the_kafka_listener_acts_as_the_user(node: Node) -> None:
                 await wrong.start()
         finally:
             await wrong.stop()
-        anonymous = aiokafka.AIOKafkaProducer(bootstrap_servers=node.kafka, request_timeout_ms=3000)
+        anonymous = aiokafka.AIOKafkaProducer(
+            bootstrap_servers=node.kafka, security_protocol="SSL", request_timeout_ms=3000, **tls
+        )
         try:
             await anonymous.start()
             with pytest.raises(TopicAuthorizationFailedError):

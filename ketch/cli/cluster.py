@@ -6,8 +6,7 @@ the layout), waits until a controller is active and every broker is
 unfenced, prints the bootstrap servers and how to produce and consume (and a line
 ``Kafka bootstrap servers: HOST:PORT,...`` for Kafka clients: every node's Kafka protocol
 listener, on ``--kafka-port`` + i (29092 + i with the default ``--port``, else free ports), kept in
-cluster.json as ``kafka_bootstrap``; not with
-``--tls``, the Kafka listener being plaintext), and
+cluster.json as ``kafka_bootstrap``; with ``--tls`` it is SSL with mutual TLS like the rest), and
 stays in the foreground: Ctrl-C or SIGTERM stops every node with SIGTERM
 (controlled shutdown) and waits for them. ``--detach`` returns once the
 cluster is ready and leaves each node's pid in ``DIR/node-<id>.pid``;
@@ -57,7 +56,7 @@ def register(commands: Any) -> None:
         type=int,
         default=None,
         help="Kafka protocol port of node 1; node i gets +i-1 (default 29092 with the default --port, "
-        "else free ports; not with --tls)",
+        "else free ports; SSL with --tls)",
     )
     up.add_argument("--detach", action="store_true", help="return once ready; pids in DIR/node-<id>.pid")
     up.add_argument(
@@ -142,6 +141,13 @@ def cluster_up(args: argparse.Namespace) -> int:
     )
     if cluster.kafka_bootstrap:
         print(f"Kafka bootstrap servers: {cluster.kafka_bootstrap}", flush=True)
+        if cluster.tls:
+            print(
+                "  (SSL, mutual TLS: security.protocol=SSL with {ssl_cafile}, {ssl_certfile} and {ssl_keyfile})".format(
+                    **vars(cluster.security)
+                ),
+                flush=True,
+            )
     if args.detach:
         print(f"Detached; stop it with: ketch cluster down --data-dir {args.data_dir}")
         return 0

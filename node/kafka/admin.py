@@ -78,7 +78,7 @@ async def create_topics(request: Any, ctx: KafkaContext) -> Any:
                 name=t.name,
                 num_partitions=t.num_partitions,
                 replication_factor=t.replication_factor,
-                configs={c.name: c.value or "" for c in t.configs},
+                configs={c.name: c.value for c in t.configs if c.value is not None},  # null: the default
             )
     results: dict[str, tuple[int, str]] = {n: (ErrorCode.INVALID_REQUEST, MANUAL_ASSIGNMENT) for n in manual}
     if forwarded.topics:

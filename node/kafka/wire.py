@@ -8,9 +8,9 @@ Rules:
 - ``parse_request`` reads the fixed start (api key, api version, correlation id) first; a
   version the listener does not serve is returned without a body (``Request.body`` None) and
   answered UNSUPPORTED_VERSION where the answer can say it (``unsupported_answer``). A served version decodes with kio's
-  ``entity_reader`` for (api key, version) and must use the whole frame; a frame too short, that
-  does not decode, or that leaves bytes over is ``MalformedFrame`` (the server closes that
-  connection).
+  ``entity_reader`` for (api key, version); a frame too short or that does not decode is
+  ``MalformedFrame`` (the server closes that connection). Bytes left after the body are ignored,
+  as Kafka's broker ignores them (librdkafka 2.16 sends three after its all-topics Metadata v12).
 - ``build(cls, **values)`` makes a kio dataclass of any version from the union of every
   version's fields: a field the version lacks is dropped, one not given gets its zero value
   (0, "", (), False, a zero timedelta, error code NONE). Handlers use it to answer many versions
@@ -63,11 +63,11 @@ def parse_request(frame: bytes, served: Callable[[int, int], bool]) -> Request:
     schema = load_request_schema(api_key, api_version)
     try:
         header, used = entity_reader(schema.__header_schema__)(frame, 0)
-        body, size = entity_reader(schema)(frame, used)
+        body, _ = entity_reader(schema)(frame, used)
     except Exception as exc:  # kio raises several kinds for bad bytes; all mean the same here
         raise MalformedFrame(f"api {api_key} v{api_version} does not decode: {exc!r}") from None
-    if used + size != len(frame):
-        raise MalformedFrame(f"api {api_key} v{api_version}: {len(frame) - used - size} bytes after the request")
+    # Bytes after the body are ignored, as Kafka's broker does: librdkafka 2.16 sends 3 after its
+    # all-topics Metadata v12 (and Kafka answers it).
     return Request(api_key, api_version, correlation_id, header.client_id, body)
 
 
