@@ -267,11 +267,9 @@ def admin_confluent(bootstrap: str, topic: str, partitions: int) -> dict[str, An
 
     admin = AdminClient(confluent_config(bootstrap))
     admin.create_topics([NewTopic(topic, partitions, 3)])[topic].result(DEADLINE_S)
-    # Asked by name: librdkafka's all-topics Metadata request closes the connection (see
-    # test_kafka_clients.py's test_confluent_lists_every_topic).
 
     def look() -> dict[str, Any]:
-        found = admin.list_topics(topic, timeout=DEADLINE_S).topics.get(topic)
+        found = admin.list_topics(timeout=DEADLINE_S).topics.get(topic)
         try:
             described = admin.describe_topics(TopicCollection([topic]))[topic].result(DEADLINE_S)
         except KafkaException as exc:

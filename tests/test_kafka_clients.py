@@ -8,7 +8,6 @@ One cluster for the module (tests/kafka_clients.py ``kafka_cluster``: 3 nodes, r
   are exactly 0..n-1: no gap, no duplicate); consume in a group from the earliest offset and
   commit; then, after more records, a new consumer of the same group reads exactly the new ones:
   it resumed from the commit (a lost or ignored commit would read the first records again).
-  confluent-kafka lists the topic by name: its all-topics listing fails (a strict xfail below).
 - confluent-kafka's transactional producer: a committed, an aborted and a committed transaction
   (a new producer for each: a second transaction of one producer is fenced, marked xfail below);
   a read_committed consumer reads exactly the committed records, a read_uncommitted one all of
@@ -93,18 +92,6 @@ def test_client_admin_produce_consume_and_resume_from_commit(bootstrap: str, cli
     more = contiguous_per_partition(produce(bootstrap, topic, second))
     assert all(o[0] == len(offsets.get(p, [])) for p, o in more.items()), (offsets, more)
     assert sorted(consume(bootstrap, topic, group, len(second))) == sorted(second), "did not resume from the commit"
-
-
-@pytest.mark.xfail(
-    strict=True,
-    raises=KafkaException,
-    reason="librdkafka 2.16's all-topics Metadata v12 has 3 bytes after the body kio reads; the listener "
-    "closes the connection ('api 3 v12: 3 bytes after the request') and the client gets _TRANSPORT",
-)
-def test_confluent_lists_every_topic(bootstrap: str) -> None:
-    from confluent_kafka.admin import AdminClient
-
-    AdminClient(kc.confluent_config(bootstrap)).list_topics(timeout=10)
 
 
 def test_kcat_lists_metadata_produces_and_consumes(cluster: LocalCluster, bootstrap: str) -> None:
