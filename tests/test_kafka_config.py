@@ -1,4 +1,5 @@
-"""The Kafka listener's settings (node/listeners.py, node/config.py, node/main.py). Pure: no process."""
+"""The Kafka listener's settings (node/listeners.py, node/config.py, node/main.py) and Metadata's
+controller id (node/kafka/metadata.py). Pure: no process."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 import pytest
 
 from node.config import ConfigError, NodeConfig, load, validate
+from node.kafka.metadata import client_controller_id
 from node.listeners import KAFKA, Listener, resolve
 from node.main import kafka_server
 
@@ -78,3 +80,10 @@ def test_only_a_broker_serves_the_kafka_listener() -> None:
     with pytest.raises(ConfigError, match="needs the broker role"):
         kafka_server(config, resolve(config))
     assert kafka_server(NodeConfig(), resolve(NodeConfig())) is None
+
+
+def test_metadata_names_a_broker_as_the_controller() -> None:
+    assert client_controller_id(2, [1, 2, 3]) == 2  # combined mode: the active controller is a broker
+    assert client_controller_id(1001, [1, 2, 3]) == 1  # a dedicated controller: clients cannot reach it
+    assert client_controller_id(-1, [3, 2]) == 2
+    assert client_controller_id(1001, []) == -1

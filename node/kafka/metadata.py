@@ -6,8 +6,9 @@ Rules:
   UNKNOWN_TOPIC_ID. ``allow_auto_topic_creation`` (v4+; always on before) is passed on, and
   node/access.py turns it off for a caller without CREATE.
 - Brokers are the unfenced brokers' KAFKA endpoints (``KetchService(listener="KAFKA")``); a
-  broker without a Kafka listener is left out. ``controller_id`` is the broker's guess of the
-  active controller, as on gRPC.
+  broker without a Kafka listener is left out. ``controller_id`` is the active controller if it
+  is among those brokers (combined mode), else the lowest broker id: Kafka clients send admin
+  requests to it, so it must be a broker (``client_controller_id``; KRaft does the same).
 - Topic ids are the image's (a uuid), else the zero uuid; ``__consumer_offsets`` and
   ``__transaction_state`` are internal. Authorized operations are not computed: they are
   answered as Kafka's "not requested" value (-2147483648).
@@ -64,6 +65,16 @@ def topic_answer(response_type: type[Any], t: pb.TopicMetadata) -> Any:
     )
 
 
+def client_controller_id(controller_id: int, broker_ids: list[int]) -> int:
+    """What Metadata names as the controller: the active controller when it is one of the brokers
+    answered, else the lowest of them, -1 without any. Kafka clients send their admin requests
+    there, so it must be a broker they can reach (KRaft answers a broker too: dedicated controllers
+    are not reachable by clients and the broker forwards)."""
+    if controller_id in broker_ids:
+        return controller_id
+    return min(broker_ids, default=-1)
+
+
 async def handle_metadata(request: Any, ctx: KafkaContext) -> Any:
     wanted = request.topics
     names = [t.name for t in wanted or () if t.name is not None]
@@ -89,7 +100,7 @@ async def handle_metadata(request: Any, ctx: KafkaContext) -> Any:
         ctx.response_type,
         brokers=brokers,
         cluster_id=answer.cluster_id,
-        controller_id=answer.controller_id if answer.controller_id > 0 else -1,
+        controller_id=client_controller_id(answer.controller_id, [b.node_id for b in answer.brokers]),
         topics=tuple(topics),
         cluster_authorized_operations=NOT_REQUESTED,
     )
