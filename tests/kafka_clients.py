@@ -106,10 +106,13 @@ def consume_kafka_python(bootstrap: str, topic: str, group: str, count: int) -> 
         while len(read) < count and time.monotonic() < deadline:
             for batch in consumer.poll(timeout_ms=500).values():
                 read.extend(r.value for r in batch)
+        if len(read) < count:  # with what the member saw: its partitions, positions and commits
+            assigned = sorted(consumer.assignment())
+            state = {tp.partition: (consumer.position(tp, timeout_ms=5000), consumer.committed(tp)) for tp in assigned}
+            raise AssertionError(f"kafka-python read {len(read)} of {count}; (position, committed) {state}: {read}")
         consumer.commit()
     finally:
         consumer.close()
-    assert len(read) >= count, f"kafka-python read {len(read)} of {count}: {read}"
     return read
 
 
