@@ -66,7 +66,7 @@ def bootstrap(cluster: LocalCluster) -> str:
     return kc.kafka_bootstrap(cluster)
 
 
-def contiguous_per_partition(acks: list[tuple[int, int]]) -> dict[int, list[int]]:
+def offsets_by_partition(acks: list[tuple[int, int]]) -> dict[int, list[int]]:
     by_partition: dict[int, list[int]] = defaultdict(list)
     for partition, offset in acks:
         by_partition[partition].append(offset)
@@ -83,13 +83,13 @@ def test_client_admin_produce_consume_and_resume_from_commit(bootstrap: str, cli
 
     first = kc.values(f"{client}-a", 30)
     acks = produce(bootstrap, topic, first)
-    offsets = contiguous_per_partition(acks)
+    offsets = offsets_by_partition(acks)
     assert len(set(acks)) == len(first)
     assert all(o == list(range(len(o))) for o in offsets.values()), offsets
     assert sorted(consume(bootstrap, topic, group, len(first))) == sorted(first)
 
     second = kc.values(f"{client}-b", 20)
-    more = contiguous_per_partition(produce(bootstrap, topic, second))
+    more = offsets_by_partition(produce(bootstrap, topic, second))
     assert all(o[0] == len(offsets.get(p, [])) for p, o in more.items()), (offsets, more)
     assert sorted(consume(bootstrap, topic, group, len(second))) == sorted(second), "did not resume from the commit"
 
