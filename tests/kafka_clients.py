@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ketch import Admin
 from node.cluster import LocalCluster
 
 DEADLINE_S = 30.0
@@ -73,6 +74,29 @@ def settled(look: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         if (answer["listed"] and answer["error"] == 0) or time.monotonic() > deadline:
             return answer
         time.sleep(0.1)
+
+
+def batch_producers(cluster: LocalCluster, topic: str) -> set[tuple[int, int]]:
+    """(producer id, first sequence) of every batch stored in ``topic``, read over gRPC from each
+    partition's leader: an idempotent producer's batches carry its id (>= 0), a plain one's -1."""
+    from ketch.api.v1 import ketch_pb2 as pb
+    from ketch.api.v1 import ketch_pb2_grpc
+    from ketch.cli.topic import describe_json
+    from ketch.recordbatch import iter_headers
+    from ketch.tls import open_channel
+
+    with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+        partitions = describe_json(admin.describe_topics([topic])[0])["partitions"]
+    found = set()
+    for p in partitions:
+        with open_channel(cluster.nodes[p["leader"]].bootstrap, cluster.security) as channel:
+            request = pb.FetchRequest(
+                max_wait_ms=0, max_bytes=1 << 20, partitions=[pb.FetchPartition(topic=topic, partition=p["partition"])]
+            )
+            (answer,) = ketch_pb2_grpc.KetchStub(channel).Fetch(request, timeout=10).partitions
+        assert answer.error_code == 0, answer
+        found |= {(h.producer_id, h.base_sequence) for h in iter_headers(answer.records)}
+    return found
 
 
 # --- kafka-python ---------------------------------------------------------------------------------

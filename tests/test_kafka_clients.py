@@ -5,7 +5,8 @@ One cluster for the module (tests/kafka_clients.py ``kafka_cluster``: 3 nodes, r
 - kafka-python, aiokafka and confluent-kafka (librdkafka) each: create a topic of 3 partitions
   with replication factor 3, find it in the topic list and describe it (3 replicas on nodes 1-3
   per partition); produce with acks=all and idempotence on (each partition's acknowledged offsets
-  are exactly 0..n-1: no gap, no duplicate); consume in a group from the earliest offset and
+  are exactly 0..n-1: no gap, no duplicate; every stored batch carries a producer id and
+  sequence, read back over gRPC); consume in a group from the earliest offset and
   commit; then, after more records, a new consumer of the same group reads exactly the new ones:
   it resumed from the commit (a lost or ignored commit would read the first records again).
 - confluent-kafka's transactional producer: a committed, an aborted and a committed transaction
@@ -74,7 +75,9 @@ def offsets_by_partition(acks: list[tuple[int, int]]) -> dict[int, list[int]]:
 
 
 @pytest.mark.parametrize("client", list(CLIENTS))
-def test_client_admin_produce_consume_and_resume_from_commit(bootstrap: str, client: str) -> None:
+def test_client_admin_produce_consume_and_resume_from_commit(
+    cluster: LocalCluster, bootstrap: str, client: str
+) -> None:
     produce, consume, admin = CLIENTS[client]
     topic, group = f"{client}-topic", f"{client}-group"
 
@@ -86,6 +89,8 @@ def test_client_admin_produce_consume_and_resume_from_commit(bootstrap: str, cli
     offsets = offsets_by_partition(acks)
     assert len(set(acks)) == len(first)
     assert all(o == list(range(len(o))) for o in offsets.values()), offsets
+    stamped = kc.batch_producers(cluster, topic)
+    assert stamped and all(pid >= 0 and seq >= 0 for pid, seq in stamped), f"not idempotent: {stamped}"
     assert sorted(consume(bootstrap, topic, group, len(first))) == sorted(first)
 
     second = kc.values(f"{client}-b", 20)
