@@ -35,7 +35,10 @@ Rules:
   connection with the reason logged: Kafka clients treat that as a retriable network error and
   ask again, possibly another broker; the node keeps serving.
 - Stopping closes the listening socket and every connection (a parked fetch first ends when the
-  broker closes its fetch waiters).
+  broker closes its fetch waiters); requests still in progress are cut (a client retries them,
+  an idempotent producer without duplicates).
+- Not here yet: Kafka's ``connections.max.idle.ms`` (an idle or half-sent connection stays open
+  until its client closes it) and the gRPC listeners' node-wide and per-IP in-flight limits.
 """
 
 from __future__ import annotations
