@@ -7,8 +7,8 @@ Rules:
 - Limits: a size above ``max_request_bytes`` (or below a request header's 8 bytes), a frame that
   does not decode or leaves bytes over closes that connection, with the reason logged at WARNING;
   nothing else is disturbed and nothing of that frame ran. At most
-  ``max_inflight_requests_per_connection`` requests of one connection are in progress; the next
-  frame is read when one finishes (back pressure through TCP). The gRPC listeners' global and
+  ``max_inflight_requests_per_connection`` requests of one connection are in progress (0: no
+  limit); the next frame is read when one finishes (back pressure through TCP). The gRPC listeners' global and
   per-IP in-flight limits (node/request_limits.py) do not apply here.
 - Ordering: one connection's requests run concurrently (the next one is read while one is served:
   pipelining) and are answered in the order they came, which Kafka clients rely on. SaslHandshake
@@ -37,8 +37,11 @@ Rules:
 - Stopping closes the listening socket and every connection (a parked fetch first ends when the
   broker closes its fetch waiters); requests still in progress are cut (a client retries them,
   an idempotent producer without duplicates).
-- Not here yet: Kafka's ``connections.max.idle.ms`` (an idle or half-sent connection stays open
-  until its client closes it) and the gRPC listeners' node-wide and per-IP in-flight limits.
+- Idle connections (Kafka's ``connections.max.idle.ms``, ``kafka_connections_max_idle_ms``): a
+  connection with no request in progress that has read no frame and written no answer for that
+  long is closed (logged at INFO), a half-sent frame included; one waiting on a long poll is not
+  idle.
+- Not here yet: the gRPC listeners' node-wide and per-IP in-flight limits.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
+import time
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -84,6 +88,7 @@ class Connection:
     state: dict[str, Any] = field(default_factory=dict)
     closed: bool = False
     pending: set[asyncio.Task[bytes | None]] = field(default_factory=set)
+    last_active: float = field(default_factory=time.monotonic)  # the last frame read or answer written
     barrier: asyncio.Task[bytes | None] | None = None
 
     @property
@@ -148,6 +153,7 @@ def kafka_server(config: NodeConfig, listener: Listener) -> KafkaServer:
         config.node_id,
         config.max_request_bytes,
         config.max_inflight_requests_per_connection,
+        max_idle_ms=config.kafka_connections_max_idle_ms,
         tls=tls,
         principal_rules=parse_rules(config.ssl_principal_mapping_rules),
     )
@@ -165,13 +171,15 @@ class KafkaServer:
         max_request_bytes: int,
         max_inflight_per_connection: int,
         registry: Registry = REGISTRY,
+        max_idle_ms: int = 0,
         tls: ssl.SSLContext | None = None,
         principal_rules: tuple[MappingRule, ...] = (),
     ) -> None:
         self.listener = listener
         self.node_id = node_id
         self.max_request_bytes = max_request_bytes
-        self.max_inflight = max(1, max_inflight_per_connection)
+        self.max_inflight = max(0, max_inflight_per_connection)  # asyncio.Queue(0): no limit
+        self.max_idle_s = max_idle_ms / 1000
         self.registry = registry
         self.tls = tls
         self.principal_rules = principal_rules
@@ -233,9 +241,29 @@ class KafkaServer:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
+    async def _read_exactly(self, connection: Connection, reader: asyncio.StreamReader, count: int) -> bytes | None:
+        """``count`` bytes, or None when the connection stayed idle too long (see the module rules)."""
+        if not self.max_idle_s:
+            return await reader.readexactly(count)
+        while True:
+            quiet = time.monotonic() - connection.last_active
+            if not connection.pending and quiet >= self.max_idle_s:
+                log.info("closing idle Kafka connection from %s (kafka_connections_max_idle_ms)", connection.peer)
+                return None
+            wait = self.max_idle_s if connection.pending else self.max_idle_s - quiet
+            try:  # a readexactly cancelled by the timeout consumed nothing: reading again is safe
+                data = await asyncio.wait_for(reader.readexactly(count), wait)
+            except TimeoutError:
+                continue
+            connection.last_active = time.monotonic()
+            return data
+
     async def _read(self, connection: Connection, reader: asyncio.StreamReader) -> Request | None:
         """The next request, or None to close the connection (the reason logged)."""
-        size = SIZE.unpack(await reader.readexactly(SIZE.size))[0]
+        head = await self._read_exactly(connection, reader, SIZE.size)
+        if head is None:
+            return None
+        size = SIZE.unpack(head)[0]
         if size < 8 or size > self.max_request_bytes:
             log.warning(
                 "closing Kafka connection from %s: frame size %d is outside 8..%d (max_request_bytes)",
@@ -244,7 +272,9 @@ class KafkaServer:
                 self.max_request_bytes,
             )
             return None
-        frame = await reader.readexactly(size)
+        frame = await self._read_exactly(connection, reader, size)
+        if frame is None:
+            return None
         try:
             return parse_request(frame, self.registry.served)
         except MalformedFrame as exc:
@@ -324,4 +354,5 @@ class KafkaServer:
             if frame is not None:
                 writer.write(frame)
                 await writer.drain()
+            connection.last_active = time.monotonic()
         writer.close()  # the read loop then ends
