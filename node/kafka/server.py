@@ -59,7 +59,7 @@ from kio.index import load_response_schema
 
 from ketch.errors import ErrorCode, KetchError
 from node.access import KETCH, AccessControl
-from node.config import NodeConfig
+from node.config import ConfigError, NodeConfig
 from node.kafka.apis import REGISTRY, Registry
 from node.kafka.context import KafkaContext
 from node.kafka.wire import SIZE, MalformedFrame, Request, encode_response, parse_request, unsupported_answer
@@ -192,9 +192,13 @@ class KafkaServer:
         self.caller = ServiceCaller(service, access)
 
     async def bind(self) -> int:
-        self._server = await asyncio.start_server(
-            self._serve, self.listener.bind_host or None, self.listener.bind_port, start_serving=False, ssl=self.tls
-        )
+        """Bind the listening socket (port 0: a free one) and return the port; ``ConfigError`` if it cannot."""
+        try:
+            self._server = await asyncio.start_server(
+                self._serve, self.listener.bind_host or None, self.listener.bind_port, start_serving=False, ssl=self.tls
+            )
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {self.listener.bind} (listener KAFKA, kafka_listen): {exc}") from None
         port: int = self._server.sockets[0].getsockname()[1]
         return port
 
