@@ -4,12 +4,11 @@ Rules:
 - Framing (node/kafka/wire.py): a 4-byte big-endian size, then the request header (v1, or v2 for
   a flexible version) and the body, decoded with kio for (api key, api version); the answer is
   the response header (v0, or v1 for a flexible version; v0 for ApiVersions) and the body.
-- Limits: a size above ``max_request_bytes`` (or below a request header's 8 bytes), a frame that
-  does not decode or leaves bytes over closes that connection, with the reason logged at WARNING;
-  nothing else is disturbed and nothing of that frame ran. At most
-  ``max_inflight_requests_per_connection`` requests of one connection are in progress (0: no
-  limit); the next frame is read when one finishes (back pressure through TCP). The gRPC listeners' global and
-  per-IP in-flight limits (node/request_limits.py) do not apply here.
+- Limits: a size above ``max_request_bytes`` (or below a request header's 8 bytes) or a frame
+  that does not decode closes that connection, with the reason logged at WARNING; nothing else
+  is disturbed and nothing of that frame ran. At most ``max_inflight_requests_per_connection``
+  requests of one connection are in progress (0: no limit); the next frame is read when one
+  finishes (back pressure through TCP).
 - Ordering: one connection's requests run concurrently (the next one is read while one is served:
   pipelining) and are answered in the order they came, which Kafka clients rely on. SaslHandshake
   and SaslAuthenticate change who the connection is, so each waits for every earlier request and
@@ -41,13 +40,17 @@ Rules:
   connection with no request in progress that has read no frame and written no answer for that
   long is closed (logged at INFO), a half-sent frame included; one waiting on a long poll is not
   idle.
-- Not here yet: the gRPC listeners' node-wide and per-IP in-flight limits.
+- The node's in-flight limits (node/request_limits.py, shared with the gRPC listeners): every
+  request counts toward ``max_inflight_requests`` and ``max_inflight_requests_per_ip`` until it
+  is answered; one over a limit closes its connection with the limit named in the log (Kafka
+  refuses connections over ``max.connections.per.ip``; the client reconnects after its backoff).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import ssl
 import time
@@ -65,6 +68,7 @@ from node.kafka.context import KafkaContext
 from node.kafka.wire import SIZE, MalformedFrame, Request, encode_response, parse_request, unsupported_answer
 from node.listeners import Listener
 from node.principal import MappingRule, certificate_principal, parse_rules
+from node.request_limits import InflightLimits
 
 log = logging.getLogger("ketch.kafka")
 ANONYMOUS = "User:ANONYMOUS"
@@ -159,6 +163,10 @@ def kafka_server(config: NodeConfig, listener: Listener) -> KafkaServer:
     )
 
 
+def _release(limits: InflightLimits, key: str, _: asyncio.Task[bytes | None]) -> None:
+    limits.release(key)
+
+
 class KafkaServer:
     """The KAFKA listener: ``bind()`` (the port), ``start()``, then ``stop()``.
 
@@ -184,12 +192,15 @@ class KafkaServer:
         self.tls = tls
         self.principal_rules = principal_rules
         self.caller: ServiceCaller | None = None
+        self.limits: InflightLimits | None = None
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.StreamWriter] = set()
 
-    def serve(self, service: Any, access: AccessControl | None) -> None:
-        """Serve ``service`` (the broker's ``KetchService`` for listener KAFKA) after ``access``'s rules."""
+    def serve(self, service: Any, access: AccessControl | None, limits: InflightLimits | None = None) -> None:
+        """Serve ``service`` (the broker's ``KetchService`` for listener KAFKA) after ``access``'s rules,
+        counting requests in the node's in-flight ``limits`` (shared with the gRPC listeners)."""
         self.caller = ServiceCaller(service, access)
+        self.limits = limits
 
     async def bind(self) -> int:
         """Bind the listening socket (port 0: a free one) and return the port; ``ConfigError`` if it cannot."""
@@ -228,12 +239,22 @@ class KafkaServer:
         answers: asyncio.Queue[asyncio.Task[bytes | None]] = asyncio.Queue(self.max_inflight)
         sender = asyncio.create_task(self._send(connection, answers, writer), name=f"kafka-send-{connection.peer}")
         self._connections.add(writer)
+        serial = 0
         try:
             while not sender.done():
                 request = await self._read(connection, reader)
                 if request is None:
                     break
-                await answers.put(self._start(connection, request))
+                serial += 1
+                key = f"kafka:{connection.peer}#{serial}"  # one count per request: the queue bounds a connection
+                refusal = self.limits.admit(key) if self.limits is not None else None
+                if refusal is not None:
+                    log.warning("closing Kafka connection from %s: request refused: %s", connection.peer, refusal)
+                    break
+                task = self._start(connection, request)
+                if self.limits is not None:
+                    task.add_done_callback(functools.partial(_release, self.limits, key))
+                await answers.put(task)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass  # the client went away
         finally:
