@@ -101,6 +101,9 @@ class NodeConfig:
     # PLAINTEXT or SSL (the ssl_* files; client auth from listener_ssl_client_auth "KAFKA:..." or
     # ssl_client_auth). SASL logins on the Kafka listener need SSL, as on gRPC.
     kafka_security_protocol: str = "PLAINTEXT"
+    # Kafka's connections.max.idle.ms on the Kafka listener: a connection with no request in
+    # progress and no byte received for this long is closed. 0: never.
+    kafka_connections_max_idle_ms: int = 600_000
     # Prometheus /metrics port; 0 picks a free one, -1 disables.
     metrics_port: int = 9644
     metrics_host: str = "127.0.0.1"
@@ -279,7 +282,12 @@ def validate(config: NodeConfig) -> None:
             f"max_message_bytes ({config.max_message_bytes}) must not exceed "
             f"max_request_bytes ({config.max_request_bytes})"
         )
-    for name in ("max_inflight_requests", "max_inflight_requests_per_connection", "max_inflight_requests_per_ip"):
+    for name in (
+        "max_inflight_requests",
+        "max_inflight_requests_per_connection",
+        "max_inflight_requests_per_ip",
+        "kafka_connections_max_idle_ms",
+    ):
         if getattr(config, name) < 0:
             raise ConfigError(f"{name} must be >= 0 (0 = no limit), got {getattr(config, name)}")
     if config.max_concurrent_streams < 1 or config.fetch_max_bytes < 1 or config.max_decompressed_batch_bytes < 1:

@@ -157,7 +157,7 @@ async def serve(config: NodeConfig) -> int:
         access.sessions = next((role.sasl for role in roles if isinstance(role, BrokerRole)), None)
     if kafka is not None:
         broker = next(role for role in roles if isinstance(role, BrokerRole))
-        kafka.serve(broker.kafka_service, access)
+        kafka.serve(broker.kafka_service, access, limits)
 
     # 2. Start the servers, then the roles in order; then health SERVING and the ready line.
     for server in servers.values():

@@ -39,9 +39,10 @@ def raw_frame(api_key: int, api_version: int, correlation_id: int, rest: bytes =
 
 
 class RawConnection:
-    def __init__(self, address: str, timeout_s: float = 10.0) -> None:
+    def __init__(self, address: str, timeout_s: float = 10.0, source_host: str | None = None) -> None:
         host, port = address.rsplit(":", 1)
-        self.sock = socket.create_connection((host, int(port)), timeout=timeout_s)
+        source = (source_host, 0) if source_host else None  # e.g. 127.0.0.3: a client address of its own
+        self.sock = socket.create_connection((host, int(port)), timeout=timeout_s, source_address=source)
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)

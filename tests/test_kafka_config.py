@@ -87,3 +87,19 @@ def test_metadata_names_a_broker_as_the_controller() -> None:
     assert client_controller_id(1001, [1, 2, 3]) == 1  # a dedicated controller: clients cannot reach it
     assert client_controller_id(-1, [3, 2]) == 2
     assert client_controller_id(1001, []) == -1
+
+
+def test_a_kafka_port_in_use_is_a_config_error() -> None:
+    import asyncio
+    import socket
+
+    from node.kafka.server import kafka_server as build
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        config = NodeConfig(kafka_listen=f"127.0.0.1:{taken.getsockname()[1]}")
+        listener = resolve(config).kafka
+        assert listener is not None
+        with pytest.raises(ConfigError, match=r"cannot listen on 127\.0\.0\.1:\d+ \(listener KAFKA, kafka_listen\)"):
+            asyncio.run(build(config, listener).bind())

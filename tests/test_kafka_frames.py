@@ -13,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import random
 import struct
+import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +24,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kio.index import load_request_schema, load_response_schema
 from kio.schema.api_versions.v3.request import ApiVersionsRequest
+from kio.schema.fetch.v12.request import FetchPartition, FetchRequest, FetchTopic
 from kio.schema.metadata.v12.request import MetadataRequest
 from kio.serial import entity_reader
 from kio.static.primitive import Records
 
+from ketch import Admin, NewTopic
 from node.kafka.apis import REGISTRY, Registry
 from node.kafka.context import Api
 from node.kafka.wire import MalformedFrame, Request, encode_response, parse_request, unsupported_answer
@@ -33,6 +37,8 @@ from node.process import NodeProcess, free_ports
 from tests.harness import wait_broker_alive
 from tests.kafka_raw import RawConnection, make, raw_frame, request_frame
 
+IDLE_MS = 800
+PER_IP = 4
 st.register_type_strategy(Records, st.binary(max_size=64).map(Records))
 SERVED = sorted(
     (api.key, version) for api in REGISTRY.by_key.values() for version in range(api.min_version, api.max_version + 1)
@@ -138,10 +144,18 @@ def test_the_registry_refuses_a_key_twice() -> None:
 def kafka_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NodeProcess, str]]:
     root: Path = tmp_path_factory.mktemp("kafka-frames")
     (kafka_port,) = free_ports(1)
-    node = NodeProcess(root / "node-1", 1, [f"--kafka-listen=127.0.0.1:{kafka_port}", "--max-request-bytes=2097152"])
+    args = [
+        f"--kafka-listen=127.0.0.1:{kafka_port}",
+        "--max-request-bytes=2097152",
+        f"--kafka-connections-max-idle-ms={IDLE_MS}",
+        f"--max-inflight-requests-per-ip={PER_IP}",
+    ]
+    node = NodeProcess(root / "node-1", 1, args)
     try:
         node.start()
         wait_broker_alive(node)
+        with Admin(bootstrap_servers=node.bootstrap) as admin:
+            admin.create_topics([NewTopic("quiet", 1, 1)])
         yield node, f"127.0.0.1:{kafka_port}"
     finally:
         node.close()
@@ -202,3 +216,65 @@ def test_fuzzed_frames_close_their_connection_and_the_node_keeps_serving(kafka_n
         conn.close()
     assert node.proc is not None and node.proc.poll() is None
     assert "closing Kafka connection from" in node.log_text()
+
+
+def long_poll(ms: int) -> Any:
+    """A fetch of the empty topic ``quiet``: it waits ``ms`` for data that never comes."""
+    return make(
+        FetchRequest,
+        cluster_id=None,
+        max_wait=timedelta(milliseconds=ms),
+        min_bytes=1,
+        isolation_level=0,
+        topics=(
+            make(
+                FetchTopic,
+                topic="quiet",
+                partitions=(make(FetchPartition, partition=0, fetch_offset=0, partition_max_bytes=1024),),
+            ),
+        ),
+        forgotten_topics_data=(),
+    )
+
+
+def test_an_idle_connection_is_closed_but_one_in_a_long_poll_is_not(kafka_node: tuple[NodeProcess, str]) -> None:
+    node, address = kafka_node
+    idle = RawConnection(address)
+    try:
+        started = time.monotonic()
+        assert idle.closed_by_server(10.0)
+        assert time.monotonic() - started >= IDLE_MS / 1000 * 0.9
+    finally:
+        idle.close()
+    polling = RawConnection(address)
+    try:
+        fetch = long_poll(2 * IDLE_MS)
+        started = time.monotonic()
+        answer = polling.call(fetch, 7)  # parked past the idle time, then answered
+        assert time.monotonic() - started >= 2 * IDLE_MS / 1000 * 0.9
+        assert answer.responses[0].partitions[0].error_code == 0
+        assert polling.call(make(ApiVersionsRequest, client_software_name="x", client_software_version="1"), 8)
+    finally:
+        polling.close()
+    assert "closing idle Kafka connection" in node.log_text()
+
+
+def test_a_request_over_the_per_ip_limit_closes_its_connection(kafka_node: tuple[NodeProcess, str]) -> None:
+    node, address = kafka_node
+    versions = make(ApiVersionsRequest, client_software_name="x", client_software_version="1")
+    limited = RawConnection(address, source_host="127.0.0.3")
+    other = RawConnection(address, source_host="127.0.0.4")
+    try:
+        parked = b"".join(request_frame(long_poll(1500), i) for i in range(1, PER_IP + 1))
+        limited.send(parked + request_frame(versions, 99))  # the fifth from 127.0.0.3 is over the limit
+        assert other.call(versions, 1).error_code == 0  # another address is not limited
+        assert limited.closed_by_server()
+    finally:
+        limited.close()
+        other.close()
+    again = RawConnection(address, source_host="127.0.0.3")
+    try:
+        assert again.call(versions, 2).error_code == 0  # the refused connection's counts were given back
+    finally:
+        again.close()
+    assert f"client address 127.0.0.3 has {PER_IP} requests in flight" in node.log_text()

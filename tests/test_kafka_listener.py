@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -81,6 +82,7 @@ def leader_address(cluster: LocalCluster, topic: str, partition: int = 0) -> str
     finally:
         conn.close()
     (found,) = answer.topics
+    assert found.topic_id != uuid.UUID(int=0) and found.error_code == 0  # the image's topic id
     leader = next(p.leader_id for p in found.partitions if p.partition_index == partition)
     return kafka_addresses(cluster)[leader]
 

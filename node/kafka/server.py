@@ -4,12 +4,11 @@ Rules:
 - Framing (node/kafka/wire.py): a 4-byte big-endian size, then the request header (v1, or v2 for
   a flexible version) and the body, decoded with kio for (api key, api version); the answer is
   the response header (v0, or v1 for a flexible version; v0 for ApiVersions) and the body.
-- Limits: a size above ``max_request_bytes`` (or below a request header's 8 bytes), a frame that
-  does not decode or leaves bytes over closes that connection, with the reason logged at WARNING;
-  nothing else is disturbed and nothing of that frame ran. At most
-  ``max_inflight_requests_per_connection`` requests of one connection are in progress; the next
-  frame is read when one finishes (back pressure through TCP). The gRPC listeners' global and
-  per-IP in-flight limits (node/request_limits.py) do not apply here.
+- Limits: a size above ``max_request_bytes`` (or below a request header's 8 bytes) or a frame
+  that does not decode closes that connection, with the reason logged at WARNING; nothing else
+  is disturbed and nothing of that frame ran. At most ``max_inflight_requests_per_connection``
+  requests of one connection are in progress (0: no limit); the next frame is read when one
+  finishes (back pressure through TCP).
 - Ordering: one connection's requests run concurrently (the next one is read while one is served:
   pipelining) and are answered in the order they came, which Kafka clients rely on. SaslHandshake
   and SaslAuthenticate change who the connection is, so each waits for every earlier request and
@@ -35,15 +34,26 @@ Rules:
   connection with the reason logged: Kafka clients treat that as a retriable network error and
   ask again, possibly another broker; the node keeps serving.
 - Stopping closes the listening socket and every connection (a parked fetch first ends when the
-  broker closes its fetch waiters).
+  broker closes its fetch waiters); requests still in progress are cut (a client retries them,
+  an idempotent producer without duplicates).
+- Idle connections (Kafka's ``connections.max.idle.ms``, ``kafka_connections_max_idle_ms``): a
+  connection with no request in progress that has read no frame and written no answer for that
+  long is closed (logged at INFO), a half-sent frame included; one waiting on a long poll is not
+  idle.
+- The node's in-flight limits (node/request_limits.py, shared with the gRPC listeners): every
+  request counts toward ``max_inflight_requests`` and ``max_inflight_requests_per_ip`` until it
+  is answered; one over a limit closes its connection with the limit named in the log (Kafka
+  refuses connections over ``max.connections.per.ip``; the client reconnects after its backoff).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import ssl
+import time
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -52,12 +62,13 @@ from kio.index import load_response_schema
 
 from ketch.errors import ErrorCode, KetchError
 from node.access import KETCH, AccessControl
-from node.config import NodeConfig
+from node.config import ConfigError, NodeConfig
 from node.kafka.apis import REGISTRY, Registry
 from node.kafka.context import KafkaContext
 from node.kafka.wire import SIZE, MalformedFrame, Request, encode_response, parse_request, unsupported_answer
 from node.listeners import Listener
 from node.principal import MappingRule, certificate_principal, parse_rules
+from node.request_limits import InflightLimits
 
 log = logging.getLogger("ketch.kafka")
 ANONYMOUS = "User:ANONYMOUS"
@@ -81,6 +92,7 @@ class Connection:
     state: dict[str, Any] = field(default_factory=dict)
     closed: bool = False
     pending: set[asyncio.Task[bytes | None]] = field(default_factory=set)
+    last_active: float = field(default_factory=time.monotonic)  # the last frame read or answer written
     barrier: asyncio.Task[bytes | None] | None = None
 
     @property
@@ -145,9 +157,14 @@ def kafka_server(config: NodeConfig, listener: Listener) -> KafkaServer:
         config.node_id,
         config.max_request_bytes,
         config.max_inflight_requests_per_connection,
+        max_idle_ms=config.kafka_connections_max_idle_ms,
         tls=tls,
         principal_rules=parse_rules(config.ssl_principal_mapping_rules),
     )
+
+
+def _release(limits: InflightLimits, key: str, _: asyncio.Task[bytes | None]) -> None:
+    limits.release(key)
 
 
 class KafkaServer:
@@ -162,28 +179,37 @@ class KafkaServer:
         max_request_bytes: int,
         max_inflight_per_connection: int,
         registry: Registry = REGISTRY,
+        max_idle_ms: int = 0,
         tls: ssl.SSLContext | None = None,
         principal_rules: tuple[MappingRule, ...] = (),
     ) -> None:
         self.listener = listener
         self.node_id = node_id
         self.max_request_bytes = max_request_bytes
-        self.max_inflight = max(1, max_inflight_per_connection)
+        self.max_inflight = max(0, max_inflight_per_connection)  # asyncio.Queue(0): no limit
+        self.max_idle_s = max_idle_ms / 1000
         self.registry = registry
         self.tls = tls
         self.principal_rules = principal_rules
         self.caller: ServiceCaller | None = None
+        self.limits: InflightLimits | None = None
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.StreamWriter] = set()
 
-    def serve(self, service: Any, access: AccessControl | None) -> None:
-        """Serve ``service`` (the broker's ``KetchService`` for listener KAFKA) after ``access``'s rules."""
+    def serve(self, service: Any, access: AccessControl | None, limits: InflightLimits | None = None) -> None:
+        """Serve ``service`` (the broker's ``KetchService`` for listener KAFKA) after ``access``'s rules,
+        counting requests in the node's in-flight ``limits`` (shared with the gRPC listeners)."""
         self.caller = ServiceCaller(service, access)
+        self.limits = limits
 
     async def bind(self) -> int:
-        self._server = await asyncio.start_server(
-            self._serve, self.listener.bind_host or None, self.listener.bind_port, start_serving=False, ssl=self.tls
-        )
+        """Bind the listening socket (port 0: a free one) and return the port; ``ConfigError`` if it cannot."""
+        try:
+            self._server = await asyncio.start_server(
+                self._serve, self.listener.bind_host or None, self.listener.bind_port, start_serving=False, ssl=self.tls
+            )
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {self.listener.bind} (listener KAFKA, kafka_listen): {exc}") from None
         port: int = self._server.sockets[0].getsockname()[1]
         return port
 
@@ -213,12 +239,22 @@ class KafkaServer:
         answers: asyncio.Queue[asyncio.Task[bytes | None]] = asyncio.Queue(self.max_inflight)
         sender = asyncio.create_task(self._send(connection, answers, writer), name=f"kafka-send-{connection.peer}")
         self._connections.add(writer)
+        serial = 0
         try:
             while not sender.done():
                 request = await self._read(connection, reader)
                 if request is None:
                     break
-                await answers.put(self._start(connection, request))
+                serial += 1
+                key = f"kafka:{connection.peer}#{serial}"  # one count per request: the queue bounds a connection
+                refusal = self.limits.admit(key) if self.limits is not None else None
+                if refusal is not None:
+                    log.warning("closing Kafka connection from %s: request refused: %s", connection.peer, refusal)
+                    break
+                task = self._start(connection, request)
+                if self.limits is not None:
+                    task.add_done_callback(functools.partial(_release, self.limits, key))
+                await answers.put(task)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass  # the client went away
         finally:
@@ -230,9 +266,29 @@ class KafkaServer:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
+    async def _read_exactly(self, connection: Connection, reader: asyncio.StreamReader, count: int) -> bytes | None:
+        """``count`` bytes, or None when the connection stayed idle too long (see the module rules)."""
+        if not self.max_idle_s:
+            return await reader.readexactly(count)
+        while True:
+            quiet = time.monotonic() - connection.last_active
+            if not connection.pending and quiet >= self.max_idle_s:
+                log.info("closing idle Kafka connection from %s (kafka_connections_max_idle_ms)", connection.peer)
+                return None
+            wait = self.max_idle_s if connection.pending else self.max_idle_s - quiet
+            try:  # a readexactly cancelled by the timeout consumed nothing: reading again is safe
+                data = await asyncio.wait_for(reader.readexactly(count), wait)
+            except TimeoutError:
+                continue
+            connection.last_active = time.monotonic()
+            return data
+
     async def _read(self, connection: Connection, reader: asyncio.StreamReader) -> Request | None:
         """The next request, or None to close the connection (the reason logged)."""
-        size = SIZE.unpack(await reader.readexactly(SIZE.size))[0]
+        head = await self._read_exactly(connection, reader, SIZE.size)
+        if head is None:
+            return None
+        size = SIZE.unpack(head)[0]
         if size < 8 or size > self.max_request_bytes:
             log.warning(
                 "closing Kafka connection from %s: frame size %d is outside 8..%d (max_request_bytes)",
@@ -241,7 +297,9 @@ class KafkaServer:
                 self.max_request_bytes,
             )
             return None
-        frame = await reader.readexactly(size)
+        frame = await self._read_exactly(connection, reader, size)
+        if frame is None:
+            return None
         try:
             return parse_request(frame, self.registry.served)
         except MalformedFrame as exc:
@@ -321,4 +379,5 @@ class KafkaServer:
             if frame is not None:
                 writer.write(frame)
                 await writer.drain()
+            connection.last_active = time.monotonic()
         writer.close()  # the read loop then ends
