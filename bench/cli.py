@@ -4,6 +4,7 @@
                        [--acks 1] [--linger-ms 5] [--batch-size 262144] [--compression none]
                        [--partitions P] [--json]
     ketch perf consume --topic T [--messages N] [--from-beginning] [--timeout-ms 10000] [--json]
+    (both take --client confluent-kafka: the same measurement through a Kafka listener, bench/kafka_client.py)
     ketch perf suite   [--workload 500000x100 --workload 200000x1024 ...]
     ketch perf group-load [--commits 1000000] [--keys 1000] [--groups 10] [--json]
 
@@ -26,7 +27,9 @@ import asyncio
 import sys
 from typing import Any
 
+from bench import kafka_client
 from bench.consume import ConsumeConfig, ConsumeTimeout, run_consume
+from bench.kafka_client import CLIENTS
 from bench.produce import ACKS_CHOICES, COMPRESSION_CHOICES, ProduceConfig, run_produce
 from ketch.bootstrap import bootstrap_arg, client_security
 from ketch.records import DEFAULT_BATCH_SIZE
@@ -74,6 +77,7 @@ def add_actions(sub: Any) -> None:
     )
     produce.add_argument("--report-interval", type=float, default=5.0, help="seconds between progress lines")
     produce.add_argument("--json", action="store_true", help="also print the final figures as one JSON line")
+    client_arg(produce)
     bootstrap_arg(produce)
     produce.set_defaults(handler=produce_handler)
 
@@ -97,6 +101,7 @@ def add_actions(sub: Any) -> None:
     )
     consume.add_argument("--report-interval", type=float, default=5.0, help="seconds between progress lines")
     consume.add_argument("--json", action="store_true", help="also print the final figures as one JSON line")
+    client_arg(consume)
     bootstrap_arg(consume)
     consume.set_defaults(handler=consume_handler)
 
@@ -108,6 +113,15 @@ def add_actions(sub: Any) -> None:
 
     compare.add_arguments(sub.add_parser("compare", help=compare.SUMMARY, description=compare.SUMMARY))
     memory.add_arguments(sub.add_parser("memory", help=memory.SUMMARY, description=memory.SUMMARY))
+
+
+def client_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--client",
+        default="ketch",
+        choices=CLIENTS,
+        help="ketch (gRPC, default) or confluent-kafka through a Kafka listener (bench/kafka_client.py)",
+    )
 
 
 def register(commands: Any) -> None:
@@ -138,7 +152,7 @@ def produce_handler(args: argparse.Namespace) -> int:
         security=client_security(),
     )
     try:
-        result = asyncio.run(run_produce(cfg))
+        result = kafka_client.run_produce(cfg) if args.client != "ketch" else asyncio.run(run_produce(cfg))
     except ValueError as exc:
         print(f"ketch perf produce: {exc}", file=sys.stderr, flush=True)
         return 2
@@ -158,7 +172,7 @@ def consume_handler(args: argparse.Namespace) -> int:
         security=client_security(),
     )
     try:
-        result = asyncio.run(run_consume(cfg))
+        result = kafka_client.run_consume(cfg) if args.client != "ketch" else asyncio.run(run_consume(cfg))
     except ConsumeTimeout as exc:
         print(f"ketch perf consume: {exc}", file=sys.stderr, flush=True)
         return 1

@@ -21,6 +21,12 @@ and ``KETCH_SSL_*``). ``--compare-tls`` runs the suite twice in one go, plaintex
 then TLS, on fresh nodes, and adds a table of TLS's rate as a share of plaintext's:
 the cost of TLS, measured with both runs under the same machine load.
 
+``--compare-kafka-client`` runs three nodes with the Kafka listener on (replication factor 3,
+min.insync.replicas 2, acks=all, whatever the other flags say) and, for each workload, the
+same produce and consume steps twice in one run: Ketch's client over gRPC, then confluent-kafka
+(librdkafka) through the Kafka listener (``--client confluent-kafka``, bench/kafka_client.py),
+each into its own topic; then a table of confluent-kafka's rate as a share of Ketch's.
+
 Every step is a separate child process (``python -m ketch perf ...
 --json``), so each client starts cold, exactly as the printed command would,
 and the figures in the table are the ones that child printed as JSON. The
@@ -101,6 +107,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compression", default="none", choices=COMPRESSION_CHOICES, help="default: none")
     parser.add_argument("--tls", action="store_true", help="nodes and clients with mutual TLS")
     parser.add_argument("--compare-tls", action="store_true", help="run plaintext, then TLS; print the ratios")
+    parser.add_argument(
+        "--compare-kafka-client",
+        action="store_true",
+        help="3 nodes, RF 3, min ISR 2, acks all: Ketch's client (gRPC) next to confluent-kafka (Kafka listener)",
+    )
     parser.add_argument("--quiet", "-q", action="store_true", help="hide the tools' own output lines")
     parser.add_argument("--json", action="store_true", help="also print every step's figures as one JSON line")
     parser.set_defaults(handler=suite_handler)
@@ -191,7 +202,9 @@ def report(steps: list[tuple[str, Workload, list[str], dict[str, Any]]]) -> str:
     return f"{_table(rows)}\n\nCommands (ketch = python -m ketch; each ran as its own process):\n{commands}"
 
 
-def run_suite(args: argparse.Namespace, tls: bool = False) -> list[tuple[str, Workload, list[str], dict[str, Any]]]:
+def run_suite(
+    args: argparse.Namespace, tls: bool = False, kafka_client: bool = False
+) -> list[tuple[str, Workload, list[str], dict[str, Any]]]:
     from node.cluster import LocalCluster
     from node.process import NodeProcess
 
@@ -201,7 +214,11 @@ def run_suite(args: argparse.Namespace, tls: bool = False) -> list[tuple[str, Wo
     print(f"before the node starts: {_load()}", flush=True)
     steps: list[tuple[str, Workload, list[str], dict[str, Any]]] = []
     with tempfile.TemporaryDirectory(prefix="ketch-bench-") as tmp:
-        cluster = LocalCluster(Path(tmp) / "cluster", args.nodes, tls=tls) if args.nodes > 1 or tls else None
+        cluster = (
+            LocalCluster(Path(tmp) / "cluster", args.nodes, tls=tls, kafka=kafka_client)
+            if args.nodes > 1 or tls or kafka_client
+            else None
+        )
         env = {ENV[k]: v for k, v in cluster.security.client_kwargs().items() if v} if cluster else {}
         if cluster is not None:
             cluster.start()
@@ -211,7 +228,8 @@ def run_suite(args: argparse.Namespace, tls: bool = False) -> list[tuple[str, Wo
             print(
                 f"cluster: {args.nodes} combined ketch nodes at {bootstrap}, default settings "
                 f"(RocksDB WAL on, no fsync per append), replication factor {args.replication_factor}"
-                + (", mutual TLS on every connection" if tls else ""),
+                + (", mutual TLS on every connection" if tls else "")
+                + (f"; Kafka listeners at {cluster.kafka_bootstrap}" if kafka_client else ""),
                 flush=True,
             )
         else:
@@ -231,19 +249,26 @@ def run_suite(args: argparse.Namespace, tls: bool = False) -> list[tuple[str, Wo
                 f"--batch-size={args.batch_size}",
                 f"--compression={args.compression}",
             ]
+            # (label suffix, extra arguments, topic suffix) per client: Ketch's own, then confluent-kafka's.
+            clients = [("", [f"--bootstrap={bootstrap}"], "")]
+            if kafka_client and cluster is not None:
+                kafka = ["--client=confluent-kafka", f"--bootstrap={cluster.kafka_bootstrap}"]
+                clients = [(", ketch gRPC", clients[0][1], ""), (", confluent-kafka", kafka, "-kafka")]
             for w in workloads:
-                argv = ["perf", "produce", f"--bootstrap={bootstrap}", f"--topic={w.topic}"]
-                argv += [f"--num-records={w.records}", f"--record-size={w.size}", "--throughput=-1"]
-                argv += [*producer_opts, f"--partitions={args.partitions}"]
-                argv += [f"--replication-factor={args.replication_factor}"]
-                if args.min_insync_replicas:
-                    argv += [f"--min-insync-replicas={args.min_insync_replicas}"]
-                figures = _run_step(len(steps) + 1, argv, args.quiet, env)
-                steps.append((f"produce acks={args.acks}", w, argv, figures))
+                for label, client, suffix in clients:
+                    argv = ["perf", "produce", *client, f"--topic={w.topic}{suffix}"]
+                    argv += [f"--num-records={w.records}", f"--record-size={w.size}", "--throughput=-1"]
+                    argv += [*producer_opts, f"--partitions={args.partitions}"]
+                    argv += [f"--replication-factor={args.replication_factor}"]
+                    if args.min_insync_replicas:
+                        argv += [f"--min-insync-replicas={args.min_insync_replicas}"]
+                    figures = _run_step(len(steps) + 1, argv, args.quiet, env)
+                    steps.append((f"produce acks={args.acks}{label}", w, argv, figures))
             for w in workloads:
-                argv = ["perf", "consume", f"--bootstrap={bootstrap}", f"--topic={w.topic}"]
-                argv += [f"--messages={w.records}", "--from-beginning"]
-                steps.append(("consume", w, argv, _run_step(len(steps) + 1, argv, args.quiet, env)))
+                for label, client, suffix in clients:
+                    argv = ["perf", "consume", *client, f"--topic={w.topic}{suffix}"]
+                    argv += [f"--messages={w.records}", "--from-beginning"]
+                    steps.append((f"consume{label}", w, argv, _run_step(len(steps) + 1, argv, args.quiet, env)))
         finally:
             if cluster is not None:
                 cluster.stop()
@@ -276,8 +301,10 @@ def tls_cost(
 
 def suite_handler(args: argparse.Namespace) -> int:
     started = time.monotonic()
+    if args.compare_kafka_client:  # the shape the comparison is quoted for, whatever the other flags say
+        args.nodes, args.replication_factor, args.min_insync_replicas, args.acks = 3, 3, 2, "all"
     try:
-        steps = run_suite(args, tls=args.tls and not args.compare_tls)
+        steps = run_suite(args, tls=args.tls and not args.compare_tls, kafka_client=args.compare_kafka_client)
         tls_steps = run_suite(args, tls=True) if args.compare_tls else []
     except RuntimeError as exc:  # a step failed or the node did not start; its output is above
         print(f"ketch perf suite: {exc}", file=sys.stderr, flush=True)
@@ -290,6 +317,10 @@ def suite_handler(args: argparse.Namespace) -> int:
         "\nconsume: one consumer assigned every partition, from the earliest offset; rates from assign() "
         "to the last record. MB = 2**20 bytes of record values (and keys)."
     )
+    if args.compare_kafka_client:
+        from bench.kafka_client import compare_table
+
+        print("\n" + compare_table(steps))
     if tls_steps:
         print("\nThe same with mutual TLS on every connection (nodes, replication, clients):\n")
         print(report(tls_steps))

@@ -24,6 +24,9 @@ Rules:
   TOPIC_AUTHORIZATION_FAILED instead), ListGroups and ListTransactions drop what the caller may not
   DESCRIBE (DESCRIBE on the cluster lists every group), and OffsetFetch answers only the topics
   the caller may DESCRIBE. Metadata's auto-creation is turned off for a caller without CREATE.
+- One decision for every listener: ``AccessControl.decide`` (keyed by the full gRPC method name,
+  for a principal) and ``AccessControl.filter`` serve gRPC's interceptor and the Kafka listener
+  (node/kafka/server.py), whose principal comes from its connection.
 - InitProducerId without a transactional id (an idempotent producer) needs IDEMPOTENT_WRITE on the
   cluster or WRITE on some topic (KIP-679's rule).
 """
@@ -313,10 +316,33 @@ class AccessControl:
             self._cached = (acls, Authorizer(acls.values(), self.super_users, self.allow_if_none))
         return self._cached[1]
 
-    def check(self, context: Any) -> Check | None:
-        """The decision for this call's caller; None when its SASL session is unknown or over."""
-        principal = principal_of(context, self.rules, self.sessions)
-        return None if principal is None else Check(principal, self.authorizer())
+    def decide(self, method: str, request: Any, principal: str | None) -> tuple[Check | None, Denied | None]:
+        """The rule of ``method`` (a full gRPC method name) for ``principal`` (None: a dead SASL
+        session) over ``request``: the check, and the denial if any. Turns Metadata's auto-creation
+        off for a caller without CREATE. gRPC's interceptor and the Kafka listener both call it."""
+        if principal is None:
+            return None, Denied(ErrorCode.SASL_AUTHENTICATION_FAILED, "session unknown or expired; log in again")
+        check = Check(principal, self.authorizer())
+        rule = RULES.get(method)
+        if rule is None:
+            return check, Denied(CLUSTER_FAILED, f"{method} has no access rule; refused")
+        if (
+            method == KETCH + "Metadata"
+            and request.allow_auto_topic_creation
+            and not (
+                check.allowed(A.CREATE, A.CLUSTER, A.CLUSTER_NAME)
+                or check.need(A.CREATE, A.TOPIC, request.topics) is None
+            )
+        ):
+            request.allow_auto_topic_creation = False
+        return check, rule(request, check)
+
+    @staticmethod
+    def filter(method: str, request: Any, response: Any, check: Check) -> None:
+        """Drop from a listing answer what the caller may not see (``FILTERS``); others unchanged."""
+        post = FILTERS.get(method)
+        if post is not None:
+            post(request, response, check)
 
     def interceptor(self) -> grpc.aio.ServerInterceptor:
         return _Interceptor(self)
@@ -343,26 +369,11 @@ class _Interceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         if handler is None:
             return handler
-        rule = RULES.get(method)
         post = FILTERS.get(method)
         access = self.access
 
         def decide(request: Any, context: Any) -> tuple[Check | None, Denied | None]:
-            check = access.check(context)
-            if check is None:
-                return None, Denied(ErrorCode.SASL_AUTHENTICATION_FAILED, "session unknown or expired; log in again")
-            if rule is None:
-                return check, Denied(CLUSTER_FAILED, f"{method} has no access rule; refused")
-            if (
-                method == KETCH + "Metadata"
-                and request.allow_auto_topic_creation
-                and not (
-                    check.allowed(A.CREATE, A.CLUSTER, A.CLUSTER_NAME)
-                    or check.need(A.CREATE, A.TOPIC, request.topics) is None
-                )
-            ):
-                request.allow_auto_topic_creation = False
-            return check, rule(request, check)
+            return access.decide(method, request, principal_of(context, access.rules, access.sessions))
 
         if handler.unary_unary is not None:
             inner = handler.unary_unary

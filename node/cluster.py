@@ -3,7 +3,8 @@
 Used by ``ketch cluster up`` and by the integration and chaos tests. Layout
 of its directory (``--data-dir``):
 
-    cluster.json        {"cluster_id", "nodes": [{"node_id", "port", "metrics_port"}, ...]}
+    cluster.json        {"cluster_id", "nodes": [{"node_id", "port", "metrics_port", "kafka_port"}, ...],
+                         "kafka_bootstrap": "127.0.0.1:P1,..."}
     node-<id>/          each node's data directory (RocksDB, node.log)
     node-<id>.pid       the node's pid while it runs detached
     tls/                with ``tls=True``: the CA, node-<id>.pem and admin.pem (node/certificates.py)
@@ -26,6 +27,13 @@ Rules:
   TLS requires, and acts as its SCRAM user). The choice is kept in
   cluster.json, so a cluster started again keeps it; ``security`` is how a client (this
   harness, the admin) connects.
+- ``kafka=True`` (``ketch cluster up``) gives every node the Kafka protocol listener
+  (``--kafka-listen 127.0.0.1:K``, node/kafka/server.py) on ``base_kafka_port`` + i or a free
+  port, kept in cluster.json as ``kafka_port`` with ``kafka_bootstrap`` (the Kafka clients'
+  bootstrap servers); a cluster started again on the directory keeps them. With ``tls`` it is
+  SSL with mutual TLS like the rest (``kafka_security_protocol`` SSL): a Kafka client presents a
+  certificate of the cluster's CA (``tls/admin.pem``, or one from ``ketch cluster issue-cert``)
+  and acts as its CN, or logs in with SCRAM over it.
 - Tests end every process they start: ``close()`` kills what is left.
 """
 
@@ -63,6 +71,8 @@ class LocalCluster:
         extra_args: list[str] | None = None,
         detach: bool = False,
         tls: bool = False,
+        kafka: bool = False,
+        base_kafka_port: int | None = None,
     ) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
@@ -77,7 +87,16 @@ class LocalCluster:
                 "nodes": [{"node_id": i + 1, "port": ports[i], "metrics_port": metrics[i]} for i in range(nodes)],
                 "tls": tls,
             }
-            layout_path.write_text(json.dumps(layout, indent=2))
+        if kafka and "kafka_bootstrap" not in layout:
+            count = len(layout["nodes"])
+            taken = {n["port"] for n in layout["nodes"]}
+            free = [p for p in free_ports(2 * count) if p not in taken][:count]  # none of the gRPC ports
+            kafka_ports = [base_kafka_port + i for i in range(count)] if base_kafka_port else free
+            for node, kafka_port in zip(layout["nodes"], kafka_ports, strict=True):
+                node["kafka_port"] = kafka_port
+            layout["kafka_bootstrap"] = ",".join(f"127.0.0.1:{p}" for p in kafka_ports)
+        layout_path.write_text(json.dumps(layout, indent=2))
+        self.kafka_bootstrap: str = layout.get("kafka_bootstrap", "")
         self.cluster_id: str = layout["cluster_id"]
         self.tls: bool = layout.get("tls", False)
         self.tls_dir = tls_dir(root)
@@ -89,7 +108,7 @@ class LocalCluster:
             n["node_id"]: NodeProcess(
                 root / f"node-{n['node_id']}",
                 n["node_id"],
-                [*args, *self._tls_args(n["node_id"])],
+                [*args, *self._tls_args(n["node_id"]), *_kafka_args(n, self.tls)],
                 port=n["port"],
                 metrics_port=n["metrics_port"],
                 detach=detach,
@@ -97,6 +116,7 @@ class LocalCluster:
             )
             for n in layout["nodes"]
         }
+        self._kafka_ports = {n["node_id"]: n["kafka_port"] for n in layout["nodes"] if "kafka_port" in n}
 
     def client_security(self, name: str) -> SecurityConfig:
         """Mutual TLS as principal User:NAME, its certificate issued on first use."""
@@ -122,6 +142,10 @@ class LocalCluster:
             f"--ssl-certfile={self.tls_dir / name}.pem",
             f"--ssl-keyfile={self.tls_dir / name}-key.pem",
         ]
+
+    def kafka_address(self, node_id: int) -> str:
+        """The node's Kafka listener address (``kafka=True``)."""
+        return f"127.0.0.1:{self._kafka_ports[node_id]}"
 
     @property
     def bootstrap(self) -> str:
@@ -228,3 +252,9 @@ class LocalCluster:
         for node_id, node in self.nodes.items():
             node.kill()
             self.pid_file(node_id).unlink(missing_ok=True)
+
+
+def _kafka_args(node: dict[str, int], tls: bool) -> list[str]:
+    if "kafka_port" not in node:
+        return []
+    return [f"--kafka-listen=127.0.0.1:{node['kafka_port']}", *(["--kafka-security-protocol=SSL"] if tls else [])]

@@ -17,7 +17,9 @@ Listeners use Kafka's settings with underscores (rules in node/listeners.py):
 ``inter_broker_listener_name`` and ``controller_listener_names``. Without
 ``listeners`` a node has one listener named after ``security_protocol`` on
 ``listen``, advertised as ``advertised_listener``. The ssl_* files and
-``ssl_client_auth`` are shared by every SSL listener.
+``ssl_client_auth`` are shared by every SSL listener. ``kafka_listen`` adds the Kafka
+protocol listener, named KAFKA (``kafka_advertised_listener`` its advertised address,
+``kafka_security_protocol`` PLAINTEXT or SSL).
 """
 
 from __future__ import annotations
@@ -90,6 +92,18 @@ class NodeConfig:
     # says otherwise for a listener: e.g. mutual TLS inside, TLS with SCRAM logins outside.
     ssl_client_auth: str = "none"
     listener_ssl_client_auth: str = ""
+    # The Kafka wire protocol listener (node/kafka/server.py), off when empty: "HOST:PORT" to bind
+    # (port 0: a free one). Its name is KAFKA, it is PLAINTEXT, and brokers register its advertised
+    # endpoint like any other listener's, so Metadata on it names each broker's Kafka address.
+    kafka_listen: str = ""
+    # Host:port Kafka clients should dial; default: kafka_listen (0.0.0.0 -> 127.0.0.1, port 0 -> bound).
+    kafka_advertised_listener: str = ""
+    # PLAINTEXT or SSL (the ssl_* files; client auth from listener_ssl_client_auth "KAFKA:..." or
+    # ssl_client_auth). SASL logins on the Kafka listener need SSL, as on gRPC.
+    kafka_security_protocol: str = "PLAINTEXT"
+    # Kafka's connections.max.idle.ms on the Kafka listener: a connection with no request in
+    # progress and no byte received for this long is closed. 0: never.
+    kafka_connections_max_idle_ms: int = 600_000
     # Prometheus /metrics port; 0 picks a free one, -1 disables.
     metrics_port: int = 9644
     metrics_host: str = "127.0.0.1"
@@ -268,7 +282,12 @@ def validate(config: NodeConfig) -> None:
             f"max_message_bytes ({config.max_message_bytes}) must not exceed "
             f"max_request_bytes ({config.max_request_bytes})"
         )
-    for name in ("max_inflight_requests", "max_inflight_requests_per_connection", "max_inflight_requests_per_ip"):
+    for name in (
+        "max_inflight_requests",
+        "max_inflight_requests_per_connection",
+        "max_inflight_requests_per_ip",
+        "kafka_connections_max_idle_ms",
+    ):
         if getattr(config, name) < 0:
             raise ConfigError(f"{name} must be >= 0 (0 = no limit), got {getattr(config, name)}")
     if config.max_concurrent_streams < 1 or config.fetch_max_bytes < 1 or config.max_decompressed_batch_bytes < 1:
@@ -318,7 +337,7 @@ def validate_security(config: NodeConfig) -> None:
         raise ConfigError(f"sasl_enabled_mechanisms: {', '.join(sorted(unknown))} not SCRAM-SHA-256 or SCRAM-SHA-512")
     from node.listeners import resolve
 
-    ssl_listeners = [listener.name for listener in resolve(config).all if listener.security_protocol == "SSL"]
+    ssl_listeners = [listener.name for listener in resolve(config).registered if listener.security_protocol == "SSL"]
     if config.sasl_mechanisms and not ssl_listeners:
         raise ConfigError("sasl_enabled_mechanisms needs an SSL listener: passwords travel over TLS only")
     if ssl_listeners:

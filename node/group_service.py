@@ -301,7 +301,13 @@ class GroupHandlers:
             out.state, out.protocol_type, out.protocol = str(d.state), d.protocol_type, d.protocol
             out.generation, out.leader = d.generation, d.leader
             for m in d.members:
-                member = out.members.add(member_id=m.member_id, client_id=m.client_id, client_host=m.client_host)
+                member = out.members.add(
+                    member_id=m.member_id,
+                    client_id=m.client_id,
+                    client_host=m.client_host,
+                    member_metadata=m.metadata,
+                    member_assignment=m.assignment,
+                )
                 for tp in m.partitions or ():
                     member.assignment.add(topic=tp.topic, partition=tp.partition)
         return response

@@ -37,6 +37,14 @@ Rules:
   than PLAINTEXT/SSL, a listener without a protocol, an inter-broker or controller listener name
   that is not a listener, an SSL listener without the ssl files.
 
+The Kafka protocol listener: ``kafka_listen`` (``HOST:PORT``; empty: none) adds a listener named
+KAFKA, advertised as ``kafka_advertised_listener`` (or its bind address as above), of protocol
+``kafka_security_protocol`` (PLAINTEXT or SSL; its client auth as ``listener_ssl_client_auth``'s
+``KAFKA:...`` or ``ssl_client_auth``). It
+is not a gRPC server (node/kafka/server.py serves it) so it is not in ``all``; it is in
+``endpoints`` (what a broker registers), so Metadata and FindCoordinator on it answer each
+broker's Kafka address. Its name and port must not clash with another listener's.
+
 This module is pure: it parses and validates, and names the endpoints; node/main.py binds.
 """
 
@@ -48,6 +56,7 @@ from node.config import ConfigError, NodeConfig, split_host_port
 
 PROTOCOLS = ("PLAINTEXT", "SSL")
 WILDCARD_HOSTS = ("", "0.0.0.0", "::")
+KAFKA = "KAFKA"  # the Kafka protocol listener's name
 
 
 @dataclass(frozen=True)
@@ -76,9 +85,15 @@ class Listener:
 class Listeners:
     """A node's listeners in configuration order, and the ones it dials others on."""
 
-    all: tuple[Listener, ...]
+    all: tuple[Listener, ...]  # the gRPC listeners
     inter_broker: str
     controller: tuple[str, ...]
+    kafka: Listener | None = None  # the Kafka protocol listener (kafka_listen)
+
+    @property
+    def registered(self) -> tuple[Listener, ...]:
+        """Every listener whose endpoint the broker registers: the gRPC ones, then KAFKA."""
+        return self.all + ((self.kafka,) if self.kafka else ())
 
     def __getitem__(self, name: str) -> Listener:
         for listener in self.all:
@@ -150,6 +165,8 @@ def parse_protocol_map(value: str) -> dict[str, str]:
 
 def parse_client_auth(config: NodeConfig, names: list[str]) -> dict[str, str]:
     """Each listener's ssl client authentication: ``listener_ssl_client_auth``, else ``ssl_client_auth``."""
+    if config.kafka_listen.strip():
+        names = [*names, KAFKA]  # listener_ssl_client_auth may name the Kafka listener too
     out = dict.fromkeys(names, config.ssl_client_auth)
     seen: set[str] = set()
     for entry in (e.strip() for e in config.listener_ssl_client_auth.split(",")):
@@ -195,7 +212,30 @@ def _named(config: NodeConfig, listeners: tuple[Listener, ...]) -> Listeners:
         raise ConfigError(
             f"controller_listener_names: {', '.join(unknown)} not among the listeners ({', '.join(names)})"
         )
-    return Listeners(listeners, inter_broker, controller or (names[0],))
+    return Listeners(listeners, inter_broker, controller or (names[0],), _kafka(config, listeners))
+
+
+def _kafka(config: NodeConfig, listeners: tuple[Listener, ...]) -> Listener | None:
+    """The KAFKA listener of ``kafka_listen``, or None; a clash with a gRPC listener is a ConfigError."""
+    if not config.kafka_listen.strip():
+        if config.kafka_advertised_listener.strip():
+            raise ConfigError("kafka_advertised_listener needs kafka_listen (HOST:PORT)")
+        return None
+    host, port = split_host_port(config.kafka_listen)
+    if config.kafka_advertised_listener:
+        ad_host, ad_port = _advertise(*split_host_port(config.kafka_advertised_listener))
+    else:
+        ad_host, ad_port = _advertise(host, 0)  # the bound port
+    for listener in listeners:
+        if listener.name == KAFKA:
+            raise ConfigError("the listener name KAFKA is kafka_listen's; name the gRPC listener otherwise")
+        if port and listener.bind_port == port:
+            raise ConfigError(f"kafka_listen and listener {listener.name} both bind port {port}")
+    protocol = config.kafka_security_protocol.strip().upper()
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"kafka_security_protocol must be PLAINTEXT or SSL, got {config.kafka_security_protocol!r}")
+    client_auth = parse_client_auth(config, [listener.name for listener in listeners])[KAFKA]
+    return Listener(KAFKA, host, port, ad_host, ad_port, protocol, client_auth)
 
 
 def resolve(config: NodeConfig) -> Listeners:

@@ -11,6 +11,9 @@ Listeners (node/listeners.py): one gRPC server per listener, each bound to its
 own address with its own credentials (SSL listeners each get their own
 ``ServerCertificates`` over the shared ssl_* files), every one serving the same
 services. A node without ``listeners`` has one, named after ``security_protocol``.
+``kafka_listen`` adds the Kafka protocol listener KAFKA (node/kafka/server.py), an asyncio
+server beside the gRPC ones, bound, started and stopped with them; its endpoint is registered
+like theirs and it serves the broker's ``KetchService`` for listener KAFKA.
 
 ``serve`` follows these steps, with the same numbers:
 
@@ -69,6 +72,7 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -88,6 +92,9 @@ from node.request_limits import InflightInterceptor, InflightLimits
 from node.roles import BrokerRole, ControllerRole, Role
 from node.server_tls import ServerCertificates
 from replication.rocks_store import NodeStore
+
+if TYPE_CHECKING:
+    from node.kafka.server import KafkaServer
 
 log = logging.getLogger("ketch.node")
 SERVICE_NAME = "ketch.v1.Ketch"
@@ -137,6 +144,9 @@ async def serve(config: NodeConfig) -> int:
         for listener in listeners.all
     }
     bound = {listener.name: bind(config, listener, servers[listener.name]) for listener in listeners.all}
+    kafka = kafka_server(config, listeners)
+    if kafka is not None:
+        bound[kafka.listener.name] = await kafka.bind()
     health = health_aio.HealthServicer()
     for server in servers.values():
         health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -145,10 +155,15 @@ async def serve(config: NodeConfig) -> int:
     if access is not None:
         access.image = acl_image(roles)
         access.sessions = next((role.sasl for role in roles if isinstance(role, BrokerRole)), None)
+    if kafka is not None:
+        broker = next(role for role in roles if isinstance(role, BrokerRole))
+        kafka.serve(broker.kafka_service, access, limits)
 
     # 2. Start the servers, then the roles in order; then health SERVING and the ready line.
     for server in servers.values():
         await server.start()
+    if kafka is not None:
+        await kafka.start()
     for role in roles:
         await role.start()
     metrics_port = metrics.serve(config.metrics_host, config.metrics_port) if config.metrics_port >= 0 else -1
@@ -168,7 +183,9 @@ async def serve(config: NodeConfig) -> int:
     for role in reversed(roles):
         await role.begin_shutdown(failed())
     await _set_health(health, health_pb2.HealthCheckResponse.NOT_SERVING)
-    await asyncio.gather(*(server.stop(config.shutdown_grace_s) for server in servers.values()))
+    await asyncio.gather(
+        *(server.stop(config.shutdown_grace_s) for server in servers.values()), *([kafka.stop()] if kafka else [])
+    )
     for role in reversed(roles):
         await role.stop()
 
@@ -204,6 +221,21 @@ def bind(config: NodeConfig, listener: Listener, server: grpc.aio.Server) -> int
     return port
 
 
+def kafka_server(config: NodeConfig, listeners: Listeners) -> KafkaServer | None:
+    """The Kafka protocol listener (node/kafka/server.py) of ``kafka_listen``, not yet bound; None without it."""
+    if listeners.kafka is None:
+        return None
+    if not config.is_broker:
+        raise ConfigError("kafka_listen needs the broker role: the Kafka listener serves the broker's API")
+    # Imported only when on: kio (and the Hypothesis it imports) adds seconds to a node's start.
+    from node.kafka.server import kafka_server as build
+
+    try:
+        return build(config, listeners.kafka)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"the Kafka listener's TLS: {exc}") from None
+
+
 def build_roles(
     config: NodeConfig,
     store: NodeStore,
@@ -217,7 +249,7 @@ def build_roles(
     """The roles the config asks for, in start order: the controller, then the broker."""
     endpoints = {
         listener.name: Endpoint(listener.name, *listener.advertised(bound[listener.name]), listener.security_protocol)
-        for listener in listeners.all
+        for listener in listeners.registered
     }
     controller = endpoints[listeners.controller[0]]
     address = f"{controller.host}:{controller.port}"
@@ -244,7 +276,7 @@ async def _set_health(
 
 
 def _announce_ready(config: NodeConfig, listeners: Listeners, bound: dict[str, int], metrics_port: int) -> None:
-    addresses = {listener.name: f"{listener.bind_host}:{bound[listener.name]}" for listener in listeners.all}
+    addresses = {listener.name: f"{listener.bind_host}:{bound[listener.name]}" for listener in listeners.registered}
     first = addresses[listeners.first.name]
     ready = {
         "node_id": config.node_id,

@@ -13,6 +13,8 @@
   from before a restart) makes the principal None: the call is refused UNAUTHENTICATED and the
   client logs in again.
 - Any other call (plaintext, or TLS without a client certificate) is ``User:ANONYMOUS``.
+- The Kafka listener (node/kafka/server.py) applies the same rules to the certificate of its TLS
+  connection (``certificate_principal``); its SASL login replaces it.
 
 A rule list that does not parse is a ``ConfigError`` when the node starts.
 """
@@ -77,6 +79,16 @@ def map_subject(rules: tuple[MappingRule, ...], subject: str) -> str:
         if name is not None:
             return name
     return subject
+
+
+def certificate_principal(der: bytes | None, rules: tuple[MappingRule, ...]) -> str:
+    """``User:NAME`` for a client certificate (DER) by the mapping rules; ``User:ANONYMOUS`` without one."""
+    if not der:
+        return ANONYMOUS
+    from cryptography import x509
+
+    subject = x509.load_der_x509_certificate(der).subject.rfc4514_string()
+    return "User:" + map_subject(rules, subject)
 
 
 def principal_of(context: Any, rules: tuple[MappingRule, ...], sessions: SaslSessions | None = None) -> str | None:

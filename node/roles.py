@@ -52,7 +52,7 @@ from node.group_commit import GroupCommit
 from node.group_coordinator import GroupManager
 from node.isr_manager import IsrManager
 from node.lifecycle import BrokerEpoch, BrokerLifecycle
-from node.listeners import Listeners
+from node.listeners import KAFKA, Listeners
 from node.log_cleaner import LogCleaner
 from node.metadata_follower import MetadataFollower
 from node.metrics import NodeMetrics
@@ -221,8 +221,9 @@ class BrokerRole:
         # taken on TLS listeners only (a password never crosses a plaintext one).
         self.sasl = SaslSessions(config.sasl_mechanisms, lambda: self.broker.image, config.sasl_session_lifetime_ms)
         the_cluster_id = cluster_id(config, store)  # read (or made) once, not per listener
-        for name, server in servers.items():
-            service = KetchService(
+
+        def service(listener: str, sasl: SaslSessions | None) -> KetchService:
+            return KetchService(
                 self.broker,
                 admin,
                 metrics,
@@ -233,10 +234,16 @@ class BrokerRole:
                 self.producer_ids,
                 transactions=self.transactions,
                 verify_transaction=verifier,
-                listener=name,
-                sasl=self.sasl if listeners[name].security_protocol == "SSL" else None,
+                listener=listener,
+                sasl=sasl,
             )
-            ketch_pb2_grpc.add_KetchServicer_to_server(service, server)
+
+        for name, server in servers.items():
+            sasl = self.sasl if listeners[name].security_protocol == "SSL" else None
+            ketch_pb2_grpc.add_KetchServicer_to_server(service(name, sasl), server)
+        # The Kafka protocol listener's (node/kafka/server.py): SASL logins on SSL only, as above.
+        kafka_ssl = listeners.kafka is not None and listeners.kafka.security_protocol == "SSL"
+        self.kafka_service = service(KAFKA, self.sasl if kafka_ssl else None)
         self._tasks: list[asyncio.Task[None]] = []
 
     @property

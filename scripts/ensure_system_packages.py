@@ -30,6 +30,9 @@ PACKAGES = {
     "openssl": "make a test TLS certificate (openssl req)",
     # tests/test_chaos_scenarios.py: the clock-jump fault preloads libfaketime into a node (chaos/cluster.py).
     "libfaketime": "step one node's wall clock in the chaos suite (LD_PRELOAD libfaketime.so.1)",
+    # tests/test_kafka_clients.py: kcat (librdkafka's command-line client) lists metadata, produces and
+    # consumes through the Kafka listener.
+    "kcat": "list metadata, produce and consume through the Kafka listener (kcat -L/-P/-C)",
 }
 
 

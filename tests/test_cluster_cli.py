@@ -43,13 +43,16 @@ def test_detached_cluster_up_describe_down_and_up_again(tmp_path: Path) -> None:
     """Suite time: kept as is (~14 s on 2 cores): the only test of ``ketch cluster up --detach``,
     ``down`` and a second ``up`` on the same data."""
     data = tmp_path / "c"
-    port, metrics = consecutive_free_ports(3), consecutive_free_ports(3)
+    port, metrics, kafka = consecutive_free_ports(3), consecutive_free_ports(3), consecutive_free_ports(3)
     up = ["cluster", "up", "--nodes", "3", "--data-dir", str(data), "--port", str(port)]
-    up += ["--metrics-port", str(metrics), "--detach"]
+    up += ["--metrics-port", str(metrics), "--kafka-port", str(kafka), "--detach"]
+    kafka_bootstrap = f"127.0.0.1:{kafka},127.0.0.1:{kafka + 1},127.0.0.1:{kafka + 2}"
     try:
         first = ketch(*up)
         assert first.returncode == 0, first.stderr
         assert f"127.0.0.1:{port},127.0.0.1:{port + 1},127.0.0.1:{port + 2}" in first.stdout
+        assert f"Kafka bootstrap servers: {kafka_bootstrap}\n" in first.stdout
+        assert json.loads((data / "cluster.json").read_text())["kafka_bootstrap"] == kafka_bootstrap
         pids = {i: int((data / f"node-{i}.pid").read_text()) for i in (1, 2, 3)}
         described = json.loads(ketch("cluster", "describe", "--json", bootstrap=f"127.0.0.1:{port}").stdout)
         assert sorted(b["node_id"] for b in described["brokers"]) == [1, 2, 3]
@@ -59,7 +62,7 @@ def test_detached_cluster_up_describe_down_and_up_again(tmp_path: Path) -> None:
         os.kill(pids[2], 9)
         again = ketch(*up)
         assert again.returncode == 0, again.stderr
-        assert "nodes started: 2" in again.stdout
+        assert "nodes started: 2" in again.stdout and f"Kafka bootstrap servers: {kafka_bootstrap}" in again.stdout
         assert int((data / "node-1.pid").read_text()) == pids[1]
         down = ketch("cluster", "down", "--data-dir", str(data))
         assert down.returncode == 0 and "stopped nodes 1, 2, 3" in down.stdout

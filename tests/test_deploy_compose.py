@@ -8,7 +8,8 @@ Rules:
   A deliberately broken copy must be rejected (the validator can fail).
 - The three ketch services are consistent: distinct node ids, one cluster id,
   the same two listeners (INTERNAL on 9092 for the voters, replication and the
-  controller; EXTERNAL on 19092), one voter list naming every node at its
+  controller; EXTERNAL on 19092; the Kafka listener on 29092 is published too,
+  tests/test_deploy_kafka.py), one voter list naming every node at its
   hostname and INTERNAL port, each advertising INTERNAL as hostname:9092 and
   EXTERNAL as localhost:PORT where PORT is the host port published for its
   EXTERNAL listener, its own volume, a healthcheck through node/healthcheck.py
@@ -176,8 +177,9 @@ def test_ketch_services_agree_on_cluster_voters_and_addresses(resolved: dict[str
         assert env["KETCH_ROLES"] == "broker,controller"
         assert voters[env["KETCH_NODE_ID"]] == f"{name}:9092", "voter address must be the node's INTERNAL listener"
         assert internal.advertised(0) == (name, 9092)
-        ((host_port, target),) = [(int(p["published"]), int(p["target"])) for p in service["ports"]]
-        assert target == 19092, "only EXTERNAL is published"
+        ports = {int(p["target"]): int(p["published"]) for p in service["ports"]}
+        assert set(ports) == {19092, 29092}, "only EXTERNAL and the Kafka listener are published"
+        host_port = ports[19092]
         assert external.advertised(0) == ("localhost", host_port)
         published.add(host_port)
         assert env["KETCH_METRICS_HOST"] == "0.0.0.0"
@@ -190,6 +192,17 @@ def test_ketch_services_agree_on_cluster_voters_and_addresses(resolved: dict[str
         assert Path(service["build"]["context"]).resolve() == ROOT
     assert len(volumes) == 3
     assert published == {19092, 19093, 19094}
+
+
+def test_compose_nodes_publish_their_kafka_listener(resolved: dict[str, Any]) -> None:
+    published = set()
+    for name, service in ketch_services(resolved).items():
+        environment = service["environment"]
+        assert environment["KETCH_KAFKA_LISTEN"] == "0.0.0.0:29092", name
+        ports = {int(p["target"]): int(p["published"]) for p in service["ports"]}
+        assert environment["KETCH_KAFKA_ADVERTISED_LISTENER"] == f"localhost:{ports[29092]}", name
+        published.add(ports[29092])
+    assert published == {29092, 29093, 29094}
 
 
 def test_prometheus_scrapes_every_node_and_grafana_is_provisioned(resolved: dict[str, Any]) -> None:
@@ -293,7 +306,8 @@ def localize(resolved: dict[str, Any], tmp_path: Path) -> dict[str, ComposeServi
     addresses: dict[tuple[str, int], str] = {}  # (compose host, port) -> local address
     binds: dict[str, dict[int, str]] = {}  # service -> container port -> local bind address
     hosts = loopback_hosts(resolved)
-    host_ports = iter(free_ports(len(services) * 2))
+    host_ports = iter(free_ports(len(services) * 3))
+    kafka_binds: dict[str, str] = {}  # service -> local bind of its Kafka listener
     for name, service in sorted(services.items()):
         host = hosts[name]
         published = {int(p["target"]): int(p["published"]) for p in service.get("ports", [])}
@@ -306,6 +320,11 @@ def localize(resolved: dict[str, Any], tmp_path: Path) -> dict[str, ComposeServi
                 binds[name][port] = f"127.0.0.1:{local_port}"
             else:
                 addresses[(name, port)] = binds[name][port] = f"{host}:{next(own_ports)}"
+        if "KETCH_KAFKA_LISTEN" in service["environment"]:  # published, like EXTERNAL
+            local_port = next(host_ports)
+            _, port = split_host_port(service["environment"]["KETCH_KAFKA_LISTEN"])
+            addresses[("localhost", published[port])] = f"localhost:{local_port}"
+            kafka_binds[name] = f"127.0.0.1:{local_port}"
     pattern = re.compile("|".join(rf"\b{re.escape(h)}:{p}\b" for h, p in addresses))
     nodes = {}
     for name, service in services.items():
@@ -316,6 +335,8 @@ def localize(resolved: dict[str, Any], tmp_path: Path) -> dict[str, ComposeServi
             f"{n}://{binds[name][port]}"
             for n, (_, port) in parse_endpoints("listeners", env["KETCH_LISTENERS"]).items()
         )
+        if name in kafka_binds:
+            env["KETCH_KAFKA_LISTEN"] = kafka_binds[name]
         env["KETCH_METRICS_HOST"] = hosts[name]
         env["KETCH_METRICS_PORT"] = "0"
         listeners = listeners_of(env)

@@ -701,7 +701,7 @@ def test_external_access_off_keeps_the_single_listener() -> None:
     assert not [k for k in e if k.startswith(("KETCH_LISTENER", "KETCH_INTER_BROKER", "KETCH_CONTROLLER_LISTENER"))]
     assert advertised_listeners(sts, "rel-ketch-1") == f"2||rel-ketch-1.{SUFFIX}:9092"
     assert not [d for d in docs if d["metadata"]["name"].endswith("-external")]
-    assert [p["name"] for p in container(sts)["ports"]] == ["client", "metrics"]
+    assert [p["name"] for p in container(sts)["ports"]] == ["client", "metrics", "kafka"]  # kafka: ports.kafka
 
 
 @pytest.mark.parametrize(

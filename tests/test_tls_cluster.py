@@ -232,6 +232,31 @@ def served_serial(address: str, env: dict[str, str]) -> int:
     return x509.load_der_x509_certificate(der).serial_number
 
 
+def test_the_kafka_listener_is_mutual_tls_too(tls_cluster: tuple[LocalCluster, dict[str, str]]) -> None:
+    """``cluster up --tls`` serves the Kafka listener with SSL: the admin's certificate gets the
+    three brokers' Kafka addresses; a client without a certificate gets no answer."""
+    from aiokafka.client import AIOKafkaClient
+    from aiokafka.errors import KafkaConnectionError
+    from aiokafka.helpers import create_ssl_context
+
+    cluster, env = tls_cluster
+    admin_tls = create_ssl_context(
+        cafile=env["KETCH_SSL_CAFILE"], certfile=env["KETCH_SSL_CERTFILE"], keyfile=env["KETCH_SSL_KEYFILE"]
+    )
+
+    async def brokers(context: ssl.SSLContext) -> set[str]:
+        client = AIOKafkaClient(bootstrap_servers=cluster.kafka_bootstrap, security_protocol="SSL", ssl_context=context)
+        try:
+            await client.bootstrap()
+            return {f"{b.host}:{b.port}" for b in client.cluster.brokers()}
+        finally:
+            await client.close()
+
+    assert run(brokers(admin_tls)) == set(cluster.kafka_bootstrap.split(","))
+    with pytest.raises(KafkaConnectionError):
+        run(brokers(create_ssl_context(cafile=env["KETCH_SSL_CAFILE"])))
+
+
 def test_every_certificate_rotated_without_a_restart_then_a_node_killed(
     tls_cluster: tuple[LocalCluster, dict[str, str]],
 ) -> None:

@@ -40,6 +40,7 @@ def describe(group_id: str, group: Group | None) -> GroupDescription:
             m.client_host,
             m.assignment or b"",
             _partitions(m.assignment) if group.protocol_type == PROTOCOL_TYPE else None,
+            m.metadata(group.protocol),
         )
         for m in group.members.values()
     )

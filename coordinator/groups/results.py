@@ -113,6 +113,7 @@ class MemberDescription:
     assignment: bytes
     # The assignment decoded, when the group uses the consumer protocol (ketch/assignors/protocol.py).
     partitions: tuple[TopicPartition, ...] | None = None
+    metadata: bytes = b""  # the member's subscription for the group's protocol, as it sent it
 
 
 @dataclass(frozen=True)

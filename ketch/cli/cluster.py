@@ -3,7 +3,10 @@
 ``cluster up`` starts ``--nodes`` combined broker+controller nodes (default
 3) as child processes with data under ``--data-dir`` (node/cluster.py has
 the layout), waits until a controller is active and every broker is
-unfenced, prints the bootstrap servers and how to produce and consume, and
+unfenced, prints the bootstrap servers and how to produce and consume (and a line
+``Kafka bootstrap servers: HOST:PORT,...`` for Kafka clients: every node's Kafka protocol
+listener, on ``--kafka-port`` + i (29092 + i with the default ``--port``, else free ports), kept in
+cluster.json as ``kafka_bootstrap``; with ``--tls`` it is SSL with mutual TLS like the rest), and
 stays in the foreground: Ctrl-C or SIGTERM stops every node with SIGTERM
 (controlled shutdown) and waits for them. ``--detach`` returns once the
 cluster is ready and leaves each node's pid in ``DIR/node-<id>.pid``;
@@ -37,6 +40,8 @@ from ketch.cli import reassign
 from ketch.cli.output import dump_json, table
 from ketch.errors import ErrorCode, KetchError
 
+DEFAULT_PORT, DEFAULT_KAFKA_PORT = 9092, 29092
+
 
 def register(commands: Any) -> None:
     cluster = commands.add_parser("cluster", help="run a local cluster; describe a cluster")
@@ -44,8 +49,15 @@ def register(commands: Any) -> None:
     up = sub.add_parser("up", help="start a local cluster (foreground; Ctrl-C stops it)")
     up.add_argument("--nodes", type=int, default=3, help="number of combined nodes (default %(default)s)")
     up.add_argument("--data-dir", default=".ketch", help="where the nodes keep their data (default %(default)s)")
-    up.add_argument("--port", type=int, default=9092, help="client port of node 1; node i gets port+i-1")
+    up.add_argument("--port", type=int, default=DEFAULT_PORT, help="client port of node 1; node i gets port+i-1")
     up.add_argument("--metrics-port", type=int, default=9644, help="metrics port of node 1; node i gets +i-1")
+    up.add_argument(
+        "--kafka-port",
+        type=int,
+        default=None,
+        help="Kafka protocol port of node 1; node i gets +i-1 (default 29092 with the default --port, "
+        "else free ports; SSL with --tls)",
+    )
     up.add_argument("--detach", action="store_true", help="return once ready; pids in DIR/node-<id>.pid")
     up.add_argument(
         "--tls",
@@ -100,6 +112,8 @@ def cluster_up(args: argparse.Namespace) -> int:
         extra_args=[*defaults, *args.node_arg],
         detach=args.detach,
         tls=args.tls,
+        kafka=True,
+        base_kafka_port=args.kafka_port or (DEFAULT_KAFKA_PORT if args.port == DEFAULT_PORT else None),
     )
     stop = threading.Event()
     if not args.detach:
@@ -125,6 +139,15 @@ def cluster_up(args: argparse.Namespace) -> int:
         ),
         flush=True,
     )
+    if cluster.kafka_bootstrap:
+        print(f"Kafka bootstrap servers: {cluster.kafka_bootstrap}", flush=True)
+        if cluster.tls:
+            print(
+                "  (SSL, mutual TLS: security.protocol=SSL with {ssl_cafile}, {ssl_certfile} and {ssl_keyfile})".format(
+                    **vars(cluster.security)
+                ),
+                flush=True,
+            )
     if args.detach:
         print(f"Detached; stop it with: ketch cluster down --data-dir {args.data_dir}")
         return 0

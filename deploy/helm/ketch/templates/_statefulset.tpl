@@ -12,6 +12,9 @@ node's certificate against the pod's DNS name, as a peer would.
 With externalAccess.enabled, brokers get two named listeners: INTERNAL (the pod DNS name, used by
 the other nodes and in-cluster clients) and EXTERNAL (externalAccess.advertisedHosts[ordinal]).
 Dedicated controllers keep the one listener: nothing outside the cluster dials them.
+With ports.kafka > 0, brokers also serve Kafka's wire protocol (node/kafka/server.py) on that port,
+advertised as the pod DNS name, for Kafka clients inside the cluster; not with tls.enabled (the
+Kafka listener is plaintext).
 */}}
 {{- define "ketch.statefulset" -}}
 {{- $root := .root -}}
@@ -20,6 +23,7 @@ Dedicated controllers keep the one listener: nothing outside the cluster dials t
 {{- $rack := and $v.rack.fromNodeZone (ne .component "controller") -}}
 {{- $external := and $v.externalAccess.enabled (ne .component "controller") -}}
 {{- $internal := printf "${POD_NAME}.%s:%v" (include "ketch.dnsSuffix" $root) $v.ports.client -}}
+{{- $kafka := and (gt (int $v.ports.kafka) 0) (ne .component "controller") (not $v.tls.enabled) -}}
 apiVersion: apps/v1
 kind: StatefulSet
 metadata:
@@ -143,6 +147,9 @@ spec:
               {{- else }}
               export KETCH_ADVERTISED_LISTENER="{{ $internal }}"
               {{- end }}
+              {{- if $kafka }}
+              export KETCH_KAFKA_ADVERTISED_LISTENER="${POD_NAME}.{{ include "ketch.dnsSuffix" $root }}:{{ $v.ports.kafka }}"
+              {{- end }}
               if [ -s /etc/ketch-rack/rack ]; then export KETCH_RACK="$(cat /etc/ketch-rack/rack)"; fi
               exec ketch node
           env:
@@ -182,6 +189,10 @@ spec:
             - name: KETCH_SSL_KEYFILE
               value: {{ include "ketch.tlsDir" $root }}/tls.key
             {{- end }}
+            {{- if $kafka }}
+            - name: KETCH_KAFKA_LISTEN
+              value: "0.0.0.0:{{ $v.ports.kafka }}"
+            {{- end }}
             - name: KETCH_DATA_DIR
               value: /var/lib/ketch
             - name: KETCH_METRICS_HOST
@@ -200,6 +211,10 @@ spec:
             {{- if $external }}
             - name: external
               containerPort: {{ $v.externalAccess.port }}
+            {{- end }}
+            {{- if $kafka }}
+            - name: kafka
+              containerPort: {{ $v.ports.kafka }}
             {{- end }}
           # The node's grpc.health.v1 service: SERVING once the node serves, NOT_SERVING while it shuts down.
           {{- range $probe := list "startup" "readiness" "liveness" }}
