@@ -228,7 +228,7 @@ class TransactionManager(InternalTopicCoordinators[TransactionCoordinator]):
                 await asyncio.sleep(MARKER_RETRY_S)
         with contextlib.suppress(KetchError):
             tid, pid, epoch = job.transactional_id, job.producer_id, job.producer_epoch
-            await self.call(tid, lambda c: c.markers_written(tid, pid, epoch))
+            await self.call(tid, lambda c: c.markers_written(tid, pid, epoch, job))
             outcome = "committed" if job.commit else "aborted"
             self.metrics.transactions_ended.labels(outcome).inc()
 

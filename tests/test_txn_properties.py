@@ -24,8 +24,9 @@ epoch. Invariants, checked around every call:
   and is refused unless it is the allowed retry: EndTxn(pid, E - 1) with the
   outcome of the transaction that a client or the timeout ended (after a
   fence, never); ``verify`` never changes anything;
-- ``markers_written`` completes a Prepare state only when it reports that
-  state's own job (pid, E, outcome); every other report is a no-op;
+- ``markers_written`` (with the job, as the driver sends it) completes a
+  Prepare state only when it reports that state's own job (pid, E, outcome);
+  every other report is a no-op;
 - an EndTxn(pid, e) answered NONE with (pid, E) leaves the id at (pid, E) in
   the Prepare/Complete state of that outcome, having ended the transaction of
   epoch e, and E = e + 1 (E = e after a TV1 EndTxn);
@@ -145,7 +146,8 @@ class TxnMachine(RuleBasedStateMachine):
         if self.jobs:
             job = data.draw(st.sampled_from(self.jobs))
             before = self.coordinator.describe(TID)
-            result = self._call(lambda: self.coordinator.markers_written(TID, job.producer_id, job.producer_epoch))
+            pid, epoch = job.producer_id, job.producer_epoch
+            result = self._call(lambda: self.coordinator.markers_written(TID, pid, epoch, job))
             if result.records:  # only the job of the Prepare state itself completes it
                 assert before is not None and before.state in PREPARING
                 current = (before.producer_id, before.producer_epoch, before.commit)

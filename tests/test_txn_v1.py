@@ -112,6 +112,20 @@ def test_the_accepted_tv1_anomaly_a_delayed_end_txn_ends_the_next_transaction(h:
     assert delayed.markers == (MarkerJob(TID, 1000, 0, True, (A1,), TV1),)
 
 
+def test_a_stale_report_of_one_tv1_job_does_not_complete_the_next_transaction(h: Harness) -> None:
+    h.init()
+    h.add(1000, 0, A0)
+    (first,) = end1(h, 1000, 0, False).markers
+    assert h.coordinator.markers_written(TID, 1000, 0, first).records
+    h.add(1000, 0, A0)
+    (second,) = end1(h, 1000, 0, True).markers
+    assert (first.producer_id, first.producer_epoch) == (second.producer_id, second.producer_epoch)
+    assert h.coordinator.markers_written(TID, 1000, 0, first).records == ()  # N's report, again
+    assert h.state().state is TxnState.PREPARE_COMMIT
+    assert h.coordinator.markers_written(TID, 1000, 0, second).records == (h.state(),)
+    assert h.state().state is TxnState.COMPLETE_COMMIT
+
+
 def test_an_unknown_transaction_version_is_invalid_request(h: Harness) -> None:
     h.init()
     h.add(1000, 0, A0)

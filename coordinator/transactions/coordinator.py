@@ -26,7 +26,7 @@ The driver's contract (node/txn_coordinator.py):
    result without records waits for everything appended before it.
 3. Marker jobs: WriteTxnMarkers to every partition's leader (with P's leader
    epoch as the coordinator epoch) until each answers NONE, then
-   ``markers_written`` (its records, step 2). A job is never abandoned.
+   ``markers_written`` with the job (its records, step 2). A job is never abandoned.
 4. ``tick(now_ms)`` every second or so: transaction timeouts (Ongoing only;
    a Prepare* state waits for its markers, however long).
 5. Failure. If an append fails or P's leadership is lost, drop this object,
@@ -263,10 +263,19 @@ class TransactionCoordinator:
         answer = TxnAnswer(ErrorCode.NONE, "", pid, epoch + 1 if bump else epoch)
         return self._end(meta, commit=commit, ended_by="client", now_ms=now_ms, answer=answer, bump=bump)
 
-    def markers_written(self, tid: str, pid: int, epoch: int) -> TxnResult[None]:
-        """Every marker of the job (pid, epoch) is written: Prepare* → Complete*; a no-op if the state moved on."""
+    def markers_written(self, tid: str, pid: int, epoch: int, job: MarkerJob | None = None) -> TxnResult[None]:
+        """Every marker of the job (pid, epoch) is written: Prepare* → Complete*; a no-op if the state moved on.
+
+        With ``job`` (the driver passes it), only that very job completes the state: under TV1 the
+        transactions N and N + 1 share (pid, epoch), and a report of N's job must not complete
+        N + 1 unless the two jobs are equal (same outcome, partitions and version). An equal one
+        cannot arrive in the driver: N + 1 reaches Prepare* only after N's one report completed N
+        (Add* is CONCURRENT_TRANSACTIONS during Prepare*), and a sender whose partition moved
+        never reports (``call`` checks the loaded coordinator)."""
         meta = self._txns.get(tid)
         if meta is None or meta.state not in PREPARING or (meta.producer_id, meta.producer_epoch) != (pid, epoch):
+            return TxnResult(None)
+        if job is not None and job != marker_job(meta):
             return TxnResult(None)
         done = TxnState.COMPLETE_COMMIT if meta.commit else TxnState.COMPLETE_ABORT
         return self._write(_fresh(meta, done), None)
