@@ -47,12 +47,15 @@ async def run_async(
     idempotence: bool = True,
     warmup_s: float = 3.0,
     tls: bool = False,
+    timeouts: str = "test",
     log: Any = print,
 ) -> dict[str, Any]:
     spec = faults.SCENARIOS[scenario]
     rng = random.Random(seed)
     workdir.mkdir(parents=True, exist_ok=True)
-    cluster = ChaosCluster(workdir / "cluster", nodes, tmpfs_mb=spec.tmpfs_mb, faketime=spec.faketime, tls=tls)
+    cluster = ChaosCluster(
+        workdir / "cluster", nodes, tmpfs_mb=spec.tmpfs_mb, faketime=spec.faketime, tls=tls, timeouts=timeouts
+    )
     history = History(workdir / "history.jsonl")
     started = time.monotonic()
     drained = False
@@ -110,7 +113,12 @@ async def run_async(
         # Idempotent producers promise no duplicates: then one is a safety anomaly too.
         "safe": verdict.safe and not (idempotence and verdict.duplicates),
         "faults": ctx.faults if ctx else [],
+        "timeouts": timeouts,
         "unavailability_s": verdict.unavailability_summary(),
+        # kill-controller: seconds from each kill to a live node leading the quorum (chaos/faults.py)
+        "new_controller_s": checker.summarize(
+            [f["new_controller_s"] for f in (ctx.faults if ctx else []) if f.get("new_controller_s") is not None]
+        ),
         "unavailability": verdict.unavailability,
         "examples": {
             "lost": verdict.lost[:10],
