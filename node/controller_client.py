@@ -9,6 +9,9 @@ Rules:
 - A hinted leader it has no address for is a controller added at runtime
   (KIP-853): it asks the node that named it for the voter set
   (DescribeQuorum) and adds the addresses it lacks.
+- Each attempt is bounded by ``attempt_timeout_s`` (5 s; heartbeats pass their
+  interval's worth), so a paused or cut-off controller costs one attempt, not
+  the call: the next voter is asked.
 - A call gives up after ``timeout_s`` in total with REQUEST_TIMED_OUT, naming
   the voters it tried, so a quorum that has lost its majority shows up as a
   readable error and not a hang.
@@ -71,6 +74,7 @@ class ControllerClient:
         request: Any,
         *,
         timeout_s: float = 15.0,
+        attempt_timeout_s: float = 5.0,
     ) -> T:
         deadline = time.monotonic() + timeout_s
         target = self._leader
@@ -83,7 +87,7 @@ class ControllerClient:
                     code=ErrorCode.REQUEST_TIMED_OUT,
                 )
             try:
-                response = await method(self.stub(target))(request, timeout=min(remaining, 5.0))
+                response = await method(self.stub(target))(request, timeout=min(remaining, attempt_timeout_s))
             except grpc.aio.AioRpcError as exc:
                 last_error = f"node {target}: {exc.code().name} {exc.details()}"
                 target = self._next(target)

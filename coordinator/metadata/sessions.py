@@ -16,6 +16,10 @@ Rules:
   last contact; the clock is monotonic time supplied by the driver.
 - ``clear()`` on resignation: a controller that becomes active again starts
   every clock afresh.
+- ``silent(candidates, now_ms, after_ms)``: the candidates not heard from for
+  more than ``after_ms`` (shorter than the session): the brokers worth a
+  liveness probe (brokers.py ``fence_unreachable``). Being silent decides
+  nothing by itself; it only says whom to ask.
 """
 
 from __future__ import annotations
@@ -38,6 +42,14 @@ class BrokerSessions:
 
     def clear(self) -> None:
         self._last.clear()
+
+    def silent(self, candidates: Iterable[int], now_ms: int, after_ms: int) -> list[int]:
+        """Candidates not heard from for more than ``after_ms``, in id order; starts unknown clocks."""
+        out = []
+        for broker_id in sorted(candidates):
+            if now_ms - self._last.setdefault(broker_id, now_ms) > after_ms:
+                out.append(broker_id)
+        return out
 
     def expired(self, candidates: Iterable[int], now_ms: int) -> list[int]:
         """Candidates whose session ran out, in id order; starts unknown clocks."""
