@@ -117,7 +117,7 @@ async def run_async(
         "unavailability_s": verdict.unavailability_summary(),
         # kill-controller: seconds from each kill to a live node leading the quorum (chaos/faults.py)
         "new_controller_s": checker.summarize(
-            [f["new_controller_s"] for f in (ctx.faults if ctx else []) if f.get("new_controller_s") is not None]
+            [float(f["new_controller_s"]) for f in (ctx.faults if ctx else []) if f.get("new_controller_s") is not None]  # type: ignore[arg-type]
         ),
         "unavailability": verdict.unavailability,
         "examples": {

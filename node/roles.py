@@ -112,6 +112,8 @@ class ControllerRole:
                 max_request_bytes=config.max_request_bytes,
                 min_insync_replicas=config.min_insync_replicas,
                 broker_liveness_probe_ms=config.broker_liveness_probe_ms,
+                # three heartbeats: a live broker's attempt at a dead controller (2 intervals) and one more
+                broker_first_contact_ms=3 * config.broker_heartbeat_interval_ms,
             ),
             preferred_election_interval_s=config.preferred_election_interval_ms / 1000,
             probe=functools.partial(

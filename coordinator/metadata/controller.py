@@ -95,7 +95,7 @@ from ketch.errors import ErrorCode
 class Controller:
     def __init__(self, config: ControllerConfig | None = None, image: MetadataImage | None = None) -> None:
         self.config = config or ControllerConfig()
-        self.sessions = BrokerSessions(self.config.broker_session_timeout_ms)
+        self.sessions = BrokerSessions(self.config.broker_session_timeout_ms, self.config.broker_first_contact_ms)
         self.replica_logs = ReplicaLogs()  # what brokers reported of their logs (recovery.py)
         self._committed = image or MetadataImage()
         self._image = self._committed
