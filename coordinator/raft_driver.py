@@ -181,6 +181,9 @@ class RaftDriver:
             max_inflight_msgs=max_inflight_msgs,
             pre_vote=pre_vote,
             check_quorum=check_quorum,
+            # Followers campaign after 1-2 election timeouts; the leader gives up after two without a
+            # quorum (raft/leader.py), so a short timeout costs no step-down when a follower stalls.
+            check_quorum_ticks=2 * election_ticks,
             seed=int.from_bytes(os.urandom(8), "big") if seed is None else seed,
             directory=storage.directory_id(),
             auto_join=auto_join,
