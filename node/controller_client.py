@@ -3,8 +3,10 @@
 Rules:
 - It knows every voter's address (``controller_quorum_voters``) and tries the
   one it last saw lead first. An answer of NOT_CONTROLLER with a leader hint
-  moves it there at once; one without a hint, or a transport error, moves it
-  to the next voter after a short backoff. Any other answer is returned to
+  moves it there at once; a hint naming the voter that answered (it leads but
+  has not activated yet) asks it again after a short backoff; no hint, or a
+  transport error, moves it to the next voter after a short backoff (never
+  back to a paused voter while the new leader is about to take over). Any other answer is returned to
   the caller as it is: refusals are the caller's to handle.
 - A hinted leader it has no address for is a controller added at runtime
   (KIP-853): it asks the node that named it for the voter set
@@ -102,6 +104,8 @@ class ControllerClient:
                 await self._learn_voters(target)
             if status.leader_id > 0 and status.leader_id in self.voters and status.leader_id != target:
                 target = status.leader_id
+            elif status.leader_id == target:  # it leads but is not active yet (activation): ask it again
+                await asyncio.sleep(self._backoff_s)
             else:
                 target = self._next(target)
                 await asyncio.sleep(self._backoff_s)
