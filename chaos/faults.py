@@ -147,7 +147,7 @@ async def kill_controller(ctx: Context) -> None:
         if node is None:
             await asyncio.sleep(0.5)
             return
-        ctx.start("kill-controller", node)
+        ctx.start("kill-controller", node, wall=time.time())  # wall: matched against node log lines
         try:
             ctx.cluster.node(node).kill()
             await asyncio.gather(new_controller(ctx, node), hold(ctx, 1.0, 4.0))
