@@ -104,7 +104,7 @@ class QuorumController:
         config: ControllerConfig | None = None,
         *,
         command_timeout_s: float = 15.0,
-        tick_interval_s: float = 0.1,
+        tick_interval_s: float = 0.05,
         preferred_election_interval_s: float = 300.0,
         retain_entries: int = 10_000,
         clock_ms: Callable[[], int] = lambda: int(time.monotonic() * 1000),
