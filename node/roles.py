@@ -69,6 +69,7 @@ from node.txn_service import TransactionVerifier
 from replication.rocks_store import NodeStore
 
 log = logging.getLogger("ketch.node")
+FIRST_CONTACT_MIN_MS = 1500  # a newly active controller waits at least this long for a broker
 
 
 class Role(Protocol):
@@ -112,8 +113,9 @@ class ControllerRole:
                 max_request_bytes=config.max_request_bytes,
                 min_insync_replicas=config.min_insync_replicas,
                 broker_liveness_probe_ms=config.broker_liveness_probe_ms,
-                # three heartbeats: a live broker's attempt at a dead controller (2 intervals) and one more
-                broker_first_contact_ms=3 * config.broker_heartbeat_interval_ms,
+                # three heartbeats (a live broker's attempt at a dead controller takes two intervals), and
+                # at least 1.5 s: finding a new controller may take a voter-set lookup (controller_client.py)
+                broker_first_contact_ms=max(3 * config.broker_heartbeat_interval_ms, FIRST_CONTACT_MIN_MS),
             ),
             preferred_election_interval_s=config.preferred_election_interval_ms / 1000,
             probe=functools.partial(
