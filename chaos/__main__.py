@@ -3,6 +3,7 @@
     python -m chaos list
     python -m chaos run --scenario kill-leader --duration 30 --seed 1 [--nodes 3] [--acks all|1] [--idempotence on|off]
                         [--report run.json] [--html run.html] [--workdir DIR] [--rate 100]
+                        [--timeouts test|defaults]
     python -m chaos run --workload transactional --scenario kill-txn-coordinator --duration 30
     python -m chaos check HISTORY.jsonl [--workload transactional]  # re-check a recorded history offline
 
@@ -53,6 +54,13 @@ def main(argv: list[str] | None = None) -> int:
         help="retrying producers are idempotent (on: duplicates are an anomaly); off is the control run",
     )
     run.add_argument("--rate", type=float, default=100.0, help="sends per second per producer")
+    run.add_argument(
+        "--timeouts",
+        choices=["test", "defaults"],
+        default="test",
+        help="node timeouts: test (a 2 s broker session, chaos/cluster.py) or defaults (node/config.py's, "
+        "what `ketch cluster up`, compose and Helm run)",
+    )
     run.add_argument("--tls", action="store_true", help="mutual TLS on every connection (plain workload)")
     run.add_argument("--report", type=Path, help="write the result as JSON here")
     run.add_argument("--html", type=Path, help="write an HTML report with a timeline here")
@@ -89,8 +97,16 @@ def main(argv: list[str] | None = None) -> int:
         rate=args.rate,
         idempotence=args.idempotence == "on",
         tls=args.tls,
+        timeouts=args.timeouts,
     )
     print(report.table([result]))
+    for key, what in (
+        ("new_controller_s", "a live node leads the quorum (harness poll)"),
+        ("active_controller_s", "a new active controller (node logs)"),
+    ):
+        seen = result[key]
+        if seen["count"]:
+            print(f"after a controller kill, {what} p50/p99/max s: {seen['p50']}/{seen['p99']}/{seen['max']}")
     for kind, examples in result["examples"].items():
         if examples and (kind != "duplicates" or result["idempotence"]):
             print(f"{kind}: {json.dumps(examples[:3], default=str)}")

@@ -3,7 +3,9 @@
 Rules:
 - Nodes are real ``ketch node`` processes (node/process.py) on loopback with short
   timeouts (``NODE_ARGS``: a 2 s broker session, 3 s replica lag), so a fault's
-  effect shows within a short run.
+  effect shows within a short run; ``timeouts="defaults"`` (``--timeouts defaults``)
+  runs them with node/config.py's defaults instead, what ``ketch cluster up``, compose
+  and Helm give a user: the failover figures the README quotes come from those runs.
 - Each node ``i`` gets its own ``--controller-quorum-voters`` where every peer ``j``
   is the proxy port of the link ``i→j`` and advertises an inbound proxy port
   (``in-j``) that followers fetch through (see chaos/proxy.py). ``real_address``
@@ -40,6 +42,7 @@ from ketch.api.v1 import ketch_pb2 as pb
 from ketch.api.v1 import ketch_pb2_grpc
 from ketch.tls import open_channel
 from node.cluster import LocalCluster
+from node.config import NodeConfig
 from node.process import NodeProcess, free_ports
 
 SESSION_TIMEOUT_MS = 2000
@@ -55,6 +58,7 @@ NODE_ARGS = [
     "--replica-fetch-max-wait-ms",
     "200",
 ]
+TIMEOUTS = ("test", "defaults")  # NODE_ARGS, or node/config.py's defaults
 FAKETIME_LIBS = [
     "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
     "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
@@ -92,9 +96,14 @@ class ChaosCluster:
         extra_args: list[str] | None = None,
         grpc_proxy: bool = False,
         tls: bool = False,
+        timeouts: str = "test",
     ) -> None:
+        if timeouts not in TIMEOUTS:
+            raise ValueError(f"timeouts must be one of {sorted(TIMEOUTS)}, got {timeouts!r}")
         self.root = root
-        self.cluster = LocalCluster(root, nodes, extra_args=[*NODE_ARGS, *(extra_args or [])], tls=tls)
+        node_args = NODE_ARGS if timeouts == "test" else []
+        self.session_timeout_ms = SESSION_TIMEOUT_MS if timeouts == "test" else NodeConfig().broker_session_timeout_ms
+        self.cluster = LocalCluster(root, nodes, extra_args=[*node_args, *(extra_args or [])], tls=tls)
         self.security = self.cluster.security  # how the workload's clients connect
         self.ids = sorted(self.cluster.nodes)
         self.proxy = Proxy()
@@ -200,6 +209,19 @@ class ChaosCluster:
 
     def active_controller(self) -> int | None:
         return self.cluster.active_controller()
+
+    def self_declared_leader(self, exclude: int) -> int | None:
+        """A live node other than ``exclude`` that answers DescribeQuorum naming itself the Raft
+        leader (the new active controller after ``exclude`` died), else None."""
+        for i in self.ids:
+            if i == exclude or not self.alive(i):
+                continue
+            try:
+                if self.cluster.describe_quorum(i, 0.5).leader_id == i:
+                    return i
+            except grpc.RpcError:
+                continue
+        return None
 
     def close(self) -> None:
         for i in self.ids:

@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from chaos.cluster import SESSION_TIMEOUT_MS, ChaosCluster
+from chaos.cluster import ChaosCluster
 from chaos.history import History
 
 
@@ -43,6 +43,11 @@ class Context:
     faults: list[dict[str, object]] = field(default_factory=list)
     txn_ids: list[str] = field(default_factory=list)  # the transactional workload's ids and group
     group_ids: list[str] = field(default_factory=list)
+
+    @property
+    def session_s(self) -> float:
+        """The nodes' broker session: pauses and partitions are held past it."""
+        return self.cluster.session_timeout_ms / 1000
 
     def left(self) -> float:
         return self.deadline - time.monotonic()
@@ -117,6 +122,23 @@ async def kill_leader(ctx: Context) -> None:
     await rounds(ctx, one)
 
 
+async def new_controller(ctx: Context, killed: int, timeout_s: float = 4.0) -> None:
+    """Poll the live nodes every 50 ms until one calls itself the Raft leader; record the seconds
+    since the kill in the fault (``new_controller_s``, the issue's new-active-controller figure)."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout_s:
+        found = await asyncio.to_thread(ctx.cluster.self_declared_leader, killed)
+        if found is not None:
+            seconds = round(time.monotonic() - t0, 3)
+            ctx.faults[-1]["new_controller_s"] = seconds
+            ctx.history.record("fault", "new-controller", node=found, seconds=seconds)
+            ctx.log(f"           node {found} leads the quorum {seconds:.2f}s after the kill")
+            return
+        await asyncio.sleep(0.05)
+    ctx.faults[-1]["new_controller_s"] = None
+    ctx.log(f"           no new controller within {timeout_s}s")
+
+
 async def kill_controller(ctx: Context) -> None:
     """kill -9 of the active controller (Raft leader), restarted after 1-4 s."""
 
@@ -125,10 +147,10 @@ async def kill_controller(ctx: Context) -> None:
         if node is None:
             await asyncio.sleep(0.5)
             return
-        ctx.start("kill-controller", node)
+        ctx.start("kill-controller", node, wall=time.time())  # wall: matched against node log lines
         try:
             ctx.cluster.node(node).kill()
-            await hold(ctx, 1.0, 4.0)
+            await asyncio.gather(new_controller(ctx, node), hold(ctx, 1.0, 4.0))
         finally:
             await restart(ctx, node)
             ctx.end("kill-controller", node)
@@ -151,7 +173,7 @@ async def pause_leader(ctx: Context) -> None:
         ctx.start("pause-leader", node)
         try:
             _signal(ctx, node, signal.SIGSTOP)
-            await hold(ctx, SESSION_TIMEOUT_MS / 1000 + 1.0, SESSION_TIMEOUT_MS / 1000 + 4.0)
+            await hold(ctx, ctx.session_s + 1.0, ctx.session_s + 4.0)
         finally:
             _signal(ctx, node, signal.SIGCONT)
             ctx.end("pause-leader", node)
@@ -174,7 +196,7 @@ async def partition_leader(ctx: Context) -> None:
         ctx.start("partition-leader", node)
         try:
             ctx.cluster.proxy.block(*links)
-            await hold(ctx, SESSION_TIMEOUT_MS / 1000 + 2.0, SESSION_TIMEOUT_MS / 1000 + 5.0)
+            await hold(ctx, ctx.session_s + 2.0, ctx.session_s + 5.0)
         finally:
             ctx.cluster.proxy.heal(*links)
             ctx.end("partition-leader", node)
@@ -307,7 +329,7 @@ SCENARIOS: dict[str, Scenario] = {
     for s in [
         Scenario("kill-leader", kill_leader, "kill -9 of the partition leader in a loop, restarted after 1-4 s"),
         Scenario("kill-controller", kill_controller, "kill -9 of the active controller in a loop"),
-        Scenario("pause-leader", pause_leader, "SIGSTOP of the leader past its 2 s broker session, then SIGCONT"),
+        Scenario("pause-leader", pause_leader, "SIGSTOP of the leader past its broker session, then SIGCONT"),
         Scenario("partition-leader", partition_leader, "the leader cut off from followers and controllers (proxy)"),
         Scenario("rolling-restart", rolling_restart, "SIGTERM and restart of each node in turn"),
         Scenario("disk-full", disk_full, "the leader's data disk (a 192 MiB tmpfs) filled for 3-6 s", tmpfs_mb=192),

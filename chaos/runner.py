@@ -17,8 +17,10 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import random
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -47,12 +49,15 @@ async def run_async(
     idempotence: bool = True,
     warmup_s: float = 3.0,
     tls: bool = False,
+    timeouts: str = "test",
     log: Any = print,
 ) -> dict[str, Any]:
     spec = faults.SCENARIOS[scenario]
     rng = random.Random(seed)
     workdir.mkdir(parents=True, exist_ok=True)
-    cluster = ChaosCluster(workdir / "cluster", nodes, tmpfs_mb=spec.tmpfs_mb, faketime=spec.faketime, tls=tls)
+    cluster = ChaosCluster(
+        workdir / "cluster", nodes, tmpfs_mb=spec.tmpfs_mb, faketime=spec.faketime, tls=tls, timeouts=timeouts
+    )
     history = History(workdir / "history.jsonl")
     started = time.monotonic()
     drained = False
@@ -110,7 +115,16 @@ async def run_async(
         # Idempotent producers promise no duplicates: then one is a safety anomaly too.
         "safe": verdict.safe and not (idempotence and verdict.duplicates),
         "faults": ctx.faults if ctx else [],
+        "timeouts": timeouts,
         "unavailability_s": verdict.unavailability_summary(),
+        # kill-controller: seconds from each kill to a live node leading the quorum, as the harness saw
+        # it (chaos/faults.py), and to the first "is the active controller" line in the node logs
+        "new_controller_s": checker.summarize(
+            [float(f["new_controller_s"]) for f in (ctx.faults if ctx else []) if f.get("new_controller_s") is not None]  # type: ignore[arg-type]
+        ),
+        "active_controller_s": checker.summarize(
+            activations_after(ctx.faults if ctx else [], workdir / "cluster" / "logs")
+        ),
         "unavailability": verdict.unavailability,
         "examples": {
             "lost": verdict.lost[:10],
@@ -122,6 +136,31 @@ async def run_async(
         "history": str(workdir / "history.jsonl"),
         "timeline": timeline(history.ops),
     }
+
+
+ACTIVE_LINE = re.compile(r"^(\S+ \S+) INFO ketch\.controller: node (\d+) is the active controller")
+
+
+def activations_after(faults: list[dict[str, Any]], logs: Path) -> list[float]:
+    """For each fault with a ``wall`` time (kill-controller), seconds until a node other than the
+    killed one logged that it is the active controller (node logs carry wall-clock time)."""
+    active: list[tuple[float, int]] = []
+    for path in sorted(logs.glob("node-*.log")):
+        for line in path.read_text(errors="replace").splitlines():
+            m = ACTIVE_LINE.match(line)
+            if m:
+                when = datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+                active.append((when, int(m.group(2))))
+    active.sort()
+    out = []
+    for f in faults:
+        wall = f.get("wall")
+        if not isinstance(wall, float):
+            continue
+        after = [t for t, node in active if t >= wall and node != f.get("node")]
+        if after:
+            out.append(round(after[0] - wall, 3))
+    return out
 
 
 def timeline(ops: list[dict[str, Any]], bucket_s: float = 0.5) -> dict[str, Any]:

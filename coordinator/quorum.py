@@ -30,6 +30,14 @@ Rules:
   after it as they are applied — never old entries one by one (see ``follow``).
 - Session ticks: every ``tick_interval_s`` the active controller runs
   ``Controller.tick(now_ms)`` with monotonic time, fencing expired brokers.
+- Liveness probes (with a ``probe``): on each tick, every unfenced broker
+  silent for ``broker_liveness_probe_ms`` (``Controller.silent_brokers``) is
+  probed at its registered listener, one probe per broker at a time; when the
+  probe says the connection was refused, ``Controller.fence_unreachable``
+  fences it without waiting for the session (the rule and why it is safe:
+  coordinator/metadata/brokers.py). ``probe(host, port)`` is the node's
+  (node/liveness_probe.py): True only for a refused connection, never for a
+  timeout.
 - Preferred leaders: every ``preferred_election_interval_s`` (Kafka's
   leader.imbalance.check.interval.seconds; <= 0 disables) the active
   controller moves leadership back to each partition's first replica where
@@ -42,7 +50,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -96,11 +104,14 @@ class QuorumController:
         config: ControllerConfig | None = None,
         *,
         command_timeout_s: float = 15.0,
-        tick_interval_s: float = 0.25,
+        tick_interval_s: float = 0.05,
         preferred_election_interval_s: float = 300.0,
         retain_entries: int = 10_000,
         clock_ms: Callable[[], int] = lambda: int(time.monotonic() * 1000),
+        probe: Callable[[str, int], Awaitable[bool]] | None = None,
     ) -> None:
+        self._probe = probe
+        self._probing: dict[int, asyncio.Task[None]] = {}
         self.node_id = node_id
         self.controller = Controller(config)
         self.raft: RaftHandle | None = None
@@ -260,12 +271,35 @@ class QuorumController:
                 log.debug("tick not applied: %s", exc)
             except Exception:
                 log.exception("controller tick failed")
+            if self._probe is not None and self._active:
+                for broker_id, epoch, host, port in self.controller.silent_brokers(self._clock_ms()):
+                    if broker_id not in self._probing:
+                        self._probing[broker_id] = asyncio.create_task(
+                            self._probe_broker(broker_id, epoch, host, port), name=f"probe-broker-{broker_id}"
+                        )
+
+    async def _probe_broker(self, broker_id: int, epoch: int, host: str, port: int) -> None:
+        assert self._probe is not None
+        try:
+            if not await self._probe(host, port):
+                return
+            response, _ = await self.run(lambda c: c.fence_unreachable(broker_id, epoch, self._clock_ms()))
+            if response.fenced:
+                log.warning("fenced broker %d: no heartbeat, and %s:%d refused a connection", broker_id, host, port)
+        except KetchError as exc:
+            log.debug("fencing unreachable broker %d not applied: %s", broker_id, exc)
+        except Exception:
+            log.exception("probing broker %d failed", broker_id)
+        finally:
+            self._probing.pop(broker_id, None)
 
     # -- the committed metadata log, for brokers ------------------------------
 
     def close(self) -> None:
         """End every ``follow`` stream (node shutdown: streams must not hold the server open)."""
         self._closed = True
+        for task in self._probing.values():
+            task.cancel()
         self._notify()
 
     async def follow(self, from_offset: int) -> AsyncIterator[tuple[str, Any]]:

@@ -51,9 +51,11 @@ Rules:
   retry elsewhere. A voter whose store was lost is refused this way (the core
   asserts on a commit index beyond its empty log, as etcd panics): rejoining with
   amnesia could vote twice in a term; it needs a membership change.
-- Time and randomness: the driver uses the event loop's monotonic clock for ticks
-  (missed ticks after a stalled loop are skipped, never replayed in a burst, which
-  would fire elections) and seeds the core's election jitter from ``os.urandom``
+- Time and randomness: the driver uses the event loop's monotonic clock for ticks.
+  A tick that comes late by whole ticks makes up at most ``CATCH_UP_TICKS`` of
+  them, so a busy loop's usual lateness (tens of ms) does not stretch a 300 ms
+  election timeout into a second; missed ticks after a longer stall are skipped,
+  never replayed in a burst, which would fire elections. It seeds the core's election jitter from ``os.urandom``
   unless a seed is given (tests).
 
 Membership (KIP-853; coordinator/raft/membership.py has the rules):
@@ -104,6 +106,7 @@ from ketch.api.v1 import raft_pb2_grpc
 from ketch.tls import PLAINTEXT, SecurityConfig
 
 log = logging.getLogger("ketch.raft")
+CATCH_UP_TICKS = 2  # the most late ticks one wake-up makes up (see "Time and randomness")
 
 
 class StateMachine(Protocol):
@@ -181,6 +184,9 @@ class RaftDriver:
             max_inflight_msgs=max_inflight_msgs,
             pre_vote=pre_vote,
             check_quorum=check_quorum,
+            # Followers campaign after 1-2 election timeouts; the leader gives up after two without a
+            # quorum (raft/leader.py), so a short timeout costs no step-down when a follower stalls.
+            check_quorum_ticks=2 * election_ticks,
             seed=int.from_bytes(os.urandom(8), "big") if seed is None else seed,
             directory=storage.directory_id(),
             auto_join=auto_join,
@@ -393,8 +399,12 @@ class RaftDriver:
             await asyncio.sleep(delay)
             if self._state != _State.RUNNING:
                 return
+            late = int((loop.time() - next_at) / self.tick_s)
+            ticks = 1 + min(late, CATCH_UP_TICKS)
+            next_at += (ticks - 1) * self.tick_s
             try:
-                self._core.tick()
+                for _ in range(ticks):
+                    self._core.tick()
             except Exception as exc:
                 self._fatal(exc)
                 return

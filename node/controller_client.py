@@ -3,12 +3,17 @@
 Rules:
 - It knows every voter's address (``controller_quorum_voters``) and tries the
   one it last saw lead first. An answer of NOT_CONTROLLER with a leader hint
-  moves it there at once; one without a hint, or a transport error, moves it
-  to the next voter after a short backoff. Any other answer is returned to
+  moves it there at once; a hint naming the voter that answered (it leads but
+  has not activated yet) asks it again after a short backoff; no hint, or a
+  transport error, moves it to the next voter after a short backoff (never
+  back to a paused voter while the new leader is about to take over). Any other answer is returned to
   the caller as it is: refusals are the caller's to handle.
 - A hinted leader it has no address for is a controller added at runtime
   (KIP-853): it asks the node that named it for the voter set
   (DescribeQuorum) and adds the addresses it lacks.
+- Each attempt is bounded by ``attempt_timeout_s`` (5 s; heartbeats pass their
+  interval's worth), so a paused or cut-off controller costs one attempt, not
+  the call: the next voter is asked.
 - A call gives up after ``timeout_s`` in total with REQUEST_TIMED_OUT, naming
   the voters it tried, so a quorum that has lost its majority shows up as a
   readable error and not a hang.
@@ -71,6 +76,7 @@ class ControllerClient:
         request: Any,
         *,
         timeout_s: float = 15.0,
+        attempt_timeout_s: float = 5.0,
     ) -> T:
         deadline = time.monotonic() + timeout_s
         target = self._leader
@@ -83,7 +89,7 @@ class ControllerClient:
                     code=ErrorCode.REQUEST_TIMED_OUT,
                 )
             try:
-                response = await method(self.stub(target))(request, timeout=min(remaining, 5.0))
+                response = await method(self.stub(target))(request, timeout=min(remaining, attempt_timeout_s))
             except grpc.aio.AioRpcError as exc:
                 last_error = f"node {target}: {exc.code().name} {exc.details()}"
                 target = self._next(target)
@@ -98,6 +104,8 @@ class ControllerClient:
                 await self._learn_voters(target)
             if status.leader_id > 0 and status.leader_id in self.voters and status.leader_id != target:
                 target = status.leader_id
+            elif status.leader_id == target:  # it leads but is not active yet (activation): ask it again
+                await asyncio.sleep(self._backoff_s)
             else:
                 target = self._next(target)
                 await asyncio.sleep(self._backoff_s)

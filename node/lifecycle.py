@@ -18,6 +18,9 @@ Rules:
   ``broker_session_timeout_ms`` (leaders move to other ISR members).
 - STALE_BROKER_EPOCH or BROKER_ID_NOT_REGISTERED (its registration was
   replaced, or the controller lost it) → register again.
+- Every answer of the active controller tells the metadata follower how far the
+  log has committed (``MetadataFollower.committed``), so a follower whose
+  stream stalled moves to another controller.
 - Controlled shutdown (SIGTERM): ask the controller to move this broker's
   leaderships away and fence it, and wait until this broker's image shows it
   — so clients are redirected before the process exits. Bounded by a
@@ -129,7 +132,15 @@ class BrokerLifecycle:
             metadata_offset=self.follower.image.offset,
             replica_logs=_reports(self._replica_logs(True)),
         )
-        response = await self.controllers.call(lambda s: s.BrokerHeartbeat, request, timeout_s=5.0)
+        # An attempt gets two intervals (1 s by default): a paused controller must not hold the heartbeat
+        # past the session; the next voter is asked instead (controller_client.py).
+        attempt = 2 * self.config.broker_heartbeat_interval_ms / 1000
+        response = await self.controllers.call(
+            lambda s: s.BrokerHeartbeat,
+            request,
+            timeout_s=self.config.broker_session_timeout_ms / 1000,
+            attempt_timeout_s=attempt,
+        )
         code = response.status.error_code
         if code in REREGISTER:
             log.warning("broker %d: %s; registering again", self.config.node_id, response.status.error_message)
@@ -139,6 +150,7 @@ class BrokerLifecycle:
         if code:
             log.warning("heartbeat refused: %s", response.status.error_message)
             return
+        self.follower.committed(response.status.metadata_offset)
         if self.fenced != response.fenced:
             log.info("broker %d is %s", self.config.node_id, "fenced" if response.fenced else "unfenced")
         self.fenced = response.fenced
@@ -156,11 +168,11 @@ class BrokerLifecycle:
                 log.warning("broker %d lifecycle: %s", self.config.node_id, exc)
             await asyncio.sleep(interval)
 
-    async def controlled_shutdown(self, timeout_s: float, await_metadata: bool = True) -> None:
-        """Ask the controller to move this broker's leaderships away, then (``await_metadata``)
-        wait until this broker's image shows them moved. A node stopping on a failure skips
-        the wait: in combined mode its image follows its own, possibly failed, controller,
-        and a failed store cannot take writes as a leader anyway."""
+    async def controlled_shutdown(self, timeout_s: float) -> None:
+        """Ask the controller to move this broker's leaderships away, then wait until this broker's
+        image shows them moved. A node stopping on a failure waits too: if its image follows its
+        own failed controller, the follower sees the stream stall below the offset the active
+        controller answered with and moves to that controller (metadata_follower.py)."""
         if self.epoch.value < 0:
             return
         await self.stop()
@@ -173,6 +185,6 @@ class BrokerLifecycle:
         if response.status.error_code:
             log.warning("controlled shutdown refused: %s", response.status.error_message)
             return
-        if await_metadata:
-            await self.follower.wait_for(response.status.metadata_offset, timeout_s)
+        self.follower.committed(response.status.metadata_offset)
+        await self.follower.wait_for(response.status.metadata_offset, timeout_s)
         log.info("controlled shutdown: %d leaderships moved", response.leaders_moved)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 import uuid
@@ -53,6 +54,7 @@ from node.group_coordinator import GroupManager
 from node.isr_manager import IsrManager
 from node.lifecycle import BrokerEpoch, BrokerLifecycle
 from node.listeners import KAFKA, Listeners
+from node.liveness_probe import listener_refused
 from node.log_cleaner import LogCleaner
 from node.metadata_follower import MetadataFollower
 from node.metrics import NodeMetrics
@@ -67,6 +69,7 @@ from node.txn_service import TransactionVerifier
 from replication.rocks_store import NodeStore
 
 log = logging.getLogger("ketch.node")
+FIRST_CONTACT_MIN_MS = 1500  # a newly active controller waits at least this long for a broker
 
 
 class Role(Protocol):
@@ -109,8 +112,15 @@ class ControllerRole:
                 broker_session_timeout_ms=config.broker_session_timeout_ms,
                 max_request_bytes=config.max_request_bytes,
                 min_insync_replicas=config.min_insync_replicas,
+                broker_liveness_probe_ms=config.broker_liveness_probe_ms,
+                # three heartbeats (a live broker's attempt at a dead controller takes two intervals), and
+                # at least 1.5 s: finding a new controller may take a voter-set lookup (controller_client.py)
+                broker_first_contact_ms=max(3 * config.broker_heartbeat_interval_ms, FIRST_CONTACT_MIN_MS),
             ),
             preferred_election_interval_s=config.preferred_election_interval_ms / 1000,
+            probe=functools.partial(
+                listener_refused, security=client_security(config, listeners.inter_broker_protocol)
+            ),
         )
         self.raft = RaftDriver(
             config.node_id,
@@ -186,7 +196,13 @@ class BrokerRole:
         )
         # In combined mode the broker follows its own controller first.
         prefer = config.node_id if config.is_controller else None
-        self.follower = MetadataFollower(config.node_id, self.controllers, self._on_metadata, prefer=prefer)
+        self.follower = MetadataFollower(
+            config.node_id,
+            self.controllers,
+            self._on_metadata,
+            prefer=prefer,
+            stall_ms=max(1000, 2 * config.broker_heartbeat_interval_ms),
+        )
         admin = TopicAdmin(self.broker, self.controllers, self.follower)
         self.lifecycle = BrokerLifecycle(
             config,
@@ -275,7 +291,7 @@ class BrokerRole:
 
     async def begin_shutdown(self, failed: bool) -> None:
         timeout_s = min(self.config.shutdown_grace_s, 5.0)
-        await self.lifecycle.controlled_shutdown(timeout_s=timeout_s, await_metadata=not failed)
+        await self.lifecycle.controlled_shutdown(timeout_s=timeout_s)
         await self.lifecycle.stop()  # never registered: controlled_shutdown left it running
         for task in self._tasks:
             task.cancel()

@@ -8,8 +8,9 @@
   bounded loosely (correctness, not speed: the bound only catches a quorum
   that never recovers).
 - kill -9 a broker that leads partitions: after its session timeout it is
-  fenced, and every partition it led has a new leader from its ISR with a
-  higher leader epoch, as ``ketch topic describe --json`` shows.
+  fenced (the liveness probe is off here, so the session is what fences it),
+  and every partition it led has a new leader from its ISR with a higher
+  leader epoch, as ``ketch topic describe --json`` shows.
 """
 
 from __future__ import annotations
@@ -42,7 +43,15 @@ def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
     with running_cluster(
         tmp_path / "cluster",
         3,
-        ["--broker-session-timeout-ms", str(SESSION_MS), "--broker-heartbeat-interval-ms", "300"],
+        # Probing off: these tests are about the session (tests/test_failover.py has the probe's).
+        [
+            "--broker-session-timeout-ms",
+            str(SESSION_MS),
+            "--broker-heartbeat-interval-ms",
+            "300",
+            "--broker-liveness-probe-ms",
+            "0",
+        ],
     ) as c:
         yield c
 

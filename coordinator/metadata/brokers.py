@@ -36,6 +36,16 @@ Rules:
   leaders from the ISR and shrinking the ISRs they were in down to
   ``min.insync.replicas`` (the floor; the last members stay, see
   election.py). A tick that fences nobody runs unclean-recovery elections.
+- ``fence_unreachable(id, epoch)`` fences one broker before its session runs
+  out, on evidence the driver gathered: the broker has been silent for more
+  than ``silent_ms`` (sessions.py ``silent``) and a connection to its
+  registered listener was refused (nothing listens there: the process is
+  gone). A refused connection is certain where a timeout is not: a paused
+  or partitioned broker cannot be told from a slow one, so those wait for
+  the session. It is a no-op unless that registration (same epoch) is still
+  unfenced and still silent when the command runs: a heartbeat that arrived
+  while the driver was probing wins. Fencing by mistake costs availability,
+  never data: the broker's next heartbeat unfences it.
 - Controlled shutdown (id, epoch) does the same for one broker and marks the
   registration ``shut_down``: later heartbeats with that epoch are answered
   ``should_shut_down`` and never unfence it.
@@ -228,6 +238,25 @@ def tick(
     return ControllerResult(
         records, TickResponse(recovered=tuple((c.topic_id, c.partition, c.leader) for c in changes))
     )
+
+
+def fence_unreachable(
+    image: MetadataImage,
+    sessions: BrokerSessions,
+    broker_id: int,
+    broker_epoch: int,
+    now_ms: int,
+    *,
+    silent_ms: int,
+    min_isr: int,
+) -> ControllerResult[TickResponse]:
+    b = image.broker(broker_id)
+    if b is None or b.epoch != broker_epoch or not b.usable:
+        return ControllerResult([], TickResponse())
+    if not sessions.silent([broker_id], now_ms, silent_ms):
+        return ControllerResult([], TickResponse())
+    sessions.remove(broker_id)
+    return ControllerResult(fence_records(image, [broker_id], min_isr=min_isr), TickResponse((broker_id,)))
 
 
 def shutdown(

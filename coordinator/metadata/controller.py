@@ -95,7 +95,7 @@ from ketch.errors import ErrorCode
 class Controller:
     def __init__(self, config: ControllerConfig | None = None, image: MetadataImage | None = None) -> None:
         self.config = config or ControllerConfig()
-        self.sessions = BrokerSessions(self.config.broker_session_timeout_ms)
+        self.sessions = BrokerSessions(self.config.broker_session_timeout_ms, self.config.broker_first_contact_ms)
         self.replica_logs = ReplicaLogs()  # what brokers reported of their logs (recovery.py)
         self._committed = image or MetadataImage()
         self._image = self._committed
@@ -222,6 +222,30 @@ class Controller:
         if result.records:
             return result
         return ControllerResult(reassignment.completions(self._image, self._min_isr), result.response)
+
+    def silent_brokers(self, now_ms: int) -> list[tuple[int, int, str, int]]:
+        """(id, epoch, host, port) of each unfenced broker silent for more than
+        ``broker_liveness_probe_ms``: whom the driver should probe (0 disables probing)."""
+        after = self.config.broker_liveness_probe_ms
+        if after <= 0:
+            return []
+        out = []
+        for broker_id in self.sessions.silent(self._image.usable_broker_ids, now_ms, after):
+            b = self._image.brokers[broker_id]
+            out.append((broker_id, b.epoch, b.host, b.port))
+        return out
+
+    def fence_unreachable(self, broker_id: int, broker_epoch: int, now_ms: int) -> ControllerResult[TickResponse]:
+        """Fence a silent broker whose listener refused a connection (brokers.py)."""
+        return brokers.fence_unreachable(
+            self._image,
+            self.sessions,
+            broker_id,
+            broker_epoch,
+            now_ms,
+            silent_ms=self.config.broker_liveness_probe_ms,
+            min_isr=self._min_isr,
+        )
 
     def shutdown_broker(self, broker_id: int, broker_epoch: int) -> ControllerResult[ShutdownResponse]:
         return brokers.shutdown(self._image, self.sessions, broker_id, broker_epoch, min_isr=self._min_isr)

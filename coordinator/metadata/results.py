@@ -34,6 +34,12 @@ class ControllerResult(Generic[R]):
 class ControllerConfig:
     # Kafka's broker.session.timeout.ms: fence a broker not heard from for this long.
     broker_session_timeout_ms: int = 9000
+    # Probe a broker silent this long (no heartbeat) and fence it at once if its listener refuses the
+    # connection (brokers.py fence_unreachable); 0: never probe, wait for the session.
+    broker_liveness_probe_ms: int = 0
+    # A newly active controller fences a broker it has not heard from within this long (sessions.py); 0:
+    # the whole session.
+    broker_first_contact_ms: int = 0
     # The node's max_request_bytes: the ceiling for a topic's max.message.bytes.
     max_request_bytes: int = 64 * 1024 * 1024
     # The brokers' min.insync.replicas default: the ISR floor (election.py) for topics without their own,

@@ -67,6 +67,7 @@ class Config:
     max_inflight_msgs: int = 256
     pre_vote: bool = True
     check_quorum: bool = True
+    check_quorum_ticks: int = 0  # the leader's check-quorum window (leader.py); 0: election_timeout_ticks
     seed: int = 0
     directory: str = ""
     auto_join: bool = False
@@ -78,6 +79,8 @@ class Config:
             raise ValueError(f"voters must be distinct positive ids, got {self.voters}")
         if not 0 < self.heartbeat_ticks < self.election_timeout_ticks:
             raise ValueError("need 0 < heartbeat_ticks < election_timeout_ticks")
+        if self.check_quorum_ticks and self.check_quorum_ticks < self.election_timeout_ticks:
+            raise ValueError("check_quorum_ticks, when set, must be >= election_timeout_ticks")
         if self.max_entries_per_msg < 1 or self.max_inflight_msgs < 1:
             raise ValueError("max_entries_per_msg and max_inflight_msgs must be >= 1")
 

@@ -18,9 +18,12 @@ Replication:
   a heartbeat response un-pauses a probing follower and re-sends whatever it is
   missing, which is how lost APPs are recovered.
 
-Check quorum: every election timeout the leader counts the voters it heard from since
+Check quorum: every election timeout (``check_quorum_ticks`` when set: the controller's
+driver uses twice the election timeout) the leader counts the voters it heard from since
 the previous count (itself included); without a quorum it steps down, so a leader
-isolated by a partition stops believing it leads after at most two election timeouts.
+isolated by a partition stops believing it leads after at most two such windows. A
+longer window than the followers' timeout keeps a short election timeout from deposing a
+healthy leader whose only live follower stalls briefly while the third voter is down.
 (The nodes in the majority elect a new leader meanwhile; pre-vote plus this rule also
 give "leader stickiness": a voter that hears from a live leader ignores vote requests.)
 
@@ -199,7 +202,7 @@ class Leader:
         node = self.node
         cfg = node.config
         node.election_elapsed += 1
-        if node.election_elapsed >= cfg.election_timeout_ticks:
+        if node.election_elapsed >= (cfg.check_quorum_ticks or cfg.election_timeout_ticks):
             node.election_elapsed = 0
             if cfg.check_quorum and not self._quorum_active():
                 return False

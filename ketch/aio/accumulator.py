@@ -404,6 +404,12 @@ class Accumulator:
                 i += 1
             dq.insert(i, batch)
 
+    def retry_now(self, tp: TopicPartition) -> None:
+        """End the backoff of ``tp``'s queued retries (its leader changed: KIP-951)."""
+        with self.lock:
+            for b in self._deques.get(tp, ()):
+                b.retry_at = 0.0
+
     def expire(self, now: float, deadline: float) -> list[ProducerBatch]:
         """Remove and return queued batches created before ``now - deadline``."""
         out: list[ProducerBatch] = []

@@ -16,6 +16,16 @@ Rules:
 - Refreshes are single-flight: concurrent callers share one in-flight call.
   Metadata is tried on known brokers first, then on the bootstrap list; if
   nobody answers, ``KetchConnectionError`` names every address tried.
+- A refresh never waits on a dead or paused broker (README "Failover"): it is
+  hedged, asking the next candidate whenever ``METADATA_HEDGE_S`` passes without
+  an answer (or at once when a call fails), each attempt bounded by
+  ``metadata_attempt_s``, and the first answer wins (the others are cancelled).
+  Addresses whose last call failed on the transport (``failed_recently``, for
+  ``RECENT_FAILURE_S``) and the ``avoid`` set (the producer's slow leaders) go
+  last, as does ``call_any``'s order: Kafka's least-loaded-node choice.
+- A refresh never moves a partition back: an answer with a lower leader epoch
+  for a partition of the same topic id than the cache holds (a broker cut off
+  from the controllers still serves its old image) keeps the cached partition.
 - One call path: every request goes through ``call_at`` (an address),
   ``call_node`` (a broker id from the metadata; unknown id:
   ``KetchConnectionError``) or ``call_any`` (the first broker that answers).
@@ -64,6 +74,9 @@ __all__ = [
 ]
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+METADATA_HEDGE_S = 0.25  # ask the next broker too when one has not answered Metadata this fast
+METADATA_ATTEMPT_S = 5.0  # the longest one Metadata attempt may take (at most the request timeout)
+RECENT_FAILURE_S = 5.0  # an address that failed this recently is asked last
 
 
 def parse_bootstrap(servers: str | Iterable[str]) -> list[tuple[str, int]]:
@@ -146,6 +159,21 @@ def topic_from_pb(t: ketch_pb2.TopicMetadata) -> TopicInfo:
     return TopicInfo.make(t.name, t.error_code, t.error_message, t.topic_id, parts)
 
 
+def never_older(fresh: TopicInfo, cached: TopicInfo | None) -> TopicInfo:
+    """``fresh``, except that a partition it holds at a lower leader epoch than ``cached`` (same topic
+    id) keeps the cached entry: the answer came from a broker whose image is behind."""
+    if cached is None or cached.topic_id != fresh.topic_id or fresh.error_code:
+        return fresh
+    parts = dict(fresh.partitions)
+    older = False
+    for i, p in fresh.partitions.items():
+        known = cached.partitions.get(i)
+        if known is not None and known.leader_epoch > p.leader_epoch:
+            parts[i] = known
+            older = True
+    return TopicInfo.make(fresh.name, fresh.error_code, fresh.error_message, fresh.topic_id, parts) if older else fresh
+
+
 # gRPC's words for a TLS handshake this client refused (the node's certificate is not trusted or does
 # not name the host dialled): configuration errors that retrying cannot fix. A node refusing the
 # client's certificate only closes the socket, which a crash also does: that stays retriable.
@@ -219,6 +247,8 @@ class Connection:
         self._tokens: dict[tuple[str, int], str] = {}  # SASL session per node
         self._logins: dict[tuple[str, int], asyncio.Future[str]] = {}
         self._closed = False
+        self._failed_at: dict[tuple[str, int], float] = {}  # address → monotonic time of its last transport failure
+        self.metadata_attempt_s = min(METADATA_ATTEMPT_S, self.request_timeout)
 
     # -- channels ---------------------------------------------------------
     def stub_at(self, addr: tuple[str, int]) -> ketch_pb2_grpc.KetchStub:
@@ -236,14 +266,20 @@ class Connection:
         b = self.cluster.brokers.get(node_id)
         return (b.host, b.port) if b else None
 
-    def candidates(self) -> list[tuple[str, int]]:
-        """Known brokers first, then bootstrap addresses, without repeats."""
+    def failed_recently(self, addr: tuple[str, int]) -> bool:
+        failed = self._failed_at.get(addr)
+        return failed is not None and time.monotonic() - failed < RECENT_FAILURE_S
+
+    def candidates(self, avoid: Iterable[tuple[str, int]] = ()) -> list[tuple[str, int]]:
+        """Known brokers first, then bootstrap addresses, without repeats; addresses in ``avoid`` and
+        those that failed recently last (in that order), so a dead or paused node is asked last."""
         seen: dict[tuple[str, int], None] = {}
         for b in self.cluster.brokers.values():
             seen[(b.host, b.port)] = None
         for addr in self.bootstrap:
             seen[addr] = None
-        return list(seen)
+        avoided = set(avoid)
+        return sorted(seen, key=lambda a: (a in avoided, self.failed_recently(a)))
 
     async def call_at(
         self, addr: tuple[str, int], method: str, request: object, timeout: float | None = None, where: str = ""
@@ -253,12 +289,16 @@ class Connection:
         call carries this node's session token, logging in first (ketch/sasl.py) and once more when
         the node no longer knows the session (UNAUTHENTICATED: it expired, or the node restarted)."""
         timeout = timeout or self.request_timeout
-        if self.security.sasl:
-            return await self._call_in_session(addr, method, request, timeout, where or f"{addr[0]}:{addr[1]}")
         try:
-            return await getattr(self.stub_at(addr), method)(request, timeout=timeout)
-        except grpc.aio.AioRpcError as e:
-            raise translate_rpc_error(e, where or f"{addr[0]}:{addr[1]}") from None
+            if self.security.sasl:
+                return await self._call_in_session(addr, method, request, timeout, where or f"{addr[0]}:{addr[1]}")
+            try:
+                return await getattr(self.stub_at(addr), method)(request, timeout=timeout)
+            except grpc.aio.AioRpcError as e:
+                raise translate_rpc_error(e, where or f"{addr[0]}:{addr[1]}") from None
+        except KetchConnectionError:
+            self._failed_at[addr] = time.monotonic()
+            raise
 
     async def _call_in_session(
         self, addr: tuple[str, int], method: str, request: object, timeout: float, where: str
@@ -302,7 +342,7 @@ class Connection:
         return await self.call_at(addr, method, request, timeout, f"broker {node_id}")
 
     async def call_any(self, method: str, request: object, timeout: float | None = None) -> object:
-        """Call ``method`` on the first broker that answers."""
+        """Call ``method`` on the first broker that answers (recently failed ones last)."""
         errors: list[str] = []
         for addr in self.candidates():
             try:
@@ -311,22 +351,55 @@ class Connection:
                 errors.append(str(e))
         raise KetchConnectionError("no broker answered: " + "; ".join(errors))
 
+    async def call_hedged(
+        self, method: str, request: object, avoid: Iterable[tuple[str, int]] = (), hedge_s: float = METADATA_HEDGE_S
+    ) -> object:
+        """``method`` on the candidates in order, starting the next one whenever ``hedge_s`` passes
+        without an answer or a call fails; each attempt bounded by ``metadata_attempt_s``. The first
+        answer wins and the calls still running are cancelled. For idempotent reads (Metadata)."""
+        queue = self.candidates(avoid)
+        running: dict[asyncio.Task[Any], tuple[str, int]] = {}
+        errors: list[str] = []
+        try:
+            while queue or running:
+                if queue:
+                    addr = queue.pop(0)
+                    call = self.call_at(addr, method, request, self.metadata_attempt_s)
+                    running[asyncio.ensure_future(call)] = addr
+                done, _ = await asyncio.wait(
+                    running, timeout=hedge_s if queue else None, return_when=asyncio.FIRST_COMPLETED
+                )
+                for task in done:
+                    addr = running.pop(task)
+                    exc = task.exception()
+                    if exc is None:
+                        return task.result()
+                    if not isinstance(exc, KetchConnectionError):
+                        raise exc
+                    errors.append(str(exc))
+        finally:
+            for task in running:
+                task.cancel()
+        raise KetchConnectionError("no broker answered: " + "; ".join(errors))
+
     # -- metadata ---------------------------------------------------------
     def track(self, topics: Iterable[str]) -> None:
         self.tracked.update(topics)
 
-    async def refresh(self) -> Cluster:
-        """Fetch metadata for the tracked topics; concurrent callers share one call."""
+    async def refresh(self, avoid: Iterable[int] = ()) -> Cluster:
+        """Fetch metadata for the tracked topics; concurrent callers share one call. Brokers in
+        ``avoid`` (ids: slow leaders) are asked last."""
         if self._refresh is None or self._refresh.done():
-            self._refresh = asyncio.ensure_future(self._do_refresh())
+            addrs = [a for a in (self.address(n) for n in avoid) if a is not None]
+            self._refresh = asyncio.ensure_future(self._do_refresh(addrs))
         return await asyncio.shield(self._refresh)
 
-    async def _do_refresh(self) -> Cluster:
+    async def _do_refresh(self, avoid: list[tuple[str, int]]) -> Cluster:
         topics = sorted(self.tracked)
         req = ketch_pb2.MetadataRequest(topics=topics, allow_auto_topic_creation=self.allow_auto_create_topics)
-        resp = await self.call_any("Metadata", req)
+        resp = await self.call_hedged("Metadata", req, avoid)
         assert isinstance(resp, ketch_pb2.MetadataResponse)
-        fresh = {t.name: topic_from_pb(t) for t in resp.topics}
+        fresh = {t.name: never_older(topic_from_pb(t), self.cluster.topics.get(t.name)) for t in resp.topics}
         merged = fresh if not topics else {**self.cluster.topics, **fresh}
         self.cluster = Cluster(
             cluster_id=resp.cluster_id,

@@ -40,6 +40,16 @@ Rules:
   sequence error fails the batch (the transaction becomes abortable; only the
   coordinator bumps a transactional epoch). While the transaction cannot
   continue (abortable, fatal, aborting) queued batches are failed at once.
+- Failover (README "Failover"): a Produce in flight for longer than
+  ``LEADER_CHECK_S`` makes the sender refresh metadata, asking other brokers
+  first (connection.py), every backoff while it lasts. When a refresh shows a
+  partition of an in-flight request led by another broker at a higher leader
+  epoch, the request is abandoned like a timed-out one (outcome unknown,
+  retried by the usual rules; idempotence makes the retry safe): a paused or
+  cut-off leader cannot hold writes past the controller moving its
+  leadership. And when a refresh shows a new leader for a partition whose
+  batches are backing off after failing at the old one, they go at once
+  (Kafka's KIP-951).
 - ``wakeup`` may be called from any thread; it costs a loop call only when the
   sender is not already due to wake.
 """
@@ -52,21 +62,39 @@ import random
 import threading
 import time
 from collections.abc import Hashable
+from dataclasses import dataclass
+from typing import Any
 
 from ketch.aio.accumulator import Accumulator, ProducerBatch
-from ketch.aio.connection import Connection
+from ketch.aio.connection import Cluster, Connection, PartitionInfo
 from ketch.aio.transactions import TransactionClient
 from ketch.api.v1 import ketch_pb2
 from ketch.errors import (
     REFRESH_METADATA,
     ErrorCode,
+    KetchConnectionError,
     KetchError,
     MessageTooLargeError,
     RequestTimedOutError,
     error_for,
 )
+from ketch.topic_partition import TopicPartition
 
 __all__ = ["Sender"]
+
+LEADER_CHECK_S = 1.0  # a Produce in flight this long makes the sender look for a leader change
+
+
+@dataclass
+class InFlight:
+    """One Produce call in flight: where, since when, each partition's leader epoch when it was sent."""
+
+    node: int
+    started: float
+    epochs: dict[TopicPartition, int]
+    call: asyncio.Future[Any]
+    moved: TopicPartition | None = None  # the partition found led elsewhere; the call was cancelled for it
+
 
 _TOO_LARGE = (ErrorCode.MESSAGE_TOO_LARGE, ErrorCode.RECORD_LIST_TOO_LARGE)
 _SEQUENCE_ERRORS = (ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER, ErrorCode.UNKNOWN_PRODUCER_ID)
@@ -111,6 +139,8 @@ class Sender:
         self._tasks: set[asyncio.Task[None]] = set()
         self._refreshing = False
         self._last_refresh = 0.0
+        self._flights: list[InFlight] = []
+        self._backing_off: dict[TopicPartition, int] = {}  # partition → the broker its batches failed at
         self._rng = random.Random()
         self._initializing = False
         self.init_error: KetchError | None = None  # why the last InitProducerId failed
@@ -163,6 +193,13 @@ class Sender:
             if unknown_leader:
                 self.refresh_soon()
                 next_in = min(next_in or self.backoff, self.backoff)
+            if self._flights:
+                slow = {f.node for f in self._flights if now - f.started >= LEADER_CHECK_S}
+                if slow:
+                    self.refresh_soon(avoid=slow)
+                else:
+                    due = min(f.started for f in self._flights) + LEADER_CHECK_S - now
+                    next_in = due if next_in is None else min(next_in, due)
             for node, batches in by_node.items():
                 self._in_flight[node] = self._in_flight.get(node, 0) + 1
                 self._spawn(self._produce(node, batches))
@@ -245,23 +282,62 @@ class Sender:
             with contextlib.suppress(Exception):
                 await asyncio.shield(task)
 
-    def refresh_soon(self) -> None:
+    def refresh_soon(self, avoid: set[int] | frozenset[int] = frozenset()) -> None:
         if not self._refreshing and not self.closed:
             self._refreshing = True
-            self._spawn(self._refresh())
+            self._spawn(self._refresh(avoid))
 
-    async def _refresh(self) -> None:
+    async def _refresh(self, avoid: set[int] | frozenset[int]) -> None:
         try:
             await asyncio.sleep(max(0.0, self._last_refresh + self.backoff - time.monotonic()))
             with contextlib.suppress(KetchError):
-                await self.conn.refresh()
+                self._leaders_moved(await self.conn.refresh(avoid))
         finally:
             self._last_refresh = time.monotonic()
             self._refreshing = False
             self.wake.set()
 
+    def _leaders_moved(self, cluster: Cluster) -> None:
+        """Abandon in-flight requests whose partition now has another leader at a higher epoch; release
+        the backoff of batches that failed at a broker that no longer leads their partition."""
+        for flight in self._flights:
+            if flight.moved is not None:
+                continue
+            for tp, epoch in flight.epochs.items():
+                p = _partition(cluster, tp)
+                if p is not None and p.leader >= 0 and p.leader != flight.node and p.leader_epoch > epoch:
+                    flight.moved = tp
+                    flight.call.cancel()
+                    break
+        for tp, failed_at in list(self._backing_off.items()):
+            leader = cluster.leader(tp.topic, tp.partition)
+            if leader >= 0 and leader != failed_at:
+                del self._backing_off[tp]
+                self.acc.retry_now(tp)
+
+    async def _call_produce(self, node: int, request: ketch_pb2.ProduceRequest, tps: list[TopicPartition]) -> Any:
+        """The Produce call, abandoned with ``KetchConnectionError`` (outcome unknown) if ``_leaders_moved``
+        finds one of its partitions led elsewhere meanwhile."""
+        cluster = self.conn.cluster
+        epochs = {tp: (p.leader_epoch if (p := _partition(cluster, tp)) is not None else -1) for tp in tps}
+        call = asyncio.ensure_future(self.conn.call_node(node, "Produce", request, self.request_timeout_ms / 1000 + 5))
+        flight = InFlight(node, time.monotonic(), epochs, call)
+        self._flights.append(flight)
+        try:
+            return await call
+        except asyncio.CancelledError:
+            if flight.moved is None or not call.cancelled():
+                raise
+            moved = flight.moved
+            raise KetchConnectionError(
+                f"broker {node}: {moved.topic}-{moved.partition} moved to another leader while this request was "
+                "in flight (its outcome is unknown; retried there)"
+            ) from None
+        finally:
+            self._flights.remove(flight)
+
     async def _produce(self, node: int, batches: list[ProducerBatch]) -> None:
-        groups: dict[tuple[str, int], list[ProducerBatch]] = {}
+        groups: dict[TopicPartition, list[ProducerBatch]] = {}
         for b in batches:
             groups.setdefault(b.tp, []).append(b)
         request = ketch_pb2.ProduceRequest(
@@ -278,12 +354,12 @@ class Sender:
             for b in batches:
                 self.acc.finish(b, None, None)
         try:
-            response = await self.conn.call_node(node, "Produce", request, self.request_timeout_ms / 1000 + 5)
+            response = await self._call_produce(node, request, list(groups))
         except KetchError as e:
             if self.acks != 0:
                 split = isinstance(e, MessageTooLargeError) and len(batches) > 1
                 for b in batches:
-                    self._retry_or_fail(b, e, refresh=True, split=split)
+                    self._retry_or_fail(b, e, refresh=True, split=split, node=node)
             return
         finally:
             self._in_flight[node] -= 1
@@ -318,10 +394,16 @@ class Sender:
                             self.acc.idempotence.sequence_error(b)
                         self._retry_or_fail(b, err, refresh=False, force_retry=True)
                         continue
-                    self._retry_or_fail(b, err, refresh=r.error_code in REFRESH_METADATA, split=split)
+                    self._retry_or_fail(b, err, refresh=r.error_code in REFRESH_METADATA, split=split, node=node)
 
     def _retry_or_fail(
-        self, b: ProducerBatch, err: KetchError, refresh: bool, split: bool = False, force_retry: bool = False
+        self,
+        b: ProducerBatch,
+        err: KetchError,
+        refresh: bool,
+        split: bool = False,
+        force_retry: bool = False,
+        node: int = -1,
     ) -> None:
         if split:  # maybe only the request was too large: send each batch alone
             b.solo = True
@@ -340,5 +422,13 @@ class Sender:
             and now + delay < b.created + self.delivery_timeout
         ):
             self.acc.reenqueue(b, now + delay)
+            if refresh and node >= 0:
+                self._backing_off[b.tp] = node
         else:
             self.acc.finish(b, None, err)
+
+
+def _partition(cluster: Cluster, tp: TopicPartition) -> PartitionInfo | None:
+    """The cached PartitionInfo of ``tp``, or None."""
+    t = cluster.topics.get(tp.topic)
+    return t.partitions.get(tp.partition) if t is not None else None

@@ -44,19 +44,26 @@ def register_cluster(sub: Any) -> None:
     remove.set_defaults(handler=remove_controller)
 
 
+ATTEMPT_TIMEOUT_S = 2.0  # one bootstrap server's turn: a paused node must not hold the command
+
+
 def describe_quorum(bootstrap: str, timeout_s: float = 10.0) -> Any:
-    """``DescribeQuorumResponse`` from the first bootstrap server that answers it."""
+    """``DescribeQuorumResponse`` from the first bootstrap server that answers it, each asked for at
+    most ``ATTEMPT_TIMEOUT_S`` while others are left to ask (a dead or paused one costs that, not the
+    command)."""
     import grpc
 
     from ketch.api.v1 import controller_pb2 as cpb
     from ketch.api.v1 import controller_pb2_grpc
 
     errors: list[str] = []
-    for address in [a.strip() for a in bootstrap.split(",") if a.strip()]:
+    addresses = [a.strip() for a in bootstrap.split(",") if a.strip()]
+    for n, address in enumerate(addresses):
+        attempt = timeout_s if n == len(addresses) - 1 else min(timeout_s, ATTEMPT_TIMEOUT_S)
         try:
             with open_channel(address, client_security()) as channel:
                 return controller_pb2_grpc.KetchControllerStub(channel).DescribeQuorum(
-                    cpb.DescribeQuorumRequest(), timeout=timeout_s, metadata=login_metadata(channel, address)
+                    cpb.DescribeQuorumRequest(), timeout=attempt, metadata=login_metadata(channel, address)
                 )
         except grpc.RpcError as exc:
             if exc.code() in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):

@@ -176,6 +176,9 @@ def add_partitions(args: argparse.Namespace) -> int:
 def elect_leaders(args: argparse.Namespace) -> int:
     """Preferred-leader election through the controller (kafka-leader-election.sh --election-type preferred)."""
 
+    import grpc
+
+    from ketch.aio.connection import translate_rpc_error
     from ketch.api.v1 import controller_pb2 as cpb
     from ketch.api.v1 import controller_pb2_grpc
 
@@ -190,20 +193,29 @@ def elect_leaders(args: argparse.Namespace) -> int:
                         request.partitions.add(topic=description.name, partition=p.partition)
     addresses = [a.strip() for a in args.bootstrap.split(",") if a.strip()]
     tried: set[str] = set()
+    errors: list[str] = []
+    response = None
     while addresses:
         address = addresses.pop(0)
         if address in tried:
             continue
         tried.add(address)
-        with open_channel(address, client_security()) as channel:
-            stub = controller_pb2_grpc.KetchControllerStub(channel)
-            metadata = login_metadata(channel, address)
-            response = stub.ElectLeaders(request, timeout=30, metadata=metadata)
-            if response.status.error_code == ErrorCode.NOT_CONTROLLER:
-                voters = stub.DescribeQuorum(cpb.DescribeQuorumRequest(), timeout=10, metadata=metadata).voters
-                leader = [v.address for v in voters if v.node_id == response.status.leader_id]
-                addresses = leader + [v.address for v in voters] + addresses
-                continue
+        try:  # every bootstrap server and voter in turn: one that is down must not end the command
+            with open_channel(address, client_security()) as channel:
+                stub = controller_pb2_grpc.KetchControllerStub(channel)
+                metadata = login_metadata(channel, address)
+                response = stub.ElectLeaders(request, timeout=30, metadata=metadata)
+                if response.status.error_code == ErrorCode.NOT_CONTROLLER:
+                    voters = stub.DescribeQuorum(cpb.DescribeQuorumRequest(), timeout=10, metadata=metadata).voters
+                    leader = [v.address for v in voters if v.node_id == response.status.leader_id]
+                    addresses = leader + [v.address for v in voters] + addresses
+                    continue
+        except grpc.RpcError as exc:
+            if exc.code() in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
+                raise translate_rpc_error(exc, address) from None
+            errors.append(f"{address}: {exc.code().name}")
+            response = None
+            continue
         if response.status.error_code:
             raise KetchError(response.status.error_message, code=ErrorCode(response.status.error_code))
         results = [
@@ -215,4 +227,5 @@ def elect_leaders(args: argparse.Namespace) -> int:
         else:
             print(table(("TOPIC", "PARTITION", "RESULT"), [(r["topic"], r["partition"], r["result"]) for r in results]))
         return 0
-    raise KetchError(f"no active controller among {sorted(tried)}", code=ErrorCode.NOT_CONTROLLER)
+    why = f" ({'; '.join(errors)})" if errors else ""
+    raise KetchError(f"no active controller among {sorted(tried)}{why}", code=ErrorCode.NOT_CONTROLLER)
