@@ -181,6 +181,7 @@ RULES: dict[str, Rule] = {
     KETCH + "Fetch": _fetch,
     KETCH + "Metadata": _nothing,  # filtered (FILTERS)
     KETCH + "ListOffsets": lambda r, c: c.need(A.DESCRIBE, A.TOPIC, _topics(r.partitions)),
+    KETCH + "OffsetForLeaderEpoch": lambda r, c: c.need(A.DESCRIBE, A.TOPIC, _topics(r.partitions)),
     KETCH + "CreateTopics": _create_topics,
     KETCH + "DeleteTopics": lambda r, c: c.need(A.DELETE, A.TOPIC, r.names),
     KETCH + "DescribeTopics": _nothing,  # filtered

@@ -29,7 +29,9 @@ This is a thin driver. Rules:
   partition. Fetch with isolation_level 1 (read_committed; followers ignore
   it) reads below the last stable offset and carries the aborted
   transactions; every fetch answer carries the last stable offset; ListOffsets
-  LATEST under read_committed answers it. A marker moves the LSO: it notifies
+  LATEST under read_committed answers it.
+- OffsetForLeaderEpoch (KIP-320): on the leader, the largest epoch <= the one
+  asked for in its log and where it ends, after ``Partition.check_epoch``. A marker moves the LSO: it notifies
   the fetch waiters like any append.
 - A follower fetch of a replica a reassignment is adding is throttled
   (node/replication_throttle.py): it reads at most what the leader's bucket
@@ -337,6 +339,22 @@ class KetchService(GroupHandlers, TxnHandlers, ketch_pb2_grpc.KetchServicer):
         return response
 
     # -- Topic administration (forwarded to the active controller) ------------
+
+    @timed("OffsetForLeaderEpoch")
+    async def OffsetForLeaderEpoch(
+        self, request: pb.OffsetForLeaderEpochRequest, context: Any
+    ) -> pb.OffsetForLeaderEpochResponse:
+        response = pb.OffsetForLeaderEpochResponse()
+        for item in request.partitions:
+            result = response.partitions.add(topic=item.topic, partition=item.partition, leader_epoch=-1, end_offset=-1)
+            try:
+                part, _ = self.broker.partition(item.topic, item.partition)
+                part.check_epoch(item.current_leader_epoch)
+                result.leader_epoch, result.end_offset = part.log.end_offset_for_epoch(item.leader_epoch)
+            except Exception as exc:
+                result.error_code, result.error_message = error_fields(exc)
+                self._count_error("OffsetForLeaderEpoch", result.error_code)
+        return response
 
     @timed("CreateTopics")
     async def CreateTopics(self, request: pb.CreateTopicsRequest, context: Any) -> pb.CreateTopicsResponse:

@@ -29,6 +29,11 @@ from kio.schema.api_versions.v3.request import ApiVersionsRequest
 from kio.schema.fetch.v12.request import FetchPartition, FetchRequest, FetchTopic
 from kio.schema.list_offsets.v7.request import ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic
 from kio.schema.metadata.v12.request import MetadataRequest, MetadataRequestTopic
+from kio.schema.offset_for_leader_epoch.v4.request import (
+    OffsetForLeaderEpochRequest,
+    OffsetForLeaderPartition,
+    OffsetForLeaderTopic,
+)
 from kio.schema.produce.v9.request import PartitionProduceData, ProduceRequest, TopicProduceData
 from kio.static.primitive import Records
 
@@ -57,7 +62,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
         c.start()
         c.wait_ready(60)
         with Admin(bootstrap_servers=c.bootstrap) as admin:
-            admin.create_topics([NewTopic("orders", 3), NewTopic("pipeline", 1), NewTopic("secret", 1)])
+            admin.create_topics(
+                [NewTopic("orders", 3), NewTopic("pipeline", 1), NewTopic("secret", 1), NewTopic("epochs", 1)]
+            )
             admin.create_acls([AclBinding("TOPIC", "secret", "User:ANONYMOUS", "WRITE", "DENY")])
         yield c
     finally:
@@ -208,6 +215,56 @@ def list_latest(conn: RawConnection, topic: str, correlation_id: int) -> int:
     partition = answer.topics[0].partitions[0]
     assert partition.error_code == 0
     return int(partition.offset)
+
+
+def offset_for_leader_epoch(conn: RawConnection, topic: str, epoch: int, current: int = -1) -> tuple[int, int, int]:
+    answer = conn.call(
+        make(
+            OffsetForLeaderEpochRequest,
+            replica_id=-1,
+            topics=(
+                make(
+                    OffsetForLeaderTopic,
+                    topic=topic,
+                    partitions=(
+                        make(OffsetForLeaderPartition, partition=0, current_leader_epoch=current, leader_epoch=epoch),
+                    ),
+                ),
+            ),
+        )
+    )
+    (partition,) = answer.topics[0].partitions
+    return int(partition.error_code), int(partition.leader_epoch), int(partition.end_offset)
+
+
+def test_offset_for_leader_epoch_answers_from_the_leaders_epochs(cluster: LocalCluster) -> None:
+    """KIP-320 through the Kafka listener: where an epoch ends on the leader; stale or unknown
+    current epochs and a non-leader are refused with Kafka's codes."""
+    leader = leader_address(cluster, "epochs")
+    conn = RawConnection(leader)
+    try:
+        with ketch.Producer(bootstrap_servers=cluster.bootstrap, acks="all") as producer:
+            for i in range(5):
+                producer.send("epochs", value=b"%d" % i, partition=0)
+            producer.flush()
+        end = list_latest(conn, "epochs", 1)
+        assert end == 5
+        # The topic's first leader holds epoch 0 (or a later one after an election): ask well past it.
+        error, epoch, offset = offset_for_leader_epoch(conn, "epochs", 1000)
+        assert (error, offset) == (0, 5) and epoch >= 0
+        assert offset_for_leader_epoch(conn, "epochs", epoch, current=epoch) == (0, epoch, 5)
+        assert offset_for_leader_epoch(conn, "epochs", epoch, current=epoch + 1)[0] == 75  # UNKNOWN_LEADER_EPOCH
+        if epoch > 0:
+            assert offset_for_leader_epoch(conn, "epochs", epoch, current=epoch - 1)[0] == 74  # FENCED_LEADER_EPOCH
+        assert offset_for_leader_epoch(conn, "epochs", -5)[1:] == (-1, -1)  # no epoch <= -5 in the log
+    finally:
+        conn.close()
+    follower = next(a for a in kafka_addresses(cluster).values() if a != leader)
+    conn = RawConnection(follower)
+    try:
+        assert offset_for_leader_epoch(conn, "epochs", 0)[0] == 6  # NOT_LEADER_OR_FOLLOWER
+    finally:
+        conn.close()
 
 
 def test_pipelined_requests_are_answered_in_order_and_acks_0_gets_no_answer(cluster: LocalCluster) -> None:

@@ -1,4 +1,4 @@
-"""ListOffsets (v1-7) on the Kafka listener; OffsetForLeaderEpoch is not served.
+"""ListOffsets (v1-7) and OffsetForLeaderEpoch (v2-4) on the Kafka listener.
 
 Rules:
 - Timestamps -1 (latest: the high watermark, or the last stable offset under read_committed,
@@ -9,10 +9,12 @@ Rules:
 - ``replica_id`` and ``current_leader_epoch`` are not passed on (Ketch's ``ListOffsets`` has no
   such fields; a consumer sends -1).
 - An authorization refusal is the rule's code on every partition.
-- OffsetForLeaderEpoch is left out of ApiVersions: the broker has no RPC answering it for a
-  consumer (the follower's diverging-epoch check lives inside its fetch). Clients then skip the
-  truncation check after a leader change (aiokafka never sends it; librdkafka checks only when
-  the broker advertises it).
+- OffsetForLeaderEpoch (KIP-320, a consumer checking its position after a leader change): each
+  partition's (leader_epoch, current_leader_epoch) goes to the broker's ``OffsetForLeaderEpoch``
+  (the leader's epoch cache: the largest epoch <= the one asked for and where it ends; a stale or
+  unknown current epoch is FENCED_LEADER_EPOCH / UNKNOWN_LEADER_EPOCH). Only the consumer form is
+  served: a follower's request (``replica_id`` >= 0, v3+) is refused CLUSTER_AUTHORIZATION_FAILED
+  on every partition (Ketch's followers learn a diverging epoch inside their fetch).
 """
 
 from __future__ import annotations
@@ -81,4 +83,64 @@ async def handle_list_offsets(request: Any, ctx: KafkaContext) -> Any:
     )
 
 
-APIS = [Api(2, "ListOffsets", 1, 7, handle_list_offsets)]
+async def handle_offset_for_leader_epoch(request: Any, ctx: KafkaContext) -> Any:
+    asked = [
+        pb.OffsetForLeaderEpochPartition(
+            topic=t.topic,
+            partition=p.partition,
+            leader_epoch=p.leader_epoch,
+            current_leader_epoch=getattr(p, "current_leader_epoch", -1),
+        )
+        for t in request.topics
+        for p in t.partitions
+    ]
+    try:
+        if getattr(request, "replica_id", -1) >= 0:
+            raise KetchError(
+                "OffsetForLeaderEpoch from a follower is not served on the Kafka listener (Ketch's followers"
+                " learn a diverging epoch inside their fetch)",
+                code=ErrorCode.CLUSTER_AUTHORIZATION_FAILED,
+            )
+        results = list(
+            (await ctx.call("OffsetForLeaderEpoch", pb.OffsetForLeaderEpochRequest(partitions=asked))).partitions
+        )
+    except KetchError as exc:
+        code, message = error_fields(exc)
+        results = [
+            pb.LeaderEpochEndOffset(
+                topic=p.topic,
+                partition=p.partition,
+                error_code=code,
+                error_message=message,
+                leader_epoch=-1,
+                end_offset=-1,
+            )
+            for p in asked
+        ]
+    partition_type = nested(ctx.response_type, "EpochEndOffset")
+    return build(
+        ctx.response_type,
+        topics=tuple(
+            build(
+                nested(ctx.response_type, "OffsetForLeaderTopicResult"),
+                topic=topic,
+                partitions=tuple(
+                    build(
+                        partition_type,
+                        partition=r.partition,
+                        error_code=kafka_error(r.error_code),
+                        leader_epoch=r.leader_epoch if r.error_code == 0 else -1,
+                        end_offset=r.end_offset if r.error_code == 0 else -1,
+                    )
+                    for r in items
+                ),
+            )
+            for topic, items in by_topic(results, lambda r: r.topic)
+        ),
+    )
+
+
+APIS = [
+    Api(2, "ListOffsets", 1, 7, handle_list_offsets),
+    Api(23, "OffsetForLeaderEpoch", 2, 4, handle_offset_for_leader_epoch),
+]

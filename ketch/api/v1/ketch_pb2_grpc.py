@@ -54,6 +54,11 @@ class KetchStub:
                 request_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.ListOffsetsRequest.SerializeToString,
                 response_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.ListOffsetsResponse.FromString,
                 _registered_method=True)
+        self.OffsetForLeaderEpoch = channel.unary_unary(
+                '/ketch.v1.Ketch/OffsetForLeaderEpoch',
+                request_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.OffsetForLeaderEpochRequest.SerializeToString,
+                response_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.OffsetForLeaderEpochResponse.FromString,
+                _registered_method=True)
         self.CreateTopics = channel.unary_unary(
                 '/ketch.v1.Ketch/CreateTopics',
                 request_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.CreateTopicsRequest.SerializeToString,
@@ -247,6 +252,13 @@ class KetchServicer:
 
     def ListOffsets(self, request, context):
         """Earliest, latest, or first offset at or after a timestamp.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def OffsetForLeaderEpoch(self, request, context):
+        """KIP-320: where a leader epoch ends on the leader, so a consumer can detect a truncated log.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -506,6 +518,11 @@ def add_KetchServicer_to_server(servicer, server):
                     servicer.ListOffsets,
                     request_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.ListOffsetsRequest.FromString,
                     response_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.ListOffsetsResponse.SerializeToString,
+            ),
+            'OffsetForLeaderEpoch': grpc.unary_unary_rpc_method_handler(
+                    servicer.OffsetForLeaderEpoch,
+                    request_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.OffsetForLeaderEpochRequest.FromString,
+                    response_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.OffsetForLeaderEpochResponse.SerializeToString,
             ),
             'CreateTopics': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateTopics,
@@ -781,6 +798,33 @@ class Ketch:
             '/ketch.v1.Ketch/ListOffsets',
             ketch_dot_api_dot_v1_dot_ketch__pb2.ListOffsetsRequest.SerializeToString,
             ketch_dot_api_dot_v1_dot_ketch__pb2.ListOffsetsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OffsetForLeaderEpoch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ketch.v1.Ketch/OffsetForLeaderEpoch',
+            ketch_dot_api_dot_v1_dot_ketch__pb2.OffsetForLeaderEpochRequest.SerializeToString,
+            ketch_dot_api_dot_v1_dot_ketch__pb2.OffsetForLeaderEpochResponse.FromString,
             options,
             channel_credentials,
             insecure,
