@@ -1,9 +1,9 @@
 """The registry of the Kafka listener: every module's ``APIS``, and ApiVersions answered from it.
 
 Rules:
-- ``MODULES`` names the handler modules (node/kafka/<name>.py), one line each; a module not
-  (yet) present is skipped, so a branch without the group/admin/transaction/SASL modules still
-  serves the rest. Two modules serving the same API key is an error at import.
+- ``MODULES`` names the handler modules (node/kafka/<name>.py), one line each; every one must
+  import (a missing module is an error at start, never a silently smaller ApiVersions). Two
+  modules serving the same API key is an error at import.
 - ``REGISTRY.served(key, version)`` is what the server dispatches on; ApiVersions (v0-3)
   advertises exactly the registered ranges, ApiVersions included, and nothing else (no
   features). A client asking ApiVersions at a version above 3 gets the v0 answer with
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime
 import importlib
-import importlib.util
 from collections.abc import Iterable
 from typing import Any
 
@@ -73,12 +72,7 @@ class Registry:
 
 
 def _modules() -> list[Any]:
-    found = []
-    for name in MODULES:
-        full = f"node.kafka.{name}"
-        if importlib.util.find_spec(full) is not None:
-            found.append(importlib.import_module(full))
-    return found
+    return [importlib.import_module(f"node.kafka.{name}") for name in MODULES]
 
 
 def _registry() -> Registry:
