@@ -17,6 +17,8 @@ Rules:
   a call with an unknown or expired token gets gRPC UNAUTHENTICATED, and the client
   authenticates again. Sessions live in this process: a restarted node asks for a new one.
 - A session token is 32 random bytes: possession is authentication (hence TLS only).
+- A ``connection_bound`` login (the Kafka listener, whose connection itself is logged in) gets
+  no token and keeps no session, so Kafka logins never evict the gRPC clients' sessions.
 """
 
 from __future__ import annotations
@@ -119,10 +121,12 @@ class SaslSessions:
             return _refuse(ErrorCode.SASL_AUTHENTICATION_FAILED, FAILED)
         server = pending.server
         server.set_client_final(request.auth_bytes.decode("utf-8"))
-        token = secrets.token_hex(32)
-        self._sessions[token] = ("User:" + pending.user, self.clock() + self.lifetime_s)
-        while len(self._sessions) > MAX_SESSIONS:
-            self._sessions.popitem(last=False)
+        token = ""
+        if not request.connection_bound:  # a Kafka connection keeps its own login: no session here
+            token = secrets.token_hex(32)
+            self._sessions[token] = ("User:" + pending.user, self.clock() + self.lifetime_s)
+            while len(self._sessions) > MAX_SESSIONS:
+                self._sessions.popitem(last=False)
         return pb.SaslAuthenticateResponse(
             auth_bytes=server.get_server_final().encode(),
             token=token,

@@ -61,6 +61,27 @@ def test_a_login_opens_a_session_for_the_user_until_it_expires() -> None:
     assert sessions.principal(token) is None
 
 
+def test_a_connection_bound_login_issues_no_token_and_keeps_no_session() -> None:
+    """The Kafka listener's logins: the exchange succeeds (server-final proves the server), no
+    session is kept, so a flood of them cannot evict gRPC clients' sessions."""
+    image = image_with(credential("alice", "s3cret"))
+    sessions = SaslSessions(frozenset({"SCRAM-SHA-256"}), lambda: image, 60_000, Clock())
+    grpc_token = login(sessions, "alice", "s3cret")
+    security = SecurityConfig(
+        "SASL_SSL", sasl_mechanism="SCRAM-SHA-256", sasl_plain_username="alice", sasl_plain_password="s3cret"
+    )
+    exchange = ScramLogin(security, "node 1")
+    first = exchange.first()
+    first.connection_bound = True
+    answer = sessions.authenticate(first)
+    final = exchange.final(answer)
+    final.connection_bound = True
+    answer = sessions.authenticate(final)
+    assert answer.error_code == ErrorCode.NONE and answer.auth_bytes and answer.token == ""
+    assert sessions._sessions.keys() == {grpc_token}  # only the gRPC login's session
+    assert sessions.principal(grpc_token) == "User:alice"
+
+
 @pytest.mark.parametrize(
     ("user", "password", "mechanism"),
     [("alice", "wrong", "SCRAM-SHA-256"), ("nobody", "s3cret", "SCRAM-SHA-256"), ("alice", "s3cret", "SCRAM-SHA-512")],

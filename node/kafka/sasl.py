@@ -88,7 +88,9 @@ async def sasl_authenticate(request: Any, ctx: KafkaContext) -> Any:
     answer = await call(
         ctx,
         "SaslAuthenticate",
-        pb.SaslAuthenticateRequest(mechanism=mechanism, session_id=session_id, auth_bytes=request.auth_bytes),
+        pb.SaslAuthenticateRequest(
+            mechanism=mechanism, session_id=session_id, auth_bytes=request.auth_bytes, connection_bound=True
+        ),
     )
     if isinstance(answer, Refused):
         return _fail(ctx, answer.message)

@@ -1408,14 +1408,16 @@ class DescribeUserScramCredentialsResponse(_message.Message):
     def __init__(self, error_code: _Optional[_Union[ErrorCode, str]] = ..., error_message: _Optional[str] = ..., credentials: _Optional[_Iterable[_Union[UserScramCredential, _Mapping]]] = ...) -> None: ...
 
 class SaslAuthenticateRequest(_message.Message):
-    __slots__ = ("mechanism", "session_id", "auth_bytes")
+    __slots__ = ("mechanism", "session_id", "auth_bytes", "connection_bound")
     MECHANISM_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     AUTH_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CONNECTION_BOUND_FIELD_NUMBER: _ClassVar[int]
     mechanism: str
     session_id: str
     auth_bytes: bytes
-    def __init__(self, mechanism: _Optional[str] = ..., session_id: _Optional[str] = ..., auth_bytes: _Optional[bytes] = ...) -> None: ...
+    connection_bound: bool
+    def __init__(self, mechanism: _Optional[str] = ..., session_id: _Optional[str] = ..., auth_bytes: _Optional[bytes] = ..., connection_bound: _Optional[bool] = ...) -> None: ...
 
 class SaslAuthenticateResponse(_message.Message):
     __slots__ = ("error_code", "error_message", "session_id", "auth_bytes", "token", "session_lifetime_ms")
