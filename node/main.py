@@ -308,6 +308,10 @@ def _fatal(stop: asyncio.Event, exc: BaseException) -> None:
 
 
 def run(config: NodeConfig) -> int:
+    if config.kafka_listen:
+        # kio imports Hypothesis when it is installed (a dev dependency) to register test strategies
+        # for its types; a node never uses them and the import costs seconds of every start.
+        sys.modules.setdefault("hypothesis", None)  # type: ignore[arg-type]
     logging.basicConfig(
         level=os.environ.get("KETCH_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -11,6 +11,12 @@ What is here, one small function per client and action, each ending what it star
   group has no commit, reads until ``count`` records or the deadline, commits what it read
   (synchronously) and leaves the group; returns the values read. Reading too few is an
   AssertionError naming what was read.
+- ``admin_*``: create a topic (replication factor 3), then list and describe it until the answering
+  broker has it (``settled``); returns {"listed", "error", "partitions": {partition: replicas}}.
+- ``batch_producers``: the producer id and first sequence of every stored batch, read over gRPC
+  (Ketch's own Fetch), to show a client's idempotence was really on.
+- ``produce_transactions``, ``copy_exactly_once``: confluent-kafka's transactional producer, and a
+  consume-transform-produce loop committing its group's offsets in the transaction.
 - ``kcat``: runs Debian's kcat with a timeout; it is killed and reaped whatever happens.
 
 Values are unique per test (``values(prefix, n)``), so a record read twice or from another test

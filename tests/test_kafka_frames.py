@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from kio.index import load_request_schema, load_response_schema
 from kio.schema.api_versions.v3.request import ApiVersionsRequest
@@ -38,7 +38,7 @@ from tests.harness import wait_broker_alive
 from tests.kafka_raw import RawConnection, make, raw_frame, request_frame
 
 IDLE_MS = 800
-PER_IP = 4
+PER_IP = 16  # the node's own calls from 127.0.0.1 count too: far below it
 st.register_type_strategy(Records, st.binary(max_size=64).map(Records))
 SERVED = sorted(
     (api.key, version) for api in REGISTRY.by_key.values() for version in range(api.min_version, api.max_version + 1)
@@ -47,8 +47,18 @@ SERVED = sorted(
 
 @st.composite
 def served_requests(draw: st.DrawFn) -> Any:
+    """A request of a served version that kio itself can read back: kio's reader refuses some
+    durations its writer writes (an i64 of milliseconds past Python's timedelta, 'timedelta
+    milliseconds overflow'); a client sending one gets its connection closed, and none does."""
     key, version = draw(st.sampled_from(SERVED))
-    return draw(st.from_type(load_request_schema(key, version)))
+    body = draw(st.from_type(load_request_schema(key, version)))
+    frame = request_frame(body)[4:]
+    try:
+        _, used = entity_reader(type(body).__header_schema__)(frame, 0)
+        entity_reader(type(body))(frame, used)
+    except ValueError:
+        assume(False)
+    return body
 
 
 def body_of(frame: bytes) -> bytes:
