@@ -23,10 +23,13 @@ after they commit are node/internal_topic.py's. What is particular here:
 - EndTxn is answered once the transaction is complete (``end_txn`` says why).
   Its transaction version (TV1 from the Kafka listener's EndTxn below v5,
   TV2 otherwise) goes to the pure call, and the job's version to every
-  marker. A TV1 job carries the transaction's own epoch, so the sender of
-  transaction N and of N + 1 have the same key; N + 1 cannot end before N's
-  sender finished (Add* is CONCURRENT_TRANSACTIONS until Complete*, which
-  the sender's last step writes).
+  marker. A TV1 job carries the transaction's own epoch, so the senders of
+  transactions N and N + 1 have the same key. N + 1 cannot start before N's
+  sender writes Complete* in its last step (Add* is CONCURRENT_TRANSACTIONS
+  until then), and a client waits for its EndTxn, which waits for that
+  sender; were N + 1 ended while N's sender still waits for its Complete*
+  record to commit, ``_send`` would skip N + 1's job as running, and the
+  next tick starts it (``pending_markers``).
 - ``verify`` (KIP-890) answers a partition leader's AddPartitionsToTxn
   verify_only from the loaded state, after everything appended has committed.
 - ``run()`` ticks every ``tick_s``: leadership, timeouts (``tick``), senders.
