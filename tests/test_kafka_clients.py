@@ -9,8 +9,8 @@ One cluster for the module (tests/kafka_clients.py ``kafka_cluster``: 3 nodes, r
   sequence, read back over gRPC); consume in a group from the earliest offset and
   commit; then, after more records, a new consumer of the same group reads exactly the new ones:
   it resumed from the commit (a lost or ignored commit would read the first records again).
-- confluent-kafka's transactional producer: a committed, an aborted and a committed transaction
-  (a new producer for each: a second transaction of one producer is fenced, marked xfail below);
+- confluent-kafka's transactional producer: ONE producer runs a committed, an aborted and a
+  committed transaction (librdkafka speaks EndTxn below v5: transaction version 1, the epoch stays);
   a read_committed consumer reads exactly the committed records, a read_uncommitted one all of
   them; a consume-transform-produce copier (read_committed, offsets sent to the transaction) moves
   the committed records to another topic and the group's offset commits with the transaction.
@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaException
 
 from ketch import Admin, NewTopic
 from ketch.cli import main as ketch_main
@@ -122,7 +121,9 @@ def test_confluent_transactions_read_committed_and_exactly_once_copy(cluster: Lo
     with Admin(bootstrap_servers=cluster.bootstrap) as admin:
         admin.create_topics([NewTopic(source, 1, 3), NewTopic(target, 1, 3)])
     committed, aborted, later = kc.values("committed", 10), kc.values("aborted", 10), kc.values("later", 5)
-    kc.produce_transactions(bootstrap, source, [(committed, True), (aborted, False), (later, True)])
+    kc.produce_transactions(
+        bootstrap, source, [(committed, True), (aborted, False), (later, True)], producer_per_transaction=False
+    )
 
     read_committed = {"isolation.level": "read_committed"}
     assert kc.consume_confluent(bootstrap, source, "rc", 15, **read_committed) == committed + later
@@ -135,20 +136,6 @@ def test_confluent_transactions_read_committed_and_exactly_once_copy(cluster: Lo
     assert kc.copy_exactly_once(bootstrap, source, target, "copier", 15) in (27, 28)
     copied = kc.consume_confluent(bootstrap, target, "check", 15, **read_committed)
     assert copied == [v.upper() for v in committed + later]
-
-
-@pytest.mark.xfail(
-    strict=True,
-    raises=KafkaException,
-    reason="Ketch's coordinator bumps the producer epoch at every EndTxn (KIP-890); confluent-kafka, "
-    "kafka-python and aiokafka use EndTxn below v5 and keep their epoch, so a producer's second "
-    "transaction is fenced (node/kafka/txn.py)",
-)
-def test_confluent_second_transaction_of_one_producer(cluster: LocalCluster, bootstrap: str) -> None:
-    with Admin(bootstrap_servers=cluster.bootstrap) as admin:
-        admin.create_topics([NewTopic("txn-twice", 1, 3)])
-    two = [(kc.values("first", 3), True), (kc.values("second", 3), True)]
-    kc.produce_transactions(bootstrap, "txn-twice", two, producer_per_transaction=False)
 
 
 def test_perf_tools_with_confluent_kafka(
