@@ -75,6 +75,7 @@ from node.internal_topic import InternalTopicCoordinators, LoadedPartition
 from node.metrics import NodeMetrics
 from node.topic_admin import TopicAdmin
 from replication.producer_state import IdempotentBatch, Refuse, next_sequence
+from replication.transactions import TV2
 
 log = logging.getLogger("ketch.node.groups")
 R = TypeVar("R")
@@ -252,9 +253,16 @@ class GroupManager(InternalTopicCoordinators[GroupCoordinator]):
             raise KetchError(f"{where}: the transaction here changed; retry", code=ErrorCode.CONCURRENT_TRANSACTIONS)
 
     async def write_txn_marker(
-        self, index: int, producer_id: int, producer_epoch: int, commit: bool, coordinator_epoch: int
+        self,
+        index: int,
+        producer_id: int,
+        producer_epoch: int,
+        commit: bool,
+        coordinator_epoch: int,
+        transaction_version: int = TV2,
     ) -> None:
-        """WriteTxnMarkers on offsets partition ``index``: step 3 of the module docstring."""
+        """WriteTxnMarkers on offsets partition ``index``: step 3 of the module docstring (the
+        marker rule of ``transaction_version``, replication/transactions.py)."""
         loaded, _ = self.loaded_at(index, f"the markers of producer {producer_id}")
         async with loaded.lock:
             coordinator = loaded.coordinator
@@ -268,6 +276,7 @@ class GroupManager(InternalTopicCoordinators[GroupCoordinator]):
                 min_insync_replicas=self.min_insync_replicas(),
                 timestamp_ms=self.wall_ms(),
                 sync=False,
+                transaction_version=transaction_version,
             )
             if written is not None:
                 self.appended(loaded)

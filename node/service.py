@@ -19,7 +19,8 @@ This is a thin driver. Rules:
   transaction coordinator's AddPartitionsToTxn verify_only; it raises
   ``KetchError`` on refusal); without one, such a batch is INVALID_TXN_STATE.
   WriteTxnMarkers writes each marker on the local leader replicas
-  (``_write_marker``: ``Partition.write_marker``, the topic's flush rule, then
+  (``_write_marker``: ``Partition.write_marker`` by the marker's transaction
+  version, 0 meaning TV2, anything but 0-2 INVALID_REQUEST; the topic's flush rule, then
   acks=all replication; a duplicate or stale marker writes nothing but still
   waits until what this leader holds is replicated) and answers per
   partition. Fetch with isolation_level 1 (read_committed; followers ignore
@@ -81,6 +82,7 @@ from node.topic_admin import TopicAdmin, error_fields
 from node.txn_coordinator import TransactionManager
 from node.txn_service import TxnHandlers
 from replication.partition import AppendResult, Partition
+from replication.transactions import TRANSACTION_VERSIONS, TV2
 
 R = TypeVar("R")
 LATEST, EARLIEST = -1, -2
@@ -406,9 +408,20 @@ class KetchService(GroupHandlers, TxnHandlers, ketch_pb2_grpc.KetchServicer):
 
     async def _answer_marker(self, result: pb.TxnMarkerResult, marker: pb.TxnMarker) -> None:
         try:
+            version = marker.transaction_version or TV2
+            if version not in TRANSACTION_VERSIONS:
+                raise KetchError(
+                    f"marker of producer {marker.producer_id}: transaction_version {version} is not 1 or 2 (0 = 2)",
+                    code=ErrorCode.INVALID_REQUEST,
+                )
             if result.topic == OFFSETS_TOPIC:  # the group coordinator ends the transaction's pending offsets
                 await self.groups.write_txn_marker(
-                    result.partition, marker.producer_id, marker.producer_epoch, marker.commit, marker.coordinator_epoch
+                    result.partition,
+                    marker.producer_id,
+                    marker.producer_epoch,
+                    marker.commit,
+                    marker.coordinator_epoch,
+                    transaction_version=version,
                 )
                 return
             part, config = self.broker.partition(result.topic, result.partition)
@@ -427,6 +440,7 @@ class KetchService(GroupHandlers, TxnHandlers, ketch_pb2_grpc.KetchServicer):
             min_insync_replicas=min_isr,
             timestamp_ms=int(time.time() * 1000),
             sync=False,
+            transaction_version=marker.transaction_version or TV2,
         )
         # A duplicate marker writes nothing, but its first attempt may not be replicated yet.
         last = written.last_offset if written is not None else part.log.log_end_offset - 1

@@ -21,6 +21,15 @@ after they commit are node/internal_topic.py's. What is particular here:
   coordinator failover (the new leader loads Prepare* and resends: markers are
   idempotent at the partition, rule 4 of the protocol).
 - EndTxn is answered once the transaction is complete (``end_txn`` says why).
+  Its transaction version (TV1 from the Kafka listener's EndTxn below v5,
+  TV2 otherwise) goes to the pure call, and the job's version to every
+  marker. A TV1 job carries the transaction's own epoch, so the senders of
+  transactions N and N + 1 have the same key. N + 1 cannot start before N's
+  sender writes Complete* in its last step (Add* is CONCURRENT_TRANSACTIONS
+  until then), and a client waits for its EndTxn, which waits for that
+  sender; were N + 1 ended while N's sender still waits for its Complete*
+  record to commit, ``_send`` would skip N + 1's job as running, and the
+  next tick starts it (``pending_markers``).
 - ``verify`` (KIP-890) answers a partition leader's AddPartitionsToTxn
   verify_only from the loaded state, after everything appended has committed.
 - ``run()`` ticks every ``tick_s``: leadership, timeouts (``tick``), senders.
@@ -43,6 +52,7 @@ import grpc
 
 from coordinator.metadata import BrokerRegistration
 from coordinator.transactions import (
+    TV2,
     MarkerJob,
     TransactionCoordinator,
     TransactionMetadata,
@@ -149,7 +159,9 @@ class TransactionManager(InternalTopicCoordinators[TransactionCoordinator]):
 
         return await self.call(tid, init)
 
-    async def end_txn(self, tid: str, producer_id: int, epoch: int, commit: bool) -> TxnAnswer:
+    async def end_txn(
+        self, tid: str, producer_id: int, epoch: int, commit: bool, transaction_version: int = TV2
+    ) -> TxnAnswer:
         """EndTxn, answered once the transaction is complete (markers written, Complete* committed).
 
         Kafka answers at Prepare* and lets the producer's next AddPartitionsToTxn retry
@@ -160,7 +172,7 @@ class TransactionManager(InternalTopicCoordinators[TransactionCoordinator]):
         broker loses the partition) the answer is the same: the next coordinator completes it."""
         now = self.wall_ms()
         loaded, _ = self.loaded(tid)
-        answer = await self.call(tid, lambda c: c.end_txn(tid, producer_id, epoch, commit, now))
+        answer = await self.call(tid, lambda c: c.end_txn(tid, producer_id, epoch, commit, now, transaction_version))
         sender = self._senders.get((loaded.index, tid, answer.producer_id, answer.producer_epoch))
         if answer.error_code == ErrorCode.NONE and sender is not None:
             await asyncio.wait({sender}, timeout=MARKER_TIMEOUT_S)  # neither raises nor cancels it
@@ -219,7 +231,7 @@ class TransactionManager(InternalTopicCoordinators[TransactionCoordinator]):
                 await asyncio.sleep(MARKER_RETRY_S)
         with contextlib.suppress(KetchError):
             tid, pid, epoch = job.transactional_id, job.producer_id, job.producer_epoch
-            await self.call(tid, lambda c: c.markers_written(tid, pid, epoch))
+            await self.call(tid, lambda c: c.markers_written(tid, pid, epoch, job))
             outcome = "committed" if job.commit else "aborted"
             self.metrics.transactions_ended.labels(outcome).inc()
 
@@ -235,6 +247,7 @@ class TransactionManager(InternalTopicCoordinators[TransactionCoordinator]):
             producer_epoch=job.producer_epoch,
             commit=job.commit,
             coordinator_epoch=coordinator_epoch,
+            transaction_version=job.transaction_version,
         )
         for tp in partitions:
             marker.partitions.add(topic=tp.topic, partition=tp.partition)

@@ -5,7 +5,8 @@ rules are the pure coordinator's (coordinator/transactions/). Here:
 
 - Inputs are checked before they reach the coordinator: a non-empty
   transactional id, producer id >= 0 and epoch >= 0, partitions with a topic
-  and index >= 0, a positive timeout (INVALID_REQUEST, or
+  and index >= 0, EndTxn's transaction_version 0-2 (0 = 2, TV2; 1 = TV1, sent
+  by node/kafka/txn.py for EndTxn below v5), a positive timeout (INVALID_REQUEST, or
   INVALID_TRANSACTION_TIMEOUT for the timeout, otherwise).
 - Errors are typed and go in the response's error fields; unexpected ones
   become UNKNOWN_SERVER_ERROR and the node keeps serving.
@@ -23,7 +24,7 @@ from typing import Any
 
 import grpc
 
-from coordinator.transactions import TransactionCoordinator, TransactionMetadata, TxnAnswer
+from coordinator.transactions import TV1, TV2, TransactionCoordinator, TransactionMetadata, TxnAnswer
 from ketch.api.v1 import ketch_pb2 as pb
 from ketch.errors import ErrorCode, KetchError
 from ketch.topic_partition import TopicPartition
@@ -127,7 +128,9 @@ class TxnHandlers:
         tid, pid, epoch, commit = request.transactional_id, request.producer_id, request.producer_epoch, request.commit
         try:
             _check_producer(tid, pid, epoch)
-            answer = await self.transactions.end_txn(tid, pid, epoch, commit)
+            version = request.transaction_version or TV2
+            _check(version in (TV1, TV2), f"transactional id {tid!r}: transaction_version {version} is not 1 or 2")
+            answer = await self.transactions.end_txn(tid, pid, epoch, commit, version)
         except Exception as exc:
             answer = TxnAnswer(*error_fields(exc))
         if answer.error_code:

@@ -103,7 +103,7 @@ from replication.producer_state import (
     Refuse,
     starts_transaction,
 )
-from replication.transactions import SkipMarker, last_stable_offset, marker_verdict, open_transactions
+from replication.transactions import TV2, SkipMarker, last_stable_offset, marker_verdict, open_transactions
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,11 +378,13 @@ class Partition:
         min_insync_replicas: int,
         timestamp_ms: int,
         sync: bool,
+        transaction_version: int = TV2,
     ) -> AppendResult | None:
-        """Leader: write the coordinator's transaction marker by the marker rule; None when it is a
-        duplicate or stale one (nothing written; the answer is NONE)."""
+        """Leader: write the coordinator's transaction marker by the marker rule of its transaction
+        version; None when it is a duplicate or stale one (nothing written; the answer is NONE)."""
         leader = self._check_leader(-1, min_insync_replicas)
-        verdict = marker_verdict(self.log.producer_state.get(producer_id), producer_id, producer_epoch)
+        entry = self.log.producer_state.get(producer_id)
+        verdict = marker_verdict(entry, producer_id, producer_epoch, transaction_version)
         if isinstance(verdict, SkipMarker):
             return None
         marker = recordbatch.build_marker_batch(producer_id, producer_epoch, commit, coordinator_epoch, timestamp_ms)

@@ -39,9 +39,13 @@ Transactions (KIP-98 with KIP-890's epoch bump, issue 13):
   transaction on this partition, -1 when none is open.
 - ``update`` of a transactional data batch sets it to the batch's first offset when none
   is open (an open one keeps its first offset, as Kafka's ``ProducerAppendInfo``).
-- ``update`` of a control batch (a marker, epoch E) ends the open transaction, if any, and
-  sets the epoch to E with no retained batches (so the next data batch of E starts at
-  sequence 0, and data of a lower epoch is INVALID_PRODUCER_EPOCH).
+- ``update`` of a control batch (a marker, epoch E) ends the open transaction, if any. When E
+  is a new epoch (a TV2 marker always is: it carries the bumped epoch) it sets the epoch to E
+  with no retained batches, so the next data batch of E starts at sequence 0 and data of a
+  lower epoch is INVALID_PRODUCER_EPOCH. When E is the entry's epoch (a TV1 marker: Kafka
+  clients below EndTxn v5 keep their epoch) it keeps the retained batches, so the producer's
+  next transaction continues its sequence numbers (Kafka's ``appendEndTxnMarker`` clears them
+  only when the epoch changes). Either way this is a function of the stored batches alone.
 - ``check`` refuses a non-transactional batch of a producer with an open transaction
   (INVALID_TXN_STATE, Kafka's rule); ``starts_transaction`` says whether a transactional
   batch would open one (the leader then needs the coordinator's verification, KIP-890).
@@ -253,8 +257,9 @@ def starts_transaction(entry: ProducerEntry | None, batch: IdempotentBatch) -> b
 
 def update(entry: ProducerEntry | None, batch: IdempotentBatch) -> ProducerEntry:
     """The entry after ``batch`` was stored (no checks: the log is the truth)."""
-    if batch.control:  # a marker ends any open transaction and sets the epoch
-        return ProducerEntry(batch.producer_id, batch.epoch, (), batch.max_timestamp, NO_TXN)
+    if batch.control:  # a marker ends any open transaction; a new epoch drops the retained batches
+        kept_batches = entry.batches if entry is not None and entry.epoch == batch.epoch else ()
+        return ProducerEntry(batch.producer_id, batch.epoch, kept_batches, batch.max_timestamp, NO_TXN)
     meta = BatchMetadata(batch.first_seq, batch.last_seq, batch.first_offset, batch.last_offset, batch.max_timestamp)
     txn = entry.txn_first_offset if entry is not None else NO_TXN
     if batch.transactional and txn < 0:

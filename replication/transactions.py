@@ -1,16 +1,31 @@
 """A partition's side of transactions, pure: the marker rule, the last stable offset, and the
 aborted-transactions index (Kafka's ``.txnindex``). The protocol is KIP-98 with KIP-890's epoch
-bump per transaction (issue 13): markers carry the bumped epoch, so a marker of epoch E ends only
-a transaction of an epoch below E.
+bump per transaction (issue 13) for Ketch's clients (transaction version 2, TV2), and Kafka's
+transaction version 1 (TV1) for Kafka clients that send EndTxn below v5 (issue 18): the marker
+says which (``transaction_version``; coordinator/transactions/coordinator.py decides).
 
 Marker rule (``marker_verdict``, the leader, before it writes a marker of epoch E for a
 producer): the producer's open transaction here has the entry's epoch (a transactional batch
 sets it), so
-- an entry with epoch < E (open transaction or not), or no entry: WRITE the marker. Storing it
-  (``producer_state.update``) ends the open transaction, if any, and sets the epoch to E with no
-  retained batches, so data of the old epoch arriving late is INVALID_PRODUCER_EPOCH;
-- an entry with epoch >= E: a duplicate or stale marker; nothing is written (the caller
-  answers NONE). So a delayed marker of (pid, e) never ends transaction (pid, e+1).
+- TV2 (E is the bumped epoch): an entry with epoch < E (open transaction or not), or no entry:
+  WRITE the marker. Storing it (``producer_state.update``) ends the open transaction, if any,
+  and sets the epoch to E with no retained batches, so data of the old epoch arriving late is
+  INVALID_PRODUCER_EPOCH. An entry with epoch >= E: a duplicate or stale marker; nothing is
+  written (the caller answers NONE). So a delayed marker of (pid, e) never ends transaction
+  (pid, e+1).
+- TV1 (E is the transaction's own epoch, Kafka's "marker epoch >= producer epoch"): no entry, an
+  entry with epoch < E, or an OPEN transaction of epoch E: WRITE the marker. When the epoch does
+  not change, storing it ends the open transaction and KEEPS the retained batches, so the
+  producer's next transaction continues its sequence numbers (Kafka's ``appendEndTxnMarker``:
+  a TV1 client does not reset them). Epoch E with nothing open, or epoch > E: nothing is
+  written (a duplicate or stale marker).
+
+What TV1 gives up (KAFKA-17754, the anomaly KIP-890 part 2 closes): transactions N and N+1 of a
+TV1 producer share an epoch, so a delayed or duplicated marker of N that reaches a partition
+after N+1 opened there ends N+1 (commits or aborts data the producer has not finished). Kafka
+accepts this for these clients; Ketch does too. KIP-890 part 1 still applies (the leader's
+verify_only check on a transaction's first batch of a partition, node/txn_service.py), so late
+DATA of N cannot open a transaction the coordinator does not know.
 
 Last stable offset: ``min(high watermark, first offset of the oldest open transaction)``, and
 never below the log start (a transaction whose start was removed by retention cannot hold
@@ -72,17 +87,25 @@ class SkipMarker:
 
 MarkerVerdict = WriteMarker | SkipMarker
 
+TV1 = 1  # Kafka's transaction version 1: the marker carries the transaction's own epoch
+TV2 = 2  # KIP-890 part 2: the marker carries the bumped epoch
+TRANSACTION_VERSIONS = (TV1, TV2)
 
-def marker_verdict(entry: ProducerEntry | None, producer_id: int, epoch: int) -> MarkerVerdict:
+
+def marker_verdict(
+    entry: ProducerEntry | None, producer_id: int, epoch: int, transaction_version: int = TV2
+) -> MarkerVerdict:
     """Whether the leader writes a marker of ``epoch`` for ``producer_id`` (the module docstring)."""
+    if transaction_version not in TRANSACTION_VERSIONS:
+        raise ValueError(f"transaction version {transaction_version} is not one of {TRANSACTION_VERSIONS}")
     if entry is None:
         return WriteMarker(NO_TXN)
-    if entry.epoch < epoch:
+    if entry.epoch < epoch or (transaction_version == TV1 and entry.epoch == epoch and entry.in_transaction):
         return WriteMarker(entry.txn_first_offset)
     state = f"open since offset {entry.txn_first_offset}" if entry.in_transaction else "no open transaction"
     return SkipMarker(
-        f"producer {producer_id} is at epoch {entry.epoch} ({state}); a marker of epoch {epoch} is a "
-        "duplicate or stale one and is not written"
+        f"producer {producer_id} is at epoch {entry.epoch} ({state}); a TV{transaction_version} marker of epoch"
+        f" {epoch} is a duplicate or stale one and is not written"
     )
 
 
@@ -140,6 +163,9 @@ def overlapping(index: Sequence[AbortedTxn], fetch_offset: int, upper: int) -> t
 
 
 __all__ = [
+    "TRANSACTION_VERSIONS",
+    "TV1",
+    "TV2",
     "AbortedTxn",
     "MarkerVerdict",
     "SkipMarker",

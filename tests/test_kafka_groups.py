@@ -154,35 +154,36 @@ def test_two_consumers_share_the_partitions_and_a_restarted_one_resumes_from_the
     asyncio.run(scenario())
 
 
-def test_transactions_commit_and_abort_and_read_committed_sees_only_the_committed(cluster: LocalCluster) -> None:
+def test_one_producer_commits_aborts_and_commits_and_read_committed_sees_only_the_committed(
+    cluster: LocalCluster,
+) -> None:
+    """aiokafka sends EndTxn below v5 (transaction version 1): its epoch stays, and one producer
+    session runs any number of transactions (coordinator/transactions/coordinator.py, TV1)."""
+
     async def scenario() -> None:
         bootstrap = cluster.kafka_bootstrap
-        committing = aiokafka.AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id="kafka-tx-commit")
-        aborting = aiokafka.AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id="kafka-tx-abort")
-        await committing.start()
-        await aborting.start()
+        producer = aiokafka.AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id="kafka-tx")
+        await producer.start()
         try:
-            async with committing.transaction():
+            async with producer.transaction():  # 1: commit
                 for i in range(3):
-                    await committing.send_and_wait("txn", f"kept{i}".encode())
+                    await producer.send_and_wait("txn", f"kept{i}".encode())
                 # consume-transform-produce: the group's offset commits with the transaction
-                await committing.send_offsets_to_transaction({aiokafka.TopicPartition("txn", 0): 42}, "txn-group")
+                await producer.send_offsets_to_transaction({aiokafka.TopicPartition("txn", 0): 42}, "txn-group")
                 # pending in the transaction: unstable for require_stable (v7), not yet committed for v3
                 assert await _fetched(cluster, 7) == (-1, ErrorCode.UNSTABLE_OFFSET_COMMIT)
                 assert await _fetched(cluster, 3) == (-1, 0)
-            await aborting.begin_transaction()
+            await producer.begin_transaction()  # 2: abort, at the same epoch
             for i in range(2):
-                await aborting.send_and_wait("txn", f"dropped{i}".encode())
-            await aborting.abort_transaction()
-            # EndTxn v0 keeps the client's epoch; Ketch bumped it, so a second transaction is fenced
-            # with the code a v0 client knows (INVALID_PRODUCER_EPOCH, not PRODUCER_FENCED).
-            committing_again = committing.transaction()
-            with pytest.raises(ProducerFenced):
-                async with committing_again:
-                    await committing.send_and_wait("txn", b"second")
+                await producer.send_and_wait("txn", f"dropped{i}".encode())
+            await producer.send_offsets_to_transaction({aiokafka.TopicPartition("txn", 0): 99}, "txn-group")
+            await producer.abort_transaction()
+            async with producer.transaction():  # 3: commit again
+                for i in range(3, 5):
+                    await producer.send_and_wait("txn", f"kept{i}".encode())
+                await producer.send_offsets_to_transaction({aiokafka.TopicPartition("txn", 0): 45}, "txn-group")
         finally:
-            await committing.stop()
-            await aborting.stop()
+            await producer.stop()
         seen = {}
         for isolation in ("read_committed", "read_uncommitted"):
             reader = aiokafka.AIOKafkaConsumer(
@@ -190,19 +191,41 @@ def test_transactions_commit_and_abort_and_read_committed_sees_only_the_committe
             )
             await reader.start()
             try:
-                seen[isolation] = await _drain(reader, 5 if isolation == "read_uncommitted" else 3, timeout_s=10)
+                seen[isolation] = await _drain(reader, 7 if isolation == "read_uncommitted" else 5, timeout_s=10)
                 seen[isolation] += await _drain(reader, 1, timeout_s=0.5)
             finally:
                 await reader.stop()
-        assert seen["read_committed"] == [b"kept0", b"kept1", b"kept2"]
-        assert sorted(seen["read_uncommitted"]) == sorted([b"kept0", b"kept1", b"kept2", b"dropped0", b"dropped1"])
+        assert seen["read_committed"] == [b"kept0", b"kept1", b"kept2", b"kept3", b"kept4"]
+        assert seen["read_uncommitted"] == [b"kept0", b"kept1", b"kept2", b"dropped0", b"dropped1", b"kept3", b"kept4"]
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
         await admin.start()
         try:
             offsets = await admin.list_consumer_group_offsets("txn-group")
         finally:
             await admin.close()
-        assert offsets[aiokafka.TopicPartition("txn", 0)].offset == 42
+        assert offsets[aiokafka.TopicPartition("txn", 0)].offset == 45  # 42, then 99 aborted, then 45
+
+    asyncio.run(scenario())
+
+
+def test_a_fenced_kafka_producer_gets_the_fencing_code_its_version_knows(cluster: LocalCluster) -> None:
+    """A newer session of the id fences the older one; aiokafka's EndTxn v0 gets
+    INVALID_PRODUCER_EPOCH, which it knows as ProducerFenced (not PRODUCER_FENCED, KIP-588)."""
+
+    async def scenario() -> None:
+        bootstrap = cluster.kafka_bootstrap
+        old = aiokafka.AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id="kafka-tx-fenced")
+        await old.start()
+        try:
+            await old.begin_transaction()
+            await old.send_and_wait("txn", b"zombie")
+            new = aiokafka.AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id="kafka-tx-fenced")
+            await new.start()  # InitProducerId aborts the old session's transaction with a bump
+            await new.stop()
+            with pytest.raises(ProducerFenced):
+                await old.commit_transaction()
+        finally:
+            await old.stop()
 
     asyncio.run(scenario())
 
@@ -398,6 +421,9 @@ def test_end_txn_v5_answers_the_bumped_epoch_and_old_versions_get_the_fencing_co
         v5 = await handle(TXN_API("EndTxn"), 5, ok, **fields)
         assert (v5.producer_id, v5.producer_epoch) == (7, 4)
         assert ok.requests("EndTxn")[0].commit
+        for version in range(5):  # below v5: transaction version 1 (the epoch stays)
+            await handle(TXN_API("EndTxn"), version, ok, **fields)
+        assert [r.transaction_version for r in ok.requests("EndTxn")] == [2, 1, 1, 1, 1, 1]
         fenced = FakeService({"EndTxn": pb.EndTxnResponse(error_code="PRODUCER_FENCED")})
         assert (
             int((await handle(TXN_API("EndTxn"), 1, fenced, **fields)).error_code) == ErrorCode.INVALID_PRODUCER_EPOCH

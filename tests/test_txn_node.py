@@ -59,7 +59,7 @@ def fetch(stub: ketch_pb2_grpc.KetchStub, isolation: int, offset: int = 0, wait_
     return result
 
 
-def markers(stub: ketch_pb2_grpc.KetchStub, epoch: int, commit: bool) -> list[pb.TxnMarkerResult]:
+def markers(stub: ketch_pb2_grpc.KetchStub, epoch: int, commit: bool, version: int = 0) -> list[pb.TxnMarkerResult]:
     request = pb.WriteTxnMarkersRequest(
         markers=[
             pb.TxnMarker(
@@ -67,6 +67,7 @@ def markers(stub: ketch_pb2_grpc.KetchStub, epoch: int, commit: bool) -> list[pb
                 producer_epoch=epoch,
                 commit=commit,
                 coordinator_epoch=1,
+                transaction_version=version,
                 partitions=[
                     pb.TopicPartitionRef(topic="t", partition=0),
                     pb.TopicPartitionRef(topic="nope", partition=0),
@@ -93,6 +94,17 @@ def test_markers_lso_and_verification_on_a_node(stub: ketch_pb2_grpc.KetchStub) 
     first = markers(stub, 1, commit=False)
     assert [(r.topic, r.error_code) for r in first] == [("t", 0), ("nope", ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)]
     assert [r.error_code for r in markers(stub, 1, commit=True)][:1] == [0]  # a duplicate: NONE, nothing written
+    assert [r.error_code for r in markers(stub, 1, commit=True, version=1)][:1] == [0]  # TV1: nothing open either
+    bad = markers(stub, 2, commit=True, version=7)  # typed, per partition, nothing written (the HW below)
+    assert [r.error_code for r in bad] == [ErrorCode.INVALID_REQUEST] * 2 and "transaction_version 7" in bad[
+        0
+    ].error_message
+    end = stub.EndTxn(
+        pb.EndTxnRequest(
+            transactional_id="app-1", producer_id=PID, producer_epoch=0, commit=True, transaction_version=7
+        )
+    )
+    assert end.error_code == ErrorCode.INVALID_REQUEST and "transaction_version 7" in end.error_message
 
     for isolation in (0, 1):
         result = fetch(stub, isolation)

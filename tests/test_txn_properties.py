@@ -7,23 +7,29 @@ EndTxn ever sent may arrive again later (delayed, duplicated, reordered), any
 marker job ever issued may report ``markers_written`` again (stale or
 duplicate), time advances and ``tick`` aborts, and a failover replaces the
 coordinator by ``load`` of the records written so far, round-tripped
-through their bytes. Invariants, checked around every call:
+through their bytes. Each run is one kind of client: TV2 (every EndTxn bumps
+the epoch, Ketch's clients) or TV1 (Kafka clients below EndTxn v5: a client's
+EndTxn keeps it; timeouts and fences still bump). A transaction is (pid, data
+epoch, n), n counting the moves into Ongoing, since TV1 transactions share an
+epoch. Invariants, checked around every call:
 
 - the id's epoch never decreases while its producer id stays; a new producer
   id starts at epoch 0 and was never used before;
 - every marker job ends the transaction that was Ongoing just before, with an
-  epoch one above its data epoch; a job re-issued after a failover is one
-  issued before;
-- each transaction (pid, e) gets at most one outcome: its marker jobs and
-  every EndTxn answered NONE for it agree on commit or abort;
+  epoch one above its data epoch (TV1 from a client's EndTxn: its data
+  epoch); a job re-issued after a failover is one issued before;
+- each transaction gets at most one outcome: its marker jobs and every EndTxn
+  answered NONE for it agree on commit or abort;
 - a call carrying an epoch older than the id's current one changes nothing,
   and is refused unless it is the allowed retry: EndTxn(pid, E - 1) with the
   outcome of the transaction that a client or the timeout ended (after a
   fence, never); ``verify`` never changes anything;
-- ``markers_written`` completes a Prepare state only when it reports that
-  state's own job (pid, E, outcome); every other report is a no-op;
-- an EndTxn answered NONE with (pid, E) leaves the id at (pid, E) in the
-  Prepare/Complete state of that outcome;
+- ``markers_written`` (with the job, as the driver sends it) completes a
+  Prepare state only when it reports that state's own job (pid, E, outcome);
+  every other report is a no-op;
+- an EndTxn(pid, e) answered NONE with (pid, E) leaves the id at (pid, E) in
+  the Prepare/Complete state of that outcome, having ended the transaction of
+  epoch e, and E = e + 1 (E = e after a TV1 EndTxn);
 - every refusal of a producer's call names the id and the producer id and
   epoch the call carried;
 - the state of each TxnState obeys state.py (partitions only while a
@@ -42,6 +48,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from coordinator.transactions import (
     MAX_TXN_EPOCH,
+    TV1,
+    TV2,
     MarkerJob,
     TransactionCoordinator,
     TransactionMetadata,
@@ -63,8 +71,10 @@ OFFSETS = TopicPartition("__consumer_offsets", 4)
 
 
 class TxnMachine(RuleBasedStateMachine):
-    @initialize(start_epoch=st.sampled_from([None, 1, MAX_TXN_EPOCH - 2]))
-    def setup(self, start_epoch: int | None) -> None:
+    @initialize(start_epoch=st.sampled_from([None, 1, MAX_TXN_EPOCH - 2]), version=st.sampled_from([TV1, TV2]))
+    def setup(self, start_epoch: int | None, version: int) -> None:
+        self.version = version  # the clients' EndTxn transaction version
+        self.transaction = 0  # n: the moves into Ongoing so far
         self.log: list[tuple[bytes, bytes]] = []
         self.next_pid = 100
         self.used_pids: set[int] = set()
@@ -80,7 +90,7 @@ class TxnMachine(RuleBasedStateMachine):
         self.sessions: dict[str, tuple[int, int]] = {"A": (7, start_epoch or 0), "B": (7, start_epoch or 0)}
         self.sent_ends: list[tuple[int, int, bool]] = []
         self.jobs: list[MarkerJob] = []
-        self.outcomes: dict[tuple[int, int], bool] = {}  # (pid, data epoch) → commit
+        self.outcomes: dict[tuple[int, int, int], bool] = {}  # (pid, data epoch, n) → commit
 
     # -- the calls, each checked by _call --
 
@@ -136,7 +146,8 @@ class TxnMachine(RuleBasedStateMachine):
         if self.jobs:
             job = data.draw(st.sampled_from(self.jobs))
             before = self.coordinator.describe(TID)
-            result = self._call(lambda: self.coordinator.markers_written(TID, job.producer_id, job.producer_epoch))
+            pid, epoch = job.producer_id, job.producer_epoch
+            result = self._call(lambda: self.coordinator.markers_written(TID, pid, epoch, job))
             if result.records:  # only the job of the Prepare state itself completes it
                 assert before is not None and before.state in PREPARING
                 current = (before.producer_id, before.producer_epoch, before.commit)
@@ -170,6 +181,8 @@ class TxnMachine(RuleBasedStateMachine):
         assert bool(meta.partitions) == is_open and (meta.start_time_ms >= 0) == is_open
         assert OFFSETS in meta.partitions if meta.group_ids else True
         assert (meta.ended_by != "") == (meta.state not in (TxnState.EMPTY, TxnState.ONGOING))
+        if meta.transaction_version == TV1:
+            assert self.version == TV1 and meta.ended_by == "client"
         if meta.state is TxnState.ONGOING:
             assert meta.producer_epoch <= MAX_TXN_EPOCH  # its end bump fits in int16
         assert 0 < meta.timeout_ms <= CONFIG.max_timeout_ms
@@ -177,17 +190,20 @@ class TxnMachine(RuleBasedStateMachine):
     # -- helpers --
 
     def _end(self, pid: int, epoch: int, commit: bool) -> Any:
-        result = self._call(lambda: self.coordinator.end_txn(TID, pid, epoch, commit, self.now), pid, epoch, commit)
+        result = self._call(
+            lambda: self.coordinator.end_txn(TID, pid, epoch, commit, self.now, self.version), pid, epoch, commit
+        )
         answer = result.response
         if answer.error_code == ErrorCode.NONE:
             after = self.coordinator.describe(TID)
             assert after is not None and after.state not in (TxnState.EMPTY, TxnState.ONGOING)
+            bumped = epoch if after.transaction_version == TV1 else epoch + 1
             assert (
                 (after.producer_id, after.producer_epoch)
                 == (answer.producer_id, answer.producer_epoch)
-                == (pid, epoch + 1)
+                == (pid, bumped)
             )
-            assert after.commit == commit
+            assert after.ended_epoch == epoch and after.commit == commit
             self._decide(pid, epoch, commit)
         return answer
 
@@ -204,6 +220,12 @@ class TxnMachine(RuleBasedStateMachine):
         code = getattr(result.response, "error_code", None)
         event(f"{before.state if before else 'unknown'} -> {after.state if after else 'unknown'}: {code!r}")
         self.log += [encode_record(meta) for meta in result.records]
+        if (
+            after is not None
+            and after.state is TxnState.ONGOING
+            and (before is None or before.state is not TxnState.ONGOING)
+        ):
+            self.transaction += 1
         if result.records:
             assert result.records[-1] == after
         else:
@@ -225,14 +247,16 @@ class TxnMachine(RuleBasedStateMachine):
             self.used_pids.add(after.producer_id)
         for job in result.markers:
             assert before is not None and before.state is TxnState.ONGOING
-            assert job.producer_id == before.producer_id and job.producer_epoch == before.producer_epoch + 1
+            bump = 0 if job.transaction_version == TV1 else 1
+            assert job.producer_id == before.producer_id and job.producer_epoch == before.producer_epoch + bump
             assert set(job.partitions) == before.partitions
             self.jobs.append(job)
             self._decide(job.producer_id, before.producer_epoch, job.commit)
         return result
 
     def _decide(self, pid: int, data_epoch: int, commit: bool) -> None:
-        assert self.outcomes.setdefault((pid, data_epoch), commit) == commit, "a transaction got two outcomes"
+        key = (pid, data_epoch, self.transaction)
+        assert self.outcomes.setdefault(key, commit) == commit, "a transaction got two outcomes"
 
     def _current(self) -> tuple[int, int]:
         meta = self.coordinator.describe(TID)

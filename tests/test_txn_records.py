@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coordinator.transactions import MAX_EPOCH, TransactionMetadata, TxnState, decode_record, encode_record
+from coordinator.transactions import MAX_EPOCH, TV1, TV2, TransactionMetadata, TxnState, decode_record, encode_record
 from coordinator.transactions.state import ENDING
 from ketch.topic_partition import TopicPartition
 
@@ -105,7 +106,36 @@ def test_malformed_records_raise_value_error(key: bytes, value: bytes | None) ->
 
 def test_a_missing_field_raises_value_error() -> None:
     for field in json.loads(encode_record(META)[1]):
+        if field == "transaction_version":
+            continue  # added later: optional (the next test)
         obj = json.loads(encode_record(META)[1])
         del obj[field]
         with pytest.raises(ValueError):
             decode_record(KEY, json.dumps(obj).encode())
+
+
+def test_a_record_without_transaction_version_is_tv2_and_tv1_round_trips() -> None:
+    tv1 = replace(META, transaction_version=TV1)
+    key, value = encode_record(tv1)
+    assert json.loads(value)["transaction_version"] == TV1
+    assert decode_record(key, value) == tv1
+    old = json.loads(value)
+    del old["transaction_version"]  # a record written before TV1 existed
+    assert decode_record(key, json.dumps(old).encode()).transaction_version == TV2
+
+
+@pytest.mark.parametrize(
+    ("state", "ended_by", "version"),
+    [
+        ("PrepareCommit", "client", 3),
+        ("PrepareCommit", "client", 0),
+        ("PrepareAbort", "timeout", 1),  # a timeout abort always bumps: TV2
+        ("PrepareAbort", "fence", 1),
+        ("Ongoing", "", 1),
+    ],
+)
+def test_a_transaction_version_that_does_not_fit_raises_value_error(state: str, ended_by: str, version: int) -> None:
+    obj = json.loads(encode_record(META)[1])
+    obj.update(state=state, ended_by=ended_by, transaction_version=version)
+    with pytest.raises(ValueError):
+        decode_record(KEY, json.dumps(obj).encode())

@@ -1,4 +1,5 @@
-"""Transactions: the transaction coordinator's pure state machine (KIP-98 with KIP-890's epoch bump).
+"""Transactions: the transaction coordinator's pure state machine (KIP-98 with KIP-890's epoch bump,
+and Kafka's transaction version 1 without it for Kafka clients below EndTxn v5).
 
 As the group coordinator (coordinator/groups), it runs on whichever broker
 leads the transactional id's partition of ``__transaction_state``, whose log
@@ -20,6 +21,8 @@ from coordinator.transactions.results import MarkerJob, TxnAnswer, TxnConfig, Tx
 from coordinator.transactions.state import (
     MAX_EPOCH,
     MAX_TXN_EPOCH,
+    TV1,
+    TV2,
     VALID_PREVIOUS_STATES,
     IllegalTxnTransition,
     TransactionMetadata,
@@ -29,6 +32,8 @@ from coordinator.transactions.state import (
 __all__ = [
     "MAX_EPOCH",
     "MAX_TXN_EPOCH",
+    "TV1",
+    "TV2",
     "VALID_PREVIOUS_STATES",
     "IllegalTxnTransition",
     "MarkerJob",

@@ -1,5 +1,12 @@
 """TransactionCoordinator: every transactional id of one ``__transaction_state`` partition, pure.
 
+Two transaction versions (Kafka 4.x's ``clientTransactionVersion``), chosen
+by each EndTxn: TV2 (KIP-890 part 2, ``transaction_version=2``, the default:
+Ketch's clients and Kafka clients of EndTxn v5+) and TV1 (Kafka clients of
+EndTxn v0-4: every Python Kafka client and librdkafka, which never learn a
+new epoch from EndTxn). The rules below are TV2's; "TV1" says where TV1
+differs.
+
 One coordinator per partition of ``__transaction_state`` this broker leads.
 Calls take the time as ``now_ms`` (wall clock: start times are persisted and
 compared with another node's clock after a failover) and producer ids chosen
@@ -19,7 +26,7 @@ The driver's contract (node/txn_coordinator.py):
    result without records waits for everything appended before it.
 3. Marker jobs: WriteTxnMarkers to every partition's leader (with P's leader
    epoch as the coordinator epoch) until each answers NONE, then
-   ``markers_written`` (its records, step 2). A job is never abandoned.
+   ``markers_written`` with the job (its records, step 2). A job is never abandoned.
 4. ``tick(now_ms)`` every second or so: transaction timeouts (Ongoing only;
    a Prepare* state waits for its markers, however long).
 5. Failure. If an append fails or P's leadership is lost, drop this object,
@@ -32,10 +39,18 @@ The rules (common3.md), as they apply here:
   (pid, e + 1); a timeout abort (``tick``) and a fencing abort
   (``init_producer_id`` on Ongoing) bump the same way. The next transaction
   of the producer uses e + 1 (Complete* → Ongoing keeps the epoch).
+  TV1: ``end_txn(pid, e, transaction_version=1)`` on Ongoing at e moves to
+  Prepare* at the SAME epoch e and answers (pid, e); the next transaction
+  uses e again (Kafka's ``prepareAbortOrCommit`` without
+  ``supportsEpochBump``). Timeout and fencing aborts still bump (Kafka's TV1
+  does too: the TV1 producer is then fenced and must InitProducerId again).
 - Rule 4 — the marker job of the transaction (pid, e) carries E = e + 1, so a
   partition ends with it only an open transaction of pid with epoch < E;
   ``markers_written(pid, E)`` completes only a Prepare* state at exactly
-  (pid, E), anything else is a no-op.
+  (pid, E), anything else is a no-op. TV1: the job carries E = e and says
+  ``transaction_version=1``; a partition ends with it an open transaction of
+  pid with epoch <= E and keeps the producer's sequence numbers
+  (replication/transactions.py).
 - Rule 6 — a call whose epoch is below the id's current epoch is
   PRODUCER_FENCED and changes nothing, except the retry of the EndTxn that
   ended the previous transaction: state Prepare*/Complete* at e + 1, and
@@ -44,7 +59,10 @@ The rules (common3.md), as they apply here:
   timeout abort, or the other outcome, is INVALID_TXN_STATE; after a fencing
   abort every old-epoch call is PRODUCER_FENCED. An epoch above the current
   one was never handed out: INVALID_PRODUCER_EPOCH. Another producer id than
-  the id's: INVALID_PRODUCER_ID_MAPPING.
+  the id's: INVALID_PRODUCER_ID_MAPPING. TV1: the retry is EndTxn(pid, e)
+  while the id is Prepare*/Complete* at e itself after a TV1 end
+  (``ended_epoch``): the same outcome is answered NONE with (pid, e) from the
+  state and writes nothing; the other outcome is INVALID_TXN_STATE.
 - Rule 7 — InitProducerId: unknown id → a new producer id at epoch 0, Empty;
   Empty/Complete* → same producer id at epoch + 1 (fencing the older
   session), or a new producer id at epoch 0 when the epoch is exhausted
@@ -77,6 +95,18 @@ A job re-issued after failover (``pending_markers``) is the same (pid, E,
 outcome), so duplicates are idempotent. Late data of N is refused on a
 partition N's marker reached (epoch e < E there) and by ``verify`` on any
 other (the id's epoch is ≥ e + 1).
+
+What TV1 gives up: all of the above argument rests on N and N + 1 never
+sharing an epoch, and under TV1 they do. A delayed or duplicated EndTxn of
+N that arrives once N + 1 is Ongoing at the same epoch ends N + 1; a delayed
+or duplicated marker of N that reaches a partition after N + 1 opened there
+ends N + 1 on that partition (KAFKA-17754, the anomaly KIP-890 part 2
+closes). Kafka accepts this for these clients, and so does Ketch: they
+cannot learn a new epoch. KIP-890 part 1 still applies (``verify``: a
+partition leader stores a transaction's first batch only once the
+coordinator says that (pid, epoch) is Ongoing with the partition added), so
+late data never opens a transaction the coordinator does not know, and
+sequence numbers (kept across TV1 transactions) refuse a late batch of N.
 """
 
 from __future__ import annotations
@@ -89,6 +119,8 @@ from coordinator.transactions.state import (
     ENDED,
     MAX_TXN_EPOCH,
     PREPARING,
+    TV1,
+    TV2,
     TransactionMetadata,
     TxnState,
     transition,
@@ -202,11 +234,17 @@ class TransactionCoordinator:
 
     # -- EndTxn --
 
-    def end_txn(self, tid: str, pid: int, epoch: int, commit: bool, now_ms: int) -> TxnResult[TxnAnswer]:
-        """Rules 2 and 6: end the Ongoing transaction (pid, epoch) with a bump, or answer its retry from the state."""
+    def end_txn(
+        self, tid: str, pid: int, epoch: int, commit: bool, now_ms: int, transaction_version: int = TV2
+    ) -> TxnResult[TxnAnswer]:
+        """Rules 2 and 6: end the Ongoing transaction (pid, epoch) with a bump (TV1: without), or
+        answer its retry from the state."""
+        if transaction_version not in (TV1, TV2):
+            message = f"transactional id {tid!r}: EndTxn transaction version {transaction_version} is not 1 or 2"
+            return TxnResult(TxnAnswer(ErrorCode.INVALID_REQUEST, message))
         meta = self._txns.get(tid)
         outcome = "commit" if commit else "abort"
-        if meta is not None and meta.producer_id == pid and epoch == meta.producer_epoch - 1 and meta.ended_by:
+        if meta is not None and meta.producer_id == pid and meta.ended_by and epoch == meta.ended_epoch:
             return TxnResult(_retry(meta, epoch, commit))
         refusal = _check_producer(tid, meta, pid, epoch, f"EndTxn({outcome})")
         if refusal is not None:
@@ -221,13 +259,23 @@ class TransactionCoordinator:
                 " add a partition or offsets before ending a transaction"
             )
             return TxnResult(TxnAnswer(ErrorCode.INVALID_TXN_STATE, message))
-        answer = TxnAnswer(ErrorCode.NONE, "", pid, epoch + 1)
-        return self._end(meta, commit=commit, ended_by="client", now_ms=now_ms, answer=answer)
+        bump = transaction_version == TV2
+        answer = TxnAnswer(ErrorCode.NONE, "", pid, epoch + 1 if bump else epoch)
+        return self._end(meta, commit=commit, ended_by="client", now_ms=now_ms, answer=answer, bump=bump)
 
-    def markers_written(self, tid: str, pid: int, epoch: int) -> TxnResult[None]:
-        """Every marker of the job (pid, epoch) is written: Prepare* → Complete*; a no-op if the state moved on."""
+    def markers_written(self, tid: str, pid: int, epoch: int, job: MarkerJob | None = None) -> TxnResult[None]:
+        """Every marker of the job (pid, epoch) is written: Prepare* → Complete*; a no-op if the state moved on.
+
+        With ``job`` (the driver passes it), only that very job completes the state: under TV1 the
+        transactions N and N + 1 share (pid, epoch), and a report of N's job must not complete
+        N + 1 unless the two jobs are equal (same outcome, partitions and version). An equal one
+        cannot arrive in the driver: N + 1 reaches Prepare* only after N's one report completed N
+        (Add* is CONCURRENT_TRANSACTIONS during Prepare*), and a sender whose partition moved
+        never reports (``call`` checks the loaded coordinator)."""
         meta = self._txns.get(tid)
         if meta is None or meta.state not in PREPARING or (meta.producer_id, meta.producer_epoch) != (pid, epoch):
+            return TxnResult(None)
+        if job is not None and job != marker_job(meta):
             return TxnResult(None)
         done = TxnState.COMPLETE_COMMIT if meta.commit else TxnState.COMPLETE_ABORT
         return self._write(_fresh(meta, done), None)
@@ -300,14 +348,23 @@ class TransactionCoordinator:
             start_time_ms=now_ms,
             last_update_ms=now_ms,
             ended_by="",
+            transaction_version=TV2,
         )
         return self._write(new, NONE)
 
-    def _end(self, meta: TransactionMetadata, *, commit: bool, ended_by: str, now_ms: int, answer: R) -> TxnResult[R]:
-        """Rule 2: Ongoing (pid, e) → Prepare* at (pid, e + 1), and the marker job that carries e + 1."""
+    def _end(
+        self, meta: TransactionMetadata, *, commit: bool, ended_by: str, now_ms: int, answer: R, bump: bool = True
+    ) -> TxnResult[R]:
+        """Rule 2: Ongoing (pid, e) → Prepare* at (pid, e + 1), and the marker job that carries e + 1;
+        without ``bump`` (a TV1 EndTxn), Prepare* at (pid, e) and a TV1 job that carries e."""
         prepare = TxnState.PREPARE_COMMIT if commit else TxnState.PREPARE_ABORT
         new = transition(
-            meta, prepare, producer_epoch=meta.producer_epoch + 1, ended_by=ended_by, last_update_ms=now_ms
+            meta,
+            prepare,
+            producer_epoch=meta.producer_epoch + 1 if bump else meta.producer_epoch,
+            ended_by=ended_by,
+            last_update_ms=now_ms,
+            transaction_version=TV2 if bump else TV1,
         )
         self._txns[new.transactional_id] = new
         return TxnResult(answer, (new,), (marker_job(new),))
@@ -319,9 +376,16 @@ class TransactionCoordinator:
 
 def _fresh(meta: TransactionMetadata, state: TxnState, **changes: object) -> TransactionMetadata:
     """``meta`` moved to ``state`` with no transaction open (Empty, Complete*); Complete* keeps who ended it."""
-    ended_by = meta.ended_by if state in (TxnState.COMPLETE_COMMIT, TxnState.COMPLETE_ABORT) else ""
+    complete = state in (TxnState.COMPLETE_COMMIT, TxnState.COMPLETE_ABORT)
     return transition(
-        meta, state, partitions=frozenset(), group_ids=frozenset(), start_time_ms=-1, ended_by=ended_by, **changes
+        meta,
+        state,
+        partitions=frozenset(),
+        group_ids=frozenset(),
+        start_time_ms=-1,
+        ended_by=meta.ended_by if complete else "",
+        transaction_version=meta.transaction_version if complete else TV2,
+        **changes,
     )
 
 

@@ -14,14 +14,16 @@ written sorted). Decoding is parsing only (never pickle, never code):
 anything malformed — not JSON, another version, a missing field or one of the
 wrong type (a bool is not an int), an unknown state, an epoch outside int16,
 a key and value naming different ids, an ``ended_by`` that does not fit
-the state — raises ``ValueError``.
+the state, a ``transaction_version`` other than 1 or 2 or 1 outside a state a
+client's EndTxn ended — raises ``ValueError``. ``transaction_version`` was
+added later: a record without it is TV2 (everything before it bumped).
 """
 
 from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from coordinator.transactions.state import ENDED_BY, ENDING, MAX_EPOCH, TransactionMetadata, TxnState
+from coordinator.transactions.state import ENDED_BY, ENDING, MAX_EPOCH, TV1, TV2, TransactionMetadata, TxnState
 from ketch.assignors.protocol import dump_versioned, load_versioned
 from ketch.topic_partition import TopicPartition
 
@@ -43,6 +45,7 @@ def encode_record(meta: TransactionMetadata) -> tuple[bytes, bytes]:
         "start_time_ms": meta.start_time_ms,
         "last_update_ms": meta.last_update_ms,
         "ended_by": meta.ended_by,
+        "transaction_version": meta.transaction_version,
     }
     return key, dump_versioned(value, VERSION)
 
@@ -65,6 +68,9 @@ def decode_record(key: bytes, value: bytes | None) -> TransactionMetadata:
     ended_by = _get(v, "ended_by", str)
     if ended_by not in ENDED_BY or (ended_by != "") != (state in ENDING):
         raise ValueError(f"{_WHAT} for {tid!r} has ended_by {ended_by!r} in state {state}")
+    version = _get(v, "transaction_version", int) if "transaction_version" in v else TV2
+    if version not in (TV1, TV2) or (version == TV1 and ended_by != "client"):
+        raise ValueError(f"{_WHAT} for {tid!r} has transaction_version {version} with ended_by {ended_by!r}")
     return TransactionMetadata(
         transactional_id=tid,
         producer_id=v["producer_id"],
@@ -76,6 +82,7 @@ def decode_record(key: bytes, value: bytes | None) -> TransactionMetadata:
         start_time_ms=_get(v, "start_time_ms", int),
         last_update_ms=_get(v, "last_update_ms", int),
         ended_by=ended_by,
+        transaction_version=version,
     )
 
 

@@ -7,7 +7,8 @@ job. A result without records is sent once everything appended before it has
 committed, so the state an answer claims is durable.
 
 A ``MarkerJob`` is one WriteTxnMarkers job: write the marker (commit or
-abort, epoch ``producer_epoch`` = the bumped epoch E) to every partition in
+abort, epoch ``producer_epoch`` = the bumped epoch E, or for TV1 the
+transaction's own epoch, and ``transaction_version``) to every partition in
 ``partitions``, retrying each until it answers NONE, then call
 ``markers_written(transactional_id, producer_id, producer_epoch)``.
 """
@@ -17,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from coordinator.transactions.state import TransactionMetadata
+from coordinator.transactions.state import TV2, TransactionMetadata
 from ketch.errors import ErrorCode
 from ketch.topic_partition import TopicPartition
 
@@ -42,9 +43,10 @@ class TxnAnswer:
 class MarkerJob:
     transactional_id: str
     producer_id: int
-    producer_epoch: int  # the bumped epoch E: the marker ends an open transaction of this producer with epoch < E
+    producer_epoch: int  # TV2: the bumped epoch E (ends epoch < E); TV1: the transaction's (ends epoch <= E)
     commit: bool
     partitions: tuple[TopicPartition, ...]  # sorted
+    transaction_version: int = TV2  # which marker rule the partitions apply (replication/transactions.py)
 
 
 @dataclass(frozen=True)
@@ -60,5 +62,10 @@ NONE = TxnAnswer(ErrorCode.NONE, "")
 def marker_job(meta: TransactionMetadata) -> MarkerJob:
     """The job that completes a Prepare* state (the same job after a failover: markers are idempotent)."""
     return MarkerJob(
-        meta.transactional_id, meta.producer_id, meta.producer_epoch, meta.commit, tuple(sorted(meta.partitions))
+        meta.transactional_id,
+        meta.producer_id,
+        meta.producer_epoch,
+        meta.commit,
+        tuple(sorted(meta.partitions)),
+        meta.transaction_version,
     )

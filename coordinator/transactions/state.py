@@ -27,12 +27,21 @@ for the id:
 
 - Empty: the epoch InitProducerId handed out;
 - Ongoing: the epoch of the open transaction — its data carries it;
-- Prepare*/Complete*: the BUMPED epoch E = e + 1 of the transaction (pid, e)
-  that is ending/ended; its markers carry E, and E is what the producer uses
-  next. So the ended transaction's epoch is always ``producer_epoch - 1``,
-  and ``ended_by`` says who ended it (rule 6 needs both, nothing more):
-  "client" (EndTxn), "timeout" (the transaction timeout) or "fence" (a newer
-  InitProducerId for the id). ``ended_by`` is "" in Empty and Ongoing.
+- Prepare*/Complete*: the epoch of the transaction's markers, which is what
+  the producer uses next: the BUMPED epoch E = e + 1 of the transaction
+  (pid, e) that is ending/ended, except when a TV1 EndTxn ended it
+  (``transaction_version`` 1, Kafka clients below EndTxn v5), which keeps e.
+  So the ended transaction's epoch is ``ended_epoch`` (``producer_epoch - 1``,
+  or ``producer_epoch`` for TV1), and ``ended_by`` says who ended it (rule 6
+  needs both, nothing more): "client" (EndTxn), "timeout" (the transaction
+  timeout) or "fence" (a newer InitProducerId for the id). ``ended_by`` is ""
+  in Empty and Ongoing.
+
+``transaction_version`` is Kafka's ``clientTransactionVersion`` of the
+ending or ended transaction: 1 (TV1) only in Prepare*/Complete* ended by a
+TV1 EndTxn ("client"); 2 (TV2, the epoch bumped) everywhere else, including
+timeout and fencing aborts, which bump for either kind of client (as Kafka's
+TV1 does). A record written before the field existed is TV2.
 
 ``partitions`` and ``group_ids`` are those of the open or ending transaction
 (Ongoing, Prepare*); Empty and Complete* have none. ``start_time_ms`` is the
@@ -54,6 +63,8 @@ from enum import StrEnum
 
 from ketch.topic_partition import TopicPartition
 
+TV1 = 1  # Kafka's transaction version 1: a client's EndTxn keeps the epoch
+TV2 = 2  # KIP-890 part 2: every end bumps the epoch
 MAX_EPOCH = 32767  # int16
 MAX_TXN_EPOCH = MAX_EPOCH - 1  # the largest epoch whose end bump still fits in int16
 
@@ -105,10 +116,23 @@ class TransactionMetadata:
     start_time_ms: int = -1
     last_update_ms: int = -1
     ended_by: str = ""  # one of ENDED_BY; "" unless Prepare*/Complete*
+    transaction_version: int = TV2  # TV1 only when a TV1 EndTxn ended the transaction (no bump)
 
     def __post_init__(self) -> None:
         if self.ended_by not in ENDED_BY:
             raise ValueError(f"ended_by must be one of {ENDED_BY}, not {self.ended_by!r}")
+        if self.transaction_version not in (TV1, TV2) or (
+            self.transaction_version == TV1 and (self.ended_by != "client" or self.state not in ENDING)
+        ):
+            raise ValueError(
+                f"transaction_version {self.transaction_version!r} does not fit state {self.state} ended by"
+                f" {self.ended_by!r} (1 only after a client's EndTxn, else 2)"
+            )
+
+    @property
+    def ended_epoch(self) -> int:
+        """Prepare*/Complete*: the epoch of the transaction that is ending or ended."""
+        return self.producer_epoch if self.transaction_version == TV1 else self.producer_epoch - 1
 
     @property
     def commit(self) -> bool:

@@ -12,12 +12,13 @@ Rules:
 - AddOffsetsToTxn v0-4, TxnOffsetCommit v0-5: v3+ carries the consumer's generation and member
   id (KIP-447), older versions send none (generation -1, member ""), which the group coordinator
   takes as a commit from outside the group protocol.
-- EndTxn v0-5. Every Ketch transaction ends with a producer epoch bump (KIP-890,
-  coordinator/transactions/coordinator.py rule 2); v5 answers the new id and epoch and a client
-  of v5 (transaction version 2) uses them. A client of v0-4 keeps its epoch, so the next
-  transaction of that producer is refused PRODUCER_FENCED: such a producer runs one transaction
-  per InitProducerId. This is the coordinator's rule, not the translation's; see the module
-  docstring of coordinator/transactions/coordinator.py.
+- EndTxn v0-5 with Kafka's transaction versions (coordinator/transactions/coordinator.py):
+  v5 is transaction version 2 (TV2, ``transaction_version=2``): the transaction ends with a
+  producer epoch bump and v5 answers the new id and epoch, which the client uses. v0-4 is TV1
+  (``transaction_version=1``): the epoch stays, as these clients (every Python Kafka client and
+  librdkafka) never learn a new one, so one producer runs any number of transactions. TV1 gives
+  up KIP-890 part 2's protection against a delayed marker of one transaction ending the next
+  (KAFKA-17754); Kafka accepts that for these clients too.
 - PRODUCER_FENCED (90, KIP-588) is INVALID_PRODUCER_EPOCH (47) for the versions before it
   (AddPartitionsToTxn, AddOffsetsToTxn and EndTxn below v2, TxnOffsetCommit below v3): an older
   client knows only 47 as "fenced" (aiokafka takes an unknown code for a bug and stops).
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from coordinator.transactions import TV1, TV2
 from ketch.api.v1 import ketch_pb2 as pb
 from ketch.errors import ErrorCode
 from node.kafka.answers import Refused, call
@@ -132,6 +134,11 @@ async def txn_offset_commit(request: Any, ctx: KafkaContext) -> Any:
     return build(ctx.response_type, topics=topics)
 
 
+def transaction_version(end_txn_version: int) -> int:
+    """Kafka's clientTransactionVersion of an EndTxn request: 2 from v5 (KIP-890 part 2), else 1."""
+    return TV2 if end_txn_version >= 5 else TV1
+
+
 async def end_txn(request: Any, ctx: KafkaContext) -> Any:
     answer = await call(
         ctx,
@@ -141,6 +148,7 @@ async def end_txn(request: Any, ctx: KafkaContext) -> Any:
             producer_id=request.producer_id,
             producer_epoch=request.producer_epoch,
             commit=request.committed,
+            transaction_version=transaction_version(ctx.api_version),
         ),
     )
     code = for_version(code_of(answer), "EndTxn", ctx.api_version)
