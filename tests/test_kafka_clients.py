@@ -20,8 +20,7 @@ One cluster for the module (tests/kafka_clients.py ``kafka_cluster``: 3 nodes, r
   every record sent and read back.
 - README.md's compatibility table lists exactly the API versions ApiVersions advertises
   (node/kafka/apis.py ``REGISTRY``).
-Quix Streams is not here: quixstreams 3.28.1 requires confluent-kafka<2.13 and we pin 2.16.1
-(pyproject.toml).
+Quix Streams has its own file (tests/test_kafka_quix.py).
 """
 
 from __future__ import annotations
