@@ -51,11 +51,10 @@ Rules:
   retry elsewhere. A voter whose store was lost is refused this way (the core
   asserts on a commit index beyond its empty log, as etcd panics): rejoining with
   amnesia could vote twice in a term; it needs a membership change.
-- Time and randomness: the driver uses the event loop's monotonic clock for ticks.
-  A tick that comes late by whole ticks makes up at most ``CATCH_UP_TICKS`` of
-  them, so a busy loop's usual lateness (tens of ms) does not stretch a 300 ms
-  election timeout into a second; missed ticks after a longer stall are skipped,
-  never replayed in a burst, which would fire elections. It seeds the core's election jitter from ``os.urandom``
+- Time and randomness: the driver uses the event loop's monotonic clock for ticks. A tick
+  late by whole ticks makes up at most ``CATCH_UP_TICKS`` (a busy loop's tens of ms must not
+  stretch a 300 ms election timeout); missed ticks after a longer stall are skipped, never
+  replayed in a burst, which would fire elections. It seeds the core's election jitter from ``os.urandom``
   unless a seed is given (tests).
 
 Membership (KIP-853; coordinator/raft/membership.py has the rules):
