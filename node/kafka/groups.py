@@ -189,8 +189,9 @@ async def _leave(ctx: KafkaContext, group_id: str, member_id: str) -> Any:
 # -- Offsets ------------------------------------------------------------------------
 
 
-async def offset_commit(request: Any, ctx: KafkaContext) -> Any:
-    offsets = [
+def committed_offsets(request: Any) -> list[pb.CommittedPartitionOffset]:
+    """The offsets of an OffsetCommit or TxnOffsetCommit request (both name them the same way)."""
+    return [
         pb.CommittedPartitionOffset(
             topic=t.name,
             partition=p.partition_index,
@@ -201,6 +202,10 @@ async def offset_commit(request: Any, ctx: KafkaContext) -> Any:
         for t in request.topics
         for p in t.partitions
     ]
+
+
+async def offset_commit(request: Any, ctx: KafkaContext) -> Any:
+    offsets = committed_offsets(request)
     answer = await call(
         ctx,
         "OffsetCommit",

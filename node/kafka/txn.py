@@ -33,7 +33,7 @@ from ketch.api.v1 import ketch_pb2 as pb
 from ketch.errors import ErrorCode
 from node.kafka.answers import Refused, call
 from node.kafka.context import Api, KafkaContext
-from node.kafka.groups import commit_answers
+from node.kafka.groups import commit_answers, committed_offsets
 from node.kafka.wire import build, kafka_error, nested
 
 # The first version of each API whose clients know PRODUCER_FENCED (KIP-588).
@@ -99,17 +99,7 @@ async def add_offsets_to_txn(request: Any, ctx: KafkaContext) -> Any:
 
 
 async def txn_offset_commit(request: Any, ctx: KafkaContext) -> Any:
-    offsets = [
-        pb.CommittedPartitionOffset(
-            topic=t.name,
-            partition=p.partition_index,
-            offset=p.committed_offset,
-            leader_epoch=getattr(p, "committed_leader_epoch", -1),
-            metadata=p.committed_metadata or "",
-        )
-        for t in request.topics
-        for p in t.partitions
-    ]
+    offsets = committed_offsets(request)
     answer = await call(
         ctx,
         "TxnOffsetCommit",
