@@ -34,6 +34,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
 from ketch import Admin
 from node.cluster import LocalCluster
 
@@ -410,3 +412,14 @@ def copy_exactly_once(bootstrap: str, source: str, target: str, group: str, coun
         return offset
     finally:
         consumer.close()
+
+
+async def aiokafka_create_topics(bootstrap: str, topics: list[NewTopic]) -> None:
+    """Create ``topics`` through the Kafka listener with aiokafka's admin client; every one must succeed."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        answer = await admin.create_topics(topics)
+        assert all(error == 0 for _, error, _ in answer.topic_errors), answer
+    finally:
+        await admin.close()

@@ -37,6 +37,7 @@ from ketch.errors import ErrorCode
 from node.cluster import LocalCluster
 from node.kafka import groups, sasl, txn
 from node.sasl import SaslSessions
+from tests.kafka_clients import aiokafka_create_topics
 from tests.kafka_handlers import FakeService, by_name, handle, kafka_call, make
 
 ARGS = ["--group-initial-rebalance-delay-ms", "0", "--group-min-session-timeout-ms", "500"]
@@ -51,20 +52,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     try:
         c.start()
         c.wait_ready(60)
-        asyncio.run(_create(c.kafka_bootstrap, [NewTopic("shared", 4, 1), NewTopic("txn", 1, 1)]))
+        asyncio.run(aiokafka_create_topics(c.kafka_bootstrap, [NewTopic("shared", 4, 1), NewTopic("txn", 1, 1)]))
         yield c
     finally:
         c.close()
-
-
-async def _create(bootstrap: str, topics: list[NewTopic]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        answer = await admin.create_topics(topics)
-        assert all(error == 0 for _, error, _ in answer.topic_errors), answer
-    finally:
-        await admin.close()
 
 
 async def _produce(bootstrap: str, topic: str, values: list[bytes], partitions: int) -> None:

@@ -41,9 +41,10 @@ from pathlib import Path
 
 import aiokafka
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 
 from node.cluster import LocalCluster
+from tests.kafka_clients import aiokafka_create_topics
 
 ARGS = ["--group-initial-rebalance-delay-ms", "0", "--group-min-session-timeout-ms", "500"]
 WORDS = [f"word{i:02d}" for i in range(12)]
@@ -64,16 +65,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
         yield c
     finally:
         c.close()
-
-
-async def _create(bootstrap: str, topics: list[NewTopic]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        answer = await admin.create_topics(topics)
-        assert all(error == 0 for _, error, _ in answer.topic_errors), answer
-    finally:
-        await admin.close()
 
 
 async def _produce(bootstrap: str, topic: str, words: list[str]) -> None:
@@ -139,7 +130,7 @@ def test_quix_exactly_once_stateful_count(cluster: LocalCluster, tmp_path: Path)
     bootstrap = cluster.kafka_bootstrap
     assert bootstrap
     words = known_input()
-    asyncio.run(_create(bootstrap, [NewTopic("quix-words", 2, 1), NewTopic("quix-counts", 2, 1)]))
+    asyncio.run(aiokafka_create_topics(bootstrap, [NewTopic("quix-words", 2, 1), NewTopic("quix-counts", 2, 1)]))
     asyncio.run(_produce(bootstrap, "quix-words", words))
 
     started = time.monotonic()
@@ -157,7 +148,9 @@ def test_quix_exactly_once_survives_kill_and_restart(cluster: LocalCluster, tmp_
     bootstrap = cluster.kafka_bootstrap
     assert bootstrap
     words = known_input()
-    asyncio.run(_create(bootstrap, [NewTopic("quix-kill-words", 2, 1), NewTopic("quix-kill-counts", 2, 1)]))
+    asyncio.run(
+        aiokafka_create_topics(bootstrap, [NewTopic("quix-kill-words", 2, 1), NewTopic("quix-kill-counts", 2, 1)])
+    )
     asyncio.run(_produce(bootstrap, "quix-kill-words", words))
 
     first = _app(bootstrap, tmp_path / "first", "quix-kill-words", "quix-kill-counts", "record_sleep=0.05")
