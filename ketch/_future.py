@@ -43,7 +43,7 @@ class BatchResult:
 
     __slots__ = ("base_offset", "partition", "timestamps", "topic")
 
-    def __init__(self, topic: str, partition: int, base_offset: int, timestamps: list[int]) -> None:
+    def __init__(self, topic: str, partition: int, base_offset: int, timestamps: Sequence[int]) -> None:
         self.topic = topic
         self.partition = partition
         self.base_offset = base_offset

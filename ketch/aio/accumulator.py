@@ -47,6 +47,7 @@ Rules and invariants:
 
 from __future__ import annotations
 
+import array
 import asyncio
 import concurrent.futures
 import itertools
@@ -59,6 +60,7 @@ from typing import Any
 
 from ketch._future import BatchResult, FutureRecordMetadata, finish_all
 from ketch.aio.connection import Cluster, TopicInfo
+from ketch.aio.record_future import finish_records
 from ketch.errors import KetchError, UnknownTopicOrPartitionError
 from ketch.idempotence import IdempotentProducerState, restamp
 from ketch.partitioner import StickyPartitioner, key_partition
@@ -67,7 +69,12 @@ from ketch.transaction_manager import TransactionManager
 
 __all__ = ["Accumulator", "ProducerBatch"]
 
-RECORD_OVERHEAD = 24  # bytes a record adds beyond key and value, for memory accounting
+# What a queued record costs the producer beyond its key and value, for ``buffer_memory``: its
+# future (~180 B with the garbage collector's header), its slots in the batch's future and timestamp
+# arrays, and its header and growth slack in the batch buffer: 268 B at 100 B values, measured with
+# tracemalloc (tests/test_client_record_future.py checks the count covers it). It was 24, which let
+# 32 MiB hold ~270,000 records of 100 B, each a live object that every full garbage collection walks.
+RECORD_OVERHEAD = 320
 _INVALID_STATE = (asyncio.InvalidStateError, concurrent.futures.InvalidStateError)
 _seq = itertools.count()
 # RecordMetadata is a frozen dataclass: its __init__ sets each field through object.__setattr__,
@@ -121,7 +128,7 @@ class ProducerBatch:
         self.builder: Any = new_builder(compression, batch_size, transactional)
         self.buffer: bytes | None = None
         self.futures: list[Any] = []
-        self.timestamps: list[int] = []
+        self.timestamps = array.array("q")  # one 8-byte slot per record, no int object
         self.created = now
         self.memory = 0
         self.attempts = 0
@@ -156,7 +163,7 @@ class ProducerBatch:
     def try_append(
         self, timestamp: int | None, key: bytes | None, value: bytes | None, headers: Headers, fut: Any
     ) -> bool:
-        meta = self.builder.append(len(self.futures), timestamp=timestamp, key=key, value=value, headers=headers)
+        meta = self.builder.append(len(self.futures), timestamp, key, value, headers)
         if meta is None:
             self.full = True
             return False
@@ -193,25 +200,39 @@ class ProducerBatch:
             topic, partition = self.tp.topic, self.tp.partition
             offset = base_offset if base_offset >= 0 else -1
             step = 1 if base_offset >= 0 else 0  # acks=0: every offset is -1
+            loop_futures: list[asyncio.Future[RecordMetadata]] = []
+            metadata: list[RecordMetadata] = []
             for fut, timestamp in zip(self.futures, self.timestamps, strict=True):
                 if type(fut) is not FutureRecordMetadata:
-                    try:  # noqa: SIM105 - cheaper than contextlib.suppress per record
-                        fut.set_result(_metadata(topic, partition, offset, timestamp))
-                    except _INVALID_STATE:
-                        pass  # cancelled by the caller
+                    meta = _metadata(topic, partition, offset, timestamp)
+                    if isinstance(fut, asyncio.Future):
+                        loop_futures.append(fut)
+                        metadata.append(meta)
+                    else:
+                        try:  # noqa: SIM105 - cheaper than contextlib.suppress per record
+                            fut.set_result(meta)
+                        except _INVALID_STATE:
+                            pass  # cancelled by the caller
                 offset += step
+            finish_records(loop_futures, metadata, None)
         self._done()
 
     def fail(self, exc: BaseException) -> None:
         if self.condition is not None:
             finish_all(self.condition, self.futures, None, exc)
         if self.plain:
+            loop_futures: list[asyncio.Future[RecordMetadata]] = []
             for fut in self.futures:
-                if type(fut) is not FutureRecordMetadata:
-                    try:  # noqa: SIM105
-                        fut.set_exception(exc)
-                    except _INVALID_STATE:
-                        pass
+                if type(fut) is FutureRecordMetadata:
+                    continue
+                if isinstance(fut, asyncio.Future):
+                    loop_futures.append(fut)
+                    continue
+                try:  # noqa: SIM105
+                    fut.set_exception(exc)
+                except _INVALID_STATE:
+                    pass
+            finish_records(loop_futures, None, exc)
         self._done()
 
     def _done(self) -> None:
@@ -252,6 +273,9 @@ class Accumulator:
         self.closing = False
         self.incomplete: set[ProducerBatch] = set()
         self._deques: dict[TopicPartition, deque[ProducerBatch]] = {}
+        # per topic, the batch its last null-key record went to: append's fast path (KIP-480's
+        # sticky partition, whose open batch it still is while it is its deque's last and not full)
+        self._sticky_batches: dict[str, ProducerBatch] = {}
         self._rotation = 0
 
     # -- caller side (any thread) -----------------------------------------
@@ -279,6 +303,17 @@ class Accumulator:
         size = (len(value) if value else 0) + (len(key) if key else 0) + RECORD_OVERHEAD
         wake = False
         with self.lock:
+            if partition is None and key is None:
+                # the sticky batch of the last null-key record, if it is still the open one
+                batch = self._sticky_batches.get(topic.name)
+                if batch is not None and batch.tp.partition < n and not batch.full:
+                    dq = self._deques.get(batch.tp)
+                    if dq and dq[-1] is batch and batch.builder is not None and batch.try_append(
+                        timestamp, key, value, headers, fut
+                    ):
+                        self.buffered_bytes += size
+                        batch.memory += size
+                        return False
             if partition is None and key is not None:
                 partition = key_partition(key, n)
             sticky = partition is None
@@ -303,6 +338,8 @@ class Accumulator:
                     batch.try_append(timestamp, key, value, headers, fut)  # the first record always fits
                     self._deques.setdefault(tp, deque()).append(batch)
                     self.incomplete.add(batch)
+            if sticky:
+                self._sticky_batches[topic.name] = batch
             self.buffered_bytes += size
             batch.memory += size
         if wake:

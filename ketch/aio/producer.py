@@ -61,6 +61,7 @@ from typing import Any
 
 from ketch.aio.accumulator import Accumulator
 from ketch.aio.connection import Connection, TopicInfo
+from ketch.aio.record_future import RecordFuture
 from ketch.aio.sender import Sender
 from ketch.aio.transactions import TransactionClient
 from ketch.errors import (
@@ -365,7 +366,7 @@ class Producer:
         if self._loop is None:
             await self.start()
         assert self._loop is not None
-        fut: asyncio.Future[RecordMetadata] = self._loop.create_future()
+        fut = RecordFuture(self._loop)
         record = self._prepare(key, value, headers, fut)
         if record is None:
             return fut
