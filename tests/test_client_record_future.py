@@ -55,9 +55,13 @@ async def test_awaited_gathered_and_waited_like_an_asyncio_future() -> None:
 async def test_a_batch_runs_its_callbacks_in_order_from_one_loop_callback() -> None:
     loop = asyncio.get_running_loop()
     futures = [RecordFuture(loop) for _ in range(4)]
-    seen: list[tuple[int, str]] = []
+    seen: list[tuple[int, int]] = []
+
+    def record(i: int) -> Callable[[asyncio.Future[RecordMetadata]], None]:
+        return lambda fut: seen.append((i, fut.result().offset))
+
     for i, f in enumerate(futures):
-        f.add_done_callback(lambda fut, i=i: seen.append((i, fut.result().offset)))
+        f.add_done_callback(record(i))
     futures[2].add_done_callback(lambda fut: seen.append((-2, fut.result().offset)))
     scheduled: list[Any] = []
     call_soon = loop.call_soon
@@ -66,7 +70,7 @@ async def test_a_batch_runs_its_callbacks_in_order_from_one_loop_callback() -> N
         scheduled.append(callback)
         return call_soon(callback, *args, **kwargs)
 
-    loop.call_soon = counting_call_soon  # type: ignore[method-assign]
+    loop.call_soon = counting_call_soon  # type: ignore[method-assign,assignment]
     try:
         finish_records(futures, metadata(4), None)
     finally:

@@ -308,8 +308,11 @@ class Accumulator:
                 batch = self._sticky_batches.get(topic.name)
                 if batch is not None and batch.tp.partition < n and not batch.full:
                     dq = self._deques.get(batch.tp)
-                    if dq and dq[-1] is batch and batch.builder is not None and batch.try_append(
-                        timestamp, key, value, headers, fut
+                    if (
+                        dq
+                        and dq[-1] is batch
+                        and batch.builder is not None
+                        and batch.try_append(timestamp, key, value, headers, fut)
                     ):
                         self.buffered_bytes += size
                         batch.memory += size

@@ -33,7 +33,7 @@ from ketch.records import RecordMetadata
 
 __all__ = ["RecordFuture", "finish_records"]
 
-Callback = Callable[["asyncio.Future[RecordMetadata]"], object]
+Callback = Callable[["RecordFuture"], object]
 _set_result = asyncio.Future.set_result
 _set_exception = asyncio.Future.set_exception
 
@@ -132,7 +132,7 @@ def _run_callbacks(futures: Sequence[RecordFuture]) -> None:
                 (context if context is not None else contextvars.Context()).run(fn, fut)
             except (SystemExit, KeyboardInterrupt):
                 raise
-            except BaseException as exc:  # noqa: BLE001 - as asyncio's Handle does
+            except BaseException as exc:  # as asyncio's Handle does
                 fut.get_loop().call_exception_handler(
                     {"message": f"Exception in callback {fn!r}", "exception": exc, "future": fut}
                 )
