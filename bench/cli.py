@@ -23,7 +23,6 @@ JetStream; ``memory`` (bench/memory.py) reports the nodes' RSS, idle and with
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from typing import Any
 
@@ -31,6 +30,7 @@ from bench import kafka_client
 from bench.consume import ConsumeConfig, ConsumeTimeout, run_consume
 from bench.kafka_client import CLIENTS
 from bench.produce import ACKS_CHOICES, COMPRESSION_CHOICES, ProduceConfig, run_produce
+from ketch import _loop as event_loop
 from ketch.bootstrap import bootstrap_arg, client_security
 from ketch.records import DEFAULT_BATCH_SIZE
 
@@ -152,7 +152,7 @@ def produce_handler(args: argparse.Namespace) -> int:
         security=client_security(),
     )
     try:
-        result = kafka_client.run_produce(cfg) if args.client != "ketch" else asyncio.run(run_produce(cfg))
+        result = kafka_client.run_produce(cfg) if args.client != "ketch" else event_loop.run(run_produce(cfg))
     except ValueError as exc:
         print(f"ketch perf produce: {exc}", file=sys.stderr, flush=True)
         return 2
@@ -172,7 +172,7 @@ def consume_handler(args: argparse.Namespace) -> int:
         security=client_security(),
     )
     try:
-        result = kafka_client.run_consume(cfg) if args.client != "ketch" else asyncio.run(run_consume(cfg))
+        result = kafka_client.run_consume(cfg) if args.client != "ketch" else event_loop.run(run_consume(cfg))
     except ConsumeTimeout as exc:
         print(f"ketch perf consume: {exc}", file=sys.stderr, flush=True)
         return 1

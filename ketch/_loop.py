@@ -8,23 +8,52 @@ Rules:
   result; calling it from the loop thread itself would deadlock, so it raises.
 - ``stop()`` stops the loop and joins the thread; it is idempotent, and the
   thread is a daemon so a forgotten client never keeps the process alive.
+- The loops Ketch creates itself (a node's, a sync client's, the benchmark
+  tools') are uvloop's where it is installed (a dependency, except on
+  Windows), asyncio's when ``KETCH_EVENT_LOOP=asyncio``. grpc.aio runs on any
+  asyncio loop. Measured: a node spends ~10% less CPU per record and the
+  client's batch completion ~30% less (``bench/``). ``ketch.aio`` runs on the
+  caller's loop; ``uvloop.run(main())`` gives it the same.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["LoopThread"]
+__all__ = ["LoopThread", "new_event_loop", "run"]
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+    """uvloop's ``new_event_loop`` where installed and not switched off, else asyncio's."""
+    if os.environ.get("KETCH_EVENT_LOOP", "uvloop") != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return uvloop.new_event_loop
+    return asyncio.new_event_loop
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    return loop_factory()()
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run(main)`` on the loop ``loop_factory`` picks."""
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        return runner.run(main)
 
 
 class LoopThread:
     def __init__(self, name: str) -> None:
-        self.loop = asyncio.new_event_loop()
+        self.loop = new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._thread.start()

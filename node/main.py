@@ -80,6 +80,7 @@ from grpc_health.v1.health import aio as health_aio
 
 from coordinator.metadata.image import MetadataImage
 from coordinator.metadata.records import Endpoint
+from ketch import _loop as event_loop
 from ketch.errors import KetchError
 from node import clean_shutdown
 from node import listeners as node_listeners
@@ -318,7 +319,7 @@ def run(config: NodeConfig) -> int:
         stream=sys.stderr,
     )
     try:
-        return asyncio.run(serve(config))
+        return event_loop.run(serve(config))
     except ConfigError as exc:
         print(f"ketch node: {exc}", file=sys.stderr)
         return 2
