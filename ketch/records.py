@@ -56,11 +56,15 @@ __all__ = [
     "OffsetAndTimestamp",
     "RecordMetadata",
     "TopicPartition",
+    "batch_base_offset",
+    "batch_record_count",
     "build_batch",
     "compression_code",
+    "decode_batch",
     "decode_batches",
     "estimate_record_size",
     "new_builder",
+    "split_batches",
 ]
 
 Headers = list[tuple[str, bytes | None]]
@@ -207,7 +211,24 @@ def decode_batches(
     aborted: Sequence[tuple[int, int]] | None = None,
     max_decompressed_bytes: int = MAX_DECOMPRESSED_BATCH_BYTES,
 ) -> DecodedBatches:
-    """Records at or above ``min_offset`` from back-to-back batches.
+    """Records at or above ``min_offset`` from back-to-back batches (``split_batches``, then
+    ``decode_batch`` of each)."""
+    batches, next_offset = split_batches(topic, partition, data, min_offset, aborted)
+    out: list[ConsumerRecord] = []
+    for batch in batches:
+        out.extend(decode_batch(topic, partition, batch, min_offset, max_decompressed_bytes))
+    return DecodedBatches(out, next_offset)
+
+
+def split_batches(
+    topic: str,
+    partition: int,
+    data: bytes | memoryview,
+    min_offset: int = 0,
+    aborted: Sequence[tuple[int, int]] | None = None,
+) -> tuple[list[memoryview], int]:
+    """The whole batches of ``data`` that may hold records to hand out (CRC checked), and the
+    offset the next fetch starts at; no record is decoded yet (``decode_batch`` does that).
 
     ``next_offset`` is where the next fetch should start: past the last
     complete batch, even when every record in it was skipped (control
@@ -223,7 +244,7 @@ def decode_batches(
     marker (a control batch) ends it. ``None``: read_uncommitted, nothing dropped.
     """
     view = memoryview(data)
-    out: list[ConsumerRecord] = []
+    out: list[memoryview] = []
     next_offset = min_offset
     at = 0
     end = len(view)
@@ -240,10 +261,10 @@ def decode_batches(
         (last_delta,) = _LAST_OFFSET_DELTA.unpack_from(view, at + 23)
         batch_end_offset = base_offset + last_delta + 1
         skip = False
+        (attributes,) = _ATTRIBUTES.unpack_from(view, at + 21)
         if upcoming or aborting:
             while upcoming and upcoming[-1][1] < batch_end_offset:
                 aborting.add(upcoming.pop()[0])
-            (attributes,) = _ATTRIBUTES.unpack_from(view, at + 21)
             (producer_id,) = _PRODUCER_ID.unpack_from(view, at + 43)
             if producer_id in aborting:
                 if attributes & _CONTROL:
@@ -253,21 +274,44 @@ def decode_batches(
                     skip = bool(attributes & _TRANSACTIONAL)
         if batch_end_offset > min_offset:
             if not skip:
-                batch = DefaultRecordBatch(view[at : at + size])
-                if not batch.validate_crc():
+                whole = view[at : at + size]
+                if not DefaultRecordBatch(whole).validate_crc():
                     raise _corrupt(topic, partition, base_offset, "failed its CRC-32C check")
-                if batch.compression_type and not batch.is_control_batch:
-                    batch = _decompressed(topic, partition, view[at : at + size], max_decompressed_bytes)
-                if not batch.is_control_batch:
-                    try:
-                        for r in batch:
-                            if r.offset >= min_offset:
-                                out.append(
-                                    ConsumerRecord(topic, partition, r.offset, r.timestamp, r.key, r.value, r.headers)
-                                )
-                    except Exception as exc:  # the codecs raise their own types (aiokafka, cramjam, zlib, struct)
-                        why = f"has records that do not decode ({type(exc).__name__}: {exc})"
-                        raise _corrupt(topic, partition, base_offset, why) from None
+                if not attributes & _CONTROL:
+                    out.append(whole)
             next_offset = max(next_offset, batch_end_offset)
         at += size
-    return DecodedBatches(out, next_offset)
+    return out, next_offset
+
+
+def batch_base_offset(whole: memoryview) -> int:
+    """The base offset in a whole batch's header."""
+    return int(_BASE_OFFSET.unpack_from(whole, 0)[0])
+
+
+def batch_record_count(whole: memoryview) -> int:
+    """How many offsets a whole batch spans, by its header (its last offset delta + 1)."""
+    return int(_LAST_OFFSET_DELTA.unpack_from(whole, 23)[0]) + 1
+
+
+def decode_batch(
+    topic: str,
+    partition: int,
+    whole: memoryview,
+    min_offset: int = 0,
+    max_decompressed_bytes: int = MAX_DECOMPRESSED_BATCH_BYTES,
+) -> list[ConsumerRecord]:
+    """The records at or above ``min_offset`` of one batch that ``split_batches`` returned."""
+    (base_offset,) = _BASE_OFFSET.unpack_from(whole, 0)
+    batch = DefaultRecordBatch(whole)
+    if batch.compression_type:
+        batch = _decompressed(topic, partition, whole, max_decompressed_bytes)
+    out: list[ConsumerRecord] = []
+    try:
+        for r in batch:
+            if r.offset >= min_offset:
+                out.append(ConsumerRecord(topic, partition, r.offset, r.timestamp, r.key, r.value, r.headers))
+    except Exception as exc:  # the codecs raise their own types (aiokafka, cramjam, zlib, struct)
+        why = f"has records that do not decode ({type(exc).__name__}: {exc})"
+        raise _corrupt(topic, partition, base_offset, why) from None
+    return out
