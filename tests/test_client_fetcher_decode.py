@@ -1,9 +1,8 @@
 """The consumer decodes a fetched answer one batch at a time, as records are handed out.
 
 Decoding a whole answer at once (up to ``max_partition_fetch_bytes``: ~9,000 records of 100 B)
-kept every record alive until the caller got to it, long enough for the garbage collector to move
-them to its oldest generation, whose full passes took ~30% of the consumer's CPU
-(``bench/consume.py`` with gc.callbacks). Only the batch being handed out is decoded now.
+kept every record alive until the caller got to it; now only the batch being handed out is
+decoded (ketch/aio/fetcher.py has the rule and the measurement).
 """
 
 from __future__ import annotations
