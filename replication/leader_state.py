@@ -152,6 +152,8 @@ class LeaderState:
         return self._advance()
 
     def _advance(self) -> bool:
+        if self.high_watermark >= self.log_end_offset:
+            return False  # nothing above it to commit (the minimum below can never pass our own end)
         if len(self.maximal_isr) < self.min_isr:
             return False
         ends = [self.log_end_offset]
