@@ -38,9 +38,10 @@ def wait_broker_alive(node: NodeProcess, timeout_s: float = 30.0) -> None:
 
 
 @contextmanager
-def running_cluster(path: Path, nodes: int, extra_args: list[str]) -> Iterator[LocalCluster]:
-    """A local cluster of ``nodes`` combined nodes, started and ready; every process ends on exit."""
-    c = LocalCluster(path, nodes, extra_args=extra_args)
+def running_cluster(path: Path, nodes: int, extra_args: list[str], kafka: bool = False) -> Iterator[LocalCluster]:
+    """A local cluster of ``nodes`` combined nodes (with the Kafka listener if ``kafka``), started and
+    ready; every process ends on exit."""
+    c = LocalCluster(path, nodes, extra_args=extra_args, kafka=kafka)
     try:
         c.start()
         c.wait_ready(60)

@@ -38,6 +38,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from ketch import Admin
 from node.cluster import LocalCluster
+from tests.harness import running_cluster
 
 DEADLINE_S = 30.0
 SETTLE_S = 10.0
@@ -62,13 +63,8 @@ def kafka_bootstrap(cluster: LocalCluster) -> str:
 @contextmanager
 def kafka_cluster(path: Path, extra_args: list[str] | None = None) -> Iterator[LocalCluster]:
     """Three nodes with the Kafka listener (``LocalCluster(kafka=True)``), ready; all end on exit."""
-    cluster = LocalCluster(path, 3, extra_args=[*CLUSTER_ARGS, *(extra_args or [])], kafka=True)
-    try:
-        cluster.start()
-        cluster.wait_ready(60)
+    with running_cluster(path, 3, [*CLUSTER_ARGS, *(extra_args or [])], kafka=True) as cluster:
         yield cluster
-    finally:
-        cluster.close()
 
 
 def settled(look: Callable[[], dict[str, Any]]) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from ketch.errors import ErrorCode, KetchError
 from node.cluster import LocalCluster
 from node.kafka import admin, groups, sasl, txn
 from node.kafka.context import Api
+from tests.harness import running_cluster
 from tests.kafka_handlers import FakeService, by_name, context, encode, handle, kafka_call, make, request_type
 
 ARGS = ["--group-initial-rebalance-delay-ms", "0", "--group-min-session-timeout-ms", "500"]
@@ -45,13 +46,8 @@ ADMIN_API = by_name(admin.APIS)
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    c = LocalCluster(tmp_path_factory.mktemp("kafka-admin"), 1, kafka=True, extra_args=ARGS)
-    try:
-        c.start()
-        c.wait_ready(60)
+    with running_cluster(tmp_path_factory.mktemp("kafka-admin"), 1, ARGS, kafka=True) as c:
         yield c
-    finally:
-        c.close()
 
 
 async def _admin(cluster: LocalCluster) -> AIOKafkaAdminClient:

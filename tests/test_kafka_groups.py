@@ -37,6 +37,7 @@ from ketch.errors import ErrorCode
 from node.cluster import LocalCluster
 from node.kafka import groups, sasl, txn
 from node.sasl import SaslSessions
+from tests.harness import running_cluster
 from tests.kafka_clients import aiokafka_create_topics
 from tests.kafka_handlers import FakeService, by_name, handle, kafka_call, make
 
@@ -48,14 +49,9 @@ SASL_API = by_name(sasl.APIS)
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    c = LocalCluster(tmp_path_factory.mktemp("kafka-groups"), 1, kafka=True, extra_args=ARGS)
-    try:
-        c.start()
-        c.wait_ready(60)
+    with running_cluster(tmp_path_factory.mktemp("kafka-groups"), 1, ARGS, kafka=True) as c:
         asyncio.run(aiokafka_create_topics(c.kafka_bootstrap, [NewTopic("shared", 4, 1), NewTopic("txn", 1, 1)]))
         yield c
-    finally:
-        c.close()
 
 
 async def _produce(bootstrap: str, topic: str, values: list[bytes], partitions: int) -> None:

@@ -41,6 +41,7 @@ import ketch
 from ketch import AclBinding, Admin, NewTopic
 from ketch.records import build_batch
 from node.cluster import LAYOUT, LocalCluster
+from tests.harness import running_cluster
 from tests.kafka_raw import RawConnection, make, raw_frame, request_frame
 
 MAX_REQUEST_BYTES = 2 * 1024 * 1024
@@ -57,18 +58,13 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
         "--authorizer-enabled=true",
         "--allow-everyone-if-no-acl-found=true",
     ]
-    c = LocalCluster(root, 3, extra_args=args, kafka=True)
-    try:
-        c.start()
-        c.wait_ready(60)
+    with running_cluster(root, 3, args, kafka=True) as c:
         with Admin(bootstrap_servers=c.bootstrap) as admin:
             admin.create_topics(
                 [NewTopic("orders", 3), NewTopic("pipeline", 1), NewTopic("secret", 1), NewTopic("epochs", 1)]
             )
             admin.create_acls([AclBinding("TOPIC", "secret", "User:ANONYMOUS", "WRITE", "DENY")])
         yield c
-    finally:
-        c.close()
 
 
 def kafka_addresses(cluster: LocalCluster) -> dict[int, str]:

@@ -44,6 +44,7 @@ import pytest
 from aiokafka.admin import NewTopic
 
 from node.cluster import LocalCluster
+from tests.harness import running_cluster
 from tests.kafka_clients import aiokafka_create_topics
 
 ARGS = ["--group-initial-rebalance-delay-ms", "0", "--group-min-session-timeout-ms", "500"]
@@ -58,13 +59,8 @@ def known_input() -> list[str]:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    c = LocalCluster(tmp_path_factory.mktemp("kafka-quix"), 1, kafka=True, extra_args=ARGS)
-    try:
-        c.start()
-        c.wait_ready(60)
+    with running_cluster(tmp_path_factory.mktemp("kafka-quix"), 1, ARGS, kafka=True) as c:
         yield c
-    finally:
-        c.close()
 
 
 async def _produce(bootstrap: str, topic: str, words: list[str]) -> None:
