@@ -58,7 +58,7 @@ from ketch.partitioner import StickyPartitioner, key_partition
 from ketch.records import DEFAULT_BATCH_SIZE, Headers, TopicPartition
 from ketch.transaction_manager import TransactionManager
 
-__all__ = ["Accumulator", "ProducerBatch"]  # ProducerBatch: re-exported
+__all__ = ["Accumulator"]
 
 # What a queued record costs the producer beyond its key and value, for ``buffer_memory``: its
 # future (~180 B with the garbage collector's header), its slots in the batch's future and timestamp
@@ -130,17 +130,15 @@ class Accumulator:
             if partition is None and key is None:
                 # the sticky batch of the last null-key record, if it is still the open one
                 batch = self._sticky_batches.get(topic.name)
-                if batch is not None and batch.tp.partition < n and not batch.full:
-                    dq = self._deques.get(batch.tp)
-                    if (
-                        dq
-                        and dq[-1] is batch
-                        and batch.builder is not None
-                        and batch.try_append(timestamp, key, value, headers, fut)
-                    ):
-                        self.buffered_bytes += size
-                        batch.memory += size
-                        return False
+                if (
+                    batch is not None
+                    and batch.tp.partition < n
+                    and self._open_batch(batch.tp) is batch
+                    and batch.try_append(timestamp, key, value, headers, fut)
+                ):
+                    self.buffered_bytes += size
+                    batch.memory += size
+                    return False
             if partition is None and key is not None:
                 partition = key_partition(key, n)
             sticky = partition is None

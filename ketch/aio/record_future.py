@@ -110,7 +110,8 @@ def finish_records(
         if results is not None:
             _set_result(fut, results[i])
         else:
-            _set_exception(fut, exc if exc is not None else RuntimeError("no result and no error"))
+            assert exc is not None
+            _set_exception(fut, exc)
         if type(fut) is RecordFuture and fut._callback is not None:
             ready.append(fut)
     if ready:
