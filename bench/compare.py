@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import jetstream
-from bench.run import Workload, _load, _machine, _run_step, _table, parse_workload
+from bench.run import Workload, _load, _machine, _run_step, _table, add_workload_argument, parse_workload
 
 SUMMARY = "Ketch RF 3 against NATS JetStream R3 on this machine: produce and consume, one table with ratios"
 DEFAULT_WORKLOADS = ("500000x100", "200000x1024")
@@ -40,14 +40,7 @@ IN_FLIGHT = 2000
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--workload",
-        "-w",
-        type=parse_workload,
-        action="append",
-        metavar="COUNTxSIZE",
-        help="records x value bytes, repeatable (default: 500000x100 and 200000x1024)",
-    )
+    add_workload_argument(parser)
     parser.add_argument("--partitions", type=int, default=1, help="Ketch partitions per topic (default 1)")
     parser.add_argument("--quiet", "-q", action="store_true", help="hide the Ketch tools' own output lines")
     parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line")

@@ -84,7 +84,8 @@ def parse_workload(text: str) -> Workload:
     return Workload(int(count), int(size))
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_workload_argument(parser: argparse.ArgumentParser) -> None:
+    """``--workload COUNTxSIZE``, repeatable (bench suite and bench compare)."""
     parser.add_argument(
         "--workload",
         "-w",
@@ -93,6 +94,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="COUNTxSIZE",
         help="records x value bytes, repeatable (default: 500000x100 and 200000x1024)",
     )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_workload_argument(parser)
     parser.add_argument("--acks", default="1", choices=ACKS_CHOICES, help="producer acks (default 1)")
     parser.add_argument("--partitions", type=int, default=1, help="partitions per topic (default 1)")
     parser.add_argument("--nodes", type=int, default=1, help="local nodes: 1, or 3 for a replicated cluster")
