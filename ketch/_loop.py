@@ -8,12 +8,21 @@ Rules:
   result; calling it from the loop thread itself would deadlock, so it raises.
 - ``stop()`` stops the loop and joins the thread; it is idempotent, and the
   thread is a daemon so a forgotten client never keeps the process alive.
-- The loops Ketch creates itself (a node's, a sync client's, the benchmark
-  tools') are uvloop's where it is installed (a dependency, except on
-  Windows), asyncio's when ``KETCH_EVENT_LOOP=asyncio``. grpc.aio runs on any
-  asyncio loop. Measured: a node spends ~10% less CPU per record and the
-  client's batch completion ~30% less (``bench/``). ``ketch.aio`` runs on the
-  caller's loop; ``uvloop.run(main())`` gives it the same.
+- A node's loop and the benchmark tools' (processes Ketch owns) are uvloop's
+  where it is installed (a dependency, except on Windows), asyncio's when
+  ``KETCH_EVENT_LOOP=asyncio``. grpc.aio runs on any asyncio loop. Measured: a
+  node spends ~10% less CPU per record and the client's batch completion ~30%
+  less (``bench/``). ``ketch.aio`` runs on the caller's loop;
+  ``uvloop.run(main())`` gives it the same.
+- A sync client's ``LoopThread`` always runs asyncio's loop: it lives inside the
+  user's process, and uvloop there broke the process's own output. With the
+  sync consumer on uvloop, ``ketch consume`` writing 10 KB records to a pipe
+  lost 4,096 or 8,192 bytes in about one run in ten (the main thread's blocking
+  ``write(2)`` returned short, and ``BufferedWriter`` dropped the rest): 4 of
+  30 runs, against 0 of 50 with the same consumer on asyncio's loop
+  (CI failure of tests/test_cli_reassign.py, 2026-12-04). strace made it
+  vanish, so the interruption's source is not pinned down; a library must
+  not change how its host process writes, so the sync clients do not use uvloop.
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["LoopThread", "new_event_loop", "run"]
+__all__ = ["LoopThread", "loop_factory", "run"]
 
 
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
@@ -41,10 +50,6 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
     return asyncio.new_event_loop
 
 
-def new_event_loop() -> asyncio.AbstractEventLoop:
-    return loop_factory()()
-
-
 def run(main: Coroutine[Any, Any, T]) -> T:
     """``asyncio.run(main)`` on the loop ``loop_factory`` picks."""
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
@@ -53,7 +58,7 @@ def run(main: Coroutine[Any, Any, T]) -> T:
 
 class LoopThread:
     def __init__(self, name: str) -> None:
-        self.loop = new_event_loop()
+        self.loop = asyncio.new_event_loop()  # never uvloop here: see the module docstring
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._thread.start()
