@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import struct
+from typing import Any
 
 import crc32c
 import pytest
@@ -20,6 +21,8 @@ from ketch.records import (
     decode_batches,
     estimate_record_size,
     new_builder,
+    new_consumer_record,
+    new_record_metadata,
 )
 
 CODECS = [None, "gzip", "snappy", "lz4", "zstd"]
@@ -147,3 +150,23 @@ def test_records_that_do_not_decode_behind_a_good_crc_are_corrupt_message() -> N
     for raw in (too_many, bad_header_key, bad_zstd):
         with pytest.raises(CorruptMessageError, match="do not decode"):
             decode_batches("t", 0, _recrc(raw), min_offset=0)
+
+
+@pytest.mark.parametrize(
+    ("cls", "fast", "values"),
+    [
+        (ConsumerRecord, new_consumer_record, ("t", 3, 41, 1_700_000_000_000, b"k", b"v", [("h", b"x")])),
+        (ConsumerRecord, new_consumer_record, ("t", 0, 0, -1, None, None, [])),
+        (RecordMetadata, new_record_metadata, ("t", 3, 41, 1_700_000_000_000)),
+    ],
+)
+def test_fast_constructors_build_what_the_dataclass_builds(cls: Any, fast: Any, values: tuple[Any, ...]) -> None:
+    """The hot paths' constructors fill every field (a field added to the class and not to its
+    constructor fails here) and make an equal, equally frozen object."""
+    assert [f.name for f in dataclasses.fields(cls)] == list(fast.__code__.co_varnames[: len(values)])
+    built = fast(*values)
+    assert type(built) is cls
+    assert built == cls(*values)
+    assert dataclasses.astuple(built) == values
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        built.offset = 7

@@ -68,7 +68,7 @@ from ketch.group_rules import (
     normalize_offsets,
     resolve_assignors,
 )
-from ketch.records import ConsumerRecord, TopicPartition
+from ketch.records import ConsumerRecord, TopicPartition, new_consumer_record
 from ketch.tls import SecurityConfig
 
 __all__ = ["Consumer"]
@@ -340,7 +340,7 @@ class Consumer(OffsetQueries):
         if kd is None and vd is None:
             return records
         return [
-            ConsumerRecord(
+            new_consumer_record(
                 r.topic,
                 r.partition,
                 r.offset,

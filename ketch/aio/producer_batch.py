@@ -30,29 +30,12 @@ from typing import Any
 from ketch._future import BatchResult, FutureRecordMetadata, finish_all
 from ketch.aio.record_future import finish_records
 from ketch.idempotence import restamp
-from ketch.records import Headers, RecordMetadata, TopicPartition, new_builder
+from ketch.records import Headers, RecordMetadata, TopicPartition, new_builder, new_record_metadata
 
 __all__ = ["ProducerBatch"]
 
 _INVALID_STATE = (asyncio.InvalidStateError, concurrent.futures.InvalidStateError)
 _seq = itertools.count()
-# RecordMetadata is a frozen dataclass: its __init__ sets each field through object.__setattr__,
-# about 0.9 us per record at completion. Filling the slots through their descriptors makes the
-# same object in about 0.55 us (measured with timeit on this project's 2-core machine).
-_new_metadata = object.__new__
-_set_topic, _set_partition, _set_offset, _set_timestamp = (
-    vars(RecordMetadata)[name].__set__ for name in ("topic", "partition", "offset", "timestamp")
-)
-
-
-def _metadata(topic: str, partition: int, offset: int, timestamp: int) -> RecordMetadata:
-    """``RecordMetadata(topic, partition, offset, timestamp)``, built faster."""
-    meta: RecordMetadata = _new_metadata(RecordMetadata)
-    _set_topic(meta, topic)
-    _set_partition(meta, partition)
-    _set_offset(meta, offset)
-    _set_timestamp(meta, timestamp)
-    return meta
 
 
 class ProducerBatch:
@@ -163,7 +146,7 @@ class ProducerBatch:
             metadata: list[RecordMetadata] = []
             for fut, timestamp in zip(self.futures, self.timestamps, strict=True):
                 if type(fut) is not FutureRecordMetadata:
-                    meta = _metadata(topic, partition, offset, timestamp)
+                    meta = new_record_metadata(topic, partition, offset, timestamp)
                     if isinstance(fut, asyncio.Future):
                         loop_futures.append(fut)
                         metadata.append(meta)
