@@ -68,7 +68,7 @@ from ketch.group_rules import (
     normalize_offsets,
     resolve_assignors,
 )
-from ketch.records import ConsumerRecord, TopicPartition, new_consumer_record
+from ketch.records import ConsumerRecord, TopicPartition
 from ketch.tls import SecurityConfig
 
 __all__ = ["Consumer"]
@@ -339,18 +339,7 @@ class Consumer(OffsetQueries):
         kd, vd = self.key_deserializer, self.value_deserializer
         if kd is None and vd is None:
             return records
-        return [
-            new_consumer_record(
-                r.topic,
-                r.partition,
-                r.offset,
-                r.timestamp,
-                kd(r.key) if kd else r.key,
-                vd(r.value) if vd else r.value,
-                r.headers,
-            )
-            for r in records
-        ]
+        return [r._replace(key=kd(r.key) if kd else r.key, value=vd(r.value) if vd else r.value) for r in records]
 
     async def next_records(self) -> list[ConsumerRecord] | None:
         """The next polled records as one list; None after ``consumer_timeout_ms`` idle."""

@@ -30,7 +30,7 @@ from typing import Any
 from ketch._future import BatchResult, FutureRecordMetadata, finish_all
 from ketch.aio.record_future import finish_records
 from ketch.idempotence import restamp
-from ketch.records import Headers, RecordMetadata, TopicPartition, new_builder, new_record_metadata
+from ketch.records import Headers, RecordMetadata, TopicPartition, new_builder, new_tuple
 
 __all__ = ["ProducerBatch"]
 
@@ -146,7 +146,7 @@ class ProducerBatch:
             metadata: list[RecordMetadata] = []
             for fut, timestamp in zip(self.futures, self.timestamps, strict=True):
                 if type(fut) is not FutureRecordMetadata:
-                    meta = new_record_metadata(topic, partition, offset, timestamp)
+                    meta = new_tuple(RecordMetadata, (topic, partition, offset, timestamp))
                     if isinstance(fut, asyncio.Future):
                         loop_futures.append(fut)
                         metadata.append(meta)
