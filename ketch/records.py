@@ -17,7 +17,9 @@ Reading (consumer):
 - A fetch response's ``records`` holds whole batches back to back. Each batch
   is sliced exactly (``DefaultRecordBatch`` refuses trailing bytes) and its
   CRC-32C is checked *before* any record is decoded; a mismatch raises
-  ``CorruptMessageError``.
+  ``CorruptMessageError``. The check is the ``crc32c`` package's (SSE 4.2,
+  ~28 GB/s on a 1 MiB batch here), as the broker's is, not aiokafka's
+  ``validate_crc`` (~2 GB/s; 12% of the consumer's samples at 1 KiB records).
 - The first batch may start before the offset asked for (the broker returns
   whole batches): records below ``min_offset`` are skipped.
 - Control batches (transaction markers) carry no user records and are skipped.
@@ -40,6 +42,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from aiokafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
+from crc32c import crc32c
 
 from ketch import decompression
 from ketch.decompression import MAX_DECOMPRESSED_BATCH_BYTES
@@ -85,6 +88,8 @@ _LAST_OFFSET_DELTA = struct.Struct(">i")
 _BASE_OFFSET = struct.Struct(">q")
 _ATTRIBUTES = struct.Struct(">h")  # at byte 21
 _PRODUCER_ID = struct.Struct(">q")  # at byte 43
+_CRC = struct.Struct(">I")  # at byte 17, over the bytes from _CRC_FROM (the attributes) to the end
+_CRC_FROM = 21
 _TRANSACTIONAL, _CONTROL = 0x10, 0x20
 
 
@@ -285,7 +290,7 @@ def split_batches(
         if batch_end_offset > min_offset:
             if not skip:
                 whole = view[at : at + size]
-                if not DefaultRecordBatch(whole).validate_crc():
+                if crc32c(whole[_CRC_FROM:]) != _CRC.unpack_from(whole, 17)[0]:
                     raise _corrupt(topic, partition, base_offset, "failed its CRC-32C check")
                 if not attributes & _CONTROL:
                     out.append(whole)
