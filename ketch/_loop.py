@@ -17,12 +17,20 @@ Rules:
 - A sync client's ``LoopThread`` always runs asyncio's loop: it lives inside the
   user's process, and uvloop there broke the process's own output. With the
   sync consumer on uvloop, ``ketch consume`` writing 10 KB records to a pipe
-  lost 4,096 or 8,192 bytes in about one run in ten (the main thread's blocking
-  ``write(2)`` returned short, and ``BufferedWriter`` dropped the rest): 4 of
-  30 runs, against 0 of 50 with the same consumer on asyncio's loop
-  (CI failure of tests/test_cli_reassign.py, 2026-12-04). strace made it
-  vanish, so the interruption's source is not pinned down; a library must
-  not change how its host process writes, so the sync clients do not use uvloop.
+  lost 4,096 or 8,192 bytes in about one run in ten: the main thread's blocking
+  ``write(2)`` returned short (1,813 of 10,005 bytes, fd 1 blocking) and
+  ``BufferedWriter`` dropped the rest (4 of 30 runs; 0 of 50 on asyncio's loop;
+  CI failure of tests/test_cli_reassign.py, 2026-12-04). What interrupts the
+  write is not a signal: with every signal blocked in every thread it still
+  happened and nothing was pending. It needs the uvloop loop to be *created*
+  on the main thread and run on another: created on its own thread, 0 of 140
+  runs wrote short, against 5 of 160 created on the main thread. libuv gives
+  every loop an io_uring (to batch epoll_ctl, even with UV_USE_IO_URING=0), and
+  io_uring's task-work notification interrupts a blocking pipe write as a
+  signal would without being one: consistent with all of this, not proven.
+  A library must not change how its host process writes, so the sync clients
+  stay off uvloop. (A node and the perf tools create and run their loop on
+  their main thread, and write little to pipes: the ready line, progress lines.)
 """
 
 from __future__ import annotations
