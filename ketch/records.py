@@ -65,9 +65,9 @@ __all__ = [
     "decode_batch",
     "decode_batches",
     "estimate_record_size",
+    "fetched_batches",
     "new_builder",
     "new_tuple",
-    "split_batches",
 ]
 
 Headers = list[tuple[str, bytes | None]]
@@ -226,16 +226,16 @@ def decode_batches(
     aborted: Sequence[tuple[int, int]] | None = None,
     max_decompressed_bytes: int = MAX_DECOMPRESSED_BATCH_BYTES,
 ) -> DecodedBatches:
-    """Records at or above ``min_offset`` from back-to-back batches (``split_batches``, then
+    """Records at or above ``min_offset`` from back-to-back batches (``fetched_batches``, then
     ``decode_batch`` of each)."""
-    batches, next_offset = split_batches(topic, partition, data, min_offset, aborted)
+    batches, next_offset = fetched_batches(topic, partition, data, min_offset, aborted)
     out: list[ConsumerRecord] = []
     for batch in batches:
         out.extend(decode_batch(topic, partition, batch, min_offset, max_decompressed_bytes))
     return DecodedBatches(out, next_offset)
 
 
-def split_batches(
+def fetched_batches(
     topic: str,
     partition: int,
     data: bytes | memoryview,
@@ -316,8 +316,7 @@ def decode_batch(
     min_offset: int = 0,
     max_decompressed_bytes: int = MAX_DECOMPRESSED_BATCH_BYTES,
 ) -> list[ConsumerRecord]:
-    """The records at or above ``min_offset`` of one batch that ``split_batches`` returned."""
-    (base_offset,) = _BASE_OFFSET.unpack_from(whole, 0)
+    """The records at or above ``min_offset`` of one batch that ``fetched_batches`` returned."""
     batch = DefaultRecordBatch(whole)
     if batch.compression_type:
         batch = _decompressed(topic, partition, whole, max_decompressed_bytes)
@@ -330,5 +329,5 @@ def decode_batch(
                 append(new_tuple(ConsumerRecord, (topic, partition, offset, r.timestamp, r.key, r.value, r.headers)))
     except Exception as exc:  # the codecs raise their own types (aiokafka, cramjam, zlib, struct)
         why = f"has records that do not decode ({type(exc).__name__}: {exc})"
-        raise _corrupt(topic, partition, base_offset, why) from None
+        raise _corrupt(topic, partition, batch_base_offset(whole), why) from None
     return out

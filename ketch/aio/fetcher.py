@@ -44,7 +44,7 @@ Fetch loop rules:
 - ``isolation_level`` READ_COMMITTED: each Fetch asks for read_committed (the
   broker stops at the last stable offset and lists the aborted transactions
   of the range); records of aborted transactions are dropped
-  (records.split_batches); a reset to "latest" is the LSO.
+  (records.fetched_batches); a reset to "latest" is the LSO.
 - A pending reset asks ListOffsets (offsets.py) for the partition's
   earliest or latest offset; failures back it off like a failed Fetch.
 - OFFSET_OUT_OF_RANGE applies ``auto_offset_reset`` ("earliest"/"latest"), or
@@ -74,7 +74,7 @@ from ketch.records import (
     batch_base_offset,
     batch_record_count,
     decode_batch,
-    split_batches,
+    fetched_batches,
 )
 
 __all__ = ["EARLIEST", "LATEST", "Fetcher", "PartitionState"]
@@ -378,7 +378,7 @@ class Fetcher:
             aborted = None
             if self.isolation_level == READ_COMMITTED:
                 aborted = [(a.producer_id, a.first_offset) for a in r.aborted_transactions]
-            batches, next_offset = split_batches(tp.topic, tp.partition, r.records, st.fetch_offset, aborted)
+            batches, next_offset = fetched_batches(tp.topic, tp.partition, r.records, st.fetch_offset, aborted)
         except KetchError as e:
             st.error = e
             self.data.set()
