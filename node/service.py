@@ -164,10 +164,11 @@ class KetchService(GroupHandlers, TxnHandlers, ketch_pb2_grpc.KetchServicer):
                         code=ErrorCode.INVALID_REQUIRED_ACKS,
                     )
                 part, config = self.broker.partition(item.topic, item.partition)
-                verified = await self._verify(request.transactional_id, part, item.records)
+                records = item.records  # protobuf (upb) copies a bytes field on every read: read it once
+                verified = await self._verify(request.transactional_id, part, records)
                 append = functools.partial(
                     part.append,
-                    item.records,
+                    records,
                     max_message_bytes=config.max_message_bytes,
                     acks=request.acks,
                     min_insync_replicas=config.min_insync_replicas,
@@ -219,8 +220,12 @@ class KetchService(GroupHandlers, TxnHandlers, ketch_pb2_grpc.KetchServicer):
 
     # -- Fetch ---------------------------------------------------------------
 
-    def _read_all(self, request: pb.FetchRequest) -> tuple[pb.FetchResponse, int, bool]:
+    def _read_all(self, request: pb.FetchRequest) -> tuple[pb.FetchResponse, dict[str, int], bool]:
+        """One pass over the request's partitions: the answer, the record bytes it carries per
+        topic (counted here: protobuf copies a bytes field on every read, so the answer's own
+        ``records`` are never read back) and whether it must go at once (an error, a divergence)."""
         response = pb.FetchResponse()
+        served: dict[str, int] = {}
         cap = min(self.broker.config.fetch_max_bytes, self.broker.config.max_request_bytes)
         budget = min(request.max_bytes, cap) if request.max_bytes > 0 else cap
         total = 0
@@ -263,22 +268,25 @@ class KetchService(GroupHandlers, TxnHandlers, ketch_pb2_grpc.KetchServicer):
                 if read.diverging is not None:
                     result.diverging_epoch.epoch, result.diverging_epoch.end_offset = read.diverging
                     failed = True  # answer at once: the follower must truncate before anything else
-                total += len(read.records)
-                budget -= len(read.records)
+                size = len(read.records)
+                if size:
+                    served[item.topic] = served.get(item.topic, 0) + size
+                total += size
+                budget -= size
             except Exception as exc:
                 result.error_code, result.error_message = error_fields(exc)
                 self._count_error("Fetch", result.error_code)
                 failed = True
-        return response, total, failed
+        return response, served, failed
 
     @timed("Fetch")
     async def Fetch(self, request: pb.FetchRequest, context: Any) -> pb.FetchResponse:
         deadline = time.monotonic() + max(request.max_wait_ms, 0) / 1000
         keys = [(p.topic, p.partition) for p in request.partitions]
         while True:
-            response, total, failed = self._read_all(request)
+            response, served, failed = self._read_all(request)
             remaining = deadline - time.monotonic()
-            if failed or total >= max(request.min_bytes, 1) or remaining <= 0 or self.waiters.closed:
+            if failed or sum(served.values()) >= max(request.min_bytes, 1) or remaining <= 0 or self.waiters.closed:
                 break
             self.metrics.fetch_waiting.inc()
             try:
@@ -287,9 +295,8 @@ class KetchService(GroupHandlers, TxnHandlers, ketch_pb2_grpc.KetchServicer):
                 self.metrics.fetch_waiting.dec()
             if context is not None and context.done():
                 break
-        for result in response.partitions:
-            if result.records:
-                self.metrics.bytes_out.labels(result.topic).inc(len(result.records))
+        for topic, size in served.items():
+            self.metrics.bytes_out.labels(topic).inc(size)
         return response
 
     # -- Metadata and offsets --------------------------------------------------

@@ -233,6 +233,30 @@ def test_long_poll_fetch_wakes_on_append(stub: ketch_pb2_grpc.KetchStub) -> None
     assert time.monotonic() - started < 5
 
 
+def test_bytes_out_counts_the_record_bytes_each_fetch_answer_carries(
+    node: NodeProcess, stub: ketch_pb2_grpc.KetchStub
+) -> None:
+    def bytes_out() -> float:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{node.metrics_port}/metrics", timeout=5).read().decode()
+        lines = [x for x in text.splitlines() if x.startswith('ketch_broker_topic_bytes_out_total{topic="t"}')]
+        return float(lines[0].split()[1]) if lines else 0.0
+
+    for partition in (0, 1):
+        assert produce(stub, make_batch(0, 3, tag=f"p{partition}"), partition=partition).error_code == 0
+    before = bytes_out()
+    response = stub.Fetch(
+        pb.FetchRequest(
+            min_bytes=1,
+            max_bytes=1 << 20,
+            partitions=[pb.FetchPartition(topic="t", partition=p, fetch_offset=0) for p in (0, 1)]
+            + [pb.FetchPartition(topic="t", partition=0, fetch_offset=3)],  # at the end: no bytes
+        )
+    )
+    carried = sum(len(r.records) for r in response.partitions)
+    assert carried > 0 and len(response.partitions[2].records) == 0
+    assert bytes_out() - before == carried
+
+
 def test_sigterm_finishes_in_flight_fetch_and_exits_cleanly(node: NodeProcess, stub: ketch_pb2_grpc.KetchStub) -> None:
     health = health_pb2_grpc.HealthStub(grpc.insecure_channel(node.bootstrap))
     check = health.Check(health_pb2.HealthCheckRequest(service="ketch.v1.Ketch"))

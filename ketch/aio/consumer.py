@@ -54,6 +54,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from ketch._malloc import keep_freed_heap
 from ketch.aio.connection import Connection
 from ketch.aio.consumer_offsets import OffsetQueries
 from ketch.aio.fetcher import Fetcher, PartitionState
@@ -130,6 +131,7 @@ class Consumer(OffsetQueries):
             raise ValueError("group_id must be None or a non-empty string")
         tls = (security_protocol, ssl_cafile, ssl_certfile, ssl_keyfile)
         sasl = (sasl_mechanism, sasl_plain_username, sasl_plain_password)
+        keep_freed_heap()  # MiB fetch answers: see ketch/_malloc.py
         self._conn = Connection(
             bootstrap_servers,
             client_id,

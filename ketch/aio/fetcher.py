@@ -371,14 +371,15 @@ class Fetcher:
             return
         st.high_watermark = r.high_watermark
         st.last_stable_offset = r.last_stable_offset
-        if not r.records:
+        records = r.records  # protobuf (upb) copies a bytes field on every read: read it once
+        if not records:
             return
         try:
             assert st.fetch_offset is not None
             aborted = None
             if self.isolation_level == READ_COMMITTED:
                 aborted = [(a.producer_id, a.first_offset) for a in r.aborted_transactions]
-            batches, next_offset = fetched_batches(tp.topic, tp.partition, r.records, st.fetch_offset, aborted)
+            batches, next_offset = fetched_batches(tp.topic, tp.partition, records, st.fetch_offset, aborted)
         except KetchError as e:
             st.error = e
             self.data.set()
