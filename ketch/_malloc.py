@@ -27,8 +27,15 @@ Rules:
   the environment, or ``KETCH_MALLOC_TOP_PAD`` (bytes; ``0`` leaves glibc's
   defaults alone).
 - Who calls it: the consumer, when it is created (``ketch.aio.Consumer``, so
-  the sync one too), the component that streams MiB answers. It changes no
-  behaviour, only when freed memory returns to the kernel.
+  the sync one too), the component that streams MiB answers; and a node at
+  start (node/main.py), which builds those answers and takes MiB produce
+  requests. It changes no behaviour, only when freed memory returns to the
+  kernel.
+
+The node, measured the same way: serving ``ketch perf consume`` of 200,000 x
+1 KiB (195 MB) cost the leader 194,040 page faults and 0.55 s of system CPU
+(0.27 s user); with freed heap kept, under ten faults. Consumer and nodes
+together, that workload went from 126-144 to 255-293 MB/s.
 """
 
 from __future__ import annotations

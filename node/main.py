@@ -81,6 +81,7 @@ from grpc_health.v1.health import aio as health_aio
 from coordinator.metadata.image import MetadataImage
 from coordinator.metadata.records import Endpoint
 from ketch import _loop as event_loop
+from ketch._malloc import MMAP_THRESHOLD, keep_freed_heap
 from ketch.errors import KetchError
 from node import clean_shutdown
 from node import listeners as node_listeners
@@ -318,6 +319,10 @@ def run(config: NodeConfig) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if pad := keep_freed_heap():  # MiB produce requests and fetch answers: see ketch/_malloc.py
+        log.info("freed heap kept: M_TOP_PAD %d MiB, M_MMAP_THRESHOLD %d MiB", pad >> 20, MMAP_THRESHOLD >> 20)
+    else:
+        log.info("glibc's malloc defaults kept (not glibc, or the environment decides)")
     try:
         return event_loop.run(serve(config))
     except ConfigError as exc:
