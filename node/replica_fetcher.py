@@ -3,11 +3,13 @@
 One fetch loop per leader broker, covering every partition this broker
 follows on it. Each round sends one long-poll Fetch (``replica_id``, broker
 epoch, and per partition the fetch offset = local log end, the leader epoch
-it believes current, and the epoch of its last batch) and hands each
-partition's answer, as a ``FetchAnswer``, to ``Partition.apply_fetch_answer``
+it believes current, the epoch of its last batch and its high watermark) and
+hands each partition's answer, as a ``FetchAnswer``, to ``Partition.apply_fetch_answer``
 (the rules are in replication/follower.py: ignore a stale answer, reset,
 truncate on divergence, append what is new, then the follower's high
 watermark). This driver logs what that reports, counts progress, and syncs.
+A partition missing from the answer is one the leader left out because its
+answer would change nothing here (``changes_nothing`` in replication/follower.py).
 
 The fetch offset a follower sends is what tells the leader how far it has
 got (the leader's ISR and high watermark follow from it), so appending
@@ -132,6 +134,7 @@ class ReplicaFetcher:
                 fetch_offset=log_.log_end_offset,
                 partition_max_bytes=PARTITION_MAX_BYTES,
                 current_leader_epoch=part.leader_epoch,
+                high_watermark=part.high_watermark,  # the leader leaves out what would change nothing here
             )
             if log_.latest_epoch >= 0:
                 item.last_fetched_epoch = log_.latest_epoch
@@ -145,8 +148,8 @@ class ReplicaFetcher:
         if self._needs_sync:  # flush.messages=1 topics: durable before the next fetch acknowledges it
             self._needs_sync = False
             await self._group_commit.flush()
-        if idle and all(r.error_code for r in response.partitions):
-            await asyncio.sleep(0.1)  # only errors: don't spin
+        if idle and response.partitions and all(r.error_code for r in response.partitions):
+            await asyncio.sleep(0.1)  # only errors: don't spin (an empty answer: nothing moved, fetch again)
 
     def _apply(self, part: Partition, epoch: int, offset: int, result: pb.FetchPartitionResult) -> bool:
         diverging = None

@@ -36,6 +36,10 @@ This is a thin driver. Rules:
 - A follower fetch of a replica a reassignment is adding is throttled
   (node/replication_throttle.py): it reads at most what the leader's bucket
   allows, nothing when it is empty (the fetch then long-polls like any other).
+- A follower that sends its high watermark with a partition gets that partition in the
+  answer only if the answer would change something there (``changes_nothing``,
+  replication/follower.py): records, an error, a divergence or a higher watermark.
+  Its fetch offset still counts for the ISR and the high watermark either way.
 - Fetch long-polls: it reads, and while the total is below ``min_bytes`` and
   ``max_wait_ms`` has not passed, it waits in the fetch purgatory for an
   append to one of its partitions, then reads again. ``max_bytes`` bounds the
@@ -86,6 +90,7 @@ from node.sasl import SaslSessions
 from node.topic_admin import TopicAdmin, error_fields
 from node.txn_coordinator import TransactionManager
 from node.txn_service import TxnHandlers
+from replication.follower import changes_nothing
 from replication.partition import AppendResult, Partition
 from replication.transactions import TRANSACTION_VERSIONS, TV2
 
@@ -254,6 +259,11 @@ class KetchService(GroupHandlers, TxnHandlers, ketch_pb2_grpc.KetchServicer):
                     if fetch.error is not None:
                         raise fetch.error
                     read = fetch.read
+                    if item.HasField("high_watermark") and changes_nothing(
+                        read.records, read.diverging, read.high_watermark, item.fetch_offset, item.high_watermark
+                    ):
+                        del response.partitions[-1]  # left out: the follower would change nothing (KIP-227's saving)
+                        continue
                 else:
                     committed = request.isolation_level == READ_COMMITTED
                     read = part.read(item.fetch_offset, max_bytes, read_committed=committed)

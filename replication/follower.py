@@ -39,6 +39,13 @@ which the driver fills from the response, and says what it did in a
 - Otherwise (records or none), the follower's high watermark is
   min(leader's high watermark, its own log end offset) and never moves
   backwards (``Partition.set_follower_high_watermark``).
+- An answer with no records, no error and no divergence changes the follower only
+  through that high watermark, so when min(leader's high watermark, fetch offset)
+  is at or below the follower's own, it changes nothing (``changes_nothing``). A
+  follower sends its high watermark with each partition, and the leader leaves
+  such partitions out of its answer: a round over many idle partitions carries
+  and applies only the ones that moved (what Kafka's incremental fetch sessions,
+  KIP-227, save on the answer side, without session state on either side).
 - Appends are not fsynced here: the fetch offset of the *next* fetch is the
   acknowledgement, so the driver syncs (one group commit per round, for
   ``flush.messages=1`` topics) before sending it. ``FollowerUpdate.appended``
@@ -72,6 +79,18 @@ class FollowerUpdate:
     changed: bool = False  # the log moved (reset, truncation or append): fetch again at once
     appended: bool = False  # batches were appended (the driver decides whether to fsync)
     note: str | None = None  # a reset or truncation, for the driver's log
+
+
+def changes_nothing(
+    records: bytes,
+    diverging: tuple[int, int] | None,
+    leader_high_watermark: int,
+    fetch_offset: int,
+    follower_high_watermark: int,
+) -> bool:
+    """Whether an error-free answer would leave a follower whose log ends at ``fetch_offset``
+    and whose high watermark is ``follower_high_watermark`` exactly as it is."""
+    return not records and diverging is None and min(leader_high_watermark, fetch_offset) <= follower_high_watermark
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,9 @@ every replica rule it exercises is the one the node runs, called, not copied:
   ``flush.messages=1``); node/service.py (Produce: ``Partition.append``, then
   for acks=all ``acks_all_outcome`` whenever the partition moves and at the
   deadline; Fetch: ``check_epoch``, ``Partition.serve_follower_fetch``,
-  long-polling). The replicas are ``Sim.partition_class`` (``Partition``), so
+  long-polling, and leaving out an answer that would change nothing on the
+  follower, by ``changes_nothing`` and the high watermark the follower
+  sends). The replicas are ``Sim.partition_class`` (``Partition``), so
   tests/test_replication_sim.py puts old bugs back by subclassing the real
   ``Partition`` and ``LeaderState``, to show the checker catches them; only
   the driver's own part of two old bugs lives in its ``SimBroker`` subclass.
@@ -75,7 +77,7 @@ from coordinator.metadata import (
 from ketch.errors import ErrorCode, KetchError
 from ketch.recordbatch import parse_header
 from replication.acks import acks_all_outcome
-from replication.follower import FetchAnswer
+from replication.follower import FetchAnswer, changes_nothing
 from replication.memory_log import MemoryPartitionLog
 from replication.partition import Partition, caught_up_to_registration
 from tests.batches import make_batch
@@ -140,6 +142,7 @@ class FetchRequest:
     fetch_offset: int
     current_leader_epoch: int
     last_fetched_epoch: int
+    high_watermark: int  # the follower's: the leader leaves out an answer that would change nothing
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,7 @@ class FetchResponse:
     log_start_offset: int = 0
     records: bytes = b""
     diverging: tuple[int, int] | None = None
+    left_out: bool = False  # the partition was not in the answer (replication/follower.py changes_nothing)
 
 
 class SimLog(MemoryPartitionLog):
@@ -364,6 +368,11 @@ class SimBroker:
         if read.diverging is None and not read.records and not final:
             self.parked.append((request, reply))
             return True
+        if changes_nothing(
+            read.records, read.diverging, read.high_watermark, request.fetch_offset, request.high_watermark
+        ):
+            reply(FetchResponse(left_out=True))
+            return False
         reply(FetchResponse(0, read.high_watermark, read.log_start_offset, read.records, read.diverging))
         return False
 
@@ -375,7 +384,9 @@ class SimBroker:
             return self.timer(100, self.fetch_round)
         self.fetch_token += 1
         token, leader, log = self.fetch_token, self.sim.brokers[part.leader_id], self.log
-        request = FetchRequest(self.id, self.epoch, log.log_end_offset, part.leader_epoch, max(log.latest_epoch, -1))
+        request = FetchRequest(
+            self.id, self.epoch, log.log_end_offset, part.leader_epoch, max(log.latest_epoch, -1), part.high_watermark
+        )
         sent = (part, part.leader_epoch, log.log_end_offset)
 
         def on_reply(response: FetchResponse | None) -> None:
@@ -391,8 +402,8 @@ class SimBroker:
 
     def apply_fetch(self, sent: tuple[Partition, int, int], response: FetchResponse) -> bool:
         (part, epoch, offset), log = sent, self.log
-        if part is not self.part:
-            return False  # a previous process's replica
+        if part is not self.part or response.left_out:
+            return False  # a previous process's replica; or nothing to apply
         r = response
         answer = FetchAnswer(epoch, offset, r.error, r.high_watermark, r.log_start_offset, r.records, r.diverging)
         update = part.apply_fetch_answer(answer)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from ketch.errors import ErrorCode, OffsetOutOfRangeError
 from replication.acks import REPLICATED, AcksOutcome, acks_all_outcome
-from replication.follower import FetchAnswer, FollowerUpdate
+from replication.follower import FetchAnswer, FollowerUpdate, changes_nothing
 from replication.leader_state import UNKNOWN
 from replication.memory_log import MemoryPartitionLog
 from replication.partition import FollowerFetch, Partition, caught_up_to_registration
@@ -200,6 +200,46 @@ def test_a_follower_over_a_lossy_link_stays_a_prefix_of_its_leader(steps: list[t
         f.apply_fetch_answer(answer(f, fetch_from(part, f)))
     assert content(f) == content(part)
     assert f.high_watermark == part.high_watermark == part.log.log_end_offset
+
+
+@given(st.lists(st.tuples(st.sampled_from(["produce", "fetch", "late"]), st.integers(1, 3)), max_size=40))
+def test_an_answer_the_leader_may_leave_out_would_change_nothing(steps: list[tuple[str, int]]) -> None:
+    """node/service.py leaves a partition out of a follower's answer when ``changes_nothing``
+    says so: applying that answer anyway leaves the follower exactly as it was."""
+    part, f = leader(), follower()
+    held: list[tuple[FetchAnswer, int]] = []
+    left_out = 0
+    for now, (op, n) in enumerate(steps):
+        if op == "produce":
+            produce(part, n, tag=f"p{now}")
+            continue
+        sent = answer(f, fetch_from(part, f, now_ms=now))
+        held.append((sent, f.high_watermark))  # the follower's high watermark, sent with its fetch
+        if op == "late" and len(held) < 3:
+            continue
+        got, its_hw = held.pop(0)
+        before = (content(f), f.log.log_end_offset, f.high_watermark)
+        omit = got.error == 0 and changes_nothing(
+            got.records, got.diverging, got.high_watermark, got.fetch_offset, its_hw
+        )
+        f.apply_fetch_answer(got)
+        if omit:
+            left_out += 1
+            assert (content(f), f.log.log_end_offset, f.high_watermark) == before
+    for _ in range(3):  # the answers that are not left out still bring the follower level
+        sent = answer(f, fetch_from(part, f))
+        if not changes_nothing(sent.records, sent.diverging, sent.high_watermark, sent.fetch_offset, f.high_watermark):
+            f.apply_fetch_answer(sent)
+    assert content(f) == content(part)
+    assert f.high_watermark == part.high_watermark == part.log.log_end_offset
+
+
+def test_answers_with_records_a_divergence_or_a_higher_watermark_are_never_left_out() -> None:
+    assert changes_nothing(b"", None, 5, 5, 5)
+    assert changes_nothing(b"", None, 9, 5, 5)  # the leader is ahead, but the follower ends at 5
+    assert not changes_nothing(make_batch(5, 1), None, 5, 5, 5)
+    assert not changes_nothing(b"", (1, 3), 5, 5, 5)
+    assert not changes_nothing(b"", None, 6, 7, 5)
 
 
 # -- acks=all -----------------------------------------------------------------------------------
