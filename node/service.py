@@ -33,19 +33,7 @@ This is a thin driver. Rules:
 - OffsetForLeaderEpoch (KIP-320): on the leader, the largest epoch <= the one
   asked for in its log and where it ends, after ``Partition.check_epoch``. A marker moves the LSO: it notifies
   the fetch waiters like any append.
-- A follower fetch of a replica a reassignment is adding is throttled
-  (node/replication_throttle.py): it reads at most what the leader's bucket
-  allows, nothing when it is empty (the fetch then long-polls like any other).
-- A follower that sends its high watermark with a partition gets that partition in the
-  answer only if the answer would change something there (``changes_nothing``,
-  replication/follower.py): records, an error, a divergence or a higher watermark.
-  Its fetch offset still counts for the ISR and the high watermark either way.
-- Fetch long-polls: it reads, and while the total is below ``min_bytes`` and
-  ``max_wait_ms`` has not passed, it waits in the fetch purgatory for an
-  append to one of its partitions, then reads again. ``max_bytes`` bounds the
-  whole response (cut to the node's ``fetch_max_bytes`` and ``max_request_bytes``; 0 means that cap),
-  ``partition_max_bytes`` each partition; the first partition
-  with data always returns at least one batch.
+- Fetch: node/fetch_service.py (a mixin, with its rules).
 - One instance per listener (node/listeners.py), knowing its name: Metadata and
   FindCoordinator answer each broker's address on that listener and leave out a
   broker without it.
@@ -79,6 +67,7 @@ from node import reassignment_admin
 from node.acl_admin import AclAdmin
 from node.broker import Broker
 from node.config_admin import ConfigAdmin
+from node.fetch_service import READ_COMMITTED, FetchHandlers
 from node.fetch_waiters import FetchWaiters
 from node.group_commit import GroupCommit
 from node.group_coordinator import OFFSETS_TOPIC, GroupManager
@@ -90,13 +79,11 @@ from node.sasl import SaslSessions
 from node.topic_admin import TopicAdmin, error_fields
 from node.txn_coordinator import TransactionManager
 from node.txn_service import TxnHandlers
-from replication.follower import changes_nothing
 from replication.partition import AppendResult, Partition
 from replication.transactions import TRANSACTION_VERSIONS, TV2
 
 R = TypeVar("R")
 LATEST, EARLIEST = -1, -2
-READ_COMMITTED = 1
 VerifyTransaction = Callable[[str, int, int, str, int], Awaitable[None]]
 
 
@@ -111,11 +98,7 @@ async def _settle(waits: Sequence[Awaitable[None]]) -> list[BaseException | None
     return await asyncio.gather(*waits, return_exceptions=True)
 
 
-def _now_ms() -> int:
-    return int(time.monotonic() * 1000)
-
-
-class KetchService(GroupHandlers, TxnHandlers, ketch_pb2_grpc.KetchServicer):
+class KetchService(FetchHandlers, GroupHandlers, TxnHandlers, ketch_pb2_grpc.KetchServicer):
     def __init__(
         self,
         broker: Broker,
@@ -222,92 +205,6 @@ class KetchService(GroupHandlers, TxnHandlers, ketch_pb2_grpc.KetchServicer):
 
     async def _await_replication(self, part: Partition, last_offset: int, timeout_ms: int, min_isr: int) -> None:
         await await_replication(part, last_offset, timeout_ms, min_isr, self.waiters, self.metrics)
-
-    # -- Fetch ---------------------------------------------------------------
-
-    def _read_all(self, request: pb.FetchRequest) -> tuple[pb.FetchResponse, dict[str, int], bool]:
-        """One pass over the request's partitions: the answer, the record bytes it carries per
-        topic (counted here: protobuf copies a bytes field on every read, so the answer's own
-        ``records`` are never read back) and whether it must go at once (an error, a divergence)."""
-        response = pb.FetchResponse()
-        served: dict[str, int] = {}
-        cap = min(self.broker.config.fetch_max_bytes, self.broker.config.max_request_bytes)
-        budget = min(request.max_bytes, cap) if request.max_bytes > 0 else cap
-        total = 0
-        failed = False
-        for item in request.partitions:
-            result = response.partitions.add(topic=item.topic, partition=item.partition, high_watermark=-1)
-            try:
-                part, _ = self.broker.partition(item.topic, item.partition)
-                if item.HasField("current_leader_epoch"):
-                    part.check_epoch(item.current_leader_epoch)
-                limit = min(item.partition_max_bytes or budget, budget)
-                # Response full: offsets only (max_bytes 0), the client fetches again.
-                max_bytes = 0 if total > 0 and limit <= 0 else max(limit, 1)
-                if request.HasField("replica_id"):
-                    last_epoch = item.last_fetched_epoch if item.HasField("last_fetched_epoch") else -1
-                    max_bytes, throttled = self.broker.throttle.fetch_limit(
-                        self.broker.image, item.topic, item.partition, request.replica_id, max_bytes
-                    )
-                    fetch = part.serve_follower_fetch(
-                        request.replica_id, request.replica_epoch, item.fetch_offset, last_epoch, max_bytes, _now_ms()
-                    )
-                    if throttled:
-                        self.broker.throttle.served(len(fetch.read.records))
-                    if fetch.high_watermark_moved:
-                        self.waiters.notify((item.topic, item.partition))  # acks=all waiters, consumers
-                    if fetch.error is not None:
-                        raise fetch.error
-                    read = fetch.read
-                    if item.HasField("high_watermark") and changes_nothing(
-                        read.records, read.diverging, read.high_watermark, item.fetch_offset, item.high_watermark
-                    ):
-                        del response.partitions[-1]  # left out: the follower would change nothing (KIP-227's saving)
-                        continue
-                else:
-                    committed = request.isolation_level == READ_COMMITTED
-                    read = part.read(item.fetch_offset, max_bytes, read_committed=committed)
-                result.high_watermark = read.high_watermark
-                result.log_start_offset = read.log_start_offset
-                result.last_stable_offset = (
-                    read.last_stable_offset if read.last_stable_offset >= 0 else part.last_stable_offset
-                )
-                result.records = read.records
-                for pid, first in read.aborted:
-                    result.aborted_transactions.add(producer_id=pid, first_offset=first)
-                if read.diverging is not None:
-                    result.diverging_epoch.epoch, result.diverging_epoch.end_offset = read.diverging
-                    failed = True  # answer at once: the follower must truncate before anything else
-                size = len(read.records)
-                if size:
-                    served[item.topic] = served.get(item.topic, 0) + size
-                total += size
-                budget -= size
-            except Exception as exc:
-                result.error_code, result.error_message = error_fields(exc)
-                self._count_error("Fetch", result.error_code)
-                failed = True
-        return response, served, failed
-
-    @timed("Fetch")
-    async def Fetch(self, request: pb.FetchRequest, context: Any) -> pb.FetchResponse:
-        deadline = time.monotonic() + max(request.max_wait_ms, 0) / 1000
-        keys = [(p.topic, p.partition) for p in request.partitions]
-        while True:
-            response, served, failed = self._read_all(request)
-            remaining = deadline - time.monotonic()
-            if failed or sum(served.values()) >= max(request.min_bytes, 1) or remaining <= 0 or self.waiters.closed:
-                break
-            self.metrics.fetch_waiting.inc()
-            try:
-                await self.waiters.wait_any(keys, remaining)
-            finally:
-                self.metrics.fetch_waiting.dec()
-            if context is not None and context.done():
-                break
-        for topic, size in served.items():
-            self.metrics.bytes_out.labels(topic).inc(size)
-        return response
 
     # -- Metadata and offsets --------------------------------------------------
 
