@@ -149,3 +149,30 @@ def test_concurrent_append_and_retention(tmp_path: Path) -> None:
         log = store.partition_log(0)
         assert (log.log_start_offset, log.log_end_offset, log.size_bytes) == state
         assert log.read(log.log_start_offset, 1 << 40) == data
+
+
+def _wal_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.glob("*.log"))
+
+
+@pytest.mark.parametrize(("cap", "bounded"), [(4 << 20, True), (1 << 40, False)])
+def test_the_wal_files_kept_on_disk_are_bounded(tmp_path: Path, cap: int, bounded: bool) -> None:
+    """Appends write the log and the small state families in one WriteBatch; a WAL file goes
+    only once every family in it has flushed. With the bound, the node's WAL stays near it;
+    without one (the control, RocksDB's default), every WAL file of 40 MiB of appends stays.
+    Every append is still there after a reopen either way."""
+    batch = make_batch(0, 8, pad=128 << 10)  # ~1 MiB
+    with NodeStore.open(str(tmp_path), max_total_wal_bytes=cap) as store:
+        log = store.partition_log(PID)
+        for i in range(40):
+            log.append([make_batch(log.log_end_offset, 8, pad=128 << 10)], sync=False)
+        kept = _wal_bytes(tmp_path)
+        end = log.log_end_offset
+    if bounded:
+        assert kept < 4 * cap, f"{kept} bytes of WAL files kept with a {cap}-byte bound"
+    else:
+        assert kept > 40 * len(batch) * 0.9
+    with NodeStore.open(str(tmp_path), max_total_wal_bytes=cap) as store:
+        log = store.partition_log(PID)
+        assert (log.log_start_offset, log.log_end_offset) == (0, end)
+        assert len(log.read(0, 1 << 30)) == 40 * len(batch)
