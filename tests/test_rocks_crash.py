@@ -159,13 +159,13 @@ def _wal_bytes(path: Path) -> int:
 def test_the_wal_files_kept_on_disk_are_bounded(tmp_path: Path, cap: int, bounded: bool) -> None:
     """Appends write the log and the small state families in one WriteBatch; a WAL file goes
     only once every family in it has flushed. With the bound, the node's WAL stays near it;
-    without one (the control, RocksDB's default), every WAL file of 40 MiB of appends stays.
+    without one (the control, RocksDB's default), every WAL file of ~35 MiB of appends stays.
     Every append is still there after a reopen either way."""
-    batch = make_batch(0, 8, pad=128 << 10)  # ~1 MiB
+    batch = make_batch(0, 7, pad=128 << 10)  # ~900 KiB
     with NodeStore.open(str(tmp_path), max_total_wal_bytes=cap) as store:
         log = store.partition_log(PID)
-        for i in range(40):
-            log.append([make_batch(log.log_end_offset, 8, pad=128 << 10)], sync=False)
+        for _ in range(40):
+            log.append([make_batch(log.log_end_offset, 7, pad=128 << 10)], sync=False)
         kept = _wal_bytes(tmp_path)
         end = log.log_end_offset
     if bounded:
