@@ -63,7 +63,10 @@ def _chosen_pad() -> int | None:
     raw = os.environ.get("KETCH_MALLOC_TOP_PAD")
     if raw is None:
         return TOP_PAD
-    pad = int(raw)
+    try:
+        pad = int(raw)
+    except ValueError:
+        raise ValueError(f"KETCH_MALLOC_TOP_PAD must be a number of bytes (0: glibc's defaults), not {raw!r}") from None
     return pad if pad > 0 else None
 
 

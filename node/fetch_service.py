@@ -57,6 +57,7 @@ class FetchHandlers:
         budget = min(request.max_bytes, cap) if request.max_bytes > 0 else cap
         total = 0
         failed = False
+        now_ms = _now_ms()  # one clock read per pass over the partitions
         for item in request.partitions:
             result = response.partitions.add(topic=item.topic, partition=item.partition, high_watermark=-1)
             try:
@@ -72,7 +73,7 @@ class FetchHandlers:
                         self.broker.image, item.topic, item.partition, request.replica_id, max_bytes
                     )
                     fetch = part.serve_follower_fetch(
-                        request.replica_id, request.replica_epoch, item.fetch_offset, last_epoch, max_bytes, _now_ms()
+                        request.replica_id, request.replica_epoch, item.fetch_offset, last_epoch, max_bytes, now_ms
                     )
                     if throttled:
                         self.broker.throttle.served(len(fetch.read.records))

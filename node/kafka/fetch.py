@@ -22,11 +22,10 @@ from typing import Any
 
 from ketch.api.v1 import ketch_pb2 as pb
 from ketch.errors import KetchError
+from node.fetch_service import READ_COMMITTED
 from node.kafka.context import Api, KafkaContext
 from node.kafka.wire import build, by_topic, kafka_error, millis, nested
 from node.topic_admin import error_fields
-
-READ_COMMITTED = 1
 
 
 def fetch_call(request: Any) -> pb.FetchRequest:
