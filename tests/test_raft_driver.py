@@ -15,7 +15,6 @@ ids or of unknown types are dropped; a state machine failure is fatal.
 from __future__ import annotations
 
 import asyncio
-import socket
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +28,7 @@ from coordinator.raft_driver import RaftDriver, RaftStopped
 from coordinator.raft_storage import RaftStorage
 from coordinator.raft_transport import channel_options, server_options
 from ketch.api.v1 import raft_pb2, raft_pb2_grpc
+from node.process import free_ports
 from replication.rocks_store import NodeStore
 
 _LEN = struct.Struct(">I")
@@ -74,13 +74,6 @@ class ListSM:
         self.soft.append((soft, term))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 class Member:
     def __init__(self, node_id: int, path: Path) -> None:
         self.id = node_id
@@ -99,7 +92,7 @@ class Member:
 class Cluster:
     def __init__(self, tmp_path: Path, n: int = 3, **driver_kw: Any) -> None:
         self.tmp_path = tmp_path
-        self.voters = {i: f"127.0.0.1:{free_port()}" for i in range(1, n + 1)}
+        self.voters = {i: f"127.0.0.1:{port}" for i, port in enumerate(free_ports(n), start=1)}
         self.members = {i: Member(i, tmp_path / f"n{i}") for i in self.voters}
         self.driver_kw = {"tick_ms": 20, "snapshot_every": 1000, **driver_kw}
         self.starts = 0
@@ -353,7 +346,7 @@ def test_add_and_remove_a_controller_at_runtime(tmp_path: Path) -> None:
     async def body(c: Cluster) -> None:
         lead = await c.leader()
         await lead.d.propose(b"x")
-        port = free_port()
+        (port,) = free_ports(1)
         fourth = Member(4, tmp_path / "n4")
         c.members[4] = fourth
         fourth.store = NodeStore.open(str(fourth.path))
