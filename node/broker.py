@@ -71,6 +71,12 @@ def _pid_key(tp: TopicIdPartition) -> bytes:
     return _PID_PREFIX + tp.topic_id.encode() + b"/" + _U32.pack(tp.partition)
 
 
+def _tp_of_pid_key(key: bytes) -> TopicIdPartition:
+    """``_pid_key``'s inverse. The partition is the key's last four bytes, which may hold a ``/``
+    themselves (partition 47 packs to ``00 00 00 2f``), so the key is cut by length, not at a ``/``."""
+    return TopicIdPartition(key[len(_PID_PREFIX) : -5].decode(), _U32.unpack(key[-4:])[0])
+
+
 class Broker:
     def __init__(
         self,
@@ -205,8 +211,7 @@ class Broker:
 
     def _drop_orphans(self, image: MetadataImage) -> None:
         for key, _ in self.store.meta_items(_PID_PREFIX):
-            topic_id, _, partition = key[len(_PID_PREFIX) :].rpartition(b"/")
-            tp = TopicIdPartition(topic_id.decode(), _U32.unpack(partition)[0])
+            tp = _tp_of_pid_key(key)
             topic = image.topics.get(tp.topic_id)
             if topic is None or self.node_id not in topic.partitions.get(tp.partition, _NO_REPLICAS).replicas:
                 log.info("dropping replica %s of a topic deleted while this broker was away", tp)
@@ -223,10 +228,7 @@ class Broker:
             ]
             pids: list[tuple[TopicIdPartition, bytes | None]] = [(tp, self.store.meta_get(_pid_key(tp))) for tp in tps]
         else:
-            pids = []
-            for key, value in self.store.meta_items(_PID_PREFIX):
-                topic_id, _, partition = key[len(_PID_PREFIX) :].rpartition(b"/")
-                pids.append((TopicIdPartition(topic_id.decode(), _U32.unpack(partition)[0]), value))
+            pids = [(_tp_of_pid_key(key), value) for key, value in self.store.meta_items(_PID_PREFIX)]
         out = {}
         for tp, pid in pids:
             part = self._replicas.get(tp)
