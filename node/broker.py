@@ -96,6 +96,9 @@ class Broker:
         self._acted = MetadataImage()  # the image whose local changes were last applied
         self._broker_epoch = broker_epoch
         self._replicas: dict[TopicIdPartition, Partition] = {}
+        # partition's memory of the replicas it found leading, for the image it found them in
+        self._led: dict[tuple[str, int], tuple[Partition, TopicConfig]] = {}
+        self._led_image = self.image
         self._on_partition_change = on_partition_change
         self._first_image = True
         self._dynamic: tuple[Mapping[str, Mapping[str, str]], Mapping[str, str]] = (self.image.broker_configs, {})
@@ -266,7 +269,17 @@ class Broker:
         return topic, self.topic_config(topic)
 
     def partition(self, name: str, index: int) -> tuple[Partition, TopicConfig]:
-        """The local leader replica of ``name``-``index``, or the typed reason there is none."""
+        """The local leader replica of ``name``-``index``, or the typed reason there is none.
+
+        Remembered while the image is the same object and the replica still leads: a follower
+        fetch asks for every partition it follows on every round (with 1,000 partitions, a
+        third of them led here, the lookups were ~10% of a node's CPU)."""
+        if self._led_image is not self.image:
+            self._led.clear()
+            self._led_image = self.image
+        known = self._led.get((name, index))
+        if known is not None and known[0].is_leader:
+            return known
         topic, config = self.topic(name)
         state = topic.partitions.get(index)
         if state is None:
@@ -284,6 +297,7 @@ class Broker:
                 f"(leader epoch {state.leader_epoch})",
                 code=ErrorCode.NOT_LEADER_OR_FOLLOWER,
             )
+        self._led[(name, index)] = (part, config)
         return part, config
 
     def flush_on_append(self, part: Partition) -> bool:

@@ -233,6 +233,31 @@ def test_long_poll_fetch_wakes_on_append(stub: ketch_pb2_grpc.KetchStub) -> None
     assert time.monotonic() - started < 5
 
 
+def test_a_long_poll_rereads_the_woken_partitions_in_place_until_min_bytes(stub: ketch_pb2_grpc.KetchStub) -> None:
+    """Each append wakes the parked fetch, which reads that partition again into the same answer
+    (replacing what it held there) until the answer reaches min_bytes; the order is the request's."""
+    batch = len(make_batch(0, 1, tag="a"))
+    request = pb.FetchRequest(
+        max_wait_ms=10_000,
+        min_bytes=3 * batch - 1,
+        max_bytes=1 << 20,
+        partitions=[pb.FetchPartition(topic="t", partition=p, fetch_offset=0) for p in (0, 1)],
+    )
+    answers: list[pb.FetchResponse] = []
+    waiter = threading.Thread(target=lambda: answers.append(stub.Fetch(request)))
+    waiter.start()
+    for partition, tag in ((1, "a"), (1, "b"), (0, "c")):
+        time.sleep(0.3)
+        assert not answers  # still parked: fewer than min_bytes so far
+        assert produce(stub, make_batch(0, 1, tag=tag), partition=partition).error_code == 0
+    waiter.join(10)
+    results = answers[0].partitions
+    assert [(r.partition, r.error_code) for r in results] == [(0, 0), (1, 0)]
+    assert values(results[0].records) == [(0, b"c:0")]
+    assert values(results[1].records) == [(0, b"a:0"), (1, b"b:0")]
+    assert [r.high_watermark for r in results] == [1, 2]
+
+
 def test_bytes_out_counts_the_record_bytes_each_fetch_answer_carries(
     node: NodeProcess, stub: ketch_pb2_grpc.KetchStub
 ) -> None:
