@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from coordinator.metadata import MetadataImage
 from coordinator.metadata.configs import (
     BROKER_RESOURCE,
@@ -12,6 +14,7 @@ from coordinator.metadata.configs import (
     ConfigChange,
     ConfigResource,
 )
+from ketch.errors import ErrorCode, KetchError
 from node.broker import Broker
 from node.config import NodeConfig
 from node.lifecycle import BrokerEpoch
@@ -58,5 +61,38 @@ def test_a_remembered_config_follows_topic_and_broker_changes(tmp_path: Path) ->
         follow()
         assert config("t") == (8000, 1)
         assert broker.topic_config(None).retention_ms == 8000  # a topic not in the image: defaults
+    finally:
+        store.close()
+
+
+def test_the_remembered_leader_replicas_follow_config_and_leadership_changes(tmp_path: Path) -> None:
+    """Broker.partition remembers what it found per image: a new image (an altered config, a
+    moved leader) is looked up afresh, and a replica that stopped leading is never returned."""
+    c = Cluster()
+    c.add_brokers([1, 2])
+    c.create("t", 1, 2, configs={"retention.ms": "5000"})
+    store = NodeStore.open(str(tmp_path / "store"))
+    try:
+        epoch = BrokerEpoch()
+        epoch.value = c.epoch(1)
+        broker = Broker(NodeConfig(node_id=1), store, epoch, lambda t, i: None)
+        broker.on_metadata(MetadataImage(), c.image)
+        topic = c.image.topic("t")
+        assert topic is not None and topic.partitions[0].leader == 1
+        part, config = broker.partition("t", 0)
+        assert broker.partition("t", 0) == (part, config) and config.retention_ms == 5000
+
+        old = c.image
+        alter(c, ConfigResource(TOPIC_RESOURCE, "t"), "retention.ms", "6000")
+        broker.on_metadata(old, c.image)
+        assert broker.partition("t", 0) == (part, broker.topic_config(c.image.topic("t")))
+        assert broker.partition("t", 0)[1].retention_ms == 6000
+
+        old = c.image
+        c.advance(60_000, alive=[2])  # broker 1 misses its session: fenced, node 2 leads
+        broker.on_metadata(old, c.image)
+        with pytest.raises(KetchError) as refused:
+            broker.partition("t", 0)
+        assert refused.value.code == ErrorCode.NOT_LEADER_OR_FOLLOWER
     finally:
         store.close()
