@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -84,6 +85,9 @@ def test_a_node_keeps_freed_heap_and_says_so(tmp_path: Path, monkeypatch: pytest
     node = start_node(tmp_path / "kept")
     try:
         assert "freed heap kept: M_TOP_PAD 16 MiB, M_MMAP_THRESHOLD 32 MiB" in node.log_text()
+        # and start-up's objects are out of the cyclic collector's passes (node/main.py, step 2)
+        frozen = re.search(r"kept out of the cyclic garbage collector: (\d+)", node.log_text())
+        assert frozen is not None and int(frozen.group(1)) > 10_000
     finally:
         node.close()
     monkeypatch.setenv("KETCH_MALLOC_TOP_PAD", "0")
