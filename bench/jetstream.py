@@ -11,7 +11,9 @@ What ``python -m bench compare`` measures on the JetStream side (bench/compare.p
   (routes between all three), free ports, file storage in a temporary directory, the
   server's defaults otherwise (no fsync per message: JetStream syncs every 2 minutes, as
   Ketch's default stores without an fsync per append). Ready once the JetStream meta
-  leader answers ``account_info`` on every server.
+  leader answers ``account_info`` on every server and a stream of three replicas can be
+  placed (a meta leader that does not yet count every server current refuses one with
+  "no suitable peers for placement", which a compare run once hit).
 - ``produce()``: one nats-py connection publishes ``records`` payloads of ``size`` random
   upper-case letters (Ketch's perf payload) to a stream of three replicas, file storage,
   with ``publish_async`` and at most ``in_flight`` (2,000) publishes awaiting their
@@ -150,6 +152,27 @@ class NatsCluster:
                     if time.monotonic() > deadline:
                         raise RuntimeError(f"JetStream not ready after {timeout_s} s; see {self.root}/n*.log") from None
                     await asyncio.sleep(0.2)
+        await self._await_placement(deadline)
+
+    async def _await_placement(self, deadline: float) -> None:
+        """Until the meta leader places a stream of ``STREAM_REPLICAS`` replicas (then removed)."""
+        import nats
+        from nats.js.errors import APIError
+
+        nc = await nats.connect(self.urls, error_cb=_quiet)
+        try:
+            js = nc.jetstream(timeout=5)
+            while True:
+                try:
+                    await js.add_stream(name="ready-probe", subjects=["ready-probe"], num_replicas=STREAM_REPLICAS)
+                    await js.delete_stream("ready-probe")
+                    return
+                except (APIError, TimeoutError, nats.errors.TimeoutError):
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"JetStream cannot place a stream; see {self.root}/n*.log") from None
+                    await asyncio.sleep(0.2)
+        finally:
+            await nc.close()
 
     def stop(self) -> None:
         for p in self.procs:
