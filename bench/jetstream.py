@@ -167,7 +167,7 @@ class NatsCluster:
                     await js.add_stream(name="ready-probe", subjects=["ready-probe"], num_replicas=STREAM_REPLICAS)
                     await js.delete_stream("ready-probe")
                     return
-                except (APIError, TimeoutError, nats.errors.TimeoutError):
+                except (APIError, TimeoutError):  # nats-py's TimeoutError is one
                     if time.monotonic() > deadline:
                         raise RuntimeError(f"JetStream cannot place a stream; see {self.root}/n*.log") from None
                     await asyncio.sleep(0.2)

@@ -133,7 +133,7 @@ class FetchHandlers:
                         raise fetch.error
                     read = fetch.read
                     if (
-                        reply.slots[index] is None
+                        reply.slots[index] is None  # one already in the answer stays, refreshed
                         and item.HasField("high_watermark")
                         and changes_nothing(
                             read.records, read.diverging, read.high_watermark, item.fetch_offset, item.high_watermark
