@@ -22,17 +22,25 @@ A mixin of ``KetchService`` (node/service.py); the replica rules it calls are
   with data always returns at least one batch.
 - A bad partition (unknown, not led here, a fenced epoch, out of range) gets its
   typed error in its own result; the other partitions are still answered.
+- A follower's fetch in a session (node/fetch_session.py) names only what changed;
+  the session's other partitions count as fetched again at what they last named
+  (recorded for the ISR and the high watermark without a read), and only those named,
+  notified since the last fetch, or answered or behind last time are read. A parked
+  session fetch waits on the session's standing watch. A refused session is a typed
+  error on the whole response, with no partitions.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from ketch.api.v1 import ketch_pb2 as pb
+from ketch.errors import KetchError
 from node.broker import Broker
+from node.fetch_session import FetchSession, FetchSessions
 from node.fetch_waiters import FetchWaiters
 from node.metrics import NodeMetrics, timed
 from node.topic_admin import error_fields
@@ -49,12 +57,14 @@ def _now_ms() -> int:
 class FetchReply:
     """One Fetch's answer while it is built: where each request item's result is in
     ``response`` (None: not there, a follower's left-out partition), the record bytes
-    each carries, and whether it must go at once (an error, a divergence)."""
+    each carries, whether it must go at once (an error, a divergence), and the items a
+    session reads again next time (answered, or left out while the follower is behind)."""
 
     response: pb.FetchResponse
     slots: list[int | None]
     sizes: list[int]
     failed: bool = False
+    unsettled: set[int] = field(default_factory=set)
 
     @classmethod
     def empty(cls, items: int) -> FetchReply:
@@ -71,13 +81,13 @@ class FetchReply:
         result.topic, result.partition, result.high_watermark = item.topic, item.partition, -1
         return result
 
-    def served(self, request: pb.FetchRequest) -> dict[str, int]:
+    def served(self, items: Sequence[pb.FetchPartition]) -> dict[str, int]:
         """Record bytes per topic (protobuf copies a bytes field on every read, so the
         answer's own ``records`` are never read back to count them)."""
         out: dict[str, int] = {}
         for index, size in enumerate(self.sizes):
             if size:
-                topic = request.partitions[index].topic
+                topic = items[index].topic
                 out[topic] = out.get(topic, 0) + size
         return out
 
@@ -85,19 +95,16 @@ class FetchReply:
 class FetchHandlers:
     broker: Broker
     waiters: FetchWaiters
+    fetch_sessions: FetchSessions
     metrics: NodeMetrics
 
     def _count_error(self, api: str, code: int) -> None:
         raise NotImplementedError  # KetchService's
 
-    def _read_all(self, request: pb.FetchRequest) -> FetchReply:
-        """The first pass: every partition of the request."""
-        reply = FetchReply.empty(len(request.partitions))
-        self._read(request, reply, range(len(request.partitions)))
-        return reply
-
-    def _read(self, request: pb.FetchRequest, reply: FetchReply, indexes: Iterable[int]) -> None:
-        """Read the request items at ``indexes`` into ``reply``, replacing what they had there."""
+    def _read(
+        self, request: pb.FetchRequest, items: Sequence[pb.FetchPartition], reply: FetchReply, indexes: Iterable[int]
+    ) -> None:
+        """Read ``items`` at ``indexes`` into ``reply``, replacing what they had there."""
         cap = min(self.broker.config.fetch_max_bytes, self.broker.config.max_request_bytes)
         budget = min(request.max_bytes, cap) if request.max_bytes > 0 else cap
         indexes = list(indexes)
@@ -109,7 +116,7 @@ class FetchHandlers:
         follower = request.HasField("replica_id")
         committed = request.isolation_level == READ_COMMITTED
         for index in indexes:
-            item = request.partitions[index]
+            item = items[index]
             try:
                 part, _ = self.broker.partition(item.topic, item.partition)
                 if item.HasField("current_leader_epoch"):
@@ -139,7 +146,13 @@ class FetchHandlers:
                             read.records, read.diverging, read.high_watermark, item.fetch_offset, item.high_watermark
                         )
                     ):
-                        continue  # left out: the follower would change nothing (KIP-227's saving)
+                        # left out: the follower would change nothing (KIP-227's saving); a session
+                        # reads it again next time only while the follower is behind (a full answer, a throttle)
+                        if item.fetch_offset < part.log.log_end_offset:
+                            reply.unsettled.add(index)
+                        else:
+                            reply.unsettled.discard(index)
+                        continue
                 else:
                     read = part.read(item.fetch_offset, max_bytes, read_committed=committed)
                 result = reply.result(index, item)
@@ -155,6 +168,7 @@ class FetchHandlers:
                     result.diverging_epoch.epoch, result.diverging_epoch.end_offset = read.diverging
                     reply.failed = True  # answer at once: the follower must truncate before anything else
                 size = len(read.records)
+                reply.unsettled.add(index)
                 reply.sizes[index] = size
                 total += size
                 budget -= size
@@ -162,26 +176,80 @@ class FetchHandlers:
                 result = reply.result(index, item)
                 result.error_code, result.error_message = error_fields(exc)
                 self._count_error("Fetch", result.error_code)
+                reply.unsettled.add(index)
                 reply.failed = True
+
+    def _fetched_again(
+        self, session: FetchSession, items: Sequence[pb.FetchPartition], indexes: list[int]
+    ) -> list[int]:
+        """The session's partitions at ``indexes`` count as fetched again at what they last named
+        (no read: nothing there changed); returns the ones that must be read after all (no longer led here)."""
+        now_ms = _now_ms()
+        read = []
+        for index in indexes:
+            item = items[index]
+            try:
+                part, _ = self.broker.partition(item.topic, item.partition)
+            except Exception:
+                read.append(index)
+                continue
+            if part.on_follower_fetch(session.replica_id, item.fetch_offset, now_ms, session.replica_epoch):
+                self.waiters.notify((item.topic, item.partition))
+        return read
+
+    def _session(self, request: pb.FetchRequest) -> FetchSession | None:
+        """The follower's fetch session this request opens or continues (None: sessionless)."""
+        if not request.HasField("replica_id") or not request.HasField("session_epoch"):
+            return None
+        if request.session_epoch == 0:
+            return self.fetch_sessions.open(request.replica_id, request.replica_epoch)
+        return self.fetch_sessions.resume(
+            request.replica_id, request.replica_epoch, request.session_id, request.session_epoch
+        )
 
     @timed("Fetch")
     async def Fetch(self, request: pb.FetchRequest, context: Any) -> pb.FetchResponse:
         deadline = time.monotonic() + max(request.max_wait_ms, 0) / 1000
-        keys = [(p.topic, p.partition) for p in request.partitions]
-        reply = self._read_all(request)
+        try:
+            session = self._session(request)
+        except KetchError as exc:
+            self._count_error("Fetch", exc.code)
+            return pb.FetchResponse(error_code=exc.code.name, error_message=exc.message)
+        items: Sequence[pb.FetchPartition]
+        if session is None:
+            items = request.partitions
+            keys = [(p.topic, p.partition) for p in items]
+            reply = FetchReply.empty(len(items))
+            self._read(request, items, reply, range(len(items)))
+        else:
+            keys, to_read = session.begin(request.partitions, self.waiters)
+            items = [session.items[key] for key in keys]
+            reply = FetchReply.empty(len(items))
+            reading = [index for index, key in enumerate(keys) if key in to_read]
+            reading += self._fetched_again(session, items, [i for i, key in enumerate(keys) if key not in to_read])
+            self._read(request, items, reply, reading)
+            reply.response.session_id = session.session_id
         while True:
             remaining = deadline - time.monotonic()
             if reply.failed or sum(reply.sizes) >= max(request.min_bytes, 1) or remaining <= 0 or self.waiters.closed:
                 break
+            if session is not None and session.replaced:
+                break  # a newer session of this follower took over; this answer is the last of the old
             self.metrics.fetch_waiting.inc()
             try:
-                woken = await self.waiters.wait_any(keys, remaining)
+                if session is None:
+                    woken = await self.waiters.wait_any(keys, remaining)
+                else:
+                    await session.watch.wait(remaining)
+                    woken = session.watch.take()
             finally:
                 self.metrics.fetch_waiting.dec()
             if context is not None and context.done():
                 break
             if woken:
-                self._read(request, reply, [index for index, key in enumerate(keys) if key in woken])
-        for topic, size in reply.served(request).items():
+                self._read(request, items, reply, [index for index, key in enumerate(keys) if key in woken])
+        if session is not None:
+            session.carried = {keys[index] for index in reply.unsettled}
+        for topic, size in reply.served(items).items():
             self.metrics.bytes_out.labels(topic).inc(size)
         return reply.response

@@ -319,6 +319,12 @@ class NodeMetrics:
             transactional_ids
         )
 
+    def watch_fetch_sessions(self, sessions: Callable[[], int]) -> None:
+        """Export how many follower fetch sessions this node leads (node/fetch_session.py), read at scrape time."""
+        Gauge(
+            "ketch_fetch_sessions", "Follower fetch sessions held by this leader", registry=self.registry
+        ).set_function(sessions)
+
     def serve(self, host: str, port: int) -> int:
         """Start the /metrics HTTP endpoint; return the bound port."""
         server, _thread = start_http_server(port, addr=host, registry=self.registry)

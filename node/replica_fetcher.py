@@ -10,6 +10,10 @@ truncate on divergence, append what is new, then the follower's high
 watermark). This driver logs what that reports, counts progress, and syncs.
 A partition missing from the answer is one the leader left out because its
 answer would change nothing here (``changes_nothing`` in replication/follower.py).
+Each loop keeps a fetch session with its leader (node/fetch_session.py): after
+one full fetch, a round names only the partitions whose fetch state changed;
+a failed round, a refused session or a change in the followed set starts a
+new session with a full fetch.
 
 The fetch offset a follower sends is what tells the leader how far it has
 got (the leader's ISR and high watermark follow from it), so appending
@@ -33,6 +37,7 @@ from ketch.api.v1 import ketch_pb2 as pb
 from ketch.api.v1 import ketch_pb2_grpc
 from ketch.tls import PLAINTEXT, SecurityConfig, open_aio_channel
 from node.broker import Broker
+from node.fetch_session import FetchState, FollowerSession, Key
 from node.group_commit import GroupCommit
 from node.lifecycle import BrokerEpoch
 from replication.follower import FetchAnswer
@@ -91,12 +96,14 @@ class ReplicaFetcher:
     async def _run(self, leader_id: int) -> None:
         channel: grpc.aio.Channel | None = None
         address = None
+        session = FollowerSession()
         try:
             while True:
                 wanted = self._address(leader_id)
                 if wanted != address:
                     if channel is not None:
                         await channel.close()
+                    session.reset()
                     address = wanted
                     channel = open_aio_channel(address, self._security, CHANNEL_OPTIONS) if address else None
                 followed = self._followed(leader_id)
@@ -104,51 +111,73 @@ class ReplicaFetcher:
                     await asyncio.sleep(0.1)
                     continue
                 try:
-                    await self._round(ketch_pb2_grpc.KetchStub(channel), followed)
+                    await self._round(ketch_pb2_grpc.KetchStub(channel), followed, session)
                 except grpc.aio.AioRpcError as exc:
+                    session.reset()
                     log.debug("fetch from leader %d failed: %s", leader_id, exc.code().name)
                     await asyncio.sleep(0.2)
                 except asyncio.CancelledError:
                     raise
                 except Exception:  # a bad response must not end this loop for good
+                    session.reset()
                     log.exception("fetch round from leader %d failed", leader_id)
                     await asyncio.sleep(0.5)
         finally:
             if channel is not None:
                 await channel.close()
 
-    async def _round(self, stub: ketch_pb2_grpc.KetchStub, followed: list[tuple[TopicIdPartition, Partition]]) -> None:
+    async def _round(
+        self,
+        stub: ketch_pb2_grpc.KetchStub,
+        followed: list[tuple[TopicIdPartition, Partition]],
+        session: FollowerSession,
+    ) -> None:
+        parts: dict[Key, Partition] = {}
+        states: dict[Key, FetchState] = {}
+        for _, part in followed:
+            key = (part.topic, part.index)
+            parts[key] = part
+            log_ = part.log
+            states[key] = (log_.log_end_offset, part.leader_epoch, log_.latest_epoch, part.high_watermark)
+        session_epoch, named = session.plan(states)
         request = pb.FetchRequest(
             max_wait_ms=self._max_wait_ms,
             min_bytes=1,
             max_bytes=64 << 20,
             replica_id=self.broker.node_id,
             replica_epoch=self._broker_epoch.value,
+            session_id=session.session_id,
+            session_epoch=session_epoch,
         )
-        sent: dict[tuple[str, int], tuple[Partition, int, int]] = {}
-        for _, part in followed:
-            log_ = part.log
+        for key in named:
+            offset, leader_epoch, last_epoch, high_watermark = states[key]
             item = request.partitions.add(
-                topic=part.topic,
-                partition=part.index,
-                fetch_offset=log_.log_end_offset,
+                topic=key[0],
+                partition=key[1],
+                fetch_offset=offset,
                 partition_max_bytes=PARTITION_MAX_BYTES,
-                current_leader_epoch=part.leader_epoch,
-                high_watermark=part.high_watermark,  # the leader leaves out what would change nothing here
+                current_leader_epoch=leader_epoch,
+                high_watermark=high_watermark,  # the leader leaves out what would change nothing here
             )
-            if log_.latest_epoch >= 0:
-                item.last_fetched_epoch = log_.latest_epoch
-            sent[(part.topic, part.index)] = (part, part.leader_epoch, log_.log_end_offset)
+            if last_epoch >= 0:
+                item.last_fetched_epoch = last_epoch
         response = await stub.Fetch(request, timeout=self._max_wait_ms / 1000 + 10)
+        if not session.answered(states, named, response):
+            log.info("fetch session refused (%s), opening a new one", response.error_message)
+            return
         idle = True
         for result in response.partitions:
-            entry = sent.get((result.topic, result.partition))
-            if entry is not None and self._apply(*entry, result):
-                idle = False
+            key = (result.topic, result.partition)
+            answered = parts.get(key)
+            if answered is not None:
+                offset, leader_epoch = states[key][:2]
+                if self._apply(answered, leader_epoch, offset, result):
+                    idle = False
         if self._needs_sync:  # flush.messages=1 topics: durable before the next fetch acknowledges it
             self._needs_sync = False
             await self._group_commit.flush()
         if idle and response.partitions and all(r.error_code for r in response.partitions):
+            session.reset()  # errors only: start again from a full fetch
             await asyncio.sleep(0.1)  # only errors: don't spin (an empty answer: nothing moved, fetch again)
 
     def _apply(self, part: Partition, epoch: int, offset: int, result: pb.FetchPartitionResult) -> bool:

@@ -48,6 +48,7 @@ from node.broker import Broker
 from node.broker_channels import BrokerChannels
 from node.config import NodeConfig
 from node.controller_client import ControllerClient
+from node.fetch_session import FetchSessions
 from node.fetch_waiters import FetchWaiters
 from node.group_commit import GroupCommit
 from node.group_coordinator import GroupManager
@@ -237,6 +238,8 @@ class BrokerRole:
         # taken on TLS listeners only (a password never crosses a plaintext one).
         self.sasl = SaslSessions(config.sasl_mechanisms, lambda: self.broker.image, config.sasl_session_lifetime_ms)
         the_cluster_id = cluster_id(config, store)  # read (or made) once, not per listener
+        fetch_sessions = FetchSessions(self.waiters)  # a follower's session is the node's, whatever the listener
+        metrics.watch_fetch_sessions(lambda: len(fetch_sessions))
 
         def service(listener: str, sasl: SaslSessions | None) -> KetchService:
             return KetchService(
@@ -252,6 +255,7 @@ class BrokerRole:
                 verify_transaction=verifier,
                 listener=listener,
                 sasl=sasl,
+                fetch_sessions=fetch_sessions,
             )
 
         for name, server in servers.items():

@@ -68,6 +68,7 @@ from node.acl_admin import AclAdmin
 from node.broker import Broker
 from node.config_admin import ConfigAdmin
 from node.fetch_service import READ_COMMITTED, FetchHandlers
+from node.fetch_session import FetchSessions
 from node.fetch_waiters import FetchWaiters
 from node.group_commit import GroupCommit
 from node.group_coordinator import OFFSETS_TOPIC, GroupManager
@@ -113,6 +114,7 @@ class KetchService(FetchHandlers, GroupHandlers, TxnHandlers, ketch_pb2_grpc.Ket
         transactions: TransactionManager | None = None,
         sasl: SaslSessions | None = None,
         listener: str = "PLAINTEXT",
+        fetch_sessions: FetchSessions | None = None,
     ) -> None:
         self.listener = listener  # the one this instance serves: addresses in answers are on it
         if transactions is not None:
@@ -129,6 +131,8 @@ class KetchService(FetchHandlers, GroupHandlers, TxnHandlers, ketch_pb2_grpc.Ket
         self.cluster_id = cluster_id
         self.metrics = metrics
         self.waiters = waiters
+        # shared by the node's listeners (not ``or``: a FetchSessions with no session yet is falsy)
+        self.fetch_sessions = FetchSessions(waiters) if fetch_sessions is None else fetch_sessions
         self.node_id = broker.config.node_id
 
     def _count_error(self, api: str, code: int) -> None:

@@ -1,0 +1,84 @@
+"""Follower fetch sessions on three real nodes (node/fetch_session.py, node/replica_fetcher.py).
+
+Each broker's fetch loop keeps one session with each leader it follows, so a round over idle
+partitions names none of them. The ISR must not notice: a partition a follower does not name counts
+as fetched again, so an idle cluster keeps every follower in sync well past
+``replica.lag.time.max.ms``, and records written after the idle spell replicate as before.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from ketch import Admin, Consumer, NewTopic, Producer, TopicPartition
+from node.cluster import LocalCluster
+from tests.harness import running_cluster
+
+LAG_MS = 1000
+PARTITIONS = 6
+
+
+def describe(c: LocalCluster, topic: str) -> list[dict[str, object]]:
+    env = {**os.environ, "KETCH_BOOTSTRAP": c.bootstrap}
+    out = subprocess.run(
+        [sys.executable, "-m", "ketch", "topic", "describe", topic, "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=True,
+    )
+    partitions: list[dict[str, object]] = json.loads(out.stdout)["partitions"]
+    return partitions
+
+
+def metric(c: LocalCluster, node_id: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{c.nodes[node_id].metrics_port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + " "))
+
+
+def shrinks(c: LocalCluster) -> float:
+    return sum(metric(c, n, "ketch_isr_shrinks_total") for n in c.nodes)
+
+
+def test_idle_followers_in_a_session_stay_in_sync_and_replicate_what_comes_next(tmp_path: Path) -> None:
+    args = ["--replica-lag-time-max-ms", str(LAG_MS)]
+    with running_cluster(tmp_path / "cluster", 3, args) as c:
+        with Admin(bootstrap_servers=c.bootstrap) as admin:
+            admin.create_topics([NewTopic("idle", PARTITIONS, 3, {"min.insync.replicas": "2"})])
+        with Producer(c.bootstrap, acks="all") as producer:
+            for i in range(PARTITIONS * 5):
+                producer.send("idle", f"before-{i}".encode(), partition=i % PARTITIONS).get(30)
+
+            deadline = time.monotonic() + 30
+            while not all(metric(c, n, "ketch_fetch_sessions") == 2 for n in c.nodes):  # two followers' each
+                assert time.monotonic() < deadline, {n: metric(c, n, "ketch_fetch_sessions") for n in c.nodes}
+                time.sleep(0.2)
+
+            before = shrinks(c)
+            time.sleep(4 * LAG_MS / 1000)  # idle: the followers' rounds name nothing
+            assert shrinks(c) == before  # not one follower dropped (and let back in) meanwhile
+            assert [sorted(p["isr"]) for p in describe(c, "idle")] == [[1, 2, 3]] * PARTITIONS  # type: ignore[call-overload]
+
+            # acks=all over an ISR of three: every write after the idle spell waits for both followers' sessions
+            for i in range(PARTITIONS * 5):
+                producer.send("idle", f"after-{i}".encode(), partition=i % PARTITIONS).get(30)
+
+        with Consumer(bootstrap_servers=c.bootstrap, auto_offset_reset="earliest") as consumer:
+            consumer.assign([TopicPartition("idle", p) for p in range(PARTITIONS)])
+            got: list[bytes] = []
+            deadline = time.monotonic() + 30
+            while len(got) < PARTITIONS * 10 and time.monotonic() < deadline:
+                for records in consumer.poll(1000).values():
+                    got += [r.value for r in records if r.value is not None]
+        assert sorted(got) == sorted(
+            [f"before-{i}".encode() for i in range(PARTITIONS * 5)]
+            + [f"after-{i}".encode() for i in range(PARTITIONS * 5)]
+        )
