@@ -93,6 +93,8 @@ class FetchSession:
 class FetchSessions:
     """The leader's sessions, one per follower broker."""
 
+    session_class: type[FetchSession] = FetchSession
+
     def __init__(self, waiters: FetchWaiters) -> None:
         self._waiters = waiters
         self._by_replica: dict[int, FetchSession] = {}
@@ -107,7 +109,7 @@ class FetchSessions:
             old.replaced = True
             self._waiters.unwatch(old.watch)
         session_id = random.randrange(1, MAX_EPOCH)
-        session = FetchSession(session_id, replica_id, replica_epoch, self._waiters.watch())
+        session = self.session_class(session_id, replica_id, replica_epoch, self._waiters.watch())
         self._by_replica[replica_id] = session
         return session
 

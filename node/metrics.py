@@ -17,6 +17,7 @@
     ketch_isr_shrinks_total / ketch_isr_expands_total   ReplicaManager IsrShrinksPerSec / IsrExpandsPerSec
     ketch_produce_waiting_for_acks                acks=all produce requests in purgatory
     ketch_fetch_waiting                           fetches parked in the fetch purgatory
+    ketch_fetch_sessions                          follower fetch sessions held (NumIncrementalFetchSessions)
 
 On a group coordinator (groups of the offsets partitions this broker leads):
 

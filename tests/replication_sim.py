@@ -28,7 +28,15 @@ every replica rule it exercises is the one the node runs, called, not copied:
   deadline; Fetch: ``check_epoch``, ``Partition.serve_follower_fetch``,
   long-polling, and leaving out an answer that would change nothing on the
   follower, by ``changes_nothing`` and the high watermark the follower
-  sends). The replicas are ``Sim.partition_class`` (``Partition``), so
+  sends). With ``SimParams.sessions`` the follower keeps a fetch session
+  (node/fetch_session.py: the real ``FollowerSession`` and ``FetchSessions``,
+  and the fetch purgatory's ``Watch``): a fetch names the partition only when
+  its fetch state changed, and the leader counts an unnamed partition as
+  fetched again at what it last named (``Partition.on_follower_fetch``, as
+  node/fetch_service.py does) and reads it only when it was notified since,
+  or answered or behind last time; such a fetch parks on the session's watch
+  and reads once that is notified, or answers nothing at its deadline.
+  The replicas are ``Sim.partition_class`` (``Partition``), so
   tests/test_replication_sim.py puts old bugs back by subclassing the real
   ``Partition`` and ``LeaderState``, to show the checker catches them; only
   the driver's own part of two old bugs lives in its ``SimBroker`` subclass.
@@ -63,7 +71,7 @@ import heapq
 import random
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from coordinator.metadata import (
@@ -74,8 +82,11 @@ from coordinator.metadata import (
     TopicIdPartition,
     local_changes,
 )
+from ketch.api.v1 import ketch_pb2 as pb
 from ketch.errors import ErrorCode, KetchError
 from ketch.recordbatch import parse_header
+from node.fetch_session import FetchSession, FetchSessions, FollowerSession
+from node.fetch_waiters import FetchWaiters
 from replication.acks import acks_all_outcome
 from replication.follower import FetchAnswer, changes_nothing
 from replication.memory_log import MemoryPartitionLog
@@ -83,6 +94,7 @@ from replication.partition import Partition, caught_up_to_registration
 from tests.batches import make_batch
 
 TOPIC, TOPIC_ID, BROKERS, MIN_ISR = "sim", "sim-topic", (1, 2, 3), 2
+KEY = (TOPIC, 0)  # the partition's key in the fetch purgatory and in a fetch session
 HEARTBEAT_MS, SESSION_MS, LAG_MS, ISR_CHECK_MS, CONTROLLER_TICK_MS = 100, 600, 1000, 100, 100
 FETCH_WAIT_MS, RPC_TIMEOUT_MS, PRODUCE_TIMEOUT_MS = 200, 600, 1500
 PRODUCER_ID, MAX_IN_FLIGHT, RETRY_BACKOFF_MS = 4242, 4, 50
@@ -94,6 +106,11 @@ Waiter = tuple[Partition, int, int, int, Reply]  # partition, leader epoch, last
 LogReport = dict[TopicIdPartition, tuple[int, int]]  # (latest epoch, log end) per local replica
 
 
+def _state(request: FetchRequest) -> tuple[int, int, int, int]:
+    """A follower's fetch state of the partition, as node/replica_fetcher.py gives it to ``FollowerSession``."""
+    return request.fetch_offset, request.current_leader_epoch, request.last_fetched_epoch, request.high_watermark
+
+
 class SimFailure(AssertionError):
     """An invariant broke; the message names the seed and how to replay it."""
 
@@ -103,6 +120,7 @@ class SimParams:
     seed: int
     acks: int = -1  # -1 (all): the real run; 1: the control run, which must be caught losing data
     idempotent: bool = True  # False: the control run whose retries must be caught duplicating
+    sessions: bool = False  # followers fetch in sessions (node/fetch_session.py)
 
 
 @dataclass
@@ -143,6 +161,9 @@ class FetchRequest:
     current_leader_epoch: int
     last_fetched_epoch: int
     high_watermark: int  # the follower's: the leader leaves out an answer that would change nothing
+    session_id: int = 0
+    session_epoch: int | None = None  # None: no session; 0: a full fetch opening one
+    named: bool = True  # False: an incremental fetch that does not name the partition (the fields above are stale)
 
 
 @dataclass(frozen=True)
@@ -153,6 +174,8 @@ class FetchResponse:
     records: bytes = b""
     diverging: tuple[int, int] | None = None
     left_out: bool = False  # the partition was not in the answer (replication/follower.py changes_nothing)
+    session_id: int = 0
+    session_error: int = 0  # a refused session: the whole answer
 
 
 class SimLog(MemoryPartitionLog):
@@ -215,8 +238,12 @@ class SimBroker:
         self.epoch, self.registering, self.isr_busy, self.wake_due = -1, False, False, False
         self.clean = False  # every process start here follows a kill: no clean-shutdown marker
         self.parked: list[tuple[FetchRequest, Reply]] = []
+        self.session_parked: list[tuple[FetchSession, FetchRequest, Reply]] = []  # parked on a session's watch
         self.waiters: list[Waiter] = []
         self.fetch_token, self.fetch_leader = 0, -1
+        self.fetch_waiters = FetchWaiters()
+        self.fetch_sessions = FetchSessions(self.fetch_waiters)  # as a leader
+        self.follower_session = FollowerSession()  # as a follower, of the fetch loop running now
         for fn in (self.lifecycle, self.isr_check, self.fetch_round):
             self.timer(0, fn)
 
@@ -286,6 +313,7 @@ class SimBroker:
         leader = self.part.leader_id if self.part is not None and not self.part.is_leader else -1
         if leader != self.fetch_leader:  # reconcile(): stop the fetch loop, start one for the new leader
             self.fetch_token, self.fetch_leader = self.fetch_token + 1, leader
+            self.follower_session = FollowerSession()  # a new loop: a new session
             self.timer(0, self.fetch_round)
 
     def leader_partition(self) -> Partition:
@@ -299,7 +327,9 @@ class SimBroker:
         return self.part
 
     def notify(self) -> None:
-        """FetchWaiters.notify: parked fetches and acks=all waiters look again, soon."""
+        """FetchWaiters.notify: parked fetches and acks=all waiters look again, soon (fetch sessions'
+        watches note the partition at once)."""
+        self.fetch_waiters.notify(KEY)
         if not self.wake_due:
             self.wake_due = True
             self.timer(0, self.wake)
@@ -309,6 +339,13 @@ class SimBroker:
         parked, self.parked = self.parked, []
         for request, reply in parked:
             self.try_fetch(request, reply, final=False)
+        session_parked, self.session_parked = self.session_parked, []
+        for entry in session_parked:
+            session, cached, respond = entry
+            if session.watch.take():  # the session's watch heard of the partition: read it now
+                self.serve_fetch(replace(cached, session_epoch=None), respond)
+            else:
+                self.session_parked.append(entry)
         for waiter in list(self.waiters):
             self.check_waiter(waiter, final=False)
 
@@ -342,8 +379,75 @@ class SimBroker:
     # -- node/service.py: Fetch from a follower --
 
     def serve_fetch(self, request: FetchRequest, reply: Reply) -> None:
+        if request.session_epoch is not None:
+            return self.serve_session_fetch(request, reply)
         if self.try_fetch(request, reply, final=False):
             self.timer(FETCH_WAIT_MS, lambda: self.expire_fetch(request, reply))
+
+    def serve_session_fetch(self, request: FetchRequest, reply: Reply) -> None:
+        """node/fetch_service.py with a session: open or resume it, then read the partition or count
+        it as fetched again at what it last named."""
+        try:
+            if request.session_epoch == 0:
+                session = self.fetch_sessions.open(request.replica_id, request.replica_epoch)
+            else:
+                args = (request.replica_id, request.replica_epoch, request.session_id, request.session_epoch or 0)
+                session = self.fetch_sessions.resume(*args)
+        except KetchError as exc:
+            self.sim.session_refusals += 1
+            return reply(FetchResponse(session_error=int(exc.code)))
+        named = []
+        if request.named:
+            r = request
+            named.append(
+                pb.FetchPartition(
+                    topic=TOPIC,
+                    partition=0,
+                    fetch_offset=r.fetch_offset,
+                    current_leader_epoch=r.current_leader_epoch,
+                    last_fetched_epoch=r.last_fetched_epoch,
+                    high_watermark=r.high_watermark,
+                )
+            )
+        _, to_read = session.begin(named, self.fetch_waiters)
+        item = session.items[KEY]
+        cached = replace(
+            request,
+            fetch_offset=item.fetch_offset,
+            current_leader_epoch=item.current_leader_epoch,
+            last_fetched_epoch=item.last_fetched_epoch,
+            high_watermark=item.high_watermark,
+        )
+
+        def respond(response: FetchResponse) -> None:
+            behind = response.left_out and cached.fetch_offset < self.log.log_end_offset
+            session.carried = {KEY} if not response.left_out or behind else set()
+            reply(replace(response, session_id=session.session_id))
+
+        if KEY not in to_read:
+            try:
+                part = self.leader_partition()
+            except KetchError:
+                pass  # no longer led here: read it (an error answer)
+            else:
+                self.sim.unnamed_fetches += 1
+                if self.fetched_again(part, session, cached):
+                    self.notify()
+                entry = (session, cached, respond)
+                self.session_parked.append(entry)  # read once the session's watch hears of the partition
+                self.timer(FETCH_WAIT_MS, lambda: self.expire_session_fetch(entry))
+                return
+        self.serve_fetch(replace(cached, session_epoch=None), respond)
+
+    def expire_session_fetch(self, entry: tuple[FetchSession, FetchRequest, Reply]) -> None:
+        """A parked session fetch at its deadline answers nothing, without a read."""
+        if entry in self.session_parked:
+            self.session_parked.remove(entry)
+            entry[2](FetchResponse(left_out=True))
+
+    def fetched_again(self, part: Partition, session: FetchSession, cached: FetchRequest) -> bool:
+        """node/fetch_service.py ``_fetched_again``: the unnamed partition is fetched at what it last named."""
+        return part.on_follower_fetch(session.replica_id, cached.fetch_offset, self.sim.now, session.replica_epoch)
 
     def expire_fetch(self, request: FetchRequest, reply: Reply) -> None:
         if (request, reply) in self.parked:
@@ -388,12 +492,23 @@ class SimBroker:
             self.id, self.epoch, log.log_end_offset, part.leader_epoch, max(log.latest_epoch, -1), part.high_watermark
         )
         sent = (part, part.leader_epoch, log.log_end_offset)
+        session, states, named = self.follower_session, {KEY: _state(request)}, list[Any]()
+        if self.sim.params.sessions:
+            epoch, named = session.plan(states)
+            request = replace(request, session_id=session.session_id, session_epoch=epoch, named=bool(named))
 
         def on_reply(response: FetchResponse | None) -> None:
             if token != self.fetch_token:
                 return  # that loop was cancelled: the leader moved
             if response is None:
+                session.reset()
                 return self.timer(200, self.fetch_round)  # transport error: back off
+            if self.sim.params.sessions:
+                answer = pb.FetchResponse(
+                    session_id=response.session_id, error_code=ErrorCode(response.session_error).name
+                )
+                if not session.answered(states, named, answer):
+                    return self.timer(0, self.fetch_round)  # refused: a full fetch at once
             progressed = self.apply_fetch(sent, response)
             self.timer(100 if response.error and not progressed else 0, self.fetch_round)
 
@@ -461,6 +576,7 @@ class Sim:
         self.pending: list[PendingBatch] = []
         self.producer_epoch, self.next_seq, self.sends = 0, 0, 0
         self.duplicate_answers = self.retries = self.epoch_bumps = 0
+        self.unnamed_fetches = self.session_refusals = 0  # fetch sessions (SimParams.sessions)
         self.retry_due = False
         self.conn: Connection | None = None
         self.request_at = 0  # when the producer's latest request arrives: they arrive in order
@@ -697,10 +813,11 @@ class Sim:
     def fail(self, what: str) -> None:
         env = f"REPL_SIM_SEED={self.params.seed}" + (" REPL_SIM_ACKS=1" if self.params.acks == 1 else "")
         env += "" if self.params.idempotent else " REPL_SIM_IDEMPOTENCE=0"
+        env += " REPL_SIM_SESSIONS=1" if self.params.sessions else ""
         env += self.variant()
         raise SimFailure(
             f"seed {self.params.seed} ({type(self).__name__}, acks={self.params.acks}, "
-            f"idempotent={self.params.idempotent}) at t={self.now} ms: {what}\n"
+            f"idempotent={self.params.idempotent}, sessions={self.params.sessions}) at t={self.now} ms: {what}\n"
             f"reproduce: {env} pytest tests/test_replication_sim.py -k replay\nlast events:\n  "
             + "\n  ".join(self.trace)
         )

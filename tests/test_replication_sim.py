@@ -91,6 +91,17 @@ shown to catch every one:
 - ``no-dedup`` (not an old bug; it proves the duplicate check can fail with
   idempotence on): the leader's log shows it no producer state (a
   ``SimLog`` subclass), so every retry is accepted as from an unknown producer.
+- ``session-unwatched`` (not an old bug; it proves the session runs can fail):
+  a leader's fetch session never watches its partitions (a ``FetchSession``
+  subclass whose ``begin`` adds them to a purgatory nobody notifies), so a
+  caught-up follower that names nothing never hears of new records: liveness.
+
+Fetch sessions (node/fetch_session.py): ``test_seeds_with_fetch_sessions`` runs the same seeds with
+``SimParams.sessions`` (the followers keep a session with their leader; ``REPL_SIM_SESSIONS=1``
+replays one). With a single partition the leader counts an unnamed partition as fetched again only
+while the follower is caught up and nothing was appended since (anything else was notified or
+carried, and is read), so a bug that records the leader's own log end there instead of the named
+offset changes nothing: 400 seeds did not catch one, which is why the control above breaks the watch.
 
 Figures (idempotent producer, the default 800 seeds): 48,141 records acknowledged, 9,984
 retries, 2,920 of them answered as duplicates with the original offsets, 84 local epoch bumps,
@@ -100,7 +111,7 @@ retries, 2,920 of them answered as duplicates with the original offsets, 84 loca
 Runs: ``REPL_SIM_SEEDS`` seeds (default 400 in CI, in chunks of 50; set 4000 for a long run) of
 ``Scenario``; ``test_replay`` replays ``REPL_SIM_SEED`` (``REPL_SIM_ACKS=1``
 for a control run, ``REPL_SIM_IDEMPOTENCE=0`` for a producer without idempotence,
-``REPL_SIM_BUGS=bug,...`` to put old bugs back) — a
+``REPL_SIM_BUGS=bug,...`` to put old bugs back, ``REPL_SIM_SESSIONS=1`` for fetch sessions) — a
 failure prints that command; the acks=1 control run must be caught losing data; runs are
 deterministic.
 """
@@ -118,6 +129,9 @@ import pytest
 from aiokafka.record.default_records import DefaultRecordBatch
 
 from coordinator.metadata import MetadataImage
+from ketch.api.v1 import ketch_pb2 as pb
+from node.fetch_session import FetchSession, FetchSessions, Key
+from node.fetch_waiters import FetchWaiters
 from replication.follower import divergence_truncation
 from replication.leader_state import IsrProposal, LeaderState
 from replication.partition import FollowerFetch, Partition
@@ -135,8 +149,18 @@ from tests.replication_sim import (
 
 CHAOS_MS, LIVENESS_MS = 6000, 20_000
 BUGS = frozenset(
-    ("diverging-progress", "hw-floor", "wait-registration", "isr-floor", "fetch-epoch", "older-epoch", "no-dedup")
+    (
+        "diverging-progress",
+        "hw-floor",
+        "wait-registration",
+        "isr-floor",
+        "fetch-epoch",
+        "older-epoch",
+        "no-dedup",
+        "session-unwatched",
+    )
 )
+SESSION_BUGS = frozenset({"session-unwatched"})  # bugs of fetch sessions: their runs use sessions
 SEEDS = int(os.environ.get("REPL_SIM_SEEDS", "400"))
 CHUNK = 50
 
@@ -485,12 +509,27 @@ class BuggyBroker(SimBroker):
         self.bugs = sim.bugs if isinstance(sim, BuggyScenario) else frozenset()
         super().__init__(sim, broker_id)
 
+    def applies(self, image: MetadataImage) -> bool:
+        return "wait-registration" in self.bugs or super().applies(image)
+
     def boot(self) -> None:
         super().boot()
         self.clean = "isr-floor" in self.bugs  # the old registration: nobody ever lost anything
+        if "session-unwatched" in self.bugs:
+            self.fetch_sessions = UnwatchedSessions(self.fetch_waiters)
 
-    def applies(self, image: MetadataImage) -> bool:
-        return "wait-registration" in self.bugs or super().applies(image)
+
+class UnwatchedSession(FetchSession):
+    """Bug ``session-unwatched`` (not an old one: it shows the session runs can fail): a session's
+    partitions are never added to its watch, so the leader never learns that one it was not asked
+    about has something new (``FetchSession.begin`` without its ``waiters.add``)."""
+
+    def begin(self, named: Iterable[pb.FetchPartition], waiters: FetchWaiters) -> tuple[list[Key], set[Key]]:
+        return super().begin(named, FetchWaiters())
+
+
+class UnwatchedSessions(FetchSessions):
+    session_class = UnwatchedSession
 
 
 class BuggyScenario(Scenario):
@@ -514,9 +553,11 @@ class BuggyScenario(Scenario):
         return f" REPL_SIM_BUGS={','.join(sorted(self.bugs))}" if self.bugs else ""
 
 
-def run_seed(seed: int, acks: int = -1, bugs: frozenset[str] = frozenset(), idempotent: bool = True) -> Scenario:
-    """One run of today's drivers, with the old ``bugs`` put back."""
-    params = SimParams(seed, acks, idempotent)
+def run_seed(
+    seed: int, acks: int = -1, bugs: frozenset[str] = frozenset(), idempotent: bool = True, sessions: bool = False
+) -> Scenario:
+    """One run of today's drivers, with the old ``bugs`` put back (a session bug runs with sessions)."""
+    params = SimParams(seed, acks, idempotent, sessions or bool(bugs & SESSION_BUGS))
     return (BuggyScenario(params, bugs) if bugs else Scenario(params)).run()
 
 
@@ -527,12 +568,21 @@ def test_seeds(first: int) -> None:
         assert sim.final_acked and sim.converged()
 
 
+@pytest.mark.parametrize("first", range(0, SEEDS, CHUNK * 2))
+def test_seeds_with_fetch_sessions(first: int) -> None:
+    """The same scenarios with the followers fetching in sessions (node/fetch_session.py)."""
+    for seed in range(first, min(first + CHUNK * 2, SEEDS)):
+        sim = run_seed(seed, sessions=True)
+        assert sim.final_acked and sim.converged()
+
+
 def test_replay() -> None:
     seed = int(os.environ.get("REPL_SIM_SEED", "0"))
     acks = int(os.environ.get("REPL_SIM_ACKS", "-1"))
     bugs = frozenset(b for b in os.environ.get("REPL_SIM_BUGS", "").split(",") if b)
     idempotent = os.environ.get("REPL_SIM_IDEMPOTENCE", "1") != "0"
-    sim = run_seed(seed, acks, bugs, idempotent)
+    sessions = os.environ.get("REPL_SIM_SESSIONS", "0") == "1"
+    sim = run_seed(seed, acks, bugs, idempotent, sessions)
     assert sim.checker.acked, "nothing was acknowledged"
 
 
@@ -575,6 +625,7 @@ BUG_SEEDS = {
     "fetch-epoch": (1195, "acknowledged record lost"),
     "older-epoch": (9, "liveness"),
     "no-dedup": (0, "duplicates"),
+    "session-unwatched": (53, "liveness"),
 }
 
 
@@ -583,7 +634,7 @@ def test_old_bug_is_caught(bug: str) -> None:
     seed, symptom = BUG_SEEDS[bug]
     with pytest.raises(SimFailure, match=symptom) as failure:
         run_seed(seed, bugs=frozenset({bug}))
-    assert f"REPL_SIM_SEED={seed} REPL_SIM_BUGS={bug} pytest" in str(failure.value)
+    assert f"REPL_SIM_SEED={seed} " in str(failure.value) and f"REPL_SIM_BUGS={bug} pytest" in str(failure.value)
     run_seed(seed)  # and the seed passes with today's code
 
 
@@ -609,3 +660,17 @@ def test_faults_and_protocol_paths_are_exercised() -> None:
     assert {"power loss", "kill", "pause", "cut peers", "cut controller", "heal"} <= set(faults), faults
     assert acked > 1000 and epochs > 30 and diverged > 0 and shrinks > 0
     assert retries > 100 and duplicate_answers > 50, (retries, duplicate_answers)  # retries answered as duplicates
+
+
+def test_fetch_sessions_are_exercised() -> None:
+    """Session runs do leave the partition out of fetches, and see refused sessions (a leader restarted
+    or a follower's new process), while sessionless runs never open one."""
+    unnamed = refusals = 0
+    for seed in range(30):
+        sim = run_seed(seed, sessions=True)
+        unnamed += sim.unnamed_fetches
+        refusals += sim.session_refusals
+        plain = run_seed(seed)
+        assert plain.unnamed_fetches == plain.session_refusals == 0
+        assert all(len(b.fetch_sessions) == 0 for b in plain.brokers.values())
+    assert unnamed > 100 and refusals > 10, (unnamed, refusals)  # 179 and 112 when written
