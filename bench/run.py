@@ -342,7 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     from ketch.errors import KetchError
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in ("produce", "consume", "suite", "group-load", "compare", "memory", "-h", "--help"):
+    tools = ("produce", "consume", "suite", "group-load", "compare", "memory", "follower-fetch", "-h", "--help")
+    if not argv or argv[0] not in tools:
         argv.insert(0, "suite")
     parser = argparse.ArgumentParser(prog="python -m bench", description="Ketch benchmarks: " + SUMMARY)
     add_actions(parser.add_subparsers(dest="perf_command", required=True, metavar="ACTION"))

@@ -181,3 +181,15 @@ def test_transactional_produce_commits_every_transaction_size_records(
         while (state := admin.describe_transactions(["bench-tx"])[0].state) != "CompleteCommit":
             assert time.monotonic() < deadline, state
             time.sleep(0.1)
+
+
+def test_follower_fetch_times_a_fetch_with_and_without_a_session(capsys: pytest.CaptureFixture[str]) -> None:
+    """bench/follower_fetch.py on a real Broker and RocksDB store. It raises if a fetch with nothing new
+    answers anything (so both timed fetches really read nothing back); the figures are printed, not
+    bounded here (speed is measured in bench/, not asserted)."""
+    assert bench_main(["follower-fetch", "--partitions", "90", "--rounds", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "broker 1 leads 30 of 90 partitions" in out
+    assert re.search(r"^every partition named \(no session\) +[0-9.]+ +[0-9.]+$", out, re.MULTILINE), out
+    assert re.search(r"^in a session, none named +[0-9.]+ +[0-9.]+$", out, re.MULTILINE), out
+    assert re.search(r"a session fetch costs [0-9.]+ of a sessionless one", out), out
