@@ -26,6 +26,15 @@ producer has a separate I/O thread instead). Yielding much less often queues
 more records per request and raises the latency figures without raising the
 throughput; much more often costs throughput. Every ``report_interval`` seconds a progress line covers that window;
 the final line has the whole run's figures and latency percentiles.
+
+Once the producer has its metadata, the tool freezes what start-up built (``gc.freeze``), as a
+node does (node/main.py): a producer keeps up to ``buffer_memory`` worth of records in flight,
+each with its future (~80,000 at 100 B in 32 MiB), so CPython's full collections come often,
+and each walked every module, gRPC and protobuf object too. In three alternating pairs of
+500,000 x 100 B acks=all runs on one cluster, freezing took the client from 3.7-3.8 to 3.0-3.5
+CPU-seconds and the rate from 148-157k to 161-196k rec/s. The client library leaves the
+collector alone (it is the application's); an application that keeps many records in flight
+can freeze its own start-up the same way.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import random
 import sys
 import time
@@ -157,6 +167,10 @@ async def run_produce(cfg: ProduceConfig, out: TextIO | None = None) -> ProduceR
         transactional_id=cfg.transactional_id,
     ) as producer:
         await producer.topic_info(topic)  # metadata before the clock starts
+        # The tool's start-up objects (modules, gRPC, protobuf, the producer) out of the cyclic
+        # collector, as a node does (node/main.py): with ~80,000 records in flight, full collections
+        # come often, and each walked all of them (see the module docstring).
+        gc.freeze()
         transactional = cfg.transactional_id is not None
         if transactional:
             await producer.init_transactions()

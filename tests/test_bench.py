@@ -9,6 +9,7 @@ kafka-producer-perf-test's shape.
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 import time
@@ -63,18 +64,24 @@ def check_consume(figures: dict[str, Any], records: int, size: int) -> None:
 
 def test_produce_then_consume(node: NodeProcess, capsys: pytest.CaptureFixture[str]) -> None:
     b = f"--bootstrap={node.bootstrap}"
-    code, out, err = run(
-        capsys,
-        "perf",
-        "produce",
-        b,
-        "--topic=bench",
-        "--num-records=3000",
-        "--record-size=200",
-        "--partitions=3",
-        "--json",
-    )
+    gc.unfreeze()
+    try:
+        code, out, err = run(
+            capsys,
+            "perf",
+            "produce",
+            b,
+            "--topic=bench",
+            "--num-records=3000",
+            "--record-size=200",
+            "--partitions=3",
+            "--json",
+        )
+        frozen = gc.get_freeze_count()  # the tool froze its start-up (bench/produce.py)
+    finally:
+        gc.unfreeze()  # this is pytest's process
     assert code == 0, err
+    assert frozen > 10_000, frozen
     assert "created topic bench with 3 partition(s)" in out
     summary = SUMMARY.search(out)
     assert summary is not None, out
