@@ -48,6 +48,42 @@ PARTITION_MAX_BYTES = 1 << 20
 CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 256 << 20), ("grpc.max_send_message_length", 64 << 20)]
 
 
+def fetch_request(
+    replica_id: int,
+    replica_epoch: int,
+    max_wait_ms: int,
+    session: FollowerSession,
+    session_epoch: int,
+    named: list[Key],
+    states: dict[Key, FetchState],
+    max_bytes: int = 64 << 20,
+) -> pb.FetchRequest:
+    """A follower's fetch in ``session`` (``FollowerSession.plan`` gave ``session_epoch`` and ``named``):
+    the fetch state of every named partition, from ``states``."""
+    request = pb.FetchRequest(
+        max_wait_ms=max_wait_ms,
+        min_bytes=1,
+        max_bytes=max_bytes,
+        replica_id=replica_id,
+        replica_epoch=replica_epoch,
+        session_id=session.session_id,
+        session_epoch=session_epoch,
+    )
+    for key in named:
+        offset, leader_epoch, last_epoch, high_watermark = states[key]
+        item = request.partitions.add(
+            topic=key[0],
+            partition=key[1],
+            fetch_offset=offset,
+            partition_max_bytes=PARTITION_MAX_BYTES,
+            current_leader_epoch=leader_epoch,
+            high_watermark=high_watermark,  # the leader leaves out what would change nothing here
+        )
+        if last_epoch >= 0:
+            item.last_fetched_epoch = last_epoch
+    return request
+
+
 class ReplicaFetcher:
     def __init__(
         self,
@@ -140,27 +176,9 @@ class ReplicaFetcher:
             log_ = part.log
             states[key] = (log_.log_end_offset, part.leader_epoch, log_.latest_epoch, part.high_watermark)
         session_epoch, named = session.plan(states)
-        request = pb.FetchRequest(
-            max_wait_ms=self._max_wait_ms,
-            min_bytes=1,
-            max_bytes=64 << 20,
-            replica_id=self.broker.node_id,
-            replica_epoch=self._broker_epoch.value,
-            session_id=session.session_id,
-            session_epoch=session_epoch,
+        request = fetch_request(
+            self.broker.node_id, self._broker_epoch.value, self._max_wait_ms, session, session_epoch, named, states
         )
-        for key in named:
-            offset, leader_epoch, last_epoch, high_watermark = states[key]
-            item = request.partitions.add(
-                topic=key[0],
-                partition=key[1],
-                fetch_offset=offset,
-                partition_max_bytes=PARTITION_MAX_BYTES,
-                current_leader_epoch=leader_epoch,
-                high_watermark=high_watermark,  # the leader leaves out what would change nothing here
-            )
-            if last_epoch >= 0:
-                item.last_fetched_epoch = last_epoch
         response = await stub.Fetch(request, timeout=self._max_wait_ms / 1000 + 10)
         if not session.answered(states, named, response):
             log.info("fetch session refused (%s), opening a new one", response.error_message)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -24,6 +23,7 @@ from node.fetch_session import FetchSessions, FollowerSession
 from node.fetch_waiters import FetchWaiters
 from node.lifecycle import BrokerEpoch
 from node.metrics import NodeMetrics
+from node.replica_fetcher import fetch_request
 from replication.partition import Partition
 from replication.rocks_store import NodeStore
 from tests.batches import make_batch, values
@@ -128,33 +128,19 @@ class Leader(FetchHandlers):
     def fetch(self, request: pb.FetchRequest) -> pb.FetchResponse:
         return self.loop.run_until_complete(self.Fetch(request, None))
 
-    def request(self, states: dict[tuple[str, int], tuple[int, int, int, int]], **fields: Any) -> pb.FetchRequest:
-        """Follower 2's next fetch, planned by its ``FollowerSession`` from ``states`` (taken on answer)."""
+    def request(
+        self, states: dict[tuple[str, int], tuple[int, int, int, int]], max_bytes: int = 64 << 20, max_wait_ms: int = 0
+    ) -> pb.FetchRequest:
+        """Follower 2's next fetch, planned by its ``FollowerSession`` from ``states`` and built as
+        node/replica_fetcher.py builds it (``round`` hands the answer back to the session)."""
         epoch, named = self.follower.plan(states)
-        request = pb.FetchRequest(
-            **{"max_wait_ms": 0, "min_bytes": 1, "max_bytes": 64 << 20, **fields},
-            replica_id=2,
-            replica_epoch=self.cluster.epoch(2),
-            session_id=self.follower.session_id,
-            session_epoch=epoch,
-        )
-        for key in named:
-            offset, leader_epoch, last_epoch, hw = states[key]
-            item = request.partitions.add(
-                topic=key[0],
-                partition=key[1],
-                fetch_offset=offset,
-                partition_max_bytes=1 << 20,
-                current_leader_epoch=leader_epoch,
-                high_watermark=hw,
-            )
-            if last_epoch >= 0:
-                item.last_fetched_epoch = last_epoch
         self._named = named
-        return request
+        return fetch_request(2, self.cluster.epoch(2), max_wait_ms, self.follower, epoch, named, states, max_bytes)
 
-    def round(self, states: dict[tuple[str, int], tuple[int, int, int, int]], **fields: Any) -> pb.FetchResponse:
-        request = self.request(states, **fields)
+    def round(
+        self, states: dict[tuple[str, int], tuple[int, int, int, int]], max_bytes: int = 64 << 20
+    ) -> pb.FetchResponse:
+        request = self.request(states, max_bytes)
         response = self.fetch(request)
         self.follower.answered(states, self._named, response)
         return response

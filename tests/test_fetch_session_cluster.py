@@ -8,40 +8,17 @@ as fetched again, so an idle cluster keeps every follower in sync well past
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 from ketch import Admin, Consumer, NewTopic, Producer, TopicPartition
 from node.cluster import LocalCluster
 from tests.harness import running_cluster
+from tests.test_cli_reassign import metric
+from tests.test_cluster_failover import describe_json
 
 LAG_MS = 1000
 PARTITIONS = 6
-
-
-def describe(c: LocalCluster, topic: str) -> list[dict[str, object]]:
-    env = {**os.environ, "KETCH_BOOTSTRAP": c.bootstrap}
-    out = subprocess.run(
-        [sys.executable, "-m", "ketch", "topic", "describe", topic, "--json"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=True,
-    )
-    partitions: list[dict[str, object]] = json.loads(out.stdout)["partitions"]
-    return partitions
-
-
-def metric(c: LocalCluster, node_id: int, name: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{c.nodes[node_id].metrics_port}/metrics", timeout=5) as r:
-        text = r.read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + " "))
 
 
 def shrinks(c: LocalCluster) -> float:
@@ -65,7 +42,7 @@ def test_idle_followers_in_a_session_stay_in_sync_and_replicate_what_comes_next(
             before = shrinks(c)
             time.sleep(4 * LAG_MS / 1000)  # idle: the followers' rounds name nothing
             assert shrinks(c) == before  # not one follower dropped (and let back in) meanwhile
-            assert [sorted(p["isr"]) for p in describe(c, "idle")] == [[1, 2, 3]] * PARTITIONS  # type: ignore[call-overload]
+            assert [sorted(p["isr"]) for p in describe_json(c, "idle", via=1)["partitions"]] == [[1, 2, 3]] * PARTITIONS
 
             # acks=all over an ISR of three: every write after the idle spell waits for both followers' sessions
             for i in range(PARTITIONS * 5):
