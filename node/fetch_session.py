@@ -54,7 +54,8 @@ FetchState = tuple[int, int, int, int]
 MAX_EPOCH = (1 << 31) - 1
 
 
-def next_epoch(epoch: int) -> int:
+def epoch_after(epoch: int) -> int:
+    """The session epoch after ``epoch`` (it wraps to 1, as in Kafka)."""
     return 1 if epoch >= MAX_EPOCH else epoch + 1
 
 
@@ -93,7 +94,7 @@ class FetchSession:
 class FetchSessions:
     """The leader's sessions, one per follower broker."""
 
-    session_class: type[FetchSession] = FetchSession
+    session_class: type[FetchSession] = FetchSession  # the replication simulation puts a bug back through it
 
     def __init__(self, waiters: FetchWaiters) -> None:
         self._waiters = waiters
@@ -128,7 +129,7 @@ class FetchSessions:
                 "open a new one with a full fetch",
                 code=ErrorCode.INVALID_FETCH_SESSION_EPOCH,
             )
-        session.next_epoch = next_epoch(epoch)
+        session.next_epoch = epoch_after(epoch)
         return session
 
 
@@ -160,7 +161,7 @@ class FollowerSession:
             if response.session_id:
                 self.session_id, self.epoch, self.sent = response.session_id, 1, dict(states)
             return True
-        self.epoch = next_epoch(self.epoch)
+        self.epoch = epoch_after(self.epoch)
         for key in named:
             self.sent[key] = states[key]
         return True

@@ -19,7 +19,7 @@ from ketch.errors import ErrorCode
 from node.broker import Broker
 from node.config import NodeConfig
 from node.fetch_service import FetchHandlers
-from node.fetch_session import FetchSessions, FollowerSession
+from node.fetch_session import MAX_EPOCH, FetchSessions, FollowerSession, epoch_after
 from node.fetch_waiters import FetchWaiters
 from node.lifecycle import BrokerEpoch
 from node.metrics import NodeMetrics
@@ -78,6 +78,8 @@ def test_the_leader_refuses_an_unknown_session_and_a_fetch_out_of_turn() -> None
         with pytest.raises(Exception) as unknown:
             sessions.resume(replica_id, replica_epoch, session_id, 2)
         assert getattr(unknown.value, "code", None) == ErrorCode.FETCH_SESSION_ID_NOT_FOUND
+
+    assert (epoch_after(1), epoch_after(MAX_EPOCH)) == (2, 1)  # epochs wrap to 1, as in Kafka
 
     second = sessions.open(2, 100)  # the follower's new session replaces its old one
     assert first.replaced and not second.replaced and len(sessions) == 1
