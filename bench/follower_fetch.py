@@ -35,10 +35,11 @@ from ketch.recordbatch import assign
 from node.broker import Broker
 from node.config import NodeConfig
 from node.fetch_service import FetchHandlers
-from node.fetch_session import FetchSessions
+from node.fetch_session import FetchSessions, FetchState, FollowerSession, Key
 from node.fetch_waiters import FetchWaiters
 from node.lifecycle import BrokerEpoch
 from node.metrics import NodeMetrics
+from node.replica_fetcher import fetch_request, fetch_state
 from replication.partition import Partition
 from replication.rocks_store import NodeStore
 
@@ -93,22 +94,13 @@ def batch(base_offset: int, leader_epoch: int) -> bytes:
     return assign(bytes(builder.build()), base_offset, leader_epoch)
 
 
-def fetch_request(led: list[Partition], replica_id: int, replica_epoch: int) -> pb.FetchRequest:
-    """A follower's fetch naming every led partition, holding all of it (as node/replica_fetcher.py builds it)."""
-    request = pb.FetchRequest(
-        max_wait_ms=0, min_bytes=1, max_bytes=64 << 20, replica_id=replica_id, replica_epoch=replica_epoch
-    )
+def caught_up_states(led: list[Partition]) -> dict[Key, FetchState]:
+    """A follower's fetch state of every led partition when it holds all of it (its high watermark at the log end)."""
+    out = {}
     for part in led:
-        item = request.partitions.add(
-            topic=part.topic,
-            partition=part.index,
-            fetch_offset=part.log.log_end_offset,
-            partition_max_bytes=1 << 20,
-            current_leader_epoch=part.leader_epoch,
-            high_watermark=part.log.log_end_offset,
-        )
-        item.last_fetched_epoch = part.log.latest_epoch
-    return request
+        offset, leader_epoch, last_epoch, _ = fetch_state(part)
+        out[(part.topic, part.index)] = (offset, leader_epoch, last_epoch, offset)
+    return out
 
 
 def best_seconds(loop: asyncio.AbstractEventLoop, leader: Leader, requests: Any, rounds: int) -> float:
@@ -140,28 +132,24 @@ def follower_fetch_handler(args: argparse.Namespace) -> int:
         leader = Leader(broker)
         loop = asyncio.new_event_loop()
         try:
+            states = caught_up_states(led)
+            every = list(states)
             for follower in (2, 3):  # both hold everything: the high watermark reaches the log end
-                loop.run_until_complete(leader.Fetch(fetch_request(led, follower, epochs[follower]), None))
-            full = fetch_request(led, 2, epochs[2])
+                request = fetch_request(follower, epochs[follower], 0, every, states, None)
+                loop.run_until_complete(leader.Fetch(request, None))
+            full = fetch_request(2, epochs[2], 0, every, states, None)
             sessionless = best_seconds(loop, leader, lambda: full, args.rounds)
 
-            opening = fetch_request(led, 2, epochs[2])
-            opening.session_epoch = 0
-            session_id = loop.run_until_complete(leader.Fetch(opening, None)).session_id
-            session_epoch = 0
+            session = FollowerSession()
+            opening = fetch_request(2, epochs[2], 0, every, states, session, 0)
+            session.answered(states, every, loop.run_until_complete(leader.Fetch(opening, None)))
 
-            def incremental() -> pb.FetchRequest:
-                nonlocal session_epoch
-                session_epoch += 1
-                return pb.FetchRequest(
-                    max_wait_ms=0,
-                    min_bytes=1,
-                    max_bytes=64 << 20,
-                    replica_id=2,
-                    replica_epoch=epochs[2],
-                    session_id=session_id,
-                    session_epoch=session_epoch,
-                )
+            # built ahead of the timed fetches (best_seconds), so the session moves on as if each was answered
+            def incremental() -> pb.FetchRequest:  # names nothing: nothing changed on the follower
+                epoch, named = session.plan(states)
+                request = fetch_request(2, epochs[2], 0, named, states, session, epoch)
+                session.answered(states, named, pb.FetchResponse(session_id=session.session_id))
+                return request
 
             in_session = best_seconds(loop, leader, incremental, args.rounds)
         finally:

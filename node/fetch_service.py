@@ -190,7 +190,7 @@ class FetchHandlers:
             item = items[index]
             try:
                 part, _ = self.broker.partition(item.topic, item.partition)
-            except Exception:
+            except KetchError:  # no longer led here (or gone): the read answers the typed error
                 read.append(index)
                 continue
             if part.on_follower_fetch(session.replica_id, item.fetch_offset, now_ms, session.replica_epoch):

@@ -48,27 +48,30 @@ PARTITION_MAX_BYTES = 1 << 20
 CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 256 << 20), ("grpc.max_send_message_length", 64 << 20)]
 
 
+def fetch_state(part: Partition) -> FetchState:
+    """What a follower names for ``part``: fetch offset (its log end), current leader epoch, the epoch
+    of its last batch (-1: none) and its high watermark."""
+    log_ = part.log
+    return log_.log_end_offset, part.leader_epoch, log_.latest_epoch, part.high_watermark
+
+
 def fetch_request(
     replica_id: int,
     replica_epoch: int,
     max_wait_ms: int,
-    session: FollowerSession,
-    session_epoch: int,
     named: list[Key],
     states: dict[Key, FetchState],
+    session: FollowerSession | None,
+    session_epoch: int = 0,
     max_bytes: int = 64 << 20,
 ) -> pb.FetchRequest:
-    """A follower's fetch in ``session`` (``FollowerSession.plan`` gave ``session_epoch`` and ``named``):
-    the fetch state of every named partition, from ``states``."""
+    """A follower's fetch naming the partitions ``named`` with their ``states``: in ``session`` at
+    ``session_epoch`` (what ``FollowerSession.plan`` gave), or without a session (None)."""
     request = pb.FetchRequest(
-        max_wait_ms=max_wait_ms,
-        min_bytes=1,
-        max_bytes=max_bytes,
-        replica_id=replica_id,
-        replica_epoch=replica_epoch,
-        session_id=session.session_id,
-        session_epoch=session_epoch,
+        max_wait_ms=max_wait_ms, min_bytes=1, max_bytes=max_bytes, replica_id=replica_id, replica_epoch=replica_epoch
     )
+    if session is not None:
+        request.session_id, request.session_epoch = session.session_id, session_epoch
     for key in named:
         offset, leader_epoch, last_epoch, high_watermark = states[key]
         item = request.partitions.add(
@@ -173,11 +176,10 @@ class ReplicaFetcher:
         for _, part in followed:
             key = (part.topic, part.index)
             parts[key] = part
-            log_ = part.log
-            states[key] = (log_.log_end_offset, part.leader_epoch, log_.latest_epoch, part.high_watermark)
+            states[key] = fetch_state(part)
         session_epoch, named = session.plan(states)
         request = fetch_request(
-            self.broker.node_id, self._broker_epoch.value, self._max_wait_ms, session, session_epoch, named, states
+            self.broker.node_id, self._broker_epoch.value, self._max_wait_ms, named, states, session, session_epoch
         )
         response = await stub.Fetch(request, timeout=self._max_wait_ms / 1000 + 10)
         if not session.answered(states, named, response):

@@ -23,7 +23,7 @@ from node.fetch_session import MAX_EPOCH, FetchSessions, FollowerSession, epoch_
 from node.fetch_waiters import FetchWaiters
 from node.lifecycle import BrokerEpoch
 from node.metrics import NodeMetrics
-from node.replica_fetcher import fetch_request
+from node.replica_fetcher import fetch_request, fetch_state
 from replication.partition import Partition
 from replication.rocks_store import NodeStore
 from tests.batches import make_batch, values
@@ -137,7 +137,7 @@ class Leader(FetchHandlers):
         node/replica_fetcher.py builds it (``round`` hands the answer back to the session)."""
         epoch, named = self.follower.plan(states)
         self._named = named
-        return fetch_request(2, self.cluster.epoch(2), max_wait_ms, self.follower, epoch, named, states, max_bytes)
+        return fetch_request(2, self.cluster.epoch(2), max_wait_ms, named, states, self.follower, epoch, max_bytes)
 
     def round(
         self, states: dict[tuple[str, int], tuple[int, int, int, int]], max_bytes: int = 64 << 20
@@ -161,11 +161,7 @@ def leader(tmp_path: Path) -> Iterator[Leader]:
 
 def caught_up(leader: Leader) -> dict[tuple[str, int], tuple[int, int, int, int]]:
     """Follower 2's state when it holds all the leader has (its high watermark as the leader's)."""
-    out = {}
-    for index in leader.led:
-        part = leader.part(index)
-        out[("t", index)] = (part.log.log_end_offset, part.leader_epoch, part.log.latest_epoch, part.high_watermark)
-    return out
+    return {("t", index): fetch_state(leader.part(index)) for index in leader.led}
 
 
 def test_a_partition_the_fetch_does_not_name_counts_as_fetched_again(leader: Leader) -> None:
