@@ -15,6 +15,14 @@ one full fetch, a round names only the partitions whose fetch state changed;
 a failed round, a refused session or a change in the followed set starts a
 new session with a full fetch.
 
+A change in the followed set does not wait for the round in flight: that fetch may be parked at
+the leader for up to ``replica.fetch.max.wait.ms`` (500 ms) without the new partition, and an
+acks=all write to it (a new topic, or a partition whose leader just moved here after a failover)
+would wait that long for this follower. So ``reconcile`` cancels a loop's fetch in flight when the
+partitions it follows on that leader, or their leader epochs, are no longer what the fetch named;
+the loop drops that round (an answer not applied changes nothing here: the next fetch asks again
+from the log end) and opens a new session with the new set at once.
+
 The fetch offset a follower sends is what tells the leader how far it has
 got (the leader's ISR and high watermark follow from it), so appending
 before the next fetch is the acknowledgement; for ``flush.messages=1``
@@ -105,6 +113,8 @@ class ReplicaFetcher:
         self._on_progress = on_progress
         self._max_wait_ms = max_wait_ms
         self._loops: dict[int, asyncio.Task[None]] = {}
+        # per leader, the fetch in flight and the (topic, partition) -> fetch state it named
+        self._in_flight: dict[int, tuple[grpc.aio.UnaryUnaryCall, dict[Key, FetchState]]] = {}
 
     def _followed(self, leader_id: int) -> list[tuple[TopicIdPartition, Partition]]:
         return [
@@ -114,12 +124,20 @@ class ReplicaFetcher:
         ]
 
     def reconcile(self) -> None:
-        """Start a loop for every leader this broker now follows; stop the others."""
-        leaders = {p.leader_id for p in self.broker.replicas().values() if not p.is_leader and p.leader_id >= 0}
-        for leader_id in leaders - set(self._loops):
+        """Start a loop for every leader this broker now follows; stop the others; cut short a fetch in
+        flight that no longer names what its loop follows."""
+        followed: dict[int, dict[Key, int]] = {}
+        for part in self.broker.replicas().values():
+            if not part.is_leader and part.leader_id >= 0:
+                followed.setdefault(part.leader_id, {})[(part.topic, part.index)] = part.leader_epoch
+        for leader_id in followed.keys() - self._loops.keys():
             self._loops[leader_id] = asyncio.create_task(self._run(leader_id), name=f"fetch-from-{leader_id}")
-        for leader_id in set(self._loops) - leaders:
+        for leader_id in self._loops.keys() - followed.keys():
             self._loops.pop(leader_id).cancel()
+        for leader_id, (call, named) in self._in_flight.items():
+            now = followed.get(leader_id, {})
+            if now.keys() != named.keys() or any(named[key][1] != epoch for key, epoch in now.items()):
+                call.cancel()
 
     async def stop(self) -> None:
         tasks = list(self._loops.values())
@@ -150,7 +168,7 @@ class ReplicaFetcher:
                     await asyncio.sleep(0.1)
                     continue
                 try:
-                    await self._round(ketch_pb2_grpc.KetchStub(channel), followed, session)
+                    await self._round(leader_id, ketch_pb2_grpc.KetchStub(channel), followed, session)
                 except grpc.aio.AioRpcError as exc:
                     session.reset()
                     log.debug("fetch from leader %d failed: %s", leader_id, exc.code().name)
@@ -167,6 +185,7 @@ class ReplicaFetcher:
 
     async def _round(
         self,
+        leader_id: int,
         stub: ketch_pb2_grpc.KetchStub,
         followed: list[tuple[TopicIdPartition, Partition]],
         session: FollowerSession,
@@ -181,7 +200,20 @@ class ReplicaFetcher:
         request = fetch_request(
             self.broker.node_id, self._broker_epoch.value, self._max_wait_ms, named, states, session, session_epoch
         )
-        response = await stub.Fetch(request, timeout=self._max_wait_ms / 1000 + 10)
+        call = stub.Fetch(request, timeout=self._max_wait_ms / 1000 + 10)
+        self._in_flight[leader_id] = (call, states)
+        try:
+            response = await call
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not call.cancelled() or (task is not None and task.cancelling()):
+                raise  # this loop is stopping
+            session.reset()  # reconcile cut it short: the followed set changed; a full fetch of the new set
+            return
+        finally:
+            # (not a newer loop's entry: a loop for this leader may have stopped and begun again)
+            if self._in_flight.get(leader_id, (None,))[0] is call:
+                del self._in_flight[leader_id]
         if not session.answered(states, named, response):
             log.info("fetch session refused (%s), opening a new one", response.error_message)
             return

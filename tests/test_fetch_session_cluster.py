@@ -59,3 +59,22 @@ def test_idle_followers_in_a_session_stay_in_sync_and_replicate_what_comes_next(
             [f"before-{i}".encode() for i in range(PARTITIONS * 5)]
             + [f"after-{i}".encode() for i in range(PARTITIONS * 5)]
         )
+
+
+def test_a_follower_fetches_a_new_partition_without_waiting_out_its_parked_fetch(tmp_path: Path) -> None:
+    """A fetch parked at a leader names only what its follower followed when it went out. When the
+    follower's set changes (here a new topic; after a failover, a partition whose leader moved), the
+    fetcher cuts that fetch short instead of waiting out ``replica.fetch.max.wait.ms``, here 20 s:
+    acks=all writes to the new topic, which wait for both followers, complete long before that."""
+    wait_ms = 20_000
+    args = ["--replica-fetch-max-wait-ms", str(wait_ms), "--replica-lag-time-max-ms", str(3 * wait_ms)]
+    with running_cluster(tmp_path / "cluster", 3, args) as c, Admin(bootstrap_servers=c.bootstrap) as admin:
+        admin.create_topics([NewTopic("warm", 3, 3, {"min.insync.replicas": "3"})])
+        with Producer(c.bootstrap, acks="all") as producer:
+            for i in range(3):  # every broker now follows every other; their next fetches park for 20 s
+                producer.send("warm", b"w", partition=i).get(30)
+            started = time.monotonic()
+            admin.create_topics([NewTopic("new", 3, 3, {"min.insync.replicas": "3"})])
+            for i in range(3):
+                producer.send("new", b"n", partition=i).get(wait_ms / 2000)
+            assert time.monotonic() - started < wait_ms / 2000
