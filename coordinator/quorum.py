@@ -38,6 +38,13 @@ Rules:
   coordinator/metadata/brokers.py). ``probe(host, port)`` is the node's
   (node/liveness_probe.py): True only for a refused connection, never for a
   timeout.
+- Reported brokers (``probe_reported``): a broker whose fetch from its leader
+  failed names the leader in its next heartbeat, which it sends at once
+  (node/lifecycle.py). The active controller probes each named broker without
+  waiting for ``broker_liveness_probe_ms`` of silence, and fences it only if
+  the probe is refused and nothing was heard from that broker since the probe
+  began: the evidence is the same refused connection, so a kill -9 of a
+  leader costs one probe, not the silence, before its partitions move.
 - Preferred leaders: every ``preferred_election_interval_s`` (Kafka's
   leader.imbalance.check.interval.seconds; <= 0 disables) the active
   controller moves leadership back to each partition's first replica where
@@ -50,11 +57,11 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from coordinator.metadata import Controller, ControllerConfig, ControllerResult, MetadataImage
+from coordinator.metadata import Controller, ControllerConfig, ControllerResult, MetadataImage, TickResponse
 from coordinator.metadata.records import MetadataRecord, decode_batch, encode_batch
 from coordinator.metadata.snapshot import decode_snapshot, encode_snapshot
 from coordinator.raft import Entry, EntryKind, NotLeader, Role, Snapshot, SoftState, Status
@@ -273,17 +280,34 @@ class QuorumController:
                 log.exception("controller tick failed")
             if self._probe is not None and self._active:
                 for broker_id, epoch, host, port in self.controller.silent_brokers(self._clock_ms()):
-                    if broker_id not in self._probing:
-                        self._probing[broker_id] = asyncio.create_task(
-                            self._probe_broker(broker_id, epoch, host, port), name=f"probe-broker-{broker_id}"
-                        )
+                    self._start_probe(broker_id, epoch, host, port, None)
 
-    async def _probe_broker(self, broker_id: int, epoch: int, host: str, port: int) -> None:
+    def probe_reported(self, broker_ids: Iterable[int]) -> None:
+        """Probe at once the brokers a heartbeat named unreachable (see the module docstring)."""
+        if self._probe is None or not self._active:
+            return
+        for broker_id, epoch, host, port in self.controller.probe_targets(broker_ids):
+            self._start_probe(broker_id, epoch, host, port, self._clock_ms())
+
+    def _start_probe(self, broker_id: int, epoch: int, host: str, port: int, since_ms: int | None) -> None:
+        if broker_id not in self._probing:
+            self._probing[broker_id] = asyncio.create_task(
+                self._probe_broker(broker_id, epoch, host, port, since_ms), name=f"probe-broker-{broker_id}"
+            )
+
+    async def _probe_broker(self, broker_id: int, epoch: int, host: str, port: int, since_ms: int | None) -> None:
+        """Probe one broker; fence it if the connection was refused and it stayed silent: for the
+        configured time, or (``since_ms``, a reported broker) since the probe began."""
         assert self._probe is not None
+
+        def fence(c: Controller) -> ControllerResult[TickResponse]:
+            now = self._clock_ms()
+            return c.fence_unreachable(broker_id, epoch, now, None if since_ms is None else now - since_ms)
+
         try:
             if not await self._probe(host, port):
                 return
-            response, _ = await self.run(lambda c: c.fence_unreachable(broker_id, epoch, self._clock_ms()))
+            response, _ = await self.run(fence)
             if response.fenced:
                 log.warning("fenced broker %d: no heartbeat, and %s:%d refused a connection", broker_id, host, port)
         except KetchError as exc:

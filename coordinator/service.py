@@ -139,6 +139,8 @@ class ControllerService(controller_pb2_grpc.KetchControllerServicer):
         )
         if response is None:
             return cpb.BrokerHeartbeatResponse(status=status, fenced=True)
+        if request.unreachable_brokers:  # its fetch from them failed: probe them now (quorum.py)
+            self.quorum.probe_reported(request.unreachable_brokers)
         return cpb.BrokerHeartbeatResponse(
             status=status,
             fenced=response.fenced,

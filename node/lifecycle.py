@@ -12,6 +12,12 @@ Rules:
   (after STALE_BROKER_EPOCH) says clean: the process has lost nothing since.
 - Heartbeats report the log ends of local replicas whose partition is in
   unclean recovery (coordinator/metadata/recovery.py).
+- ``report_unreachable(id)`` (the replica fetcher's fetch from leader ``id``
+  failed with UNAVAILABLE) sends the next heartbeat at once, naming ``id``:
+  the controller probes it without waiting for its silence
+  (coordinator/quorum.py). A broker is named at most once per heartbeat
+  interval, so a leader that stays unreachable costs one early heartbeat an
+  interval, not one per retried fetch.
 - It heartbeats every ``broker_heartbeat_interval_ms`` with its epoch and the
   offset of its metadata image. The controller unfences it once the image
   has caught up to its registration, and fences it when heartbeats stop for
@@ -94,6 +100,19 @@ class BrokerLifecycle:
         self.incarnation_id = uuid.uuid4().hex
         self.fenced = True
         self._task: asyncio.Task[None] | None = None
+        self._unreachable: set[int] = set()  # to name in the next heartbeat
+        self._named_at: dict[int, float] = {}  # broker id -> when last named (loop time)
+        self._heartbeat_now = asyncio.Event()
+
+    def report_unreachable(self, broker_id: int) -> None:
+        """This broker could not reach ``broker_id``'s listener: name it in a heartbeat sent now,
+        unless it was named within the last heartbeat interval."""
+        now = asyncio.get_running_loop().time()
+        if now - self._named_at.get(broker_id, -1e9) < self.config.broker_heartbeat_interval_ms / 1000:
+            return
+        self._named_at[broker_id] = now
+        self._unreachable.add(broker_id)
+        self._heartbeat_now.set()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="broker-lifecycle")
@@ -131,7 +150,9 @@ class BrokerLifecycle:
             broker_epoch=self.epoch.value,
             metadata_offset=self.follower.image.offset,
             replica_logs=_reports(self._replica_logs(True)),
+            unreachable_brokers=sorted(self._unreachable),
         )
+        self._unreachable.clear()
         # An attempt gets two intervals (1 s by default): a paused controller must not hold the heartbeat
         # past the session; the next voter is asked instead (controller_client.py).
         attempt = 2 * self.config.broker_heartbeat_interval_ms / 1000
@@ -166,7 +187,9 @@ class BrokerLifecycle:
                 raise
             except Exception as exc:
                 log.warning("broker %d lifecycle: %s", self.config.node_id, exc)
-            await asyncio.sleep(interval)
+            with contextlib.suppress(TimeoutError):  # the interval, or a reported broker (report_unreachable)
+                await asyncio.wait_for(self._heartbeat_now.wait(), interval)
+            self._heartbeat_now.clear()
 
     async def controlled_shutdown(self, timeout_s: float) -> None:
         """Ask the controller to move this broker's leaderships away, then wait until this broker's

@@ -29,7 +29,9 @@ before the next fetch is the acknowledgement; for ``flush.messages=1``
 topics the appends of a round are fsynced (one group commit) before the
 next fetch goes out. Loops start and stop as the
 metadata image changes who leads what (``reconcile``); a transport error
-backs off briefly and retries.
+backs off briefly and retries, and an UNAVAILABLE one names the leader to the
+controller (``on_unreachable``: node/lifecycle.py ``report_unreachable``), which
+probes it at once: a killed leader is fenced after one probe, not its silence.
 """
 
 from __future__ import annotations
@@ -104,6 +106,7 @@ class ReplicaFetcher:
         group_commit: GroupCommit,
         max_wait_ms: int = 500,
         security: SecurityConfig = PLAINTEXT,
+        on_unreachable: Callable[[int], None] = lambda _: None,
     ) -> None:
         self.broker = broker
         self._security = security
@@ -112,6 +115,7 @@ class ReplicaFetcher:
         self._broker_epoch = broker_epoch
         self._on_progress = on_progress
         self._max_wait_ms = max_wait_ms
+        self._on_unreachable = on_unreachable
         self._loops: dict[int, asyncio.Task[None]] = {}
         # per leader, the fetch in flight and the (topic, partition) -> fetch state it named
         self._in_flight: dict[int, tuple[grpc.aio.UnaryUnaryCall, dict[Key, FetchState]]] = {}
@@ -172,6 +176,8 @@ class ReplicaFetcher:
                 except grpc.aio.AioRpcError as exc:
                     session.reset()
                     log.debug("fetch from leader %d failed: %s", leader_id, exc.code().name)
+                    if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                        self._on_unreachable(leader_id)  # the controller probes it now (node/lifecycle.py)
                     await asyncio.sleep(0.2)
                 except asyncio.CancelledError:
                     raise

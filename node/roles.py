@@ -194,6 +194,7 @@ class BrokerRole:
             group_commit=group_commit,
             max_wait_ms=config.replica_fetch_max_wait_ms,
             security=security,
+            on_unreachable=lambda leader_id: self.lifecycle.report_unreachable(leader_id),
         )
         # In combined mode the broker follows its own controller first.
         prefer = config.node_id if config.is_controller else None

@@ -10,6 +10,10 @@ each test shows its mechanism and not the session:
   old one is still paused (not after its 30 s request timeout);
 - a metadata refresh whose first bootstrap server is paused, and ``ketch cluster
   describe`` whose first bootstrap server is dead, both answer from the others at once.
+
+And on a cluster of its own, whose probe waits for 6 s of silence: a follower whose fetch
+from its killed leader fails names the leader in a heartbeat sent at once, and the controller
+probes it then, so the leader is fenced long before it has been silent for 6 s.
 """
 
 from __future__ import annotations
@@ -149,3 +153,28 @@ def test_metadata_and_commands_do_not_wait_on_a_paused_or_dead_first_bootstrap(c
 def test_the_cluster_is_whole_again(cluster: LocalCluster) -> None:
     wait_whole(cluster, 30)
     assert sorted(cluster.live_brokers(1)) == [1, 2, 3]
+
+
+def test_a_killed_leader_reported_by_its_follower_is_probed_without_waiting_for_its_silence(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    probe_s = 6.0
+    args = [
+        *("--broker-liveness-probe-ms", str(int(probe_s * 1000))),
+        *("--broker-heartbeat-interval-ms", "1000"),
+        *("--broker-session-timeout-ms", "20000"),
+    ]
+    with running_cluster(tmp_path_factory.mktemp("reported") / "cluster", 3, args) as c:
+        with Admin(c.bootstrap) as admin:
+            admin.create_topics([NewTopic("fo", 6, 3, configs={"min.insync.replicas": "2"})])
+        victim, partition, epoch = victim_and_partition(c)
+        witness = next(n for n in c.nodes if n != victim)
+        with Producer(c.bootstrap, linger_ms=0) as producer:
+            producer.send("fo", b"before", partition=partition).result(timeout=10)
+            c.nodes[victim].kill()
+            took = acked_within(producer, partition, probe_s + 10)
+        leader, new_epoch = leaders(c, witness)[partition]
+    print(f"\nkill -9 of broker {victim}, reported by its followers: acknowledged again after {took:.2f}s")
+    assert leader != victim and new_epoch > epoch
+    # silence alone would probe after 5-6 s (the last heartbeat came at most 1 s before the kill)
+    assert took < probe_s - 2.5, f"took {took:.2f}s: fenced after the probe's silence, not the report"

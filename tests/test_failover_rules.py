@@ -111,3 +111,27 @@ def test_a_new_controller_fences_a_broker_not_heard_from_within_the_first_contac
     assert c.advance(200, alive=[2, 3]) == (1,)  # 1.6 s without a word: fenced, not 2.5 s
     assert c.advance(2400, alive=[3]) == ()  # once heard from, the whole session again
     assert c.advance(200, alive=[3]) == (2,)
+
+
+def test_a_reported_broker_is_fenced_on_a_refused_probe_unless_heard_from_since_the_probe_began() -> None:
+    """A heartbeat named broker 1 unreachable (a follower's fetch failed): it is worth a probe at once,
+    not after ``broker_liveness_probe_ms`` of silence, and a refused probe fences it if nothing came
+    from it since the probe began (``silent_ms`` = the probe's age), however recent its last heartbeat."""
+    c, topic_id = probing()
+    c.ctl.silent_brokers(c.now)
+    c.heartbeat_all()
+    assert [(b, e) for b, e, _, _ in c.ctl.probe_targets([1, 9, 1])] == [(1, c.epoch(1))]  # 9: unknown
+    c.heartbeat(1)  # 1 ms before the probe began: recent, but it does not save broker 1
+    c.now += 1
+    began = c.now
+    c.now += 3
+    fenced = c.run(c.ctl.fence_unreachable(1, c.epoch(1), c.now, silent_ms=c.now - began)).fenced
+    assert fenced == (1,) and leader(c, topic_id) in (2, 3)
+    assert c.ctl.probe_targets([1]) == []  # fenced: nothing left to probe
+
+    began = c.now
+    c.now += 2
+    c.heartbeat(2)  # heard from during the probe: alive after all
+    c.now += 2
+    assert c.ctl.fence_unreachable(2, c.epoch(2), c.now, silent_ms=c.now - began).records == []
+    assert probing(probe_ms=0)[0].ctl.probe_targets([1]) == []  # probing off

@@ -235,15 +235,31 @@ class Controller:
             out.append((broker_id, b.epoch, b.host, b.port))
         return out
 
-    def fence_unreachable(self, broker_id: int, broker_epoch: int, now_ms: int) -> ControllerResult[TickResponse]:
-        """Fence a silent broker whose listener refused a connection (brokers.py)."""
+    def probe_targets(self, broker_ids: Iterable[int]) -> list[tuple[int, int, str, int]]:
+        """(id, epoch, host, port) of each of ``broker_ids`` that is registered and unfenced: the
+        brokers another broker reported unreachable that are worth a probe now (0 disables probing)."""
+        if self.config.broker_liveness_probe_ms <= 0:
+            return []
+        out = []
+        for broker_id in sorted(set(broker_ids)):
+            b = self._image.brokers.get(broker_id)
+            if b is not None and b.usable:
+                out.append((broker_id, b.epoch, b.host, b.port))
+        return out
+
+    def fence_unreachable(
+        self, broker_id: int, broker_epoch: int, now_ms: int, silent_ms: int | None = None
+    ) -> ControllerResult[TickResponse]:
+        """Fence a silent broker whose listener refused a connection (brokers.py): silent for more
+        than ``broker_liveness_probe_ms``, or for ``silent_ms`` when given (a reported broker: not
+        heard from since its probe began)."""
         return brokers.fence_unreachable(
             self._image,
             self.sessions,
             broker_id,
             broker_epoch,
             now_ms,
-            silent_ms=self.config.broker_liveness_probe_ms,
+            silent_ms=self.config.broker_liveness_probe_ms if silent_ms is None else silent_ms,
             min_isr=self._min_isr,
         )
 

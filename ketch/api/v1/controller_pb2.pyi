@@ -61,16 +61,18 @@ class RegisterBrokerResponse(_message.Message):
     def __init__(self, status: _Optional[_Union[ControllerStatus, _Mapping]] = ..., broker_epoch: _Optional[int] = ...) -> None: ...
 
 class BrokerHeartbeatRequest(_message.Message):
-    __slots__ = ("broker_id", "broker_epoch", "metadata_offset", "replica_logs")
+    __slots__ = ("broker_id", "broker_epoch", "metadata_offset", "replica_logs", "unreachable_brokers")
     BROKER_ID_FIELD_NUMBER: _ClassVar[int]
     BROKER_EPOCH_FIELD_NUMBER: _ClassVar[int]
     METADATA_OFFSET_FIELD_NUMBER: _ClassVar[int]
     REPLICA_LOGS_FIELD_NUMBER: _ClassVar[int]
+    UNREACHABLE_BROKERS_FIELD_NUMBER: _ClassVar[int]
     broker_id: int
     broker_epoch: int
     metadata_offset: int
     replica_logs: _containers.RepeatedCompositeFieldContainer[ReplicaLogReport]
-    def __init__(self, broker_id: _Optional[int] = ..., broker_epoch: _Optional[int] = ..., metadata_offset: _Optional[int] = ..., replica_logs: _Optional[_Iterable[_Union[ReplicaLogReport, _Mapping]]] = ...) -> None: ...
+    unreachable_brokers: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, broker_id: _Optional[int] = ..., broker_epoch: _Optional[int] = ..., metadata_offset: _Optional[int] = ..., replica_logs: _Optional[_Iterable[_Union[ReplicaLogReport, _Mapping]]] = ..., unreachable_brokers: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class BrokerHeartbeatResponse(_message.Message):
     __slots__ = ("status", "fenced", "caught_up", "should_shut_down")
