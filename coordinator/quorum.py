@@ -309,7 +309,8 @@ class QuorumController:
                 return
             response, _ = await self.run(fence)
             if response.fenced:
-                log.warning("fenced broker %d: no heartbeat, and %s:%d refused a connection", broker_id, host, port)
+                why = "no heartbeat" if since_ms is None else "reported unreachable, no heartbeat since"
+                log.warning("fenced broker %d: %s, and %s:%d refused a connection", broker_id, why, host, port)
         except KetchError as exc:
             log.debug("fencing unreachable broker %d not applied: %s", broker_id, exc)
         except Exception:
