@@ -18,7 +18,8 @@ no node: it times a group coordinator's load of ``__consumer_offsets`` before
 and after compaction. ``compare`` (bench/compare.py) puts Ketch beside NATS
 JetStream; ``memory`` (bench/memory.py) reports the nodes' RSS, idle and with
 1,000 partitions; ``follower-fetch`` (bench/follower_fetch.py) times a leader's
-work per partition for a follower fetch in-process, with and without a fetch session.
+work per partition for a follower fetch in-process, with and without a fetch session;
+``rpc-cost`` (bench/rpc_cost.py) a server's CPU per unary gRPC call, the floor under every RPC.
 """
 
 from __future__ import annotations
@@ -110,13 +111,14 @@ def add_actions(sub: Any) -> None:
 
     run.add_arguments(sub.add_parser("suite", help=run.SUMMARY, description=run.SUMMARY))
     group_load.add_arguments(sub.add_parser("group-load", help=group_load.SUMMARY, description=group_load.SUMMARY))
-    from bench import compare, follower_fetch, memory
+    from bench import compare, follower_fetch, memory, rpc_cost
 
     compare.add_arguments(sub.add_parser("compare", help=compare.SUMMARY, description=compare.SUMMARY))
     memory.add_arguments(sub.add_parser("memory", help=memory.SUMMARY, description=memory.SUMMARY))
     follower_fetch.add_arguments(
         sub.add_parser("follower-fetch", help=follower_fetch.SUMMARY, description=follower_fetch.SUMMARY)
     )
+    rpc_cost.add_arguments(sub.add_parser("rpc-cost", help=rpc_cost.SUMMARY, description=rpc_cost.SUMMARY))
 
 
 def client_arg(parser: argparse.ArgumentParser) -> None:

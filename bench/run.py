@@ -342,7 +342,18 @@ def main(argv: list[str] | None = None) -> int:
     from ketch.errors import KetchError
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    tools = ("produce", "consume", "suite", "group-load", "compare", "memory", "follower-fetch", "-h", "--help")
+    tools = (
+        "produce",
+        "consume",
+        "suite",
+        "group-load",
+        "compare",
+        "memory",
+        "follower-fetch",
+        "rpc-cost",
+        "-h",
+        "--help",
+    )
     if not argv or argv[0] not in tools:
         argv.insert(0, "suite")
     parser = argparse.ArgumentParser(prog="python -m bench", description="Ketch benchmarks: " + SUMMARY)
