@@ -11,8 +11,8 @@ from ``/proc`` (Linux), split into its main (Python) thread and gRPC's own threa
 
 Why: every message between Ketch processes (a produce, a follower's fetch, its answer) is one
 unary call, and this is what one costs a node before any of Ketch's code runs. On the 2-core
-machine (2026-12-05) it was ~400 us of server CPU per call one at a time (~320 us on the
-Python thread) and ~290 us with 8 in flight; a leader serving 20,000 records/s in 5 ms batches
+machine (2026-12-05, two runs) it was 375-378 us of server CPU per call one at a time (238-240 us
+on the Python thread) and 250-260 us with 8 in flight; a leader serving 20,000 records/s in 5 ms batches
 answers ~3 calls per batch (the produce, two followers' fetches) and spent ~2.2 ms of CPU per
 produce request in all (README "Benchmarks"). Fewer calls per record (a streaming fetch between
 brokers, larger batches) is the lever; shaving Ketch's handlers is not, past a point.

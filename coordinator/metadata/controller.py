@@ -229,11 +229,7 @@ class Controller:
         after = self.config.broker_liveness_probe_ms
         if after <= 0:
             return []
-        out = []
-        for broker_id in self.sessions.silent(self._image.usable_broker_ids, now_ms, after):
-            b = self._image.brokers[broker_id]
-            out.append((broker_id, b.epoch, b.host, b.port))
-        return out
+        return self.probe_targets(self.sessions.silent(self._image.usable_broker_ids, now_ms, after))
 
     def probe_targets(self, broker_ids: Iterable[int]) -> list[tuple[int, int, str, int]]:
         """(id, epoch, host, port) of each of ``broker_ids`` that is registered and unfenced: the
