@@ -18,7 +18,9 @@ Rules:
   users have: the nodes' own principals belong in ``super_users``.
 - A refused call ends with gRPC PERMISSION_DENIED and details ``CODE: why`` where CODE is
   TOPIC_, GROUP_, CLUSTER_ or TRANSACTIONAL_ID_AUTHORIZATION_FAILED; the client raises the matching
-  typed error (not retriable). Nothing of the request ran.
+  typed error (not retriable). Nothing of the request ran. A stream of requests (FetchStream) has
+  each request decided as its unary twin's (Fetch) would be; the first refused one ends the call
+  that way, and nothing of it ran.
 - Listing calls are filtered instead of refused (Kafka): Metadata and DescribeTopics drop the
   topics the caller may not DESCRIBE (a topic named in the request gets
   TOPIC_AUTHORIZATION_FAILED instead), ListGroups and ListTransactions drop what the caller may not
@@ -34,7 +36,7 @@ Rules:
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -179,6 +181,7 @@ KETCH, CONTROLLER, RAFT = "/ketch.v1.Ketch/", "/ketch.v1.KetchController/", "/ke
 RULES: dict[str, Rule] = {
     KETCH + "Produce": _produce,
     KETCH + "Fetch": _fetch,
+    KETCH + "FetchStream": _fetch,  # each request, as Fetch's
     KETCH + "Metadata": _nothing,  # filtered (FILTERS)
     KETCH + "ListOffsets": lambda r, c: c.need(A.DESCRIBE, A.TOPIC, _topics(r.partitions)),
     KETCH + "OffsetForLeaderEpoch": lambda r, c: c.need(A.DESCRIBE, A.TOPIC, _topics(r.partitions)),
@@ -403,7 +406,24 @@ class _Interceptor(grpc.aio.ServerInterceptor):
             return grpc.unary_stream_rpc_method_handler(
                 stream, handler.request_deserializer, handler.response_serializer
             )
-        return handler  # no streaming-request methods exist; RULES_COVER_EVERY_METHOD keeps it so
+        if handler.stream_stream is not None:
+            inner_both = handler.stream_stream
+
+            async def checked(requests: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
+                async for request in requests:  # each request is decided as its unary twin's would be
+                    check, denied = decide(request, context)
+                    if check is None or denied is not None:
+                        await _deny(context, denied, check)
+                    yield request
+
+            async def both(requests: AsyncIterator[Any], context: Any) -> Any:
+                async for item in inner_both(checked(requests, context), context):
+                    yield item
+
+            return grpc.stream_stream_rpc_method_handler(
+                both, handler.request_deserializer, handler.response_serializer
+            )
+        return handler  # no client-streaming methods exist; RULES_COVER_EVERY_METHOD keeps it so
 
 
 def methods_of(services: Sequence[Any]) -> list[str]:

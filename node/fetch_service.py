@@ -28,12 +28,18 @@ A mixin of ``KetchService`` (node/service.py); the replica rules it calls are
   notified since the last fetch, or answered or behind last time are read. A parked
   session fetch waits on the session's standing watch. A refused session is a typed
   error on the whole response, with no partitions.
+- FetchStream is Fetch over one call, for a follower's replication fetches
+  (node/fetch_stream.py): each request is answered, in order, by exactly what Fetch
+  answers it (the same handler, timed as ``Fetch``); one call instead of one per round
+  costs a node less than half the gRPC CPU (``python -m bench rpc-cost``). It checks
+  each request's access as Fetch does, and ends after the answer that follows the
+  node's shutdown (its fetch waiters closed).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -253,3 +259,11 @@ class FetchHandlers:
         for topic, size in reply.served(items).items():
             self.metrics.bytes_out.labels(topic).inc(size)
         return reply.response
+
+    async def FetchStream(
+        self, requests: AsyncIterator[pb.FetchRequest], context: Any
+    ) -> AsyncIterator[pb.FetchResponse]:
+        async for request in requests:
+            yield await self.Fetch(request, context)
+            if self.waiters.closed:
+                return  # shutting down: the follower opens a new call, to whoever leads then

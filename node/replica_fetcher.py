@@ -13,12 +13,13 @@ answer would change nothing here (``changes_nothing`` in replication/follower.py
 Each loop keeps a fetch session with its leader (node/fetch_session.py): after
 one full fetch, a round names only the partitions whose fetch state changed;
 a failed round, a refused session or a change in the followed set starts a
-new session with a full fetch.
+new session with a full fetch. Its rounds are the messages of one FetchStream
+call to the leader (node/fetch_stream.py ``LeaderFetches``), not a unary call each.
 
 A change in the followed set does not wait for the round in flight: that fetch may be parked at
 the leader for up to ``replica.fetch.max.wait.ms`` (500 ms) without the new partition, and an
 acks=all write to it (a new topic, or a partition whose leader just moved here after a failover)
-would wait that long for this follower. So ``reconcile`` cancels a loop's fetch in flight when the
+would wait that long for this follower. So ``reconcile`` cuts short a loop's fetch in flight when the
 partitions it follows on that leader, or their leader epochs, are no longer what the fetch named;
 the loop drops that round (an answer not applied changes nothing here: the next fetch asks again
 from the log end) and opens a new session with the new set at once.
@@ -48,6 +49,7 @@ from ketch.api.v1 import ketch_pb2_grpc
 from ketch.tls import PLAINTEXT, SecurityConfig, open_aio_channel
 from node.broker import Broker
 from node.fetch_session import FetchState, FollowerSession, Key
+from node.fetch_stream import LeaderFetches
 from node.group_commit import GroupCommit
 from node.lifecycle import BrokerEpoch
 from replication.follower import FetchAnswer
@@ -118,7 +120,7 @@ class ReplicaFetcher:
         self._on_unreachable = on_unreachable
         self._loops: dict[int, asyncio.Task[None]] = {}
         # per leader, the fetch in flight and the (topic, partition) -> fetch state it named
-        self._in_flight: dict[int, tuple[grpc.aio.UnaryUnaryCall, dict[Key, FetchState]]] = {}
+        self._in_flight: dict[int, tuple[LeaderFetches, dict[Key, FetchState]]] = {}
 
     def _followed(self, leader_id: int) -> list[tuple[TopicIdPartition, Partition]]:
         return [
@@ -138,10 +140,10 @@ class ReplicaFetcher:
             self._loops[leader_id] = asyncio.create_task(self._run(leader_id), name=f"fetch-from-{leader_id}")
         for leader_id in self._loops.keys() - followed.keys():
             self._loops.pop(leader_id).cancel()
-        for leader_id, (call, named) in self._in_flight.items():
+        for leader_id, (fetches, named) in self._in_flight.items():
             now = followed.get(leader_id, {})
             if now.keys() != named.keys() or any(named[key][1] != epoch for key, epoch in now.items()):
-                call.cancel()
+                fetches.cut_short()
 
     async def stop(self) -> None:
         tasks = list(self._loops.values())
@@ -156,28 +158,36 @@ class ReplicaFetcher:
 
     async def _run(self, leader_id: int) -> None:
         channel: grpc.aio.Channel | None = None
+        fetches: LeaderFetches | None = None
         address = None
         session = FollowerSession()
         try:
             while True:
                 wanted = self._address(leader_id)
                 if wanted != address:
+                    if fetches is not None:
+                        fetches.close()
                     if channel is not None:
                         await channel.close()
                     session.reset()
                     address = wanted
                     channel = open_aio_channel(address, self._security, CHANNEL_OPTIONS) if address else None
+                    fetches = LeaderFetches(ketch_pb2_grpc.KetchStub(channel), leader_id) if channel else None
                 followed = self._followed(leader_id)
-                if channel is None or not followed:
+                if fetches is None or not followed:
                     await asyncio.sleep(0.1)
                     continue
                 try:
-                    await self._round(leader_id, ketch_pb2_grpc.KetchStub(channel), followed, session)
+                    await self._round(leader_id, fetches, followed, session)
                 except grpc.aio.AioRpcError as exc:
                     session.reset()
                     log.debug("fetch from leader %d failed: %s", leader_id, exc.code().name)
                     if exc.code() == grpc.StatusCode.UNAVAILABLE:
                         self._on_unreachable(leader_id)  # the controller probes it now (node/lifecycle.py)
+                    await asyncio.sleep(0.2)
+                except (TimeoutError, ConnectionResetError) as exc:  # no answer in time; the leader ended the call
+                    session.reset()
+                    log.debug("fetch from leader %d failed: %r", leader_id, exc)
                     await asyncio.sleep(0.2)
                 except asyncio.CancelledError:
                     raise
@@ -186,13 +196,15 @@ class ReplicaFetcher:
                     log.exception("fetch round from leader %d failed", leader_id)
                     await asyncio.sleep(0.5)
         finally:
+            if fetches is not None:
+                fetches.close()
             if channel is not None:
                 await channel.close()
 
     async def _round(
         self,
         leader_id: int,
-        stub: ketch_pb2_grpc.KetchStub,
+        fetches: LeaderFetches,
         followed: list[tuple[TopicIdPartition, Partition]],
         session: FollowerSession,
     ) -> None:
@@ -206,19 +218,18 @@ class ReplicaFetcher:
         request = fetch_request(
             self.broker.node_id, self._broker_epoch.value, self._max_wait_ms, named, states, session, session_epoch
         )
-        call = stub.Fetch(request, timeout=self._max_wait_ms / 1000 + 10)
-        self._in_flight[leader_id] = (call, states)
+        self._in_flight[leader_id] = (fetches, states)
         try:
-            response = await call
+            response = await fetches.exchange(request, self._max_wait_ms / 1000 + 10)
         except asyncio.CancelledError:
             task = asyncio.current_task()
-            if not call.cancelled() or (task is not None and task.cancelling()):
+            if not fetches.was_cut_short or (task is not None and task.cancelling()):
                 raise  # this loop is stopping
             session.reset()  # reconcile cut it short: the followed set changed; a full fetch of the new set
             return
         finally:
             # (not a newer loop's entry: a loop for this leader may have stopped and begun again)
-            if self._in_flight.get(leader_id, (None,))[0] is call:
+            if self._in_flight.get(leader_id, (None,))[0] is fetches:
                 del self._in_flight[leader_id]
         if not session.answered(states, named, response):
             log.info("fetch session refused (%s), opening a new one", response.error_message)

@@ -381,6 +381,10 @@ def test_acls_decide_each_operation_with_kafkas_errors(tls_cluster: tuple[LocalC
             request = pb.FetchRequest(replica_id=2, partitions=[pb.FetchPartition(topic="bob-orders")])
             ketch_pb2_grpc.KetchStub(channel).Fetch(request, timeout=5)
         assert fetch.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        with pytest.raises(grpc.RpcError) as streamed:  # the same fetch over FetchStream
+            list(ketch_pb2_grpc.KetchStub(channel).FetchStream(iter([request]), timeout=5))
+        assert streamed.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "CLUSTER_AUTHORIZATION_FAILED" in (streamed.value.details() or "")
         with pytest.raises(grpc.RpcError) as heartbeat:
             controller_pb2_grpc.KetchControllerStub(channel).BrokerHeartbeat(
                 cpb.BrokerHeartbeatRequest(broker_id=1), timeout=5

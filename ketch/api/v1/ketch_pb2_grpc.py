@@ -44,6 +44,11 @@ class KetchStub:
                 request_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.FetchRequest.SerializeToString,
                 response_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.FetchResponse.FromString,
                 _registered_method=True)
+        self.FetchStream = channel.stream_stream(
+                '/ketch.v1.Ketch/FetchStream',
+                request_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.FetchRequest.SerializeToString,
+                response_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.FetchResponse.FromString,
+                _registered_method=True)
         self.Metadata = channel.unary_unary(
                 '/ketch.v1.Ketch/Metadata',
                 request_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.MetadataRequest.SerializeToString,
@@ -238,6 +243,14 @@ class KetchServicer:
 
     def Fetch(self, request, context):
         """Read record batches; long-polls until min_bytes or max_wait_ms.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FetchStream(self, request_iterator, context):
+        """Fetch over one call: each request is answered, in order, as Fetch would answer it
+        (a follower's replication fetches; node/fetch_service.py).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -509,6 +522,11 @@ def add_KetchServicer_to_server(servicer, server):
                     request_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.FetchRequest.FromString,
                     response_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.FetchResponse.SerializeToString,
             ),
+            'FetchStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.FetchStream,
+                    request_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.FetchRequest.FromString,
+                    response_serializer=ketch_dot_api_dot_v1_dot_ketch__pb2.FetchResponse.SerializeToString,
+            ),
             'Metadata': grpc.unary_unary_rpc_method_handler(
                     servicer.Metadata,
                     request_deserializer=ketch_dot_api_dot_v1_dot_ketch__pb2.MetadataRequest.FromString,
@@ -742,6 +760,33 @@ class Ketch:
             request,
             target,
             '/ketch.v1.Ketch/Fetch',
+            ketch_dot_api_dot_v1_dot_ketch__pb2.FetchRequest.SerializeToString,
+            ketch_dot_api_dot_v1_dot_ketch__pb2.FetchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FetchStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/ketch.v1.Ketch/FetchStream',
             ketch_dot_api_dot_v1_dot_ketch__pb2.FetchRequest.SerializeToString,
             ketch_dot_api_dot_v1_dot_ketch__pb2.FetchResponse.FromString,
             options,

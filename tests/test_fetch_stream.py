@@ -1,0 +1,133 @@
+"""node/fetch_stream.py: a follower's fetches to one leader over one FetchStream call, against
+real gRPC servers in this process (a leader with FetchStream, one without, one that stops)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+
+from ketch.api.v1 import ketch_pb2 as pb
+from ketch.api.v1 import ketch_pb2_grpc
+from node.fetch_stream import LeaderFetches
+
+
+class StreamingLeader(ketch_pb2_grpc.KetchServicer):
+    """Answers each request after ``max_wait_ms`` with ``session_id`` = its ``max_wait_ms``."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def FetchStream(self, requests: AsyncIterator[pb.FetchRequest], context: Any) -> Any:
+        self.calls += 1
+        async for request in requests:
+            await asyncio.sleep(request.max_wait_ms / 1000)
+            yield pb.FetchResponse(session_id=request.max_wait_ms)
+
+
+class OlderLeader(ketch_pb2_grpc.KetchServicer):
+    """Unary Fetch only (FetchStream is the generated UNIMPLEMENTED)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def Fetch(self, request: pb.FetchRequest, context: Any) -> pb.FetchResponse:
+        self.calls += 1
+        return pb.FetchResponse(session_id=request.max_wait_ms)
+
+
+async def _serve(servicer: ketch_pb2_grpc.KetchServicer) -> tuple[grpc.aio.Server, grpc.aio.Channel]:
+    server = grpc.aio.server()
+    ketch_pb2_grpc.add_KetchServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    return server, grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+
+
+def _ask(wait_ms: int) -> pb.FetchRequest:
+    return pb.FetchRequest(max_wait_ms=wait_ms)
+
+
+def test_rounds_are_messages_of_one_call_answered_in_order() -> None:
+    async def scenario() -> None:
+        leader = StreamingLeader()
+        server, channel = await _serve(leader)
+        fetches = LeaderFetches(ketch_pb2_grpc.KetchStub(channel), 1)
+        try:
+            answers = [(await fetches.exchange(_ask(wait), 5)).session_id for wait in (3, 1, 2, 0)]
+            assert answers == [3, 1, 2, 0]
+            assert leader.calls == 1 and not fetches.unary
+        finally:
+            fetches.close()
+            await channel.close()
+            await server.stop(0)
+
+    asyncio.run(scenario())
+
+
+def test_a_leader_without_fetch_stream_is_fetched_from_with_unary_calls() -> None:
+    async def scenario() -> None:
+        leader = OlderLeader()
+        server, channel = await _serve(leader)
+        fetches = LeaderFetches(ketch_pb2_grpc.KetchStub(channel), 1)
+        try:
+            assert (await fetches.exchange(_ask(4), 5)).session_id == 4
+            assert (await fetches.exchange(_ask(5), 5)).session_id == 5
+            assert fetches.unary and leader.calls == 2
+        finally:
+            fetches.close()
+            await channel.close()
+            await server.stop(0)
+
+    asyncio.run(scenario())
+
+
+def test_a_cut_short_or_late_exchange_ends_its_call_and_the_next_opens_another() -> None:
+    async def scenario() -> None:
+        leader = StreamingLeader()
+        server, channel = await _serve(leader)
+        fetches = LeaderFetches(ketch_pb2_grpc.KetchStub(channel), 1)
+        try:
+            parked = asyncio.create_task(fetches.exchange(_ask(5000), 10))
+            await asyncio.sleep(0.2)
+            fetches.cut_short()
+            with pytest.raises(asyncio.CancelledError):
+                await parked
+            assert fetches.was_cut_short
+            assert (await fetches.exchange(_ask(1), 5)).session_id == 1  # a new call
+            assert not fetches.was_cut_short
+            with pytest.raises(TimeoutError):
+                await fetches.exchange(_ask(5000), 0.2)
+            assert (await fetches.exchange(_ask(2), 5)).session_id == 2
+            assert leader.calls == 3
+        finally:
+            fetches.close()
+            await channel.close()
+            await server.stop(0)
+
+    asyncio.run(scenario())
+
+
+def test_a_leader_gone_between_exchanges_is_reported_unavailable() -> None:
+    """The idle call's write fails (gRPC: INTERNAL) unless gRPC saw the call end first (a race: ten
+    tries); the exchange tries a new call, whose error is UNAVAILABLE, the code a follower reports
+    to the controller (node/replica_fetcher.py)."""
+
+    async def scenario() -> None:
+        server, channel = await _serve(StreamingLeader())
+        fetches = LeaderFetches(ketch_pb2_grpc.KetchStub(channel), 1)
+        try:
+            await fetches.exchange(_ask(0), 5)
+            await server.stop(0)
+            with pytest.raises(grpc.aio.AioRpcError) as failed:
+                await fetches.exchange(_ask(0), 5)
+            assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
+        finally:
+            fetches.close()
+            await channel.close()
+
+    for _ in range(10):
+        asyncio.run(scenario())
