@@ -33,7 +33,8 @@ A mixin of ``KetchService`` (node/service.py); the replica rules it calls are
   answers it (the same handler, timed as ``Fetch``); one call instead of one per round
   costs a node less than half the gRPC CPU (``python -m bench rpc-cost``). It checks
   each request's access as Fetch does, and ends after the answer that follows the
-  node's shutdown (its fetch waiters closed).
+  node's shutdown (its fetch waiters closed: that answer comes at once). A follower
+  that sends nothing more (paused) holds its call until the server's grace period ends.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 Every replication round is one Fetch request and its answer (node/replica_fetcher.py). Sending
 them as messages of one long-lived FetchStream call instead of one unary call each costs the
-leader less than half the gRPC CPU per round (``python -m bench rpc-cost``: ~140 us against
-~360 us of server CPU per exchange on the 2-core machine), and the leader answers each message
+leader less than half the gRPC CPU per round (``python -m bench rpc-cost``: ~130 us against
+~350 us of server CPU per exchange on the 2-core machine), and the leader answers each message
 exactly as it answers Fetch (node/fetch_service.py). Rules:
 
 1. One exchange at a time: ``exchange`` writes a request and reads its answer; the follower

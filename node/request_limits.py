@@ -21,10 +21,12 @@ Rules (``InflightLimits.admit``; 0 disables a limit):
 The node-wide limit checks first, so its count is shared; the counts of a connection and an
 IP are dropped when they reach zero (no growth with the number of clients ever seen).
 
-What is counted: unary calls only (every client request, a replica's fetch, Raft and controller
-RPCs). Server streams (the broker's FetchMetadata subscription, health Watch) live as long as
-the node and are bounded per connection by HTTP/2 (``max_concurrent_streams``): counting them
-would fill the limit with one slot per peer forever. grpc.aio's own ``maximum_concurrent_rpcs``
+What is counted: unary calls only (every client request, Raft and controller RPCs). Streams
+(the broker's FetchMetadata subscription, health Watch, a follower's FetchStream to its leader)
+live as long as the node or the followership and are bounded per connection by HTTP/2
+(``max_concurrent_streams``): counting them would fill the limit with one slot per peer
+forever. A FetchStream's requests are answered one at a time, in order, so each holds at most
+one request's work on the node. grpc.aio's own ``maximum_concurrent_rpcs``
 is not used: it refuses with a fixed "Concurrent RPC limit exceeded!" that names no setting, and
 counts the long-lived streams.
 
