@@ -46,10 +46,10 @@ like theirs and it serves the broker's ``KetchService`` for listener KAFKA.
    controlled shutdown (its leaderships move to other ISR members, bounded
    by a timeout) is answered by its own controller still running. Each role
    first ends its long-lived calls (metadata streams, parked long-poll
-   fetches); then health goes NOT_SERVING and the server stops taking new
-   calls and waits up to ``shutdown_grace_s`` for in-flight ones (every
-   listener's server at once); then each
-   role, again in reverse, awaits its loops and closes what it holds.
+   fetches; a follower's FetchStream ends with its next answer); then health
+   goes NOT_SERVING and the server stops taking new calls and waits up to
+   ``shutdown_grace_s`` for in-flight ones (every listener's server at once);
+   then each role, again in reverse, awaits its loops and closes what it holds.
 5. Sync the WAL and write the clean-shutdown marker, unless the store
    failed; close the store. Exit status 0, or 1 after a failure.
 
