@@ -4,6 +4,7 @@ real gRPC servers in this process (a leader with FetchStream, one without, one t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -39,12 +40,23 @@ class OlderLeader(ketch_pb2_grpc.KetchServicer):
         return pb.FetchResponse(session_id=request.max_wait_ms)
 
 
-async def _serve(servicer: ketch_pb2_grpc.KetchServicer) -> tuple[grpc.aio.Server, grpc.aio.Channel]:
+@contextlib.asynccontextmanager
+async def _fetching_from(
+    servicer: ketch_pb2_grpc.KetchServicer,
+) -> AsyncIterator[tuple[grpc.aio.Server, LeaderFetches]]:
+    """A real server of ``servicer`` on a free port and a follower's ``LeaderFetches`` to it; both ended after."""
     server = grpc.aio.server()
     ketch_pb2_grpc.add_KetchServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
-    return server, grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    fetches = LeaderFetches(ketch_pb2_grpc.KetchStub(channel), 1)
+    try:
+        yield server, fetches
+    finally:
+        fetches.close()
+        await channel.close()
+        await server.stop(0)
 
 
 def _ask(wait_ms: int) -> pb.FetchRequest:
@@ -54,16 +66,10 @@ def _ask(wait_ms: int) -> pb.FetchRequest:
 def test_rounds_are_messages_of_one_call_answered_in_order() -> None:
     async def scenario() -> None:
         leader = StreamingLeader()
-        server, channel = await _serve(leader)
-        fetches = LeaderFetches(ketch_pb2_grpc.KetchStub(channel), 1)
-        try:
+        async with _fetching_from(leader) as (_, fetches):
             answers = [(await fetches.exchange(_ask(wait), 5)).session_id for wait in (3, 1, 2, 0)]
             assert answers == [3, 1, 2, 0]
             assert leader.calls == 1 and not fetches.unary
-        finally:
-            fetches.close()
-            await channel.close()
-            await server.stop(0)
 
     asyncio.run(scenario())
 
@@ -71,16 +77,10 @@ def test_rounds_are_messages_of_one_call_answered_in_order() -> None:
 def test_a_leader_without_fetch_stream_is_fetched_from_with_unary_calls() -> None:
     async def scenario() -> None:
         leader = OlderLeader()
-        server, channel = await _serve(leader)
-        fetches = LeaderFetches(ketch_pb2_grpc.KetchStub(channel), 1)
-        try:
+        async with _fetching_from(leader) as (_, fetches):
             assert (await fetches.exchange(_ask(4), 5)).session_id == 4
             assert (await fetches.exchange(_ask(5), 5)).session_id == 5
             assert fetches.unary and leader.calls == 2
-        finally:
-            fetches.close()
-            await channel.close()
-            await server.stop(0)
 
     asyncio.run(scenario())
 
@@ -88,9 +88,7 @@ def test_a_leader_without_fetch_stream_is_fetched_from_with_unary_calls() -> Non
 def test_a_cut_short_or_late_exchange_ends_its_call_and_the_next_opens_another() -> None:
     async def scenario() -> None:
         leader = StreamingLeader()
-        server, channel = await _serve(leader)
-        fetches = LeaderFetches(ketch_pb2_grpc.KetchStub(channel), 1)
-        try:
+        async with _fetching_from(leader) as (_, fetches):
             parked = asyncio.create_task(fetches.exchange(_ask(5000), 10))
             await asyncio.sleep(0.2)
             fetches.cut_short()
@@ -103,10 +101,6 @@ def test_a_cut_short_or_late_exchange_ends_its_call_and_the_next_opens_another()
                 await fetches.exchange(_ask(5000), 0.2)
             assert (await fetches.exchange(_ask(2), 5)).session_id == 2
             assert leader.calls == 3
-        finally:
-            fetches.close()
-            await channel.close()
-            await server.stop(0)
 
     asyncio.run(scenario())
 
@@ -117,17 +111,12 @@ def test_a_leader_gone_between_exchanges_is_reported_unavailable() -> None:
     to the controller (node/replica_fetcher.py)."""
 
     async def scenario() -> None:
-        server, channel = await _serve(StreamingLeader())
-        fetches = LeaderFetches(ketch_pb2_grpc.KetchStub(channel), 1)
-        try:
+        async with _fetching_from(StreamingLeader()) as (server, fetches):
             await fetches.exchange(_ask(0), 5)
             await server.stop(0)
             with pytest.raises(grpc.aio.AioRpcError) as failed:
                 await fetches.exchange(_ask(0), 5)
             assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
-        finally:
-            fetches.close()
-            await channel.close()
 
     for _ in range(10):
         asyncio.run(scenario())
