@@ -34,7 +34,8 @@ A mixin of ``KetchService`` (node/service.py); the replica rules it calls are
   costs a node less than half the gRPC CPU (``python -m bench rpc-cost``). It checks
   each request's access as Fetch does, and ends after the answer that follows the
   node's shutdown (its fetch waiters closed: that answer comes at once). A follower
-  that sends nothing more (paused) holds its call until the server's grace period ends.
+  paused between an answer and its next request holds its call until the server's
+  grace period ends it (one paused with its request parked here does not).
 """
 
 from __future__ import annotations
