@@ -376,17 +376,19 @@ class _Interceptor(grpc.aio.ServerInterceptor):
         post = FILTERS.get(method)
         access = self.access
 
-        def decide(request: Any, context: Any) -> tuple[Check | None, Denied | None]:
-            return access.decide(method, request, principal_of(context, access.rules, access.sessions))
+        async def admit(request: Any, context: Any) -> Check:
+            """The caller's check for ``request``, or the call ended (``_deny``) if it is refused."""
+            check, denied = access.decide(method, request, principal_of(context, access.rules, access.sessions))
+            if check is None or denied is not None:
+                await _deny(context, denied, check)
+            assert check is not None
+            return check
 
         if handler.unary_unary is not None:
             inner = handler.unary_unary
 
             async def unary(request: Any, context: Any) -> Any:
-                check, denied = decide(request, context)
-                if check is None or denied is not None:
-                    await _deny(context, denied, check)
-                assert check is not None
+                check = await admit(request, context)
                 response = await inner(request, context)
                 if post is not None:
                     post(request, response, check)
@@ -397,9 +399,7 @@ class _Interceptor(grpc.aio.ServerInterceptor):
             inner_stream = handler.unary_stream
 
             async def stream(request: Any, context: Any) -> Any:
-                check, denied = decide(request, context)
-                if check is None or denied is not None:
-                    await _deny(context, denied, check)
+                await admit(request, context)
                 async for item in inner_stream(request, context):
                     yield item
 
@@ -411,9 +411,7 @@ class _Interceptor(grpc.aio.ServerInterceptor):
 
             async def checked(requests: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
                 async for request in requests:  # each request is decided as its unary twin's would be
-                    check, denied = decide(request, context)
-                    if check is None or denied is not None:
-                        await _deny(context, denied, check)
+                    await admit(request, context)
                     yield request
 
             async def both(requests: AsyncIterator[Any], context: Any) -> Any:
