@@ -10,7 +10,8 @@ Rules:
   offsets, zero phantom reads and reads in offset order.
 - The second control run turns idempotence off: producers that retry after a
   paused leader's timeouts must store some record twice, so the duplicate check
-  is shown to fail where idempotence is missing.
+  is shown to fail where idempotence is missing. It runs a heavier load than the
+  scenarios (``CONTROL_LOAD``) so that a pause finds a retried batch in flight.
 - CI runs each scenario for ``KETCH_CHAOS_SECONDS`` (default 10 s of faults; the
   suite must stay under 20 minutes on 2 cores) and the duplicates control for 20 s,
   except two whose fault CI already runs elsewhere: kill-leader (here with mutual TLS on
@@ -40,6 +41,7 @@ from chaos.faults import SCENARIOS
 
 SECONDS = float(os.environ.get("KETCH_CHAOS_SECONDS", "10"))
 CONTROL_SECONDS = 20.0
+CONTROL_LOAD: dict[str, Any] = {"producers": 4, "rate": 300.0}
 SLOW_SECONDS = float(os.environ.get("KETCH_CHAOS_SLOW_SECONDS", "300"))
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -87,11 +89,23 @@ def test_control_acks_1_with_a_lagging_killed_leader_loses_acknowledged_records(
 def test_control_without_idempotence_retries_store_duplicates(tmp_path: Path) -> None:
     """Kept at 20 s of faults (``CONTROL_SECONDS``), not shortened with the scenarios: it must see a
     retried write stored twice, and with 10 s one run in three saw none (two pauses instead of three
-    or four)."""
+    or four).
+
+    A duplicate needs a pause that lands while a retrying producer's batch is on a follower but not
+    yet acknowledged, a window of one replication round. Run at the default load (one retrying
+    producer of three, 100 records/s each), half the runs saw none once followers fetched over a
+    stream (shorter rounds): seeds 1-6 stored 0, 2, 0, 1, 0, 1, and CI failed on seeds 1-3. So the
+    control runs two retrying producers of four at 300 records/s (``CONTROL_LOAD``): seeds 1-6
+    stored 3-11 duplicates each, and the same runs with idempotence on stored none."""
     seen = []
     for seed in (1, 2, 3):
         result = runner.run(
-            "pause-leader", CONTROL_SECONDS, seed=seed, workdir=tmp_path / f"seed-{seed}", idempotence=False
+            "pause-leader",
+            CONTROL_SECONDS,
+            seed=seed,
+            workdir=tmp_path / f"seed-{seed}",
+            idempotence=False,
+            **CONTROL_LOAD,
         )
         print("\n" + report.table([result]))
         assert result["lost"] == 0 and result["safe"], "idempotence off still loses nothing"
