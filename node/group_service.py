@@ -27,6 +27,12 @@ Rules:
   taking -1 for "nothing committed". A request naming no partitions (the
   admin's listing) gets the committed offsets as they are: a
   consume-transform-produce group almost always has a transaction open.
+- ListGroups answers the groups of every offsets partition this broker leads and has loaded.
+  While one it leads is still loading (just after it took the leadership over), the status is
+  COORDINATOR_LOAD_IN_PROGRESS, with the groups loaded so far, as Kafka's broker answers: a
+  listing that silently left out the loading partition's groups would look complete. The admin
+  client retries that broker (``Admin.list_consumer_groups``). A broker that has not yet seen its
+  new leadership cannot know; it lists what it leads, as Kafka's does.
 - Inputs are checked before they reach the coordinator: timeouts must be
   positive, offsets >= -1, partitions >= 0 (INVALID_REQUEST otherwise).
 """
@@ -281,11 +287,17 @@ class GroupHandlers:
     @timed("ListGroups")
     async def ListGroups(self, request: pb.ListGroupsRequest, context: Any) -> pb.ListGroupsResponse:
         response = pb.ListGroupsResponse(status=_status())
+        loading = []
         for loaded in list(self.groups.partitions.values()):
             if loaded.coordinator is None:
+                loading.append(loaded.index)
                 continue
             for g in loaded.coordinator.list_groups():
                 response.groups.add(group_id=g.group_id, protocol_type=g.protocol_type, state=str(g.state))
+        if loading:
+            partitions = ", ".join(f"{self.groups.topic}-{index}" for index in sorted(loading))
+            message = f"still loading {partitions}: the groups listed are those loaded so far; retry"
+            response.status.CopyFrom(_status(code=ErrorCode.COORDINATOR_LOAD_IN_PROGRESS, message=message))
         return response
 
     @timed("DescribeGroups")

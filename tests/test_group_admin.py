@@ -52,6 +52,7 @@ class FakeBroker(ketch_pb2_grpc.KetchServicer):
         self.groups = groups or []
         self.find: list[ErrorCode] = []
         self.fetch: list[int] = []
+        self.loading: list[list[str]] = []  # ListGroups: COORDINATOR_LOAD_IN_PROGRESS with these groups first
         self.calls: list[str] = []
 
     async def Metadata(self, request: pb.MetadataRequest, context: Any) -> pb.MetadataResponse:
@@ -81,7 +82,11 @@ class FakeBroker(ketch_pb2_grpc.KetchServicer):
     async def ListGroups(self, request: pb.ListGroupsRequest, context: Any) -> pb.ListGroupsResponse:
         self.calls.append("ListGroups")
         response = pb.ListGroupsResponse()
-        for g in self.groups:
+        groups = self.groups
+        if self.loading:
+            groups = self.loading.pop(0)
+            response.status.CopyFrom(pb.GroupStatus(error_code=ErrorCode.COORDINATOR_LOAD_IN_PROGRESS.name))
+        for g in groups:
             response.groups.add(group_id=g, protocol_type="consumer", state="Stable")
         return response
 
@@ -165,6 +170,26 @@ def test_list_asks_every_broker_and_merges() -> None:
                 listed = await admin.list_consumer_groups()
             assert [tuple(g) for g in listed] == [(g, "Stable", "consumer") for g in ("a", "b", "c")]
             assert one.calls.count("ListGroups") == 1 and two.calls.count("ListGroups") == 1
+        finally:
+            for s in servers:
+                await s.stop(None)
+
+    asyncio.run(scenario())
+
+
+def test_list_retries_a_broker_still_loading_its_offsets_partitions() -> None:
+    """A broker that just took over an offsets partition answers COORDINATOR_LOAD_IN_PROGRESS with
+    the groups loaded so far; the listing asks it again rather than returning a partial list."""
+
+    async def scenario() -> None:
+        one, two = FakeBroker(1, ["a"]), FakeBroker(2, ["b", "c"])
+        two.loading = [["b"], ["b"]]  # c's partition loads during the first two calls
+        servers = await serve(one, two)
+        try:
+            async with AioAdmin(f"127.0.0.1:{one.port}", request_timeout_ms=10_000) as admin:
+                listed = await admin.list_consumer_groups()
+            assert [g.group_id for g in listed] == ["a", "b", "c"]
+            assert one.calls.count("ListGroups") == 1 and two.calls.count("ListGroups") == 3
         finally:
             for s in servers:
                 await s.stop(None)
@@ -317,9 +342,10 @@ def test_three_nodes_groups_spread_over_coordinators_and_survive_one_stopping(tm
             elapsed = time.monotonic() - started
             survivors = [n for n in cluster.nodes if n != victim]
         with Admin(",".join(cluster.nodes[n].bootstrap for n in survivors)) as admin:
-            # each group's coordinator found and loaded first (describe retries a coordinator that is
-            # still taking over): a broker lists only the groups it has loaded, so listing at once
-            # after the stop could miss a partition whose new leader had not loaded it yet
+            # each group's coordinator found first (describe retries a coordinator that is still
+            # taking over): a broker still loading a partition answers COORDINATOR_LOAD_IN_PROGRESS
+            # and the listing retries it, but a new leader that has not yet heard of its leadership
+            # lists without that partition's groups (as Kafka's broker does)
             assert [d.state for d in admin.describe_consumer_groups(groups)] == ["Empty"] * 8
             assert [g.group_id for g in admin.list_consumer_groups()] == groups
         with grpc.insecure_channel(cluster.nodes[survivors[0]].bootstrap) as channel:

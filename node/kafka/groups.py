@@ -24,7 +24,9 @@ Rules:
   (retriable); without it (and on v1-6, whose clients do not know that code) the committed
   offset is answered as it is, as Kafka does. A topic the caller may not DESCRIBE is then
   answered -1 (the listing is filtered by node/access.py) rather than TOPIC_AUTHORIZATION_FAILED.
-- ListGroups v0-4 (v4 filters by state here, ignoring case as Kafka does). DescribeGroups v0-5:
+- ListGroups v0-4 (v4 filters by state here, ignoring case as Kafka does). While an offsets
+  partition the broker leads is loading, the error is COORDINATOR_LOAD_IN_PROGRESS and the groups
+  loaded so far come with it, as from Kafka's broker. DescribeGroups v0-5:
   each member's metadata (its subscription for the group's protocol) and assignment are the bytes
   the members sent, which Kafka's tools decode; an unknown group is state Dead with no error, as
   in Kafka. DeleteGroups v0-2: per group.
@@ -319,16 +321,15 @@ def _with_error(ctx: KafkaContext, topics: Any, code: int, plural: str) -> tuple
 async def list_groups(request: Any, ctx: KafkaContext) -> Any:
     answer = await call(ctx, "ListGroups", pb.ListGroupsRequest())
     code, _ = status_of(answer)
-    if code:
-        return build(ctx.response_type, error_code=kafka_error(code), groups=())
+    groups = () if isinstance(answer, Refused) else answer.groups  # LOAD_IN_PROGRESS: those loaded so far
     states = {state.lower() for state in getattr(request, "states_filter", ()) or ()}
     listed = nested(ctx.response_type, "ListedGroup")
     return build(
         ctx.response_type,
-        error_code=kafka_error(0),
+        error_code=kafka_error(code),
         groups=tuple(
             build(listed, group_id=g.group_id, protocol_type=g.protocol_type, group_state=g.state)
-            for g in answer.groups
+            for g in groups
             if not states or g.state.lower() in states
         ),
     )
