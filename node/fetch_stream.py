@@ -19,7 +19,9 @@ exactly as it answers Fetch (node/fetch_service.py). Rules:
    call is cancelled and ``TimeoutError`` raised, so a leader that stopped answering (paused,
    cut off) never holds the follower, as the unary call's deadline did.
 4. A leader without FetchStream (an older Ketch during a rolling upgrade: UNIMPLEMENTED) is
-   fetched from with unary Fetch calls from then on, by this object.
+   fetched from with unary Fetch calls from then on, until one of them finds it unreachable
+   (UNAVAILABLE: it is restarting, perhaps as the next version); the exchange after that tries
+   FetchStream again. So a follower that outlives its leader's upgrade streams again.
 5. ``cut_short`` (the followed set changed: node/replica_fetcher.py ``reconcile``) cancels the
    exchange in flight from outside; its ``exchange`` raises ``CancelledError`` with
    ``was_cut_short`` true, which the caller tells apart from its own task's cancellation.
@@ -54,6 +56,10 @@ class LeaderFetches:
             self._unary_call = call = self._stub.Fetch(request, timeout=timeout_s)
             try:
                 return await call
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                    self.unary = False  # rule 4: the leader that comes back may have FetchStream
+                raise
             finally:
                 self._unary_call = None
         stream = self._stream

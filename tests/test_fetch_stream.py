@@ -43,8 +43,9 @@ class OlderLeader(ketch_pb2_grpc.KetchServicer):
 @contextlib.asynccontextmanager
 async def _fetching_from(
     servicer: ketch_pb2_grpc.KetchServicer,
-) -> AsyncIterator[tuple[grpc.aio.Server, LeaderFetches]]:
-    """A real server of ``servicer`` on a free port and a follower's ``LeaderFetches`` to it; both ended after."""
+) -> AsyncIterator[tuple[grpc.aio.Server, int, LeaderFetches]]:
+    """A real server of ``servicer`` on a free port, the port, and a follower's ``LeaderFetches`` to
+    it; both ended after."""
     server = grpc.aio.server()
     ketch_pb2_grpc.add_KetchServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
@@ -52,7 +53,7 @@ async def _fetching_from(
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     fetches = LeaderFetches(ketch_pb2_grpc.KetchStub(channel), 1)
     try:
-        yield server, fetches
+        yield server, port, fetches
     finally:
         fetches.close()
         await channel.close()
@@ -66,7 +67,7 @@ def _ask(wait_ms: int) -> pb.FetchRequest:
 def test_rounds_are_messages_of_one_call_answered_in_order() -> None:
     async def scenario() -> None:
         leader = StreamingLeader()
-        async with _fetching_from(leader) as (_, fetches):
+        async with _fetching_from(leader) as (_, _, fetches):
             answers = [(await fetches.exchange(_ask(wait), 5)).session_id for wait in (3, 1, 2, 0)]
             assert answers == [3, 1, 2, 0]
             assert leader.calls == 1 and not fetches.unary
@@ -77,7 +78,7 @@ def test_rounds_are_messages_of_one_call_answered_in_order() -> None:
 def test_a_leader_without_fetch_stream_is_fetched_from_with_unary_calls() -> None:
     async def scenario() -> None:
         leader = OlderLeader()
-        async with _fetching_from(leader) as (_, fetches):
+        async with _fetching_from(leader) as (_, _, fetches):
             assert (await fetches.exchange(_ask(4), 5)).session_id == 4
             assert (await fetches.exchange(_ask(5), 5)).session_id == 5
             assert fetches.unary and leader.calls == 2
@@ -85,10 +86,44 @@ def test_a_leader_without_fetch_stream_is_fetched_from_with_unary_calls() -> Non
     asyncio.run(scenario())
 
 
+def test_a_leader_upgraded_in_place_is_streamed_from_again() -> None:
+    """Rule 4's way back: the older leader stops (the unary call fails UNAVAILABLE), an upgraded one
+    starts on the same port, and the next exchanges go over one FetchStream call."""
+
+    async def scenario() -> None:
+        older, upgraded = OlderLeader(), StreamingLeader()
+        async with _fetching_from(older) as (server, port, fetches):
+            assert (await fetches.exchange(_ask(1), 5)).session_id == 1 and fetches.unary
+            await server.stop(0)
+            with pytest.raises(grpc.aio.AioRpcError) as failed:
+                await fetches.exchange(_ask(2), 5)
+            assert failed.value.code() == grpc.StatusCode.UNAVAILABLE and not fetches.unary
+            restarted = grpc.aio.server()
+            ketch_pb2_grpc.add_KetchServicer_to_server(upgraded, restarted)
+            assert restarted.add_insecure_port(f"127.0.0.1:{port}") == port
+            await restarted.start()
+            try:
+                answers = []
+                for _ in range(100):  # until the channel has reconnected (its backoff)
+                    with contextlib.suppress(grpc.aio.AioRpcError):
+                        answers.append((await fetches.exchange(_ask(3), 5)).session_id)
+                    if answers:
+                        break
+                    await asyncio.sleep(0.1)
+                assert answers == [3]
+                assert (await fetches.exchange(_ask(4), 5)).session_id == 4
+                assert upgraded.calls == 1 and not fetches.unary and older.calls == 1
+            finally:
+                fetches.close()
+                await restarted.stop(0)
+
+    asyncio.run(scenario())
+
+
 def test_a_cut_short_or_late_exchange_ends_its_call_and_the_next_opens_another() -> None:
     async def scenario() -> None:
         leader = StreamingLeader()
-        async with _fetching_from(leader) as (_, fetches):
+        async with _fetching_from(leader) as (_, _, fetches):
             parked = asyncio.create_task(fetches.exchange(_ask(5000), 10))
             await asyncio.sleep(0.2)
             fetches.cut_short()
@@ -111,7 +146,7 @@ def test_a_leader_gone_between_exchanges_is_reported_unavailable() -> None:
     to the controller (node/replica_fetcher.py)."""
 
     async def scenario() -> None:
-        async with _fetching_from(StreamingLeader()) as (server, fetches):
+        async with _fetching_from(StreamingLeader()) as (server, _, fetches):
             await fetches.exchange(_ask(0), 5)
             await server.stop(0)
             with pytest.raises(grpc.aio.AioRpcError) as failed:
