@@ -114,8 +114,7 @@ def test_a_leader_upgraded_in_place_is_streamed_from_again() -> None:
                 assert (await fetches.exchange(_ask(4), 5)).session_id == 4
                 assert upgraded.calls == 1 and not fetches.unary and older.calls == 1
             finally:
-                fetches.close()
-                await restarted.stop(0)
+                await restarted.stop(0)  # the follower's call and channel end with the context
 
     asyncio.run(scenario())
 
